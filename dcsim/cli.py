@@ -1,0 +1,164 @@
+"""Command line: ``python -m dcsim run | validate | schema | list``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+
+from dcsim import __version__
+from dcsim.errors import DcsimError
+
+QUICKSTART = "quickstart.yaml"
+
+
+def _builtin(name: str) -> Path:
+    return Path(str(resources.files("dcsim") / "builtin" / name))
+
+
+def _progress_bar(horizon_s: float, enabled: bool):
+    """A tqdm bar over simulated time that appears only if the run lasts more than two seconds."""
+    if not enabled:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=horizon_s, unit="sim-s", unit_scale=True, delay=2.0, file=sys.stderr,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} simulated s [{elapsed}<{remaining}]")
+    state = {"last": 0.0}
+
+    def update(t: float) -> None:
+        bar.update(t - state["last"])
+        state["last"] = t
+
+    def close() -> None:
+        bar.update(horizon_s - state["last"])
+        bar.close()
+
+    return update, close
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from dcsim.config import load_scenario
+    from dcsim.metrics import summary_table
+    from dcsim.outputs import choose_run_dir, prepare_out_dir, write_run
+    from dcsim.runner import run_scenario
+
+    path = Path(args.scenario) if args.scenario else _builtin(QUICKSTART)
+    overrides = list(args.set or [])
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.policy is not None:
+        overrides.append(f"policy.name={args.policy}")
+    if args.horizon is not None:
+        overrides.append(f"horizon_s={args.horizon}")
+    scenario = load_scenario(path, overrides)
+    out = Path(args.out) if args.out else choose_run_dir(Path("runs"), f"{scenario.name}-{scenario.policy.name.replace(':', '.')}-seed{scenario.seed}")
+    out = prepare_out_dir(out, args.overwrite)
+    update, close = _progress_bar(scenario.horizon_s, not args.quiet)
+    try:
+        run = run_scenario(scenario, progress=update)
+    finally:
+        close()
+    written = write_run(run, out, plots=args.plots)
+    if not args.quiet:
+        print(summary_table(run.summary))
+        print(f"\nwrote {len(written)} files to {out}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from dcsim.config import load_scenario
+
+    for name in args.scenarios:
+        sc = load_scenario(name, args.set or [])
+        print(f"{name}: ok ({sc.cluster.gpus} {sc.cluster.gpu_model} GPUs, horizon {sc.horizon_s:g} s, "
+              f"policy {sc.policy.name}, mechanism {sc.market.mechanism})")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from dcsim.config import json_schema
+
+    text = json.dumps(json_schema(), indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from dcsim.gpu_models import GPU_MODELS
+    from dcsim.market import MECHANISMS
+    from dcsim.policy import registered_policies
+
+    print("policies (use in policy.name or --policy; or 'package.module:Class'):")
+    for name, target in registered_policies().items():
+        print(f"  {name:22s} {target}")
+    print("mechanisms (market.mechanism):")
+    for name in MECHANISMS:
+        print(f"  {name}")
+    print("GPU models (cluster.gpu_model):")
+    for name, spec in GPU_MODELS.items():
+        print(f"  {name:6s} TDP {spec.tdp_w:g} W, idle {spec.idle_w:g} W, min cap {spec.min_cap_w:g} W")
+    print("scenarios:")
+    print(f"  (built-in) {QUICKSTART}  — run with `python -m dcsim run`")
+    folder = Path(args.scenarios_dir)
+    for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+        print(f"  {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dcsim",
+        description="dcsim: a discrete-event simulator of a GPU datacenter whose GPUs buy power with tokens.",
+    )
+    parser.add_argument("--version", action="version", version=f"dcsim {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a scenario and write a run directory",
+                         description="Run a scenario (the built-in quickstart if none is given), print a summary "
+                                     "table and write metadata.yaml, summary.json, CSV tables and optional plots.")
+    run.add_argument("scenario", nargs="?", help="scenario YAML file (default: the built-in quickstart)")
+    run.add_argument("--seed", type=int, help="root seed (overrides the scenario's)")
+    run.add_argument("--policy", help="policy name or package.module:Class (overrides the scenario's)")
+    run.add_argument("--horizon", help="simulated time, e.g. 3600, 6h, 2d (overrides horizon_s)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a scenario field, e.g. --set cluster.gpus=128 (repeatable)")
+    run.add_argument("--out", help="run directory (default: runs/<scenario>-<policy>-seed<seed>, never overwritten)")
+    run.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out directory")
+    run.add_argument("--plots", action="store_true", help="also write PNG plots into <out>/plots")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary table")
+    run.set_defaults(func=cmd_run)
+
+    val = sub.add_parser("validate", help="check scenario files without running them")
+    val.add_argument("scenarios", nargs="+", help="scenario YAML files")
+    val.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field before validating")
+    val.set_defaults(func=cmd_validate)
+
+    sch = sub.add_parser("schema", help="print the JSON Schema of scenario files (for editor completion)")
+    sch.add_argument("--output", "-o", help="write to this file instead of standard output")
+    sch.set_defaults(func=cmd_schema)
+
+    lst = sub.add_parser("list", help="list policies, mechanisms, GPU models and scenarios")
+    lst.add_argument("--scenarios-dir", default="scenarios", help="folder of scenario files to list (default: scenarios)")
+    lst.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except DcsimError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

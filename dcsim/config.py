@@ -1,0 +1,521 @@
+"""Scenario files: YAML validated into typed pydantic models, with errors that name field, value and what is allowed."""
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from dcsim.errors import ScenarioError
+from dcsim.gpu_models import GPU_MODELS
+
+_UNITS_S = {"s": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _parse_duration(value: Any) -> Any:
+    """Accept seconds as a number or strings such as ``"90s"``, ``"15min"``, ``"6h"``, ``"2d"``."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(s|min|m|h|d)?\s*", value)
+        if not match:
+            raise ValueError("a duration: seconds as a number, or a number with unit s, min, h or d (e.g. '6h')")
+        return float(match.group(1)) * _UNITS_S[match.group(2) or "s"]
+    return value
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    """Resolve relative to the scenario file's folder and require the file to exist."""
+    base = (info.context or {}).get("base_dir")
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        if base is None:
+            raise ValueError("a relative path needs a scenario file to resolve against; give an absolute path")
+        path = Path(base) / path
+    path = path.resolve()
+    if not path.is_file():
+        raise ValueError(f"an existing file (resolved to {path}, which does not exist)")
+    return path
+
+
+DurationS = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)]
+PositiveDurationS = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0)]
+DataPath = Annotated[Path, AfterValidator(_resolve_path)]
+Fill = Literal["error", "hold", "repeat"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------- cluster
+class PowerOverrides(_Model):
+    """Power figures overriding the chosen GPU model's (all W, except ``gamma`` and ``utilisation``)."""
+
+    tdp_w: float | None = Field(None, gt=0)
+    idle_w: float | None = Field(None, ge=0)
+    min_cap_w: float | None = Field(None, ge=0)
+    sleep_w: float | None = Field(None, ge=0)
+    off_w: float | None = Field(None, ge=0)
+    gamma: float | None = Field(None, gt=0, description="power ~ f**gamma; 2-3 for compute-bound work")
+    utilisation: float | None = Field(None, gt=0, le=1)
+
+
+class Transitions(_Model):
+    """Power-state transition times (s) and energies (J). Energy is spread evenly over the transition."""
+
+    wake_s: DurationS = 30.0
+    wake_j: float = Field(3000.0, ge=0)
+    sleep_s: DurationS = 10.0
+    sleep_j: float = Field(500.0, ge=0)
+    boot_s: DurationS = 180.0
+    boot_j: float = Field(30000.0, ge=0)
+    shutdown_s: DurationS = 30.0
+    shutdown_j: float = Field(2000.0, ge=0)
+
+    @model_validator(mode="after")
+    def _energy_needs_time(self) -> "Transitions":
+        for kind in ("wake", "sleep", "boot", "shutdown"):
+            if getattr(self, f"{kind}_s") == 0 and getattr(self, f"{kind}_j") > 0:
+                raise ValueError(f"{kind}_j > 0 needs {kind}_s > 0 (energy is spread over the transition time)")
+        return self
+
+
+class ClusterConfig(_Model):
+    """The GPUs: how many, which model, and power-state transitions."""
+
+    gpus: int = Field(..., ge=1, le=10_000_000)
+    gpu_model: Literal["V100", "A100", "H100", "custom"] = "H100"
+    power: PowerOverrides = PowerOverrides()
+    transitions: Transitions = Transitions()
+    initial_state: Literal["idle", "sleep", "off"] = "idle"
+
+    @model_validator(mode="after")
+    def _custom_complete(self) -> "ClusterConfig":
+        if self.gpu_model == "custom":
+            missing = [k for k in ("tdp_w", "idle_w", "min_cap_w") if getattr(self.power, k) is None]
+            if missing:
+                raise ValueError(f"gpu_model 'custom' needs power.{', power.'.join(missing)}")
+        spec = self.power_spec()
+        if not (spec["off_w"] <= spec["sleep_w"] <= spec["idle_w"] < spec["tdp_w"]):
+            raise ValueError("power figures must satisfy off_w <= sleep_w <= idle_w < tdp_w")
+        if not (spec["idle_w"] <= spec["min_cap_w"] <= spec["tdp_w"]):
+            raise ValueError("power figures must satisfy idle_w <= min_cap_w <= tdp_w")
+        return self
+
+    def power_spec(self) -> dict[str, float]:
+        """Resolved power figures: the model's datasheet values with overrides applied."""
+        base = GPU_MODELS.get(self.gpu_model)
+        values: dict[str, float] = {}
+        for key in ("tdp_w", "idle_w", "min_cap_w", "sleep_w", "off_w", "gamma", "utilisation"):
+            override = getattr(self.power, key)
+            if override is not None:
+                values[key] = float(override)
+            elif base is not None:
+                values[key] = float(getattr(base, key))
+            else:
+                values[key] = {"sleep_w": 10.0, "off_w": 0.0, "gamma": 2.5, "utilisation": 1.0}[key]
+        return values
+
+
+# --------------------------------------------------------------------------------------------- workload
+class Poisson(_Model):
+    process: Literal["poisson"]
+    rate_per_s: float = Field(..., gt=0)
+
+
+class Mmpp(_Model):
+    """Two-state Markov-modulated Poisson process (bursty arrivals)."""
+
+    process: Literal["mmpp"]
+    rates_per_s: tuple[float, float] = Field(..., description="arrival rate in the calm and the burst state")
+    mean_sojourn_s: tuple[PositiveDurationS, PositiveDurationS] = Field(..., description="mean time in each state")
+
+    @field_validator("rates_per_s")
+    @classmethod
+    def _rates(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if min(v) < 0 or max(v) <= 0:
+            raise ValueError("rates must be >= 0 with at least one > 0")
+        return v
+
+
+class Diurnal(_Model):
+    """Non-homogeneous Poisson with rate ``mean * (1 + amplitude * cos(2π (hour - peak_hour) / 24))`` (UTC hours)."""
+
+    process: Literal["diurnal"]
+    mean_rate_per_s: float = Field(..., gt=0)
+    amplitude: float = Field(0.5, ge=0, le=1)
+    peak_hour_utc: float = Field(14.0, ge=0, lt=24)
+
+
+Arrivals = Annotated[Union[Poisson, Mmpp, Diurnal], Field(discriminator="process")]
+
+
+class Exponential(_Model):
+    distribution: Literal["exponential"]
+    mean: float = Field(..., gt=0)
+
+
+class LogNormal(_Model):
+    """Log-normal given by its mean and the sigma of the underlying normal."""
+
+    distribution: Literal["lognormal"]
+    mean: float = Field(..., gt=0)
+    sigma: float = Field(1.0, gt=0)
+
+
+class Constant(_Model):
+    distribution: Literal["constant"]
+    value: float = Field(..., gt=0)
+
+
+class Uniform(_Model):
+    distribution: Literal["uniform"]
+    low: float = Field(..., gt=0)
+    high: float = Field(..., gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> "Uniform":
+        if self.high < self.low:
+            raise ValueError("high must be >= low")
+        return self
+
+
+class Pareto(_Model):
+    """Lomax-shifted Pareto with minimum ``scale`` and tail index ``shape`` (> 1 for a finite mean)."""
+
+    distribution: Literal["pareto"]
+    shape: float = Field(..., gt=1)
+    scale: float = Field(..., gt=0)
+
+
+Distribution = Annotated[Union[Exponential, LogNormal, Constant, Uniform, Pareto], Field(discriminator="distribution")]
+
+
+class GpuChoice(_Model):
+    """GPUs per job drawn from ``values`` with ``weights`` (normalised)."""
+
+    values: list[Annotated[int, Field(ge=1)]] = [1]
+    weights: list[Annotated[float, Field(ge=0)]] | None = None
+
+    @model_validator(mode="after")
+    def _lengths(self) -> "GpuChoice":
+        if not self.values:
+            raise ValueError("values must not be empty")
+        if self.weights is not None and (len(self.weights) != len(self.values) or sum(self.weights) <= 0):
+            raise ValueError("weights must have one entry per value and a positive sum")
+        return self
+
+
+class TraceWorkload(_Model):
+    """Replay a job trace."""
+
+    format: Literal["alibaba", "azure_llm", "swf", "csv"]
+    path: DataPath
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the format's loader")
+
+
+class WorkloadConfig(_Model):
+    """Where jobs come from and what they are like."""
+
+    arrivals: Arrivals | None = None
+    trace: TraceWorkload | None = None
+    gpus_per_job: GpuChoice = GpuChoice()
+    duration_s: Distribution | None = Field(
+        None, description="job duration at full clock, s (the job's work is duration × GPUs in GPU-seconds)"
+    )
+    deadline_slack: float | None = Field(
+        None, gt=1, description="deadline = arrival + slack × full-clock duration; none when null"
+    )
+    deferrable_fraction: float = Field(0.0, ge=0, le=1)
+    value_tokens_per_gpu_s: float = Field(0.01, ge=0)
+    clock_sensitivity: float = Field(1.0, ge=0, le=1, description="work rate = f**beta; 1 compute-bound")
+    max_queue: int | None = Field(None, ge=0)
+    drop_expired: bool = Field(True, description="drop a waiting job once its deadline has passed")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "WorkloadConfig":
+        if (self.arrivals is None) == (self.trace is None):
+            raise ValueError("give exactly one of 'arrivals' (synthetic) or 'trace'")
+        if self.arrivals is not None and self.duration_s is None:
+            raise ValueError("synthetic arrivals need 'duration_s' (a distribution)")
+        return self
+
+
+# --------------------------------------------------------------------------------------------- supply
+class SolarConfig(_Model):
+    """PV plant through pvlib: an EPW weather file, or pvlib's clear-sky model at the site."""
+
+    capacity_w: float = Field(..., ge=0, description="DC output at 1000 W/m² and 25 °C")
+    latitude: float = Field(..., ge=-90, le=90)
+    longitude: float = Field(..., ge=-180, le=180)
+    weather_epw: DataPath | None = None
+    tilt_deg: float | None = Field(None, ge=0, le=90)
+    azimuth_deg: float = Field(180.0, ge=0, lt=360)
+    altitude_m: float = 0.0
+    resolution_s: PositiveDurationS = Field(900.0, description="step of the solar power series")
+
+
+class WindConfig(_Model):
+    """Wind farm through windpowerlib power curves, from a wind-speed series."""
+
+    wind_speed_file: DataPath
+    format: Literal["auto", "nrel_wtk", "csv"] = "auto"
+    turbine_type: str = "E-101/3050"
+    hub_height_m: float = Field(100.0, gt=0)
+    measurement_height_m: float = Field(100.0, gt=0)
+    n_turbines: int = Field(1, ge=1)
+    time_shift_s: float = Field(0.0, description="added to the file's timestamps (replay another year's data)")
+
+
+class PowerTraceConfig(_Model):
+    """A renewable power series in a CSV (time, power in W)."""
+
+    path: DataPath
+    time_column: str = "time"
+    power_column: str = "power_w"
+    scale: float = Field(1.0, ge=0)
+
+
+class BatteryConfig(_Model):
+    """A battery charged only from surplus renewable power."""
+
+    capacity_wh: float = Field(..., gt=0)
+    max_charge_w: float = Field(..., ge=0)
+    max_discharge_w: float = Field(..., ge=0)
+    round_trip_efficiency: float = Field(0.9, gt=0, le=1)
+    initial_soc: float = Field(0.5, ge=0, le=1)
+
+
+class SeriesSource(_Model):
+    """A series from a file (``path`` + ``format``) or a constant."""
+
+    path: DataPath | None = None
+    format: str = "auto"
+    constant: float | None = Field(None, ge=0)
+    time_shift_s: float = Field(0.0, description="added to the file's timestamps (replay another year's data)")
+
+    @model_validator(mode="after")
+    def _one(self) -> "SeriesSource":
+        if (self.path is None) == (self.constant is None):
+            raise ValueError("give exactly one of 'path' or 'constant'")
+        return self
+
+
+class GridConfig(_Model):
+    """Grid import: cap, carbon intensity (gCO2/kWh) and price (USD/MWh)."""
+
+    import_cap_w: float | None = Field(None, ge=0, description="null = unlimited")
+    carbon_g_per_kwh: SeriesSource = SeriesSource(constant=250.0)
+    price_usd_per_mwh: SeriesSource = SeriesSource(constant=50.0)
+
+
+class SupplyConfig(_Model):
+    solar: SolarConfig | None = None
+    wind: WindConfig | None = None
+    power_trace: PowerTraceConfig | None = None
+    battery: BatteryConfig | None = None
+    grid: GridConfig = GridConfig()
+    fill: Fill = Field("error", description="what series do past their data: error, hold the last value, repeat")
+
+
+# --------------------------------------------------------------------------------------------- market
+class MarketConfig(_Model):
+    """The Token Manager: rounds, the clearing mechanism and wallets."""
+
+    mechanism: Literal["posted_price"] = "posted_price"
+    interval_s: PositiveDurationS = 300.0
+    hysteresis_fraction: float | None = Field(
+        0.2, gt=0, description="extra round when renewable power moves by more than this fraction of demand"
+    )
+    base_price_tokens_per_kwh: float = Field(1.0, gt=0, description="p0 in p = p0·exp(κ(1 − ρ))")
+    scarcity_kappa: float = Field(2.0, ge=0, description="κ in p = p0·exp(κ(1 − ρ))")
+    initial_tokens: float = Field(10.0, ge=0, description="per GPU")
+    endowment_tokens: float = Field(1.0, ge=0, description="per GPU per endowment")
+    endowment_interval_s: PositiveDurationS = 3600.0
+    carry_over_cap_tokens: float | None = Field(None, ge=0, description="wallet cap; tokens above it are burned")
+
+    @model_validator(mode="after")
+    def _endowment_on_rounds(self) -> "MarketConfig":
+        ratio = self.endowment_interval_s / self.interval_s
+        if abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
+            raise ValueError(
+                f"endowment_interval_s ({self.endowment_interval_s:g}) must be a whole multiple of interval_s "
+                f"({self.interval_s:g}), since endowments are paid at round boundaries after settlement"
+            )
+        return self
+
+
+class PolicyConfig(_Model):
+    """Which policy decides, by registered name or ``"package.module:Class"``, and its parameters."""
+
+    name: str = "always_on"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class OutputConfig(_Model):
+    jobs_table: bool = True
+    rounds_table: bool = True
+    timeseries_table: bool = True
+    plots: bool = False
+
+
+class Scenario(_Model):
+    """A complete scenario: everything a run needs besides the code."""
+
+    name: str = Field("scenario", pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    start: datetime = Field(datetime(2023, 6, 21, tzinfo=timezone.utc), description="t = 0, ISO 8601 with UTC offset")
+    horizon_s: PositiveDurationS = 86400.0
+    warmup_s: DurationS = Field(0.0, description="jobs arriving earlier are left out of wait statistics")
+    seed: int = Field(0, ge=0)
+    cluster: ClusterConfig
+    workload: WorkloadConfig
+    supply: SupplyConfig = SupplyConfig()
+    market: MarketConfig = MarketConfig()
+    policy: PolicyConfig = PolicyConfig()
+    outputs: OutputConfig = OutputConfig()
+
+    @field_validator("start")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("a timezone-aware time such as 2023-06-21T00:00:00Z")
+        return v.astimezone(timezone.utc)
+
+    @model_validator(mode="after")
+    def _warmup(self) -> "Scenario":
+        if self.warmup_s >= self.horizon_s:
+            raise ValueError("warmup_s must be shorter than horizon_s")
+        return self
+
+
+# --------------------------------------------------------------------------------------------- loading
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ScenarioError(None, [(dotted, value, f"cannot set inside {key!r}, which is not a mapping")])
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(data: dict, overrides: list[str], path: Path | None = None) -> dict:
+    """Apply ``key.sub=value`` strings (value parsed as YAML) to a raw scenario mapping."""
+    for item in overrides:
+        if "=" not in item:
+            raise ScenarioError(path, [("--set", item, "expected KEY=VALUE, e.g. cluster.gpus=128")])
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ScenarioError(path, [(key, raw, f"a YAML value ({exc.__class__.__name__})")]) from None
+        _set_dotted(data, key.strip(), value)
+    return data
+
+
+def _user_loc(loc: tuple, data: Any) -> list[str]:
+    """The error location as the user wrote it: drop the union tags pydantic inserts (``...exponential.mean``)."""
+    parts: list[str] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part not in node and part in node.values():
+            continue  # a discriminated-union tag, not a key the user wrote
+        parts.append(str(part))
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return parts
+
+
+def _problems(exc: ValidationError, data: Any) -> list[tuple[str, Any, str]]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        parts = _user_loc(err["loc"], data)
+        value = err.get("input")
+        message = err["msg"]
+        ctx = err.get("ctx", {})
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; `python -m dcsim schema` lists the allowed keys)"
+        elif err["type"] == "union_tag_invalid":
+            key = str(ctx.get("discriminator", "")).strip("'")
+            parts.append(key)
+            value = ctx.get("tag")
+            message = f"must be one of {ctx.get('expected_tags')}"
+        elif err["type"] == "union_tag_not_found":
+            key = str(ctx.get("discriminator", "")).strip("'")
+            message = f"needs the key {key!r} saying which kind it is"
+        elif err["type"] == "literal_error":
+            message = f"must be one of {ctx.get('expected')}"
+        message = message.removeprefix("Value error, ")
+        problems.append((".".join(parts), value, message))
+    return problems
+
+
+def parse_scenario(data: Any, path: Path | None = None, base_dir: Path | None = None) -> Scenario:
+    """Validate a raw mapping into a :class:`Scenario`; every problem is reported at once."""
+    if not isinstance(data, dict):
+        raise ScenarioError(path, [("", data, "a YAML mapping of sections (cluster, workload, ...)")])
+    if base_dir is None and path is not None:
+        base_dir = Path(path).resolve().parent
+    try:
+        return Scenario.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise ScenarioError(path, _problems(exc, data)) from None
+
+
+def read_scenario_mapping(path: str | Path) -> dict:
+    """Read a scenario file's YAML into a mapping, with file-level errors as :class:`ScenarioError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScenarioError(path, [("", str(path), "an existing scenario file")])
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "file"
+        raise ScenarioError(path, [(where, getattr(exc, "problem", str(exc)), "valid YAML")]) from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(path, [("", exc.reason, "a UTF-8 text file")]) from None
+    return data if data is not None else {}
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    """Read, override and validate a scenario file."""
+    path = Path(path)
+    data = read_scenario_mapping(path)
+    if overrides:
+        apply_overrides(data, overrides, path)
+    return parse_scenario(data, path=path)
+
+
+def scenario_to_dict(scenario: Scenario) -> dict:
+    """The resolved scenario as plain YAML-safe data (paths absolute, durations in seconds)."""
+    return scenario.model_dump(mode="json")
+
+
+def json_schema() -> dict:
+    """JSON Schema of scenario files (for editor completion)."""
+    schema = Scenario.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "dcsim scenario"
+    return schema

@@ -1,0 +1,147 @@
+"""The run summary: energy by source, coverage, carbon, cost, job outcomes, waits and token economics."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dcsim.engine import RunResult
+
+
+def _pct(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q)) if values.size else math.nan
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def price_statistics(rounds: pd.DataFrame) -> dict[str, float]:
+    """Mean price, volatility (std of log returns) and Pearson correlation of price with renewable fraction."""
+    if rounds.empty:
+        return {"mean": math.nan, "volatility": math.nan, "corr_with_renewable_fraction": math.nan}
+    price = rounds["price_tokens_per_kwh"].to_numpy(float)
+    rho = rounds["renewable_fraction"].to_numpy(float)
+    returns = np.diff(np.log(price))
+    corr = math.nan
+    if price.size > 2 and np.std(price) > 0 and np.std(rho) > 0:
+        corr = float(np.corrcoef(price, rho)[0, 1])
+    return {
+        "mean": float(price.mean()),
+        "volatility": float(np.std(returns, ddof=1)) if returns.size > 1 else math.nan,
+        "corr_with_renewable_fraction": corr,
+    }
+
+
+def summarize(result: RunResult) -> dict[str, Any]:
+    """Build ``summary.json``'s content from a run. Every number is computed from the run's own tables."""
+    sc = result.scenario
+    e = result.energy
+    jobs = result.jobs
+    status = jobs["status"].astype(str)
+    counted = jobs["arrival_s"] >= sc.warmup_s
+    completed = status == "completed"
+    waits = jobs.loc[counted & jobs["start_s"].notna(), "wait_s"].to_numpy(float)
+    slowdown = jobs.loc[counted & completed, "slowdown"].to_numpy(float)
+    consumed = e["consumed_j"]
+    generated = e["renewable_generated_j"]
+    drops = jobs.loc[status == "dropped", "drop_reason"].astype(str).value_counts()
+    pending = {s: int((status == s).sum()) for s in ("deferred", "queued", "starting", "running")}
+    wall = result.counters["wall_s"]
+    summary = {
+        "scenario": sc.name,
+        "policy": result.policy.name,
+        "seed": sc.seed,
+        "horizon_s": sc.horizon_s,
+        "energy_j": {
+            "consumed": consumed,
+            "renewable": e["renewable_used_j"],
+            "battery": e["battery_out_j"],
+            "grid": e["grid_j"],
+            "unserved": e["unserved_j"],
+            "renewable_generated": generated,
+            "curtailed": e["curtailed_j"],
+            "battery_charged": e["charged_j"],
+            "battery_losses": e["battery_loss_j"],
+        },
+        # Battery energy is counted as renewable: the battery charges only from surplus renewable power.
+        "renewable_coverage": (e["renewable_used_j"] + e["battery_out_j"]) / consumed if consumed > 0 else math.nan,
+        "renewable_utilisation": (e["renewable_used_j"] + e["charged_j"]) / generated if generated > 0 else math.nan,
+        "carbon_kg": e["carbon_g"] / 1000.0,
+        "grid_cost_usd": e["cost_usd"],
+        "jobs": {
+            "arrived": int((status != "future").sum()),
+            "completed": int(completed.sum()),
+            "dropped": int((status == "dropped").sum()),
+            "dropped_by_reason": {str(k): int(v) for k, v in drops.items()},
+            "pending": int(sum(pending.values())),
+            "pending_by_state": pending,
+            "deadline_misses": int(jobs["deadline_missed"].sum()),
+            "counted_after_warmup": int(counted.sum()),
+        },
+        "wait_s": {
+            "mean": float(waits.mean()) if waits.size else math.nan,
+            "p50": _pct(waits, 50), "p95": _pct(waits, 95), "p99": _pct(waits, 99),
+        },
+        "slowdown": {
+            "mean": float(slowdown.mean()) if slowdown.size else math.nan,
+            "p95": _pct(slowdown, 95), "p99": _pct(slowdown, 99),
+        },
+        "token_price": price_statistics(result.rounds),
+        "tokens": {
+            "minted": result.tokens["minted"],
+            "spent": result.tokens["spent"],
+            "held": result.tokens["held"],
+            "burned": result.tokens["burned"],
+            "debit_shortfall": result.tokens["debit_shortfall"],
+        },
+        "market": {
+            "rounds": int(len(result.rounds)),
+            "rationed_rounds": int(result.rounds["rationed"].sum()) if not result.rounds.empty else 0,
+            "jain_fairness_mean": float(result.rounds["jain_allocation_over_request"].mean()) if not result.rounds.empty else math.nan,
+        },
+        "welfare_tokens": float(jobs.loc[completed, "value_tokens"].sum()) - result.tokens["spent"],
+        "performance": {
+            "events": int(result.counters["events"]),
+            "wall_s": wall,
+            "events_per_wall_s": result.counters["events"] / wall if wall > 0 else math.nan,
+            "simulated_s_per_wall_s": sc.horizon_s / wall if wall > 0 else math.nan,
+        },
+    }
+    return _nan_to_none(summary)
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """A short human-readable table of the headline numbers."""
+    kwh = 1 / 3.6e6
+    e = summary["energy_j"]
+    j = summary["jobs"]
+    w = summary["wait_s"]
+
+    def f(x: Any, spec: str) -> str:
+        return "n/a" if x is None else format(x, spec)
+
+    rows = [
+        ("scenario / policy / seed", f"{summary['scenario']} / {summary['policy']} / {summary['seed']}"),
+        ("energy consumed", f"{f(e['consumed'] * kwh, ',.1f')} kWh"),
+        ("  from renewable / battery / grid", f"{f(e['renewable'] * kwh, ',.1f')} / {f(e['battery'] * kwh, ',.1f')} / {f(e['grid'] * kwh, ',.1f')} kWh"),
+        ("  unserved", f"{f(e['unserved'] * kwh, ',.3f')} kWh"),
+        ("renewable coverage", f"{f(summary['renewable_coverage'], '.1%')}"),
+        ("renewable curtailed", f"{f(e['curtailed'] * kwh, ',.1f')} kWh"),
+        ("carbon", f"{f(summary['carbon_kg'], ',.1f')} kg CO2"),
+        ("grid cost", f"${f(summary['grid_cost_usd'], ',.2f')}"),
+        ("jobs completed / dropped / pending", f"{j['completed']:,} / {j['dropped']:,} / {j['pending']:,}  (of {j['arrived']:,} arrived)"),
+        ("wait p50 / p95 / p99", f"{f(w['p50'], ',.1f')} / {f(w['p95'], ',.1f')} / {f(w['p99'], ',.1f')} s"),
+        ("deadline misses", f"{j['deadline_misses']:,}"),
+        ("mean token price", f"{f(summary['token_price']['mean'], '.3f')} tokens/kWh"),
+        ("tokens minted / spent / held", f"{f(summary['tokens']['minted'], ',.1f')} / {f(summary['tokens']['spent'], ',.1f')} / {f(summary['tokens']['held'], ',.1f')}"),
+        ("events / wall-second", f"{f(summary['performance']['events_per_wall_s'], ',.0f')}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

@@ -1,0 +1,73 @@
+"""Writes a run directory: metadata.yaml, summary.json, tables (CSV) and plots."""
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import yaml
+
+import dcsim
+from dcsim.config import scenario_to_dict
+from dcsim.errors import DcsimError
+from dcsim.runner import Run
+
+
+def choose_run_dir(base: Path, name: str) -> Path:
+    """A fresh directory ``base/name``, or ``base/name-2``, ``-3``... if taken (nothing is overwritten)."""
+    candidate = base / name
+    k = 2
+    while candidate.exists():
+        candidate = base / f"{name}-{k}"
+        k += 1
+    return candidate
+
+
+def prepare_out_dir(out: Path, overwrite: bool) -> Path:
+    """Check that ``out`` may be written: it must not exist or be empty, unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise DcsimError(f"--out {out}: exists and is not a directory")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise DcsimError(f"--out {out}: directory exists and is not empty; choose another or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import pandas
+    import simpy
+
+    return {"dcsim": dcsim.__version__, "python": platform.python_version(), "numpy": numpy.__version__,
+            "pandas": pandas.__version__, "simpy": simpy.__version__}
+
+
+def write_run(run: Run, out: Path, plots: bool = False) -> list[Path]:
+    """Write everything about ``run`` into ``out`` (which must exist); returns the files written."""
+    r = run.result
+    sc = r.scenario
+    written = []
+    meta = {
+        "scenario": scenario_to_dict(sc),
+        "seed": sc.seed,
+        "policy": {"name": r.policy.name, "state": r.policy.state_dict()},
+        "versions": _versions(),
+    }
+    path = out / "metadata.yaml"
+    path.write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
+    written.append(path)
+    path = out / "summary.json"
+    path.write_text(json.dumps(run.summary, indent=2) + "\n", encoding="utf-8")
+    written.append(path)
+    tables = {"jobs.csv": (sc.outputs.jobs_table, r.jobs), "rounds.csv": (sc.outputs.rounds_table, r.rounds),
+              "timeseries.csv": (sc.outputs.timeseries_table, r.timeseries)}
+    for name, (wanted, df) in tables.items():
+        if wanted:
+            path = out / name
+            df.to_csv(path, index=False)
+            written.append(path)
+    if plots or sc.outputs.plots:
+        from dcsim.plots import plot_run
+
+        written.extend(plot_run(r, out / "plots"))
+    return written

@@ -1,0 +1,281 @@
+"""The batched policy interface: observations as arrays, actions as enums or typed arrays, and policy lookup."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from enum import IntEnum
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+from dcsim.errors import PolicyError
+
+ENTRY_POINT_GROUP = "dcsim.policies"
+
+
+class GpuState(IntEnum):
+    """Power state of a GPU. The ``*ING`` states are timed transitions that draw transition energy."""
+
+    OFF = 0
+    SLEEP = 1
+    IDLE = 2
+    ACTIVE = 3
+    WAKING = 4
+    ENTERING_SLEEP = 5
+    BOOTING = 6
+    SHUTTING_DOWN = 7
+
+
+class Admission(IntEnum):
+    """What to do with a deferrable job now: start queueing it, or hold it back until the next decision."""
+
+    RUN = 0
+    DEFER = 1
+
+
+class IdleAction(IntEnum):
+    """What a GPU that just ran out of work does."""
+
+    STAY_IDLE = 0
+    SLEEP = 1
+    POWER_OFF = 2
+
+
+@dataclass(frozen=True)
+class MarketView:
+    """The shared state every agent sees at a decision instant (scalars).
+
+    Attributes:
+        time_s: Simulation time, s since the scenario start.
+        hour_utc: Hour of day (UTC, fractional) at ``time_s``.
+        renewable_w: Renewable power available now, W.
+        demand_w: Cluster power draw now, W.
+        renewable_fraction: ``min(1, renewable_w / demand_w)`` (1 when demand is 0).
+        price_tokens_per_kwh: Token price of the current market round.
+        base_price_tokens_per_kwh: The price when renewable supply covers demand (p0).
+        grid_carbon_g_per_kwh: Grid carbon intensity now.
+        grid_price_usd_per_mwh: Grid energy price now.
+        battery_soc: Battery state of charge in [0, 1] (0 without a battery).
+        queue_length: Jobs waiting to start.
+        deferred_jobs: Jobs a policy is holding back.
+        next_round_s: Time of the next periodic market round.
+    """
+
+    time_s: float
+    hour_utc: float
+    renewable_w: float
+    demand_w: float
+    renewable_fraction: float
+    price_tokens_per_kwh: float
+    base_price_tokens_per_kwh: float
+    grid_carbon_g_per_kwh: float
+    grid_price_usd_per_mwh: float
+    battery_soc: float
+    queue_length: int
+    deferred_jobs: int
+    next_round_s: float
+
+
+@dataclass(frozen=True)
+class GpuSpecView:
+    """Power figures of the cluster's GPUs (one model per cluster), W."""
+
+    idle_w: float
+    tdp_w: float
+    min_cap_w: float
+    full_power_w: float
+    gamma: float
+    utilisation: float
+
+
+@dataclass(frozen=True)
+class AgentObservation:
+    """One observation for all GPU agents deciding at an instant; every array has shape ``(n,)``.
+
+    Attributes:
+        gpu_ids: Which GPUs these rows are.
+        state: :class:`GpuState` values.
+        has_job: Whether a job is assigned to the GPU.
+        job_remaining_s: Remaining time of the assigned job at full clock, s (0 without a job).
+        job_slack_s: Deadline minus now minus remaining full-clock time, s (+inf without a deadline).
+        job_clock_sensitivity: beta of the assigned job (work rate = f**beta), 1 without a job.
+        job_value_tokens: Value the assigned job pays on completion (0 without a job).
+        wallet_tokens: Tokens each agent holds.
+        market: Shared state.
+        gpu: Power figures.
+    """
+
+    gpu_ids: np.ndarray
+    state: np.ndarray
+    has_job: np.ndarray
+    job_remaining_s: np.ndarray
+    job_slack_s: np.ndarray
+    job_clock_sensitivity: np.ndarray
+    job_value_tokens: np.ndarray
+    wallet_tokens: np.ndarray
+    market: MarketView
+    gpu: GpuSpecView
+
+    def __len__(self) -> int:
+        return int(self.gpu_ids.size)
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    """One observation for all deferrable jobs awaiting an admission decision; arrays have shape ``(m,)``.
+
+    Attributes:
+        job_ids: Row numbers in the run's job table.
+        gpus: GPUs each job needs.
+        duration_s: Duration at full clock, s.
+        slack_s: Deadline minus now minus duration, s (+inf without a deadline).
+        waited_s: Time since arrival, s.
+        value_tokens: Value paid on completion.
+        market: Shared state.
+    """
+
+    job_ids: np.ndarray
+    gpus: np.ndarray
+    duration_s: np.ndarray
+    slack_s: np.ndarray
+    waited_s: np.ndarray
+    value_tokens: np.ndarray
+    market: MarketView
+
+    def __len__(self) -> int:
+        return int(self.job_ids.size)
+
+
+@dataclass(frozen=True)
+class Bids:
+    """What each agent asks of the market for the coming round; arrays of shape ``(n,)``.
+
+    Attributes:
+        request_w: Power cap wanted if running a job, W (total board power; the engine clips it to
+            ``[0, full_power_w]``; below the GPU's minimum cap the job pauses).
+        max_price_tokens_per_kwh: Highest price the agent will pay; above it the agent takes no power.
+    """
+
+    request_w: np.ndarray
+    max_price_tokens_per_kwh: np.ndarray
+
+    @classmethod
+    def full_power(cls, obs: AgentObservation) -> "Bids":
+        """Ask for full power at any price (what a price-blind GPU does)."""
+        n = len(obs)
+        return cls(np.full(n, obs.gpu.full_power_w), np.full(n, np.inf))
+
+
+class Policy:
+    """Base class of decision policies. Every method is batched over the agents deciding at that instant.
+
+    Override any of :meth:`bid`, :meth:`admit`, :meth:`on_idle`; the defaults are "full power at any
+    price", "run every job now" and "stay idle". The engine skips calling a method a subclass does
+    not override, so a policy pays only for the decisions it makes.
+
+    Args:
+        **params: The scenario's ``policy.params``; unknown ones are an error.
+    """
+
+    #: Registered name (set by subclasses).
+    name = "base"
+
+    def __init__(self, **params: Any):
+        if params:
+            raise PolicyError(f"policy {self.name!r} takes no parameter(s) {sorted(params)}")
+
+    def reset(self, rng: np.random.Generator, gpu: GpuSpecView, n_gpus: int) -> None:
+        """Called once before a run with the policy's own random stream."""
+        self.rng = rng
+
+    def bid(self, obs: AgentObservation) -> Bids:
+        """Bids of every agent for the coming market round."""
+        return Bids.full_power(obs)
+
+    def admit(self, obs: JobObservation) -> np.ndarray:
+        """An :class:`Admission` per deferrable job (array of shape ``(m,)``)."""
+        return np.full(len(obs), Admission.RUN, dtype=np.int8)
+
+    def on_idle(self, obs: AgentObservation) -> np.ndarray:
+        """An :class:`IdleAction` per GPU that just became idle (array of shape ``(n,)``)."""
+        return np.full(len(obs), IdleAction.STAY_IDLE, dtype=np.int8)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Parameters and learnt state worth recording in a run's metadata."""
+        return {}
+
+    def overrides(self, method: str) -> bool:
+        """Whether this policy's class overrides ``method`` of :class:`Policy`."""
+        return getattr(type(self), method) is not getattr(Policy, method)
+
+
+def registered_policies() -> dict[str, str]:
+    """Registered policy names → ``"module:Class"``, from the ``dcsim.policies`` entry points."""
+    found: dict[str, str] = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        found[ep.name] = ep.value
+    return dict(sorted(found.items()))
+
+
+def _import(target: str) -> type:
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise PolicyError(f"policy {target!r}: expected a registered name or 'package.module:Class'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PolicyError(f"policy {target!r}: cannot import module {module_name!r} ({exc})") from None
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise PolicyError(f"policy {target!r}: module {module_name!r} has no attribute {attr!r}") from None
+    if not (isinstance(obj, type) and issubclass(obj, Policy)):
+        raise PolicyError(f"policy {target!r}: {attr!r} is not a subclass of dcsim.policy.Policy")
+    return obj
+
+
+def load_policy(name: str, params: dict[str, Any] | None = None) -> Policy:
+    """Instantiate a policy by registered name or ``"package.module:Class"`` string.
+
+    Raises:
+        PolicyError: Unknown name, import failure, or bad parameters; the message lists the known names.
+    """
+    registry = registered_policies()
+    if ":" in name:
+        cls = _import(name)
+    elif name in registry:
+        cls = _import(registry[name])
+    else:
+        known = ", ".join(registry) or "(none: is dcsim installed with `pip install -e .`?)"
+        raise PolicyError(f"unknown policy {name!r}; registered policies: {known}; or give 'package.module:Class'")
+    try:
+        return cls(**(params or {}))
+    except TypeError as exc:
+        raise PolicyError(f"policy {name!r}: bad parameters {sorted((params or {}))}: {exc}") from None
+
+
+def check_actions(values: Any, n: int, enum: type[IntEnum], who: str) -> np.ndarray:
+    """Validate a policy's action array: shape ``(n,)`` and every value a member of ``enum``."""
+    arr = np.asarray(values)
+    if arr.shape != (n,):
+        raise PolicyError(f"{who} returned shape {arr.shape}; expected ({n},) — one {enum.__name__} per agent")
+    allowed = np.array([m.value for m in enum])
+    if n and not np.all(np.isin(arr, allowed)):
+        bad = arr[~np.isin(arr, allowed)][0]
+        raise PolicyError(f"{who} returned {bad!r}; allowed {enum.__name__} values: {[m.name for m in enum]}")
+    return arr.astype(np.int8, copy=False)
+
+
+def check_bids(bids: Any, n: int, who: str) -> Bids:
+    """Validate a policy's bids: a :class:`Bids` with float arrays of shape ``(n,)``, no NaN, none negative."""
+    if not isinstance(bids, Bids):
+        raise PolicyError(f"{who} returned {type(bids).__name__}; expected dcsim.policy.Bids")
+    req = np.asarray(bids.request_w, dtype=float)
+    price = np.asarray(bids.max_price_tokens_per_kwh, dtype=float)
+    for label, arr in (("request_w", req), ("max_price_tokens_per_kwh", price)):
+        if arr.shape != (n,):
+            raise PolicyError(f"{who}: Bids.{label} has shape {arr.shape}; expected ({n},)")
+        if np.any(np.isnan(arr)) or np.any(arr < 0):
+            raise PolicyError(f"{who}: Bids.{label} has NaN or negative values; expected >= 0")
+    return Bids(req, price)

@@ -1,0 +1,33 @@
+"""Runs a scenario end to end: streams, jobs, supply, policy, simulation and summary."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from dcsim.config import Scenario
+from dcsim.engine import RunResult, Simulation
+from dcsim.metrics import summarize
+from dcsim.policy import Policy, load_policy
+from dcsim.seeding import Streams
+from dcsim.supply import build_supply
+from dcsim.workload import build_jobs
+
+
+@dataclass
+class Run:
+    """A finished run: the raw result and its summary."""
+
+    result: RunResult
+    summary: dict[str, Any]
+
+
+def run_scenario(scenario: Scenario, policy: Policy | None = None,
+                 progress: Callable[[float], None] | None = None) -> Run:
+    """Run ``scenario`` (with its configured policy unless ``policy`` is given) and summarise it."""
+    streams = Streams(scenario.seed)
+    if policy is None:
+        policy = load_policy(scenario.policy.name, scenario.policy.params)
+    jobs = build_jobs(scenario, streams)
+    supply = build_supply(scenario)
+    result = Simulation(scenario, policy, jobs, supply, streams, progress=progress).run()
+    return Run(result, summarize(result))

@@ -1,0 +1,99 @@
+"""Assembles a scenario's supply side into step series: renewable power, grid carbon intensity and price."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from dcsim.config import Scenario, SeriesSource
+from dcsim.timeseries import StepSeries
+
+
+@dataclass(frozen=True)
+class SupplyInputs:
+    """Everything time-varying on the supply side, aligned to the scenario's t = 0.
+
+    Attributes:
+        renewable_w: Total renewable power (solar + wind + power trace), W.
+        carbon_g_per_kwh: Grid carbon intensity.
+        grid_price_usd_per_mwh: Grid energy price.
+        components: The individual renewable series by name (for plots and tables).
+    """
+
+    renewable_w: StepSeries
+    carbon_g_per_kwh: StepSeries
+    grid_price_usd_per_mwh: StepSeries
+    components: dict[str, StepSeries]
+
+    def change_times(self, horizon_s: float) -> np.ndarray:
+        """Sorted unique times in ``[0, horizon_s)`` at which any supply series may change."""
+        parts = [s.change_times(0.0, horizon_s) for s in (self.renewable_w, self.carbon_g_per_kwh, self.grid_price_usd_per_mwh)]
+        return np.unique(np.concatenate(parts + [np.array([0.0])]))
+
+
+def _sum_series(name: str, series: list[StepSeries], horizon_s: float) -> StepSeries:
+    """Sum step series on the union of their change times over ``[0, horizon_s)``."""
+    if not series:
+        return StepSeries.constant(name, 0.0)
+    if len(series) == 1:
+        return series[0]
+    times = np.unique(np.concatenate([s.change_times(0.0, horizon_s) for s in series] + [np.array([0.0])]))
+    values = np.sum([s.value_at(times) for s in series], axis=0)
+    return StepSeries(name, times, values, end_s=horizon_s, fill="error")
+
+
+def _grid_series(name: str, source: SeriesSource, kind: str, start: pd.Timestamp, fill: str) -> StepSeries:
+    if source.constant is not None:
+        return StepSeries.constant(name, source.constant)
+    from dcsim import gridseries
+
+    loader = gridseries.load_carbon_intensity if kind == "carbon" else gridseries.load_price
+    data = loader(source.path, fmt=source.format)
+    data.index = data.index + pd.Timedelta(seconds=source.time_shift_s)
+    return StepSeries.from_pandas(name, data, start, fill=fill)
+
+
+def build_supply(scenario: Scenario) -> SupplyInputs:
+    """Build the supply series a run needs (reads weather and trace files named in the scenario)."""
+    cfg = scenario.supply
+    start = pd.Timestamp(scenario.start)
+    horizon = scenario.horizon_s
+    components: dict[str, StepSeries] = {}
+    if cfg.solar is not None:
+        from dcsim import renewables
+
+        s = cfg.solar
+        n_steps = int(np.ceil(horizon / s.resolution_s)) + 1
+        times = pd.date_range(start, periods=n_steps, freq=pd.Timedelta(seconds=s.resolution_s))
+        # pvlib gives instantaneous power at each timestamp; we hold the value at the step's midpoint.
+        mid = times + pd.Timedelta(seconds=s.resolution_s / 2)
+        power = renewables.solar_power_w(
+            mid, latitude=s.latitude, longitude=s.longitude, capacity_w=s.capacity_w,
+            weather_epw=s.weather_epw, tilt_deg=s.tilt_deg, azimuth_deg=s.azimuth_deg, altitude_m=s.altitude_m,
+        )
+        power.index = times
+        components["solar_w"] = StepSeries.from_pandas("solar_w", power, start, fill="error", period_s=s.resolution_s)
+    if cfg.wind is not None:
+        from dcsim import renewables
+
+        w = cfg.wind
+        speed = renewables.load_wind_speed(w.wind_speed_file, fmt=w.format)
+        speed.index = speed.index + pd.Timedelta(seconds=w.time_shift_s)
+        power = renewables.wind_power_w(
+            speed, turbine_type=w.turbine_type, hub_height_m=w.hub_height_m, n_turbines=w.n_turbines,
+            measurement_height_m=w.measurement_height_m,
+        )
+        components["wind_w"] = StepSeries.from_pandas("wind_w", power, start, fill=cfg.fill)
+    if cfg.power_trace is not None:
+        from dcsim import renewables
+
+        p = cfg.power_trace
+        power = renewables.load_power_csv(p.path, time_column=p.time_column, power_column=p.power_column) * p.scale
+        components["power_trace_w"] = StepSeries.from_pandas("power_trace_w", power, start, fill=cfg.fill)
+    renewable = _sum_series("renewable_w", list(components.values()), horizon)
+    carbon = _grid_series("carbon_g_per_kwh", cfg.grid.carbon_g_per_kwh, "carbon", start, cfg.fill)
+    price = _grid_series("grid_price_usd_per_mwh", cfg.grid.price_usd_per_mwh, "price", start, cfg.fill)
+    for series in (renewable, carbon, price):
+        series.change_times(0.0, horizon)  # raises SeriesRangeError now, before the run, if a series is too short
+    return SupplyInputs(renewable, carbon, price, components)

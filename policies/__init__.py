@@ -1,0 +1,1 @@
+"""Decision policies for dcsim: rule-based baselines (and, later, learning policies)."""

@@ -1,0 +1,131 @@
+"""Rule-based baseline policies: always-on, race-to-idle, renewable-follower, price-threshold, deadline-slack."""
+from __future__ import annotations
+
+import numpy as np
+
+from dcsim.policy import Admission, AgentObservation, Bids, IdleAction, JobObservation, Policy
+
+
+class AlwaysOn(Policy):
+    """Never sleeps, runs every job at once at full power, pays any price."""
+
+    name = "always_on"
+
+
+class RaceToIdle(Policy):
+    """Runs every job at full power, and puts a GPU to sleep as soon as it has nothing to do."""
+
+    name = "race_to_idle"
+
+    def on_idle(self, obs: AgentObservation) -> np.ndarray:
+        return np.full(len(obs), IdleAction.SLEEP, dtype=np.int8)
+
+
+class RenewableFollower(Policy):
+    """Follows renewable supply: caps power to the renewable fraction and holds deferrable jobs when it is low.
+
+    Args:
+        min_power_fraction: Lowest share of the dynamic power range requested, in [0, 1].
+        defer_below_fraction: Deferrable jobs wait while the renewable fraction is below this.
+        sleep_when_idle: Put idle GPUs to sleep.
+    """
+
+    name = "renewable_follower"
+
+    def __init__(self, min_power_fraction: float = 0.5, defer_below_fraction: float = 0.5, sleep_when_idle: bool = True):
+        super().__init__()
+        if not 0 <= min_power_fraction <= 1 or not 0 <= defer_below_fraction <= 1:
+            raise ValueError("min_power_fraction and defer_below_fraction must lie in [0, 1]")
+        self.min_power_fraction = min_power_fraction
+        self.defer_below_fraction = defer_below_fraction
+        self.sleep_when_idle = sleep_when_idle
+
+    def bid(self, obs: AgentObservation) -> Bids:
+        share = max(self.min_power_fraction, obs.market.renewable_fraction)
+        g = obs.gpu
+        request = g.idle_w + share * (g.full_power_w - g.idle_w)
+        return Bids(np.full(len(obs), request), np.full(len(obs), np.inf))
+
+    def admit(self, obs: JobObservation) -> np.ndarray:
+        low = obs.market.renewable_fraction < self.defer_below_fraction
+        return np.full(len(obs), Admission.DEFER if low else Admission.RUN, dtype=np.int8)
+
+    def on_idle(self, obs: AgentObservation) -> np.ndarray:
+        action = IdleAction.SLEEP if self.sleep_when_idle else IdleAction.STAY_IDLE
+        return np.full(len(obs), action, dtype=np.int8)
+
+    def state_dict(self) -> dict:
+        return {"min_power_fraction": self.min_power_fraction, "defer_below_fraction": self.defer_below_fraction,
+                "sleep_when_idle": self.sleep_when_idle}
+
+
+class PriceThreshold(Policy):
+    """Holds deferrable jobs and throttles running ones while the token price is above a threshold.
+
+    Args:
+        threshold_tokens_per_kwh: Price above which the policy defers and throttles.
+        throttle_to_min_cap: When above the threshold, request the GPU's minimum cap (else pay the price).
+    """
+
+    name = "price_threshold"
+
+    def __init__(self, threshold_tokens_per_kwh: float = 2.0, throttle_to_min_cap: bool = True):
+        super().__init__()
+        if threshold_tokens_per_kwh <= 0:
+            raise ValueError("threshold_tokens_per_kwh must be > 0")
+        self.threshold = threshold_tokens_per_kwh
+        self.throttle = throttle_to_min_cap
+
+    def bid(self, obs: AgentObservation) -> Bids:
+        g = obs.gpu
+        high = obs.market.price_tokens_per_kwh > self.threshold
+        request = g.min_cap_w if (high and self.throttle) else g.full_power_w
+        return Bids(np.full(len(obs), request), np.full(len(obs), np.inf))
+
+    def admit(self, obs: JobObservation) -> np.ndarray:
+        high = obs.market.price_tokens_per_kwh > self.threshold
+        return np.full(len(obs), Admission.DEFER if high else Admission.RUN, dtype=np.int8)
+
+    def state_dict(self) -> dict:
+        return {"threshold_tokens_per_kwh": self.threshold, "throttle_to_min_cap": self.throttle}
+
+
+class DeadlineSlack(Policy):
+    """Uses deadline slack: runs each job at the lowest power that still meets its deadline, and holds
+    deferrable jobs while scarcity pricing is on and their slack allows waiting.
+
+    Args:
+        safety: Plan to finish by ``now + (deadline - now) / safety`` (>= 1).
+        defer_price_ratio: Hold deferrable jobs while price > base price × this ratio.
+    """
+
+    name = "deadline_slack"
+
+    def __init__(self, safety: float = 1.25, defer_price_ratio: float = 1.5):
+        super().__init__()
+        if safety < 1 or defer_price_ratio < 1:
+            raise ValueError("safety and defer_price_ratio must be >= 1")
+        self.safety = safety
+        self.defer_price_ratio = defer_price_ratio
+
+    def bid(self, obs: AgentObservation) -> Bids:
+        g = obs.gpu
+        time_left = (obs.job_slack_s + obs.job_remaining_s) / self.safety
+        with np.errstate(divide="ignore", invalid="ignore"):
+            needed_rate = np.where(time_left > 0, obs.job_remaining_s / time_left, np.inf)
+            # work rate = f**beta, power = idle + (tdp - idle) u f**gamma  =>  f = rate**(1/beta)
+            beta = np.maximum(obs.job_clock_sensitivity, 1e-6)
+            f = np.clip(needed_rate, 0.0, 1.0) ** (1.0 / beta)
+        request = g.idle_w + (g.tdp_w - g.idle_w) * g.utilisation * f**g.gamma
+        request = np.where(np.isfinite(obs.job_slack_s) & obs.has_job, np.maximum(request, g.min_cap_w), g.full_power_w)
+        return Bids(request, np.full(len(obs), np.inf))
+
+    def admit(self, obs: JobObservation) -> np.ndarray:
+        scarce = obs.market.price_tokens_per_kwh > obs.market.base_price_tokens_per_kwh * self.defer_price_ratio
+        # Waiting until the next round must still leave a safety margin before the deadline.
+        wait_s = max(obs.market.next_round_s - obs.market.time_s, 0.0)
+        can_wait = obs.slack_s - wait_s > (self.safety - 1) * obs.duration_s
+        return np.where(scarce & can_wait, Admission.DEFER, Admission.RUN).astype(np.int8)
+
+    def state_dict(self) -> dict:
+        return {"safety": self.safety, "defer_price_ratio": self.defer_price_ratio}
