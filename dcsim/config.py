@@ -1,7 +1,6 @@
 """Scenario files: YAML validated into typed pydantic models, with errors that name field, value and what is allowed."""
 from __future__ import annotations
 
-import math
 import re
 from datetime import datetime, timezone
 from pathlib import Path

@@ -76,6 +76,19 @@ class EnergyBooks:
                 price_usd_per_mwh: float) -> None:
         """Book ``dt_s`` seconds at constant demand and renewable power (both W, >= 0)."""
         t = self.totals
+        if self.capacity_j == 0.0 and (renewable_w >= demand_w or demand_w - renewable_w <= self.import_cap_w):
+            # No battery and no shortfall (the common case): one interval, no splitting.
+            used_w = min(renewable_w, demand_w)
+            grid_w = demand_w - used_w
+            t.consumed_j += demand_w * dt_s
+            t.renewable_used_j += used_w * dt_s
+            t.renewable_generated_j += renewable_w * dt_s
+            t.curtailed_j += (renewable_w - used_w) * dt_s
+            if grid_w > 0.0:
+                t.grid_j += grid_w * dt_s
+                t.carbon_g += grid_w * dt_s * carbon_g_per_kwh / J_PER_KWH
+                t.cost_usd += grid_w * dt_s * price_usd_per_mwh / J_PER_MWH
+            return
         while dt_s > 0:
             step = dt_s
             charge_w = discharge_w = 0.0

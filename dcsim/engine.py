@@ -1,6 +1,7 @@
 """The SimPy model of the datacenter: arrivals, dispatch, GPU power states, completions, supply and market rounds."""
 from __future__ import annotations
 
+import array
 import heapq
 import math
 import time
@@ -15,7 +16,6 @@ import simpy
 
 from dcsim.config import Scenario
 from dcsim.energy import EnergyBooks
-from dcsim.gpu_models import active_power_w, clock_fraction_for_cap
 from dcsim.market import J_PER_KWH, MECHANISMS, RoundSupply, jain_index
 from dcsim.policy import (
     Admission,
@@ -78,13 +78,30 @@ class RunResult:
     counters: dict[str, float] = field(default_factory=dict)
 
 
+_OFF, _SLEEP, _IDLE, _ACTIVE = int(GpuState.OFF), int(GpuState.SLEEP), int(GpuState.IDLE), int(GpuState.ACTIVE)
+_WAKING, _ENTERING_SLEEP, _BOOTING, _SHUTTING_DOWN = (int(GpuState.WAKING), int(GpuState.ENTERING_SLEEP),
+                                                       int(GpuState.BOOTING), int(GpuState.SHUTTING_DOWN))
+_QUEUED, _DEFERRED, _STARTING = int(JobStatus.QUEUED), int(JobStatus.DEFERRED), int(JobStatus.STARTING)
+_RUNNING, _COMPLETED, _DROPPED = int(JobStatus.RUNNING), int(JobStatus.COMPLETED), int(JobStatus.DROPPED)
+_TARGET = {int(k): int(v) for k, v in _TRANSITION_TARGET.items()}
+_NP_TYPES = {"d": np.float64, "q": np.int64, "b": np.int8}
+
+
+def _buffer(n: int, typecode: str, fill: float | int) -> tuple[array.array, np.ndarray]:
+    """An ``array.array`` and a numpy view of the same memory: fast scalar access from Python on the
+    per-job hot path, whole-array numpy operations at market rounds."""
+    buf = array.array(typecode, [fill]) * n
+    return buf, np.frombuffer(buf, dtype=_NP_TYPES[typecode])
+
+
 class Simulation:
     """One run of a scenario under a policy.
 
-    All per-GPU and per-job state lives in numpy arrays; SimPy drives time through a handful of
-    processes (arrivals, supply changes, market rounds) and timeout callbacks (power-state
-    transitions, job completions). A job's completion time is kept in a heap and moved whenever its
-    clock changes; stale entries are skipped by version, so nothing is polled.
+    Per-GPU and per-job state lives in flat arrays (numpy views over ``array.array`` buffers). SimPy
+    drives time through three processes (arrivals, supply changes, market rounds) and timeout
+    callbacks (power-state transitions, job completions). Job completion times sit in a heap and are
+    moved when a job's clock changes; stale entries are skipped by version, so nothing is polled.
+    Per-GPU energy is kept as ``E(t) = offset + P·t``, so a power change is one update.
 
     Args:
         scenario: The validated scenario.
@@ -92,7 +109,7 @@ class Simulation:
         jobs: The job table (see :mod:`dcsim.jobs`).
         supply: Supply series aligned to the scenario start.
         streams: The run's random streams.
-        progress: A callable ``(sim_time_s) -> None`` called at each periodic round, or None.
+        progress: Called with the simulated time at each periodic round, or None.
     """
 
     def __init__(self, scenario: Scenario, policy: Policy, jobs: pd.DataFrame, supply: SupplyInputs,
@@ -103,57 +120,55 @@ class Simulation:
         self.progress = progress
         self.env = simpy.Environment()
         self.horizon_s = scenario.horizon_s
-        self.start = pd.Timestamp(scenario.start)
-        self._hour0 = self.start.hour + self.start.minute / 60 + self.start.second / 3600
+        start = pd.Timestamp(scenario.start)
+        self._hour0 = start.hour + start.minute / 60 + start.second / 3600
 
         cl = scenario.cluster
         spec = cl.power_spec()
         self.idle_w, self.tdp_w, self.min_cap_w = spec["idle_w"], spec["tdp_w"], spec["min_cap_w"]
         self.gamma, self.util = spec["gamma"], spec["utilisation"]
-        self.full_power_w = self.idle_w + (self.tdp_w - self.idle_w) * self.util
-        self.full_incr_w = self.full_power_w - self.idle_w
+        self.span_w = (self.tdp_w - self.idle_w) * self.util
+        self.full_power_w = self.idle_w + self.span_w
         self.gpu_view = GpuSpecView(self.idle_w, self.tdp_w, self.min_cap_w, self.full_power_w, self.gamma, self.util)
         tr = cl.transitions
-        self.transition_s = {
-            GpuState.WAKING: tr.wake_s, GpuState.ENTERING_SLEEP: tr.sleep_s,
-            GpuState.BOOTING: tr.boot_s, GpuState.SHUTTING_DOWN: tr.shutdown_s,
-        }
-        energy = {GpuState.WAKING: tr.wake_j, GpuState.ENTERING_SLEEP: tr.sleep_j,
-                  GpuState.BOOTING: tr.boot_j, GpuState.SHUTTING_DOWN: tr.shutdown_j}
-        self.state_power_w = np.zeros(len(GpuState))
-        self.state_power_w[GpuState.OFF] = spec["off_w"]
-        self.state_power_w[GpuState.SLEEP] = spec["sleep_w"]
-        self.state_power_w[GpuState.IDLE] = self.idle_w
-        self.state_power_w[GpuState.ACTIVE] = self.idle_w
+        self.transition_s = {_WAKING: tr.wake_s, _ENTERING_SLEEP: tr.sleep_s, _BOOTING: tr.boot_s,
+                             _SHUTTING_DOWN: tr.shutdown_s}
+        energy = {_WAKING: tr.wake_j, _ENTERING_SLEEP: tr.sleep_j, _BOOTING: tr.boot_j, _SHUTTING_DOWN: tr.shutdown_j}
+        self.state_power_w = [0.0] * len(GpuState)
+        self.state_power_w[_OFF] = spec["off_w"]
+        self.state_power_w[_SLEEP] = spec["sleep_w"]
+        self.state_power_w[_IDLE] = self.state_power_w[_ACTIVE] = self.idle_w
         for st, dur in self.transition_s.items():
             self.state_power_w[st] = energy[st] / dur if dur > 0 else 0.0
 
-        # ---- GPU arrays
+        # ---- GPU state
         n = self.n_gpus = cl.gpus
-        initial = {"idle": GpuState.IDLE, "sleep": GpuState.SLEEP, "off": GpuState.OFF}[cl.initial_state]
-        self.state = np.full(n, initial, dtype=np.int8)
-        self.assigned = np.full(n, -1, dtype=np.int64)
-        self.power_w = np.full(n, self.state_power_w[initial])
-        self.billable_w = np.zeros(n)  # power above idle of running GPUs: what agents pay for
-        self.energy_j = np.zeros(n)
-        self.billable_j = np.zeros(n)  # since the last settlement
-        self.meter_t = np.zeros(n)
-        self.alloc_w = np.zeros(n)  # allocated power above idle
-        self.clock = np.zeros(n)
-        self.wake_after = np.zeros(n, dtype=bool)
+        initial = {"idle": _IDLE, "sleep": _SLEEP, "off": _OFF}[cl.initial_state]
+        self._st, self.state = _buffer(n, "b", initial)
+        self._asg, self.assigned = _buffer(n, "q", -1)
+        self._pw, self.power_w = _buffer(n, "d", self.state_power_w[initial])
+        self._bw, self.billable_w = _buffer(n, "d", 0.0)  # power above idle of running GPUs: what agents pay for
+        self._eoff, self.energy_off = _buffer(n, "d", 0.0)  # energy(t) = energy_off + power_w * t
+        self._boff, self.billable_off = _buffer(n, "d", 0.0)  # billable energy since settlement, same form
+        self._al, self.alloc_w = _buffer(n, "d", 0.0)  # allocated power above idle
+        self._ck, self.clock = _buffer(n, "d", 0.0)
+        self._wal, self.wallet = _buffer(n, "d", scenario.market.initial_tokens)
+        self.wake_after = bytearray(n)
         self.total_power_w = float(self.power_w.sum())
-        pools: dict[int, dict[int, None]] = {GpuState.IDLE: {}, GpuState.SLEEP: {}, GpuState.OFF: {}}
-        self.free_idle, self.free_sleep, self.free_off = pools[GpuState.IDLE], pools[GpuState.SLEEP], pools[GpuState.OFF]
-        pools[initial].update(dict.fromkeys(range(n)))
+        self.free_idle: dict[int, None] = {}
+        self.free_sleep: dict[int, None] = {}
+        self.free_off: dict[int, None] = {}
+        {_IDLE: self.free_idle, _SLEEP: self.free_sleep, _OFF: self.free_off}[initial].update(dict.fromkeys(range(n)))
 
         # ---- market and wallets
         mk = scenario.market
         self.mechanism = MECHANISMS[mk.mechanism]
-        self.wallet = np.full(n, mk.initial_tokens)
         self.tokens = {"minted": mk.initial_tokens * n, "spent": 0.0, "burned": 0.0, "job_value_credited": 0.0,
                        "endowed": 0.0, "debit_shortfall": 0.0}
         self.bid_request_w = np.full(n, self.full_power_w)
         self.bid_max_price = np.full(n, np.inf)
+        self._bid_req = self.bid_request_w.tolist()
+        self._bid_max = self.bid_max_price.tolist()
         self.round_price = mk.base_price_tokens_per_kwh
         self.round_sellable_w = math.inf
         self.allocated_sum_w = 0.0
@@ -162,40 +177,43 @@ class Simulation:
         self.renewable_at_round_w = 0.0
         self.demand_at_round_w = 0.0
         self._endow_every = int(round(mk.endowment_interval_s / mk.interval_s))
+        self._last_debit = 0.0
 
-        # ---- jobs
+        # ---- jobs: static columns as numpy (vector work) and lists (scalar work)
         self.jobs_in = jobs
         m = self.n_jobs = len(jobs)
         self.arrival_s = jobs["arrival_s"].to_numpy(float)
         self.job_gpus_n = jobs["gpus"].to_numpy(np.int64)
-        self.work_gpu_s = jobs["work_gpu_s"].to_numpy(float)
         self.deadline_s = np.nan_to_num(jobs["deadline_s"].to_numpy(float), nan=np.inf)
         self.deferrable = jobs["deferrable"].to_numpy(bool)
         self.value_tokens = jobs["value_tokens"].to_numpy(float)
         self.beta = jobs["clock_sensitivity"].to_numpy(float)
-        self.duration_full_s = self.work_gpu_s / self.job_gpus_n
-        self.status = np.full(m, JobStatus.FUTURE, dtype=np.int8)
-        self.drop_reason = np.zeros(m, dtype=np.int8)
-        self.start_s = np.full(m, np.nan)
-        self.finish_s = np.full(m, np.nan)
-        self.remaining_s = self.duration_full_s.copy()  # at full clock
-        self.rate = np.zeros(m)
-        self.last_s = np.zeros(m)
-        self.version = np.zeros(m, dtype=np.int64)
-        self.pending_ready = np.zeros(m, dtype=np.int64)
-        self.job_energy_j = np.zeros(m)
-        self.energy_mark_j = np.zeros(m)
-        self.job_gpu_ids: dict[int, np.ndarray] = {}
+        self.duration_full_s = jobs["work_gpu_s"].to_numpy(float) / self.job_gpus_n
+        self._k, self._deadline = self.job_gpus_n.tolist(), self.deadline_s.tolist()
+        self._beta, self._value = self.beta.tolist(), self.value_tokens.tolist()
+        # ---- jobs: dynamic state
+        self._stat, self.status = _buffer(m, "b", int(JobStatus.FUTURE))
+        self._why, self.drop_reason = _buffer(m, "b", 0)
+        self._start, self.start_s = _buffer(m, "d", math.nan)
+        self._finish, self.finish_s = _buffer(m, "d", math.nan)
+        self._rem, self.remaining_s = _buffer(m, "d", 0.0)  # full-clock seconds left as of last_s
+        self.remaining_s[:] = self.duration_full_s
+        self._rate, self.rate = _buffer(m, "d", 0.0)
+        self._last, self.last_s = _buffer(m, "d", 0.0)
+        self._jal, self.job_alloc_w = _buffer(m, "d", 0.0)
+        self._jen, self.job_energy_j = _buffer(m, "d", 0.0)
+        self._mark = array.array("d", [0.0]) * m
+        self._ver = [0] * m
+        self._pending = [0] * m
+        self.job_gpus: dict[int, list[int]] = {}
         self.queue: deque[int] = deque()
         self.deferred: list[int] = []
-        self.completion_heap: list[tuple[float, int, int]] = []
-        self._timer_times: set[float] = set()
-        self._job_scratch = np.zeros(m)
-        self._last_debit = 0.0
+        self.heap: list[tuple[float, int, int]] = []
+        self._timers: list[float] = []
+        self._scratch = np.zeros(m)
 
-        # ---- supply state
+        # ---- supply
         self.books = EnergyBooks(scenario.supply.battery, scenario.supply.grid.import_cap_w)
-        self.import_cap_w = self.books.import_cap_w
         self.renewable_w = float(supply.renewable_w.value_at(0.0))
         self.carbon = float(supply.carbon_g_per_kwh.value_at(0.0))
         self.grid_price = float(supply.grid_price_usd_per_mwh.value_at(0.0))
@@ -205,7 +223,9 @@ class Simulation:
         self.round_rows: list[dict[str, Any]] = []
         self.ts_rows: list[tuple] = []
         self.n_events = 0
-        self._calls = {m: policy.overrides(m) for m in ("bid", "admit", "on_idle")}
+        self._calls = {name: policy.overrides(name) for name in ("bid", "admit", "on_idle")}
+        self._drop_expired = scenario.workload.drop_expired
+        self._max_queue = scenario.workload.max_queue
         policy.reset(streams.generator("policy"), self.gpu_view, n)
 
     # ------------------------------------------------------------------------------------ bookkeeping
@@ -217,19 +237,33 @@ class Simulation:
             self.books.advance(dt, max(0.0, self.total_power_w), self.renewable_w, self.carbon, self.grid_price)
             self._t_books = now
 
-    def _flush(self, idx) -> None:
-        """Bring the per-GPU energy meters of ``idx`` up to now."""
+    def _set_power(self, g: int, power_w: float, billable_w: float) -> None:
+        """Change one GPU's power draw now (energy meters stay exact: ``offset += (old − new)·t``)."""
         now = self.env.now
-        dt = now - self.meter_t[idx]
-        self.energy_j[idx] += self.power_w[idx] * dt
-        self.billable_j[idx] += self.billable_w[idx] * dt
-        self.meter_t[idx] = now
+        old = self._pw[g]
+        if old != power_w:
+            self._eoff[g] += (old - power_w) * now
+            self._pw[g] = power_w
+            self.total_power_w += power_w - old
+        old = self._bw[g]
+        if old != billable_w:
+            self._boff[g] += (old - billable_w) * now
+            self._bw[g] = billable_w
 
-    def _set_power(self, idx, power_w, billable_w) -> None:
-        self._flush(idx)
-        self.total_power_w += float(np.sum(power_w - self.power_w[idx]))
-        self.power_w[idx] = power_w
-        self.billable_w[idx] = billable_w
+    def gpu_energy_now(self) -> np.ndarray:
+        """Energy each GPU has used since t = 0, J."""
+        return self.energy_off + self.power_w * self.env.now
+
+    def _cap(self, alloc_w: float) -> tuple[float, float, float]:
+        """Clock fraction, power and effective allocation of a running GPU given power ``alloc_w`` above idle.
+
+        ``f`` solves ``idle + span·f**gamma = idle + alloc``; a cap below the board's minimum cannot be
+        enforced, so the job pauses (f = 0, idle power, no allocation held).
+        """
+        if self.idle_w + alloc_w + 1e-9 < self.min_cap_w or alloc_w <= 0:
+            return 0.0, self.idle_w, 0.0
+        ratio = min(alloc_w / self.span_w, 1.0)
+        return ratio ** (1.0 / self.gamma), self.idle_w + self.span_w * ratio, alloc_w
 
     # ------------------------------------------------------------------------------------ observations
     def _market_view(self) -> MarketView:
@@ -249,192 +283,221 @@ class Simulation:
         return np.maximum(0.0, self.remaining_s[jobs] - self.rate[jobs] * (self.env.now - self.last_s[jobs]))
 
     def _agent_obs(self, idx: np.ndarray) -> AgentObservation:
+        n = idx.size
         jobs = self.assigned[idx]
         has = jobs >= 0
-        j = jobs[has]
-        remaining = np.zeros(idx.size)
-        remaining[has] = self._remaining_now(j)
-        slack = np.full(idx.size, np.inf)
-        slack[has] = self.deadline_s[j] - self.env.now - remaining[has]
-        beta = np.ones(idx.size)
-        beta[has] = self.beta[j]
-        value = np.zeros(idx.size)
-        value[has] = self.value_tokens[j]
+        remaining, slack = np.zeros(n), np.full(n, np.inf)
+        beta, value = np.ones(n), np.zeros(n)
+        if has.any():
+            j = jobs[has]
+            remaining[has] = self._remaining_now(j)
+            slack[has] = self.deadline_s[j] - self.env.now - remaining[has]
+            beta[has] = self.beta[j]
+            value[has] = self.value_tokens[j]
         return AgentObservation(idx, self.state[idx].copy(), has, remaining, slack, beta, value,
                                 self.wallet[idx].copy(), self._market_view(), self.gpu_view)
 
     # ------------------------------------------------------------------------------------ power states
-    def _begin_transition(self, idx: np.ndarray, state: GpuState) -> None:
+    def _begin_transition(self, gpus: list[int], state: int) -> None:
+        power = self.state_power_w[state]
+        for g in gpus:
+            self._st[g] = state
+            self._set_power(g, power, 0.0)
         duration = self.transition_s[state]
-        self.state[idx] = state
-        self._set_power(idx, self.state_power_w[state], 0.0)
         if duration <= 0:
-            self._end_transition(idx, count=False)
+            self._end_transition(gpus, count=False)
             return
         ev = self.env.timeout(duration)
-        ev.callbacks.append(lambda _ev, idx=idx: self._end_transition(idx))
+        ev.callbacks.append(lambda _ev, gpus=gpus: self._end_transition(gpus))
 
-    def _end_transition(self, idx: np.ndarray, count: bool = True) -> None:
+    def _end_transition(self, gpus: list[int], count: bool = True) -> None:
         if count:
             self._advance()
             self.n_events += 1
-        target = _TRANSITION_TARGET[GpuState(int(self.state[idx[0]]))]
-        self.state[idx] = target
-        self._set_power(idx, self.state_power_w[target], 0.0)
-        if target == GpuState.IDLE:
-            for j in np.unique(self.assigned[idx]):
-                if j < 0:
-                    continue
-                self.pending_ready[j] -= int(np.sum(self.assigned[idx] == j))
-                if self.pending_ready[j] == 0:
-                    self._start_job(int(j))
+        target = _TARGET[self._st[gpus[0]]]
+        power = self.state_power_w[target]
+        for g in gpus:
+            self._st[g] = target
+            self._set_power(g, power, 0.0)
+        if target == _IDLE:
+            pending = self._pending
+            for g in gpus:
+                j = self._asg[g]
+                if j >= 0:
+                    pending[j] -= 1
+                    if pending[j] == 0:
+                        self._start_job(j)
         else:
-            waking = idx[self.wake_after[idx]]
-            if waking.size:
-                self.wake_after[waking] = False
-                self._begin_transition(waking, GpuState.WAKING if target == GpuState.SLEEP else GpuState.BOOTING)
+            again = [g for g in gpus if self.wake_after[g]]
+            for g in again:
+                self.wake_after[g] = 0
+            if again:
+                self._begin_transition(again, _WAKING if target == _SLEEP else _BOOTING)
+        self._arm()
 
     # ------------------------------------------------------------------------------------ jobs
     def _claim(self, j: int, k: int) -> None:
+        if k == 1 and self.free_idle:  # the common case: one GPU, already idle
+            g = self.free_idle.popitem()[0]
+            self._asg[g] = j
+            self.job_gpus[j] = [g]
+            self._start_job(j)
+            return
         taken: list[int] = []
         for pool in (self.free_idle, self.free_sleep, self.free_off):
             while len(taken) < k and pool:
                 taken.append(pool.popitem()[0])
-        idx = np.fromiter(taken, dtype=np.int64, count=k)
-        self.assigned[idx] = j
-        self.job_gpu_ids[j] = idx
-        st = self.state[idx]
-        ready = st == GpuState.IDLE
-        self.pending_ready[j] = k - int(ready.sum())
-        if self.pending_ready[j] == 0:
+        st, asg = self._st, self._asg
+        for g in taken:
+            asg[g] = j
+        self.job_gpus[j] = taken
+        not_ready = [g for g in taken if st[g] != _IDLE]
+        if not not_ready:
             self._start_job(j)
             return
-        self.status[j] = JobStatus.STARTING
-        asleep, off = st == GpuState.SLEEP, st == GpuState.OFF
-        self.wake_after[idx[~(ready | asleep | off)]] = True
-        if asleep.any():
-            self._begin_transition(idx[asleep], GpuState.WAKING)
-        if off.any():
-            self._begin_transition(idx[off], GpuState.BOOTING)
+        self._pending[j] = len(not_ready)
+        self._stat[j] = _STARTING
+        asleep = [g for g in not_ready if st[g] == _SLEEP]
+        off = [g for g in not_ready if st[g] == _OFF]
+        for g in not_ready:
+            if st[g] != _SLEEP and st[g] != _OFF:
+                self.wake_after[g] = 1  # mid-transition to sleep/off: wake as soon as it settles
+        if asleep:
+            self._begin_transition(asleep, _WAKING)
+        if off:
+            self._begin_transition(off, _BOOTING)
 
-    def _spot_allocation(self, idx: np.ndarray) -> float:
+    def _spot_allocation(self, gpus: list[int]) -> float:
         """Power above idle for a job starting between rounds: its agents' standing bids cleared at the
-        round's price, limited by their budgets for the rest of the round and by unallocated supply."""
+        round's price, limited by each agent's budget for the rest of the round and by unallocated supply."""
         price = self.round_price
-        if np.any(self.bid_max_price[idx] < price):
-            return 0.0
-        want = np.clip(self.bid_request_w[idx] - self.idle_w, 0.0, self.full_incr_w)
-        left_s = max(self.next_round_s - self.env.now, 1e-9)
-        self._flush(idx)
-        spendable = self.wallet[idx] - price * self.billable_j[idx] / J_PER_KWH
-        afford = np.maximum(spendable, 0.0) * J_PER_KWH / (price * left_s)
-        a = float(np.min(np.minimum(want, afford)))
-        headroom = max(0.0, self.round_sellable_w - self.allocated_sum_w)
-        return min(a, headroom / idx.size)
-
-    def _apply_caps(self, jobs: np.ndarray, alloc_w: np.ndarray) -> None:
-        """Set running jobs' power allocation above idle (one value per job, for all its GPUs) and move
-        their completion times."""
         now = self.env.now
-        cap = self.idle_w + alloc_w
-        f = clock_fraction_for_cap(cap, self.idle_w, self.tdp_w, self.util, self.gamma, self.min_cap_w)
-        alloc_w = np.where(f > 0, alloc_w, 0.0)  # a paused job holds no allocation
-        power = active_power_w(f, self.idle_w, self.tdp_w, self.util, self.gamma)
-        rate = f ** self.beta[jobs]
-        for pos, j in enumerate(jobs.tolist()):
-            idx = self.job_gpu_ids[j]
-            self._set_power(idx, power[pos], power[pos] - self.idle_w)
-            self.allocated_sum_w += (alloc_w[pos] - self.alloc_w[idx[0]]) * idx.size
-            self.alloc_w[idx] = alloc_w[pos]
-            self.clock[idx] = f[pos]
-            if rate[pos] != self.rate[j]:
-                self.remaining_s[j] = max(0.0, self.remaining_s[j] - self.rate[j] * (now - self.last_s[j]))
-                self.last_s[j] = now
-                self.rate[j] = rate[pos]
-                self.version[j] += 1
-                if rate[pos] > 0:
-                    heapq.heappush(self.completion_heap, (now + self.remaining_s[j] / rate[pos], j, int(self.version[j])))
-        self._arm()
+        left_s = max(self.next_round_s - now, 1e-9)
+        a = self.span_w
+        for g in gpus:
+            if self._bid_max[g] < price:
+                return 0.0
+            spent = price * (self._boff[g] + self._bw[g] * now) / J_PER_KWH
+            afford = max(self._wal[g] - spent, 0.0) * J_PER_KWH / (price * left_s)
+            a = min(a, self._bid_req[g] - self.idle_w, afford)
+        headroom = max(0.0, self.round_sellable_w - self.allocated_sum_w)
+        return max(0.0, min(a, headroom / len(gpus)))
+
+    def _set_job_alloc(self, j: int, alloc_w: float) -> None:
+        """Give every GPU of job ``j`` ``alloc_w`` above idle (a gang runs at its slowest GPU's pace, so all
+        its GPUs get the same) and move its completion if its clock changed."""
+        f, power, alloc_w = self._cap(alloc_w)
+        billable = power - self.idle_w
+        for g in self.job_gpus[j]:
+            self._set_power(g, power, billable)
+            self.allocated_sum_w += alloc_w - self._al[g]
+            self._al[g] = alloc_w
+            self._ck[g] = f
+        self._jal[j] = alloc_w
+        beta = self._beta[j]
+        rate = f if beta == 1.0 else f ** beta
+        old = self._rate[j]
+        if rate != old:
+            now = self.env.now
+            remaining = self._rem[j] - old * (now - self._last[j])
+            self._rem[j] = remaining = remaining if remaining > 0.0 else 0.0
+            self._last[j] = now
+            self._rate[j] = rate
+            self._ver[j] += 1
+            if rate > 0:
+                heapq.heappush(self.heap, (now + remaining / rate, j, self._ver[j]))
 
     def _start_job(self, j: int) -> None:
-        idx = self.job_gpu_ids[j]
+        gpus = self.job_gpus[j]
         now = self.env.now
-        self.status[j] = JobStatus.RUNNING
-        self.start_s[j] = now
-        self.last_s[j] = now
-        self.rate[j] = 0.0
-        self.state[idx] = GpuState.ACTIVE
-        self._flush(idx)
-        self.energy_mark_j[j] = float(self.energy_j[idx].sum())
-        self._apply_caps(np.array([j]), np.array([self._spot_allocation(idx)]))
+        self._stat[j] = _RUNNING
+        self._start[j] = now
+        self._last[j] = now
+        mark = 0.0
+        for g in gpus:
+            self._st[g] = _ACTIVE
+            mark += self._eoff[g] + self._pw[g] * now
+        self._mark[j] = mark
+        self._set_job_alloc(j, self._spot_allocation(gpus))
 
     def _complete(self, j: int) -> None:
-        idx = self.job_gpu_ids.pop(j)
+        gpus = self.job_gpus.pop(j)
         now = self.env.now
-        self.status[j] = JobStatus.COMPLETED
-        self.finish_s[j] = now
-        self.remaining_s[j] = 0.0
-        self._set_power(idx, self.idle_w, 0.0)
-        self.job_energy_j[j] = float(self.energy_j[idx].sum()) - self.energy_mark_j[j]
-        share = self.value_tokens[j] / idx.size
-        self.wallet[idx] += share
-        self.tokens["minted"] += self.value_tokens[j]
-        self.tokens["job_value_credited"] += self.value_tokens[j]
-        self.allocated_sum_w -= float(self.alloc_w[idx].sum())
-        self.alloc_w[idx] = 0.0
-        self.clock[idx] = 0.0
-        self.state[idx] = GpuState.IDLE
-        self.assigned[idx] = -1
-        self.free_idle.update(dict.fromkeys(idx.tolist()))
+        self._stat[j] = _COMPLETED
+        self._finish[j] = now
+        self._rem[j] = 0.0
+        value = self._value[j]
+        share = value / len(gpus)
+        energy = 0.0
+        idle = self.idle_w
+        free = self.free_idle
+        for g in gpus:
+            energy += self._eoff[g] + self._pw[g] * now
+            self._set_power(g, idle, 0.0)
+            self._wal[g] += share
+            self.allocated_sum_w -= self._al[g]
+            self._al[g] = 0.0
+            self._ck[g] = 0.0
+            self._st[g] = _IDLE
+            self._asg[g] = -1
+            free[g] = None
+        self._jen[j] = energy - self._mark[j]
+        self.tokens["minted"] += value
+        self.tokens["job_value_credited"] += value
 
     def _drop(self, j: int, reason: DropReason) -> None:
-        self.status[j] = JobStatus.DROPPED
-        self.drop_reason[j] = reason
-        self.finish_s[j] = self.env.now
+        self._stat[j] = _DROPPED
+        self._why[j] = int(reason)
+        self._finish[j] = self.env.now
 
     def _dispatch(self) -> None:
         """Start queued jobs in arrival order while enough GPUs are free (strict FCFS, no backfilling)."""
-        drop_expired = self.scenario.workload.drop_expired
+        queue = self.queue
+        if not queue:
+            return
+        drop_expired = self._drop_expired
         now = self.env.now
-        while self.queue:
-            j = self.queue[0]
-            if drop_expired and self.deadline_s[j] < now:
-                self.queue.popleft()
+        free = len(self.free_idle) + len(self.free_sleep) + len(self.free_off)
+        while queue:
+            j = queue[0]
+            if drop_expired and self._deadline[j] < now:
+                queue.popleft()
                 self._drop(j, DropReason.DEADLINE_EXPIRED)
                 continue
-            k = int(self.job_gpus_n[j])
-            if k > len(self.free_idle) + len(self.free_sleep) + len(self.free_off):
+            k = self._k[j]
+            if k > free:
                 break
-            self.queue.popleft()
+            queue.popleft()
+            free -= k
             self._claim(j, k)
 
     def _idle_decisions(self) -> None:
         """Ask the policy what GPUs left idle with nothing queued should do."""
         if not self._calls["on_idle"] or not self.free_idle or self.queue:
             return
-        idx = np.fromiter(self.free_idle.keys(), dtype=np.int64)
+        idx = np.fromiter(self.free_idle.keys(), dtype=np.int64, count=len(self.free_idle))
         actions = check_actions(self.policy.on_idle(self._agent_obs(idx)), idx.size, IdleAction,
                                 f"policy {self.policy.name!r} on_idle")
-        for action, state, pool in ((IdleAction.SLEEP, GpuState.ENTERING_SLEEP, self.free_sleep),
-                                    (IdleAction.POWER_OFF, GpuState.SHUTTING_DOWN, self.free_off)):
-            chosen = idx[actions == action]
-            if chosen.size:
-                for g in chosen.tolist():
+        for action, state, pool in ((IdleAction.SLEEP, _ENTERING_SLEEP, self.free_sleep),
+                                    (IdleAction.POWER_OFF, _SHUTTING_DOWN, self.free_off)):
+            chosen = idx[actions == action].tolist()
+            if chosen:
+                for g in chosen:
                     del self.free_idle[g]
                     pool[g] = None
                 self._begin_transition(chosen, state)
 
     def _enqueue(self, jobs: list[int]) -> None:
-        cap = self.scenario.workload.max_queue
+        cap = self._max_queue
         for j in jobs:
             if cap is not None and len(self.queue) >= cap:
                 self._drop(j, DropReason.QUEUE_FULL)
             else:
-                self.status[j] = JobStatus.QUEUED
+                self._stat[j] = _QUEUED
                 self.queue.append(j)
 
     def _admission(self, jobs: np.ndarray) -> None:
-        """Ask the policy about deferrable jobs (``jobs``, already arrived); queue or hold each."""
+        """Ask the policy about deferrable jobs that have arrived; queue or hold each."""
         now = self.env.now
         if self.scenario.workload.drop_expired:
             expired = self.deadline_s[jobs] < now
@@ -451,9 +514,10 @@ class Simulation:
         actions = check_actions(self.policy.admit(obs), jobs.size, Admission, f"policy {self.policy.name!r} admit")
         run = actions == Admission.RUN
         self._enqueue(jobs[run].tolist())
-        for j in jobs[~run].tolist():
-            self.status[j] = JobStatus.DEFERRED
-        self.deferred = jobs[~run].tolist()
+        held = jobs[~run].tolist()
+        for j in held:
+            self._stat[j] = _DEFERRED
+        self.deferred.extend(held)
 
     def _reconsider_deferred(self) -> None:
         if self.deferred:
@@ -464,30 +528,33 @@ class Simulation:
 
     # ------------------------------------------------------------------------------------ completions
     def _arm(self) -> None:
-        """Make sure a timer is pending for the earliest valid completion."""
-        heap = self.completion_heap
-        while heap and (self.version[heap[0][1]] != heap[0][2] or self.status[heap[0][1]] != JobStatus.RUNNING):
+        """Make sure a timer is pending at the earliest valid completion."""
+        heap, ver, stat = self.heap, self._ver, self._stat
+        while heap:
+            _, j, v = heap[0]
+            if ver[j] == v and stat[j] == _RUNNING:
+                break
             heapq.heappop(heap)
-        if not heap:
+        else:
             return
         t = heap[0][0]
-        if t in self._timer_times or (self._timer_times and t > min(self._timer_times)):
-            return
-        self._timer_times.add(t)
-        ev = self.env.timeout(max(0.0, t - self.env.now))
-        ev.callbacks.append(lambda _ev, t=t: self._on_timer(t))
+        timers = self._timers
+        if timers and t >= timers[0]:
+            return  # an earlier timer is pending; it re-arms when it fires
+        heapq.heappush(timers, t)
+        self.env.timeout(max(0.0, t - self.env.now)).callbacks.append(self._on_timer)
 
-    def _on_timer(self, t: float) -> None:
-        self._timer_times.discard(t)
+    def _on_timer(self, _ev: simpy.Event) -> None:
+        heapq.heappop(self._timers)
         self._advance()
         self.n_events += 1
         now = self.env.now
         due = now + 1e-9 * max(1.0, now)
-        heap = self.completion_heap
+        heap, ver, stat = self.heap, self._ver, self._stat
         done = False
         while heap and heap[0][0] <= due:
-            _, j, version = heapq.heappop(heap)
-            if self.version[j] == version and self.status[j] == JobStatus.RUNNING:
+            _, j, v = heapq.heappop(heap)
+            if ver[j] == v and stat[j] == _RUNNING:
                 self._complete(j)
                 done = True
         if done:
@@ -498,14 +565,29 @@ class Simulation:
     # ------------------------------------------------------------------------------------ market
     def _settle(self) -> None:
         """Charge every agent for the energy above idle it used since the last settlement."""
-        self._flush(slice(None))
-        debit = self.round_price * self.billable_j / J_PER_KWH
+        now = self.env.now
+        used_j = self.billable_off + self.billable_w * now
+        debit = self.round_price * used_j / J_PER_KWH
         self.tokens["debit_shortfall"] += float(np.maximum(debit - self.wallet, 0.0).sum())
         debit = np.minimum(debit, self.wallet)
         self.wallet -= debit
         self.tokens["spent"] += float(debit.sum())
-        self.billable_j[:] = 0.0
+        self.billable_off[:] = -self.billable_w * now
         self._last_debit = float(debit.sum())
+
+    def _endow(self) -> tuple[float, float]:
+        mk = self.scenario.market
+        burned = 0.0
+        if mk.carry_over_cap_tokens is not None:
+            over = np.maximum(self.wallet - mk.carry_over_cap_tokens, 0.0)
+            burned = float(over.sum())
+            self.wallet -= over
+        self.wallet += mk.endowment_tokens
+        minted = mk.endowment_tokens * self.n_gpus
+        self.tokens["minted"] += minted
+        self.tokens["endowed"] += minted
+        self.tokens["burned"] += burned
+        return minted, burned
 
     def _round(self, trigger: str) -> None:
         self._advance()
@@ -515,49 +597,48 @@ class Simulation:
         self._settle()
         minted = burned = 0.0
         if trigger == "periodic" and self.round_index > 0 and self.round_index % self._endow_every == 0:
-            if mk.carry_over_cap_tokens is not None:
-                over = np.maximum(self.wallet - mk.carry_over_cap_tokens, 0.0)
-                burned = float(over.sum())
-                self.wallet -= over
-            self.wallet += mk.endowment_tokens
-            minted = mk.endowment_tokens * self.n_gpus
-            self.tokens["minted"] += minted
-            self.tokens["endowed"] += minted
-            self.tokens["burned"] += burned
+            minted, burned = self._endow()
 
         self.total_power_w = float(self.power_w.sum())  # resynchronise the running sum
-        everyone = np.arange(self.n_gpus)
         if self._calls["bid"]:
-            bids = check_bids(self.policy.bid(self._agent_obs(everyone)), self.n_gpus, f"policy {self.policy.name!r} bid")
+            bids = check_bids(self.policy.bid(self._agent_obs(np.arange(self.n_gpus))), self.n_gpus,
+                              f"policy {self.policy.name!r} bid")
             self.bid_request_w, self.bid_max_price = bids.request_w, bids.max_price_tokens_per_kwh
-        running = np.fromiter(self.job_gpu_ids.keys(), dtype=np.int64, count=len(self.job_gpu_ids))
-        running = running[self.status[running] == JobStatus.RUNNING]
-        active = self.state == GpuState.ACTIVE
-        request = np.where(active, np.clip(self.bid_request_w - self.idle_w, 0.0, self.full_incr_w), 0.0)
+            self._bid_req, self._bid_max = self.bid_request_w.tolist(), self.bid_max_price.tolist()
+        active = self.state == _ACTIVE
+        request = np.where(active, np.clip(self.bid_request_w - self.idle_w, 0.0, self.span_w), 0.0)
         base_load = self.total_power_w - float(self.billable_w.sum())
         round_s = self.next_round_after(now) - now
-        supply = RoundSupply(self.renewable_w, self.books.discharge_available_w(), self.import_cap_w, base_load, round_s)
+        supply = RoundSupply(self.renewable_w, self.books.discharge_available_w(), self.books.import_cap_w,
+                             base_load, round_s)
         clearing = self.mechanism(request, self.bid_max_price, self.wallet, supply,
                                   mk.base_price_tokens_per_kwh, mk.scarcity_kappa)
         alloc = np.where(active, clearing.allocations_w, 0.0)
-        # A gang-scheduled job runs at the pace of its slowest GPU: every GPU of a job gets the job's minimum.
-        scratch = self._job_scratch
-        scratch[running] = np.inf
-        np.minimum.at(scratch, self.assigned[active], alloc[active])
-        job_alloc = scratch[running]
         self.round_price = clearing.price_tokens_per_kwh
         self.round_sellable_w = supply.sellable_w
         self.next_round_s = now + round_s
         self.renewable_at_round_w = self.renewable_w
         demand_w = base_load + float(request.sum())
         self.demand_at_round_w = demand_w
-        if running.size:
-            self._apply_caps(running, job_alloc)
+
+        # A gang-scheduled job runs at the pace of its slowest GPU: each job gets its GPUs' minimum.
+        owners = self.assigned[active]
+        if owners.size:
+            running = np.unique(owners)
+            scratch = self._scratch
+            scratch[running] = np.inf
+            np.minimum.at(scratch, owners, alloc[active])
+            new = scratch[running]
+            new = np.where(self.idle_w + new + 1e-9 < self.min_cap_w, 0.0, new)  # below min cap: paused
+            changed = running[new != self.job_alloc_w[running]]
+            for j, a in zip(changed.tolist(), new[new != self.job_alloc_w[running]].tolist()):
+                self._set_job_alloc(j, a)
+            self._arm()
         bidders = request > 0
         self.round_rows.append({
             "round": len(self.round_rows), "time_s": now, "trigger": trigger,
-            "price_tokens_per_kwh": clearing.price_tokens_per_kwh,
-            "renewable_w": self.renewable_w, "renewable_fraction": 1.0 if demand_w <= 0 else min(1.0, self.renewable_w / demand_w),
+            "price_tokens_per_kwh": clearing.price_tokens_per_kwh, "renewable_w": self.renewable_w,
+            "renewable_fraction": 1.0 if demand_w <= 0 else min(1.0, self.renewable_w / demand_w),
             "battery_w": supply.battery_w, "grid_cap_w": supply.grid_w, "base_load_w": base_load,
             "sellable_w": supply.sellable_w, "requested_w": float(request.sum()), "allocated_w": self.allocated_sum_w,
             "demand_w": demand_w, "rationed": clearing.rationed, "bidders": int(bidders.sum()),
@@ -569,6 +650,7 @@ class Simulation:
         self._record(f"round:{trigger}")
         self._reconsider_deferred()
         self._dispatch()
+        self._arm()
 
     def next_round_after(self, t: float) -> float:
         """Time of the first periodic round strictly after ``t`` (capped at the horizon)."""
@@ -578,44 +660,41 @@ class Simulation:
 
     # ------------------------------------------------------------------------------------ processes
     def _arrivals(self):
-        arrival = self.arrival_s
-        m = self.n_jobs
-        i = 0
-        too_large = self.job_gpus_n > self.n_gpus
-        while i < m and arrival[i] < self.horizon_s:
-            t = arrival[i]
-            if t > self.env.now:
-                yield self.env.timeout(t - self.env.now)
-            i1 = i + 1
-            while i1 < m and arrival[i1] == t:
-                i1 += 1
+        arrival = self.arrival_s.tolist()
+        horizon = self.horizon_s
+        env = self.env
+        n_gpus = self.n_gpus
+        k, deferrable = self._k, self.deferrable.tolist()
+        screen = self._calls["admit"]
+        for j, t in enumerate(arrival):
+            if t >= horizon:
+                break
+            if t > env.now:
+                yield env.timeout(t - env.now)
             self._advance()
             self.n_events += 1
-            batch = np.arange(i, i1)
-            for j in batch[too_large[batch]].tolist():
+            if k[j] > n_gpus:
                 self._drop(j, DropReason.TOO_LARGE)
-            batch = batch[~too_large[batch]]
-            hold = self.deferrable[batch] & self._calls["admit"]
-            self._enqueue(batch[~hold].tolist())
-            if hold.any():
-                held = np.concatenate([np.array(self.deferred, dtype=np.int64), batch[hold]])
-                self.deferred = []
-                self._admission(held)
+                continue
+            if screen and deferrable[j]:
+                self._admission(np.array([j]))
+            else:
+                self._enqueue((j,))
             self._dispatch()
-            i = i1
+            self._arm()
 
     def _supply_changes(self):
         times = self.supply.change_times(self.horizon_s)
-        renewable = np.atleast_1d(self.supply.renewable_w.value_at(times))
-        carbon = np.atleast_1d(self.supply.carbon_g_per_kwh.value_at(times))
-        price = np.atleast_1d(self.supply.grid_price_usd_per_mwh.value_at(times))
+        renewable = np.atleast_1d(self.supply.renewable_w.value_at(times)).tolist()
+        carbon = np.atleast_1d(self.supply.carbon_g_per_kwh.value_at(times)).tolist()
+        price = np.atleast_1d(self.supply.grid_price_usd_per_mwh.value_at(times)).tolist()
         band = self.scenario.market.hysteresis_fraction
         for i, t in enumerate(times.tolist()):
             if t > self.env.now:
                 yield self.env.timeout(t - self.env.now)
             self._advance()
             self.n_events += 1
-            self.renewable_w, self.carbon, self.grid_price = float(renewable[i]), float(carbon[i]), float(price[i])
+            self.renewable_w, self.carbon, self.grid_price = renewable[i], carbon[i], price[i]
             if t == 0.0:
                 continue
             moved = abs(self.renewable_w - self.renewable_at_round_w)
@@ -624,6 +703,7 @@ class Simulation:
             else:
                 self._record("supply")
                 self._reconsider_deferred()
+                self._arm()
 
     def _market(self):
         interval = self.scenario.market.interval_s
@@ -642,8 +722,8 @@ class Simulation:
         b = self.books.totals
         self.ts_rows.append((
             self.env.now, event, max(0.0, self.total_power_w), self.renewable_w, self.books.soc_j, self.round_price,
-            self.carbon, self.grid_price, len(self.queue), len(self.job_gpu_ids), int(np.sum(self.state == GpuState.ACTIVE)),
-            int(np.sum(self.state == GpuState.SLEEP)), b.consumed_j, b.renewable_used_j, b.battery_out_j, b.grid_j,
+            self.carbon, self.grid_price, len(self.queue), len(self.job_gpus), int(np.count_nonzero(self.state == _ACTIVE)),
+            int(np.count_nonzero(self.state == _SLEEP)), b.consumed_j, b.renewable_used_j, b.battery_out_j, b.grid_j,
             b.unserved_j, b.curtailed_j, b.charged_j,
         ))
 
@@ -665,13 +745,14 @@ class Simulation:
             energy=self.books.totals.as_dict() | {"battery_soc_start_j": self.books.initial_soc_j,
                                                   "battery_soc_end_j": self.books.soc_j},
             tokens=dict(self.tokens) | {"held": float(self.wallet.sum())},
-            gpu_energy_j=self.energy_j.copy(),
+            gpu_energy_j=self.gpu_energy_now(),
             counters={"events": self.n_events, "wall_s": wall_s, "simulated_s": self.horizon_s},
         )
 
     def _job_table(self) -> pd.DataFrame:
         status = self.status
-        ended = (status == JobStatus.COMPLETED) | (status == JobStatus.DROPPED)
+        done = status == _COMPLETED
+        ended = done | (status == _DROPPED)
         df = self.jobs_in.copy()
         df["status"] = pd.Categorical.from_codes(status, categories=[s.name.lower() for s in JobStatus])
         df["drop_reason"] = pd.Categorical.from_codes(self.drop_reason, categories=[r.name.lower() for r in DropReason])
@@ -679,10 +760,9 @@ class Simulation:
         df["finish_s"] = np.where(ended, self.finish_s, np.nan)
         df["wait_s"] = self.start_s - self.arrival_s
         df["duration_full_clock_s"] = self.duration_full_s
-        done = status == JobStatus.COMPLETED
         df["slowdown"] = np.where(done, (self.finish_s - self.arrival_s) / self.duration_full_s, np.nan)
         df["deadline_missed"] = np.isfinite(self.deadline_s) & (
-            (done & (self.finish_s > self.deadline_s)) | (self.drop_reason == DropReason.DEADLINE_EXPIRED))
+            (done & (self.finish_s > self.deadline_s)) | (self.drop_reason == int(DropReason.DEADLINE_EXPIRED)))
         df["energy_j"] = np.where(done, self.job_energy_j, np.nan)
         return df
 
