@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from dcsim.config import Diurnal, Distribution, Mmpp, Poisson, Scenario, WorkloadConfig
-from dcsim.errors import TraceError
+from dcsim.errors import ScenarioError
 from dcsim.jobs import normalize_jobs
 from dcsim.seeding import Streams
 
@@ -114,7 +114,13 @@ def synthetic_jobs(cfg: WorkloadConfig, horizon_s: float, start: pd.Timestamp, s
 
 
 def build_jobs(scenario: Scenario, streams: Streams) -> pd.DataFrame:
-    """The run's job table, from the synthetic process or the configured trace, limited to the horizon."""
+    """The run's job table, from the synthetic process or the configured trace, limited to the horizon.
+
+    Trace options come from ``workload.trace.options``; the workload's ``value_tokens_per_gpu_s``,
+    ``deferrable_fraction``, ``deadline_slack`` and ``clock_sensitivity`` are passed as defaults (the
+    Azure loader keeps its own memory-bound ``clock_sensitivity`` default unless the options set it).
+    ``time_offset_s: first`` aligns the trace's first kept job with t = 0.
+    """
     cfg = scenario.workload
     start = pd.Timestamp(scenario.start)
     if cfg.arrivals is not None:
@@ -128,24 +134,26 @@ def build_jobs(scenario: Scenario, streams: Streams) -> pd.DataFrame:
         "csv": workload_traces.load_job_csv,
     }
     trace = cfg.trace
-    options = dict(trace.options)
-    defaults = {
+    options = {
         "value_tokens_per_gpu_s": cfg.value_tokens_per_gpu_s,
         "deferrable_fraction": cfg.deferrable_fraction,
         "deadline_slack": cfg.deadline_slack,
     }
     if trace.format != "azure_llm":
-        defaults["clock_sensitivity"] = cfg.clock_sensitivity
-    for key, value in defaults.items():
-        options.setdefault(key, value)
-    if trace.format == "csv":
-        options = {k: v for k, v in options.items() if k in ("value_tokens_per_gpu_s",)} | {
-            k: v for k, v in trace.options.items()
-        }
+        options["clock_sensitivity"] = cfg.clock_sensitivity
+    options.update(trace.options)
+    align_first = options.get("time_offset_s") == "first"
+    if align_first:
+        options["time_offset_s"] = 0.0
     if 0 < options.get("deferrable_fraction", 0) < 1:
         options["rng"] = streams.generator("service")
     try:
         jobs = loaders[trace.format](trace.path, **options)
-    except TypeError as exc:
-        raise TraceError(trace.path, "workload.trace.options", sorted(trace.options), f"options of the {trace.format} loader ({exc})") from None
+    except (TypeError, ValueError) as exc:
+        given = {k: v for k, v in trace.options.items()}
+        raise ScenarioError(None, [("workload.trace.options", given, f"valid options of the {trace.format!r} loader: {exc}")]) from None
+    if align_first and len(jobs):
+        shift = float(jobs["arrival_s"].min())
+        jobs["arrival_s"] -= shift
+        jobs["deadline_s"] -= shift
     return jobs[jobs["arrival_s"] < scenario.horizon_s].reset_index(drop=True)
