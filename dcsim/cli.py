@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from dcsim import __version__
-from dcsim.errors import DcsimError
+from dcsim.errors import DcsimError, ScenarioError
 
 QUICKSTART = "quickstart.yaml"
 
@@ -58,6 +58,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     update, close = _progress_bar(scenario.horizon_s, not args.quiet)
     try:
         run = run_scenario(scenario, progress=update)
+    except ScenarioError as exc:
+        if exc.path is None:  # raised while building the run: name the scenario file
+            raise ScenarioError(path, exc.problems) from None
+        raise
     finally:
         close()
     written = write_run(run, out, plots=args.plots)
