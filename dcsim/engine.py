@@ -178,6 +178,7 @@ class Simulation:
         self.demand_at_round_w = 0.0
         self._endow_every = int(round(mk.endowment_interval_s / mk.interval_s))
         self._last_debit = 0.0
+        self.peak_overallocation_w = -math.inf  # max over time of allocated − sellable power (must stay <= 0)
 
         # ---- jobs: static columns as numpy (vector work) and lists (scalar work)
         self.jobs_in = jobs
@@ -419,6 +420,9 @@ class Simulation:
             mark += self._eoff[g] + self._pw[g] * now
         self._mark[j] = mark
         self._set_job_alloc(j, self._spot_allocation(gpus))
+        over = self.allocated_sum_w - self.round_sellable_w
+        if over > self.peak_overallocation_w:
+            self.peak_overallocation_w = over
 
     def _complete(self, j: int) -> None:
         gpus = self.job_gpus.pop(j)
@@ -746,7 +750,8 @@ class Simulation:
                                                   "battery_soc_end_j": self.books.soc_j},
             tokens=dict(self.tokens) | {"held": float(self.wallet.sum())},
             gpu_energy_j=self.gpu_energy_now(),
-            counters={"events": self.n_events, "wall_s": wall_s, "simulated_s": self.horizon_s},
+            counters={"events": self.n_events, "wall_s": wall_s, "simulated_s": self.horizon_s,
+                      "peak_overallocation_w": self.peak_overallocation_w},
         )
 
     def _job_table(self) -> pd.DataFrame:
