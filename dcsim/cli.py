@@ -41,7 +41,7 @@ def _progress_bar(horizon_s: float, enabled: bool):
 def cmd_run(args: argparse.Namespace) -> int:
     from dcsim.config import load_scenario
     from dcsim.metrics import summary_table
-    from dcsim.outputs import choose_run_dir, prepare_out_dir, write_run
+    from dcsim.outputs import check_out_dir, choose_run_dir, write_run
     from dcsim.runner import run_scenario
 
     path = Path(args.scenario) if args.scenario else _builtin(QUICKSTART)
@@ -54,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides.append(f"horizon_s={args.horizon}")
     scenario = load_scenario(path, overrides)
     out = Path(args.out) if args.out else choose_run_dir(Path("runs"), f"{scenario.name}-{scenario.policy.name.replace(':', '.')}-seed{scenario.seed}")
-    out = prepare_out_dir(out, args.overwrite)
+    out = check_out_dir(out, args.overwrite)
     update, close = _progress_bar(scenario.horizon_s, not args.quiet)
     try:
         run = run_scenario(scenario, progress=update)
@@ -74,8 +74,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from dcsim.config import load_scenario
 
+    from dcsim.policy import load_policy
+
     for name in args.scenarios:
         sc = load_scenario(name, args.set or [])
+        load_policy(sc.policy.name, sc.policy.params)  # an unknown policy or bad parameters fail here too
         print(f"{name}: ok ({sc.cluster.gpus} {sc.cluster.gpu_model} GPUs, horizon {sc.horizon_s:g} s, "
               f"policy {sc.policy.name}, mechanism {sc.market.mechanism})")
     return 0
@@ -94,15 +97,16 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from dcsim.gpu_models import GPU_MODELS
-    from dcsim.market import MECHANISMS
+    from dcsim.mechanisms import MECHANISMS
     from dcsim.policy import registered_policies
 
     print("policies (use in policy.name or --policy; or 'package.module:Class'):")
     for name, target in registered_policies().items():
         print(f"  {name:22s} {target}")
     print("mechanisms (market.mechanism):")
-    for name in MECHANISMS:
-        print(f"  {name}")
+    for name, cls in MECHANISMS.items():
+        doc = (cls.__doc__ or "").strip().splitlines()
+        print(f"  {name:22s} {doc[0] if doc else ''}")
     print("GPU models (cluster.gpu_model):")
     for name, spec in GPU_MODELS.items():
         print(f"  {name:6s} TDP {spec.tdp_w:g} W, idle {spec.idle_w:g} W, min cap {spec.min_cap_w:g} W")

@@ -1,10 +1,12 @@
 """Scenario files: YAML validated into typed pydantic models, with errors that name field, value and what is allowed."""
 from __future__ import annotations
 
+import difflib
 import re
+import types
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -49,8 +51,11 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     return path
 
 
-DurationS = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)]
-PositiveDurationS = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0)]
+_DURATION_PATTERN = r"^\s*[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?\s*(s|min|m|h|d)?\s*$"
+_DurationInput = Union[Annotated[float, Field(ge=0)], Annotated[str, Field(pattern=_DURATION_PATTERN)]]
+# Field() comes before the validator so the JSON schema describes the accepted input (number or "6h").
+DurationS = Annotated[float, Field(ge=0), BeforeValidator(_parse_duration, json_schema_input_type=_DurationInput)]
+PositiveDurationS = Annotated[float, Field(gt=0), BeforeValidator(_parse_duration, json_schema_input_type=_DurationInput)]
 DataPath = Annotated[Path, AfterValidator(_resolve_path)]
 Fill = Literal["error", "hold", "repeat"]
 
@@ -112,6 +117,11 @@ class ClusterConfig(_Model):
             raise ValueError("power figures must satisfy off_w <= sleep_w <= idle_w < tdp_w")
         if not (spec["idle_w"] <= spec["min_cap_w"] <= spec["tdp_w"]):
             raise ValueError("power figures must satisfy idle_w <= min_cap_w <= tdp_w")
+        full_w = spec["idle_w"] + (spec["tdp_w"] - spec["idle_w"]) * spec["utilisation"]
+        if full_w + 1e-9 < spec["min_cap_w"]:
+            raise ValueError(f"a running job draws idle_w + (tdp_w - idle_w) * utilisation = {full_w:g} W at full clock, "
+                             f"below min_cap_w = {spec['min_cap_w']:g} W, so no job could ever run; raise utilisation "
+                             f"or lower min_cap_w")
         return self
 
     def power_spec(self) -> dict[str, float]:
@@ -263,7 +273,7 @@ class SolarConfig(_Model):
     weather_epw: DataPath | None = None
     tilt_deg: float | None = Field(None, ge=0, le=90)
     azimuth_deg: float = Field(180.0, ge=0, lt=360)
-    altitude_m: float = 0.0
+    altitude_m: float = Field(0.0, ge=-500, le=9000)
     resolution_s: PositiveDurationS = Field(900.0, description="step of the solar power series")
 
 
@@ -299,11 +309,12 @@ class BatteryConfig(_Model):
 
 
 class SeriesSource(_Model):
-    """A series from a file (``path`` + ``format``) or a constant."""
+    """A series from a file (``path`` + ``format``, optionally ``column``) or a constant."""
 
     path: DataPath | None = None
-    format: str = "auto"
-    constant: float | None = Field(None, ge=0)
+    format: Literal["auto", "electricitymaps", "eia930", "moer", "caiso_oasis", "ercot", "csv"] = "auto"
+    column: str | None = Field(None, description="value column (e.g. 'lca' for Electricity Maps life-cycle intensity)")
+    constant: float | None = None
     time_shift_s: float = Field(0.0, description="added to the file's timestamps (replay another year's data)")
 
     @model_validator(mode="after")
@@ -314,11 +325,18 @@ class SeriesSource(_Model):
 
 
 class GridConfig(_Model):
-    """Grid import: cap, carbon intensity (gCO2/kWh) and price (USD/MWh)."""
+    """Grid import: cap, carbon intensity (gCO2/kWh, never negative) and price (USD/MWh, may be negative)."""
 
     import_cap_w: float | None = Field(None, ge=0, description="null = unlimited")
     carbon_g_per_kwh: SeriesSource = SeriesSource(constant=250.0)
     price_usd_per_mwh: SeriesSource = SeriesSource(constant=50.0)
+
+    @field_validator("carbon_g_per_kwh")
+    @classmethod
+    def _carbon_non_negative(cls, v: SeriesSource) -> SeriesSource:
+        if v.constant is not None and v.constant < 0:
+            raise ValueError("a carbon intensity constant must be >= 0")
+        return v
 
 
 class SupplyConfig(_Model):
@@ -331,10 +349,21 @@ class SupplyConfig(_Model):
 
 
 # --------------------------------------------------------------------------------------------- market
+class SupplyCurveConfig(_Model):
+    """Token cost of each supply source in the merit order (tokens/kWh), cheapest first."""
+
+    renewable_tokens_per_kwh: float = Field(0.01, ge=0, description="near-zero marginal cost")
+    battery_tokens_per_kwh: float = Field(0.5, ge=0, description="wear and opportunity cost of discharging")
+    grid_tokens_per_usd: float = Field(10.0, ge=0, description="exchange rate applied to the grid price")
+    carbon_adder_tokens_per_kg: float = Field(0.0, ge=0, description="τ: tokens per kg CO2 added to grid power")
+
+
 class MarketConfig(_Model):
     """The Token Manager: rounds, the clearing mechanism and wallets."""
 
-    mechanism: Literal["posted_price"] = "posted_price"
+    mechanism: Literal["posted_price", "uniform_price", "vcg", "kelly"] = "posted_price"
+    supply_curve: SupplyCurveConfig = SupplyCurveConfig()
+    vcg_quantum_w: float = Field(10.0, gt=0, description="size of the power quanta VCG trades, W")
     interval_s: PositiveDurationS = 300.0
     hysteresis_fraction: float | None = Field(
         0.2, gt=0, description="extra round when renewable power moves by more than this fraction of demand"
@@ -345,6 +374,7 @@ class MarketConfig(_Model):
     endowment_tokens: float = Field(1.0, ge=0, description="per GPU per endowment")
     endowment_interval_s: PositiveDurationS = 3600.0
     carry_over_cap_tokens: float | None = Field(None, ge=0, description="wallet cap; tokens above it are burned")
+    demurrage_fraction: float = Field(0.0, ge=0, lt=1, description="share of each wallet burned at every endowment")
 
     @model_validator(mode="after")
     def _endowment_on_rounds(self) -> "MarketConfig":
@@ -368,6 +398,7 @@ class OutputConfig(_Model):
     jobs_table: bool = True
     rounds_table: bool = True
     timeseries_table: bool = True
+    ledger_table: bool = True
     plots: bool = False
 
 
@@ -429,13 +460,20 @@ def apply_overrides(data: dict, overrides: list[str], path: Path | None = None) 
     return data
 
 
+_TAG_KEYS = ("process", "distribution")
+
+
 def _user_loc(loc: tuple, data: Any) -> list[str]:
     """The error location as the user wrote it: drop the union tags pydantic inserts (``...exponential.mean``)."""
     parts: list[str] = []
     node = data
+    skipped_at: int | None = None
     for part in loc:
-        if isinstance(node, dict) and part not in node and part in node.values():
-            continue  # a discriminated-union tag, not a key the user wrote
+        # pydantic inserts a discriminated union's tag (e.g. 'poisson') right after the union's field; skip it
+        # once per level, so a real key that happens to equal the tag is still reported
+        if isinstance(node, dict) and skipped_at != len(parts) and any(node.get(k) == part for k in _TAG_KEYS):
+            skipped_at = len(parts)
+            continue
         parts.append(str(part))
         if isinstance(node, dict):
             node = node.get(part)
@@ -446,6 +484,37 @@ def _user_loc(loc: tuple, data: Any) -> list[str]:
     return parts
 
 
+def _model_for(annotation: Any, node: Any) -> type[BaseModel] | None:
+    """The pydantic model a field's annotation stands for, picking a union member by its tag in ``node``."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _model_for(get_args(annotation)[0], node)
+    if origin in (Union, types.UnionType):
+        members = [m for m in (_model_for(a, node) for a in get_args(annotation)) if m is not None]
+        for member in members:
+            for key in _TAG_KEYS:
+                field = member.model_fields.get(key)
+                if field is not None and isinstance(node, dict) and node.get(key) in get_args(field.annotation):
+                    return member
+        return members[0] if len(members) == 1 else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _allowed_keys(parts: list[str], data: Any) -> list[str] | None:
+    """The keys allowed in the mapping that holds the unknown key at ``parts`` (None if not a model)."""
+    model: type[BaseModel] | None = Scenario
+    node = data
+    for part in parts[:-1]:
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:
+            return None
+        node = node.get(part) if isinstance(node, dict) else None
+        model = _model_for(field.annotation, node)
+    return list(model.model_fields) if model is not None else None
+
+
 def _problems(exc: ValidationError, data: Any) -> list[tuple[str, Any, str]]:
     problems = []
     for err in exc.errors(include_url=False):
@@ -454,7 +523,13 @@ def _problems(exc: ValidationError, data: Any) -> list[tuple[str, Any, str]]:
         message = err["msg"]
         ctx = err.get("ctx", {})
         if err["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; `python -m dcsim schema` lists the allowed keys)"
+            allowed = _allowed_keys(parts, data)
+            message = "unknown key"
+            if allowed:
+                close = difflib.get_close_matches(parts[-1], allowed, n=1)
+                message += (f" (did you mean {close[0]!r}?)" if close else "") + f"; allowed here: {', '.join(allowed)}"
+            else:
+                message += " (`python -m dcsim schema` lists the allowed keys)"
         elif err["type"] == "union_tag_invalid":
             key = str(ctx.get("discriminator", "")).strip("'")
             parts.append(key)

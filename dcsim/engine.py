@@ -16,10 +16,11 @@ import simpy
 
 from dcsim.config import Scenario
 from dcsim.energy import EnergyBooks
-from dcsim.market import J_PER_KWH, MECHANISMS, RoundSupply, jain_index
+from dcsim.market import J_PER_KWH, BidBook, SupplyCurve, build_mechanism, gini, jain_index, welfare_ratio
 from dcsim.policy import (
     Admission,
     AgentObservation,
+    Bids,
     GpuSpecView,
     GpuState,
     IdleAction,
@@ -75,6 +76,8 @@ class RunResult:
     energy: dict[str, float]
     tokens: dict[str, float]
     gpu_energy_j: np.ndarray
+    ledger: pd.DataFrame
+    wallets: np.ndarray
     counters: dict[str, float] = field(default_factory=dict)
 
 
@@ -162,13 +165,13 @@ class Simulation:
 
         # ---- market and wallets
         mk = scenario.market
-        self.mechanism = MECHANISMS[mk.mechanism]
+        self.mechanism = build_mechanism(mk)
+        self.mechanism_name = mk.mechanism
         self.tokens = {"minted": mk.initial_tokens * n, "spent": 0.0, "burned": 0.0, "job_value_credited": 0.0,
                        "endowed": 0.0, "debit_shortfall": 0.0}
         self.bid_request_w = np.full(n, self.full_power_w)
         self.bid_max_price = np.full(n, np.inf)
-        self._bid_req = self.bid_request_w.tolist()
-        self._bid_max = self.bid_max_price.tolist()
+        self._want = [self.span_w] * n  # power above idle each agent buys at the current round's price
         self.round_price = mk.base_price_tokens_per_kwh
         self.round_sellable_w = math.inf
         self.allocated_sum_w = 0.0
@@ -177,7 +180,10 @@ class Simulation:
         self.renewable_at_round_w = 0.0
         self.demand_at_round_w = 0.0
         self._endow_every = int(round(mk.endowment_interval_s / mk.interval_s))
-        self._last_debit = 0.0
+        self._aprice, self.agent_price = _buffer(n, "d", mk.base_price_tokens_per_kwh)  # what each agent pays now
+        self._owed, self.owed_tokens = _buffer(n, "d", 0.0)  # billable energy already priced this round
+        self._credited_since_round = 0.0
+        self.ledger_rows: list[tuple] = [(0, 0.0, "mint_initial", mk.initial_tokens * n)] if mk.initial_tokens * n else []
         self.peak_overallocation_w = -math.inf  # max over time of allocated − sellable power (must stay <= 0)
 
         # ---- jobs: static columns as numpy (vector work) and lists (scalar work)
@@ -370,19 +376,38 @@ class Simulation:
 
     def _spot_allocation(self, gpus: list[int]) -> float:
         """Power above idle for a job starting between rounds: its agents' standing bids cleared at the
-        round's price, limited by each agent's budget for the rest of the round and by unallocated supply."""
+        round's headline price, limited by each agent's budget for the rest of the round and by unallocated
+        supply. Its agents pay the headline price from now on (energy used before is settled at the old one)."""
         price = self.round_price
         now = self.env.now
         left_s = max(self.next_round_s - now, 1e-9)
+        if self._calls["bid"]:  # a job start is a decision point: its agents bid now, batched
+            idx = np.asarray(gpus, dtype=np.int64)
+            bids = check_bids(self.policy.bid(self._agent_obs(idx)), idx.size, f"policy {self.policy.name!r} bid")
+            for g, want in zip(gpus, self._want_at_price(bids, price).tolist()):
+                self._want[g] = want
         a = self.span_w
         for g in gpus:
-            if self._bid_max[g] < price:
-                return 0.0
-            spent = price * (self._boff[g] + self._bw[g] * now) / J_PER_KWH
-            afford = max(self._wal[g] - spent, 0.0) * J_PER_KWH / (price * left_s)
-            a = min(a, self._bid_req[g] - self.idle_w, afford)
+            self._reprice(g, price, now)
+            afford = max(self._wal[g] - self._owed[g], 0.0) * J_PER_KWH / (price * left_s) if price > 0 else math.inf
+            a = min(a, self._want[g], afford)
         headroom = max(0.0, self.round_sellable_w - self.allocated_sum_w)
         return max(0.0, min(a, headroom / len(gpus)))
+
+    def _want_at_price(self, bids: Bids, price: float) -> np.ndarray:
+        """Power above idle each bidder buys at a posted ``price``: its blocks priced at or above it."""
+        if bids.steps_w is not None:
+            want = np.sum(np.where(bids.steps_price >= price, bids.steps_w, 0.0), axis=1)
+        else:
+            want = np.where(bids.max_price_tokens_per_kwh >= price, bids.request_w - self.idle_w, 0.0)
+        return np.clip(want, 0.0, self.span_w)
+
+    def _reprice(self, g: int, price: float, now: float) -> None:
+        """Book what agent ``g`` owes for billable energy so far at its old price, then switch its price."""
+        if self._aprice[g] != price:
+            self._owed[g] += self._aprice[g] * (self._boff[g] + self._bw[g] * now) / J_PER_KWH
+            self._boff[g] = -self._bw[g] * now
+            self._aprice[g] = price
 
     def _set_job_alloc(self, j: int, alloc_w: float) -> None:
         """Give every GPU of job ``j`` ``alloc_w`` above idle (a gang runs at its slowest GPU's pace, so all
@@ -396,7 +421,7 @@ class Simulation:
             self._ck[g] = f
         self._jal[j] = alloc_w
         beta = self._beta[j]
-        rate = f if beta == 1.0 else f ** beta
+        rate = 0.0 if f == 0.0 else (f if beta == 1.0 else f**beta)  # a paused job makes no progress, even at β = 0
         old = self._rate[j]
         if rate != old:
             now = self.env.now
@@ -448,6 +473,7 @@ class Simulation:
         self._jen[j] = energy - self._mark[j]
         self.tokens["minted"] += value
         self.tokens["job_value_credited"] += value
+        self._credited_since_round += value
 
     def _drop(self, j: int, reason: DropReason) -> None:
         self._stat[j] = _DROPPED
@@ -475,6 +501,21 @@ class Simulation:
             free -= k
             self._claim(j, k)
 
+    def _drop_expired_queued(self) -> None:
+        """Drop every queued job whose deadline has passed, not only the head (done at market rounds)."""
+        if not self._drop_expired or not self.queue:
+            return
+        now = self.env.now
+        deadline = self._deadline
+        if any(deadline[j] < now for j in self.queue):
+            keep = deque()
+            for j in self.queue:
+                if deadline[j] < now:
+                    self._drop(j, DropReason.DEADLINE_EXPIRED)
+                else:
+                    keep.append(j)
+            self.queue = keep
+
     def _idle_decisions(self) -> None:
         """Ask the policy what GPUs left idle with nothing queued should do."""
         if not self._calls["on_idle"] or not self.free_idle or self.queue:
@@ -500,8 +541,8 @@ class Simulation:
                 self._stat[j] = _QUEUED
                 self.queue.append(j)
 
-    def _admission(self, jobs: np.ndarray) -> None:
-        """Ask the policy about deferrable jobs that have arrived; queue or hold each."""
+    def _admission(self, jobs: np.ndarray) -> list[int]:
+        """Ask the policy about deferrable jobs that have arrived; queue each or return it as held."""
         now = self.env.now
         if self.scenario.workload.drop_expired:
             expired = self.deadline_s[jobs] < now
@@ -509,7 +550,7 @@ class Simulation:
                 self._drop(j, DropReason.DEADLINE_EXPIRED)
             jobs = jobs[~expired]
         if jobs.size == 0:
-            return
+            return []
         obs = JobObservation(
             jobs, self.job_gpus_n[jobs], self.duration_full_s[jobs],
             self.deadline_s[jobs] - now - self.duration_full_s[jobs], now - self.arrival_s[jobs],
@@ -521,13 +562,12 @@ class Simulation:
         held = jobs[~run].tolist()
         for j in held:
             self._stat[j] = _DEFERRED
-        self.deferred.extend(held)
+        return held
 
     def _reconsider_deferred(self) -> None:
+        """Offer every held job to the policy again (at rounds and supply changes)."""
         if self.deferred:
-            held = np.array(self.deferred, dtype=np.int64)
-            self.deferred = []
-            self._admission(held)
+            self.deferred = self._admission(np.array(self.deferred, dtype=np.int64))
             self._dispatch()
 
     # ------------------------------------------------------------------------------------ completions
@@ -567,62 +607,120 @@ class Simulation:
         self._arm()
 
     # ------------------------------------------------------------------------------------ market
-    def _settle(self) -> None:
-        """Charge every agent for the energy above idle it used since the last settlement."""
+    def _settle(self) -> float:
+        """Charge every agent for the energy above idle it used since the last settlement, each at the
+        price it held while using it. Returns the tokens debited."""
         now = self.env.now
         used_j = self.billable_off + self.billable_w * now
-        debit = self.round_price * used_j / J_PER_KWH
+        debit = self.owed_tokens + self.agent_price * used_j / J_PER_KWH
         self.tokens["debit_shortfall"] += float(np.maximum(debit - self.wallet, 0.0).sum())
         debit = np.minimum(debit, self.wallet)
         self.wallet -= debit
-        self.tokens["spent"] += float(debit.sum())
+        total = float(debit.sum())
+        self.tokens["spent"] += total
         self.billable_off[:] = -self.billable_w * now
-        self._last_debit = float(debit.sum())
+        self.owed_tokens[:] = 0.0
+        return total
 
-    def _endow(self) -> tuple[float, float]:
+    def _endow(self) -> dict[str, float]:
+        """Pay the periodic endowment after burning demurrage and anything above the carry-over cap."""
         mk = self.scenario.market
-        burned = 0.0
+        flows = {"burn_demurrage": 0.0, "burn_carry_over": 0.0, "mint_endowment": 0.0}
+        if mk.demurrage_fraction > 0:
+            decay = self.wallet * mk.demurrage_fraction
+            flows["burn_demurrage"] = float(decay.sum())
+            self.wallet -= decay
         if mk.carry_over_cap_tokens is not None:
             over = np.maximum(self.wallet - mk.carry_over_cap_tokens, 0.0)
-            burned = float(over.sum())
+            flows["burn_carry_over"] = float(over.sum())
             self.wallet -= over
         self.wallet += mk.endowment_tokens
-        minted = mk.endowment_tokens * self.n_gpus
-        self.tokens["minted"] += minted
-        self.tokens["endowed"] += minted
-        self.tokens["burned"] += burned
-        return minted, burned
+        flows["mint_endowment"] = mk.endowment_tokens * self.n_gpus
+        self.tokens["minted"] += flows["mint_endowment"]
+        self.tokens["endowed"] += flows["mint_endowment"]
+        self.tokens["burned"] += flows["burn_demurrage"] + flows["burn_carry_over"]
+        return flows
+
+    def _supply_curve(self, base_load_w: float, demand_w: float, round_s: float) -> SupplyCurve:
+        """The round's merit order: renewable, battery and grid blocks sorted by token cost.
+
+        The grid block is the import cap, or, when unlimited, enough to serve all demand (a finite curve)."""
+        sc = self.scenario.market.supply_curve
+        grid_cost = (sc.grid_tokens_per_usd * self.grid_price / 1000.0
+                     + sc.carbon_adder_tokens_per_kg * self.carbon / 1000.0)
+        blocks = np.array([self.renewable_w, self.books.discharge_available_w(),
+                           min(self.books.import_cap_w, max(demand_w, 0.0))])
+        cost = np.array([sc.renewable_tokens_per_kwh, sc.battery_tokens_per_kwh, grid_cost])
+        order = np.argsort(cost, kind="stable")
+        names = ("renewable", "battery", "grid")
+        return SupplyCurve(blocks[order], cost[order], tuple(names[i] for i in order), base_load_w, round_s)
+
+    def _bid_book(self, bids: Bids | None, active: np.ndarray, round_s: float) -> BidBook:
+        """Turn the agents' bids into the mechanism's bid book: only GPUs running a job demand power, within
+        their dynamic range; Kelly offers default to the request's value at the last price."""
+        request = np.where(active, np.clip(self.bid_request_w - self.idle_w, 0.0, self.span_w), 0.0)
+        if bids is not None and bids.steps_w is not None:
+            steps = bids.steps_w * active[:, None]
+            total = steps.sum(axis=1)
+            scale = np.where(total > self.span_w, self.span_w / np.where(total > 0, total, 1.0), 1.0)
+            steps_w, steps_price = steps * scale[:, None], bids.steps_price
+        else:
+            steps_w, steps_price = request[:, None], self.bid_max_price[:, None]
+        if bids is not None and bids.kelly_tokens is not None:
+            kelly = np.where(active, np.minimum(bids.kelly_tokens, self.wallet), 0.0)
+        else:
+            # Offer what the request is worth at the agent's own limit; a price-blind agent values power at the
+            # posted-price ceiling p0·e^κ (scarcity pricing's price with no renewable power). Using the last
+            # clearing price instead would make a zero price reproduce itself.
+            mk = self.scenario.market
+            ceiling = mk.base_price_tokens_per_kwh * math.exp(mk.scarcity_kappa)
+            value = np.where(np.isfinite(self.bid_max_price), self.bid_max_price, ceiling)
+            kelly = np.minimum(self.wallet, value * steps_w.sum(axis=1) * round_s / J_PER_KWH)
+        return BidBook(steps_w, steps_price, kelly)
+
+    def _ledger(self, kind: str, tokens: float) -> None:
+        if tokens != 0.0:
+            self.ledger_rows.append((len(self.round_rows), self.env.now, kind, tokens))
 
     def _round(self, trigger: str) -> None:
         self._advance()
         self.n_events += 1
         now = self.env.now
-        mk = self.scenario.market
-        self._settle()
-        minted = burned = 0.0
+        self._ledger("credit_job_value", self._credited_since_round)
+        self._credited_since_round = 0.0
+        debited = self._settle()
+        self._ledger("debit_energy", debited)
+        flows = {}
         if trigger == "periodic" and self.round_index > 0 and self.round_index % self._endow_every == 0:
-            minted, burned = self._endow()
+            flows = self._endow()
+            for kind in ("burn_demurrage", "burn_carry_over", "mint_endowment"):
+                self._ledger(kind, flows[kind])
 
         self.total_power_w = float(self.power_w.sum())  # resynchronise the running sum
+        round_s = self.next_round_after(now) - now
+        self.next_round_s = now + round_s  # so bidders see when this round's allocation ends
+        bids = None
         if self._calls["bid"]:
             bids = check_bids(self.policy.bid(self._agent_obs(np.arange(self.n_gpus))), self.n_gpus,
                               f"policy {self.policy.name!r} bid")
             self.bid_request_w, self.bid_max_price = bids.request_w, bids.max_price_tokens_per_kwh
-            self._bid_req, self._bid_max = self.bid_request_w.tolist(), self.bid_max_price.tolist()
         active = self.state == _ACTIVE
-        request = np.where(active, np.clip(self.bid_request_w - self.idle_w, 0.0, self.span_w), 0.0)
+        book = self._bid_book(bids, active, round_s)
+        request = book.request_w
         base_load = self.total_power_w - float(self.billable_w.sum())
-        round_s = self.next_round_after(now) - now
-        supply = RoundSupply(self.renewable_w, self.books.discharge_available_w(), self.books.import_cap_w,
-                             base_load, round_s)
-        clearing = self.mechanism(request, self.bid_max_price, self.wallet, supply,
-                                  mk.base_price_tokens_per_kwh, mk.scarcity_kappa)
+        demand_w = base_load + float(request.sum())
+        supply = self._supply_curve(base_load, demand_w, round_s)
+        clearing = self.mechanism.clear(book, supply, self.wallet.copy())
         alloc = np.where(active, clearing.allocations_w, 0.0)
         self.round_price = clearing.price_tokens_per_kwh
-        self.round_sellable_w = supply.sellable_w
-        self.next_round_s = now + round_s
+        self.agent_price[:] = clearing.prices_tokens_per_kwh
+        if bids is not None:  # standing bids for jobs that start before the next round
+            self._want = self._want_at_price(bids, self.round_price).tolist()
+        # Jobs starting before the next round draw on what the real supply has left (the curve's grid block
+        # was sized to this round's demand only to keep it finite).
+        self.round_sellable_w = max(0.0, self.renewable_w + self.books.discharge_available_w()
+                                    + self.books.import_cap_w - base_load)
         self.renewable_at_round_w = self.renewable_w
-        demand_w = base_load + float(request.sum())
         self.demand_at_round_w = demand_w
 
         # A gang-scheduled job runs at the pace of its slowest GPU: each job gets its GPUs' minimum.
@@ -634,26 +732,35 @@ class Simulation:
             np.minimum.at(scratch, owners, alloc[active])
             new = scratch[running]
             new = np.where(self.idle_w + new + 1e-9 < self.min_cap_w, 0.0, new)  # below min cap: paused
-            changed = running[new != self.job_alloc_w[running]]
-            for j, a in zip(changed.tolist(), new[new != self.job_alloc_w[running]].tolist()):
+            moved = new != self.job_alloc_w[running]
+            for j, a in zip(running[moved].tolist(), new[moved].tolist()):
                 self._set_job_alloc(j, a)
             self._arm()
         bidders = request > 0
+        granted = self.alloc_w
         self.round_rows.append({
-            "round": len(self.round_rows), "time_s": now, "trigger": trigger,
-            "price_tokens_per_kwh": clearing.price_tokens_per_kwh, "renewable_w": self.renewable_w,
+            "round": len(self.round_rows), "time_s": now, "trigger": trigger, "mechanism": self.mechanism_name,
+            "price_tokens_per_kwh": clearing.price_tokens_per_kwh,
+            "mean_paid_tokens_per_kwh": float(np.average(clearing.prices_tokens_per_kwh, weights=granted))
+            if granted.sum() > 0 else math.nan,
+            "renewable_w": self.renewable_w,
             "renewable_fraction": 1.0 if demand_w <= 0 else min(1.0, self.renewable_w / demand_w),
-            "battery_w": supply.battery_w, "grid_cap_w": supply.grid_w, "base_load_w": base_load,
-            "sellable_w": supply.sellable_w, "requested_w": float(request.sum()), "allocated_w": self.allocated_sum_w,
-            "demand_w": demand_w, "rationed": clearing.rationed, "bidders": int(bidders.sum()),
-            "paused_gpus": int(np.sum(active & (self.clock == 0))),
-            "jain_allocation_over_request": jain_index(alloc[bidders] / request[bidders]),
-            "tokens_debited": self._last_debit, "tokens_minted": minted, "tokens_burned": burned,
-            "tokens_held": float(self.wallet.sum()),
+            "battery_w": float(self.books.discharge_available_w()), "grid_w": float(supply.blocks_w[supply.names.index("grid")]),
+            "grid_cost_tokens_per_kwh": float(supply.cost_tokens_per_kwh[supply.names.index("grid")]),
+            "base_load_w": base_load, "sellable_w": supply.sellable_w, "requested_w": float(request.sum()),
+            "allocated_w": self.allocated_sum_w, "demand_w": demand_w, "rationed": bool(clearing.rationed),
+            "bidders": int(bidders.sum()), "paused_gpus": int(np.sum(active & (self.clock == 0))),
+            "jain_allocation_over_request": jain_index(granted[bidders] / request[bidders]),
+            "welfare_ratio": welfare_ratio(book, supply, granted),
+            "tokens_debited": debited, "tokens_minted": flows.get("mint_endowment", 0.0),
+            "tokens_burned": flows.get("burn_demurrage", 0.0) + flows.get("burn_carry_over", 0.0),
+            "tokens_held": float(self.wallet.sum()), "gini_wallets": gini(self.wallet),
         })
         self._record(f"round:{trigger}")
+        self._drop_expired_queued()
         self._reconsider_deferred()
         self._dispatch()
+        self._idle_decisions()
         self._arm()
 
     def next_round_after(self, t: float) -> float:
@@ -681,7 +788,7 @@ class Simulation:
                 self._drop(j, DropReason.TOO_LARGE)
                 continue
             if screen and deferrable[j]:
-                self._admission(np.array([j]))
+                self.deferred.extend(self._admission(np.array([j])))
             else:
                 self._enqueue((j,))
             self._dispatch()
@@ -740,7 +847,8 @@ class Simulation:
         self.env.process(self._arrivals())
         self.env.run(until=self.horizon_s)
         self._advance()
-        self._settle()
+        self._ledger("credit_job_value", self._credited_since_round)
+        self._ledger("debit_energy", self._settle())
         self._record("end")
         wall_s = time.perf_counter() - wall0
         return RunResult(
@@ -750,6 +858,8 @@ class Simulation:
                                                   "battery_soc_end_j": self.books.soc_j},
             tokens=dict(self.tokens) | {"held": float(self.wallet.sum())},
             gpu_energy_j=self.gpu_energy_now(),
+            ledger=pd.DataFrame(self.ledger_rows, columns=["round", "time_s", "kind", "tokens"]),
+            wallets=self.wallet.copy(),
             counters={"events": self.n_events, "wall_s": wall_s, "simulated_s": self.horizon_s,
                       "peak_overallocation_w": self.peak_overallocation_w},
         )
@@ -766,8 +876,10 @@ class Simulation:
         df["wait_s"] = self.start_s - self.arrival_s
         df["duration_full_clock_s"] = self.duration_full_s
         df["slowdown"] = np.where(done, (self.finish_s - self.arrival_s) / self.duration_full_s, np.nan)
+        pending = ~ended & (status != int(JobStatus.FUTURE))
         df["deadline_missed"] = np.isfinite(self.deadline_s) & (
-            (done & (self.finish_s > self.deadline_s)) | (self.drop_reason == int(DropReason.DEADLINE_EXPIRED)))
+            (done & (self.finish_s > self.deadline_s)) | (self.drop_reason == int(DropReason.DEADLINE_EXPIRED))
+            | (pending & (self.deadline_s < self.horizon_s)))
         df["energy_j"] = np.where(done, self.job_energy_j, np.nan)
         return df
 

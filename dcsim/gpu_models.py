@@ -1,9 +1,8 @@
-"""GPU power figures (datasheet TDP and minimum cap, observed idle) and the power-clock model."""
+"""GPU power figures: datasheet TDP and minimum cap, observed idle, and the power-clock exponent."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 
 
 @dataclass(frozen=True)
@@ -55,22 +54,3 @@ GPU_MODELS: dict[str, GpuPowerSpec] = {
         "(nvidia-smi -q -d power, stackhpc/ansible-slurm-appliance#975)",
     ),
 }
-
-
-def clock_fraction_for_cap(cap_w: np.ndarray, spec_idle_w: float, spec_tdp_w: float, utilisation: float,
-                           gamma: float, min_cap_w: float) -> np.ndarray:
-    """Clock fraction ``f`` a running GPU settles at under power cap ``cap_w`` (vectorised).
-
-    Inverts ``P = idle + (tdp - idle) * u * f**gamma``: ``f = ((cap - idle) / ((tdp - idle) * u))**(1/gamma)``,
-    clipped to 1. A cap below ``min_cap_w`` cannot be enforced by the board, so the job pauses: ``f = 0``.
-    """
-    cap = np.asarray(cap_w, dtype=float)
-    span = (spec_tdp_w - spec_idle_w) * utilisation
-    ratio = np.clip((cap - spec_idle_w) / span, 0.0, 1.0)
-    f = ratio ** (1.0 / gamma)
-    return np.where(cap + 1e-9 < min_cap_w, 0.0, f)
-
-
-def active_power_w(f: np.ndarray, spec_idle_w: float, spec_tdp_w: float, utilisation: float, gamma: float) -> np.ndarray:
-    """Power of a running GPU at clock fraction ``f`` (a paused job, ``f = 0``, draws idle power)."""
-    return spec_idle_w + (spec_tdp_w - spec_idle_w) * utilisation * np.asarray(f, dtype=float) ** gamma

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from dcsim.engine import RunResult
+from dcsim.market import J_PER_KWH, gini
 
 
 def _pct(values: np.ndarray, q: float) -> float:
@@ -23,12 +24,15 @@ def _nan_to_none(obj: Any) -> Any:
 
 
 def price_statistics(rounds: pd.DataFrame) -> dict[str, float]:
-    """Mean price, volatility (std of log returns) and Pearson correlation of price with renewable fraction."""
+    """Mean price, volatility (std of log returns between consecutive positive prices) and Pearson correlation
+    of price with renewable fraction."""
     if rounds.empty:
         return {"mean": math.nan, "volatility": math.nan, "corr_with_renewable_fraction": math.nan}
     price = rounds["price_tokens_per_kwh"].to_numpy(float)
     rho = rounds["renewable_fraction"].to_numpy(float)
-    returns = np.diff(np.log(price))
+    # log returns between consecutive rounds with positive prices (a zero price has no log)
+    both = (price[:-1] > 0) & (price[1:] > 0)
+    returns = np.log(price[1:][both] / price[:-1][both])
     corr = math.nan
     if price.size > 2 and np.std(price) > 0 and np.std(rho) > 0:
         corr = float(np.corrcoef(price, rho)[0, 1])
@@ -37,6 +41,22 @@ def price_statistics(rounds: pd.DataFrame) -> dict[str, float]:
         "volatility": float(np.std(returns, ddof=1)) if returns.size > 1 else math.nan,
         "corr_with_renewable_fraction": corr,
     }
+
+
+def _nanmean(rounds: pd.DataFrame, column: str) -> float:
+    if rounds.empty or rounds[column].isna().all():
+        return math.nan
+    return float(rounds[column].mean())
+
+
+def energy_cost_tokens(result: RunResult) -> float:
+    """What the energy consumed cost at the merit-order token prices: renewable and battery energy at their
+    configured costs, grid energy at the exchange rate times its USD cost plus the carbon adder."""
+    sc = result.scenario.market.supply_curve
+    e = result.energy
+    return (e["renewable_used_j"] / J_PER_KWH * sc.renewable_tokens_per_kwh
+            + e["battery_out_j"] / J_PER_KWH * sc.battery_tokens_per_kwh
+            + sc.grid_tokens_per_usd * e["cost_usd"] + sc.carbon_adder_tokens_per_kg * e["carbon_g"] / 1000.0)
 
 
 def summarize(result: RunResult) -> dict[str, Any]:
@@ -54,6 +74,9 @@ def summarize(result: RunResult) -> dict[str, Any]:
     drops = jobs.loc[status == "dropped", "drop_reason"].astype(str).value_counts()
     pending = {s: int((status == s).sum()) for s in ("deferred", "queued", "starting", "running")}
     wall = result.counters["wall_s"]
+    rounds = result.rounds
+    value_done = float(jobs.loc[completed, "value_tokens"].sum())
+    energy_cost = energy_cost_tokens(result)
     summary = {
         "scenario": sc.name,
         "policy": result.policy.name,
@@ -102,11 +125,18 @@ def summarize(result: RunResult) -> dict[str, Any]:
             "debit_shortfall": result.tokens["debit_shortfall"],
         },
         "market": {
-            "rounds": int(len(result.rounds)),
-            "rationed_rounds": int(result.rounds["rationed"].sum()) if not result.rounds.empty else 0,
-            "jain_fairness_mean": float(result.rounds["jain_allocation_over_request"].mean()) if not result.rounds.empty else math.nan,
+            "mechanism": sc.market.mechanism,
+            "rounds": int(len(rounds)),
+            "rationed_rounds": int(rounds["rationed"].sum()) if not rounds.empty else 0,
+            "jain_fairness_mean": _nanmean(rounds, "jain_allocation_over_request"),
+            "welfare_ratio_mean": _nanmean(rounds, "welfare_ratio"),
+            "gini_wallets_end": gini(result.wallets),
         },
-        "welfare_tokens": float(jobs.loc[completed, "value_tokens"].sum()) - result.tokens["spent"],
+        "welfare_tokens": {
+            "value_of_completed_jobs": value_done,
+            "energy_cost": energy_cost,
+            "welfare": value_done - energy_cost,
+        },
         "performance": {
             "events": int(result.counters["events"]),
             "wall_s": wall,

@@ -23,13 +23,13 @@ def choose_run_dir(base: Path, name: str) -> Path:
     return candidate
 
 
-def prepare_out_dir(out: Path, overwrite: bool) -> Path:
-    """Check that ``out`` may be written: it must not exist or be empty, unless ``overwrite``."""
+def check_out_dir(out: Path, overwrite: bool) -> Path:
+    """Check, before a run, that ``out`` may be written: it must not exist or be empty, unless ``overwrite``.
+    Nothing is created until the run has succeeded."""
     if out.exists() and not out.is_dir():
         raise DcsimError(f"--out {out}: exists and is not a directory")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise DcsimError(f"--out {out}: directory exists and is not empty; choose another or pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -43,7 +43,8 @@ def _versions() -> dict[str, str]:
 
 
 def write_run(run: Run, out: Path, plots: bool = False) -> list[Path]:
-    """Write everything about ``run`` into ``out`` (which must exist); returns the files written."""
+    """Write everything about ``run`` into ``out`` (created if needed); returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
     r = run.result
     sc = r.scenario
     written = []
@@ -60,7 +61,8 @@ def write_run(run: Run, out: Path, plots: bool = False) -> list[Path]:
     path.write_text(json.dumps(run.summary, indent=2) + "\n", encoding="utf-8")
     written.append(path)
     tables = {"jobs.csv": (sc.outputs.jobs_table, r.jobs), "rounds.csv": (sc.outputs.rounds_table, r.rounds),
-              "timeseries.csv": (sc.outputs.timeseries_table, r.timeseries)}
+              "timeseries.csv": (sc.outputs.timeseries_table, r.timeseries),
+              "ledger.csv": (sc.outputs.ledger_table, r.ledger)}
     for name, (wanted, df) in tables.items():
         if wanted:
             path = out / name

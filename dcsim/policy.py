@@ -149,16 +149,29 @@ class JobObservation:
 
 @dataclass(frozen=True)
 class Bids:
-    """What each agent asks of the market for the coming round; arrays of shape ``(n,)``.
+    """What each agent asks of the market for the coming round.
+
+    The simple form is one block per agent: ``request_w`` at any price up to ``max_price``. A richer
+    demand curve can be given as ``steps_w``/``steps_price`` (blocks of power above idle with
+    non-increasing marginal values), and proportional-share markets read ``kelly_tokens``.
 
     Attributes:
-        request_w: Power cap wanted if running a job, W (total board power; the engine clips it to
-            ``[0, full_power_w]``; below the GPU's minimum cap the job pauses).
-        max_price_tokens_per_kwh: Highest price the agent will pay; above it the agent takes no power.
+        request_w: ``(n,)`` power cap wanted if running a job, W (total board power; the engine clips it
+            to ``[0, full_power_w]``; below the GPU's minimum cap the job pauses).
+        max_price_tokens_per_kwh: ``(n,)`` highest price the agent pays; above it it takes no power.
+        steps_w: Optional ``(n, K)`` blocks of power above idle, W; when given they replace
+            ``request_w``/``max_price`` as the demand curve (their row sums are clipped to the GPU's range).
+        steps_price: Optional ``(n, K)`` marginal value of each block, tokens/kWh, non-increasing along K.
+        kelly_tokens: Optional ``(n,)`` tokens offered for the round under the ``kelly`` mechanism; by default
+            the engine offers ``min(wallet, v × request × round)`` with v = ``max_price``, or the posted-price
+            ceiling p0·e^κ for a price-blind agent.
     """
 
     request_w: np.ndarray
     max_price_tokens_per_kwh: np.ndarray
+    steps_w: np.ndarray | None = None
+    steps_price: np.ndarray | None = None
+    kelly_tokens: np.ndarray | None = None
 
     @classmethod
     def full_power(cls, obs: AgentObservation) -> "Bids":
@@ -251,8 +264,8 @@ def load_policy(name: str, params: dict[str, Any] | None = None) -> Policy:
         raise PolicyError(f"unknown policy {name!r}; registered policies: {known}; or give 'package.module:Class'")
     try:
         return cls(**(params or {}))
-    except TypeError as exc:
-        raise PolicyError(f"policy {name!r}: bad parameters {sorted((params or {}))}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise PolicyError(f"policy {name!r}: bad parameters {params or {}}: {exc}") from None
 
 
 def check_actions(values: Any, n: int, enum: type[IntEnum], who: str) -> np.ndarray:
@@ -262,7 +275,7 @@ def check_actions(values: Any, n: int, enum: type[IntEnum], who: str) -> np.ndar
         raise PolicyError(f"{who} returned shape {arr.shape}; expected ({n},) — one {enum.__name__} per agent")
     allowed = np.array([m.value for m in enum])
     if n and not np.all(np.isin(arr, allowed)):
-        bad = arr[~np.isin(arr, allowed)][0]
+        bad = arr[~np.isin(arr, allowed)][0].item()
         raise PolicyError(f"{who} returned {bad!r}; allowed {enum.__name__} values: {[m.name for m in enum]}")
     return arr.astype(np.int8, copy=False)
 
@@ -278,4 +291,21 @@ def check_bids(bids: Any, n: int, who: str) -> Bids:
             raise PolicyError(f"{who}: Bids.{label} has shape {arr.shape}; expected ({n},)")
         if np.any(np.isnan(arr)) or np.any(arr < 0):
             raise PolicyError(f"{who}: Bids.{label} has NaN or negative values; expected >= 0")
-    return Bids(req, price)
+    steps_w = steps_price = kelly = None
+    if (bids.steps_w is None) != (bids.steps_price is None):
+        raise PolicyError(f"{who}: Bids.steps_w and Bids.steps_price must be given together")
+    if bids.steps_w is not None:
+        steps_w = np.asarray(bids.steps_w, dtype=float)
+        steps_price = np.asarray(bids.steps_price, dtype=float)
+        if steps_w.ndim != 2 or steps_w.shape[0] != n or steps_w.shape != steps_price.shape:
+            raise PolicyError(f"{who}: Bids.steps_w/steps_price have shapes {steps_w.shape}/{steps_price.shape}; "
+                              f"expected equal ({n}, K)")
+        if np.any(np.isnan(steps_w)) or np.any(steps_w < 0) or np.any(np.isnan(steps_price)) or np.any(steps_price < 0):
+            raise PolicyError(f"{who}: Bids.steps_w/steps_price have NaN or negative values; expected >= 0")
+        if np.any(np.diff(steps_price, axis=1) > 0):
+            raise PolicyError(f"{who}: Bids.steps_price must be non-increasing along each row (marginal values)")
+    if bids.kelly_tokens is not None:
+        kelly = np.asarray(bids.kelly_tokens, dtype=float)
+        if kelly.shape != (n,) or np.any(~np.isfinite(kelly)) or np.any(kelly < 0):
+            raise PolicyError(f"{who}: Bids.kelly_tokens must be finite, >= 0 and of shape ({n},)")
+    return Bids(req, price, steps_w, steps_price, kelly)

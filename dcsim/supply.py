@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from dcsim.config import Scenario, SeriesSource
+from dcsim.errors import ScenarioError, SeriesRangeError
 from dcsim.timeseries import StepSeries
 
 
@@ -49,7 +50,7 @@ def _grid_series(name: str, source: SeriesSource, kind: str, start: pd.Timestamp
     from dcsim import gridseries
 
     loader = gridseries.load_carbon_intensity if kind == "carbon" else gridseries.load_price
-    data = loader(source.path, fmt=source.format)
+    data = loader(source.path, fmt=source.format, column=source.column)
     data.index = data.index + pd.Timedelta(seconds=source.time_shift_s)
     return StepSeries.from_pandas(name, data, start, fill=fill)
 
@@ -80,10 +81,13 @@ def build_supply(scenario: Scenario) -> SupplyInputs:
         w = cfg.wind
         speed = renewables.load_wind_speed(w.wind_speed_file, fmt=w.format)
         speed.index = speed.index + pd.Timedelta(seconds=w.time_shift_s)
-        power = renewables.wind_power_w(
-            speed, turbine_type=w.turbine_type, hub_height_m=w.hub_height_m, n_turbines=w.n_turbines,
-            measurement_height_m=w.measurement_height_m,
-        )
+        try:
+            power = renewables.wind_power_w(
+                speed, turbine_type=w.turbine_type, hub_height_m=w.hub_height_m, n_turbines=w.n_turbines,
+                measurement_height_m=w.measurement_height_m,
+            )
+        except ValueError as exc:
+            raise ScenarioError(None, [("supply.wind.turbine_type", w.turbine_type, str(exc))]) from None
         components["wind_w"] = StepSeries.from_pandas("wind_w", power, start, fill=cfg.fill)
     if cfg.power_trace is not None:
         from dcsim import renewables
@@ -94,6 +98,12 @@ def build_supply(scenario: Scenario) -> SupplyInputs:
     renewable = _sum_series("renewable_w", list(components.values()), horizon)
     carbon = _grid_series("carbon_g_per_kwh", cfg.grid.carbon_g_per_kwh, "carbon", start, cfg.fill)
     price = _grid_series("grid_price_usd_per_mwh", cfg.grid.price_usd_per_mwh, "price", start, cfg.fill)
-    for series in (renewable, carbon, price):
-        series.change_times(0.0, horizon)  # raises SeriesRangeError now, before the run, if a series is too short
+    fields = {"renewable_w": "supply (solar/wind/power_trace)", "carbon_g_per_kwh": "supply.grid.carbon_g_per_kwh",
+              "grid_price_usd_per_mwh": "supply.grid.price_usd_per_mwh"}
+    checks = [(fields.get(s.name, f"supply ({s.name})"), s) for s in (carbon, price, *components.values())]
+    for field, series in checks:
+        try:
+            series.change_times(0.0, horizon)  # fail now, before the run, if a series does not cover it
+        except SeriesRangeError as exc:
+            raise ScenarioError(None, [(field, f"{series.start_s:.0f}..{series.end_s:.0f} s", f"{exc}; or set supply.fill")]) from None
     return SupplyInputs(renewable, carbon, price, components)

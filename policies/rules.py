@@ -1,4 +1,4 @@
-"""Rule-based baseline policies: always-on, race-to-idle, renewable-follower, price-threshold, deadline-slack."""
+"""Rule-based baseline policies: always-on, race-to-idle, renewable-follower, price-threshold, deadline-slack, truthful."""
 from __future__ import annotations
 
 import numpy as np
@@ -77,10 +77,13 @@ class PriceThreshold(Policy):
         self.throttle = throttle_to_min_cap
 
     def bid(self, obs: AgentObservation) -> Bids:
-        g = obs.gpu
-        high = obs.market.price_tokens_per_kwh > self.threshold
-        request = g.min_cap_w if (high and self.throttle) else g.full_power_w
-        return Bids(np.full(len(obs), request), np.full(len(obs), np.inf))
+        """Two blocks: up to the minimum cap at any price (keeps the job running), the rest of the range
+        only at or below the threshold (or at any price when ``throttle_to_min_cap`` is off)."""
+        g, n = obs.gpu, len(obs)
+        floor_w = g.min_cap_w - g.idle_w
+        steps_w = np.tile([floor_w, g.full_power_w - g.min_cap_w], (n, 1))
+        steps_price = np.tile([np.inf, self.threshold if self.throttle else np.inf], (n, 1))
+        return Bids(np.full(n, g.full_power_w), np.full(n, np.inf), steps_w, steps_price)
 
     def admit(self, obs: JobObservation) -> np.ndarray:
         high = obs.market.price_tokens_per_kwh > self.threshold
@@ -129,3 +132,33 @@ class DeadlineSlack(Policy):
 
     def state_dict(self) -> dict:
         return {"safety": self.safety, "defer_price_ratio": self.defer_price_ratio}
+
+
+class Truthful(Policy):
+    """Bids its job's true value: full power at a price equal to the value per kWh of the energy above idle
+    the job still needs at full clock. Price-blind nowhere: an idle agent, or one whose job has no value,
+    bids a price of 0.
+
+    Args:
+        sleep_when_idle: Put idle GPUs to sleep.
+    """
+
+    name = "truthful"
+
+    def __init__(self, sleep_when_idle: bool = False):
+        super().__init__()
+        self.sleep_when_idle = sleep_when_idle
+
+    def bid(self, obs: AgentObservation) -> Bids:
+        g = obs.gpu
+        energy_kwh = obs.job_remaining_s * (g.full_power_w - g.idle_w) / 3.6e6
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = np.where(obs.has_job & (energy_kwh > 0), obs.job_value_tokens / energy_kwh, 0.0)
+        return Bids(np.full(len(obs), g.full_power_w), value)
+
+    def on_idle(self, obs: AgentObservation) -> np.ndarray:
+        action = IdleAction.SLEEP if self.sleep_when_idle else IdleAction.STAY_IDLE
+        return np.full(len(obs), action, dtype=np.int8)
+
+    def state_dict(self) -> dict:
+        return {"sleep_when_idle": self.sleep_when_idle}

@@ -213,9 +213,6 @@ def test_default_out_dir_names_a_class_policy_without_colon(tmp_path):
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["tiny-policies.rules.RaceToIdle-seed4"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: dcsim/cli.py:55-56 creates the run directory (prepare_out_dir) before "
-                                       "the run can fail, so a failed run leaves an empty runs/<name>-... behind and "
-                                       "the next default run is sent to a '-2' folder")
 def test_a_failed_run_leaves_no_run_directory(tmp_path):
     (tmp_path / "tiny.yaml").write_text(TINY, encoding="utf-8")
     user_error(dcsim_cli("run", "tiny.yaml", "--policy", "nope", cwd=tmp_path))
@@ -264,9 +261,6 @@ def test_unknown_policy_lists_the_registered_policies(tmp_path):
         assert name in proc.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an unknown supply.wind.turbine_type raises ValueError "
-                                       "(dcsim/renewables.py:392 via dcsim/supply.py:83), which the CLI does not "
-                                       "catch: exit 1 with a traceback instead of a ScenarioError naming the field")
 def test_unknown_turbine_type_is_a_clean_error(tmp_path):
     (tmp_path / "wind.csv").write_text("time,wind_speed_m_s\n2023-06-21T00:00:00Z,8\n2023-06-21T06:00:00Z,9\n",
                                        encoding="utf-8")

@@ -53,10 +53,13 @@ def test_race_to_idle_sleeps_and_wakes_on_the_exact_timeline():
     tr = {"wake_s": 30, "wake_j": 3000, "sleep_s": 10, "sleep_j": 500}
     sc = scenario(horizon_s=1000, cluster={"gpus": 1, "transitions": tr}, policy={"name": "race_to_idle"})
     r = simulate(sc, jobs_table([(0.0, 1, 100.0), (200.0, 1, 100.0)]))
-    assert list(r.jobs["start_s"]) == [0.0, 230.0]
-    assert list(r.jobs["finish_s"]) == [100.0, 330.0]
-    # run 0-100, enter sleep 100-110, sleep 110-200, wake 200-230, run 230-330, enter sleep 330-340, sleep to 1000
-    expected = FULL * 100 + 500 + H100.sleep_w * 90 + 3000 + FULL * 100 + 500 + H100.sleep_w * 660
+    # The round at t = 0 (before the arrival at t = 0) finds the GPU idle with nothing queued: it starts to
+    # sleep, so the first job waits for sleep entry (0-10) and wake-up (10-40).
+    assert list(r.jobs["start_s"]) == [40.0, 230.0]
+    assert list(r.jobs["finish_s"]) == [140.0, 330.0]
+    # enter sleep 0-10, wake 10-40, run 40-140, enter sleep 140-150, sleep 150-200, wake 200-230,
+    # run 230-330, enter sleep 330-340, sleep to 1000
+    expected = 500 + 3000 + FULL * 100 + 500 + H100.sleep_w * 50 + 3000 + FULL * 100 + 500 + H100.sleep_w * 660
     assert r.energy["consumed_j"] == pytest.approx(expected, rel=1e-12)
 
 

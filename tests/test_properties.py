@@ -17,7 +17,8 @@ from dcsim.supply import SupplyInputs
 from dcsim.timeseries import StepSeries
 from dcsim.workload import build_jobs
 
-POLICIES = ["always_on", "race_to_idle", "renewable_follower", "price_threshold", "deadline_slack"]
+POLICIES = ["always_on", "race_to_idle", "renewable_follower", "price_threshold", "deadline_slack", "truthful"]
+MECHANISMS = ["posted_price", "uniform_price", "vcg", "kelly"]
 
 
 @st.composite
@@ -43,7 +44,8 @@ def scenarios(draw):
             "max_queue": draw(st.sampled_from([None, 3])),
         },
         "supply": {"grid": {"import_cap_w": draw(st.sampled_from([None, 200.0 * gpus, 500.0 * gpus]))}},
-        "market": {"interval_s": draw(st.sampled_from([60, 300])), "initial_tokens": draw(st.sampled_from([0.0, 0.05, 5.0])),
+        "market": {"mechanism": draw(st.sampled_from(MECHANISMS)), "demurrage_fraction": draw(st.sampled_from([0.0, 0.2])),
+                   "interval_s": draw(st.sampled_from([60, 300])), "initial_tokens": draw(st.sampled_from([0.0, 0.05, 5.0])),
                    "endowment_tokens": 0.05, "endowment_interval_s": 600,
                    "carry_over_cap_tokens": draw(st.sampled_from([None, 0.5])),
                    "hysteresis_fraction": draw(st.sampled_from([None, 0.1]))},
@@ -105,8 +107,14 @@ def test_invariants(case):
     assert r.counters["peak_overallocation_w"] <= 1e-6
     # Wallets never go negative; tokens are conserved.
     t = r.tokens
-    assert t["held"] >= -1e-9 and t["debit_shortfall"] <= 1e-9 * max(t["minted"], 1.0)
+    assert (r.wallets >= -1e-12).all() and t["debit_shortfall"] <= 1e-9 * max(t["minted"], 1.0)
     assert abs(t["minted"] - (t["held"] + t["spent"] + t["burned"])) <= 1e-9 * max(t["minted"], 1.0)
+    ledger = r.ledger.groupby("kind")["tokens"].sum()
+    signed = ledger.get("mint_initial", 0) + ledger.get("mint_endowment", 0) + ledger.get("credit_job_value", 0) \
+        - ledger.get("debit_energy", 0) - ledger.get("burn_demurrage", 0) - ledger.get("burn_carry_over", 0)
+    assert abs(signed - t["held"]) <= 1e-9 * max(t["minted"], 1.0)
+    # A round's achieved welfare never beats the efficient allocation of the same bids and supply.
+    assert (r.rounds["welfare_ratio"].dropna() <= 1 + 1e-9).all()
 
 
 def _comparable(summary):
