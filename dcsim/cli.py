@@ -1,4 +1,4 @@
-"""Command line: ``python -m dcsim run | validate | schema | list``."""
+"""Command line: ``python -m dcsim run | compare | report | validate | schema | list``."""
 from __future__ import annotations
 
 import argparse
@@ -52,6 +52,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides.append(f"policy.name={args.policy}")
     if args.horizon is not None:
         overrides.append(f"horizon_s={args.horizon}")
+    if args.trace_events:
+        overrides.append("outputs.trace_events=true")
     scenario = load_scenario(path, overrides)
     out = Path(args.out) if args.out else choose_run_dir(Path("runs"), f"{scenario.name}-{scenario.policy.name.replace(':', '.')}-seed{scenario.seed}")
     out = check_out_dir(out, args.overwrite)
@@ -118,6 +120,69 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seeds(args: argparse.Namespace, scenario_seed: int) -> list[int]:
+    if args.seed_list:
+        return list(args.seed_list)
+    if args.seeds < 1:
+        raise DcsimError(f"--seeds {args.seeds}: expected at least 1")
+    return list(range(scenario_seed, scenario_seed + args.seeds))
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from dcsim.compare import compare
+    from dcsim.config import load_scenario
+    from dcsim.outputs import check_out_dir, choose_run_dir
+
+    path = Path(args.scenario) if args.scenario else _builtin(QUICKSTART)
+    overrides = list(args.set or [])
+    if args.horizon is not None:
+        overrides.append(f"horizon_s={args.horizon}")
+    scenario = load_scenario(path, overrides)  # fail on a bad file or override before anything else
+    variants = None
+    if args.variant:
+        variants = {}
+        for label, *settings in args.variant:
+            if label in variants:
+                raise DcsimError(f"--variant {label}: named twice")
+            variants[label] = settings
+    seeds = _seeds(args, scenario.seed)
+    out = Path(args.out) if args.out else choose_run_dir(Path("runs"), f"compare-{scenario.name}")
+    out = check_out_dir(out, args.overwrite)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=1, unit="run", delay=2.0, file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        comparison = compare(path, args.policies, seeds, baseline=args.baseline, jobs=args.jobs, variants=variants,
+                             overrides=overrides, progress=progress if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    written = comparison.write(out)
+    if not args.quiet:
+        print(comparison.to_markdown())
+        print(f"wrote {len(written)} files to {out} (open {out / 'report.html'} in a browser)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dcsim.report import write_comparison_report, write_report
+
+    folder = Path(args.directory)
+    if not folder.is_dir():
+        raise DcsimError(f"{folder}: not a directory; give a run directory (from `run`) or a comparison (from `compare`)")
+    is_comparison = (folder / "comparison.yaml").is_file() and not (folder / "summary.json").is_file()
+    path = write_comparison_report(folder) if is_comparison else write_report(folder)
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dcsim",
@@ -138,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run directory (default: runs/<scenario>-<policy>-seed<seed>, never overwritten)")
     run.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out directory")
     run.add_argument("--plots", action="store_true", help="also write PNG plots into <out>/plots")
+    run.add_argument("--trace-events", action="store_true",
+                     help="write events.csv: every event (time, kind, agent, details), to replay a run step by step")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary table")
     run.set_defaults(func=cmd_run)
 
@@ -153,6 +220,47 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="list policies, mechanisms, GPU models and scenarios")
     lst.add_argument("--scenarios-dir", default="scenarios", help="folder of scenario files to list (default: scenarios)")
     lst.set_defaults(func=cmd_list)
+
+    cmp = sub.add_parser(
+        "compare", help="compare policies over seeds with common random numbers",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run every policy on every seed (the same seed gives every policy the same jobs and supply:\n"
+                    "common random numbers), then report each metric as mean ± 95% CI per policy and as paired\n"
+                    "differences against a baseline, with 95% CIs and paired t-test p-values. Runs in parallel\n"
+                    "on the local cores.",
+        epilog="writes into --out: runs.csv (policy, seed, metric, value), summary.csv, differences.csv,\n"
+               "workloads.csv (job-table hashes), comparison.md, comparison.yaml, comparison.png, report.html\n\n"
+               "example:\n  python -m dcsim compare scenarios/solar_day.yaml --policies always_on race_to_idle "
+               "renewable_follower --seeds 20 --horizon 6h\n"
+               "  python -m dcsim compare --policies always_on --variant r60 market.interval_s=60 "
+               "--variant r900 market.interval_s=900 --baseline r900")
+    cmp.add_argument("scenario", nargs="?", help="scenario YAML file (default: the built-in quickstart)")
+    cmp.add_argument("--policies", nargs="+", required=True, metavar="POLICY",
+                     help="policy names or package.module:Class, each once (`python -m dcsim list` shows the names)")
+    seeds = cmp.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, default=10, metavar="N",
+                       help="run N seeds: the scenario's seed and the N-1 after it (default: 10)")
+    seeds.add_argument("--seed-list", type=int, nargs="+", metavar="SEED", help="run exactly these seeds")
+    cmp.add_argument("--baseline", help="policy (or variant, or policy@variant) the others are compared against "
+                                        "(default: the first policy)")
+    cmp.add_argument("--jobs", "-j", type=int, help="worker processes (default: the number of CPU cores; 1: no workers)")
+    cmp.add_argument("--variant", nargs="+", action="append", metavar=("LABEL", "KEY=VALUE"),
+                     help="also compare scenario variants: a label and its overrides, e.g. --variant fast "
+                          "market.interval_s=60 (repeatable; every policy runs under every variant)")
+    cmp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a scenario field for every run, e.g. --set cluster.gpus=128 (repeatable)")
+    cmp.add_argument("--horizon", help="simulated time, e.g. 3600, 6h, 2d (overrides horizon_s)")
+    cmp.add_argument("--out", help="output directory (default: runs/compare-<scenario>, never overwritten)")
+    cmp.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out directory")
+    cmp.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no tables")
+    cmp.set_defaults(func=cmd_compare)
+
+    rep = sub.add_parser(
+        "report", help="write a self-contained HTML report of a run or a comparison",
+        description="Write report.html into a run directory (from `run`) or a comparison directory (from "
+                    "`compare`): plots embedded as images, no scripts, no network; open it in any browser.")
+    rep.add_argument("directory", metavar="RUN_DIR", help="a run directory or a comparison directory")
+    rep.set_defaults(func=cmd_report)
     return parser
 
 

@@ -375,6 +375,13 @@ class MarketConfig(_Model):
     endowment_interval_s: PositiveDurationS = 3600.0
     carry_over_cap_tokens: float | None = Field(None, ge=0, description="wallet cap; tokens above it are burned")
     demurrage_fraction: float = Field(0.0, ge=0, lt=1, description="share of each wallet burned at every endowment")
+    round_jitter_s: DurationS = Field(0.0, description="each periodic round is delayed by U(0, jitter) s (market stream)")
+
+    @model_validator(mode="after")
+    def _jitter_below_interval(self) -> "MarketConfig":
+        if self.round_jitter_s >= self.interval_s:
+            raise ValueError("round_jitter_s must be shorter than interval_s (rounds keep their order)")
+        return self
 
     @model_validator(mode="after")
     def _endowment_on_rounds(self) -> "MarketConfig":
@@ -385,6 +392,12 @@ class MarketConfig(_Model):
                 f"({self.interval_s:g}), since endowments are paid at round boundaries after settlement"
             )
         return self
+
+
+class FixedStep(_Model):
+    """Policies decide only on a fixed tick, as fixed-step simulators do (the world still moves between ticks)."""
+
+    fixed_step: PositiveDurationS = Field(..., description="seconds between decision ticks")
 
 
 class PolicyConfig(_Model):
@@ -399,6 +412,8 @@ class OutputConfig(_Model):
     rounds_table: bool = True
     timeseries_table: bool = True
     ledger_table: bool = True
+    decision_log: bool = Field(True, description="decisions.csv: one row per policy call (time, method, agents)")
+    trace_events: bool = Field(False, description="events.csv: every event (time, kind, agent, details) for replay")
     plots: bool = False
 
 
@@ -416,6 +431,8 @@ class Scenario(_Model):
     supply: SupplyConfig = SupplyConfig()
     market: MarketConfig = MarketConfig()
     policy: PolicyConfig = PolicyConfig()
+    decision_timing: Union[Literal["event"], FixedStep] = Field(
+        "event", description="'event': policies decide at event boundaries; {fixed_step: S}: only every S seconds")
     outputs: OutputConfig = OutputConfig()
 
     @field_validator("start")

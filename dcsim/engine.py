@@ -78,6 +78,8 @@ class RunResult:
     gpu_energy_j: np.ndarray
     ledger: pd.DataFrame
     wallets: np.ndarray
+    decisions: pd.DataFrame
+    events: pd.DataFrame | None = None
     counters: dict[str, float] = field(default_factory=dict)
 
 
@@ -231,6 +233,12 @@ class Simulation:
         self.ts_rows: list[tuple] = []
         self.n_events = 0
         self._calls = {name: policy.overrides(name) for name in ("bid", "admit", "on_idle")}
+        timing = scenario.decision_timing
+        self.tick_s: float | None = None if timing == "event" else timing.fixed_step
+        self._tick_bids: Bids | None = None
+        self.decision_rows: list[tuple] = []
+        self._trace: list[tuple] | None = [] if scenario.outputs.trace_events else None
+        self.round_times = self._round_schedule(streams)
         self._drop_expired = scenario.workload.drop_expired
         self._max_queue = scenario.workload.max_queue
         policy.reset(streams.generator("policy"), self.gpu_view, n)
@@ -307,6 +315,9 @@ class Simulation:
     # ------------------------------------------------------------------------------------ power states
     def _begin_transition(self, gpus: list[int], state: int) -> None:
         power = self.state_power_w[state]
+        if self._trace is not None:
+            for g in gpus:
+                self._trace.append((self.env.now, "power_state", g, GpuState(state).name.lower()))
         for g in gpus:
             self._st[g] = state
             self._set_power(g, power, 0.0)
@@ -323,6 +334,9 @@ class Simulation:
             self.n_events += 1
         target = _TARGET[self._st[gpus[0]]]
         power = self.state_power_w[target]
+        if self._trace is not None:
+            for g in gpus:
+                self._trace.append((self.env.now, "power_state", g, GpuState(target).name.lower()))
         for g in gpus:
             self._st[g] = target
             self._set_power(g, power, 0.0)
@@ -381,9 +395,8 @@ class Simulation:
         price = self.round_price
         now = self.env.now
         left_s = max(self.next_round_s - now, 1e-9)
-        if self._calls["bid"]:  # a job start is a decision point: its agents bid now, batched
-            idx = np.asarray(gpus, dtype=np.int64)
-            bids = check_bids(self.policy.bid(self._agent_obs(idx)), idx.size, f"policy {self.policy.name!r} bid")
+        if self._calls["bid"] and self.tick_s is None:  # a job start is a decision point: its agents bid now
+            bids = self._ask_bids(np.asarray(gpus, dtype=np.int64))
             for g, want in zip(gpus, self._want_at_price(bids, price).tolist()):
                 self._want[g] = want
         a = self.span_w
@@ -436,6 +449,8 @@ class Simulation:
     def _start_job(self, j: int) -> None:
         gpus = self.job_gpus[j]
         now = self.env.now
+        if self._trace is not None:
+            self._trace.append((now, "start", j, "gpus=" + " ".join(map(str, gpus))))
         self._stat[j] = _RUNNING
         self._start[j] = now
         self._last[j] = now
@@ -452,6 +467,8 @@ class Simulation:
     def _complete(self, j: int) -> None:
         gpus = self.job_gpus.pop(j)
         now = self.env.now
+        if self._trace is not None:
+            self._trace.append((now, "complete", j, ""))
         self._stat[j] = _COMPLETED
         self._finish[j] = now
         self._rem[j] = 0.0
@@ -476,6 +493,7 @@ class Simulation:
         self._credited_since_round += value
 
     def _drop(self, j: int, reason: DropReason) -> None:
+        self._trace_event("drop", j, reason.name.lower())
         self._stat[j] = _DROPPED
         self._why[j] = int(reason)
         self._finish[j] = self.env.now
@@ -516,11 +534,12 @@ class Simulation:
                     keep.append(j)
             self.queue = keep
 
-    def _idle_decisions(self) -> None:
-        """Ask the policy what GPUs left idle with nothing queued should do."""
-        if not self._calls["on_idle"] or not self.free_idle or self.queue:
+    def _idle_decisions(self, at_tick: bool = False) -> None:
+        """Ask the policy what GPUs idle with nothing queued should do (at ticks only under fixed-step timing)."""
+        if not self._calls["on_idle"] or not self.free_idle or self.queue or (self.tick_s is not None and not at_tick):
             return
         idx = np.fromiter(self.free_idle.keys(), dtype=np.int64, count=len(self.free_idle))
+        self._log_decision("on_idle", idx.size)
         actions = check_actions(self.policy.on_idle(self._agent_obs(idx)), idx.size, IdleAction,
                                 f"policy {self.policy.name!r} on_idle")
         for action, state, pool in ((IdleAction.SLEEP, _ENTERING_SLEEP, self.free_sleep),
@@ -551,6 +570,7 @@ class Simulation:
             jobs = jobs[~expired]
         if jobs.size == 0:
             return []
+        self._log_decision("admit", jobs.size)
         obs = JobObservation(
             jobs, self.job_gpus_n[jobs], self.duration_full_s[jobs],
             self.deadline_s[jobs] - now - self.duration_full_s[jobs], now - self.arrival_s[jobs],
@@ -562,11 +582,13 @@ class Simulation:
         held = jobs[~run].tolist()
         for j in held:
             self._stat[j] = _DEFERRED
+            self._trace_event("defer", j, "")
         return held
 
-    def _reconsider_deferred(self) -> None:
-        """Offer every held job to the policy again (at rounds and supply changes)."""
-        if self.deferred:
+    def _reconsider_deferred(self, at_tick: bool = False) -> None:
+        """Offer every held job to the policy again (at rounds and supply changes; at ticks only under
+        fixed-step timing)."""
+        if self.deferred and (self.tick_s is None or at_tick):
             self.deferred = self._admission(np.array(self.deferred, dtype=np.int64))
             self._dispatch()
 
@@ -701,8 +723,9 @@ class Simulation:
         self.next_round_s = now + round_s  # so bidders see when this round's allocation ends
         bids = None
         if self._calls["bid"]:
-            bids = check_bids(self.policy.bid(self._agent_obs(np.arange(self.n_gpus))), self.n_gpus,
-                              f"policy {self.policy.name!r} bid")
+            # event timing: agents bid at the round; fixed-step timing: the round uses the last tick's bids
+            bids = self._ask_bids(np.arange(self.n_gpus)) if self.tick_s is None else self._tick_bids
+        if bids is not None:
             self.bid_request_w, self.bid_max_price = bids.request_w, bids.max_price_tokens_per_kwh
         active = self.state == _ACTIVE
         book = self._bid_book(bids, active, round_s)
@@ -757,17 +780,25 @@ class Simulation:
             "tokens_held": float(self.wallet.sum()), "gini_wallets": gini(self.wallet),
         })
         self._record(f"round:{trigger}")
+        self._trace_event("round", -1, f"{trigger} price={clearing.price_tokens_per_kwh:.6g} allocated_w={self.allocated_sum_w:.6g}")
         self._drop_expired_queued()
         self._reconsider_deferred()
         self._dispatch()
         self._idle_decisions()
         self._arm()
 
+    def _round_schedule(self, streams: Streams) -> np.ndarray:
+        """Periodic round times: k·interval, each delayed by U(0, jitter) from the ``market`` stream."""
+        mk = self.scenario.market
+        times = np.arange(0.0, self.horizon_s, mk.interval_s)
+        if mk.round_jitter_s > 0:
+            times = times + streams.generator("market").uniform(0.0, mk.round_jitter_s, size=times.size)
+        return times[times < self.horizon_s]
+
     def next_round_after(self, t: float) -> float:
         """Time of the first periodic round strictly after ``t`` (capped at the horizon)."""
-        interval = self.scenario.market.interval_s
-        k = math.floor(t / interval + 1e-9) + 1
-        return min(k * interval, self.horizon_s)
+        k = int(np.searchsorted(self.round_times, t + 1e-9, side="right"))
+        return float(self.round_times[k]) if k < self.round_times.size else self.horizon_s
 
     # ------------------------------------------------------------------------------------ processes
     def _arrivals(self):
@@ -787,8 +818,13 @@ class Simulation:
             if k[j] > n_gpus:
                 self._drop(j, DropReason.TOO_LARGE)
                 continue
+            self._trace_event("arrival", j, f"gpus={k[j]}")
             if screen and deferrable[j]:
-                self.deferred.extend(self._admission(np.array([j])))
+                if self.tick_s is None:
+                    self.deferred.extend(self._admission(np.array([j])))
+                else:  # fixed-step timing: the job waits for the next tick's decision
+                    self._stat[j] = _DEFERRED
+                    self.deferred.append(j)
             else:
                 self._enqueue((j,))
             self._dispatch()
@@ -806,6 +842,7 @@ class Simulation:
             self._advance()
             self.n_events += 1
             self.renewable_w, self.carbon, self.grid_price = renewable[i], carbon[i], price[i]
+            self._trace_event("supply", -1, f"renewable_w={self.renewable_w:.6g} carbon={self.carbon:.6g} price={self.grid_price:.6g}")
             if t == 0.0:
                 continue
             moved = abs(self.renewable_w - self.renewable_at_round_w)
@@ -817,17 +854,44 @@ class Simulation:
                 self._arm()
 
     def _market(self):
-        interval = self.scenario.market.interval_s
-        k = 0
-        while k * interval < self.horizon_s:
-            t = k * interval
+        for k, t in enumerate(self.round_times.tolist()):
             if t > self.env.now:
                 yield self.env.timeout(t - self.env.now)
             self.round_index = k
             self._round("periodic")
             if self.progress is not None:
                 self.progress(self.env.now)
-            k += 1
+
+    def _ticks(self):
+        """Fixed-step decision timing: every tick, the policy bids, reconsiders held jobs and idle GPUs."""
+        t = 0.0
+        while t < self.horizon_s:
+            if t > self.env.now:
+                yield self.env.timeout(t - self.env.now)
+            self._advance()
+            self.n_events += 1
+            self._trace_event("tick", -1, "")
+            if self._calls["bid"]:
+                self._tick_bids = self._ask_bids(np.arange(self.n_gpus))
+                self._want = self._want_at_price(self._tick_bids, self.round_price).tolist()
+            self._reconsider_deferred(at_tick=True)
+            self._dispatch()
+            self._idle_decisions(at_tick=True)
+            self._arm()
+            t += self.tick_s
+
+    def _log_decision(self, method: str, agents: int) -> None:
+        self.decision_rows.append((self.env.now, method, agents))
+        if self._trace is not None:
+            self._trace.append((self.env.now, "decision", -1, f"{method} x{agents}"))
+
+    def _trace_event(self, kind: str, agent: int, details: str) -> None:
+        if self._trace is not None:
+            self._trace.append((self.env.now, kind, agent, details))
+
+    def _ask_bids(self, idx: np.ndarray) -> Bids:
+        self._log_decision("bid", idx.size)
+        return check_bids(self.policy.bid(self._agent_obs(idx)), idx.size, f"policy {self.policy.name!r} bid")
 
     def _record(self, event: str) -> None:
         b = self.books.totals
@@ -845,6 +909,8 @@ class Simulation:
         self.env.process(self._supply_changes())
         self.env.process(self._market())
         self.env.process(self._arrivals())
+        if self.tick_s is not None:
+            self.env.process(self._ticks())
         self.env.run(until=self.horizon_s)
         self._advance()
         self._ledger("credit_job_value", self._credited_since_round)
@@ -860,6 +926,8 @@ class Simulation:
             gpu_energy_j=self.gpu_energy_now(),
             ledger=pd.DataFrame(self.ledger_rows, columns=["round", "time_s", "kind", "tokens"]),
             wallets=self.wallet.copy(),
+            decisions=pd.DataFrame(self.decision_rows, columns=["time_s", "method", "agents"]),
+            events=None if self._trace is None else pd.DataFrame(self._trace, columns=["time_s", "kind", "agent", "details"]),
             counters={"events": self.n_events, "wall_s": wall_s, "simulated_s": self.horizon_s,
                       "peak_overallocation_w": self.peak_overallocation_w},
         )

@@ -62,7 +62,9 @@ def write_run(run: Run, out: Path, plots: bool = False) -> list[Path]:
     written.append(path)
     tables = {"jobs.csv": (sc.outputs.jobs_table, r.jobs), "rounds.csv": (sc.outputs.rounds_table, r.rounds),
               "timeseries.csv": (sc.outputs.timeseries_table, r.timeseries),
-              "ledger.csv": (sc.outputs.ledger_table, r.ledger)}
+              "ledger.csv": (sc.outputs.ledger_table, r.ledger),
+              "decisions.csv": (sc.outputs.decision_log, r.decisions),
+              "events.csv": (sc.outputs.trace_events and r.events is not None, r.events)}
     for name, (wanted, df) in tables.items():
         if wanted:
             path = out / name

@@ -50,7 +50,9 @@ def scenarios(draw):
                    "carry_over_cap_tokens": draw(st.sampled_from([None, 0.5])),
                    "hysteresis_fraction": draw(st.sampled_from([None, 0.1]))},
         "policy": {"name": draw(st.sampled_from(POLICIES))},
+        "decision_timing": draw(st.sampled_from(["event", {"fixed_step": 450}])),
     }
+    data["market"]["round_jitter_s"] = draw(st.sampled_from([0, 50]))
     if battery:
         data["supply"]["battery"] = {"capacity_wh": 200.0 * gpus, "max_charge_w": 300.0 * gpus,
                                      "max_discharge_w": 150.0 * gpus, "round_trip_efficiency": 0.85,
