@@ -139,6 +139,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         overrides.append(f"horizon_s={args.horizon}")
     scenario = load_scenario(path, overrides)  # fail on a bad file or override before anything else
     variants = None
+    if args.variant and args.timing:
+        raise DcsimError("give --timing or --variant, not both (a --variant can set decision_timing itself)")
     if args.variant:
         variants = {}
         for label, *settings in args.variant:
@@ -159,8 +161,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         bar.update(done - bar.n)
 
     try:
-        comparison = compare(path, args.policies, seeds, baseline=args.baseline, jobs=args.jobs, variants=variants,
-                             overrides=overrides, progress=progress if bar is not None else None)
+        comparison = compare(path, args.policies, seeds, baseline=args.baseline, jobs=args.jobs, timings=args.timing,
+                             variants=variants, overrides=overrides, progress=progress if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
@@ -233,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
                "example:\n  python -m dcsim compare scenarios/solar_day.yaml --policies always_on race_to_idle "
                "renewable_follower --seeds 20 --horizon 6h\n"
                "  python -m dcsim compare --policies always_on --variant r60 market.interval_s=60 "
-               "--variant r900 market.interval_s=900 --baseline r900")
+               "--variant r900 market.interval_s=900 --baseline r900\n"
+               "  python -m dcsim compare --policies renewable_follower deadline_slack --timing event fixed:900 "
+               "--baseline event")
     cmp.add_argument("scenario", nargs="?", help="scenario YAML file (default: the built-in quickstart)")
     cmp.add_argument("--policies", nargs="+", required=True, metavar="POLICY",
                      help="policy names or package.module:Class, each once (`python -m dcsim list` shows the names)")
@@ -247,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--variant", nargs="+", action="append", metavar=("LABEL", "KEY=VALUE"),
                      help="also compare scenario variants: a label and its overrides, e.g. --variant fast "
                           "market.interval_s=60 (repeatable; every policy runs under every variant)")
+    cmp.add_argument("--timing", nargs="+", metavar="TIMING",
+                     help="also compare decision timings: 'event' (decide at event boundaries) and/or 'fixed:SECONDS' "
+                          "(decide only on a fixed tick), e.g. --timing event fixed:900 --baseline event")
     cmp.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a scenario field for every run, e.g. --set cluster.gpus=128 (repeatable)")
     cmp.add_argument("--horizon", help="simulated time, e.g. 3600, 6h, 2d (overrides horizon_s)")
