@@ -414,6 +414,8 @@ class OutputConfig(_Model):
     ledger_table: bool = True
     decision_log: bool = Field(True, description="decisions.csv: one row per policy call (time, method, agents)")
     trace_events: bool = Field(False, description="events.csv: every event (time, kind, agent, details) for replay")
+    allocations: bool | None = Field(
+        None, description="allocations.npz: each GPU's power allocation at every round; null = only up to 1024 GPUs")
     plots: bool = False
 
 

@@ -79,6 +79,7 @@ class RunResult:
     ledger: pd.DataFrame
     wallets: np.ndarray
     decisions: pd.DataFrame
+    allocations_w: np.ndarray | None = None  # (rounds, gpus) power above idle granted at each round, W
     events: pd.DataFrame | None = None
     counters: dict[str, float] = field(default_factory=dict)
 
@@ -239,6 +240,8 @@ class Simulation:
         self.decision_rows: list[tuple] = []
         self._trace: list[tuple] | None = [] if scenario.outputs.trace_events else None
         self.round_times = self._round_schedule(streams)
+        keep = scenario.outputs.allocations
+        self._alloc_rows: list[np.ndarray] | None = [] if (keep or (keep is None and n <= 1024)) else None
         self._drop_expired = scenario.workload.drop_expired
         self._max_queue = scenario.workload.max_queue
         policy.reset(streams.generator("policy"), self.gpu_view, n)
@@ -761,6 +764,8 @@ class Simulation:
             self._arm()
         bidders = request > 0
         granted = self.alloc_w
+        if self._alloc_rows is not None:
+            self._alloc_rows.append(granted.astype(np.float32))
         self.round_rows.append({
             "round": len(self.round_rows), "time_s": now, "trigger": trigger, "mechanism": self.mechanism_name,
             "price_tokens_per_kwh": clearing.price_tokens_per_kwh,
@@ -927,6 +932,8 @@ class Simulation:
             ledger=pd.DataFrame(self.ledger_rows, columns=["round", "time_s", "kind", "tokens"]),
             wallets=self.wallet.copy(),
             decisions=pd.DataFrame(self.decision_rows, columns=["time_s", "method", "agents"]),
+            allocations_w=None if self._alloc_rows is None else
+            (np.stack(self._alloc_rows) if self._alloc_rows else np.zeros((0, self.n_gpus), dtype=np.float32)),
             events=None if self._trace is None else pd.DataFrame(self._trace, columns=["time_s", "kind", "agent", "details"]),
             counters={"events": self.n_events, "wall_s": wall_s, "simulated_s": self.horizon_s,
                       "peak_overallocation_w": self.peak_overallocation_w},

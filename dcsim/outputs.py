@@ -5,6 +5,7 @@ import json
 import platform
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 import dcsim
@@ -70,6 +71,10 @@ def write_run(run: Run, out: Path, plots: bool = False) -> list[Path]:
             path = out / name
             df.to_csv(path, index=False)
             written.append(path)
+    if r.allocations_w is not None:
+        path = out / "allocations.npz"
+        np.savez_compressed(path, alloc_w=r.allocations_w, time_s=r.rounds["time_s"].to_numpy(float))
+        written.append(path)
     if plots or sc.outputs.plots:
         from dcsim.plots import plot_run
 
