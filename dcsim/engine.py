@@ -405,7 +405,12 @@ class Simulation:
         a = self.span_w
         for g in gpus:
             self._reprice(g, price, now)
-            afford = max(self._wal[g] - self._owed[g], 0.0) * J_PER_KWH / (price * left_s) if price > 0 else math.inf
+            if price > 0:
+                # what the agent already owes this round, including energy used at the current price
+                owes = self._owed[g] + price * (self._boff[g] + self._bw[g] * now) / J_PER_KWH
+                afford = max(self._wal[g] - owes, 0.0) * J_PER_KWH / (price * left_s)
+            else:
+                afford = math.inf
             a = min(a, self._want[g], afford)
         headroom = max(0.0, self.round_sellable_w - self.allocated_sum_w)
         return max(0.0, min(a, headroom / len(gpus)))
@@ -421,7 +426,9 @@ class Simulation:
     def _reprice(self, g: int, price: float, now: float) -> None:
         """Book what agent ``g`` owes for billable energy so far at its old price, then switch its price."""
         if self._aprice[g] != price:
-            self._owed[g] += self._aprice[g] * (self._boff[g] + self._bw[g] * now) / J_PER_KWH
+            used_j = self._boff[g] + self._bw[g] * now
+            if used_j > 0:
+                self._owed[g] += self._aprice[g] * used_j / J_PER_KWH
             self._boff[g] = -self._bw[g] * now
             self._aprice[g] = price
 
@@ -611,7 +618,7 @@ class Simulation:
         if timers and t >= timers[0]:
             return  # an earlier timer is pending; it re-arms when it fires
         heapq.heappush(timers, t)
-        self.env.timeout(max(0.0, t - self.env.now)).callbacks.append(self._on_timer)
+        self.env.timeout(self._delay_to(t)).callbacks.append(self._on_timer)
 
     def _on_timer(self, _ev: simpy.Event) -> None:
         heapq.heappop(self._timers)
@@ -637,7 +644,9 @@ class Simulation:
         price it held while using it. Returns the tokens debited."""
         now = self.env.now
         used_j = self.billable_off + self.billable_w * now
-        debit = self.owed_tokens + self.agent_price * used_j / J_PER_KWH
+        # only energy actually used is charged (an infinite price on no energy must not give NaN)
+        charge = np.multiply(self.agent_price, used_j, out=np.zeros(self.n_gpus), where=used_j > 0)
+        debit = self.owed_tokens + charge / J_PER_KWH
         self.tokens["debit_shortfall"] += float(np.maximum(debit - self.wallet, 0.0).sum())
         debit = np.minimum(debit, self.wallet)
         self.wallet -= debit
@@ -817,7 +826,7 @@ class Simulation:
             if t >= horizon:
                 break
             if t > env.now:
-                yield env.timeout(t - env.now)
+                yield env.timeout(self._delay_to(t))
             self._advance()
             self.n_events += 1
             if k[j] > n_gpus:
@@ -843,7 +852,7 @@ class Simulation:
         band = self.scenario.market.hysteresis_fraction
         for i, t in enumerate(times.tolist()):
             if t > self.env.now:
-                yield self.env.timeout(t - self.env.now)
+                yield self.env.timeout(self._delay_to(t))
             self._advance()
             self.n_events += 1
             self.renewable_w, self.carbon, self.grid_price = renewable[i], carbon[i], price[i]
@@ -861,7 +870,7 @@ class Simulation:
     def _market(self):
         for k, t in enumerate(self.round_times.tolist()):
             if t > self.env.now:
-                yield self.env.timeout(t - self.env.now)
+                yield self.env.timeout(self._delay_to(t))
             self.round_index = k
             self._round("periodic")
             if self.progress is not None:
@@ -872,7 +881,7 @@ class Simulation:
         t = 0.0
         while t < self.horizon_s:
             if t > self.env.now:
-                yield self.env.timeout(t - self.env.now)
+                yield self.env.timeout(self._delay_to(t))
             self._advance()
             self.n_events += 1
             self._trace_event("tick", -1, "")
@@ -884,6 +893,14 @@ class Simulation:
             self._idle_decisions(at_tick=True)
             self._arm()
             t += self.tick_s
+
+    def _delay_to(self, t: float) -> float:
+        """The delay that makes SimPy's clock land exactly on ``t`` (``now + (t − now)`` can fall an ulp short)."""
+        now = self.env.now
+        delay = t - now if t > now else 0.0
+        while now + delay < t:
+            delay = math.nextafter(delay, math.inf)
+        return delay
 
     def _log_decision(self, method: str, agents: int) -> None:
         self.decision_rows.append((self.env.now, method, agents))

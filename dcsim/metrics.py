@@ -25,11 +25,14 @@ def _nan_to_none(obj: Any) -> Any:
 
 def price_statistics(rounds: pd.DataFrame) -> dict[str, float]:
     """Mean price, volatility (std of log returns between consecutive positive prices) and Pearson correlation
-    of price with renewable fraction."""
+    of price with renewable fraction, over rounds with a finite price."""
     if rounds.empty:
         return {"mean": math.nan, "volatility": math.nan, "corr_with_renewable_fraction": math.nan}
-    price = rounds["price_tokens_per_kwh"].to_numpy(float)
-    rho = rounds["renewable_fraction"].to_numpy(float)
+    finite = np.isfinite(rounds["price_tokens_per_kwh"].to_numpy(float))  # Kelly with nothing to sell: ∞
+    if not finite.any():
+        return {"mean": math.nan, "volatility": math.nan, "corr_with_renewable_fraction": math.nan}
+    price = rounds["price_tokens_per_kwh"].to_numpy(float)[finite]
+    rho = rounds["renewable_fraction"].to_numpy(float)[finite]
     # log returns between consecutive rounds with positive prices (a zero price has no log)
     both = (price[:-1] > 0) & (price[1:] > 0)
     returns = np.log(price[1:][both] / price[:-1][both])

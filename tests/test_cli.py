@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy
+import numpy as np
 import pandas as pd
 import pytest
 import simpy
@@ -105,15 +106,20 @@ def base_run(tiny_dir):
 def test_run_writes_the_run_directory(base_run):
     proc, out = base_run
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    required = {"metadata.yaml", "summary.json", "jobs.csv", "rounds.csv", "timeseries.csv"}
+    required = {"metadata.yaml", "summary.json", "jobs.csv", "rounds.csv", "timeseries.csv", "ledger.csv",
+                "decisions.csv", "allocations.npz"}
     assert required <= set(files)
     assert {f"plots{os.sep}{name}" for name in PLOTS} <= set(files)
     for name in files:
         if name.startswith("plots"):
             assert name.endswith(".png") and (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-        elif name not in required:  # any further table must be a CSV too
-            assert name.endswith(".csv"), name
+        elif name == "allocations.npz":  # one row of per-GPU allocations per market round
+            with np.load(out / name) as z:
+                assert z["alloc_w"].shape == (len(pd.read_csv(out / "rounds.csv")), 2)  # tiny.yaml: 2 GPUs
+        elif name.endswith(".csv"):
             pd.read_csv(out / name)
+        else:
+            assert name in required, name
     assert proc.stdout.rstrip().endswith(f"wrote {len(files)} files to out")
     assert "tiny / always_on / 5" in proc.stdout  # the summary table
 
