@@ -129,8 +129,7 @@ class PostedPrice:
     round's kWh per W. If ``Σ want > sellable`` every allocation is scaled by ``sellable / Σ want``.
 
     Payment: everyone pays ``p`` per kWh used. The headline is ``p``; it ignores the supply costs
-    (the teaching mode). Identical to :func:`dcsim.market.clear_posted_price` for single-step bids,
-    except that an empty wallet gets nothing even at a zero price.
+    (the teaching mode). An empty wallet gets nothing, even at a zero price.
 
     Attributes:
         base_price_tokens_per_kwh: ``p0``, the price when renewables cover all demand, tokens/kWh.

@@ -11,7 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize_scalar
 
-from dcsim.market import BidBook, RoundSupply, SupplyCurve, clear_posted_price
+from dcsim.market import BidBook, SupplyCurve
 from dcsim.mechanisms import MECHANISMS, Kelly, PostedPrice, UniformPrice, Vcg
 
 RICH = 1e9  # a wallet no budget test reaches
@@ -53,25 +53,6 @@ def test_posted_price_formula_and_multi_step_bids():
     assert not c.rationed
     # Renewables covering all demand give p0.
     assert PostedPrice(2.0, 3.0).clear(book, curve([1e4], [0.0], ("renewable",)), np.full(2, RICH)).price_tokens_per_kwh == 2.0
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 1000), st.floats(0, 100), st.floats(0, 20)), min_size=1, max_size=12),
-       st.floats(0, 5000), st.floats(0, 800), st.floats(0, 5000), st.floats(0, 3000),
-       st.floats(0.1, 5), st.floats(0, 3), st.sampled_from([60.0, 300.0, 3600.0]))
-def test_posted_price_equals_clear_posted_price_for_single_steps(agents, renewable, battery, grid, base, p0, kappa,
-                                                                  round_s):
-    request, wallets, max_price = (np.array(x) for x in zip(*agents))
-    old = clear_posted_price(request, max_price, wallets, RoundSupply(renewable, battery, grid, base, round_s), p0, kappa)
-    supply = curve([renewable, battery, grid], [0.0, 0.3, 1.0], ("renewable", "battery", "grid"), base, round_s)
-    new = PostedPrice(p0, kappa).clear(BidBook.single_step(request, max_price), supply, wallets)
-    assert new.price_tokens_per_kwh == old.price_tokens_per_kwh
-    np.testing.assert_allclose(new.allocations_w, old.allocations_w, rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(new.debits_tokens, old.debits_tokens, rtol=1e-9, atol=1e-12)
-    np.testing.assert_array_equal(new.prices_tokens_per_kwh, old.prices_tokens_per_kwh)
-    # The two sum sellable power in different float orders, so the flag may differ only at the edge.
-    if new.rationed != old.rationed:
-        assert old.allocations_w.sum() == pytest.approx(supply.sellable_w, rel=1e-9, abs=1e-9)
 
 
 # ----------------------------------------------------------------------------------------- uniform
