@@ -412,6 +412,8 @@ class OutputConfig(_Model):
     rounds_table: bool = True
     timeseries_table: bool = True
     ledger_table: bool = True
+    ledger_detail: Literal["round", "agent"] = Field(
+        "round", description="ledger.csv rows: flows summed per round and kind, or one row per agent and flow")
     decision_log: bool = Field(True, description="decisions.csv: one row per policy call (time, method, agents)")
     trace_events: bool = Field(False, description="events.csv: every event (time, kind, agent, details) for replay")
     allocations: bool | None = Field(

@@ -186,7 +186,11 @@ class Simulation:
         self._aprice, self.agent_price = _buffer(n, "d", mk.base_price_tokens_per_kwh)  # what each agent pays now
         self._owed, self.owed_tokens = _buffer(n, "d", 0.0)  # billable energy already priced this round
         self._credited_since_round = 0.0
-        self.ledger_rows: list[tuple] = [(0, 0.0, "mint_initial", mk.initial_tokens * n)] if mk.initial_tokens * n else []
+        self._agent_ledger = scenario.outputs.ledger_detail == "agent"
+        self.ledger_rows: list[tuple] = []
+        if mk.initial_tokens > 0:
+            self.ledger_rows = ([(0, 0.0, "mint_initial", g, mk.initial_tokens) for g in range(n)] if self._agent_ledger
+                                else [(0, 0.0, "mint_initial", -1, mk.initial_tokens * n)])
         self.peak_overallocation_w = -math.inf  # max over time of allocated − sellable power (must stay <= 0)
 
         # ---- jobs: static columns as numpy (vector work) and lists (scalar work)
@@ -500,7 +504,11 @@ class Simulation:
         self._jen[j] = energy - self._mark[j]
         self.tokens["minted"] += value
         self.tokens["job_value_credited"] += value
-        self._credited_since_round += value
+        if self._agent_ledger:
+            for g in gpus:
+                self.ledger_rows.append((len(self.round_rows), now, "credit_job_value", g, share))
+        else:
+            self._credited_since_round += value
 
     def _drop(self, j: int, reason: DropReason) -> None:
         self._trace_event("drop", j, reason.name.lower())
@@ -641,7 +649,7 @@ class Simulation:
     # ------------------------------------------------------------------------------------ market
     def _settle(self) -> float:
         """Charge every agent for the energy above idle it used since the last settlement, each at the
-        price it held while using it. Returns the tokens debited."""
+        price it held while using it. Books the debits in the ledger and returns their total."""
         now = self.env.now
         used_j = self.billable_off + self.billable_w * now
         # only energy actually used is charged (an infinite price on no energy must not give NaN)
@@ -654,6 +662,7 @@ class Simulation:
         self.tokens["spent"] += total
         self.billable_off[:] = -self.billable_w * now
         self.owed_tokens[:] = 0.0
+        self._ledger("debit_energy", debit)
         return total
 
     def _endow(self) -> dict[str, float]:
@@ -664,12 +673,15 @@ class Simulation:
             decay = self.wallet * mk.demurrage_fraction
             flows["burn_demurrage"] = float(decay.sum())
             self.wallet -= decay
+            self._ledger("burn_demurrage", decay)
         if mk.carry_over_cap_tokens is not None:
             over = np.maximum(self.wallet - mk.carry_over_cap_tokens, 0.0)
             flows["burn_carry_over"] = float(over.sum())
             self.wallet -= over
+            self._ledger("burn_carry_over", over)
         self.wallet += mk.endowment_tokens
         flows["mint_endowment"] = mk.endowment_tokens * self.n_gpus
+        self._ledger("mint_endowment", np.full(self.n_gpus, mk.endowment_tokens))
         self.tokens["minted"] += flows["mint_endowment"]
         self.tokens["endowed"] += flows["mint_endowment"]
         self.tokens["burned"] += flows["burn_demurrage"] + flows["burn_carry_over"]
@@ -712,9 +724,19 @@ class Simulation:
             kelly = np.minimum(self.wallet, value * steps_w.sum(axis=1) * round_s / J_PER_KWH)
         return BidBook(steps_w, steps_price, kelly)
 
-    def _ledger(self, kind: str, tokens: float) -> None:
+    def _ledger(self, kind: str, tokens: np.ndarray | float, agent: int = -1) -> None:
+        """Book a token flow: per agent (agent detail) or summed with agent = -1 (round detail); zeros are skipped."""
+        row = len(self.round_rows)
+        now = self.env.now
+        if isinstance(tokens, np.ndarray):
+            if self._agent_ledger:
+                nz = np.flatnonzero(tokens)
+                self.ledger_rows.extend(zip([row] * nz.size, [now] * nz.size, [kind] * nz.size, nz.tolist(),
+                                            tokens[nz].tolist()))
+                return
+            tokens = float(tokens.sum())
         if tokens != 0.0:
-            self.ledger_rows.append((len(self.round_rows), self.env.now, kind, tokens))
+            self.ledger_rows.append((row, now, kind, agent, tokens))
 
     def _round(self, trigger: str) -> None:
         self._advance()
@@ -723,12 +745,9 @@ class Simulation:
         self._ledger("credit_job_value", self._credited_since_round)
         self._credited_since_round = 0.0
         debited = self._settle()
-        self._ledger("debit_energy", debited)
         flows = {}
         if trigger == "periodic" and self.round_index > 0 and self.round_index % self._endow_every == 0:
             flows = self._endow()
-            for kind in ("burn_demurrage", "burn_carry_over", "mint_endowment"):
-                self._ledger(kind, flows[kind])
 
         self.total_power_w = float(self.power_w.sum())  # resynchronise the running sum
         round_s = self.next_round_after(now) - now
@@ -936,7 +955,7 @@ class Simulation:
         self.env.run(until=self.horizon_s)
         self._advance()
         self._ledger("credit_job_value", self._credited_since_round)
-        self._ledger("debit_energy", self._settle())
+        self._settle()
         self._record("end")
         wall_s = time.perf_counter() - wall0
         return RunResult(
@@ -946,7 +965,7 @@ class Simulation:
                                                   "battery_soc_end_j": self.books.soc_j},
             tokens=dict(self.tokens) | {"held": float(self.wallet.sum())},
             gpu_energy_j=self.gpu_energy_now(),
-            ledger=pd.DataFrame(self.ledger_rows, columns=["round", "time_s", "kind", "tokens"]),
+            ledger=pd.DataFrame(self.ledger_rows, columns=["round", "time_s", "kind", "agent", "tokens"]),
             wallets=self.wallet.copy(),
             decisions=pd.DataFrame(self.decision_rows, columns=["time_s", "method", "agents"]),
             allocations_w=None if self._alloc_rows is None else

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from conftest import jobs_table, scenario, simulate
@@ -53,6 +54,24 @@ def test_ledger_reconciles_with_wallets():
     assert t["debit_energy"] == pytest.approx(r.tokens["spent"], rel=1e-12)
     assert t["credit_job_value"] == pytest.approx(r.jobs.loc[r.jobs["status"] == "completed", "value_tokens"].sum())
     assert (r.ledger["tokens"] > 0).all()
+
+
+def test_agent_ledger_reconciles_every_wallet():
+    base = dict(seed=4, horizon_s=14_400, cluster={"gpus": 4},
+                workload={"arrivals": {"process": "poisson", "rate_per_s": 0.01},
+                          "duration_s": {"distribution": "exponential", "mean": 600}, "value_tokens_per_gpu_s": 0.002},
+                market={"initial_tokens": 2.0, "endowment_tokens": 0.5, "endowment_interval_s": 1800,
+                        "demurrage_fraction": 0.05, "carry_over_cap_tokens": 3.0})
+    by_round = run_scenario(scenario(**base)).result
+    by_agent = run_scenario(scenario(outputs={"ledger_detail": "agent"}, **base)).result
+    led = by_agent.ledger
+    assert set(led["agent"]) == {0, 1, 2, 3} and (by_round.ledger["agent"] == -1).all()
+    sign = np.where(led["kind"].str.startswith(("mint", "credit")), 1.0, -1.0)
+    per_agent = (led["tokens"] * sign).groupby(led["agent"]).sum().sort_index().to_numpy()
+    np.testing.assert_allclose(per_agent, by_agent.wallets, rtol=1e-12, atol=1e-12)
+    totals = lambda ledger: ledger.groupby("kind")["tokens"].sum()  # noqa: E731
+    np.testing.assert_allclose(totals(led), totals(by_round.ledger), rtol=1e-12)
+    np.testing.assert_array_equal(by_agent.wallets, by_round.wallets)  # the detail level changes nothing else
 
 
 @pytest.mark.parametrize("value_tokens, runs", [(1.0, False), (10.0, True)])
