@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from dcsim import plots
 from dcsim.errors import DcsimError
 
 #: Section titles of a run report, in page order (tests and readers look them up by these words).
@@ -63,18 +64,10 @@ _HEATMAP_MAX_ROUNDS = 1500
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
 
 def _png(fig, alt: str) -> str:
     """The figure as an ``<img>`` with a base64 PNG data URI (the figure is closed)."""
-    plt = _pyplot()
+    plt = plots.pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -191,22 +184,7 @@ def _summary_section(summary: dict[str, Any]) -> str:
 def _power_section(ts: pd.DataFrame | None) -> str:
     if ts is None:
         return _missing("timeseries.csv", "timeseries_table")
-    from dcsim.plots import power_by_source
-
-    plt = _pyplot()
-    p = power_by_source(ts)
-    kw = 1e-3
-    fig, ax = plt.subplots(figsize=(10, 4))
-    ax.stackplot(p["t_h"], p["renewable_used_w"] * kw, p["battery_out_w"] * kw, p["grid_w"] * kw,
-                 p["unserved_w"] * kw, labels=["renewable", "battery", "grid", "unserved"], step="post",
-                 colors=["#4daf4a", "#984ea3", "#999999", "#e41a1c"])
-    ax.step(ts["time_s"] / 3600.0, ts["renewable_w"] * kw, where="post", color="#ff7f00", lw=1.2,
-            label="renewable available")
-    ax.set_xlabel("time since start (h)")
-    ax.set_ylabel("power (kW)")
-    ax.set_title("mean power by source between records")
-    ax.legend(loc="upper right", fontsize=8)
-    return (_png(fig, RUN_SECTIONS["power"])
+    return (_png(plots.power_figure(ts), RUN_SECTIONS["power"])
             + "<p>Energy is served renewable first, then battery, then grid; each band is the mean power over the "
               "interval between two time-series records (energy ÷ time), so the areas are the energy books.</p>")
 
@@ -216,47 +194,13 @@ def _price_section(rounds: pd.DataFrame | None) -> str:
         return _missing("rounds.csv", "rounds_table")
     if rounds.empty:
         return _note("this run held no market rounds")
-    plt = _pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    t_h = rounds["time_s"] / 3600.0
-    ax1.step(t_h, rounds["price_tokens_per_kwh"], where="post", color="#377eb8")
-    ax1.set_xlabel("time since start (h)")
-    ax1.set_ylabel("token price (tokens/kWh)", color="#377eb8")
-    ax1b = ax1.twinx()
-    ax1b.step(t_h, rounds["renewable_fraction"], where="post", color="#4daf4a")
-    ax1b.set_ylabel("renewable fraction of demand", color="#4daf4a")
-    ax1b.set_ylim(0, 1.05)
-    ax2.scatter(rounds["renewable_fraction"], rounds["price_tokens_per_kwh"], s=10, alpha=0.6)
-    ax2.set_xlabel("renewable fraction of demand")
-    ax2.set_ylabel("token price (tokens/kWh)")
-    ax2.set_title("one point per market round")
-    fig.tight_layout()
-    return _png(fig, RUN_SECTIONS["price"])
+    return _png(plots.price_figure(rounds), RUN_SECTIONS["price"])
 
 
 def _queue_section(ts: pd.DataFrame | None, jobs: pd.DataFrame | None) -> str:
     if ts is None and jobs is None:
         return _missing("timeseries.csv and jobs.csv")
-    plt = _pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    if ts is not None:
-        ax1.step(ts["time_s"] / 3600.0, ts["queue_length"], where="post", label="queued")
-        ax1.step(ts["time_s"] / 3600.0, ts["jobs_running"], where="post", label="running")
-        ax1.legend()
-    else:
-        ax1.text(0.5, 0.5, "timeseries.csv not written", ha="center", transform=ax1.transAxes)
-    ax1.set_xlabel("time since start (h)")
-    ax1.set_ylabel("jobs")
-    waits = jobs["wait_s"].dropna().to_numpy(float) if jobs is not None else np.array([])
-    if waits.size:
-        ax2.hist(waits, bins=50)
-    else:
-        ax2.text(0.5, 0.5, "no job started" if jobs is not None else "jobs.csv not written", ha="center",
-                 transform=ax2.transAxes)
-    ax2.set_xlabel("wait before start (s)")
-    ax2.set_ylabel("jobs")
-    fig.tight_layout()
-    body = _png(fig, RUN_SECTIONS["queue"])
+    body = _png(plots.queue_figure(ts, jobs), RUN_SECTIONS["queue"])
     if jobs is not None:
         counts = jobs["status"].astype(str).value_counts()
         body += _table(["job status at the end", "jobs"], [(k, int(v)) for k, v in counts.items()])
@@ -268,22 +212,7 @@ def _wallets_section(rounds: pd.DataFrame | None) -> str:
         return _missing("rounds.csv", "rounds_table")
     if rounds.empty:
         return _note("this run held no market rounds")
-    plt = _pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    t_h = rounds["time_s"] / 3600.0
-    ax1.step(t_h, rounds["tokens_held"], where="post", label="held (all wallets)")
-    ax1.step(t_h, rounds["tokens_minted"].cumsum(), where="post", label="endowments minted (cumulative)")
-    ax1.step(t_h, rounds["tokens_debited"].cumsum(), where="post", label="debited for energy (cumulative)")
-    ax1.set_xlabel("time since start (h)")
-    ax1.set_ylabel("tokens")
-    ax1.legend(fontsize=8)
-    ax2.step(t_h, rounds["gini_wallets"], where="post", color="#984ea3")
-    ax2.set_ylim(0, 1)
-    ax2.set_xlabel("time since start (h)")
-    ax2.set_ylabel("Gini coefficient of wallets")
-    ax2.set_title("inequality of wallets")
-    fig.tight_layout()
-    return _png(fig, RUN_SECTIONS["wallets"])
+    return _png(plots.wallets_figure(rounds), RUN_SECTIONS["wallets"])
 
 
 def _block_mean(a: np.ndarray, axis: int, max_size: int) -> tuple[np.ndarray, int]:
@@ -317,7 +246,7 @@ def _allocations_section(path: Path) -> str:
         return _note(f"{NO_ALLOCATIONS} (allocations.npz is empty).")
     grid, gpu_block = _block_mean(alloc_w.T, 0, _HEATMAP_MAX_GPUS)  # rows: GPUs
     grid, round_block = _block_mean(grid, 1, _HEATMAP_MAX_ROUNDS)
-    plt = _pyplot()
+    plt = plots.pyplot()
     fig, ax = plt.subplots(figsize=(10, max(2.5, min(8.0, 0.05 * grid.shape[0] + 2))))
     t_h = time_s / 3600.0
     t_end = t_h[-1] + (t_h[-1] - t_h[-2] if t_h.size > 1 else 1.0)
@@ -392,7 +321,7 @@ def _paired_plot(runs: pd.DataFrame, arms: list[str], metrics: list[str]) -> str
     """One panel per metric: each seed's value per arm, the arms of one seed joined by a line."""
     from dcsim.compare import HEADLINE_METRICS
 
-    plt = _pyplot()
+    plt = plots.pyplot()
     ncols = min(5, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows), squeeze=False)
