@@ -66,8 +66,17 @@ UNITS: dict[str, str] = {
     "mechanism": "–", "interval_s": "s", "hysteresis_fraction": "fraction of demand",
     "base_price_tokens_per_kwh": "tokens/kWh", "scarcity_kappa": "–", "initial_tokens": "tokens/GPU",
     "endowment_tokens": "tokens/GPU", "endowment_interval_s": "s", "carry_over_cap_tokens": "tokens/GPU",
+    "supply_curve": "–", "vcg_quantum_w": "W", "demurrage_fraction": "fraction of the wallet",
+    "round_jitter_s": "s",
+    "renewable_tokens_per_kwh": "tokens/kWh", "battery_tokens_per_kwh": "tokens/kWh",
+    "grid_tokens_per_usd": "tokens/USD", "carbon_adder_tokens_per_kg": "tokens/kg CO2",
+    # grid series
+    "column": "–",
+    # decision timing
+    "decision_timing": "–", "fixed_step": "s",
     # policy, outputs
     "params": "–", "jobs_table": "–", "rounds_table": "–", "timeseries_table": "–", "plots": "–",
+    "ledger_table": "–", "ledger_detail": "–", "decision_log": "–", "trace_events": "–", "allocations": "–",
 }
 
 #: What a field means, for fields whose pydantic ``Field`` carries no description.
@@ -153,7 +162,7 @@ NOTES: dict[str, str] = {
     "BatteryConfig.round_trip_efficiency": "η; split √η on charge and √η on discharge",
     "BatteryConfig.initial_soc": "state of charge at t = 0",
     "SeriesSource.path": "series file, relative to the scenario file",
-    "SeriesSource.format": "loader format: auto, electricitymaps, eia930, moer, csv (carbon); auto, caiso_oasis, ercot, csv (price)",
+    "SeriesSource.format": "loader format: `auto`, `electricitymaps`, `eia930`, `moer`, `csv` for carbon; `auto`, `caiso_oasis`, `ercot`, `csv` for price (every name is accepted by `validate`; one that does not fit the series fails at `run`; see docs/supply-data.md)",
     "SeriesSource.constant": "a constant value instead of a file",
     "GridConfig.carbon_g_per_kwh": "carbon intensity series",
     "GridConfig.price_usd_per_mwh": "energy price series",
@@ -162,7 +171,8 @@ NOTES: dict[str, str] = {
     "SupplyConfig.power_trace": "renewable power from a file; null = none",
     "SupplyConfig.battery": "battery; null = none",
     "SupplyConfig.grid": "grid import",
-    "MarketConfig.mechanism": "clearing mechanism",
+    "MarketConfig.mechanism": "clearing mechanism (see docs/market.md)",
+    "MarketConfig.supply_curve": "token cost of each supply source in the merit order (docs/model.md#the-supply-curve)",
     "MarketConfig.interval_s": "time between periodic market rounds",
     "MarketConfig.endowment_interval_s": "time between endowments",
     "PolicyConfig.name": "registered name (`python -m dcsim list`) or `package.module:Class`",
@@ -170,7 +180,30 @@ NOTES: dict[str, str] = {
     "OutputConfig.jobs_table": "write jobs.csv",
     "OutputConfig.rounds_table": "write rounds.csv",
     "OutputConfig.timeseries_table": "write timeseries.csv",
+    "OutputConfig.ledger_table": "write ledger.csv: token flows (round, time_s, kind, agent, tokens)",
     "OutputConfig.plots": "write PNG plots (also `--plots`)",
+}
+
+#: Pointers appended to a field's meaning (whether it comes from the code's description or from NOTES).
+MORE: dict[str, str] = {
+    "Scenario.decision_timing": "what is decided when: [model.md](model.md#decision-timing)",
+    "MarketConfig.interval_s": "rounds at k·interval_s plus jitter: [model.md](model.md#round-schedule)",
+    "MarketConfig.hysteresis_fraction": "null = no supply rounds",
+    "MarketConfig.round_jitter_s": "0 = rounds exactly on the interval",
+    "MarketConfig.demurrage_fraction": "applied before the carry-over cap: [model.md](model.md#wallets)",
+    "MarketConfig.carry_over_cap_tokens": "applied at each endowment, after demurrage, before the endowment is added",
+    "MarketConfig.base_price_tokens_per_kwh": "`posted_price` only; also the price before the first round",
+    "MarketConfig.scarcity_kappa": "`posted_price` only; p0·e^κ is also the value the default Kelly offer puts on a price-blind bid",
+    "MarketConfig.vcg_quantum_w": "`vcg` only",
+    "SupplyCurveConfig.grid_tokens_per_usd": "grid block cost = this × USD/MWh / 1000 + τ × gCO2/kWh / 1000",
+    "SupplyCurveConfig.carbon_adder_tokens_per_kg": "also charged in the welfare's energy cost",
+    "SeriesSource.column": "`csv`: the value column (null: the series' own name, else the only column besides `time`); "
+                           "`electricitymaps`: `direct` (null) or `lca`; `eia930`, `moer`: null or their one column; "
+                           "`caiso_oasis`, `ercot`: null",
+    "OutputConfig.ledger_detail": "[model.md](model.md#token-conservation-and-the-ledger)",
+    "OutputConfig.decision_log": "[model.md](model.md#decision-log)",
+    "OutputConfig.trace_events": "also `run --trace-events`; [model.md](model.md#event-trace)",
+    "OutputConfig.allocations": "[model.md](model.md#run-outputs)",
 }
 
 #: Rules that tie several fields together (the models' ``model_validator``/``field_validator`` checks).
@@ -178,6 +211,7 @@ RULES: dict[str, list[str]] = {
     "ClusterConfig": [
         "`gpu_model: custom` needs `power.tdp_w`, `power.idle_w` and `power.min_cap_w`.",
         "The resolved figures must satisfy `off_w ≤ sleep_w ≤ idle_w < tdp_w` and `idle_w ≤ min_cap_w ≤ tdp_w`.",
+        "Full power `idle_w + (tdp_w − idle_w)·utilisation` must be at least `min_cap_w` (else no job could run).",
     ],
     "Transitions": ["A transition with energy > 0 needs a time > 0 (its energy is spread over its time)."],
     "Mmpp": ["Rates ≥ 0, at least one > 0."],
@@ -188,7 +222,11 @@ RULES: dict[str, list[str]] = {
         "Synthetic `arrivals` need `duration_s`.",
     ],
     "SeriesSource": ["Exactly one of `path` and `constant`."],
-    "MarketConfig": ["`endowment_interval_s` is a whole multiple (≥ 1) of `interval_s`."],
+    "GridConfig": ["A `carbon_g_per_kwh.constant` must be ≥ 0 (a price constant may be negative)."],
+    "MarketConfig": [
+        "`endowment_interval_s` is a whole multiple (≥ 1) of `interval_s`.",
+        "`round_jitter_s < interval_s` (periodic rounds keep their order).",
+    ],
     "Scenario": ["`start` carries a time zone (it is converted to UTC).", "`warmup_s < horizon_s`."],
 }
 
@@ -252,13 +290,25 @@ def _describe_type(tp: Any, meta: list[Any]) -> tuple[str, list[str]]:
             text, allowed = _describe_type(args[0], meta)
         else:
             disc = next((m[1] for m in meta if isinstance(m, tuple) and m[0] == "discriminator"), None)
-            variants = []
-            for a in args:
-                a, _ = _split_annotated(a)
-                tag = typing.get_args(a.model_fields[disc].annotation)[0] if disc else a.__name__
-                variants.append(f"[`{tag}`]({_anchor(a)})")
-            text = "section: " + " \\| ".join(variants)
-            allowed = [f"chosen by `{disc}`"] if disc else []
+            if disc:
+                variants = []
+                for a in args:
+                    a, _ = _split_annotated(a)
+                    tag = typing.get_args(a.model_fields[disc].annotation)[0]
+                    variants.append(f"[`{tag}`]({_anchor(a)})")
+                text = "section: " + " \\| ".join(variants)
+                allowed = [f"chosen by `{disc}`"]
+            else:  # e.g. decision_timing: the string `event` or a section
+                parts = []
+                for a in args:
+                    a, _ = _split_annotated(a)
+                    if typing.get_origin(a) is Literal:
+                        parts.append("string " + " or ".join(f"`{v}`" for v in typing.get_args(a)))
+                    elif isinstance(a, type) and issubclass(a, BaseModel):
+                        parts.append(f"[section]({_anchor(a)})")
+                    else:
+                        parts.append(_describe_type(a, [])[0])
+                text, allowed = " or ".join(parts), []
         return (text + " or null", allowed) if nullable else (text, allowed)
     kind = _kind(meta)
     allowed = _constraints(meta)
@@ -330,6 +380,8 @@ def _note(model: type[BaseModel], name: str, info: FieldInfo) -> str:
     text = info.description or NOTES.get(key)
     if not text:
         raise SystemExit(f"gen_scenario_reference: no description for {key}; give its Field a description or add a NOTE")
+    if key in MORE:
+        text += "; " + MORE[key]
     return text.replace("|", "\\|")
 
 
@@ -363,7 +415,7 @@ def collect(root: type[BaseModel] = config.Scenario) -> list[tuple[type[BaseMode
 
 def _check_tables(models: list[type[BaseModel]]) -> None:
     names = {m.__name__: m for m in models}
-    for key in list(UNITS) + list(NOTES):
+    for key in list(UNITS) + list(NOTES) + list(MORE):
         if "." in key:
             cls, field = key.split(".", 1)
             if cls not in names or field not in names[cls].model_fields:
