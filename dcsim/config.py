@@ -333,9 +333,18 @@ class GridConfig(_Model):
 
     @field_validator("carbon_g_per_kwh")
     @classmethod
-    def _carbon_non_negative(cls, v: SeriesSource) -> SeriesSource:
+    def _carbon_series(cls, v: SeriesSource) -> SeriesSource:
         if v.constant is not None and v.constant < 0:
             raise ValueError("a carbon intensity constant must be >= 0")
+        if v.format not in ("auto", "electricitymaps", "eia930", "moer", "csv"):
+            raise ValueError(f"format {v.format!r} is a price format; carbon takes auto, electricitymaps, eia930, moer or csv")
+        return v
+
+    @field_validator("price_usd_per_mwh")
+    @classmethod
+    def _price_series(cls, v: SeriesSource) -> SeriesSource:
+        if v.format not in ("auto", "caiso_oasis", "ercot", "csv"):
+            raise ValueError(f"format {v.format!r} is a carbon format; price takes auto, caiso_oasis, ercot or csv")
         return v
 
 

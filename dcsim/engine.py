@@ -244,6 +244,10 @@ class Simulation:
         self.decision_rows: list[tuple] = []
         self._trace: list[tuple] | None = [] if scenario.outputs.trace_events else None
         self.round_times = self._round_schedule(streams)
+        # Before the first round (delayed by jitter), jobs start against the real supply and the first round time.
+        self.next_round_s = float(self.round_times[0]) if self.round_times.size else self.horizon_s
+        self.round_sellable_w = max(0.0, self.renewable_w + self.books.discharge_available_w()
+                                    + self.books.import_cap_w - self.total_power_w)
         keep = scenario.outputs.allocations
         self._alloc_rows: list[np.ndarray] | None = [] if (keep or (keep is None and n <= 1024)) else None
         self._drop_expired = scenario.workload.drop_expired
@@ -309,14 +313,15 @@ class Simulation:
         jobs = self.assigned[idx]
         has = jobs >= 0
         remaining, slack = np.zeros(n), np.full(n, np.inf)
-        beta, value = np.ones(n), np.zeros(n)
+        beta, value, job_gpus = np.ones(n), np.zeros(n), np.zeros(n, dtype=np.int64)
         if has.any():
             j = jobs[has]
             remaining[has] = self._remaining_now(j)
             slack[has] = self.deadline_s[j] - self.env.now - remaining[has]
             beta[has] = self.beta[j]
             value[has] = self.value_tokens[j]
-        return AgentObservation(idx, self.state[idx].copy(), has, remaining, slack, beta, value,
+            job_gpus[has] = self.job_gpus_n[j]
+        return AgentObservation(idx, self.state[idx].copy(), has, remaining, slack, beta, value, job_gpus,
                                 self.wallet[idx].copy(), self._market_view(), self.gpu_view)
 
     # ------------------------------------------------------------------------------------ power states
@@ -692,8 +697,9 @@ class Simulation:
 
         The grid block is the import cap, or, when unlimited, enough to serve all demand (a finite curve)."""
         sc = self.scenario.market.supply_curve
-        grid_cost = (sc.grid_tokens_per_usd * self.grid_price / 1000.0
-                     + sc.carbon_adder_tokens_per_kg * self.carbon / 1000.0)
+        # Wholesale prices can be negative; the token market sells at non-negative costs (floored at 0).
+        grid_cost = max(0.0, sc.grid_tokens_per_usd * self.grid_price / 1000.0
+                        + sc.carbon_adder_tokens_per_kg * self.carbon / 1000.0)
         blocks = np.array([self.renewable_w, self.books.discharge_available_w(),
                            min(self.books.import_cap_w, max(demand_w, 0.0))])
         cost = np.array([sc.renewable_tokens_per_kwh, sc.battery_tokens_per_kwh, grid_cost])
@@ -703,7 +709,8 @@ class Simulation:
 
     def _bid_book(self, bids: Bids | None, active: np.ndarray, round_s: float) -> BidBook:
         """Turn the agents' bids into the mechanism's bid book: only GPUs running a job demand power, within
-        their dynamic range; Kelly offers default to the request's value at the last price."""
+        their dynamic range (a demand curve longer than the range is scaled down in proportion); Kelly offers
+        default to the request's value at the agent's max price, or p0·e^κ for a price-blind agent."""
         request = np.where(active, np.clip(self.bid_request_w - self.idle_w, 0.0, self.span_w), 0.0)
         if bids is not None and bids.steps_w is not None:
             steps = bids.steps_w * active[:, None]
@@ -948,10 +955,10 @@ class Simulation:
         """Run to the horizon and return the results."""
         wall0 = time.perf_counter()
         self.env.process(self._supply_changes())
+        if self.tick_s is not None:  # the tick at t = 0 comes first, so round 0 clears the policy's bids
+            self.env.process(self._ticks())
         self.env.process(self._market())
         self.env.process(self._arrivals())
-        if self.tick_s is not None:
-            self.env.process(self._ticks())
         self.env.run(until=self.horizon_s)
         self._advance()
         self._ledger("credit_job_value", self._credited_since_round)

@@ -149,8 +149,8 @@ class PostedPrice:
         want = np.where(wallets > 0, np.minimum(taken, affordable_w(wallets, price, supply.round_s)), 0.0)
         total = float(want.sum())
         sellable = supply.sellable_w
-        rationed = total > sellable
-        alloc = want * (sellable / total) if rationed else want
+        rationed = total > sellable * (1 + _REL_TOL)  # not for the last ulp of a sum taken in another order
+        alloc = want * (sellable / total) if total > sellable else want
         return _finish(alloc, np.full(alloc.shape, price), wallets, _kwh_per_w(supply), price, rationed)
 
 

@@ -101,6 +101,7 @@ class AgentObservation:
         job_slack_s: Deadline minus now minus remaining full-clock time, s (+inf without a deadline).
         job_clock_sensitivity: beta of the assigned job (work rate = f**beta), 1 without a job.
         job_value_tokens: Value the assigned job pays on completion (0 without a job).
+        job_gpus: GPUs the assigned job runs on (0 without a job); its value is shared among them.
         wallet_tokens: Tokens each agent holds.
         market: Shared state.
         gpu: Power figures.
@@ -113,6 +114,7 @@ class AgentObservation:
     job_slack_s: np.ndarray
     job_clock_sensitivity: np.ndarray
     job_value_tokens: np.ndarray
+    job_gpus: np.ndarray
     wallet_tokens: np.ndarray
     market: MarketView
     gpu: GpuSpecView
@@ -159,8 +161,9 @@ class Bids:
         request_w: ``(n,)`` power cap wanted if running a job, W (total board power; the engine clips it
             to ``[0, full_power_w]``; below the GPU's minimum cap the job pauses).
         max_price_tokens_per_kwh: ``(n,)`` highest price the agent pays; above it it takes no power.
-        steps_w: Optional ``(n, K)`` blocks of power above idle, W; when given they replace
-            ``request_w``/``max_price`` as the demand curve (their row sums are clipped to the GPU's range).
+        steps_w: Optional ``(n, K)`` finite blocks of power above idle, W; when given they replace
+            ``request_w``/``max_price`` as the demand curve (a row longer than the GPU's range is scaled down
+            in proportion).
         steps_price: Optional ``(n, K)`` marginal value of each block, tokens/kWh, non-increasing along K.
         kelly_tokens: Optional ``(n,)`` tokens offered for the round under the ``kelly`` mechanism; by default
             the engine offers ``min(wallet, v × request × round)`` with v = ``max_price``, or the posted-price
@@ -300,8 +303,10 @@ def check_bids(bids: Any, n: int, who: str) -> Bids:
         if steps_w.ndim != 2 or steps_w.shape[0] != n or steps_w.shape != steps_price.shape:
             raise PolicyError(f"{who}: Bids.steps_w/steps_price have shapes {steps_w.shape}/{steps_price.shape}; "
                               f"expected equal ({n}, K)")
-        if np.any(np.isnan(steps_w)) or np.any(steps_w < 0) or np.any(np.isnan(steps_price)) or np.any(steps_price < 0):
-            raise PolicyError(f"{who}: Bids.steps_w/steps_price have NaN or negative values; expected >= 0")
+        if not np.all(np.isfinite(steps_w)) or np.any(steps_w < 0):
+            raise PolicyError(f"{who}: Bids.steps_w must be finite and >= 0 W")
+        if np.any(np.isnan(steps_price)) or np.any(steps_price < 0):
+            raise PolicyError(f"{who}: Bids.steps_price has NaN or negative values; expected >= 0 (inf allowed)")
         if np.any(np.diff(steps_price, axis=1) > 0):
             raise PolicyError(f"{who}: Bids.steps_price must be non-increasing along each row (marginal values)")
     if bids.kelly_tokens is not None:

@@ -105,5 +105,5 @@ def build_supply(scenario: Scenario) -> SupplyInputs:
         try:
             series.change_times(0.0, horizon)  # fail now, before the run, if a series does not cover it
         except SeriesRangeError as exc:
-            raise ScenarioError(None, [(field, f"{series.start_s:.0f}..{series.end_s:.0f} s", f"{exc}; or set supply.fill")]) from None
+            raise ScenarioError(None, [(field, f"{series.start_s:.0f}..{series.end_s:.0f} s", str(exc))]) from None
     return SupplyInputs(renewable, carbon, price, components)

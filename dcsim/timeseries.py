@@ -99,7 +99,7 @@ class StepSeries:
             bad = float(np.min(t[before])) if np.any(before) else float(np.max(t[after]))
             raise SeriesRangeError(
                 f"{self.name}: time {bad:.0f} s is outside the series span "
-                f"[{self.start_s:.0f}, {self.end_s:.0f}) s; set the series' fill to 'hold' or 'repeat', "
+                f"[{self.start_s:.0f}, {self.end_s:.0f}) s; set supply.fill to 'hold' or 'repeat', "
                 f"or shorten the horizon"
             )
         idx = np.clip(np.searchsorted(self.times_s, t, side="right") - 1, 0, self.times_s.size - 1)
@@ -114,7 +114,7 @@ class StepSeries:
         if self.fill == "error" and (t1_s > self.end_s or t0_s < self.start_s):
             raise SeriesRangeError(
                 f"{self.name}: the run needs [{t0_s:.0f}, {t1_s:.0f}) s but the series covers "
-                f"[{self.start_s:.0f}, {self.end_s:.0f}) s; set its fill to 'hold' or 'repeat', or shorten the horizon"
+                f"[{self.start_s:.0f}, {self.end_s:.0f}) s; set supply.fill to 'hold' or 'repeat', or shorten the horizon"
             )
         if self.fill != "repeat":
             times = self.times_s

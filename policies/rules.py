@@ -136,8 +136,8 @@ class DeadlineSlack(Policy):
 
 class Truthful(Policy):
     """Bids its job's true value: full power at a price equal to the value per kWh of the energy above idle
-    the job still needs at full clock. Price-blind nowhere: an idle agent, or one whose job has no value,
-    bids a price of 0.
+    the job still needs at full clock, on all its GPUs (each agent's share of the value over its own
+    energy). Price-blind nowhere: an idle agent, or one whose job has no value, bids a price of 0.
 
     Args:
         sleep_when_idle: Put idle GPUs to sleep.
@@ -151,9 +151,10 @@ class Truthful(Policy):
 
     def bid(self, obs: AgentObservation) -> Bids:
         g = obs.gpu
-        energy_kwh = obs.job_remaining_s * (g.full_power_w - g.idle_w) / 3.6e6
+        energy_kwh = obs.job_remaining_s * (g.full_power_w - g.idle_w) / 3.6e6  # this GPU's share
+        share = obs.job_value_tokens / np.maximum(obs.job_gpus, 1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            value = np.where(obs.has_job & (energy_kwh > 0), obs.job_value_tokens / energy_kwh, 0.0)
+            value = np.where(obs.has_job & (energy_kwh > 0), share / energy_kwh, 0.0)
         return Bids(np.full(len(obs), g.full_power_w), value)
 
     def on_idle(self, obs: AgentObservation) -> np.ndarray:
