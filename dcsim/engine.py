@@ -797,6 +797,7 @@ class Simulation:
             for j, a in zip(running[moved].tolist(), new[moved].tolist()):
                 self._set_job_alloc(j, a)
             self._arm()
+        self.allocated_sum_w = float(self.alloc_w.sum())  # resynchronise the running sum
         bidders = request > 0
         granted = self.alloc_w
         if self._alloc_rows is not None:

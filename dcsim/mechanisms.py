@@ -256,9 +256,11 @@ class Vcg:
 
     Units. Block k of agent i becomes ``⌊w_ik / quantum_w⌋`` quanta valued ``v_ik`` tokens/kWh
     (a remainder under one quantum is not traded); residual supply block j becomes
-    ``⌊s_j / quantum_w⌋`` quanta costing ``c_j``. Values are capped at what the agent's wallet could
-    pay for one quantum, ``wallet_i / e`` (``e`` = kWh in one quantum over the round), which makes
-    price-blind (infinite) bids finite. Empty wallets bid nothing.
+    ``⌊s_j / quantum_w⌋`` quanta costing ``c_j``. Finite values are capped at what the agent's wallet
+    could pay for one quantum, ``wallet_i / e`` (``e`` = kWh in one quantum over the round); an infinite
+    (price-blind) value becomes what the wallet pays per quantum for the agent's whole request,
+    ``wallet_i / (q_i · e)`` with ``q_i`` its quanta, so a price-blind agent can afford all it wins.
+    Empty wallets bid nothing.
 
     Efficient allocation. Sort demand quanta by value, highest first (ties: lower agent index, then
     block order) into ``d_1 >= d_2 >= …`` and supply quanta by cost into ``s_1 <= s_2 <= …``;
@@ -332,8 +334,14 @@ class Vcg:
         # that creation order within an agent is its value order.
         desc = np.argsort(-steps_price, axis=1, kind="stable")
         steps_w = np.take_along_axis(steps_w, desc, axis=1)
-        value = np.minimum(np.take_along_axis(steps_price, desc, axis=1), budget[:, None])
         counts = np.where(wallets[:, None] > 0, np.floor(steps_w / self.quantum_w + 1e-9), 0).astype(np.int64)
+        # Finite values are capped at what the wallet pays for one quantum (the budget rule below trims what
+        # it cannot afford). A price-blind (infinite) value becomes the most the wallet pays per quantum for
+        # the agent's whole request, so it can afford all it wins: capping it at one quantum's worth and
+        # then trimming would leave power unsold while price-blind agents sit paused.
+        raw = np.take_along_axis(steps_price, desc, axis=1)
+        whole_request = budget / np.maximum(counts.sum(axis=1), 1)
+        value = np.where(np.isinf(raw), whole_request[:, None], np.minimum(raw, budget[:, None]))
         counts_flat = counts.ravel()
         units_val = np.repeat(value.ravel(), counts_flat)
         units_own = np.repeat(np.repeat(np.arange(n), counts.shape[1]), counts_flat)

@@ -107,3 +107,18 @@ def test_grid_series_formats_are_checked_at_validation():
         scenario(supply={"grid": {"carbon_g_per_kwh": {"constant": 100, "format": "ercot"}}})
     with pytest.raises(ScenarioError, match="carbon format"):
         scenario(supply={"grid": {"price_usd_per_mwh": {"constant": 50, "format": "moer"}}})
+
+
+def test_vcg_sells_short_supply_to_price_blind_bidders_with_finite_wallets():
+    # Three price-blind agents want 100 W each (10 quanta of 10 W) for an hour; 200 W is for sale at
+    # 1 token/kWh. A 5-token wallet pays for its whole request at up to 5 / (10 quanta × 0.01 kWh) =
+    # 50 tokens/kWh, far above the cost, so all 200 W must be sold (capping the value at one quantum's
+    # worth and trimming left most of it unsold).
+    from dcsim.market import BidBook, SupplyCurve
+    from dcsim.mechanisms import Vcg
+
+    book = BidBook.single_step(np.full(3, 100.0), np.full(3, np.inf))
+    supply = SupplyCurve(np.array([200.0]), np.array([1.0]), ("grid",), 0.0, 3600.0)
+    c = Vcg(10.0).clear(book, supply, np.full(3, 5.0))
+    assert c.allocations_w.sum() == pytest.approx(200.0)
+    assert np.all(c.debits_tokens <= 5.0)
