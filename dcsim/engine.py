@@ -90,6 +90,7 @@ _WAKING, _ENTERING_SLEEP, _BOOTING, _SHUTTING_DOWN = (int(GpuState.WAKING), int(
 _QUEUED, _DEFERRED, _STARTING = int(JobStatus.QUEUED), int(JobStatus.DEFERRED), int(JobStatus.STARTING)
 _RUNNING, _COMPLETED, _DROPPED = int(JobStatus.RUNNING), int(JobStatus.COMPLETED), int(JobStatus.DROPPED)
 _TARGET = {int(k): int(v) for k, v in _TRANSITION_TARGET.items()}
+_SLEEP_ACTION, _OFF_ACTION = int(IdleAction.SLEEP), int(IdleAction.POWER_OFF)
 _NP_TYPES = {"d": np.float64, "q": np.int64, "b": np.int8}
 
 
@@ -557,16 +558,22 @@ class Simulation:
                     keep.append(j)
             self.queue = keep
 
-    def _idle_decisions(self, at_tick: bool = False) -> None:
-        """Ask the policy what GPUs idle with nothing queued should do (at ticks only under fixed-step timing)."""
+    def _idle_decisions(self, at_tick: bool = False, freed: list[int] | None = None) -> None:
+        """Ask the policy what idle GPUs with nothing queued should do: after completions, the GPUs those jobs
+        just freed (``freed``); at rounds and ticks, every idle GPU. Under fixed-step timing only at ticks."""
         if not self._calls["on_idle"] or not self.free_idle or self.queue or (self.tick_s is not None and not at_tick):
             return
-        idx = np.fromiter(self.free_idle.keys(), dtype=np.int64, count=len(self.free_idle))
+        if freed is None:
+            idx = np.fromiter(self.free_idle.keys(), dtype=np.int64, count=len(self.free_idle))
+        else:
+            idx = np.array([g for g in freed if g in self.free_idle], dtype=np.int64)
+            if idx.size == 0:
+                return
         self._log_decision("on_idle", idx.size)
         actions = check_actions(self.policy.on_idle(self._agent_obs(idx)), idx.size, IdleAction,
                                 f"policy {self.policy.name!r} on_idle")
-        for action, state, pool in ((IdleAction.SLEEP, _ENTERING_SLEEP, self.free_sleep),
-                                    (IdleAction.POWER_OFF, _SHUTTING_DOWN, self.free_off)):
+        for action, state, pool in ((_SLEEP_ACTION, _ENTERING_SLEEP, self.free_sleep),
+                                    (_OFF_ACTION, _SHUTTING_DOWN, self.free_off)):
             chosen = idx[actions == action].tolist()
             if chosen:
                 for g in chosen:
@@ -640,15 +647,16 @@ class Simulation:
         now = self.env.now
         due = now + 1e-9 * max(1.0, now)
         heap, ver, stat = self.heap, self._ver, self._stat
-        done = False
+        freed: list[int] = []
         while heap and heap[0][0] <= due:
             _, j, v = heapq.heappop(heap)
             if ver[j] == v and stat[j] == _RUNNING:
+                freed.extend(self.job_gpus[j])
                 self._complete(j)
-                done = True
-        if done:
+        if freed:
             self._dispatch()
-            self._idle_decisions()
+            if self._calls["on_idle"]:
+                self._idle_decisions(freed=freed)
         self._arm()
 
     # ------------------------------------------------------------------------------------ market

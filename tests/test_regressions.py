@@ -122,3 +122,32 @@ def test_vcg_sells_short_supply_to_price_blind_bidders_with_finite_wallets():
     c = Vcg(10.0).clear(book, supply, np.full(3, 5.0))
     assert c.allocations_w.sum() == pytest.approx(200.0)
     assert np.all(c.debits_tokens <= 5.0)
+
+
+def test_completions_ask_on_idle_only_about_the_gpus_they_freed():
+    class Counting(Policy):
+        name = "counting"
+
+        def __init__(self):
+            super().__init__()
+            self.sizes = []
+
+        def on_idle(self, obs):
+            self.sizes.append((obs.market.time_s, len(obs)))
+            return np.zeros(len(obs), dtype=np.int8)
+
+    sc = scenario(horizon_s=1000, cluster={"gpus": 8}, market={"interval_s": 600})
+    policy = Counting()
+    simulate(sc, jobs_table([(10.0, 1, 100.0), (20.0, 2, 400.0)]), policy=policy)
+    # rounds (t = 0, 600) ask about every idle GPU; the completions at 110 and 220 about the GPUs they freed
+    assert policy.sizes == [(0.0, 8), (110.0, 1), (220.0, 2), (600.0, 8)]
+
+
+def test_actions_must_be_integer_enum_values():
+    from dcsim.policy import IdleAction, check_actions
+
+    with pytest.raises(PolicyError, match="IdleAction"):
+        check_actions(np.array([True, False]), 2, IdleAction, "test")
+    with pytest.raises(PolicyError, match="IdleAction"):
+        check_actions(np.array([1.0]), 1, IdleAction, "test")
+    assert check_actions(np.array([IdleAction.SLEEP, IdleAction.STAY_IDLE]), 2, IdleAction, "test").tolist() == [1, 0]
