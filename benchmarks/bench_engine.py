@@ -6,6 +6,7 @@ and posted-price market rounds every 5 minutes. The 100k size runs a shorter hor
 
     python benchmarks/bench_engine.py                 # 1k and 10k for a day, 100k for 2 h
     python benchmarks/bench_engine.py --sizes 10000 --horizon 86400 --policy race_to_idle
+    python benchmarks/bench_engine.py --sizes 10000 --horizon 7200 --policy truthful --mechanism vcg
     python benchmarks/bench_engine.py --json results.json
 
 Reports rates and ratios only; nothing here asserts a time.
@@ -51,7 +52,7 @@ def raw_simpy_rate(pending: int = 1, n_events: int = 400_000) -> float:
     return pending * per / (time.perf_counter() - t0)
 
 
-def bench_scenario(gpus: int, horizon_s: float, policy: str):
+def bench_scenario(gpus: int, horizon_s: float, policy: str, mechanism: str = "posted_price"):
     return parse_scenario({
         "name": f"bench-{gpus}",
         "start": "2023-06-21T07:00:00Z",
@@ -64,7 +65,7 @@ def bench_scenario(gpus: int, horizon_s: float, policy: str):
         },
         # Solar peaks near half the cluster's full power, so prices move through the day.
         "supply": {"solar": {"capacity_w": 400.0 * gpus, "latitude": 37.36, "longitude": -121.93}},
-        "market": {"interval_s": 300, "initial_tokens": 1000.0},
+        "market": {"interval_s": 300, "initial_tokens": 1000.0, "mechanism": mechanism},
         "policy": {"name": policy},
         "outputs": {"jobs_table": False, "timeseries_table": False},
     })
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--horizon", type=float, default=86_400.0, help="simulated seconds for sizes below 100k")
     parser.add_argument("--large-horizon", type=float, default=7_200.0, help="simulated seconds at >= 100k GPUs")
     parser.add_argument("--policy", default="always_on")
+    parser.add_argument("--mechanism", default="posted_price", help="posted_price, uniform_price, vcg or kelly")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for gpus in args.sizes:
         horizon = args.large_horizon if gpus >= 100_000 else args.horizon
-        sc = bench_scenario(gpus, horizon, args.policy)
+        sc = bench_scenario(gpus, horizon, args.policy, args.mechanism)
         wall0 = time.perf_counter()
         run = run_scenario(sc)
         total_wall = time.perf_counter() - wall0  # includes job generation and solar modelling
