@@ -370,7 +370,7 @@ class SupplyCurveConfig(_Model):
 class MarketConfig(_Model):
     """The Token Manager: rounds, the clearing mechanism and wallets."""
 
-    mechanism: Literal["posted_price", "uniform_price", "vcg", "kelly"] = "posted_price"
+    mechanism: Literal["posted_price", "uniform_price", "pay_as_bid", "vcg", "kelly"] = "posted_price"
     supply_curve: SupplyCurveConfig = SupplyCurveConfig()
     vcg_quantum_w: float = Field(10.0, gt=0, description="size of the power quanta VCG trades, W")
     interval_s: PositiveDurationS = 300.0

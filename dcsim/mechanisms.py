@@ -1,4 +1,5 @@
-"""Clearing mechanisms: posted scarcity price, uniform-price auction, VCG over power quanta, Kelly share.
+"""Clearing mechanisms: posted scarcity price, uniform-price and pay-as-bid auctions, VCG over power quanta,
+Kelly share.
 
 Every mechanism is a small frozen dataclass of its parameters with one pure method,
 ``clear(bids, supply, wallets) -> Clearing``, vectorised over agents. Units: power in W, prices in
@@ -491,10 +492,51 @@ class Kelly:
         return _finish(alloc, np.full(n, mu), wallets, h, mu, rationed)
 
 
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PayAsBid:
+    """Pay-as-bid ("first-price", discriminatory) multi-unit auction over the merit-order curve.
+
+    Budgets first: each agent's blocks, highest value first, are kept while paying its own bid for them
+    fits its wallet: a block is cut to the power whose cost at its own price, added to the cost of the
+    blocks before it, stays within ``wallet_i``. An infinite (price-blind) value becomes what the wallet
+    pays per kWh for the agent's whole request, ``wallet_i / (request_i · h)``.
+
+    Allocation: the :class:`UniformPrice` rule on these budget-feasible bids (who wins does not depend on
+    what winners pay). Payment: every winner pays its own bid on each block it won, blocks filled highest
+    value first: ``price_i = Σ_k v_ik · won_ik / a_i``. Headline: the uniform clearing price ``p*`` (the
+    marginal price); what agents pay is ``prices_tokens_per_kwh`` (``mean_paid_tokens_per_kwh`` in the round
+    table). Truthful bidding is not an equilibrium here: a winner gains by shading its bid towards ``p*``.
+    """
+
+    def clear(self, bids: BidBook, supply: SupplyCurve, wallets: np.ndarray) -> Clearing:
+        steps_w, steps_price, wallets = _inputs(bids, wallets)
+        n = wallets.size
+        h = _kwh_per_w(supply)
+        desc = np.argsort(-steps_price, axis=1, kind="stable")
+        w = np.take_along_axis(steps_w, desc, axis=1)
+        v = np.take_along_axis(steps_price, desc, axis=1)
+        if h > 0:
+            request_kwh = w.sum(axis=1) * h
+            blind = np.divide(wallets, request_kwh, out=np.zeros(n), where=request_kwh > 0)
+            v = np.where(np.isinf(v), blind[:, None], v)
+            cost = w * v * h  # tokens for each whole block at the agent's own price
+            room = np.clip(wallets[:, None] - (np.cumsum(cost, axis=1) - cost), 0.0, None)
+            cut = np.divide(room, v * h, out=np.zeros_like(room), where=v > 0)
+            w = np.where(cost > room, np.minimum(w, cut), w)
+        w = np.where(wallets[:, None] > 0, w, 0.0)
+        uniform = UniformPrice().clear(BidBook(w, v, bids.kelly_tokens), supply, np.full(n, np.inf))
+        alloc = uniform.allocations_w
+        won = np.clip(alloc[:, None] - (np.cumsum(w, axis=1) - w), 0.0, w)
+        prices = np.divide((won * v).sum(axis=1), alloc, out=np.zeros(n), where=alloc > 0)
+        return _finish(alloc, prices, wallets, h, uniform.price_tokens_per_kwh, uniform.rationed)
+
+
 #: Mechanism classes by scenario name (``market.mechanism``).
 MECHANISMS: dict[str, type] = {
     "posted_price": PostedPrice,
     "uniform_price": UniformPrice,
+    "pay_as_bid": PayAsBid,
     "vcg": Vcg,
     "kelly": Kelly,
 }

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize_scalar
 
 from dcsim.market import BidBook, SupplyCurve
-from dcsim.mechanisms import MECHANISMS, Kelly, PostedPrice, UniformPrice, Vcg
+from dcsim.mechanisms import MECHANISMS, Kelly, PayAsBid, PostedPrice, UniformPrice, Vcg
 
 RICH = 1e9  # a wallet no budget test reaches
 
@@ -34,7 +34,8 @@ def steps(rows):
 
 
 def test_registry_names_every_mechanism():
-    assert MECHANISMS == {"posted_price": PostedPrice, "uniform_price": UniformPrice, "vcg": Vcg, "kelly": Kelly}
+    assert MECHANISMS == {"posted_price": PostedPrice, "uniform_price": UniformPrice, "pay_as_bid": PayAsBid,
+                          "vcg": Vcg, "kelly": Kelly}
     for cls in MECHANISMS.values():
         assert "llocation" in cls.__doc__ and "Payment" in cls.__doc__, cls
 

@@ -18,7 +18,7 @@ from dcsim.timeseries import StepSeries
 from dcsim.workload import build_jobs
 
 POLICIES = ["always_on", "race_to_idle", "renewable_follower", "price_threshold", "deadline_slack", "truthful"]
-MECHANISMS = ["posted_price", "uniform_price", "vcg", "kelly"]
+MECHANISMS = ["posted_price", "uniform_price", "pay_as_bid", "vcg", "kelly"]
 
 
 @st.composite

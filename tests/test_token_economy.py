@@ -91,7 +91,7 @@ def test_truthful_bidder_buys_only_when_value_exceeds_price(value_tokens, runs):
         assert (r.rounds.loc[r.rounds["time_s"] >= 300, "paused_gpus"] == 1).all()
 
 
-MECHANISMS = ["posted_price", "uniform_price", "vcg", "kelly"]
+MECHANISMS = ["posted_price", "uniform_price", "pay_as_bid", "vcg", "kelly"]
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +121,11 @@ def test_each_mechanism_end_to_end_and_deterministic(mechanism_runs, mech):
 
 
 def test_mechanisms_differ_on_the_same_world(mechanism_runs):
-    # Uniform price and VCG share the headline (marginal) price when supply sets it, but VCG winners pay
-    # their externality, which is never more than the uniform price: spending differs across all four.
+    # Uniform price, pay-as-bid and VCG share the headline (marginal) price when supply sets it, but VCG
+    # winners pay their externality (never more than the uniform price) and pay-as-bid winners their own
+    # bids (never less): spending differs across all five.
     spent = {m: runs[0].summary["tokens"]["spent"] for m, runs in mechanism_runs.items()}
     assert len({round(v, 9) for v in spent.values()}) == len(MECHANISMS), spent
-    assert spent["vcg"] <= spent["uniform_price"]
+    assert spent["vcg"] <= spent["uniform_price"] <= spent["pay_as_bid"]
     jobs = [runs[0].result.jobs[["arrival_s", "gpus", "work_gpu_s"]] for runs in mechanism_runs.values()]
     assert all(j.equals(jobs[0]) for j in jobs[1:])  # common random numbers: the same workload
