@@ -46,8 +46,6 @@ class JobStatus(IntEnum):
     DROPPED = 6
 
 
-PENDING_STATUSES = (JobStatus.DEFERRED, JobStatus.QUEUED, JobStatus.STARTING, JobStatus.RUNNING)
-
 
 class DropReason(IntEnum):
     NONE = 0
@@ -171,8 +169,7 @@ class Simulation:
         mk = scenario.market
         self.mechanism = build_mechanism(mk)
         self.mechanism_name = mk.mechanism
-        self.tokens = {"minted": mk.initial_tokens * n, "spent": 0.0, "burned": 0.0, "job_value_credited": 0.0,
-                       "endowed": 0.0, "debit_shortfall": 0.0}
+        self.tokens = {"minted": mk.initial_tokens * n, "spent": 0.0, "burned": 0.0, "debit_shortfall": 0.0}
         self.bid_request_w = np.full(n, self.full_power_w)
         self.bid_max_price = np.full(n, np.inf)
         self._want = [self.span_w] * n  # power above idle each agent buys at the current round's price
@@ -196,7 +193,7 @@ class Simulation:
 
         # ---- jobs: static columns as numpy (vector work) and lists (scalar work)
         self.jobs_in = jobs
-        m = self.n_jobs = len(jobs)
+        m = len(jobs)
         self.arrival_s = jobs["arrival_s"].to_numpy(float)
         self.job_gpus_n = jobs["gpus"].to_numpy(np.int64)
         self.deadline_s = np.nan_to_num(jobs["deadline_s"].to_numpy(float), nan=np.inf)
@@ -509,7 +506,6 @@ class Simulation:
             free[g] = None
         self._jen[j] = energy - self._mark[j]
         self.tokens["minted"] += value
-        self.tokens["job_value_credited"] += value
         if self._agent_ledger:
             for g in gpus:
                 self.ledger_rows.append((len(self.round_rows), now, "credit_job_value", g, share))
@@ -696,7 +692,6 @@ class Simulation:
         flows["mint_endowment"] = mk.endowment_tokens * self.n_gpus
         self._ledger("mint_endowment", np.full(self.n_gpus, mk.endowment_tokens))
         self.tokens["minted"] += flows["mint_endowment"]
-        self.tokens["endowed"] += flows["mint_endowment"]
         self.tokens["burned"] += flows["burn_demurrage"] + flows["burn_carry_over"]
         return flows
 

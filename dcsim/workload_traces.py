@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from dcsim.errors import TraceError
-from dcsim.jobs import JOB_COLUMNS, normalize_jobs
+from dcsim.jobs import normalize_jobs
 
 #: Columns a cluster-trace-gpu-v2023 pod list must have (``name`` and ``qos`` are kept if present).
 ALIBABA_POD_COLUMNS: tuple[str, ...] = (
