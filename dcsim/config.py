@@ -416,6 +416,24 @@ class PolicyConfig(_Model):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class RewardConfig(_Model):
+    """Per-agent reward the engine computes between an agent's decisions (for learning policies).
+
+    ``R = −α·latency − β·energy_cost − γ·SLO − drops + δ·value − energy − carbon``, each term a named weight
+    times a quantity the agent accrued since its last decision (see ``docs/learning.md``). Units are
+    reward per unit of the named quantity; a reward unit is a token by default (β = δ = 1).
+    """
+
+    value_per_token: float = Field(1.0, ge=0, description="δ: per token of job value credited on completion")
+    energy_cost_per_token: float = Field(1.0, ge=0, description="β: per token paid for power")
+    energy_per_kwh: float = Field(0.0, ge=0, description="per kWh the GPU drew (all states, idle included)")
+    carbon_per_kg: float = Field(0.0, ge=0, description="per kg CO2 of grid energy attributed by energy share")
+    latency_per_s: float = Field(0.0, ge=0, description="α: per second of job sojourn (arrival to completion)")
+    slo_per_miss: float = Field(0.0, ge=0, description="γ: per job finishing after its deadline")
+    drop_per_job: float = Field(0.0, ge=0, description="per dropped job (no owner: shared by all agents)")
+    team_fraction: float = Field(0.0, ge=0, le=1, description="0: own reward; 1: the cluster mean; between: a mix")
+
+
 class OutputConfig(_Model):
     jobs_table: bool = True
     rounds_table: bool = True
@@ -444,6 +462,7 @@ class Scenario(_Model):
     supply: SupplyConfig = SupplyConfig()
     market: MarketConfig = MarketConfig()
     policy: PolicyConfig = PolicyConfig()
+    reward: RewardConfig = RewardConfig()
     decision_timing: Union[Literal["event"], FixedStep] = Field(
         "event", description="'event': policies decide at event boundaries; {fixed_step: S}: only every S seconds")
     outputs: OutputConfig = OutputConfig()

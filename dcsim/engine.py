@@ -16,6 +16,7 @@ import simpy
 
 from dcsim.config import Scenario
 from dcsim.energy import EnergyBooks
+from dcsim.learning import REWARD_COMPONENTS, Feedback, reward_weights
 from dcsim.market import J_PER_KWH, BidBook, SupplyCurve, build_mechanism, gini, jain_index, welfare_ratio
 from dcsim.policy import (
     Admission,
@@ -79,6 +80,7 @@ class RunResult:
     decisions: pd.DataFrame
     allocations_w: np.ndarray | None = None  # (rounds, gpus) power above idle granted at each round, W
     events: pd.DataFrame | None = None
+    agent_returns: np.ndarray | None = None  # learning policies: each agent's summed feedback rewards
     counters: dict[str, float] = field(default_factory=dict)
 
 
@@ -97,6 +99,93 @@ def _buffer(n: int, typecode: str, fill: float | int) -> tuple[array.array, np.n
     per-job hot path, whole-array numpy operations at market rounds."""
     buf = array.array(typecode, [fill]) * n
     return buf, np.frombuffer(buf, dtype=_NP_TYPES[typecode])
+
+
+class _RewardMeter:
+    """Meters each agent's reward components between its decisions (only built for learning policies).
+
+    Event-driven accruals (value credited, job latency, deadline misses, tokens settled, drops) are counted as
+    they happen; energy and unsettled token liabilities are read off the engine's linear meters at decision
+    time. Carbon is attributed to an agent by its share of the cluster's energy over its own interval.
+    """
+
+    def __init__(self, sim: "Simulation"):
+        n = sim.n_gpus
+        cfg = sim.scenario.reward
+        self.sim = sim
+        self.n = n
+        self.weights = reward_weights(cfg)
+        self.team_fraction = cfg.team_fraction
+        self.value = np.zeros(n)
+        self.latency = np.zeros(n)
+        self.misses = np.zeros(n)
+        self.settled = np.zeros(n)
+        self.drops = 0.0
+        self.team = np.zeros(3)  # running cluster sums of value, latency, misses
+        self.last_s = np.zeros(n)
+        self.first = np.ones(n, dtype=bool)
+        self.snap = np.zeros((n, 4))  # own value, spent, energy_j, latency... see _own
+        self.snap_misses = np.zeros(n)
+        self.snap_drops = np.zeros(n)
+        self.snap_cluster = np.zeros((n, 2))  # cluster consumed_j and carbon_g
+        self.snap_team = np.zeros((n, len(REWARD_COMPONENTS)))
+        self.returns = np.zeros(n)  # undiscounted sum of all feedback rewards per agent
+
+    def complete(self, gpus: list[int], value_share: float, sojourn_s: float, late: bool) -> None:
+        k = len(gpus)
+        for g in gpus:
+            self.value[g] += value_share
+            self.latency[g] += sojourn_s / k
+            if late:
+                self.misses[g] += 1.0 / k
+        self.team += (value_share * k, sojourn_s, 1.0 if late else 0.0)
+
+    def _spent(self, idx: np.ndarray) -> np.ndarray:
+        """Tokens paid plus owed (not yet settled) by agents ``idx`` up to now."""
+        sim = self.sim
+        used = sim.billable_off[idx] + sim.billable_w[idx] * sim.env.now
+        liability = sim.owed_tokens[idx] + np.multiply(sim.agent_price[idx], used, out=np.zeros(idx.size),
+                                                       where=used > 0) / J_PER_KWH
+        return self.settled[idx] + liability
+
+    def _team_now(self) -> np.ndarray:
+        sim = self.sim
+        books = sim.books.totals
+        spent = float(self._spent(np.arange(self.n)).sum())
+        return np.array([self.team[0], spent, books.consumed_j / J_PER_KWH, books.carbon_g / 1000.0, self.team[1],
+                         self.team[2], self.drops])
+
+    def feedback(self, idx: np.ndarray) -> Feedback:
+        """Rewards of agents ``idx`` since their previous decision; starts their next interval now."""
+        sim = self.sim
+        now = sim.env.now
+        sim._advance()
+        own = np.stack([self.value[idx], self._spent(idx), sim.energy_off[idx] + sim.power_w[idx] * now,
+                        self.latency[idx]], axis=1)
+        d_own = own - self.snap[idx]
+        books = sim.books.totals
+        cluster = np.array([books.consumed_j, books.carbon_g])
+        d_cluster = cluster - self.snap_cluster[idx]
+        carbon_kg = np.divide(d_own[:, 2] * d_cluster[:, 1], d_cluster[:, 0], out=np.zeros(idx.size),
+                              where=d_cluster[:, 0] > 0) / 1000.0
+        comps = np.stack([d_own[:, 0], d_own[:, 1], d_own[:, 2] / J_PER_KWH, carbon_kg, d_own[:, 3],
+                          self.misses[idx] - self.snap_misses[idx], (self.drops - self.snap_drops[idx]) / self.n],
+                         axis=1)
+        reward = comps @ self.weights
+        if self.team_fraction > 0:
+            team = self._team_now()
+            team_reward = ((team[None, :] - self.snap_team[idx]) @ self.weights) / self.n
+            reward = (1.0 - self.team_fraction) * reward + self.team_fraction * team_reward
+            self.snap_team[idx] = team
+        fb = Feedback(reward, now - self.last_s[idx], self.first[idx].copy(), comps)
+        self.snap[idx] = own
+        self.snap_misses[idx] = self.misses[idx]
+        self.snap_drops[idx] = self.drops
+        self.snap_cluster[idx] = cluster
+        self.last_s[idx] = now
+        self.first[idx] = False
+        self.returns[idx] += reward
+        return fb
 
 
 class Simulation:
@@ -250,6 +339,7 @@ class Simulation:
         self._alloc_rows: list[np.ndarray] | None = [] if (keep or (keep is None and n <= 1024)) else None
         self._drop_expired = scenario.workload.drop_expired
         self._max_queue = scenario.workload.max_queue
+        self._meter = _RewardMeter(self) if policy.wants_feedback else None
         policy.reset(streams.generator("policy"), self.gpu_view, n)
 
     # ------------------------------------------------------------------------------------ bookkeeping
@@ -319,8 +409,9 @@ class Simulation:
             beta[has] = self.beta[j]
             value[has] = self.value_tokens[j]
             job_gpus[has] = self.job_gpus_n[j]
+        feedback = None if self._meter is None else self._meter.feedback(idx)
         return AgentObservation(idx, self.state[idx].copy(), has, remaining, slack, beta, value, job_gpus,
-                                self.wallet[idx].copy(), self._market_view(), self.gpu_view)
+                                self.wallet[idx].copy(), self._market_view(), self.gpu_view, feedback)
 
     # ------------------------------------------------------------------------------------ power states
     def _begin_transition(self, gpus: list[int], state: int) -> None:
@@ -505,6 +596,8 @@ class Simulation:
             self._asg[g] = -1
             free[g] = None
         self._jen[j] = energy - self._mark[j]
+        if self._meter is not None:
+            self._meter.complete(gpus, share, now - self.arrival_s[j], now > self._deadline[j])
         self.tokens["minted"] += value
         if self._agent_ledger:
             for g in gpus:
@@ -516,6 +609,8 @@ class Simulation:
         self._trace_event("drop", j, reason.name.lower())
         self._stat[j] = _DROPPED
         self._why[j] = int(reason)
+        if self._meter is not None:
+            self._meter.drops += 1.0
         self._finish[j] = self.env.now
 
     def _dispatch(self) -> None:
@@ -667,6 +762,8 @@ class Simulation:
         self.tokens["debit_shortfall"] += float(np.maximum(debit - self.wallet, 0.0).sum())
         debit = np.minimum(debit, self.wallet)
         self.wallet -= debit
+        if self._meter is not None:
+            self._meter.settled += debit
         total = float(debit.sum())
         self.tokens["spent"] += total
         self.billable_off[:] = -self.billable_w * now
@@ -968,6 +1065,8 @@ class Simulation:
         self._ledger("credit_job_value", self._credited_since_round)
         self._settle()
         self._record("end")
+        if self._meter is not None:
+            self.policy.end_episode(self._agent_obs(np.arange(self.n_gpus)))
         wall_s = time.perf_counter() - wall0
         return RunResult(
             scenario=self.scenario, policy=self.policy, jobs=self._job_table(), rounds=pd.DataFrame(self.round_rows),
@@ -982,6 +1081,7 @@ class Simulation:
             allocations_w=None if self._alloc_rows is None else
             (np.stack(self._alloc_rows) if self._alloc_rows else np.zeros((0, self.n_gpus), dtype=np.float32)),
             events=None if self._trace is None else pd.DataFrame(self._trace, columns=["time_s", "kind", "agent", "details"]),
+            agent_returns=None if self._meter is None else self._meter.returns.copy(),
             counters={"events": self.n_events, "wall_s": wall_s, "simulated_s": self.horizon_s,
                       "peak_overallocation_w": self.peak_overallocation_w},
         )

@@ -5,11 +5,14 @@ import importlib
 from dataclasses import dataclass
 from enum import IntEnum
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dcsim.errors import PolicyError
+
+if TYPE_CHECKING:
+    from dcsim.learning import Feedback
 
 ENTRY_POINT_GROUP = "dcsim.policies"
 
@@ -105,6 +108,8 @@ class AgentObservation:
         wallet_tokens: Tokens each agent holds.
         market: Shared state.
         gpu: Power figures.
+        feedback: For policies with ``wants_feedback``: each agent's reward and elapsed time since its previous
+            decision (:class:`dcsim.learning.Feedback`); None otherwise.
     """
 
     gpu_ids: np.ndarray
@@ -118,6 +123,7 @@ class AgentObservation:
     wallet_tokens: np.ndarray
     market: MarketView
     gpu: GpuSpecView
+    feedback: Feedback | None = None
 
     def __len__(self) -> int:
         return int(self.gpu_ids.size)
@@ -196,6 +202,8 @@ class Policy:
 
     #: Registered name (set by subclasses).
     name = "base"
+    #: Learning policies set this: the engine then meters rewards and attaches ``feedback`` to agent observations.
+    wants_feedback = False
 
     def __init__(self, **params: Any):
         if params:
@@ -216,6 +224,10 @@ class Policy:
     def on_idle(self, obs: AgentObservation) -> np.ndarray:
         """An :class:`IdleAction` per GPU that just became idle (array of shape ``(n,)``)."""
         return np.full(len(obs), IdleAction.STAY_IDLE, dtype=np.int8)
+
+    def end_episode(self, obs: AgentObservation) -> None:
+        """Called once at the horizon with every agent's observation (and, for learning policies, the feedback
+        accrued since each agent's last decision)."""
 
     def state_dict(self) -> dict[str, Any]:
         """Parameters and learnt state worth recording in a run's metadata."""

@@ -1,0 +1,95 @@
+"""The engine's per-agent rewards: hand-worked intervals, and conservation against the run's own tables."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dcsim.learning import REWARD_COMPONENTS, episode_reward, episode_totals
+from dcsim.policy import Bids, Policy
+from dcsim.runner import run_scenario
+from tests.conftest import constant_supply, jobs_table, scenario, simulate
+
+
+class Recorder(Policy):
+    """Bids full power (or nothing, for odd GPUs when ``pause_odd``) and records every feedback it gets."""
+
+    name = "recorder"
+    wants_feedback = True
+
+    def __init__(self, pause_odd: bool = False):
+        super().__init__()
+        self.pause_odd = pause_odd
+        self.calls: list[tuple[float, np.ndarray, object]] = []
+
+    def bid(self, obs):
+        self.calls.append((obs.market.time_s, obs.gpu_ids.copy(), obs.feedback))
+        bids = Bids.full_power(obs)
+        if self.pause_odd:
+            bids.request_w[obs.gpu_ids % 2 == 1] = 0.0
+        return bids
+
+    def end_episode(self, obs):
+        self.calls.append((obs.market.time_s, obs.gpu_ids.copy(), obs.feedback))
+
+
+def test_one_job_hand_worked():
+    # One H100 (idle 78.8 W, full power 700 W) runs one 100 s job worth 5 tokens from t = 10 s.
+    # No renewable power: the posted price is p0·e^κ = 1·e^2 tokens/kWh all run.
+    sc = scenario(horizon_s=900, market={"interval_s": 300, "initial_tokens": 100.0})
+    jobs = jobs_table([{"arrival_s": 10.0, "gpus": 1, "work_gpu_s": 100.0, "value_tokens": 5.0}])
+    pol = Recorder()
+    res = simulate(sc, jobs, pol, constant_supply(renewable_w=0.0))
+    times = [t for t, _, _ in pol.calls]
+    assert times == [0.0, 10.0, 300.0, 600.0, 900.0]  # rounds, the job's spot bid, the horizon
+    fbs = [fb for _, _, fb in pol.calls]
+    assert fbs[0].first.all() and not fbs[1].first.any()
+    np.testing.assert_allclose([fb.dt_s[0] for fb in fbs], [0.0, 10.0, 290.0, 300.0, 300.0])
+    spec = sc.cluster.power_spec()
+    idle, span_w = spec["idle_w"], spec["tdp_w"] - spec["idle_w"]
+    price = np.exp(2.0)
+    spent = price * span_w * 100.0 / 3.6e6
+    comps = fbs[2].components[0]
+    assert comps[REWARD_COMPONENTS.index("value_tokens")] == pytest.approx(5.0)
+    assert comps[REWARD_COMPONENTS.index("spent_tokens")] == pytest.approx(spent, rel=1e-9)
+    assert comps[REWARD_COMPONENTS.index("latency_s")] == pytest.approx(100.0)
+    # energy over 10 s → 300 s: 100 s at idle + span, 190 s at idle
+    assert comps[REWARD_COMPONENTS.index("energy_kwh")] == pytest.approx(((idle + span_w) * 100 + idle * 190) / 3.6e6)
+    assert fbs[2].reward[0] == pytest.approx(5.0 - spent)
+    # nothing happens after the job: only idle energy, which costs nothing under the default weights
+    assert fbs[3].reward[0] == 0.0 and fbs[4].reward[0] == 0.0
+    assert res.agent_returns[0] == pytest.approx(5.0 - spent)
+    assert res.tokens["spent"] == pytest.approx(spent, rel=1e-9)
+
+
+WEIGHTS = [
+    {},
+    {"latency_per_s": 0.001, "slo_per_miss": 2.0, "drop_per_job": 3.0, "energy_per_kwh": 0.5},
+    {"latency_per_s": 0.001, "slo_per_miss": 2.0, "drop_per_job": 3.0, "team_fraction": 0.4},
+    {"carbon_per_kg": 1.5, "energy_per_kwh": 0.2, "team_fraction": 1.0},
+]
+
+
+@pytest.mark.parametrize("reward", WEIGHTS)
+@pytest.mark.parametrize("pause_odd", [False, True])
+def test_rewards_sum_to_the_runs_totals(reward, pause_odd):
+    """Conservation: summed over agents and decisions, the feedback equals the reward of the run's totals."""
+    sc = scenario(horizon_s=4 * 3600, cluster={"gpus": 6},
+                  workload={"arrivals": {"process": "poisson", "rate_per_s": 0.004},
+                            "duration_s": {"distribution": "exponential", "mean": 900},
+                            "gpus_per_job": {"values": [1, 2, 8], "weights": [0.6, 0.3, 0.1]},
+                            "deadline_slack": 1.5, "max_queue": 4, "value_tokens_per_gpu_s": 0.002},
+                  market={"interval_s": 600, "initial_tokens": 50.0, "endowment_tokens": 2.0},
+                  supply={"grid": {"carbon_g_per_kwh": {"constant": 400.0}}},
+                  reward=reward)
+    res = run_scenario(sc, policy=Recorder(pause_odd=pause_odd)).result
+    totals = episode_totals(res.jobs, res.energy, res.tokens)
+    assert totals["value_tokens"] > 0 and totals["spent_tokens"] > 0
+    if reward.get("drop_per_job"):
+        assert totals["dropped_jobs"] > 0 and totals["deadline_misses"] + totals["latency_s"] > 0
+    assert res.agent_returns.sum() == pytest.approx(episode_reward(totals, sc.reward), rel=1e-9, abs=1e-9)
+
+
+def test_non_learning_policies_get_no_feedback():
+    sc = scenario()
+    res = simulate(sc, jobs_table([(0.0, 1, 100.0)]))
+    assert res.agent_returns is None
