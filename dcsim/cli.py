@@ -48,8 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = list(args.set or [])
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
-    if args.policy is not None:
-        overrides.append(f"policy.name={args.policy}")
+    _policy_overrides(args, path, overrides)
     if args.horizon is not None:
         overrides.append(f"horizon_s={args.horizon}")
     if args.trace_events:
@@ -70,6 +69,93 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(summary_table(run.summary))
         print(f"\nwrote {len(written)} files to {out}")
+    return 0
+
+
+def _policy_overrides(args: argparse.Namespace, path: Path, overrides: list[str]) -> None:
+    """``--policy`` (the scenario's params are kept only for its own policy) and ``--checkpoint`` (evaluate a
+    trained learning policy: load it and freeze it)."""
+    if args.policy is not None:
+        from dcsim.config import read_scenario_mapping
+
+        own = (read_scenario_mapping(path).get("policy") or {}).get("name", "always_on")
+        overrides.append(f"policy.name={args.policy}")
+        if args.policy != own:
+            overrides.append("policy.params={}")
+    if getattr(args, "checkpoint", None) is not None:
+        ckpt = Path(args.checkpoint).resolve()
+        if not ckpt.exists():
+            raise DcsimError(f"--checkpoint {args.checkpoint}: no such file or folder (give the checkpoint folder "
+                             "or file written by `python -m dcsim train`, e.g. runs/train-.../checkpoint)")
+        overrides += [f"policy.params.checkpoint={json.dumps(str(ckpt))}", "policy.params.learn=false"]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dcsim.config import load_scenario
+    from dcsim.outputs import choose_run_dir
+    from dcsim.train import evaluate, evaluation_table, train
+
+    path = Path(args.scenario)
+    overrides = list(args.set or [])
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.horizon is not None:
+        overrides.append(f"horizon_s={args.horizon}")
+    scenario = load_scenario(path, overrides)
+    name = args.policy
+    if args.out:
+        out = Path(args.out)
+    elif args.resume:
+        raise DcsimError("--resume needs --out: the folder of the training to continue")
+    else:
+        out = choose_run_dir(Path("runs"), f"train-{scenario.name}-{name}")
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=args.episodes, unit="episode", file=sys.stderr)
+
+    def on_episode(row: dict) -> None:
+        if bar is not None:
+            bar.n = row["episode"] + 1
+            bar.set_postfix(ret=f"{row['return_per_gpu']:.3f}", eps=f"{row['epsilon_end']:.3f}")
+            bar.refresh()
+
+    command = "python -m dcsim " + " ".join(sys.argv[1:])
+    try:
+        curve = train(scenario, name, args.episodes, out, resume=args.resume, overwrite=args.overwrite,
+                      learner=args.learner, init_from=Path(args.init_from) if args.init_from else None,
+                      on_episode=on_episode, command=command)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not args.quiet:
+        last = curve.tail(max(1, len(curve) // 10))
+        print(f"trained {name} for {len(curve)} episodes; return per GPU over the last {len(last)}: "
+              f"{last['return_per_gpu'].mean():.3f} (first episode: {curve['return_per_gpu'].iloc[0]:.3f})")
+        print(f"wrote {out}: learning_curve.csv/.png, checkpoint/, transitions.npz, train_state.json")
+    if args.eval_seeds:
+        params = dict(scenario.policy.params) if scenario.policy.name == name else {}
+        params.update({"checkpoint": str((out / "checkpoint").resolve()), "learn": False})
+        arms = {name: (name, params)} | {b: (b, {}) for b in args.baselines}
+        seeds = list(range(scenario.seed + args.eval_offset, scenario.seed + args.eval_offset + args.eval_seeds))
+        ebar = None
+        if not args.quiet:
+            from tqdm import tqdm
+
+            ebar = tqdm(total=len(arms) * len(seeds), unit="run", desc="evaluating", file=sys.stderr)
+        try:
+            runs = evaluate(scenario, arms, seeds, on_run=ebar.update if ebar is not None else None)
+        finally:
+            if ebar is not None:
+                ebar.close()
+        table, md = evaluation_table(runs, [name])
+        runs.to_csv(out / "evaluation_runs.csv", index=False)
+        table.to_csv(out / "evaluation.csv", index=False)
+        (out / "evaluation.md").write_text(f"Evaluation on seeds {seeds[0]}..{seeds[-1]} (greedy, frozen):\n\n"
+                                           + md + "\n", encoding="utf-8")
+        if not args.quiet:
+            print(md)
     return 0
 
 
@@ -207,8 +293,49 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plots", action="store_true", help="also write PNG plots into <out>/plots")
     run.add_argument("--trace-events", action="store_true",
                      help="write events.csv: every event (time, kind, agent, details), to replay a run step by step")
+    run.add_argument("--checkpoint", metavar="PATH",
+                     help="evaluate a trained learning policy (with --policy qlearning|dqn): its checkpoint folder "
+                          "or file from `train`; the policy acts greedily and does not learn")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary table")
     run.set_defaults(func=cmd_run)
+
+    trn = sub.add_parser(
+        "train", help="train a learning policy (qlearning or dqn) over episodes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a learning policy: episode k runs the scenario with seed + k; the policy keeps learning\n"
+                    "across episodes. Writes learning_curve.csv/.png, checkpoint/ (after every episode),\n"
+                    "transitions.npz and train_state.json into --out; --resume continues an interrupted training.\n"
+                    "The reward is the scenario's `reward:` section (docs/learning.md).",
+        epilog="examples:\n  python -m dcsim train scenarios/learn_solar.yaml --policy qlearning --episodes 200\n"
+               "  python -m dcsim train scenarios/learn_solar.yaml --policy dqn --episodes 30 "
+               "--init-from runs/train-learn_solar-qlearning\n"
+               "  .venv-cerebras/bin/python -m dcsim train SCENARIO --policy dqn --learner cerebras-cpu --episodes 2\n"
+               "  python -m dcsim run SCENARIO --policy dqn --checkpoint runs/train-learn_solar-dqn/checkpoint")
+    trn.add_argument("scenario", help="scenario YAML file")
+    trn.add_argument("--policy", required=True, choices=["qlearning", "dqn"], help="the learning policy")
+    trn.add_argument("--episodes", type=int, default=50, metavar="N", help="episodes in total (default: 50)")
+    trn.add_argument("--learner", choices=["torch", "cerebras-cpu", "csx"],
+                     help="DQN learner: torch (CPU, or CUDA when present; default), cerebras-cpu (cerebras.pytorch "
+                          "CPU backend, inside .venv-cerebras) or csx (a Cerebras Wafer-Scale Cluster)")
+    trn.add_argument("--init-from", metavar="RUN_DIR",
+                     help="DQN: pre-train on transitions.npz from a Q-learning training folder")
+    trn.add_argument("--seed", type=int, help="root seed (episode k uses seed + k)")
+    trn.add_argument("--horizon", help="simulated time per episode, e.g. 6h (overrides horizon_s)")
+    trn.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a scenario field, e.g. --set reward.latency_per_s=0.001 (repeatable)")
+    trn.add_argument("--out", help="output folder (default: runs/train-<scenario>-<policy>, never overwritten)")
+    trn.add_argument("--resume", action="store_true", help="continue the training in --out up to --episodes")
+    trn.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out folder")
+    trn.add_argument("--eval-seeds", type=int, default=0, metavar="N",
+                     help="after training, evaluate the frozen policy and the baselines on N held-out seeds")
+    trn.add_argument("--eval-offset", type=int, default=10_000, metavar="K",
+                     help="evaluation seeds start at seed + K (default 10000, away from training seeds)")
+    trn.add_argument("--baselines", nargs="+", metavar="POLICY",
+                     default=["always_on", "race_to_idle", "renewable_follower", "price_threshold", "deadline_slack",
+                              "truthful"],
+                     help="rule-based policies to evaluate against (default: all six)")
+    trn.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
+    trn.set_defaults(func=cmd_train)
 
     val = sub.add_parser("validate", help="check scenario files without running them")
     val.add_argument("scenarios", nargs="+", help="scenario YAML files")

@@ -44,6 +44,7 @@ HEADLINE_METRICS: dict[str, str] = {
     "wait_s.p95": "p95 wait (s)",
     "token_price.mean": "mean token price (tokens/kWh)",
     "welfare_tokens.welfare": "welfare (tokens)",
+    "reward.per_gpu": "reward per GPU (scenario weights)",
 }
 
 #: Summary entries that are not outcomes of the simulated world: the run's identity and wall-clock timings

@@ -8,10 +8,13 @@ stream of feedback into semi-Markov transitions ``(obs, action, reward, next_obs
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 
 import numpy as np
 
 from dcsim.config import RewardConfig
+from dcsim.errors import PolicyError
+from dcsim.policy import AgentObservation, Bids, GpuState
 
 #: Quantities metered per agent between decisions, in this order (columns of ``Feedback.components``).
 REWARD_COMPONENTS = ("value_tokens", "spent_tokens", "energy_kwh", "carbon_kg", "latency_s", "deadline_misses",
@@ -68,3 +71,203 @@ def episode_totals(jobs, energy: dict[str, float], tokens: dict[str, float]) -> 
 def episode_reward(totals: dict[str, float], cfg: RewardConfig) -> float:
     """The weighted reward of a run's totals (see :func:`episode_totals`)."""
     return float(reward_weights(cfg) @ np.array([totals[k] for k in REWARD_COMPONENTS]))
+
+
+# --------------------------------------------------------------------------------------------- actions
+class BidAction(IntEnum):
+    """The discrete bids a learning agent chooses between for its running job (one per agent and decision).
+
+    FULL is 0 so that an untrained agent (all values tied, ties go to the lowest index) runs its job.
+    """
+
+    FULL = 0  # full power at any price
+    FULL_IF_CHEAP = 1  # full power, only if the price is at most ``cheap_multiple`` × p0
+    HALF = 2  # half of the dynamic range above idle, at any price
+    MIN_CAP = 3  # the board's minimum power cap, at any price
+    PAUSE = 4  # ask for no power above idle: the job pauses and pays nothing
+
+
+def bids_from_actions(actions: np.ndarray, obs: AgentObservation, cheap_multiple: float = 1.1) -> Bids:
+    """Turn :class:`BidAction` values into the engine's :class:`~dcsim.policy.Bids`."""
+    gpu = obs.gpu
+    span = gpu.full_power_w - gpu.idle_w
+    levels = np.array([gpu.full_power_w, gpu.full_power_w, gpu.idle_w + 0.5 * span, max(gpu.min_cap_w, gpu.idle_w),
+                       gpu.idle_w])
+    request = levels[actions]
+    cheap = cheap_multiple * obs.market.base_price_tokens_per_kwh
+    price = np.where(actions == BidAction.FULL_IF_CHEAP, cheap, np.inf)
+    return Bids(request, price)
+
+
+# --------------------------------------------------------------------------------------------- observations
+#: Columns of :func:`observation_features`, in order (the DQN's input; the Q-table's bins read some of them).
+FEATURES = ("has_job", "has_deadline", "slack_h", "remaining_h", "value_over_cost", "wallet_rounds", "price_log_ratio",
+            "renewable_fraction", "hour_sin", "hour_cos", "battery_soc", "queue_per_gpu", "clock_sensitivity",
+            "job_gpus_log2", "round_left_frac")
+
+
+def observation_features(obs: AgentObservation, n_gpus: int, interval_s: float) -> np.ndarray:
+    """A fixed-length, roughly unit-scaled feature vector per agent, ``(n, len(FEATURES))`` float32.
+
+    ``value_over_cost`` is ln(job value per GPU ÷ the tokens its remaining work costs at full power at the
+    current price), clipped to ±3: above 0 the job is worth running now. ``wallet_rounds`` is ln(1 + wallet ÷
+    the cost of one round at full power). ``price_log_ratio`` is ln(price ÷ p0) / 2.
+    """
+    m = obs.market
+    gpu = obs.gpu
+    span_kw = (gpu.full_power_w - gpu.idle_w) / 1000.0
+    price = max(m.price_tokens_per_kwh, 1e-12)
+    has = obs.has_job.astype(float)
+    deadline = np.isfinite(obs.job_slack_s)
+    slack_h = np.where(deadline, np.clip(obs.job_slack_s / 3600.0, -4.0, 8.0) / 4.0, 2.0)
+    remaining_h = np.clip(obs.job_remaining_s / 3600.0, 0.0, 8.0) / 4.0
+    share = obs.job_value_tokens / np.maximum(obs.job_gpus, 1)
+    cost = price * span_kw * np.maximum(obs.job_remaining_s, 1.0) / 3600.0
+    value_over_cost = np.where(obs.has_job, np.clip(np.log(np.maximum(share, 1e-12) / cost), -3.0, 3.0), 0.0)
+    round_cost = price * span_kw * interval_s / 3600.0
+    wallet_rounds = np.log1p(obs.wallet_tokens / round_cost) / 5.0
+    hour = 2.0 * np.pi * m.hour_utc / 24.0
+    left = np.clip((m.next_round_s - m.time_s) / interval_s, 0.0, 1.0)
+    n = len(obs)
+    cols = [has, deadline.astype(float), slack_h, remaining_h, value_over_cost / 3.0, wallet_rounds,
+            np.full(n, np.log(price / m.base_price_tokens_per_kwh) / 2.0), np.full(n, m.renewable_fraction),
+            np.full(n, np.sin(hour)), np.full(n, np.cos(hour)), np.full(n, m.battery_soc),
+            np.full(n, np.log1p(m.queue_length / max(n_gpus, 1))), obs.job_clock_sensitivity * has,
+            np.log2(np.maximum(obs.job_gpus, 1)) / 5.0, np.full(n, left)]
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------- transitions
+@dataclass(frozen=True)
+class Transitions:
+    """A batch of semi-Markov transitions ``(obs, action, reward, next_obs, Δt)``.
+
+    ``reward`` is what the agent accrued from its decision until its next one, each engine interval
+    discounted by ``γ^(elapsed/τ)`` at the interval's start; the learner discounts the continuation by
+    ``γ^(dt_s/τ)``. ``terminal`` marks transitions cut by the end of an episode (no continuation).
+    """
+
+    obs: np.ndarray  # (B, F) float32
+    action: np.ndarray  # (B,) int64
+    reward: np.ndarray  # (B,) float64
+    next_obs: np.ndarray  # (B, F) float32
+    dt_s: np.ndarray  # (B,) float64
+    terminal: np.ndarray  # (B,) bool
+    agent: np.ndarray  # (B,) int64
+
+    def __len__(self) -> int:
+        return int(self.action.size)
+
+    def discount(self, gamma: float, tau_s: float) -> np.ndarray:
+        """``γ^(Δt/τ)·(1 − terminal)`` per transition."""
+        return np.where(self.terminal, 0.0, gamma ** (self.dt_s / tau_s))
+
+
+class TransitionBuilder:
+    """Assembles each agent's transitions from its decisions and the engine's feedback.
+
+    An agent's transition opens when it decides (:meth:`start`), collects the feedback of every later call
+    (:meth:`accrue`, also calls where the agent had nothing to decide, e.g. after its job finished) and closes
+    at its next real decision or at the end of the episode (:meth:`close`).
+    """
+
+    def __init__(self, n_agents: int, n_features: int, gamma: float, tau_s: float):
+        self.gamma, self.tau_s = gamma, tau_s
+        self.open = np.zeros(n_agents, dtype=bool)
+        self.obs = np.zeros((n_agents, n_features), dtype=np.float32)
+        self.action = np.zeros(n_agents, dtype=np.int64)
+        self.reward = np.zeros(n_agents)
+        self.elapsed_s = np.zeros(n_agents)
+
+    def accrue(self, agents: np.ndarray, reward: np.ndarray, dt_s: np.ndarray) -> None:
+        """Add feedback (reward over the last ``dt_s``) to the agents' open transitions."""
+        live = self.open[agents]
+        if live.any():
+            a = agents[live]
+            self.reward[a] += self.gamma ** (self.elapsed_s[a] / self.tau_s) * reward[live]
+            self.elapsed_s[a] += dt_s[live]
+
+    def close(self, agents: np.ndarray, next_obs: np.ndarray, terminal: bool) -> Transitions | None:
+        """Close the open transitions of ``agents`` (rows of ``next_obs``); None when none was open."""
+        live = self.open[agents]
+        if not live.any():
+            return None
+        a = agents[live]
+        self.open[a] = False
+        return Transitions(self.obs[a].copy(), self.action[a].copy(), self.reward[a].copy(),
+                           np.asarray(next_obs[live], dtype=np.float32), self.elapsed_s[a].copy(),
+                           np.full(a.size, terminal), a.copy())
+
+    def start(self, agents: np.ndarray, obs: np.ndarray, actions: np.ndarray) -> None:
+        self.open[agents] = True
+        self.obs[agents] = obs
+        self.action[agents] = actions
+        self.reward[agents] = 0.0
+        self.elapsed_s[agents] = 0.0
+
+
+class ReplayBuffer:
+    """A fixed-capacity ring of transitions in numpy arrays (the DQN's replay; also what a run exports)."""
+
+    FIELDS = ("obs", "action", "reward", "next_obs", "dt_s", "terminal")
+
+    def __init__(self, capacity: int, n_features: int):
+        self.capacity = int(capacity)
+        self.n_features = n_features
+        self.data = {"obs": np.zeros((capacity, n_features), np.float32), "action": np.zeros(capacity, np.int64),
+                     "reward": np.zeros(capacity), "next_obs": np.zeros((capacity, n_features), np.float32),
+                     "dt_s": np.zeros(capacity), "terminal": np.zeros(capacity, bool)}
+        self.size = 0
+        self.pos = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, tr: Transitions) -> None:
+        n = len(tr)
+        if n == 0 or self.capacity == 0:
+            return
+        if n > self.capacity:  # keep the newest
+            tr = Transitions(*(getattr(tr, f)[-self.capacity:] for f in (*self.FIELDS, "agent")))
+            n = self.capacity
+        idx = (self.pos + np.arange(n)) % self.capacity
+        for f in self.FIELDS:
+            self.data[f][idx] = getattr(tr, f)
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
+        """``batch`` transitions drawn uniformly with replacement."""
+        idx = rng.integers(0, self.size, size=batch)
+        return {f: self.data[f][idx] for f in self.FIELDS}
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Copies of the stored transitions, oldest first."""
+        order = (self.pos - self.size + np.arange(self.size)) % self.capacity if self.capacity else np.arange(0)
+        return {f: self.data[f][order].copy() for f in self.FIELDS}
+
+    def save(self, path) -> None:
+        np.savez_compressed(path, features=np.array(FEATURES), **self.snapshot())
+
+    @classmethod
+    def load(cls, path, capacity: int | None = None) -> "ReplayBuffer":
+        """Read transitions written by :meth:`save`; errors name the file and what is wrong."""
+        from pathlib import Path
+
+        path = Path(path)
+        if not path.is_file():
+            raise PolicyError(f"{path}: no transitions file (expected a transitions.npz written by `dcsim train`)")
+        try:
+            with np.load(path) as z:
+                data = {f: z[f] for f in cls.FIELDS}
+                features = tuple(str(x) for x in z["features"])
+        except (KeyError, ValueError, OSError) as exc:
+            raise PolicyError(f"{path}: not a dcsim transitions file ({exc}); expected arrays "
+                              f"{', '.join(('features',) + cls.FIELDS)}") from None
+        if features != FEATURES:
+            raise PolicyError(f"{path}: features {list(features)} differ from this dcsim's {list(FEATURES)}")
+        n = data["action"].size
+        buf = cls(max(capacity or n, n), len(FEATURES))
+        buf.add(Transitions(data["obs"], data["action"], data["reward"], data["next_obs"], data["dt_s"],
+                            data["terminal"].astype(bool), np.zeros(n, np.int64)))
+        return buf

@@ -127,7 +127,8 @@ def _value_of(book: BidBook, alloc_w: np.ndarray) -> float:
     """Declared value rate of allocations: each agent's marginal-value steps integrated up to its allocation."""
     before = np.cumsum(book.steps_w, axis=1) - book.steps_w
     taken = np.clip(np.asarray(alloc_w)[:, None] - before, 0.0, book.steps_w)
-    return float(np.sum(np.where(taken > 0, book.steps_price * taken, 0.0)))
+    # an infinite marginal value on an untaken block must count 0 (inf × 0 would be NaN)
+    return float(np.sum(np.multiply(book.steps_price, taken, out=np.zeros_like(taken), where=taken > 0)))
 
 
 def _cost_of(blocks_w: np.ndarray, cost: np.ndarray, quantity_w: float) -> float:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from dcsim.engine import RunResult
+from dcsim.learning import episode_reward, episode_totals
 from dcsim.market import J_PER_KWH, gini
 
 
@@ -140,6 +141,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
             "energy_cost": energy_cost,
             "welfare": value_done - energy_cost,
         },
+        "reward": _reward_summary(result),
         "performance": {
             "events": int(result.counters["events"]),
             "wall_s": wall,
@@ -148,6 +150,14 @@ def summarize(result: RunResult) -> dict[str, Any]:
         },
     }
     return _nan_to_none(summary)
+
+
+def _reward_summary(result: RunResult) -> dict[str, Any]:
+    """The scenario's reward (``reward:`` weights) over the whole run, for any policy: per GPU, in total and by
+    component (the same totals a learning policy's feedback sums to)."""
+    totals = episode_totals(result.jobs, result.energy, result.tokens)
+    total = episode_reward(totals, result.scenario.reward)
+    return {"per_gpu": total / result.scenario.cluster.gpus, "total": total, "components": totals}
 
 
 def summary_table(summary: dict[str, Any]) -> str:
@@ -174,6 +184,7 @@ def summary_table(summary: dict[str, Any]) -> str:
         ("deadline misses", f"{j['deadline_misses']:,}"),
         ("mean token price", f"{f(summary['token_price']['mean'], '.3f')} tokens/kWh"),
         ("tokens minted / spent / held", f"{f(summary['tokens']['minted'], ',.1f')} / {f(summary['tokens']['spent'], ',.1f')} / {f(summary['tokens']['held'], ',.1f')}"),
+        ("reward per GPU (scenario's weights)", f"{f(summary['reward']['per_gpu'], ',.3f')}"),
         ("events / wall-second", f"{f(summary['performance']['events_per_wall_s'], ',.0f')}"),
     ]
     width = max(len(k) for k, _ in rows)

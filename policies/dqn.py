@@ -1,0 +1,189 @@
+"""DQN bidders: a torch MLP over the agents' features, replay, Polyak target, Huber loss, semi-Markov discount.
+
+Acting runs a plain-torch copy of the online network on the batched features of every agent deciding at
+that instant. Learning happens in rounds (every ``learn_every_s`` of simulated time, by default each
+5-minute market round): ``updates_per_round`` gradient steps on batches drawn from the replay buffer, after
+which the acting copy is refreshed. The learner is plain torch (CPU or CUDA) or Cerebras
+(``cerebras.pytorch``; see ``docs/cerebras.md``). ``init_from`` pre-trains offline on transitions a
+Q-learning run exported (``transitions.npz``) before online training starts.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dcsim.errors import PolicyError
+from dcsim.learning import FEATURES, ReplayBuffer, Transitions
+from dcsim.policy import AgentObservation, Bids
+from policies.learning import N_ACTIONS, LearningPolicy, read_spec, write_spec
+
+try:
+    import torch
+except ImportError:  # pragma: no cover - exercised only without torch
+    torch = None
+
+
+class DQN(LearningPolicy):
+    """Deep Q-network bidders (needs torch: ``pip install torch==2.13.0`` or the ``dqn`` extra).
+
+    Args:
+        hidden: Hidden layer widths of the MLP.
+        lr: Learning rate. optimizer: ``"adam"`` or ``"sgd"``.
+        batch_size: Transitions per gradient step.
+        replay_capacity: Transitions kept in the replay ring.
+        min_replay: No learning before the replay holds this many transitions.
+        learn_every_s: Simulated seconds between learning rounds.
+        updates_per_round: Gradient steps per learning round.
+        polyak_tau: Target ← (1 − τ)·target + τ·online after each step.
+        huber_delta: Smooth-L1 threshold. grad_clip: Gradient-norm clip (None: off).
+        learner: ``"torch"``, ``"cerebras-cpu"`` or ``"csx"``. device: torch device for the torch learner.
+        learner_options: Extra learner settings (e.g. Cerebras cluster settings).
+        init_from: ``transitions.npz`` (or a ``dcsim train`` output folder holding one) to pre-train on.
+        init_steps: Offline gradient steps on ``init_from`` before acting.
+        **kwargs: See :class:`~policies.learning.LearningPolicy`.
+    """
+
+    name = "dqn"
+
+    def __init__(self, hidden: list[int] | tuple[int, ...] = (64, 64), lr: float = 1e-3, optimizer: str = "adam",
+                 batch_size: int = 128, replay_capacity: int = 100_000, min_replay: int = 256,
+                 learn_every_s: float = 300.0, updates_per_round: int = 4, polyak_tau: float = 0.01,
+                 huber_delta: float = 1.0, grad_clip: float | None = 10.0, learner: str = "torch",
+                 device: str = "auto", learner_options: dict[str, Any] | None = None, init_from: str | None = None,
+                 init_steps: int = 2000, **kwargs: Any):
+        if torch is None:
+            raise PolicyError("policy 'dqn' needs torch: install it with `pip install torch==2.13.0` "
+                              "(or `pip install -e '.[dqn]'` after that)")
+        super().__init__(**kwargs)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.lr, self.optimizer_name, self.batch_size = float(lr), optimizer, int(batch_size)
+        self.replay_capacity, self.min_replay = int(replay_capacity), int(min_replay)
+        self.learn_every_s, self.updates_per_round = float(learn_every_s), int(updates_per_round)
+        self.polyak_tau, self.huber_delta, self.grad_clip = float(polyak_tau), float(huber_delta), grad_clip
+        self.learner_kind, self.device = learner, device
+        self.learner_options = dict(learner_options or {})
+        self.init_from, self.init_steps = init_from, int(init_steps)
+        self.losses: list[float] = []
+        self.learner = None
+
+    # ---------------------------------------------------------------------------- state
+    def build(self, n_gpus: int) -> None:
+        from policies.dqn_core import QNetwork, make_learner
+
+        seed = int(self.rng.integers(0, 2**31 - 1))
+        try:
+            self.learner = make_learner(self.learner_kind, n_features=len(FEATURES), n_actions=N_ACTIONS,
+                                        hidden=self.hidden, lr=self.lr, optimizer=self.optimizer_name,
+                                        polyak_tau=self.polyak_tau, huber_delta=self.huber_delta,
+                                        grad_clip=self.grad_clip, seed=seed,
+                                        **({"device": self.device} if self.learner_kind == "torch" else {}),
+                                        **self.learner_options)
+        except (ValueError, TypeError) as exc:
+            raise PolicyError(f"policy 'dqn': {exc}") from None
+        except ImportError as exc:
+            raise PolicyError(f"policy 'dqn' with learner {self.learner_kind!r}: {exc}") from None
+        self.actor = QNetwork(len(FEATURES), N_ACTIONS, self.hidden)
+        self.actor.eval()
+        self.replay = ReplayBuffer(self.replay_capacity, len(FEATURES))
+        self._next_learn_s = 0.0
+        if self.init_from is not None:
+            self.pretrain(Path(self.init_from))
+        self._sync()
+
+    def _sync(self) -> None:
+        self.actor.load_state_dict(self.learner.online_state_dict())
+
+    def reset(self, rng, gpu, n_gpus) -> None:
+        super().reset(rng, gpu, n_gpus)
+        self._next_learn_s = 0.0
+
+    # ---------------------------------------------------------------------------- acting and learning
+    def choose(self, features: np.ndarray, agents: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            q = self.actor(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
+        return q.argmax(dim=1).numpy().astype(np.int64)
+
+    def bid(self, obs: AgentObservation) -> Bids:
+        bids = super().bid(obs)
+        if self.learning and obs.market.time_s >= self._next_learn_s:
+            self._next_learn_s = obs.market.time_s + self.learn_every_s
+            self.learning_round()
+        return bids
+
+    def learn(self, tr: Transitions) -> None:
+        self.replay.add(tr)
+
+    def _batch(self, buffer: ReplayBuffer) -> dict[str, np.ndarray]:
+        b = buffer.sample(self.rng, self.batch_size)
+        discount = np.where(b["terminal"], 0.0, self.gamma ** (b["dt_s"] / self.tau_s))
+        return {"obs": b["obs"], "action": b["action"], "reward": b["reward"].astype(np.float32),
+                "next_obs": b["next_obs"], "discount": discount.astype(np.float32)}
+
+    def learning_round(self) -> None:
+        """``updates_per_round`` steps on the replay as it stands now, then refresh the acting network."""
+        if len(self.replay) < max(self.min_replay, 1):
+            return
+        for _ in range(self.updates_per_round):
+            self.losses.append(self.learner.step(self._batch(self.replay)))
+            self.updates += 1
+        self._sync()
+
+    def finish_episode(self) -> None:
+        if self.learning:
+            self.learning_round()
+
+    def pretrain(self, path: Path) -> None:
+        """Offline training on exported transitions (``init_from``), which also seed the replay."""
+        if path.is_dir():
+            path = path / "transitions.npz"
+        data = ReplayBuffer.load(path)
+        if len(data) == 0:
+            raise PolicyError(f"{path}: holds no transitions to pre-train on")
+        for _ in range(self.init_steps):
+            self.losses.append(self.learner.step(self._batch(data)))
+        self.replay.add(Transitions(**data.snapshot(), agent=np.zeros(len(data), np.int64)))
+        self.pretrained_on = (str(path), len(data))
+
+    # ---------------------------------------------------------------------------- checkpoints
+    def spec(self) -> dict[str, Any]:
+        return {"policy": self.name, "features": list(FEATURES), "n_actions": N_ACTIONS,
+                "architecture": self.learner.architecture(), "learner": self.learner_kind, "gamma": self.gamma,
+                "tau_s": self.tau_s, "decisions": self.decisions, "updates": self.updates}
+
+    def save_checkpoint(self, path: Path) -> Path:
+        """Write ``dqn.pt`` (learner state_dict: online, target, optimizer), ``dqn.json`` (architecture and
+        observation spec) and ``replay.npz`` into folder ``path``."""
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save(self.learner.state_dict(), path / "dqn.pt")
+        write_spec(path / "dqn.json", self.spec())
+        self.replay.save(path / "replay.npz")
+        return path / "dqn.pt"
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Load ``dqn.pt`` (or the folder holding it with ``dqn.json``); the replay too when present."""
+        pt = path / "dqn.pt" if path.is_dir() else path
+        spec = read_spec(pt.with_suffix(".json"), self.name)
+        want = self.learner.architecture()
+        if spec.get("architecture") != want:
+            raise PolicyError(f"{pt.with_suffix('.json')}: network {spec.get('architecture')} does not match "
+                              f"this policy's {want} (set policy.params.hidden to match)")
+        if not pt.is_file():
+            raise PolicyError(f"{pt}: checkpoint weights not found")
+        try:
+            sd = torch.load(pt, map_location="cpu", weights_only=True)
+            self.learner.load_state_dict(sd)
+        except Exception as exc:  # torch raises several kinds for a corrupt or foreign file
+            raise PolicyError(f"{pt}: cannot load DQN weights ({exc})") from None
+        replay = pt.parent / "replay.npz"
+        if replay.is_file():
+            self.replay = ReplayBuffer.load(replay, capacity=self.replay_capacity)
+        self.decisions = int(spec.get("decisions", 0))
+        self.updates = int(spec.get("updates", 0))
+        self._sync()
+
+    def state_dict(self) -> dict[str, Any]:
+        return super().state_dict() | {"hidden": list(self.hidden), "learner": self.learner_kind,
+                                       "lr": self.lr, "batch_size": self.batch_size,
+                                       "updates_per_round": self.updates_per_round, "init_from": self.init_from}
