@@ -188,7 +188,7 @@ def _make_optimizer(module, params, optimizer: str, lr: float):
     if optimizer == "sgd":
         return module.SGD(params, lr=lr)
     if optimizer == "adam":
-        return module.Adam(params, lr=lr)
+        return module.Adam(params, lr=lr, eps=1e-8)  # torch's default; cstorch's is 1e-6
     raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
 
 
@@ -209,6 +209,8 @@ class TorchLearner:
     """
 
     kind = "torch"
+    optimizer_format = "torch.optim"
+    """Whose optimizer state a checkpoint holds: it is loaded only into a learner of the same format."""
 
     def __init__(self, n_features: int, n_actions: int, hidden: tuple[int, ...] = (64, 64), lr: float = 1e-3,
                  optimizer: str = "adam", polyak_tau: float = 0.01, huber_delta: float = 1.0,
@@ -257,18 +259,23 @@ class TorchLearner:
     def state_dict(self) -> dict:
         """Online and target weights, optimizer state and settings, for checkpoints and resuming."""
         return {"kind": self.kind, "architecture": self.architecture(), "optimizer_name": self.optimizer_name,
-                "steps_done": self.steps_done,
+                "optimizer_format": self.optimizer_format, "steps_done": self.steps_done,
                 "online": self.online_state_dict(),
                 "target": {k: v.detach().to("cpu").clone() for k, v in self.model.target.state_dict().items()},
                 # A deep copy: the optimizer's own state_dict shares its live moment tensors.
                 "optimizer": copy.deepcopy(self.optimizer.state_dict())}
 
     def load_state_dict(self, sd: dict) -> None:
-        """Restore what ``state_dict`` saved (from either learner kind); the architecture must match."""
+        """Restore what ``state_dict`` saved; the architecture must match.
+
+        Weights load from either learner kind; the optimizer state only from a checkpoint with the
+        same optimizer and ``optimizer_format`` (torch.optim and cstorch.optim keep Adam's state
+        differently), otherwise the optimizer starts afresh.
+        """
         _check_same_architecture(sd, self.architecture())
         self.model.online.load_state_dict(sd["online"])
         self.model.target.load_state_dict(sd["target"])
-        if sd.get("optimizer") is not None and sd.get("optimizer_name") == self.optimizer_name:
+        if _optimizer_state_fits(sd, self.optimizer_name, self.optimizer_format):
             self.optimizer.load_state_dict(copy.deepcopy(sd["optimizer"]))
         self.steps_done = int(sd.get("steps_done", 0))
 
@@ -277,6 +284,11 @@ class TorchLearner:
         with torch.no_grad():
             self.model.online.load_state_dict(sd)
             self.model.target.load_state_dict(sd)
+
+
+def _optimizer_state_fits(sd: dict, optimizer_name: str, optimizer_format: str) -> bool:
+    return (sd.get("optimizer") is not None and sd.get("optimizer_name") == optimizer_name
+            and sd.get("optimizer_format", "torch.optim") == optimizer_format)
 
 
 def _check_same_architecture(sd: dict, expected: dict) -> None:
