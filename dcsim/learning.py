@@ -247,11 +247,15 @@ class ReplayBuffer:
         return {f: self.data[f][order].copy() for f in self.FIELDS}
 
     def save(self, path) -> None:
-        np.savez_compressed(path, features=np.array(FEATURES), **self.snapshot())
+        """Write the ring as it stands (slots, write position), so a reload samples exactly as this buffer would."""
+        used = self.capacity if self.size == self.capacity else self.size
+        np.savez_compressed(path, features=np.array(FEATURES), pos=np.array(self.pos), capacity=np.array(self.capacity),
+                            **{f: self.data[f][:used] for f in self.FIELDS})
 
     @classmethod
     def load(cls, path, capacity: int | None = None) -> "ReplayBuffer":
-        """Read transitions written by :meth:`save`; errors name the file and what is wrong."""
+        """Read transitions written by :meth:`save` into a buffer of ``capacity`` (default: the saved one);
+        errors name the file and what is wrong."""
         from pathlib import Path
 
         path = Path(path)
@@ -261,13 +265,20 @@ class ReplayBuffer:
             with np.load(path) as z:
                 data = {f: z[f] for f in cls.FIELDS}
                 features = tuple(str(x) for x in z["features"])
+                pos, saved_capacity = int(z["pos"]), int(z["capacity"])
         except (KeyError, ValueError, OSError) as exc:
             raise PolicyError(f"{path}: not a dcsim transitions file ({exc}); expected arrays "
-                              f"{', '.join(('features',) + cls.FIELDS)}") from None
+                              f"{', '.join(('features', 'pos', 'capacity') + cls.FIELDS)}") from None
         if features != FEATURES:
             raise PolicyError(f"{path}: features {list(features)} differ from this dcsim's {list(FEATURES)}")
         n = data["action"].size
-        buf = cls(max(capacity or n, n), len(FEATURES))
-        buf.add(Transitions(data["obs"], data["action"], data["reward"], data["next_obs"], data["dt_s"],
-                            data["terminal"].astype(bool), np.zeros(n, np.int64)))
+        capacity = saved_capacity if capacity is None else capacity
+        buf = cls(max(capacity, n), len(FEATURES))
+        if buf.capacity == saved_capacity:  # the same ring: restore slots and write position exactly
+            for f in cls.FIELDS:
+                buf.data[f][:n] = data[f]
+            buf.size, buf.pos = n, pos % buf.capacity
+        else:  # another size: oldest first
+            order = (pos - n + np.arange(n)) % n if n == saved_capacity else np.arange(n)
+            buf.add(Transitions(*(data[f][order] for f in cls.FIELDS), np.zeros(n, np.int64)))
         return buf

@@ -72,7 +72,9 @@ class DQN(LearningPolicy):
     def build(self, n_gpus: int) -> None:
         from policies.dqn_core import QNetwork, make_learner
 
-        seed = int(self.rng.integers(0, 2**31 - 1))
+        # a child stream: drawing the weights' seed must not shift the episode's own draws (exploration, replay
+        # sampling), so a resumed training makes the same draws as an uninterrupted one
+        seed = int(self.rng.spawn(1)[0].integers(0, 2**31 - 1))
         try:
             self.learner = make_learner(self.learner_kind, n_features=len(FEATURES), n_actions=N_ACTIONS,
                                         hidden=self.hidden, lr=self.lr, optimizer=self.optimizer_name,
