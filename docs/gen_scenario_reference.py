@@ -35,7 +35,11 @@ END = "<!-- END GENERATED -->"
 UNITS: dict[str, str] = {
     # Scenario
     "name": "–", "description": "–", "start": "UTC instant", "horizon_s": "s", "warmup_s": "s", "seed": "–",
-    "cluster": "–", "workload": "–", "supply": "–", "market": "–", "policy": "–", "outputs": "–",
+    "cluster": "–", "workload": "–", "supply": "–", "market": "–", "policy": "–", "outputs": "–", "reward": "–",
+    # reward (docs/learning.md): reward units per unit of the named quantity
+    "value_per_token": "reward/token", "energy_cost_per_token": "reward/token", "energy_per_kwh": "reward/kWh",
+    "carbon_per_kg": "reward/kg CO2", "latency_per_s": "reward/s", "slo_per_miss": "reward/job",
+    "drop_per_job": "reward/job", "team_fraction": "fraction",
     # cluster
     "gpus": "GPUs", "gpu_model": "–", "power": "–", "transitions": "–", "initial_state": "–",
     "tdp_w": "W", "idle_w": "W", "min_cap_w": "W", "sleep_w": "W", "off_w": "W", "gamma": "–",
@@ -90,6 +94,7 @@ NOTES: dict[str, str] = {
     "Scenario.supply": "renewables, battery and grid",
     "Scenario.market": "the Token Manager",
     "Scenario.policy": "who decides",
+    "Scenario.reward": "the per-agent reward learning policies receive, and every run's `reward` summary (docs/learning.md)",
     "Scenario.outputs": "what the run directory holds",
     "ClusterConfig.gpus": "number of GPU agents",
     "ClusterConfig.gpu_model": "power figures from `dcsim.gpu_models` (see docs/model.md); `custom` needs power.tdp_w, idle_w, min_cap_w",
