@@ -14,7 +14,7 @@ from dcsim.learning import FEATURES, BidAction
 from dcsim.policy import load_policy
 from dcsim.runner import run_scenario
 from dcsim.train import train
-from tests.conftest import scenario
+from conftest import scenario
 
 torch = pytest.importorskip("torch")
 
@@ -201,7 +201,7 @@ def test_cli_train_writes_curves_checkpoint_and_evaluation(tmp_path, capsys):
     sc_file = tmp_path / "s.yaml"
     import yaml
 
-    from tests.conftest import BASE
+    from conftest import BASE
     data = json.loads(json.dumps(BASE))
     data.update({k: v for k, v in LOSING.items()})
     data["market"] = LOSING["market"]

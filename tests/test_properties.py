@@ -2,6 +2,7 @@
 within supply, non-negative wallets and token conservation; and determinism under a seed."""
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import numpy as np
@@ -12,12 +13,14 @@ from conftest import scenario
 from dcsim.engine import Simulation
 from dcsim.policy import load_policy
 from dcsim.runner import run_scenario
+from dcsim.learning import episode_reward, episode_totals
 from dcsim.seeding import Streams
 from dcsim.supply import SupplyInputs
 from dcsim.timeseries import StepSeries
 from dcsim.workload import build_jobs
 
-POLICIES = ["always_on", "race_to_idle", "renewable_follower", "price_threshold", "deadline_slack", "truthful"]
+POLICIES = ["always_on", "race_to_idle", "renewable_follower", "price_threshold", "deadline_slack", "truthful",
+            "qlearning"] + (["dqn"] if importlib.util.find_spec("torch") else [])
 MECHANISMS = ["posted_price", "uniform_price", "pay_as_bid", "vcg", "kelly"]
 
 
@@ -116,6 +119,10 @@ def test_invariants(case):
     signed = ledger.get("mint_initial", 0) + ledger.get("mint_endowment", 0) + ledger.get("credit_job_value", 0) \
         - ledger.get("debit_energy", 0) - ledger.get("burn_demurrage", 0) - ledger.get("burn_carry_over", 0)
     assert abs(signed - t["held"]) <= 1e-9 * max(t["minted"], 1.0)
+    # Learning policies: the per-agent rewards the engine handed out sum to the reward of the run's totals.
+    if r.agent_returns is not None:
+        total = episode_reward(episode_totals(r.jobs, r.energy, r.tokens), sc.reward)
+        assert abs(r.agent_returns.sum() - total) <= 1e-9 * max(1.0, abs(total), t["minted"])
     # A round's achieved welfare never beats the efficient allocation of the same bids and supply.
     assert (r.rounds["welfare_ratio"].dropna() <= 1 + 1e-9).all()
 

@@ -7,7 +7,7 @@ import pytest
 from dcsim.learning import REWARD_COMPONENTS, episode_reward, episode_totals
 from dcsim.policy import Bids, Policy
 from dcsim.runner import run_scenario
-from tests.conftest import constant_supply, jobs_table, scenario, simulate
+from conftest import constant_supply, jobs_table, scenario, simulate
 
 
 class Recorder(Policy):
