@@ -1,8 +1,71 @@
-"""The Cerebras DQN learner: CPU backend against plain torch, offline CSX validation, one backend per process."""
+"""The Cerebras DQN learner: CPU backend against plain torch, offline CSX validation, one backend per process.
+
+These tests run only where cerebras.pytorch is installed (the venv built by
+tools/setup_cerebras_venv.sh); elsewhere each is skipped with the reason. Each backend runs in a
+subprocess of its own (``_run_backend.py``), because cerebras.pytorch allows one backend per
+process. No conftest.py here on purpose: the suite's modules do ``from conftest import ...``, and
+a second conftest module would take that name.
+"""
 from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+RUNNER = Path(__file__).resolve().parent / "_run_backend.py"
+
+
+def _cerebras_missing() -> str | None:
+    """Why cerebras.pytorch cannot be used here, or None when it can (found without importing it)."""
+    try:
+        found = importlib.util.find_spec("cerebras.pytorch") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        return ("cerebras.pytorch is not installed in this Python; run these tests with "
+                ".venv-cerebras/bin/python -m pytest tests/cerebras (build it with bash tools/setup_cerebras_venv.sh)")
+    return None
+
+
+_MISSING = _cerebras_missing()
+pytestmark = pytest.mark.skipif(_MISSING is not None, reason=str(_MISSING))
+
+
+@pytest.fixture
+def cerebras_lib_dir() -> Path:
+    """``cerebras/pytorch/lib`` inside the installed package: holds ``torch-cirh-opt``, which validate_only runs."""
+    spec = importlib.util.find_spec("cerebras.pytorch")
+    return Path(spec.origin).parent / "lib"
+
+
+@pytest.fixture
+def run_backend(tmp_path):
+    """Run ``_run_backend.py`` with this Python in ``tmp_path`` (cerebras.pytorch writes into the current directory).
+
+    Returns ``(returncode, last JSON line or None, full output)``.
+    """
+
+    def run(*args: str, path_prepend: Path | None = None, timeout: float = 600):
+        env = dict(os.environ, MPLBACKEND="Agg")
+        if path_prepend is not None:
+            env["PATH"] = f"{path_prepend}{os.pathsep}{env.get('PATH', '')}"
+        proc = subprocess.run([sys.executable, str(RUNNER), *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+        output = proc.stdout + proc.stderr
+        result = None
+        for line in reversed(proc.stdout.strip().splitlines()):
+            if line.startswith("{"):
+                result = json.loads(line)
+                break
+        return proc.returncode, result, output
+
+    return run
 
 
 def _train(run_backend, tmp_path, learner, *extra):
