@@ -42,6 +42,9 @@ class DQN(LearningPolicy):
         learner_options: Extra learner settings (e.g. Cerebras cluster settings).
         init_from: ``transitions.npz`` (or a ``dcsim train`` output folder holding one) to pre-train on.
         init_steps: Offline gradient steps on ``init_from`` before acting.
+        torch_threads: Threads torch uses in this process (``torch.set_num_threads``), or None to leave torch's
+            default. Default 1: on a 2-core machine that also runs the simulation a second thread made learner
+            steps ~10x slower (740 vs 69 Adam steps/s measured, benchmarks/bench_learning.py).
         **kwargs: See :class:`~policies.learning.LearningPolicy`.
     """
 
@@ -52,7 +55,7 @@ class DQN(LearningPolicy):
                  learn_every_s: float = 300.0, updates_per_round: int = 4, polyak_tau: float = 0.01,
                  huber_delta: float = 1.0, grad_clip: float | None = 10.0, learner: str = "torch",
                  device: str = "auto", learner_options: dict[str, Any] | None = None, init_from: str | None = None,
-                 init_steps: int = 2000, **kwargs: Any):
+                 init_steps: int = 2000, torch_threads: int | None = 1, **kwargs: Any):
         if torch is None:
             raise PolicyError("policy 'dqn' needs torch: install it with `pip install torch==2.13.0` "
                               "(or `pip install -e '.[dqn]'` after that)")
@@ -67,6 +70,7 @@ class DQN(LearningPolicy):
         self.init_from, self.init_steps = init_from, int(init_steps)
         self.losses: list[float] = []
         self.learner = None
+        self.torch_threads = torch_threads
 
     # ---------------------------------------------------------------------------- state
     def build(self, n_gpus: int) -> None:
@@ -74,6 +78,8 @@ class DQN(LearningPolicy):
 
         # a child stream: drawing the weights' seed must not shift the episode's own draws (exploration, replay
         # sampling), so a resumed training makes the same draws as an uninterrupted one
+        if self.torch_threads is not None:
+            torch.set_num_threads(int(self.torch_threads))
         seed = int(self.rng.spawn(1)[0].integers(0, 2**31 - 1))
         try:
             self.learner = make_learner(self.learner_kind, n_features=len(FEATURES), n_actions=N_ACTIONS,
