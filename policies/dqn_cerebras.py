@@ -25,6 +25,7 @@ import copy
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -233,13 +234,19 @@ class CerebrasLearner:
             return []
         self._ensure_compiled()
         self._losses: list[float] = []
-        loader = cstorch.utils.data.DataLoader(_batches_input_fn, arrays)
-        executor = cstorch.utils.data.DataExecutor(loader, num_steps=len(arrays), checkpoint_steps=len(arrays))
+        # validate_only / compile_only trace a single step whatever the round's length.
+        n_run = 1 if (self.validate_only or self.compile_only) else len(arrays)
+        loader = cstorch.utils.data.DataLoader(_batches_input_fn, arrays[:n_run])
+        executor = cstorch.utils.data.DataExecutor(loader, num_steps=n_run, checkpoint_steps=n_run)
         before = self._host_state
-        for inputs in executor:
-            loss = self._training_step(*inputs)
-            self._record_loss(loss)
-            self._fetch_state()
+        with warnings.catch_warnings():
+            # cstorch warns at every optimizer step that float16 autocast lacks a grad scaler; this
+            # learner trains in float32 and never autocasts.
+            warnings.filterwarnings("ignore", message="Detected that the half dtype is set to float16")
+            for inputs in executor:
+                loss = self._training_step(*inputs)
+                self._record_loss(loss)
+                self._fetch_state()
         if self.validate_only or self.compile_only:
             self._host_state = before  # nothing ran: the weights are as they were
             return [float("nan")] * len(arrays)

@@ -5,7 +5,8 @@
 # cerebras-pytorch 2.10.0 pins torch==2.4.0 and numpy==1.25.0, which clash with the main
 # environment (torch 2.13), so it gets a venv of its own. dcsim's own dependencies are resolved
 # under a constraints file that holds torch and numpy at those pins, so installing dcsim never
-# moves them. Idempotent: a venv that already imports everything at the right versions is kept.
+# moves them. Idempotent: a venv that already imports everything at the right versions is kept
+# (only dcsim's editable install is refreshed, so that new entry points in setup.cfg show up).
 #
 # Usage: bash tools/setup_cerebras_venv.sh     (PYTHON=python3.11 by default; VENV to relocate)
 # Exit status: 0 when the venv works; non-zero with a one-line reason when it cannot be built.
@@ -37,7 +38,11 @@ PY
 }
 
 if venv_works; then
-    echo "setup_cerebras_venv: $VENV already works (cerebras-pytorch, torch $TORCH_PIN, numpy $NUMPY_PIN, dcsim)"
+    # Refresh dcsim's editable install (no dependencies, a few seconds): its metadata, e.g. the
+    # dcsim.policies entry points, is written at install time and goes stale when setup.cfg changes.
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 | grep -v "is ignored" >&2
+    venv_works || fail "refreshing dcsim's editable install broke the venv"
+    echo "setup_cerebras_venv: $VENV already works (cerebras-pytorch, torch $TORCH_PIN, numpy $NUMPY_PIN, dcsim refreshed)"
     exit 0
 fi
 
