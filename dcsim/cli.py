@@ -90,6 +90,22 @@ def _policy_overrides(args: argparse.Namespace, path: Path, overrides: list[str]
         overrides += [f"policy.params.checkpoint={json.dumps(str(ckpt))}", "policy.params.learn=false"]
 
 
+def _key_values(items: list[str] | None, flag: str) -> dict:
+    """``KEY=VALUE`` strings (values parsed as YAML) as a dict."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise DcsimError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} mgmt_address=host:9000")
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise DcsimError(f"{flag} {item!r}: the value is not YAML ({exc.__class__.__name__})") from None
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from dcsim.config import load_scenario
     from dcsim.outputs import choose_run_dir
@@ -124,7 +140,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     command = "python -m dcsim " + " ".join(sys.argv[1:])
     try:
         curve = train(scenario, name, args.episodes, out, resume=args.resume, overwrite=args.overwrite,
-                      learner=args.learner, init_from=Path(args.init_from) if args.init_from else None,
+                      learner=args.learner, learner_options=_key_values(args.learner_option, "--learner-option"),
+                      init_from=Path(args.init_from) if args.init_from else None,
                       on_episode=on_episode, command=command)
     finally:
         if bar is not None:
@@ -317,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--learner", choices=["torch", "cerebras-cpu", "csx"],
                      help="DQN learner: torch (CPU, or CUDA when present; default), cerebras-cpu (cerebras.pytorch "
                           "CPU backend, inside .venv-cerebras) or csx (a Cerebras Wafer-Scale Cluster)")
+    trn.add_argument("--learner-option", action="append", metavar="KEY=VALUE",
+                     help="a setting of the DQN learner, e.g. Cerebras cluster settings for --learner csx: "
+                          "--learner-option mgmt_address=host:9000 --learner-option num_csx=1 (repeatable; "
+                          "docs/cerebras.md lists them; also settable as policy.params.learner_options)")
     trn.add_argument("--init-from", metavar="RUN_DIR",
                      help="DQN: pre-train on transitions.npz from a Q-learning training folder")
     trn.add_argument("--seed", type=int, help="root seed (episode k uses seed + k)")

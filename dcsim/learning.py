@@ -116,7 +116,9 @@ def observation_features(obs: AgentObservation, n_gpus: int, interval_s: float) 
     m = obs.market
     gpu = obs.gpu
     span_kw = (gpu.full_power_w - gpu.idle_w) / 1000.0
-    price = max(m.price_tokens_per_kwh, 1e-12)
+    p0 = m.base_price_tokens_per_kwh
+    # a headline price can be 0 or infinite (an auction cleared by price-blind bids): keep features finite
+    price = float(np.clip(m.price_tokens_per_kwh, 1e-6 * p0, 1e6 * p0))
     has = obs.has_job.astype(float)
     deadline = np.isfinite(obs.job_slack_s)
     slack_h = np.where(deadline, np.clip(obs.job_slack_s / 3600.0, -4.0, 8.0) / 4.0, 2.0)
@@ -130,7 +132,7 @@ def observation_features(obs: AgentObservation, n_gpus: int, interval_s: float) 
     left = np.clip((m.next_round_s - m.time_s) / interval_s, 0.0, 1.0)
     n = len(obs)
     cols = [has, deadline.astype(float), slack_h, remaining_h, value_over_cost / 3.0, wallet_rounds,
-            np.full(n, np.log(price / m.base_price_tokens_per_kwh) / 2.0), np.full(n, m.renewable_fraction),
+            np.full(n, np.log(price / p0) / 2.0), np.full(n, m.renewable_fraction),
             np.full(n, np.sin(hour)), np.full(n, np.cos(hour)), np.full(n, m.battery_soc),
             np.full(n, np.log1p(m.queue_length / max(n_gpus, 1))), obs.job_clock_sensitivity * has,
             np.log2(np.maximum(obs.job_gpus, 1)) / 5.0, np.full(n, left)]

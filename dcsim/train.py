@@ -60,7 +60,8 @@ def episode_row(episode: int, run, policy: Policy, wall_s: float) -> dict[str, A
 
 
 def train(scenario: Scenario, policy_name: str, episodes: int, out: Path, *, resume: bool = False,
-          overwrite: bool = False, learner: str | None = None, init_from: Path | None = None,
+          overwrite: bool = False, learner: str | None = None, learner_options: dict[str, Any] | None = None,
+          init_from: Path | None = None,
           keep_transitions: int = 50_000, on_episode: Callable[[dict[str, Any]], None] | None = None,
           command: str = "") -> pd.DataFrame:
     """Train ``policy_name`` on ``scenario`` for ``episodes`` episodes in total, writing into ``out``.
@@ -81,6 +82,11 @@ def train(scenario: Scenario, policy_name: str, episodes: int, out: Path, *, res
             raise DcsimError(f"--learner {learner!r} applies to --policy dqn only (Q-learning is tabular numpy)")
         if policy_name == "dqn":
             extra["learner"] = learner
+    if learner_options:
+        if policy_name != "dqn":
+            raise DcsimError("--learner-option applies to --policy dqn (settings of its learner)")
+        base = scenario.policy.params.get("learner_options", {}) if scenario.policy.name == policy_name else {}
+        extra["learner_options"] = dict(base) | learner_options
     if init_from is not None:
         if policy_name != "dqn":
             raise DcsimError("--init-from applies to --policy dqn (it pre-trains the network on transitions)")

@@ -133,9 +133,10 @@ class DQN(LearningPolicy):
         """``updates_per_round`` steps on the replay as it stands now, then refresh the acting network."""
         if len(self.replay) < max(self.min_replay, 1):
             return
-        for _ in range(self.updates_per_round):
-            self.losses.append(self.learner.step(self._batch(self.replay)))
-            self.updates += 1
+        # one call per round: on a Cerebras cluster a round is one appliance run (docs/cerebras.md)
+        losses = self.learner.steps([self._batch(self.replay) for _ in range(self.updates_per_round)])
+        self.losses.extend(losses)
+        self.updates += len(losses)
         self._sync()
 
     def finish_episode(self) -> None:
@@ -149,8 +150,8 @@ class DQN(LearningPolicy):
         data = ReplayBuffer.load(path)
         if len(data) == 0:
             raise PolicyError(f"{path}: holds no transitions to pre-train on")
-        for _ in range(self.init_steps):
-            self.losses.append(self.learner.step(self._batch(data)))
+        for start in range(0, self.init_steps, 100):
+            self.losses.extend(self.learner.steps([self._batch(data) for _ in range(min(100, self.init_steps - start))]))
         self.replay.add(Transitions(**data.snapshot(), agent=np.zeros(len(data), np.int64)))
         self.pretrained_on = (str(path), len(data))
 

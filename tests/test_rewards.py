@@ -93,3 +93,45 @@ def test_non_learning_policies_get_no_feedback():
     sc = scenario()
     res = simulate(sc, jobs_table([(0.0, 1, 100.0)]))
     assert res.agent_returns is None
+
+
+def _obs(price, n=3):
+    from dcsim.policy import AgentObservation, GpuSpecView, MarketView
+
+    market = MarketView(time_s=100.0, hour_utc=12.0, renewable_w=0.0, demand_w=1000.0, renewable_fraction=0.0,
+                        price_tokens_per_kwh=price, base_price_tokens_per_kwh=1.0, grid_carbon_g_per_kwh=300.0,
+                        grid_price_usd_per_mwh=50.0, battery_soc=0.5, queue_length=2, deferred_jobs=0,
+                        next_round_s=250.0)
+    gpu = GpuSpecView(idle_w=78.8, tdp_w=700.0, min_cap_w=200.0, full_power_w=700.0, gamma=2.5, utilisation=1.0)
+    return AgentObservation(np.arange(n), np.full(n, 3), np.array([True, True, False]), np.array([3600.0, 0.0, 0.0]),
+                            np.array([7200.0, np.inf, np.inf]), np.ones(n), np.array([3.6, 1.0, 0.0]),
+                            np.array([1, 2, 0]), np.array([5.0, 0.0, 1e9]), market, gpu)
+
+
+@pytest.mark.parametrize("price", [0.0, 1.0, 7.39, np.inf])
+def test_features_are_finite_and_hand_checked(price):
+    from dcsim.learning import FEATURES, observation_features
+
+    x = observation_features(_obs(price), n_gpus=3, interval_s=300.0)
+    assert x.shape == (3, len(FEATURES)) and np.isfinite(x).all()
+    col = {name: x[:, i] for i, name in enumerate(FEATURES)}
+    np.testing.assert_allclose(col["has_job"], [1, 1, 0])
+    np.testing.assert_allclose(col["slack_h"], [0.5, 2.0, 2.0])  # 2 h / 4; no deadline → 2
+    np.testing.assert_allclose(col["remaining_h"], [0.25, 0.0, 0.0])
+    np.testing.assert_allclose(col["round_left_frac"], 0.5)
+    if price == 1.0:
+        # one GPU-hour of work worth 3.6 tokens against 0.6212 kWh at 1 token/kWh: ln(3.6/0.6212)/3
+        assert col["value_over_cost"][0] == pytest.approx(np.log(3.6 / 0.6212) / 3, rel=1e-6)
+        assert col["price_log_ratio"][0] == pytest.approx(0.0)
+
+
+def test_bid_actions_map_to_hand_worked_bids():
+    from dcsim.learning import BidAction, bids_from_actions
+
+    obs = _obs(2.0)
+    actions = np.array([BidAction.FULL, BidAction.FULL_IF_CHEAP, BidAction.PAUSE])
+    b = bids_from_actions(actions, obs, cheap_multiple=1.1)
+    np.testing.assert_allclose(b.request_w, [700.0, 700.0, 78.8])
+    np.testing.assert_allclose(b.max_price_tokens_per_kwh, [np.inf, 1.1, np.inf])
+    b = bids_from_actions(np.array([BidAction.HALF, BidAction.MIN_CAP, BidAction.HALF]), obs)
+    np.testing.assert_allclose(b.request_w, [78.8 + 0.5 * 621.2, 200.0, 78.8 + 0.5 * 621.2])
