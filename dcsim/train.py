@@ -118,6 +118,7 @@ def train(scenario: Scenario, policy_name: str, episodes: int, out: Path, *, res
                          "continue its training, or --overwrite")
 
     policy = make_learning_policy(scenario, policy_name, extra)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     meta = {"command": command, "scenario": scenario_to_dict(scenario), "policy": policy_name,
             "params": {k: v for k, v in extra.items() if k != "checkpoint"}, "episodes": episodes}
@@ -125,7 +126,14 @@ def train(scenario: Scenario, policy_name: str, episodes: int, out: Path, *, res
     for k in range(start, episodes):
         sc = scenario.model_copy(update={"seed": scenario.seed + k})
         t0 = time.perf_counter()
-        run = run_scenario(sc, policy=policy)
+        try:
+            run = run_scenario(sc, policy=policy)
+        except DcsimError:
+            if created and k == start:  # a bad setting surfaced in the first episode: leave nothing behind
+                import shutil
+
+                shutil.rmtree(out, ignore_errors=True)
+            raise
         rows.append(episode_row(k, run, policy, time.perf_counter() - t0))
         pd.DataFrame(rows).to_csv(curve_path, index=False)
         policy.save_checkpoint(ckpt)

@@ -89,7 +89,9 @@ class DQN(LearningPolicy):
                                         **({"device": self.device} if self.learner_kind == "torch" else {}),
                                         **self.learner_options)
         except (ValueError, TypeError) as exc:
-            raise PolicyError(f"policy 'dqn': {exc}") from None
+            raise PolicyError(f"policy 'dqn' with learner {self.learner_kind!r}: {exc} (learner_options given: "
+                              f"{sorted(self.learner_options) or 'none'}; docs/cerebras.md lists the cluster settings "
+                              "of the Cerebras learners)") from None
         except ImportError as exc:
             raise PolicyError(f"policy 'dqn' with learner {self.learner_kind!r}: {exc}") from None
         self.actor = QNetwork(len(FEATURES), N_ACTIONS, self.hidden)

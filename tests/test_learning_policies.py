@@ -221,3 +221,11 @@ def test_cli_train_writes_curves_checkpoint_and_evaluation(tmp_path, capsys):
     assert "learn: false" in (tmp_path / "r" / "metadata.yaml").read_text()
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["reward"]["per_gpu"] == pytest.approx(first["return_per_gpu"], rel=1e-12)
+
+
+def test_learner_options_apply_to_the_dqn_only(tmp_path):
+    with pytest.raises(DcsimError, match="--learner-option applies to --policy dqn"):
+        train(scenario(**LOSING), "qlearning", 1, tmp_path / "x", learner_options={"num_csx": 1})
+    with pytest.raises(PolicyError, match="with learner 'torch'.*num_csx"):  # no cluster settings for torch
+        train(scenario(**LOSING), "dqn", 1, tmp_path / "y", learner_options={"num_csx": 1})
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
