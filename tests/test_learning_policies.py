@@ -229,3 +229,18 @@ def test_learner_options_apply_to_the_dqn_only(tmp_path):
     with pytest.raises(PolicyError, match="with learner 'torch'.*num_csx"):  # no cluster settings for torch
         train(scenario(**LOSING), "dqn", 1, tmp_path / "y", learner_options={"num_csx": 1})
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_per_agent_tables_learn_separately_and_need_the_same_cluster(tmp_path):
+    sc = scenario(**LOSING, policy={"name": "qlearning", "params": {"tables": "per_agent"}})
+    pol = load_policy("qlearning", {"tables": "per_agent"})
+    run_scenario(sc, policy=pol)
+    assert pol.table.q.shape[0] == 8
+    visits = pol.table.visits.sum(axis=(1, 2))
+    assert (visits > 0).sum() >= 2 and len(set(visits.tolist())) > 1  # each agent's own experience
+    pol.save_checkpoint(tmp_path / "ck")
+    with pytest.raises(PolicyError, match="holds 8 tables; this scenario has 4 GPUs"):
+        load_policy("qlearning", {"checkpoint": str(tmp_path / "ck")}).reset(np.random.default_rng(0), None, 4)
+    back = load_policy("qlearning", {"checkpoint": str(tmp_path / "ck"), "learn": False})
+    back.reset(np.random.default_rng(0), None, 8)
+    np.testing.assert_array_equal(back.table.q, pol.table.q)
