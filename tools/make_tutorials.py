@@ -792,6 +792,7 @@ with the run above.
 # ============================================================================================= lesson 4
 L4 = {
     "toy": "python docs/tutorials/examples/shading.py",
+    "learn": "python docs/tutorials/examples/learn_shading.py --plot runs/tutorials/learn_shading.png",
     "compare": ("python -m dcsim compare scenarios/teach_market.yaml --policies truthful always_on --seeds 5 "
                 "--variant posted market.mechanism=posted_price --variant uniform market.mechanism=uniform_price "
                 "--variant vcg market.mechanism=vcg --baseline truthful --out runs/tutorials/bidders"),
@@ -800,7 +801,141 @@ L4 = {
 }
 
 
+_ESTIMATE = re.compile(r"^(-?[\d.]+)(?: ± ([\d.]+))?(?: %)?(?: \[([\d.]+)–([\d.]+)\])?$")
+
+
+def _learn_tables(result: Result) -> list[dict[str, list[str]]]:
+    """The Markdown tables learn_shading.py printed, in order, each as first cell → the other cells."""
+    tables: list[dict[str, list[str]]] = []
+    current: dict[str, list[str]] | None = None
+    for line in result.stdout.splitlines():
+        if not line.startswith("|"):
+            current = None
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if current is None:  # the header row starts a table
+            current = {}
+            tables.append(current)
+        elif not cells[0].startswith(":"):
+            current[cells[0]] = cells[1:]
+    if len(tables) != 2:
+        raise RuntimeError(f"{result.command}: expected two tables, found {len(tables)}")
+    return tables
+
+
+def _est(cell: str) -> tuple[float, float, float, float]:
+    """``mean ± half [lowest–highest]`` (each part after the mean optional) as four floats (NaN when absent)."""
+    m = _ESTIMATE.match(cell.strip())
+    if not m:
+        raise RuntimeError(f"learn_shading.py: cannot read the table cell {cell!r}")
+    return tuple(float(g) if g is not None else math.nan for g in m.groups())  # type: ignore[return-value]
+
+
+def _learn_text(result: Result) -> dict[str, str]:
+    """Sentences about the learning experiment, each worded from the numbers the script printed."""
+    shades, outcomes = _learn_tables(result)
+    names = [n for n in shades if not n.startswith("pay-as-bid equilibrium")]
+    est = {n: [_est(c) for c in shades[n][:-1]] for n in names}
+    q_gap = {n: _est(shades[n][-1]) for n in names}
+    theory = [_est(c)[0] for c in next(v for k, v in shades.items() if k.startswith("pay-as-bid equilibrium"))[:-1]]
+    out = {n: [_est(c) for c in outcomes[n]] for n in names}  # price, price T, eff, eff T, surplus, surplus T, gain
+    labels = ["1–3.75", "3.75–6.5", "6.5–9.25", "9.25–12"]
+
+    def shade(n: str, b: int) -> str:
+        mean, half, lo, hi = est[n][b]
+        return f"{mean:.2f} ± {half:.2f}"
+
+    def gain(n: str) -> str:
+        mean, half, _, _ = out[n][6]
+        return f"{mean:.2f} ± {half:.2f}"
+
+    pab = est["pay_as_bid"]
+    below = [b for b in range(4) if pab[b][0] + pab[b][1] < 1]
+    pab_where = ("in every value bin, with the whole confidence interval below 1" if len(below) == 4 else
+                 "in the bins " + ", ".join(labels[b] for b in below) + " (the others' intervals reach 1)")
+    top_diff = pab[3][0] - theory[3]
+    pab_top = (f"For the highest values the learners bid {shade('pay_as_bid', 3)} of their value (every agent in "
+               f"[{pab[3][2]:g}, {pab[3][3]:g}]) against {theory[3]:.2f} in the continuous-bid equilibrium: "
+               + ("close to it" if abs(top_diff) <= 0.05 else
+                  f"{'more' if top_diff < 0 else 'less'} shading than the equilibrium"))
+    p_pab, _, _, _ = out["pay_as_bid"][0]
+    p_uni, p_uni_h, _, _ = out["uniform_price"][0]
+    p_uni_truth = out["uniform_price"][1][0]
+    same_uv = shades["uniform_price"] == shades["vcg"] and outcomes["uniform_price"] == outcomes["vcg"]
+    uni = est["uniform_price"]
+    g_uni, g_uni_h, _, _ = out["uniform_price"][6]
+    g_pab = out["pay_as_bid"][6]
+    kel = est["kelly"]
+    upper_at_one = all(uni[b][0] - uni[b][1] <= 1 <= uni[b][0] + uni[b][1] for b in (2, 3))
+    near_one = "at 1 within the noise" if upper_at_one else "not at 1 within the noise"
+    indifferent = ("That spread is indifference, not profitable shading. A winner's price does not depend on its own "
+                   "bid, so every shade that wins the same rounds earns the same; a low-value agent almost never wins, "
+                   "so all its shades earn about 0. Truthful bidding is only *weakly* dominant: the Q-values of many "
+                   "shades tie up to noise, and the greedy choice among tied entries is whichever the noise favoured. "
+                   "The tables' belief that truthful bidding loses "
+                   f"{q_gap['uniform_price'][0]:.2f} ± {q_gap['uniform_price'][1]:.2f} tokens/kWh (against "
+                   f"{q_gap['pay_as_bid'][0]:.2f} under `pay_as_bid`) is the upward bias of a maximum over noisy "
+                   f"estimates: on the held-out rounds agent 0's learned shades gain {g_uni:.2f} ± {g_uni_h:.2f} "
+                   "tokens per kWh it wanted over truthful bids"
+                   + (" (the interval includes 0)" if abs(g_uni) <= g_uni_h else ", a loss: shading costs it a little")
+                   + '. So the hypothesis "at or near 1" holds where a bid decides something, and shows up as '
+                   "indifference where it does not.")
+    rising = all(kel[b][0] < kel[b + 1][0] for b in range(3))
+    p_uni_lower = p_uni + p_uni_h < p_uni_truth
+    effs = {n: out[n][2][0] for n in names}
+    low_eff = [n for n in names if effs[n] < 97]
+    same_uv_text = ("the two rows are identical, for the reason the toy gave: with one 1 kW block per bidder both "
+                    "charge every winner the highest rejected bid. " if same_uv else "")
+    return {
+        "pab": (f"**`pay_as_bid`**: the learned shade settled below 1 {pab_where}. {pab_top}. The learners play a "
+                "coarser game than the theory (one shade per value bin, shades on a 0.1 grid), so the equilibrium "
+                "line is a reference, not a prediction to the second decimal. "
+                + (f"In the lowest bin the spread across agents is wide ([{pab[0][2]:g}, {pab[0][3]:g}]): an agent "
+                   "valuing power under 3.75 tokens/kWh rarely wins whatever it bids, so its shades earn nearly the "
+                   "same (nothing) and the table has little to tell them apart. " if pab[0][3] - pab[0][2] >= 0.3 else "")
+                + f"The check on the held-out rounds agrees: agent 0 would lose {gain('pay_as_bid')} "
+                "tokens per kWh it wanted by switching to truthful bids"
+                + (", so shading pays." if g_pab[0] - g_pab[1] > 0 else "; the interval includes 0.")),
+        "uv": (f"**`uniform_price` and `vcg`**: {same_uv_text}For the two upper value bins the learned shade is "
+               f"{shade('uniform_price', 2)} and {shade('uniform_price', 3)}, {near_one}, but single agents sit "
+               f"anywhere from {min(uni[2][2], uni[3][2]):g} to {max(uni[2][3], uni[3][3]):g}; in the lower bins "
+               f"the mean is {shade('uniform_price', 0)} and {shade('uniform_price', 1)}, with agents from "
+               f"{min(uni[0][2], uni[1][2]):g} to {max(uni[0][3], uni[1][3]):g}. "
+               + (indifferent if g_uni <= g_uni_h else
+                  f"Agent 0's learned shades gain {g_uni:.2f} ± {g_uni_h:.2f} tokens per kWh it wanted over truthful "
+                  "bids on the held-out rounds: here the learners found shading that pays, which the theory of a "
+                  "(k+1)-th price auction with one block per bidder does not predict. Look for the cause (ties at "
+                  "the clearing price, the 0.6 grid cost acting as a reserve price) before trusting it.")),
+        "kelly": (f"**`kelly`**: offers fell far below the value of the request in every bin, from "
+                  f"{shade('kelly', 0)} for the lowest values to {shade('kelly', 3)} for the highest"
+                  + ("" if all(k[0] + k[1] < 1 for k in kel) else " (some intervals reach 1)")
+                  + f". For comparison, the symmetric equilibrium offer `(N − 1)/N²` times the 3 kW for sale over the "
+                  f"1 kW wanted is {5 / 36 * 3:.2f} of the request's value for six identical bidders."
+                  + (" The fraction rises with the value: against the others' offers a low-value agent's best reply "
+                     "is to offer little or nothing (staying out was best in the toy), a high-value agent's is to buy "
+                     "a larger share." if rising else "")),
+        "revenue": (f"Revenue: with learned bids the mean price paid under `pay_as_bid` was {p_pab:.2f} tokens/kWh. "
+                    f"Revenue equivalence says the pay-as-bid equilibrium and truthful uniform pricing earn the same on "
+                    f"average, {1 + 11 * 3 / 7:.2f} here ({p_uni_truth:.2f} on these held-out rounds); the learners "
+                    f"leave the seller {'less' if p_pab < p_uni_truth else 'more'}. "
+                    + (f"Under `uniform_price` the learned bids also paid less than truthful ones ({p_uni:.2f} ± "
+                       f"{p_uni_h:.2f} against {p_uni_truth:.2f}): the price is the highest *rejected* bid, a loser's, "
+                       "and the losers' indifferent shading lowers it for the winners at no cost to themselves. "
+                       if p_uni_lower else
+                       f"Under `uniform_price` the learned bids paid {p_uni:.2f} ± {p_uni_h:.2f} against "
+                       f"{p_uni_truth:.2f} for truthful ones. ")
+                    + ("Efficiency (welfare over the best possible, from the true values) stayed at 97 % or more "
+                       "under every mechanism." if not low_eff else
+                       "Efficiency (welfare over the best possible, from the true values) stayed at 97 % or more "
+                       "except under " + ", ".join(f"`{n}` ({effs[n]:.1f} % learned, {out[n][3][0]:.1f} % truthful)"
+                                                   for n in low_eff)
+                       + (", which splits the power in proportion to the offers rather than serving the highest "
+                          "values first." if low_eff == ["kelly"] else "."))),
+    }
+
+
 def write_lesson4(ctx: Context, r: dict[str, Result]) -> str:
+    learn = _learn_text(r["learn"])
     cmp = r["compare"]
     t = cmp_summary(cmp)
     extra = metric_table(cmp, {"tokens.spent": "tokens spent", "tokens.held": "tokens held (end)",
@@ -830,14 +965,8 @@ def write_lesson4(ctx: Context, r: dict[str, Result]) -> str:
                   f"{fmt(paid, 3)} tokens/kWh on average against a headline of {fmt(headline, 4)}.")
     return f"""{page_header(ctx, LESSONS[3])}
 **What you learn:** why a bidder shades its bid below its value under a pay-your-bid (first-price) rule and has no
-reason to under a second-price (VCG) rule, what that means for dcsim's mechanisms, and what happens on a real
-day when bids carry values and when they do not.
-
-> **Status.** The question this lesson is built around — *do Q-learning bidders learn to shade their bids?* —
-> needs the learning policies (tabular Q-learning and DQN), which do not exist in dcsim yet; another issue builds
-> them. Everything below runs today with the rule-based bidders and the mechanisms. The last section says what
-> the learning experiment will be; its results will be added here when the learning policies land. Nothing on
-> this page comes from a learning bidder.
+reason to under a second-price (VCG) rule, whether bidders that learn by trial and error (tabular Q-learning)
+find that out for themselves, and what happens on a real day when bids carry values and when they do not.
 
 ## The theory in one paragraph per rule
 
@@ -863,20 +992,20 @@ A bidder with value `v` per kWh bids `b`. Its surplus when it wins `x` kWh is `(
   `b* = vE(N − 1)/N²` (docs/market.md): each gets `E/N`, worth `vE/N`, and offers `(N − 1)/N` of that. The price
   `v(N − 1)/N` sits below the value; price-anticipating bidders shade, most when they are few.
 
-dcsim has no pay-your-bid mechanism; the script below writes the first-price rule out in ten lines so it can sit
-next to the others.
+dcsim's `pay_as_bid` mechanism is the multi-unit first-price rule: it allocates like `uniform_price` (highest bids
+first, while they cover the supply cost) and every winner pays its own bid (`docs/market.md`).
 
 ## Does shading pay? One bidder against truthful rivals
 
 [`examples/shading.py`](examples/shading.py): six agents want 1 kW each, 3 kW are for sale. Agent 0 values power at
 7 tokens/kWh and bids `shade × 7`; the other five draw values uniformly between 1 and 12 and bid them
 truthfully. The script averages agent 0's surplus over 400 draws of the rivals (the same draws for every shade),
-clearing each round with the dcsim mechanisms and the written-out first-price rule:
+clearing each round with each dcsim mechanism:
 
 {console(r['toy'])}
 
-- **First price**: bidding the value (shade 1) earns exactly 0; the best shade is below 1. Shading is the best
-  response.
+- **`pay_as_bid`** (first price): bidding the value (shade 1) earns exactly 0; the best shade is below 1. Shading is
+  the best response.
 - **`uniform_price` and `vcg`**: the best bid is the value itself, as the theory says. The two rows are equal
   because the 3 kW for sale are exactly three requests: the fourth-highest bid is rejected whole, and both rules
   charge a winner that bid. (In lesson 2's round the marginal bidder was served in part, and VCG charged less.)
@@ -885,6 +1014,53 @@ clearing each round with the dcsim mechanisms and the written-out first-price ru
   μ = Σ offers / supply exceeds agent 0's value of 7 and the best reply is to stay out (shade 0). Against such
   aggressive rivals Kelly punishes truthful offers hardest; against rivals at the Kelly equilibrium the best
   offer is positive but still far below the value.
+
+## Do Q-learning bidders shade?
+
+The toy asked what one bidder should do against truthful rivals. Here *every* bidder learns, and nobody is told
+the theory. [`examples/learn_shading.py`](examples/learn_shading.py) repeats the same market (six agents wanting
+1 kW, 3 kW for sale) for 3,000 rounds at irregular times: the gap to the next round is exponential with a mean of
+5 minutes, and an allocation lasts until the next round. Before each round every agent draws a fresh value,
+uniform on 1–12 tokens/kWh. Each agent is an independent tabular Q-learner (`policies/qtable.py`, one table per
+agent):
+
+- **state**: which of four value bins its value falls in, so what it learns is a bid function;
+- **action**: a shade factor from 0.1, 0.2, …, 1.0, 1.2; it bids `shade × value` (under `kelly` it offers
+  `shade ×` what its request is worth over the round, `shade × value × 1 kW × round`);
+- **reward**: the value of the energy it got minus what it paid, discounted to the moment it bid;
+- **update**: semi-Markov Q-learning, `Q ← Q + α (r + γ^(Δt/τ) max Q(s′) − Q)`, with `Δt` the actual gap to its
+  next bid and γ = 0.5 per τ = 5 minutes, so a long gap counts the future for less (the updates are applied ten
+  rounds at a time, which keeps the script fast); ε-greedy exploration with ε decaying from 1 to 0.02.
+
+The same values, round times and exploration draws are used under every mechanism, four seeds each. Afterwards
+each agent's greedy shade per bin is read off its table, and the greedy policies are replayed on 400 held-out
+rounds:
+
+{console(r['learn'])}
+
+{ctx.image(ctx.scratch / 'runs' / 'tutorials' / 'learn_shading.png', '04-learn-shading.png', 'learned shade against value under four mechanisms')}
+
+The points are the mean over agents and seeds with the seeds' 95 % interval; the dashed line is `b(v)/v` in the
+symmetric pay-as-bid equilibrium with continuous bids, `b(v) = E[Y | Y < v]` with `Y` the third-highest of the
+other five values.
+
+{learn['pab']}
+
+{learn['uv']}
+
+{learn['kelly']}
+
+{learn['revenue']}
+
+Two caveats. The agents learn at the same time, so each one's environment changes while it learns; nothing
+guarantees that independent Q-learners reach an equilibrium, and the tables above are where they were after
+3,000 rounds, not a limit (`--rounds 15000 --seeds 2` runs longer, in about a minute). And the state is the value alone: an agent cannot condition on the others' past bids, so it learns a bid
+function, not a strategy against particular rivals.
+
+The learning policies that run inside a whole datacenter simulation (`qlearning`, `dqn`) choose among five
+power-and-price actions per GPU and cannot express a shade factor, which is why this experiment is a repeated
+auction at the level of the mechanisms. Training them on a scenario is `python -m dcsim train ...`, documented
+in [docs/learning.md](../learning.md).
 
 ## A whole day: stating values or not
 
@@ -926,15 +1102,6 @@ Seed 1 with price-blind bidders under `vcg`, its night rounds (before 06:00 and 
 
 {blind_text} VCG's truthfulness needs values that are stated; an "infinite" value is not one, so the wallet cap
 stands in for it: the agent says it will pay whatever its wallet allows, and the auction takes it at its word.
-
-## Next: learning bidders (not yet in dcsim)
-
-When the learning policies land, this lesson will add the experiment it is named after: each GPU agent learns a
-shade factor (its action: bid `shade × value`) by tabular Q-learning, with reward = value of the energy it got
-minus what it paid, discounted by `γ^Δt` over the irregular time between its decisions. The hypothesis the
-theory above makes, to be tested rather than assumed: under a first-price-like rule the learned shade settles
-below 1; under `vcg` and `uniform_price` with one block per bidder it settles at or near 1; under `kelly` it falls
-well below 1. Until then the page makes no claim about what learning bidders do.
 """
 
 

@@ -5,9 +5,8 @@ solar at 0.01 tokens/kWh, 1 kW of grid at 0.6). Agent 0 values power at 7 tokens
 others draw their values uniformly from 1 to 12 tokens/kWh and bid them truthfully. Agent 0 bids
 ``shade × 7`` (under Kelly it offers ``shade ×`` its request's value in tokens). For each shade factor
 the script averages agent 0's surplus (value of the power it gets minus what it pays) over the same
-random draws of the others' values, under a pay-your-bid (first-price) auction and each dcsim
-mechanism. dcsim has no pay-your-bid mechanism; ``first_price`` below is the textbook rule written out
-here for comparison. Run it from the repository root:
+random draws of the others' values, under each dcsim mechanism, ``pay_as_bid`` (the first-price rule:
+every winner pays its own bid) among them. Run it from the repository root:
 
     python docs/tutorials/examples/shading.py
 """
@@ -15,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dcsim.market import J_PER_KWH, BidBook, Clearing, SupplyCurve
-from dcsim.mechanisms import Kelly, PostedPrice, UniformPrice, Vcg
+from dcsim.market import J_PER_KWH, BidBook, SupplyCurve
+from dcsim.mechanisms import Kelly, PayAsBid, PostedPrice, UniformPrice, Vcg
 
 ROUND_S = 300.0
 KWH_PER_W = ROUND_S / J_PER_KWH
@@ -28,26 +27,8 @@ request_w = np.full(N_OTHERS + 1, 1000.0)
 wallets = np.full(N_OTHERS + 1, 1000.0)                 # budgets never bind here
 
 
-def first_price(bids: BidBook) -> Clearing:
-    """Pay-your-bid: highest bids served first from the cheapest supply while bid >= cost; each pays its bid."""
-    price = bids.steps_price[:, 0]
-    alloc = np.zeros(price.size)
-    blocks, cost = supply.residual()
-    left, j = blocks.copy(), 0
-    for i in np.argsort(-price, kind="stable"):
-        need = bids.steps_w[i, 0]
-        while need > 0 and j < left.size and price[i] >= cost[j]:
-            take = min(need, left[j])
-            alloc[i] += take
-            need -= take
-            left[j] -= take
-            if left[j] <= 0:
-                j += 1
-    return Clearing(alloc, price, alloc * price * KWH_PER_W, float("nan"), False)
-
-
 mechanisms = {
-    "first_price (pay your bid)": first_price,
+    "pay_as_bid (first price)": PayAsBid().clear,
     "uniform_price": UniformPrice().clear,
     "vcg": Vcg(quantum_w=50.0).clear,
     "kelly": Kelly().clear,
@@ -63,7 +44,7 @@ for draw in others:
         bid[0] = shade * OWN_VALUE
         book = BidBook.single_step(request_w, bid, bid * request_w * KWH_PER_W)
         for name, clear in mechanisms.items():
-            c = (clear(book) if name.startswith("first") else clear(book, supply, wallets))
+            c = clear(book, supply, wallets)
             energy_kwh = c.allocations_w[0] * KWH_PER_W
             surplus[name][k] += OWN_VALUE * energy_kwh - c.prices_tokens_per_kwh[0] * energy_kwh
 print("Agent 0's mean surplus per round, tokens (the best in bold):\n")
