@@ -43,6 +43,8 @@ BASELINES = ("always_on", "race_to_idle", "renewable_follower", "price_threshold
 #: Baselines whose ``admit`` can hold deferrable jobs back; the learners always run the jobs they are given.
 DEFERRING = frozenset({"renewable_follower", "price_threshold", "deadline_slack"})
 LEARNED = ("qlearning", "dqn")
+#: A diagnostic arm of the behaviour tables: the trained Q-table kept learning (ε = 0.05) on the evaluation seeds.
+STILL_LEARNING = "qlearning, still learning"
 ACTION_NAMES = ("FULL", "FULL_IF_CHEAP", "HALF", "MIN_CAP", "PAUSE")
 FULL = {"q_episodes": 400, "dqn_episodes": 40, "eval_seeds": 10, "analysis_seeds": 3}
 QUICK = {"q_episodes": 4, "dqn_episodes": 2, "eval_seeds": 2, "analysis_seeds": 1}
@@ -140,8 +142,9 @@ def evaluation_markdown(runs: pd.DataFrame) -> tuple[pd.DataFrame, str, dict[str
 
 # --------------------------------------------------------------------------------------------- behaviour
 def behaviour(scenario_path: str, out: Path, arms: list[str], seeds: list[int]) -> tuple[str, str]:
-    """Replay the frozen learners and some baselines on ``seeds``: reward components per GPU per arm, and the
-    learners' greedy actions by price level. Returns two Markdown tables."""
+    """Replay the frozen learners, the trained Q-table still learning (:data:`STILL_LEARNING`) and some baselines
+    on ``seeds``: reward components per GPU per arm, and the learners' greedy actions by price level. Returns two
+    Markdown tables."""
     import torch
 
     from dcsim.compare import markdown_table
@@ -160,7 +163,10 @@ def behaviour(scenario_path: str, out: Path, arms: list[str], seeds: list[int]) 
         comps = []
         counts = np.zeros((3, len(ACTION_NAMES)))
         for seed in seeds:
-            if arm in LEARNED:
+            if arm == STILL_LEARNING:  # the trained table, still updating with ε = 0.05, fresh for each seed
+                policy = load_policy("qlearning", {"checkpoint": str(out / "qlearning" / "checkpoint"),
+                                                   "learn": True, "epsilon_start": 0.05, "epsilon_end": 0.05})
+            elif arm in LEARNED:
                 policy = load_policy(arm, {"checkpoint": str(out / arm / "checkpoint"), "learn": False})
                 choose = policy.choose
 
@@ -175,18 +181,19 @@ def behaviour(scenario_path: str, out: Path, arms: list[str], seeds: list[int]) 
                 policy = load_policy(arm, {})
             s = run_scenario(scenario.model_copy(update={"seed": seed}), policy=policy).summary
             c = s["reward"]["components"]
-            comps.append([c[k] for k in REWARD_COMPONENTS] + [s["jobs"]["completed"], s["jobs"]["dropped"]])
+            comps.append([c[k] for k in REWARD_COMPONENTS] + [s["jobs"]["completed"], s["jobs"]["dropped"],
+                                                              s["jobs"]["pending"]])
         m = np.mean(comps, axis=0)
         weighted = m[:len(REWARD_COMPONENTS)] * w / n
-        comp_rows.append([arm] + [f"{v:+.2f}" for v in weighted] + [f"{weighted.sum():+.2f}", f"{m[-2]:.0f}",
-                                                                     f"{m[-1]:.0f}"])
-        if arm in LEARNED:
+        comp_rows.append([arm] + [f"{v:+.2f}" for v in weighted] + [f"{weighted.sum():+.2f}"] +
+                         [f"{v:.0f}" for v in m[len(REWARD_COMPONENTS):]])
+        if arm in LEARNED:  # greedy actions of the frozen learners only
             for level, label in enumerate(("p ≤ 1.1 p0", "1.1 p0 < p ≤ e·p0", "p > e·p0")):
                 total = counts[level].sum()
                 if total:
                     act_rows.append([arm, label, f"{int(total)}"] + [f"{c / total:.0%}" for c in counts[level]])
     comp_md = markdown_table(["arm"] + [f"{k} × weight" for k in REWARD_COMPONENTS] +
-                             ["reward per GPU", "jobs completed", "jobs dropped"], comp_rows)
+                             ["reward per GPU", "jobs completed", "jobs dropped", "jobs pending at the end"], comp_rows)
     act_md = markdown_table(["learner", "price level", "decisions"] + list(ACTION_NAMES), act_rows)
     return comp_md, act_md
 
@@ -234,11 +241,12 @@ def plot_curves(name: str, out: Path, table: pd.DataFrame, best: dict[str, str],
         ax.plot(ep, curve["return_per_gpu"], ".", ms=3, alpha=0.35, color="tab:blue", label="training episode")
         ax.plot(ep, curve["return_per_gpu"].rolling(window, min_periods=1).mean(), color="tab:blue",
                 label=f"moving mean of {window}")
-        ax.axhline(means[arm], color="tab:blue", ls=":", label=f"{arm}, frozen, held-out mean")
+        ax.axhline(means[arm], color="tab:blue", ls=":", label="the learner, frozen: held-out mean")
         colors = iter(("tab:green", "tab:orange"))
         for other in dict.fromkeys(best.values()):
-            ax.axhline(means[other], ls="--", color=next(colors), label=f"{other}, held-out mean")
-        ax.set_title(f"{arm} on {name}" + (" (pre-trained from Q-learning)" if arm == "dqn" else ""))
+            ax.axhline(means[other], ls="--", color=next(colors), label=f"{other}: held-out mean")
+        ax.set_title(f"{arm} on {name}" + (" (after --init-from)" if arm == "dqn" else ""),
+                     fontsize=10)
         ax.set_xlabel("training episode (one simulated day, seed + k)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("return per GPU (reward units)")
@@ -276,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS))
     ap.add_argument("--out", type=Path, help="working folder (default runs/learning-evidence[-quick])")
     ap.add_argument("--img", type=Path, help="where the PNGs go (default docs/img/learning; OUT/img with --quick)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="skip the trainings already finished in OUT (redo only the tables and plots)")
     for key, value in FULL.items():
         ap.add_argument("--" + key.replace("_", "-"), type=int, help=f"default {value} ({QUICK[key]} with --quick)")
     args = ap.parse_args(argv)
@@ -299,13 +309,20 @@ def main(argv: list[str] | None = None) -> int:
         sdir = out / name
         sdir.mkdir(exist_ok=True)
         cmds = train_commands(scenario, sdir, cfg)
-        walls = {arm: run_cmd(cmd, sdir / f"{arm}.log") for arm, cmd in cmds.items()}
+        walls_file = sdir / "walls.json"
+        if args.reuse and walls_file.is_file():
+            walls = json.loads(walls_file.read_text())
+            print(f"reusing the trainings in {sdir}", file=sys.stderr)
+        else:
+            walls = {arm: run_cmd(cmd, sdir / f"{arm}.log") for arm, cmd in cmds.items()}
+            walls_file.write_text(json.dumps(walls))
         runs = merged_runs(sdir)
         runs.to_csv(sdir / "evaluation_runs_merged.csv", index=False)
         table, eval_md, best = evaluation_markdown(runs)
         table.to_csv(sdir / "evaluation_merged.csv", index=False)
         seeds = sorted(runs.seed.unique())[:cfg["analysis_seeds"]]
-        comp_md, act_md = behaviour(scenario, sdir, list(LEARNED) + list(dict.fromkeys(best.values())), seeds)
+        comp_md, act_md = behaviour(scenario, sdir, list(LEARNED) + [STILL_LEARNING] + list(dict.fromkeys(best.values())),
+                                    seeds)
         q_md = qtable_markdown(sdir)
 
         plot_curves(name, sdir, table, best, img / f"{name}-curves.png")
@@ -334,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
             + "The learners' greedy actions by posted/clearing price level (same seeds):\n\n" + act_md + "\n\n"
             + "The trained Q-table:\n\n" + q_md + "\n")
     total = time.perf_counter() - t_start
-    sections.append(f"Whole pipeline: {total / 60:.1f} min wall time.")
+    trained = sum(sum(v["walls"].values()) for v in summary.values())
+    sections.append(f"Whole pipeline: {total / 60:.1f} min wall time" + (
+        f" (trainings reused with --reuse; they took {trained / 60:.1f} min)." if args.reuse else "."))
     md = "\n\n".join(sections) + "\n"
     (out / "evidence.md").write_text(md, encoding="utf-8")
     (out / "evidence.json").write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")
