@@ -342,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
             f"per episode), DQN {train_s['dqn']:.0f} s ({train_s['dqn'] / len(curves['dqn']):.1f} s per episode, "
             f"pre-training included in the first).\n\n"
             + f"![learning curves of {name}]({rel_img}/{name}-curves.png)\n\n"
+            + f"Each training's own `learning_curve.png`, with ε and the DQN's loss: [Q-learning]({rel_img}/{name}-"
+            f"qlearning-curve.png), [DQN]({rel_img}/{name}-dqn-curve.png).\n\n"
             + f"Held-out evaluation (seeds {seeds_txt}, greedy frozen learners, every arm on the same seeds):\n\n"
             + eval_md + "\n\n*deadline misses as summary.json counts them (late completions and jobs dropped or "
             "unfinished past their deadline); the reward's SLO term counts late completions only.\n\n"
