@@ -104,9 +104,12 @@ def _buffer(n: int, typecode: str, fill: float | int) -> tuple[array.array, np.n
 class _RewardMeter:
     """Meters each agent's reward components between its decisions (only built for learning policies).
 
-    Event-driven accruals (value credited, job latency, deadline misses, tokens settled, drops) are counted as
-    they happen; energy and unsettled token liabilities are read off the engine's linear meters at decision
-    time. Carbon is attributed to an agent by its share of the cluster's energy over its own interval.
+    Value credited, deadline misses and settled tokens are counted as they happen; energy, unsettled token
+    liabilities and the latency of running jobs (each GPU of a k-GPU job accrues 1/k s per s) are read off
+    linear meters at decision time. What no agent owns — time jobs spend waiting before they start, deadlines
+    missed while waiting, dropped jobs — is shared equally by all agents. At the horizon, jobs still pending
+    are charged their time so far and, past their deadline, a miss. Carbon is attributed to an agent by its
+    share of the cluster's energy over its own interval. Totals equal :func:`dcsim.learning.episode_totals`.
     """
 
     def __init__(self, sim: "Simulation"):
@@ -117,28 +120,52 @@ class _RewardMeter:
         self.weights = reward_weights(cfg)
         self.team_fraction = cfg.team_fraction
         self.value = np.zeros(n)
-        self.latency = np.zeros(n)
         self.misses = np.zeros(n)
         self.settled = np.zeros(n)
-        self.drops = 0.0
-        self.team = np.zeros(3)  # running cluster sums of value, latency, misses
+        self.lat_off = np.zeros(n)  # own latency(t) = lat_off + lat_rate·t
+        self.lat_rate = np.zeros(n)
+        self.shared = np.zeros(3)  # latency_s, deadline misses, drops that no agent owns
         self.last_s = np.zeros(n)
         self.first = np.ones(n, dtype=bool)
-        self.snap = np.zeros((n, 4))  # own value, spent, energy_j, latency... see _own
-        self.snap_misses = np.zeros(n)
-        self.snap_drops = np.zeros(n)
+        self.snap = np.zeros((n, 5))  # own value, spent, energy_j, latency_s, misses
+        self.snap_shared = np.zeros((n, 3))
         self.snap_cluster = np.zeros((n, 2))  # cluster consumed_j and carbon_g
         self.snap_team = np.zeros((n, len(REWARD_COMPONENTS)))
         self.returns = np.zeros(n)  # undiscounted sum of all feedback rewards per agent
 
-    def complete(self, gpus: list[int], value_share: float, sojourn_s: float, late: bool) -> None:
+    def start(self, j: int, gpus: list[int], now: float) -> None:
+        """Job ``j`` starts running: its wait is shared; from now its GPUs accrue its latency."""
+        self.shared[0] += now - self.sim.arrival_s[j]
+        k = len(gpus)
+        for g in gpus:
+            self.lat_off[g] -= now / k
+            self.lat_rate[g] += 1.0 / k
+
+    def complete(self, gpus: list[int], value_share: float, now: float, late: bool) -> None:
         k = len(gpus)
         for g in gpus:
             self.value[g] += value_share
-            self.latency[g] += sojourn_s / k
+            self.lat_off[g] += now / k
+            self.lat_rate[g] -= 1.0 / k
             if late:
                 self.misses[g] += 1.0 / k
-        self.team += (value_share * k, sojourn_s, 1.0 if late else 0.0)
+
+    def drop(self, j: int, now: float, expired: bool) -> None:
+        self.shared += (now - self.sim.arrival_s[j], 1.0 if expired else 0.0, 1.0)
+
+    def close(self, now: float) -> None:
+        """At the horizon: pending jobs past their deadline count as misses (running ones to their GPUs), and
+        jobs that never started are charged the time they waited."""
+        sim = self.sim
+        for j, gpus in sim.job_gpus.items():
+            if sim._stat[j] == _RUNNING:
+                if sim._deadline[j] < now:
+                    for g in gpus:
+                        self.misses[g] += 1.0 / len(gpus)
+            else:  # claimed GPUs still waking: not started
+                self.shared += (now - sim.arrival_s[j], 1.0 if sim._deadline[j] < now else 0.0, 0.0)
+        for j in list(sim.queue) + list(sim.deferred):
+            self.shared += (now - sim.arrival_s[j], 1.0 if sim._deadline[j] < now else 0.0, 0.0)
 
     def _spent(self, idx: np.ndarray) -> np.ndarray:
         """Tokens paid plus owed (not yet settled) by agents ``idx`` up to now."""
@@ -148,29 +175,33 @@ class _RewardMeter:
                                                        where=used > 0) / J_PER_KWH
         return self.settled[idx] + liability
 
-    def _team_now(self) -> np.ndarray:
+    def _own(self, idx: np.ndarray) -> np.ndarray:
         sim = self.sim
-        books = sim.books.totals
-        spent = float(self._spent(np.arange(self.n)).sum())
-        return np.array([self.team[0], spent, books.consumed_j / J_PER_KWH, books.carbon_g / 1000.0, self.team[1],
-                         self.team[2], self.drops])
+        now = sim.env.now
+        return np.stack([self.value[idx], self._spent(idx), sim.energy_off[idx] + sim.power_w[idx] * now,
+                         self.lat_off[idx] + self.lat_rate[idx] * now, self.misses[idx]], axis=1)
+
+    def _team_now(self) -> np.ndarray:
+        books = self.sim.books.totals
+        own = self._own(np.arange(self.n)).sum(axis=0)
+        return np.array([own[0], own[1], books.consumed_j / J_PER_KWH, books.carbon_g / 1000.0,
+                         own[3] + self.shared[0], own[4] + self.shared[1], self.shared[2]])
 
     def feedback(self, idx: np.ndarray) -> Feedback:
         """Rewards of agents ``idx`` since their previous decision; starts their next interval now."""
         sim = self.sim
         now = sim.env.now
         sim._advance()
-        own = np.stack([self.value[idx], self._spent(idx), sim.energy_off[idx] + sim.power_w[idx] * now,
-                        self.latency[idx]], axis=1)
+        own = self._own(idx)
         d_own = own - self.snap[idx]
+        d_shared = (self.shared[None, :] - self.snap_shared[idx]) / self.n
         books = sim.books.totals
         cluster = np.array([books.consumed_j, books.carbon_g])
         d_cluster = cluster - self.snap_cluster[idx]
         carbon_kg = np.divide(d_own[:, 2] * d_cluster[:, 1], d_cluster[:, 0], out=np.zeros(idx.size),
                               where=d_cluster[:, 0] > 0) / 1000.0
-        comps = np.stack([d_own[:, 0], d_own[:, 1], d_own[:, 2] / J_PER_KWH, carbon_kg, d_own[:, 3],
-                          self.misses[idx] - self.snap_misses[idx], (self.drops - self.snap_drops[idx]) / self.n],
-                         axis=1)
+        comps = np.stack([d_own[:, 0], d_own[:, 1], d_own[:, 2] / J_PER_KWH, carbon_kg, d_own[:, 3] + d_shared[:, 0],
+                          d_own[:, 4] + d_shared[:, 1], d_shared[:, 2]], axis=1)
         reward = comps @ self.weights
         if self.team_fraction > 0:
             team = self._team_now()
@@ -179,8 +210,7 @@ class _RewardMeter:
             self.snap_team[idx] = team
         fb = Feedback(reward, now - self.last_s[idx], self.first[idx].copy(), comps)
         self.snap[idx] = own
-        self.snap_misses[idx] = self.misses[idx]
-        self.snap_drops[idx] = self.drops
+        self.snap_shared[idx] = self.shared
         self.snap_cluster[idx] = cluster
         self.last_s[idx] = now
         self.first[idx] = False
@@ -561,6 +591,8 @@ class Simulation:
             self._trace.append((now, "start", j, "gpus=" + " ".join(map(str, gpus))))
         self._stat[j] = _RUNNING
         self._start[j] = now
+        if self._meter is not None:
+            self._meter.start(j, gpus, now)
         self._last[j] = now
         mark = 0.0
         for g in gpus:
@@ -597,7 +629,7 @@ class Simulation:
             free[g] = None
         self._jen[j] = energy - self._mark[j]
         if self._meter is not None:
-            self._meter.complete(gpus, share, now - self.arrival_s[j], now > self._deadline[j])
+            self._meter.complete(gpus, share, now, now > self._deadline[j])
         self.tokens["minted"] += value
         if self._agent_ledger:
             for g in gpus:
@@ -610,7 +642,7 @@ class Simulation:
         self._stat[j] = _DROPPED
         self._why[j] = int(reason)
         if self._meter is not None:
-            self._meter.drops += 1.0
+            self._meter.drop(j, self.env.now, reason == DropReason.DEADLINE_EXPIRED)
         self._finish[j] = self.env.now
 
     def _dispatch(self) -> None:
@@ -1066,6 +1098,7 @@ class Simulation:
         self._settle()
         self._record("end")
         if self._meter is not None:
+            self._meter.close(self.env.now)
             self.policy.end_episode(self._agent_obs(np.arange(self.n_gpus)))
         wall_s = time.perf_counter() - wall0
         return RunResult(

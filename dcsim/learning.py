@@ -45,25 +45,29 @@ class Feedback:
     components: np.ndarray
 
 
-def episode_totals(jobs, energy: dict[str, float], tokens: dict[str, float]) -> dict[str, float]:
-    """The cluster's totals of :data:`REWARD_COMPONENTS` over a whole run, from its tables.
+def episode_totals(result) -> dict[str, float]:
+    """The cluster's totals of :data:`REWARD_COMPONENTS` over a whole run (a :class:`~dcsim.engine.RunResult`),
+    from its tables.
 
-    This is what the engine's per-agent feedback sums to over all agents and decisions (value credited on
-    completion, tokens paid, energy drawn, grid carbon, sojourn of completed jobs, late completions, drops),
-    so any policy, learning or not, can be scored on the same reward.
+    This is what the engine's per-agent feedback sums to over all agents and decisions, so any policy,
+    learning or not, can be scored on the same reward: value credited on completion, tokens paid, energy
+    drawn, grid carbon, each arrived job's time in the system (arrival to completion, drop or horizon),
+    deadline misses as the job table counts them (late completions, expired drops, jobs pending past their
+    deadline at the horizon) and drops.
     """
+    jobs, energy, tokens = result.jobs, result.energy, result.tokens
     status = jobs["status"].astype(str)
     done = (status == "completed").to_numpy()
+    arrived = (status != "future").to_numpy()
     finish = jobs["finish_s"].to_numpy(float)
-    deadline = jobs["deadline_s"].to_numpy(float)
-    late = done & np.isfinite(deadline) & (finish > deadline)
+    end = np.where(np.isnan(finish), result.scenario.horizon_s, finish)
     return {
         "value_tokens": float(jobs.loc[done, "value_tokens"].sum()),
         "spent_tokens": float(tokens["spent"]),
         "energy_kwh": float(energy["consumed_j"]) / 3.6e6,
         "carbon_kg": float(energy["carbon_g"]) / 1000.0,
-        "latency_s": float((finish[done] - jobs["arrival_s"].to_numpy(float)[done]).sum()),
-        "deadline_misses": float(late.sum()),
+        "latency_s": float((end[arrived] - jobs["arrival_s"].to_numpy(float)[arrived]).sum()),
+        "deadline_misses": float(jobs["deadline_missed"].sum()),
         "dropped_jobs": float((status == "dropped").sum()),
     }
 

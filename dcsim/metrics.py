@@ -155,7 +155,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
 def _reward_summary(result: RunResult) -> dict[str, Any]:
     """The scenario's reward (``reward:`` weights) over the whole run, for any policy: per GPU, in total and by
     component (the same totals a learning policy's feedback sums to)."""
-    totals = episode_totals(result.jobs, result.energy, result.tokens)
+    totals = episode_totals(result)
     total = episode_reward(totals, result.scenario.reward)
     return {"per_gpu": total / result.scenario.cluster.gpus, "total": total, "components": totals}
 

@@ -45,7 +45,7 @@ def make_learning_policy(scenario: Scenario, name: str, extra: dict[str, Any] | 
 def episode_row(episode: int, run, policy: Policy, wall_s: float) -> dict[str, Any]:
     r = run.result
     sc = r.scenario
-    totals = episode_totals(r.jobs, r.energy, r.tokens)
+    totals = episode_totals(r)
     n = sc.cluster.gpus
     losses = getattr(policy, "losses", [])
     row = {"episode": episode, "seed": sc.seed, "return_per_gpu": episode_reward(totals, sc.reward) / n,

@@ -40,7 +40,8 @@ class DQN(LearningPolicy):
         huber_delta: Smooth-L1 threshold. grad_clip: Gradient-norm clip (None: off).
         learner: ``"torch"``, ``"cerebras-cpu"`` or ``"csx"``. device: torch device for the torch learner.
         learner_options: Extra learner settings (e.g. Cerebras cluster settings).
-        init_from: ``transitions.npz`` (or a ``dcsim train`` output folder holding one) to pre-train on.
+        init_from: ``transitions.npz`` (or a ``dcsim train`` output folder holding one) to pre-train on; the
+            ε schedule then starts as if the transitions' decisions had been made by this policy.
         init_steps: Offline gradient steps on ``init_from`` before acting.
         torch_threads: Threads torch uses in this process (``torch.set_num_threads``), or None to leave torch's
             default. Default 1: on a 2-core machine that also runs the simulation a second thread made learner
@@ -156,6 +157,9 @@ class DQN(LearningPolicy):
             self.losses.extend(self.learner.steps([self._batch(data) for _ in range(min(100, self.init_steps - start))]))
         self.replay.add(Transitions(**data.snapshot(), agent=np.zeros(len(data), np.int64)))
         self.pretrained_on = (str(path), len(data))
+        # each transition is a decision already made: the ε schedule continues from there instead of restarting
+        # at epsilon_start, so a pre-trained network is not thrown into random play
+        self.decisions += len(data)
 
     # ---------------------------------------------------------------------------- checkpoints
     def spec(self) -> dict[str, Any]:

@@ -137,6 +137,7 @@ def test_dqn_init_from_qlearning_transitions(tmp_path):
     run_scenario(sc, policy=pol)
     assert pol.pretrained_on == (str(tmp_path / "ql" / "transitions.npz"), n)
     assert pol.learner.steps_done >= 50
+    assert pol.decisions >= n  # exploration continues from the pre-training's decisions
 
 
 def test_checkpoint_errors(tmp_path, capsys):

@@ -121,7 +121,7 @@ def test_invariants(case):
     assert abs(signed - t["held"]) <= 1e-9 * max(t["minted"], 1.0)
     # Learning policies: the per-agent rewards the engine handed out sum to the reward of the run's totals.
     if r.agent_returns is not None:
-        total = episode_reward(episode_totals(r.jobs, r.energy, r.tokens), sc.reward)
+        total = episode_reward(episode_totals(r), sc.reward)
         assert abs(r.agent_returns.sum() - total) <= 1e-9 * max(1.0, abs(total), t["minted"])
     # A round's achieved welfare never beats the efficient allocation of the same bids and supply.
     assert (r.rounds["welfare_ratio"].dropna() <= 1 + 1e-9).all()

@@ -82,7 +82,7 @@ def test_rewards_sum_to_the_runs_totals(reward, pause_odd):
                   supply={"grid": {"carbon_g_per_kwh": {"constant": 400.0}}},
                   reward=reward)
     res = run_scenario(sc, policy=Recorder(pause_odd=pause_odd)).result
-    totals = episode_totals(res.jobs, res.energy, res.tokens)
+    totals = episode_totals(res)
     assert totals["value_tokens"] > 0 and totals["spent_tokens"] > 0
     if reward.get("drop_per_job"):
         assert totals["dropped_jobs"] > 0 and totals["deadline_misses"] + totals["latency_s"] > 0
@@ -135,3 +135,23 @@ def test_bid_actions_map_to_hand_worked_bids():
     np.testing.assert_allclose(b.max_price_tokens_per_kwh, [np.inf, 1.1, np.inf])
     b = bids_from_actions(np.array([BidAction.HALF, BidAction.MIN_CAP, BidAction.HALF]), obs)
     np.testing.assert_allclose(b.request_w, [78.8 + 0.5 * 621.2, 200.0, 78.8 + 0.5 * 621.2])
+
+
+def test_a_job_paused_past_its_deadline_is_charged_latency_and_a_miss():
+    # One job (arrives at 10 s, deadline 500 s) whose GPU asks for no power: it never finishes. Its GPU accrues its
+    # latency while it sits there (own), and at the horizon the job counts as a deadline miss.
+    sc = scenario(horizon_s=900, market={"interval_s": 300}, reward={"latency_per_s": 0.01, "slo_per_miss": 5.0})
+    jobs = jobs_table([{"arrival_s": 10.0, "gpus": 1, "work_gpu_s": 100.0, "value_tokens": 5.0, "deadline_s": 500.0}])
+    class PauseAll(Recorder):
+        def bid(self, obs):
+            super().bid(obs)
+            return Bids(np.zeros(len(obs)), np.full(len(obs), np.inf))
+
+    pol = PauseAll()
+    res = simulate(sc, jobs, pol, constant_supply())
+    comps = np.array([fb.components[0] for _, _, fb in pol.calls])
+    lat = comps[:, REWARD_COMPONENTS.index("latency_s")]
+    np.testing.assert_allclose(lat, [0.0, 0.0, 290.0, 300.0, 300.0])  # from its start at 10 s, continuously
+    np.testing.assert_allclose(comps[:, REWARD_COMPONENTS.index("deadline_misses")], [0, 0, 0, 0, 1])
+    assert res.agent_returns[0] == pytest.approx(-0.01 * 890.0 - 5.0)
+    assert bool(res.jobs["deadline_missed"].iloc[0])
