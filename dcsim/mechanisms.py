@@ -518,7 +518,8 @@ class PayAsBid:
         v = np.take_along_axis(steps_price, desc, axis=1)
         if h > 0:
             request_kwh = w.sum(axis=1) * h
-            blind = np.divide(wallets, request_kwh, out=np.zeros(n), where=request_kwh > 0)
+            with np.errstate(over="ignore"):  # a vanishing request: wallet / request overflows to inf, which is fine
+                blind = np.divide(wallets, request_kwh, out=np.zeros(n), where=request_kwh > 0)
             v = np.where(np.isinf(v), blind[:, None], v)
             cost = w * v * h  # tokens for each whole block at the agent's own price
             room = np.clip(wallets[:, None] - (np.cumsum(cost, axis=1) - cost), 0.0, None)
@@ -528,7 +529,9 @@ class PayAsBid:
         uniform = UniformPrice().clear(BidBook(w, v, bids.kelly_tokens), supply, np.full(n, np.inf))
         alloc = uniform.allocations_w
         won = np.clip(alloc[:, None] - (np.cumsum(w, axis=1) - w), 0.0, w)
-        prices = np.divide((won * v).sum(axis=1), alloc, out=np.zeros(n), where=alloc > 0)
+        # shares of the allocation first, then the values: won·v can underflow to 0 for a tiny (denormal) allocation
+        share = np.divide(won, alloc[:, None], out=np.zeros_like(won), where=alloc[:, None] > 0)
+        prices = np.where(alloc > 0, (share * v).sum(axis=1), 0.0)
         return _finish(alloc, prices, wallets, h, uniform.price_tokens_per_kwh, uniform.rationed)
 
 

@@ -75,3 +75,11 @@ def test_pay_as_bid_invariants(agents, renewable, grid_w):
     np.testing.assert_allclose(c_rich.allocations_w, rich.allocations_w, rtol=1e-9, atol=1e-9)  # same winners
     less = SupplyCurve(np.array([renewable * 0.5, grid_w]), supply.cost_tokens_per_kwh, supply.names, 0.0, 300.0)
     assert PayAsBid().clear(book, less, wallets).price_tokens_per_kwh >= c.price_tokens_per_kwh - 1e-12
+
+
+def test_a_denormal_request_pays_its_own_bid():
+    # found by hypothesis on a fresh clone: won·v underflowed to 0 for a 5e-324 W allocation, so the winner paid 0
+    book = BidBook.single_step(np.array([5e-324]), np.array([0.5]))
+    supply = SupplyCurve(np.array([1.0, 0.0]), np.array([0.01, 0.6]), ("renewable", "grid"), 0.0, 300.0)
+    c = PayAsBid().clear(book, supply, np.array([1.0]))
+    assert c.allocations_w[0] > 0 and c.prices_tokens_per_kwh[0] == 0.5
