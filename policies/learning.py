@@ -9,6 +9,7 @@ closes at their next real decision. Subclasses provide :meth:`LearningPolicy.cho
 from __future__ import annotations
 
 import json
+from abc import ABCMeta, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ REFERENCE_ROUND_S = 300.0
 N_ACTIONS = len(BidAction)
 
 
-class LearningPolicy(Policy):
+class LearningPolicy(Policy, metaclass=ABCMeta):
     """Base of :class:`~policies.qlearning.QLearning` and :class:`~policies.dqn.DQN`.
 
     Args:
@@ -133,9 +134,9 @@ class LearningPolicy(Policy):
     def build(self, n_gpus: int) -> None:
         """Create the learnt state for ``n_gpus`` agents (first episode only)."""
 
+    @abstractmethod
     def choose(self, features: np.ndarray, agents: np.ndarray) -> np.ndarray:
         """Greedy :class:`BidAction` per row."""
-        raise NotImplementedError
 
     def learn(self, tr: Transitions) -> None:
         """Use a batch of closed transitions."""
@@ -143,11 +144,13 @@ class LearningPolicy(Policy):
     def finish_episode(self) -> None:
         """Called after the last transitions of an episode."""
 
+    @abstractmethod
     def save_checkpoint(self, path: Path) -> Path:
-        raise NotImplementedError
+        """Write the learnt state into folder ``path``; returns the main file."""
 
+    @abstractmethod
     def load_checkpoint(self, path: Path) -> None:
-        raise NotImplementedError
+        """Load what :meth:`save_checkpoint` wrote (the folder or its main file)."""
 
     def epsilon(self) -> float:
         return float(self.schedule.value(self.decisions)) if self.learning else 0.0
