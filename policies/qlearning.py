@@ -37,18 +37,21 @@ class QLearning(LearningPolicy):
         alpha_decay_exponent: Exponent of the ``"visits"`` schedule, in (0.5, 1].
         tables: ``"shared"`` (one table pooled by all agents) or ``"per_agent"``.
         initial_q: Starting value of every entry.
+        consistent: Use the consistent Bellman operator: a transition back to its own state bootstraps from the
+            action it repeats, not from the state's best action (see :meth:`policies.qtable.QTable.update`).
         **kwargs: See :class:`~policies.learning.LearningPolicy` (gamma, tau_s, ε schedule, learn, checkpoint...).
     """
 
     name = "qlearning"
 
     def __init__(self, alpha: float = 0.1, alpha_schedule: str = "constant", alpha_decay_exponent: float = 1.0,
-                 tables: str = "shared", initial_q: float = 0.0, **kwargs: Any):
+                 tables: str = "shared", initial_q: float = 0.0, consistent: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
         if tables not in ("shared", "per_agent"):
             raise PolicyError(f"policy 'qlearning': tables={tables!r}; allowed: shared, per_agent")
         self.alpha, self.alpha_schedule, self.alpha_decay_exponent = alpha, alpha_schedule, alpha_decay_exponent
         self.tables, self.initial_q = tables, initial_q
+        self.consistent = bool(consistent)
         self.per_agent = tables == "per_agent"
         self.discretizer = Discretizer({k: np.asarray(v) for k, v in BINS.items()})
         self.table: QTable | None = None
@@ -72,7 +75,7 @@ class QLearning(LearningPolicy):
 
     def learn(self, tr: Transitions) -> None:
         self.table.update(self._tables(tr.agent), self.states(tr.obs), tr.action, tr.reward, self.states(tr.next_obs),
-                          tr.dt_s, tr.terminal)
+                          tr.dt_s, tr.terminal, consistent=self.consistent)
         self.updates += len(tr)
 
     # ---------------------------------------------------------------------------- checkpoints
@@ -105,4 +108,5 @@ class QLearning(LearningPolicy):
 
     def state_dict(self) -> dict[str, Any]:
         return super().state_dict() | {"alpha": self.alpha, "alpha_schedule": self.alpha_schedule,
-                                       "tables": self.tables, "states": self.discretizer.n_states}
+                                       "tables": self.tables, "states": self.discretizer.n_states,
+                                       "consistent": self.consistent}

@@ -197,6 +197,7 @@ class QTable:
         next_state: np.ndarray,
         dt_s: np.ndarray,
         terminal: np.ndarray | bool = False,
+        consistent: bool = False,
     ) -> np.ndarray:
         """Apply one batch of semi-Markov Q-learning updates in place.
 
@@ -224,6 +225,11 @@ class QTable:
             next_state: ``(n,)`` states at the next decision; ignored (may be any int) where terminal.
             dt_s: ``(n,)`` holding times in seconds, >= 0.
             terminal: ``(n,)`` bools (or one bool): the episode ended, so nothing is bootstrapped.
+            consistent: Use the consistent Bellman operator (Bellemare et al., "Increasing the Action Gap",
+                AAAI 2016): a row whose next state is its own state bootstraps from ``Q[t, s, a]`` (repeating
+                the action) instead of ``max_a' Q[t, s, a']``. Optimal actions stay optimal; an action that
+                leaves the state unchanged (waiting) can no longer borrow the value of the best action in
+                that state, which widens the action gaps that state aliasing and noise otherwise swamp.
 
         Returns:
             ``(n,)`` TD errors ``y - Q[t, s, a]`` measured against the table before the batch.
@@ -244,7 +250,10 @@ class QTable:
             raise ValueError("QTable.update: dt_s must be finite and >= 0 seconds")
 
         discount = np.power(self.gamma, dt_s / self.tau_s)
-        bootstrap = np.where(terminal, 0.0, self.q[table, next_state].max(axis=1))
+        best_next = self.q[table, next_state].max(axis=1)
+        if consistent:
+            best_next = np.where(next_state == state, self.q[table, state, action], best_next)
+        bootstrap = np.where(terminal, 0.0, best_next)
         target = reward + discount * bootstrap
 
         flat = (table * self.n_states + state) * self.n_actions + action

@@ -424,3 +424,20 @@ def test_imports_without_torch():
     code = "import sys; sys.modules['torch'] = None; import policies.qtable; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
+
+
+def test_consistent_operator_on_a_waiting_self_loop():
+    """One state, two actions: WAIT (reward 0, stays in the state, 300 s) and GO (reward 1, ends the episode).
+
+    Optimal values: Q*(GO) = 1, Q*(WAIT) = γ^(300/τ)·1 under the standard operator — a gap of only
+    1 − γ^(1/12) ≈ 0.0008 for γ = 0.99 per hour — and Q(WAIT) = 0 under the consistent operator (waiting forever
+    earns nothing), a gap of 1. GO stays optimal under both.
+    """
+    gamma, tau, dt = 0.99, 3600.0, 300.0
+    for consistent, expected_wait in ((False, gamma ** (dt / tau)), (True, 0.0)):
+        q = QTable(1, 2, gamma=gamma, tau_s=tau, alpha=0.5)
+        for _ in range(200):
+            q.update(0, np.array([0, 0]), np.array([0, 1]), np.array([0.0, 1.0]), np.array([0, 0]),
+                     np.array([dt, dt]), np.array([False, True]), consistent=consistent)
+        np.testing.assert_allclose(q.q[0, 0], [expected_wait, 1.0], atol=1e-9)
+        assert q.greedy(0, np.array([0]))[0] == 1
