@@ -14,7 +14,7 @@ import numpy as np
 
 from dcsim.config import RewardConfig
 from dcsim.errors import PolicyError
-from dcsim.policy import AgentObservation, Bids, GpuState
+from dcsim.policy import AgentObservation, Bids
 
 #: Quantities metered per agent between decisions, in this order (columns of ``Feedback.components``).
 REWARD_COMPONENTS = ("value_tokens", "spent_tokens", "energy_kwh", "carbon_kg", "latency_s", "deadline_misses",
