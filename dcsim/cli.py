@@ -112,6 +112,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from dcsim.train import evaluate, evaluation_table, train
 
     path = Path(args.scenario)
+    if args.eval_seeds < 0:
+        raise DcsimError(f"--eval-seeds {args.eval_seeds}: allowed: an integer >= 0 (0: no evaluation)")
     overrides = list(args.set or [])
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
@@ -288,8 +290,43 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors read like dcsim's other errors: ``error: ...`` and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def _join_dash_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """Write ``--opt -1h`` as ``--opt=-1h`` for options that take one value, so a value starting with '-' reaches
+    the option (and its own clear error) instead of argparse's "expected one argument"."""
+    takes_one: set[str] = set()
+    known: set[str] = set()
+    todo = [parser]
+    while todo:
+        p = todo.pop()
+        for action in p._actions:
+            known.update(action.option_strings)
+            if action.option_strings and action.nargs is None:
+                takes_one.update(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                todo.extend(action.choices.values())
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if arg in takes_one and nxt is not None and nxt.startswith("-") and nxt.split("=")[0] not in known:
+            out.append(f"{arg}={nxt}")
+            i += 2
+        else:
+            out.append(arg)
+            i += 1
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m dcsim",
         description="dcsim: a discrete-event simulator of a GPU datacenter whose GPUs buy power with tokens.",
     )
@@ -421,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_dash_values(parser, list(sys.argv[1:] if argv is None else argv)))
     if args.command is None:
         parser.print_help()
         return 2

@@ -51,28 +51,58 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     return path
 
 
+# Bounds on what the model can compute. Every number in a scenario is finite (``_Model`` refuses inf and nan);
+# these keep the products the engine forms (power × time × GPUs × price × e^κ, squared in variances) far from
+# float overflow, keep times inside what pandas' Timedelta holds, and keep counts inside memory.
+MAX_TIME_S = 1e9  #: longest horizon, duration or time shift (about 31.7 years)
+MIN_STEP_S = 1e-6  #: shortest positive duration: horizon, round interval, tick, resolution, job duration
+MAX_QUANTITY = 1e15  #: largest power (W), energy (J, Wh), token amount, price, reward weight or scale factor
+MAX_COUNT = 1e8  #: most arrivals, market rounds, decision ticks, supply steps or VCG quanta one run may need
+MAX_GPUS = 10_000_000  #: largest cluster (and largest job)
+MAX_SCARCITY_KAPPA = 100.0  #: e^κ stays below 1e44, so p0·e^κ times any energy stays finite
+MAX_LOGNORMAL_SIGMA = 10.0  #: beyond it samples under- or overflow (μ = ln(mean) − σ²/2)
+MAX_HEIGHT_M = 500.0  #: highest hub or measurement height the wind loader accepts
+
 _DURATION_PATTERN = r"^\s*[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?\s*(s|min|m|h|d)?\s*$"
 _DurationInput = Union[Annotated[float, Field(ge=0)], Annotated[str, Field(pattern=_DURATION_PATTERN)]]
 # Field() comes before the validator so the JSON schema describes the accepted input (number or "6h").
-DurationS = Annotated[float, Field(ge=0), BeforeValidator(_parse_duration, json_schema_input_type=_DurationInput)]
-PositiveDurationS = Annotated[float, Field(gt=0), BeforeValidator(_parse_duration, json_schema_input_type=_DurationInput)]
+DurationS = Annotated[float, Field(ge=0, le=MAX_TIME_S),
+                      BeforeValidator(_parse_duration, json_schema_input_type=_DurationInput)]
+PositiveDurationS = Annotated[float, Field(ge=MIN_STEP_S, le=MAX_TIME_S),
+                              BeforeValidator(_parse_duration, json_schema_input_type=_DurationInput)]
+JobSeconds = Annotated[float, Field(ge=MIN_STEP_S, le=MAX_TIME_S)]  #: a job-duration parameter (plain seconds)
+TimeShiftS = Annotated[float, Field(ge=-MAX_TIME_S, le=MAX_TIME_S)]
+Quantity = Annotated[float, Field(ge=0, le=MAX_QUANTITY)]
+PositiveQuantity = Annotated[float, Field(gt=0, le=MAX_QUANTITY)]
+SignedQuantity = Annotated[float, Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY)]
+Count = Annotated[int, Field(ge=0, le=int(MAX_COUNT))]
 DataPath = Annotated[Path, AfterValidator(_resolve_path)]
 Fill = Literal["error", "hold", "repeat"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: inf and nan (also YAML .inf/.nan and the strings "inf", "nan") are refused in every
+    # float field of every section
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class _FieldProblems(ValueError):
+    """Cross-field checks' findings, each located at one field (dotted, relative to the model that raised it)."""
+
+    def __init__(self, problems: list[tuple[str, Any, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{field}: {message}" for field, _, message in problems))
 
 
 # --------------------------------------------------------------------------------------------- cluster
 class PowerOverrides(_Model):
     """Power figures overriding the chosen GPU model's (all W, except ``gamma`` and ``utilisation``)."""
 
-    tdp_w: float | None = Field(None, gt=0)
-    idle_w: float | None = Field(None, ge=0)
-    min_cap_w: float | None = Field(None, ge=0)
-    sleep_w: float | None = Field(None, ge=0)
-    off_w: float | None = Field(None, ge=0)
+    tdp_w: PositiveQuantity | None = None
+    idle_w: Quantity | None = None
+    min_cap_w: Quantity | None = None
+    sleep_w: Quantity | None = None
+    off_w: Quantity | None = None
     gamma: float | None = Field(None, gt=0, description="power ~ f**gamma; 2-3 for compute-bound work")
     utilisation: float | None = Field(None, gt=0, le=1)
 
@@ -81,26 +111,31 @@ class Transitions(_Model):
     """Power-state transition times (s) and energies (J). Energy is spread evenly over the transition."""
 
     wake_s: DurationS = 30.0
-    wake_j: float = Field(3000.0, ge=0)
+    wake_j: Quantity = 3000.0
     sleep_s: DurationS = 10.0
-    sleep_j: float = Field(500.0, ge=0)
+    sleep_j: Quantity = 500.0
     boot_s: DurationS = 180.0
-    boot_j: float = Field(30000.0, ge=0)
+    boot_j: Quantity = 30000.0
     shutdown_s: DurationS = 30.0
-    shutdown_j: float = Field(2000.0, ge=0)
+    shutdown_j: Quantity = 2000.0
 
     @model_validator(mode="after")
     def _energy_needs_time(self) -> "Transitions":
         for kind in ("wake", "sleep", "boot", "shutdown"):
             if getattr(self, f"{kind}_s") == 0 and getattr(self, f"{kind}_j") > 0:
                 raise ValueError(f"{kind}_j > 0 needs {kind}_s > 0 (energy is spread over the transition time)")
+            if getattr(self, f"{kind}_j") > MAX_QUANTITY * getattr(self, f"{kind}_s"):
+                power_w = getattr(self, f"{kind}_j") / getattr(self, f"{kind}_s")
+                raise _FieldProblems([(f"{kind}_s", getattr(self, f"{kind}_s"),
+                                       f"{kind}_j / {kind}_s = {power_w:.3g} W during the transition; at most "
+                                       f"{MAX_QUANTITY:g} W (lengthen {kind}_s or lower {kind}_j)")])
         return self
 
 
 class ClusterConfig(_Model):
     """The GPUs: how many, which model, and power-state transitions."""
 
-    gpus: int = Field(..., ge=1, le=10_000_000)
+    gpus: int = Field(..., ge=1, le=MAX_GPUS)
     gpu_model: Literal["V100", "A100", "H100", "custom"] = "H100"
     power: PowerOverrides = PowerOverrides()
     transitions: Transitions = Transitions()
@@ -142,14 +177,14 @@ class ClusterConfig(_Model):
 # --------------------------------------------------------------------------------------------- workload
 class Poisson(_Model):
     process: Literal["poisson"]
-    rate_per_s: float = Field(..., gt=0)
+    rate_per_s: PositiveQuantity
 
 
 class Mmpp(_Model):
     """Two-state Markov-modulated Poisson process (bursty arrivals)."""
 
     process: Literal["mmpp"]
-    rates_per_s: tuple[float, float] = Field(..., description="arrival rate in the calm and the burst state")
+    rates_per_s: tuple[Quantity, Quantity] = Field(..., description="arrival rate in the calm and the burst state")
     mean_sojourn_s: tuple[PositiveDurationS, PositiveDurationS] = Field(..., description="mean time in each state")
 
     @field_validator("rates_per_s")
@@ -164,7 +199,7 @@ class Diurnal(_Model):
     """Non-homogeneous Poisson with rate ``mean * (1 + amplitude * cos(2π (hour - peak_hour) / 24))`` (UTC hours)."""
 
     process: Literal["diurnal"]
-    mean_rate_per_s: float = Field(..., gt=0)
+    mean_rate_per_s: PositiveQuantity
     amplitude: float = Field(0.5, ge=0, le=1)
     peak_hour_utc: float = Field(14.0, ge=0, lt=24)
 
@@ -174,26 +209,26 @@ Arrivals = Annotated[Union[Poisson, Mmpp, Diurnal], Field(discriminator="process
 
 class Exponential(_Model):
     distribution: Literal["exponential"]
-    mean: float = Field(..., gt=0)
+    mean: JobSeconds
 
 
 class LogNormal(_Model):
     """Log-normal given by its mean and the sigma of the underlying normal."""
 
     distribution: Literal["lognormal"]
-    mean: float = Field(..., gt=0)
-    sigma: float = Field(1.0, gt=0)
+    mean: JobSeconds
+    sigma: float = Field(1.0, gt=0, le=MAX_LOGNORMAL_SIGMA)
 
 
 class Constant(_Model):
     distribution: Literal["constant"]
-    value: float = Field(..., gt=0)
+    value: JobSeconds
 
 
 class Uniform(_Model):
     distribution: Literal["uniform"]
-    low: float = Field(..., gt=0)
-    high: float = Field(..., gt=0)
+    low: JobSeconds
+    high: JobSeconds
 
     @model_validator(mode="after")
     def _order(self) -> "Uniform":
@@ -206,8 +241,8 @@ class Pareto(_Model):
     """Lomax-shifted Pareto with minimum ``scale`` and tail index ``shape`` (> 1 for a finite mean)."""
 
     distribution: Literal["pareto"]
-    shape: float = Field(..., gt=1)
-    scale: float = Field(..., gt=0)
+    shape: float = Field(..., gt=1, le=MAX_QUANTITY)
+    scale: JobSeconds
 
 
 Distribution = Annotated[Union[Exponential, LogNormal, Constant, Uniform, Pareto], Field(discriminator="distribution")]
@@ -216,8 +251,8 @@ Distribution = Annotated[Union[Exponential, LogNormal, Constant, Uniform, Pareto
 class GpuChoice(_Model):
     """GPUs per job drawn from ``values`` with ``weights`` (normalised)."""
 
-    values: list[Annotated[int, Field(ge=1)]] = [1]
-    weights: list[Annotated[float, Field(ge=0)]] | None = None
+    values: list[Annotated[int, Field(ge=1, le=MAX_GPUS)]] = [1]
+    weights: list[Quantity] | None = None
 
     @model_validator(mode="after")
     def _lengths(self) -> "GpuChoice":
@@ -246,12 +281,12 @@ class WorkloadConfig(_Model):
         None, description="job duration at full clock, s (the job's work is duration × GPUs in GPU-seconds)"
     )
     deadline_slack: float | None = Field(
-        None, gt=1, description="deadline = arrival + slack × full-clock duration; none when null"
+        None, gt=1, le=MAX_QUANTITY, description="deadline = arrival + slack × full-clock duration; none when null"
     )
     deferrable_fraction: float = Field(0.0, ge=0, le=1)
-    value_tokens_per_gpu_s: float = Field(0.01, ge=0)
+    value_tokens_per_gpu_s: Quantity = 0.01
     clock_sensitivity: float = Field(1.0, ge=0, le=1, description="work rate = f**beta; 1 compute-bound")
-    max_queue: int | None = Field(None, ge=0)
+    max_queue: Count | None = None
     drop_expired: bool = Field(True, description="drop a waiting job once its deadline has passed")
 
     @model_validator(mode="after")
@@ -267,7 +302,7 @@ class WorkloadConfig(_Model):
 class SolarConfig(_Model):
     """PV plant through pvlib: an EPW weather file, or pvlib's clear-sky model at the site."""
 
-    capacity_w: float = Field(..., ge=0, description="DC output at 1000 W/m² and 25 °C")
+    capacity_w: float = Field(..., ge=0, le=MAX_QUANTITY, description="DC output at 1000 W/m² and 25 °C")
     latitude: float = Field(..., ge=-90, le=90)
     longitude: float = Field(..., ge=-180, le=180)
     weather_epw: DataPath | None = None
@@ -283,10 +318,10 @@ class WindConfig(_Model):
     wind_speed_file: DataPath
     format: Literal["auto", "nrel_wtk", "csv"] = "auto"
     turbine_type: str = "E-101/3050"
-    hub_height_m: float = Field(100.0, gt=0)
-    measurement_height_m: float = Field(100.0, gt=0)
-    n_turbines: int = Field(1, ge=1)
-    time_shift_s: float = Field(0.0, description="added to the file's timestamps (replay another year's data)")
+    hub_height_m: float = Field(100.0, gt=0, le=MAX_HEIGHT_M)
+    measurement_height_m: float = Field(100.0, gt=0, le=MAX_HEIGHT_M)
+    n_turbines: int = Field(1, ge=1, le=int(MAX_COUNT))
+    time_shift_s: TimeShiftS = Field(0.0, description="added to the file's timestamps (replay another year's data)")
 
 
 class PowerTraceConfig(_Model):
@@ -295,15 +330,15 @@ class PowerTraceConfig(_Model):
     path: DataPath
     time_column: str = "time"
     power_column: str = "power_w"
-    scale: float = Field(1.0, ge=0)
+    scale: Quantity = 1.0
 
 
 class BatteryConfig(_Model):
     """A battery charged only from surplus renewable power."""
 
-    capacity_wh: float = Field(..., gt=0)
-    max_charge_w: float = Field(..., ge=0)
-    max_discharge_w: float = Field(..., ge=0)
+    capacity_wh: PositiveQuantity
+    max_charge_w: Quantity
+    max_discharge_w: Quantity
     round_trip_efficiency: float = Field(0.9, gt=0, le=1)
     initial_soc: float = Field(0.5, ge=0, le=1)
 
@@ -314,8 +349,8 @@ class SeriesSource(_Model):
     path: DataPath | None = None
     format: Literal["auto", "electricitymaps", "eia930", "moer", "caiso_oasis", "ercot", "csv"] = "auto"
     column: str | None = Field(None, description="value column (e.g. 'lca' for Electricity Maps life-cycle intensity)")
-    constant: float | None = None
-    time_shift_s: float = Field(0.0, description="added to the file's timestamps (replay another year's data)")
+    constant: SignedQuantity | None = None
+    time_shift_s: TimeShiftS = Field(0.0, description="added to the file's timestamps (replay another year's data)")
 
     @model_validator(mode="after")
     def _one(self) -> "SeriesSource":
@@ -327,7 +362,7 @@ class SeriesSource(_Model):
 class GridConfig(_Model):
     """Grid import: cap, carbon intensity (gCO2/kWh, never negative) and price (USD/MWh, may be negative)."""
 
-    import_cap_w: float | None = Field(None, ge=0, description="null = unlimited")
+    import_cap_w: Quantity | None = Field(None, description="null = unlimited")
     carbon_g_per_kwh: SeriesSource = SeriesSource(constant=250.0)
     price_usd_per_mwh: SeriesSource = SeriesSource(constant=50.0)
 
@@ -361,10 +396,10 @@ class SupplyConfig(_Model):
 class SupplyCurveConfig(_Model):
     """Token cost of each supply source in the merit order (tokens/kWh), cheapest first."""
 
-    renewable_tokens_per_kwh: float = Field(0.01, ge=0, description="near-zero marginal cost")
-    battery_tokens_per_kwh: float = Field(0.5, ge=0, description="wear and opportunity cost of discharging")
-    grid_tokens_per_usd: float = Field(10.0, ge=0, description="exchange rate applied to the grid price")
-    carbon_adder_tokens_per_kg: float = Field(0.0, ge=0, description="τ: tokens per kg CO2 added to grid power")
+    renewable_tokens_per_kwh: Quantity = Field(0.01, description="near-zero marginal cost")
+    battery_tokens_per_kwh: Quantity = Field(0.5, description="wear and opportunity cost of discharging")
+    grid_tokens_per_usd: Quantity = Field(10.0, description="exchange rate applied to the grid price")
+    carbon_adder_tokens_per_kg: Quantity = Field(0.0, description="τ: tokens per kg CO2 added to grid power")
 
 
 class MarketConfig(_Model):
@@ -372,17 +407,17 @@ class MarketConfig(_Model):
 
     mechanism: Literal["posted_price", "uniform_price", "pay_as_bid", "vcg", "kelly"] = "posted_price"
     supply_curve: SupplyCurveConfig = SupplyCurveConfig()
-    vcg_quantum_w: float = Field(10.0, gt=0, description="size of the power quanta VCG trades, W")
+    vcg_quantum_w: PositiveQuantity = Field(10.0, description="size of the power quanta VCG trades, W")
     interval_s: PositiveDurationS = 300.0
     hysteresis_fraction: float | None = Field(
-        0.2, gt=0, description="extra round when renewable power moves by more than this fraction of demand"
+        0.2, gt=0, le=MAX_QUANTITY, description="extra round when renewable power moves by more than this fraction of demand"
     )
-    base_price_tokens_per_kwh: float = Field(1.0, gt=0, description="p0 in p = p0·exp(κ(1 − ρ))")
-    scarcity_kappa: float = Field(2.0, ge=0, description="κ in p = p0·exp(κ(1 − ρ))")
-    initial_tokens: float = Field(10.0, ge=0, description="per GPU")
-    endowment_tokens: float = Field(1.0, ge=0, description="per GPU per endowment")
+    base_price_tokens_per_kwh: PositiveQuantity = Field(1.0, description="p0 in p = p0·exp(κ(1 − ρ))")
+    scarcity_kappa: float = Field(2.0, ge=0, le=MAX_SCARCITY_KAPPA, description="κ in p = p0·exp(κ(1 − ρ))")
+    initial_tokens: Quantity = Field(10.0, description="per GPU")
+    endowment_tokens: Quantity = Field(1.0, description="per GPU per endowment")
     endowment_interval_s: PositiveDurationS = 3600.0
-    carry_over_cap_tokens: float | None = Field(None, ge=0, description="wallet cap; tokens above it are burned")
+    carry_over_cap_tokens: Quantity | None = Field(None, description="wallet cap; tokens above it are burned")
     demurrage_fraction: float = Field(0.0, ge=0, lt=1, description="share of each wallet burned at every endowment")
     round_jitter_s: DurationS = Field(0.0, description="each periodic round is delayed by U(0, jitter) s (market stream)")
 
@@ -424,13 +459,13 @@ class RewardConfig(_Model):
     reward per unit of the named quantity; a reward unit is a token by default (β = δ = 1).
     """
 
-    value_per_token: float = Field(1.0, ge=0, description="δ: per token of job value credited on completion")
-    energy_cost_per_token: float = Field(1.0, ge=0, description="β: per token paid for power")
-    energy_per_kwh: float = Field(0.0, ge=0, description="per kWh the GPU drew (all states, idle included)")
-    carbon_per_kg: float = Field(0.0, ge=0, description="per kg CO2 of grid energy attributed by energy share")
-    latency_per_s: float = Field(0.0, ge=0, description="α: per second of job sojourn (arrival to completion)")
-    slo_per_miss: float = Field(0.0, ge=0, description="γ: per job finishing after its deadline")
-    drop_per_job: float = Field(0.0, ge=0, description="per dropped job (no owner: shared by all agents)")
+    value_per_token: Quantity = Field(1.0, description="δ: per token of job value credited on completion")
+    energy_cost_per_token: Quantity = Field(1.0, description="β: per token paid for power")
+    energy_per_kwh: Quantity = Field(0.0, description="per kWh the GPU drew (all states, idle included)")
+    carbon_per_kg: Quantity = Field(0.0, description="per kg CO2 of grid energy attributed by energy share")
+    latency_per_s: Quantity = Field(0.0, description="α: per second of job sojourn (arrival to completion)")
+    slo_per_miss: Quantity = Field(0.0, description="γ: per job finishing after its deadline")
+    drop_per_job: Quantity = Field(0.0, description="per dropped job (no owner: shared by all agents)")
     team_fraction: float = Field(0.0, ge=0, le=1, description="0: own reward; 1: the cluster mean; between: a mix")
 
 
@@ -480,6 +515,43 @@ class Scenario(_Model):
             raise ValueError("warmup_s must be shorter than horizon_s")
         return self
 
+    @model_validator(mode="after")
+    def _computable(self) -> "Scenario":
+        """Refuse runs that would schedule or hold more than ``MAX_COUNT`` things (arrivals, rounds, ticks, ...)."""
+        horizon = self.horizon_s
+        counts: list[tuple[str, float, float, str]] = []  # (field, value, count, what is counted)
+        arr = self.workload.arrivals
+        if isinstance(arr, Poisson):
+            counts.append(("workload.arrivals.rate_per_s", arr.rate_per_s, arr.rate_per_s * horizon,
+                           "rate_per_s × horizon_s expected arrivals"))
+        elif isinstance(arr, Mmpp):
+            counts.append(("workload.arrivals.rates_per_s", list(arr.rates_per_s), max(arr.rates_per_s) * horizon,
+                           "max(rates_per_s) × horizon_s expected arrivals"))
+            counts.append(("workload.arrivals.mean_sojourn_s", list(arr.mean_sojourn_s),
+                           horizon / min(arr.mean_sojourn_s), "horizon_s / min(mean_sojourn_s) state changes"))
+        elif isinstance(arr, Diurnal):
+            counts.append(("workload.arrivals.mean_rate_per_s", arr.mean_rate_per_s,
+                           arr.mean_rate_per_s * (1 + arr.amplitude) * horizon,
+                           "mean_rate_per_s × (1 + amplitude) × horizon_s candidate arrivals"))
+        counts.append(("market.interval_s", self.market.interval_s, horizon / self.market.interval_s,
+                       "horizon_s / interval_s market rounds"))
+        if isinstance(self.decision_timing, FixedStep):
+            counts.append(("decision_timing.fixed_step", self.decision_timing.fixed_step,
+                           horizon / self.decision_timing.fixed_step, "horizon_s / fixed_step decision ticks"))
+        if self.supply.solar is not None:
+            counts.append(("supply.solar.resolution_s", self.supply.solar.resolution_s,
+                           horizon / self.supply.solar.resolution_s, "horizon_s / resolution_s solar steps"))
+        if self.market.mechanism == "vcg":
+            tdp_w = self.cluster.power_spec()["tdp_w"]
+            counts.append(("market.vcg_quantum_w", self.market.vcg_quantum_w,
+                           self.cluster.gpus * tdp_w / self.market.vcg_quantum_w,
+                           "gpus × tdp_w / vcg_quantum_w quanta a round may trade"))
+        problems = [(field, value, f"{what} = {count:.3g}; at most {MAX_COUNT:g} in one run")
+                    for field, value, count, what in counts if count > MAX_COUNT]
+        if problems:
+            raise _FieldProblems(problems)
+        return self
+
 
 # --------------------------------------------------------------------------------------------- loading
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
@@ -501,6 +573,8 @@ def apply_overrides(data: dict, overrides: list[str], path: Path | None = None) 
         if "=" not in item:
             raise ScenarioError(path, [("--set", item, "expected KEY=VALUE, e.g. cluster.gpus=128")])
         key, raw = item.split("=", 1)
+        if not all(part.strip() for part in key.split(".")):
+            raise ScenarioError(path, [("--set", item, "KEY=VALUE with KEY a dotted field name, e.g. cluster.gpus=128")])
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
@@ -523,6 +597,8 @@ def _user_loc(loc: tuple, data: Any) -> list[str]:
         if isinstance(node, dict) and skipped_at != len(parts) and any(node.get(k) == part for k in _TAG_KEYS):
             skipped_at = len(parts)
             continue
+        if _is_member_label(part, node):
+            continue
         parts.append(str(part))
         if isinstance(node, dict):
             node = node.get(part)
@@ -531,6 +607,83 @@ def _user_loc(loc: tuple, data: Any) -> list[str]:
         else:
             node = None
     return parts
+
+
+def _is_member_label(part: Any, node: Any) -> bool:
+    """Whether ``part`` is the member label pydantic puts after a plain union's field (``FixedStep``,
+    ``literal['event']``) rather than a key the user wrote."""
+    if not isinstance(part, str) or (isinstance(node, dict) and part in node):
+        return False
+    return part.startswith("literal[") or part in {m.__name__ for m in _Model.__subclasses__()}
+
+
+def _leaf_type(parts: list[str], data: Any) -> Any:
+    """The annotation (with its constraints) of the field or item at the user's path ``parts``; None if unknown."""
+    model: type[BaseModel] | None = Scenario
+    annotation: Any = None
+    node = data
+    for part in parts:
+        if model is not None:
+            field = model.model_fields.get(part)
+            if field is None:
+                return None
+            annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+            node = node.get(part) if isinstance(node, dict) else None
+        else:  # an item of a list or tuple
+            inner = _strip_optional(annotation)
+            if get_origin(inner) not in (list, tuple) or not part.isdigit():
+                return None
+            annotation = get_args(inner)[0]
+            node = node[int(part)] if isinstance(node, list) and int(part) < len(node) else None
+        model = _model_for(annotation, node)
+    return annotation
+
+
+def _strip_optional(annotation: Any) -> Any:
+    """``X | None`` and ``Annotated[X, ...]`` → ``X`` (constraints are dropped)."""
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, types.UnionType) and type(None) in get_args(annotation):
+            members = [a for a in get_args(annotation) if a is not type(None)]
+            if len(members) != 1:
+                return annotation
+            annotation = members[0]
+        else:
+            return annotation
+
+
+def _allowed_number(annotation: Any) -> str | None:
+    """What a numeric field accepts, e.g. ``"a finite number > 0 and ≤ 1e+09"`` (None if not numeric)."""
+    bounds: list[str] = []
+    nullable = False
+    todo = [annotation]
+    while todo:
+        tp = todo.pop()
+        origin = get_origin(tp)
+        if origin is Annotated:
+            todo.append(get_args(tp)[0])
+            for meta in get_args(tp)[1:]:
+                for item in getattr(meta, "metadata", [meta]):
+                    for attr, symbol in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤")):
+                        if getattr(item, attr, None) is not None:
+                            bounds.append(f"{symbol} {getattr(item, attr):g}")
+        elif origin in (Union, types.UnionType):
+            members = [a for a in get_args(tp) if a is not type(None)]
+            nullable = nullable or len(members) < len(get_args(tp))
+            if len(members) != 1:
+                return None
+            todo.append(members[0])
+        elif tp not in (int, float):
+            return None
+    kind = "a whole number" if _strip_optional(annotation) is int else "a finite number"
+    text = kind + (" " + " and ".join(bounds) if bounds else "")
+    return text + (", or null" if nullable else "")
+
+
+_NUMBER_ERRORS = {"finite_number", "greater_than", "greater_than_equal", "less_than", "less_than_equal",
+                  "float_parsing", "float_type", "int_parsing", "int_type", "int_from_float"}
 
 
 def _model_for(annotation: Any, node: Any) -> type[BaseModel] | None:
@@ -571,6 +724,15 @@ def _problems(exc: ValidationError, data: Any) -> list[tuple[str, Any, str]]:
         value = err.get("input")
         message = err["msg"]
         ctx = err.get("ctx", {})
+        if err["type"] == "value_error" and isinstance(ctx.get("error"), _FieldProblems):
+            problems += [(".".join(parts + field.split(".")), v, m) for field, v, m in ctx["error"].problems]
+            continue
+        if err["type"] == "literal_error" and isinstance(value, dict) and any("literal[" in str(p) for p in err["loc"]):
+            continue  # a mapping given to a 'string or section' field: the section's own errors say what is wrong
+        if err["type"] in _NUMBER_ERRORS or (err["type"] == "value_error" and message.startswith("Value error, a duration")):
+            allowed = _allowed_number(_leaf_type(parts, data))
+            if allowed is not None:
+                message = f"must be {allowed}" if err["type"] in _NUMBER_ERRORS else f"{message}; in seconds: {allowed}"
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(parts, data)
             message = "unknown key"

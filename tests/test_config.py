@@ -231,7 +231,7 @@ def test_malformed_durations_are_refused_with_the_units_allowed(text):
     assert "s, min, h or d" in message
 
 
-@pytest.mark.parametrize("text, fragment", [("0s", "greater than 0"), (0, "greater than 0"), ("-1", "s, min, h or d")])
+@pytest.mark.parametrize("text, fragment", [("0s", "≥ 1e-06 and ≤ 1e+09"), (0, "≥ 1e-06 and ≤ 1e+09"), ("-1", "s, min, h or d")])
 def test_a_horizon_must_be_positive(text, fragment):
     [(field, value, message)] = problems_of(with_changes(MINIMAL, "horizon_s", text))
     assert field == "horizon_s"
@@ -246,7 +246,7 @@ def test_warmup_may_be_zero_but_must_be_shorter_than_the_horizon():
 
 
 @settings(max_examples=200, deadline=None)
-@given(value=st.floats(min_value=1e-3, max_value=1e6, allow_nan=False, allow_infinity=False),
+@given(value=st.floats(min_value=1e-3, max_value=1e4, allow_nan=False, allow_infinity=False),  # 1e4 d < MAX_TIME_S
        unit=st.sampled_from([("s", 1.0), ("min", 60.0), ("h", 3600.0), ("d", 86400.0)]))
 def test_any_positive_number_with_a_unit_parses_exactly(value, unit):
     suffix, factor = unit
@@ -352,7 +352,7 @@ def test_errors_inside_a_union_member_use_the_path_the_user_wrote():
     data = with_changes(MINIMAL, "workload.arrivals.rate_per_s", -1)
     [(field, value, message)] = problems_of(data)
     assert (field, value) == ("workload.arrivals.rate_per_s", -1)
-    assert "greater than 0" in message
+    assert "> 0" in message
 
 
 def test_wrong_literal_lists_the_allowed_values():
