@@ -85,6 +85,36 @@ class _Model(BaseModel):
     # float field of every section
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        """Refuse true/false (YAML also reads yes/no/on/off so) where a number is wanted, instead of reading 1/0."""
+        if not isinstance(data, dict):
+            return data
+        problems = []
+        for key, value in data.items():
+            field = cls.model_fields.get(key) if isinstance(key, str) else None
+            if field is None or not _is_numeric(field.annotation):
+                continue
+            items = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+            problems += [(key if i is None else f"{key}.{i}", v, "a number, not true/false")
+                         for i, v in items if isinstance(v, bool)]
+        if problems:
+            raise _FieldProblems(problems)
+        return data
+
+
+def _is_numeric(annotation: Any) -> bool:
+    """Whether a field holds a number or a list/tuple of numbers (``X | None`` and constraints looked through)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _is_numeric(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return any(_is_numeric(a) for a in get_args(annotation))
+    if origin in (list, tuple):
+        return _is_numeric(get_args(annotation)[0])
+    return annotation in (int, float)
+
 
 class _FieldProblems(ValueError):
     """Cross-field checks' findings, each located at one field (dotted, relative to the model that raised it)."""
