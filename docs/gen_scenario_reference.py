@@ -211,6 +211,10 @@ MORE: dict[str, str] = {
     "OutputConfig.allocations": "[model.md](model.md#run-outputs)",
 }
 
+def _bound(x: float) -> str:
+    return f"{x:g}"
+
+
 #: Rules that tie several fields together (the models' ``model_validator``/``field_validator`` checks).
 RULES: dict[str, list[str]] = {
     "ClusterConfig": [
@@ -218,7 +222,8 @@ RULES: dict[str, list[str]] = {
         "The resolved figures must satisfy `off_w ≤ sleep_w ≤ idle_w < tdp_w` and `idle_w ≤ min_cap_w ≤ tdp_w`.",
         "Full power `idle_w + (tdp_w − idle_w)·utilisation` must be at least `min_cap_w` (else no job could run).",
     ],
-    "Transitions": ["A transition with energy > 0 needs a time > 0 (its energy is spread over its time)."],
+    "Transitions": ["A transition with energy > 0 needs a time > 0 (its energy is spread over its time).",
+                    f"Its power, energy / time, is at most {_bound(config.MAX_QUANTITY)} W."],
     "Mmpp": ["Rates ≥ 0, at least one > 0."],
     "Uniform": ["`high ≥ low`."],
     "GpuChoice": ["`values` is not empty; `weights`, if given, has one entry per value and a positive sum."],
@@ -232,7 +237,12 @@ RULES: dict[str, list[str]] = {
         "`endowment_interval_s` is a whole multiple (≥ 1) of `interval_s`.",
         "`round_jitter_s < interval_s` (periodic rounds keep their order).",
     ],
-    "Scenario": ["`start` carries a time zone (it is converted to UTC).", "`warmup_s < horizon_s`."],
+    "Scenario": ["`start` carries a time zone (it is converted to UTC).", "`warmup_s < horizon_s`.",
+                 f"A run needs at most {_bound(config.MAX_COUNT)} of each of: expected arrivals (`rate_per_s × "
+                 "horizon_s`; MMPP: the larger rate; diurnal: `mean_rate_per_s × (1 + amplitude)`), MMPP state "
+                 "changes (`horizon_s / min(mean_sojourn_s)`), market rounds (`horizon_s / interval_s`), decision "
+                 "ticks (`horizon_s / fixed_step`), solar steps (`horizon_s / resolution_s`) and, with `vcg`, quanta "
+                 "per round (`gpus × tdp_w / vcg_quantum_w`)."],
 }
 
 
@@ -264,8 +274,9 @@ def _kind(meta: list[Any]) -> str | None:
 
 
 def _num(x: float) -> str:
-    """A bound as written in a scenario: integers without exponent or decimal point."""
-    return f"{int(x):,}".replace(",", " ") if float(x).is_integer() else f"{x:g}"
+    """A bound as written in a scenario: integers below a million without exponent or decimal point, larger
+    and fractional bounds in exponent form (``1e+15``, ``1e-06``)."""
+    return f"{int(x):,}".replace(",", " ") if float(x).is_integer() and abs(x) < 1e6 else f"{x:g}"
 
 
 def _constraints(meta: list[Any]) -> list[str]:
@@ -431,7 +442,9 @@ def _check_tables(models: list[type[BaseModel]]) -> None:
             raise SystemExit(f"gen_scenario_reference: UNITS[{key!r}] names no field of the schema; remove it")
     for m in models:
         decorators = m.__pydantic_decorators__
-        if (decorators.model_validators or decorators.field_validators) and m.__name__ not in RULES:
+        shared = config._Model.__pydantic_decorators__.model_validators  # every section's (see Conventions)
+        own = [name for name in decorators.model_validators if name not in shared]
+        if (own or decorators.field_validators) and m.__name__ not in RULES:
             raise SystemExit(f"gen_scenario_reference: {m.__name__} has validators; describe them in RULES")
     for cls in RULES:
         if cls not in names:
