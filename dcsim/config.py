@@ -779,6 +779,10 @@ def _problems(exc: ValidationError, data: Any) -> list[tuple[str, Any, str]]:
         elif err["type"] == "union_tag_not_found":
             key = str(ctx.get("discriminator", "")).strip("'")
             message = f"needs the key {key!r} saying which kind it is"
+        elif err["type"] == "model_type":
+            model = next((m for m in _Model.__subclasses__() if m.__name__ == ctx.get("class_name")), None)
+            if model is not None:
+                message = f"a mapping (section) with the keys {', '.join(model.model_fields)}"
         elif err["type"] == "literal_error":
             message = f"must be one of {ctx.get('expected')}"
         message = message.removeprefix("Value error, ")

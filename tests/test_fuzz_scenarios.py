@@ -154,6 +154,10 @@ def _walk(model: type[BaseModel] = C.Scenario, path: tuple[str, ...] = (), base:
 WALK = list(_walk())
 LEAVES = [w[1] for w in WALK if w[0] == "leaf"]
 SECTIONS = [(w[1], w[2], w[3]) for w in WALK if w[0] == "section"]
+VARIANTS = {m for model, _, _ in SECTIONS for info in model.model_fields.values()
+            for m in _members(info.annotation)
+            if len([a for a in _members(info.annotation) if a is not type(None)]) > 1
+            and isinstance(m, type) and issubclass(m, BaseModel)}
 
 
 def _is_data_path(info: FieldInfo) -> bool:
@@ -385,6 +389,17 @@ def test_unknown_keys_in_any_section_name_the_dotted_path(section, key):
     message = the_problem_at(data, dotted, 1)
     assert message.startswith("unknown key")
     assert ", ".join(model.model_fields) in message
+
+
+@FUZZ
+@given(section=st.sampled_from([s for s in SECTIONS if s[1]]), value=st.sampled_from([5, "abc", [1, 2], True, 0.5]))
+def test_a_section_given_a_scalar_or_list_names_the_section(section, value):
+    model, path, base = section
+    found = problems(with_value(base, path, value))
+    at = [m for f, _, m in found if f == ".".join(path)]
+    assert at, (path, found)
+    if model not in VARIANTS:  # a plain section: its keys are listed (a variant's union says which kinds)
+        assert any(", ".join(model.model_fields) in m for m in at), at
 
 
 @pytest.mark.parametrize("path, base", DATA_PATHS, ids=[".".join(p) for p, _ in DATA_PATHS])
