@@ -474,6 +474,9 @@ def test_cli_compare_and_validate_misuse(earlier_run):
     proc = user_error(dcsim_cli("compare", "tiny.yaml", "--policies", "always_on", "--seeds", "0", "--out", "run",
                                 "--overwrite", "-q", cwd=folder))
     assert "--seeds 0" in proc.stderr
+    proc = user_error(dcsim_cli("compare", "tiny.yaml", "--policies", "always_on", "nope", "--seeds", "1", "--out", "run",
+                                "--overwrite", "-q", cwd=folder))
+    assert "unknown policy 'nope'" in proc.stderr
     bad = folder / "bad.yaml"
     bad.write_text(yaml.safe_dump(TINY).replace("horizon_s: 1800", "horizon_s: .inf"), encoding="utf-8")
     proc = user_error(dcsim_cli("validate", "bad.yaml", cwd=folder))
