@@ -340,19 +340,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if out.is_dir() and any(out.iterdir()) and not (out / SWEEP_FILE).is_file():
         raise DcsimError(f"--out {out}: directory exists, is not empty and holds no {SWEEP_FILE}; choose another")
     bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=1, unit="cell", desc="sweep", file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
-        bar.total = total
+        nonlocal bar
+        if bar is None:  # made at the first report, once every setting has been checked
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=done, unit="cell", desc="sweep", file=sys.stderr)
         bar.update(done - bar.n)
 
     try:
         result = sweep(path, grid, args.policies, _seeds(args, scenario.seed), out, overrides=overrides,
                        backend=args.backend, jobs=args.jobs, address=args.address, table_format=args.format,
-                       progress=progress if bar is not None else None)
+                       progress=None if args.quiet else progress)
     except KeyboardInterrupt:
         saved = len(list((out / CELLS_DIR).glob("*.json"))) if (out / CELLS_DIR).is_dir() else 0
         print(f"interrupted; {saved} finished cells are saved in {out / CELLS_DIR}: run the same command again to "

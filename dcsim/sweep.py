@@ -259,7 +259,6 @@ def sweep(scenario: Scenario | str | Path, grid: dict[str, list[str]], policies:
                 cells.append(Cell(point, p, seed, sc, cell_id(sc)))
 
     cell_dir = out / CELLS_DIR
-    cell_dir.mkdir(parents=True, exist_ok=True)
     records: dict[str, dict[str, Any]] = {}
     for cell in cells:
         record = _read_cell(cell_dir / f"{cell.id}.json", cell)
@@ -272,10 +271,7 @@ def sweep(scenario: Scenario | str | Path, grid: dict[str, list[str]], policies:
             "scenario_source": str(scenario) if not isinstance(scenario, Scenario) else "<in-memory Scenario>",
             "overrides": list(overrides or []), "grid": {k: list(v) for k, v in grid.items()},
             "policies": policies, "seeds": seeds, "cells": len(cells), "table_format": table_format,
-            "dcsim_version": __import__("dcsim").__version__}
-    _write_atomic(out / SWEEP_FILE, yaml.safe_dump(meta, sort_keys=False))
-    if progress:
-        progress(len(skipped), len(cells))
+            "dcsim_version": __import__("dcsim").__version__, "backend": "none (every cell was saved)"}
 
     def on_done(i: int, result: tuple[dict[str, Any], str]) -> None:
         cell = todo[i]
@@ -287,10 +283,16 @@ def sweep(scenario: Scenario | str | Path, grid: dict[str, list[str]], policies:
         if progress:
             progress(len(records), len(cells))
 
-    with runner:
-        if todo:
+    if todo:
+        with runner:  # a backend that cannot start (no cluster at --address) fails before anything is written
+            meta["backend"] = runner.describe()
+            cell_dir.mkdir(parents=True, exist_ok=True)
+            _write_atomic(out / SWEEP_FILE, yaml.safe_dump(meta, sort_keys=False))
+            if progress:
+                progress(len(skipped), len(cells))
             runner.run(_run_cell, todo, on_done)
-        meta["backend"] = runner.describe()
+    elif progress:
+        progress(len(skipped), len(cells))
 
     keys = list(grid)
     result = _tabulate(keys, cells, records)
