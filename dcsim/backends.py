@@ -117,6 +117,7 @@ class RayBackend:
             ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING, runtime_env={"env_vars": {"PYTHONPATH": path}})
         else:
+            _check_reachable(self.address)
             try:
                 ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -215,6 +216,22 @@ def make_backend(name: str | None = None, workers: int | None = None, address: s
     if name == "ray":
         return RayBackend(workers, address)
     return LocalBackend(workers)
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when a ``host:port`` (or ``ray://host:port``) address does not accept connections: Ray itself
+    would wait minutes for the cluster's control service. ``auto`` and other forms are left to Ray."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise DcsimError(f"--address {address}: nothing accepts connections there ({exc.__class__.__name__}: "
+                         f"{exc}); start a cluster with `ray start --head` or leave --address out for an embedded "
+                         "local Ray") from None
 
 
 def _workers(workers: int | None) -> int:
