@@ -162,3 +162,25 @@ def test_parquet_without_pyarrow_fails_before_the_run_and_writes_nothing(tmp_pat
 def test_auto_without_pyarrow_writes_csv_and_says_so(tmp_path, no_pyarrow):
     with pytest.warns(UserWarning, match="pyarrow is not installed; writing CSV"):
         assert choose_format("auto", PARQUET_AUTO_ROWS + 1) == "csv"
+
+
+@needs_pyarrow
+def test_a_comparison_written_as_parquet_reports_like_one_written_as_csv(tmp_path):
+    from dcsim.compare import compare
+    from dcsim.report import write_comparison_report
+
+    c = compare(scenario(cluster={"gpus": 2}), ["always_on", "race_to_idle"], [1, 2], jobs=1)
+    c.write(tmp_path / "csv")
+    c.write(tmp_path / "parquet", table_format="parquet")
+    assert sorted(p.name for p in (tmp_path / "parquet").glob("*.parquet")) == \
+        ["differences.parquet", "runs.parquet", "summary.parquet", "workloads.parquet"]
+    assert not list((tmp_path / "parquet").glob("*.csv"))
+    for stem in ("runs", "summary", "differences", "workloads"):
+        frames = [read_table(tmp_path / fmt, stem) for fmt in ("csv", "parquet")]
+        for df in frames:
+            if "variant" in df:  # CSV writes the empty label as an empty field, read back as NaN
+                df["variant"] = df["variant"].astype(object).fillna("").astype(str)
+        pd.testing.assert_frame_equal(*frames, check_exact=True, check_dtype=False, obj=stem)
+    pages = [write_comparison_report(tmp_path / fmt).read_text(encoding="utf-8") for fmt in ("csv", "parquet")]
+    assert pages[0].count("<img") == pages[1].count("<img") > 0
+    assert pages[0].count("<tr>") == pages[1].count("<tr>") > 0
