@@ -153,7 +153,12 @@ class RayBackend:
 
         import dcsim
 
-        version, where = ray.get(ray.remote(_dcsim_identity).remote())
+        try:
+            version, where = ray.get(ray.remote(_dcsim_identity).remote())
+        except Exception as exc:  # noqa: BLE001 - whatever stops a worker from importing dcsim
+            raise DcsimError(f"Ray workers cannot run dcsim ({exc.__class__.__name__}: "
+                             f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}); install the same "
+                             f"dcsim ({dcsim.__version__}) on the cluster's nodes") from None
         if version != dcsim.__version__ or (self.address is None and where != _dcsim_identity()[1]):
             raise DcsimError(f"Ray workers import dcsim {version} from {where}, but this process runs dcsim "
                              f"{dcsim.__version__} from {_dcsim_identity()[1]}; install the same dcsim on the "

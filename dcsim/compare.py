@@ -522,11 +522,14 @@ def compare(scenario: Scenario | str | Path, policies: Sequence[str], seeds: Seq
     tasks = [(label, seed) for label in arms for seed in seeds]
     scenarios = [arm_scenarios[arms[label]].model_copy(update={"seed": seed}) for label, seed in tasks]
     results: list[tuple[dict[str, float], str] | None] = [None] * len(tasks)
+    finished = 0
 
     def on_done(i: int, result: tuple[dict[str, float], str]) -> None:
+        nonlocal finished
         results[i] = result
+        finished += 1
         if progress:
-            progress(sum(r is not None for r in results), len(tasks))
+            progress(finished, len(tasks))
 
     with runner:
         runner.run(_run_one, scenarios, on_done)
