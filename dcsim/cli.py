@@ -470,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run every policy on every seed (the same seed gives every policy the same jobs and supply:\n"
                     "common random numbers), then report each metric as mean ± 95% CI per policy and as paired\n"
                     "differences against a baseline, with 95% CIs and paired t-test p-values. Runs in parallel\n"
-                    "on the local cores.",
+                    "on Ray (when installed; --address joins a cluster) or a local process pool (--backend local).",
         epilog="writes into --out: runs.csv (policy, seed, metric, value), summary.csv, differences.csv,\n"
                "workloads.csv (job-table hashes), comparison.md, comparison.yaml, comparison.png, report.html\n\n"
                "example:\n  python -m dcsim compare scenarios/solar_day.yaml --policies always_on race_to_idle "
