@@ -1,4 +1,4 @@
-"""Command line: ``python -m dcsim run | compare | report | validate | schema | list``."""
+"""Command line: ``python -m dcsim run | compare | sweep | train | report | validate | schema | list``."""
 from __future__ import annotations
 
 import argparse
@@ -54,6 +54,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.trace_events:
         overrides.append("outputs.trace_events=true")
     scenario = load_scenario(path, overrides)
+    if scenario.outputs.format == "parquet":
+        from dcsim.tables import require_pyarrow
+
+        require_pyarrow(f"{path}: outputs.format: parquet")
     out = Path(args.out) if args.out else choose_run_dir(Path("runs"), f"{scenario.name}-{scenario.policy.name.replace(':', '.')}-seed{scenario.seed}")
     out = check_out_dir(out, args.overwrite)
     update, close = _progress_bar(scenario.horizon_s, not args.quiet)
@@ -164,7 +168,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
             ebar = tqdm(total=len(arms) * len(seeds), unit="run", desc="evaluating", file=sys.stderr)
         try:
-            runs = evaluate(scenario, arms, seeds, on_run=ebar.update if ebar is not None else None)
+            runs = evaluate(scenario, arms, seeds, on_run=ebar.update if ebar is not None else None,
+                            backend=args.backend, jobs=args.jobs, address=args.address)
         finally:
             if ebar is not None:
                 ebar.close()
@@ -267,14 +272,100 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     try:
         comparison = compare(path, args.policies, seeds, baseline=args.baseline, jobs=args.jobs, timings=args.timing,
-                             variants=variants, overrides=overrides, progress=progress if bar is not None else None)
+                             variants=variants, overrides=overrides, progress=progress if bar is not None else None,
+                             backend=args.backend, address=args.address)
     finally:
         if bar is not None:
             bar.close()
-    written = comparison.write(out)
+    written = comparison.write(out, table_format=args.format)
     if not args.quiet:
         print(comparison.to_markdown())
         print(f"wrote {len(written)} files to {out} (open {out / 'report.html'} in a browser)")
+    return 0
+
+
+def _add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--address``: where the runs of a comparison, sweep or evaluation execute."""
+    parser.add_argument("--backend", choices=["ray", "local"],
+                        help="ray: Ray tasks (an embedded local Ray, or the cluster at --address); local: a process "
+                             "pool on this machine. Default: ray when Ray is installed (pip install 'dcsim[ray]') "
+                             "and more than one worker is used, else local; the DCSIM_BACKEND environment variable "
+                             "sets another default. Results are identical on both")
+    parser.add_argument("--address", metavar="ADDRESS",
+                        help="join an existing Ray cluster (e.g. auto, or ray://head:10001) instead of starting one")
+
+
+def _add_sweep_parser(sub) -> None:
+    swp = sub.add_parser(
+        "sweep", help="run a grid of scenario settings × policies × seeds (resumable)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run every combination of the --grid values, every policy and every seed. Each finished run\n"
+                    "(a cell) is saved at once in OUT/cells/; running the same command again skips saved cells,\n"
+                    "so an interrupted sweep resumes. Then each metric's mean and 95% CI over seeds is tabulated\n"
+                    "per grid point and policy.",
+        epilog="writes into --out: sweep.csv (grid values, policy, metric, n, mean, std, ci_low, ci_high),\n"
+               "cells.csv (one row per run), cells/<id>.json (each run's summary), sweep.md, sweep.yaml\n\n"
+               "example:\n  python -m dcsim sweep --grid market.scarcity_kappa=0.5,1,2 "
+               "--grid supply.battery.capacity_wh=10000,40000 --policies always_on renewable_follower --seeds 5 "
+               "--horizon 6h --out runs/sweep-kappa")
+    swp.add_argument("scenario", nargs="?", help="scenario YAML file (default: the built-in quickstart)")
+    swp.add_argument("--grid", action="append", metavar="KEY=V1,V2,...", default=[],
+                     help="a scenario field and the values it takes, e.g. --grid market.scarcity_kappa=0.5,1,2 "
+                          "(repeatable; values are YAML, as in --set)")
+    swp.add_argument("--policies", nargs="+", required=True, metavar="POLICY", help="policy names, each once")
+    seeds = swp.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, default=10, metavar="N",
+                       help="run N seeds: the scenario's seed and the N-1 after it (default: 10)")
+    seeds.add_argument("--seed-list", type=int, nargs="+", metavar="SEED", help="run exactly these seeds")
+    swp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field for every cell")
+    swp.add_argument("--horizon", help="simulated time, e.g. 3600, 6h, 2d (overrides horizon_s)")
+    swp.add_argument("--out", help="sweep folder (default: runs/sweep-<scenario>); a folder holding an earlier "
+                                   "run of this sweep is resumed")
+    swp.add_argument("--jobs", "-j", type=int, help="workers (default: the number of CPU cores; 1: no workers)")
+    swp.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table format (default: csv)")
+    swp.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no table")
+    _add_backend_options(swp)
+    swp.set_defaults(func=cmd_sweep)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from dcsim.config import load_scenario
+    from dcsim.sweep import CELLS_DIR, SWEEP_FILE, parse_grid, sweep
+
+    path = Path(args.scenario) if args.scenario else _builtin(QUICKSTART)
+    overrides = list(args.set or [])
+    if args.horizon is not None:
+        overrides.append(f"horizon_s={args.horizon}")
+    scenario = load_scenario(path, overrides)
+    grid = parse_grid(args.grid)
+    out = Path(args.out) if args.out else Path("runs") / f"sweep-{scenario.name}"
+    if out.is_dir() and any(out.iterdir()) and not (out / SWEEP_FILE).is_file():
+        raise DcsimError(f"--out {out}: directory exists, is not empty and holds no {SWEEP_FILE}; choose another")
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:  # made at the first report, once every setting has been checked
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=done, unit="cell", desc="sweep", file=sys.stderr)
+        bar.update(done - bar.n)
+
+    try:
+        result = sweep(path, grid, args.policies, _seeds(args, scenario.seed), out, overrides=overrides,
+                       backend=args.backend, jobs=args.jobs, address=args.address, table_format=args.format,
+                       progress=None if args.quiet else progress)
+    except KeyboardInterrupt:
+        saved = len(list((out / CELLS_DIR).glob("*.json"))) if (out / CELLS_DIR).is_dir() else 0
+        print(f"interrupted; {saved} finished cells are saved in {out / CELLS_DIR}: run the same command again to "
+              "run only the rest", file=sys.stderr)
+        return 130
+    finally:
+        if bar is not None:
+            bar.close()
+    if not args.quiet:
+        print(result.to_markdown())
+        print(f"ran {len(result.ran)} cells, {len(result.skipped)} already saved; wrote {out}")
     return 0
 
 
@@ -393,6 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "truthful"],
                      help="rule-based policies to evaluate against (default: all six)")
     trn.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
+    trn.add_argument("--jobs", "-j", type=int, help="workers for --eval-seeds (default: the number of CPU cores)")
+    _add_backend_options(trn)
     trn.set_defaults(func=cmd_train)
 
     val = sub.add_parser("validate", help="check scenario files without running them")
@@ -414,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run every policy on every seed (the same seed gives every policy the same jobs and supply:\n"
                     "common random numbers), then report each metric as mean ± 95% CI per policy and as paired\n"
                     "differences against a baseline, with 95% CIs and paired t-test p-values. Runs in parallel\n"
-                    "on the local cores.",
+                    "on Ray (when installed; --address joins a cluster) or a local process pool (--backend local).",
         epilog="writes into --out: runs.csv (policy, seed, metric, value), summary.csv, differences.csv,\n"
                "workloads.csv (job-table hashes), comparison.md, comparison.yaml, comparison.png, report.html\n\n"
                "example:\n  python -m dcsim compare scenarios/solar_day.yaml --policies always_on race_to_idle "
@@ -445,7 +538,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", help="output directory (default: runs/compare-<scenario>, never overwritten)")
     cmp.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out directory")
     cmp.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no tables")
+    _add_backend_options(cmp)
+    cmp.add_argument("--format", choices=["csv", "parquet"], default="csv",
+                     help="format of the runs/summary/differences/workloads tables (default: csv)")
     cmp.set_defaults(func=cmd_compare)
+
+    _add_sweep_parser(sub)
 
     rep = sub.add_parser(
         "report", help="write a self-contained HTML report of a run or a comparison",

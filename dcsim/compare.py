@@ -18,7 +18,6 @@ import copy
 import hashlib
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -26,6 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from dcsim.backends import make_backend
 from dcsim.config import (PolicyConfig, Scenario, apply_overrides, parse_scenario, read_scenario_mapping,
                           scenario_to_dict)
 from dcsim.errors import DcsimError
@@ -110,9 +110,9 @@ def workload_hash(jobs: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def _run_one(scenario: Scenario) -> tuple[dict[str, float], str]:
-    """Run one (policy, variant, seed) and return only its flattened summary and workload hash (what a worker
-    sends back: a few kB, not the run's tables)."""
+def run_summary(scenario: Scenario) -> tuple[dict[str, Any], str]:
+    """Run one scenario and return only its summary and workload hash (what a worker sends back: a few kB, not
+    the run's tables)."""
     from dcsim.runner import run_scenario
 
     try:
@@ -120,7 +120,13 @@ def _run_one(scenario: Scenario) -> tuple[dict[str, float], str]:
     except DcsimError as exc:
         # re-raised as the base class: its message says everything and it pickles across processes
         raise DcsimError(f"policy {scenario.policy.name!r}, seed {scenario.seed}: {exc}") from None
-    return flatten_summary(run.summary), workload_hash(run.result.jobs)
+    return run.summary, workload_hash(run.result.jobs)
+
+
+def _run_one(scenario: Scenario) -> tuple[dict[str, float], str]:
+    """Run one (policy, variant, seed) and return its flattened summary and workload hash."""
+    summary, digest = run_summary(scenario)
+    return flatten_summary(summary), digest
 
 
 # --------------------------------------------------------------------------------------------- statistics
@@ -269,18 +275,20 @@ class Comparison:
             lines.append(f"**Common random numbers do not hold**: the job table differs between policies for {which}.")
         return "\n".join(lines) + "\n"
 
-    def write(self, out: str | Path, report: bool = True) -> list[Path]:
-        """Write ``runs.csv``, ``summary.csv``, ``differences.csv``, ``workloads.csv``, ``comparison.md``,
-        ``comparison.yaml``, ``comparison.png`` and (with ``report``) ``report.html`` into ``out``."""
+    def write(self, out: str | Path, report: bool = True, table_format: str = "csv") -> list[Path]:
+        """Write ``runs``, ``summary``, ``differences`` and ``workloads`` tables (``.csv``, or ``.parquet`` with
+        ``table_format="parquet"``), ``comparison.md``, ``comparison.yaml``, ``comparison.png`` and (with
+        ``report``) ``report.html`` into ``out``."""
         import yaml
+
+        from dcsim.tables import write_table
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         written = []
-        for name, df in (("runs.csv", self.runs), ("summary.csv", self.summary),
-                         ("differences.csv", self.differences), ("workloads.csv", self.workloads)):
-            df.to_csv(out / name, index=False)
-            written.append(out / name)
+        for stem, df in (("runs", self.runs), ("summary", self.summary),
+                         ("differences", self.differences), ("workloads", self.workloads)):
+            written.append(write_table(df, out, stem, table_format))
         (out / "comparison.md").write_text(self.to_markdown(), encoding="utf-8")
         written.append(out / "comparison.md")
         (out / "comparison.yaml").write_text(yaml.safe_dump(self.meta, sort_keys=False), encoding="utf-8")
@@ -443,7 +451,8 @@ def timing_variants(timings: Sequence[str]) -> dict[str, list[str]]:
 def compare(scenario: Scenario | str | Path, policies: Sequence[str], seeds: Sequence[int],
             baseline: str | None = None, jobs: int | None = None, timings: Sequence[str] | None = None, *,
             variants: dict[str, list[str]] | None = None, overrides: Sequence[str] | None = None,
-            progress: Callable[[int, int], None] | None = None) -> Comparison:
+            progress: Callable[[int, int], None] | None = None, backend: str | None = None,
+            address: str | None = None) -> Comparison:
     """Run every policy (× variant) on every seed and compare them with paired statistics.
 
     Each run is the scenario with its ``seed`` and ``policy.name`` replaced, so for a given seed every policy
@@ -456,7 +465,7 @@ def compare(scenario: Scenario | str | Path, policies: Sequence[str], seeds: Seq
         seeds: Root seeds, each at most once; every arm runs on all of them.
         baseline: What the other arms are compared against: a policy (within each variant), a variant (each
             policy against itself), or an arm ``"policy@variant"``. Default: the first policy.
-        jobs: Worker processes (default: the local CPU count); 1 runs every simulation in this process.
+        jobs: Workers (default: the local CPU count); 1 runs every simulation in this process.
         timings: Decision timings to compare, ``"event"`` or ``"fixed:SECONDS"``: a shorthand for variants that
             set ``decision_timing`` (see :func:`timing_variants`), labelled as given; with ``baseline="event"``
             each policy is compared with itself seen through the fixed tick. Not combined with ``variants``.
@@ -464,6 +473,10 @@ def compare(scenario: Scenario | str | Path, policies: Sequence[str], seeds: Seq
             does); every policy runs under every variant. A variant cannot set ``policy`` or ``seed``.
         overrides: ``KEY=VALUE`` overrides applied to the scenario before the variants (as ``--set``).
         progress: Called as ``progress(done, total)`` after each run finishes.
+        backend: Where the runs execute: ``"local"`` (a process pool), ``"ray"`` (Ray), or None: Ray when it is
+            installed and more than one worker is wanted, else local (see :func:`dcsim.backends.make_backend`).
+            Every backend gives identical results for the same seeds.
+        address: A Ray cluster to run on (with ``backend="ray"`` or None); default an embedded local Ray.
 
     Returns:
         A :class:`Comparison`. Paired differences whose values are all exactly zero (identical results) get
@@ -495,6 +508,7 @@ def compare(scenario: Scenario | str | Path, policies: Sequence[str], seeds: Seq
     jobs = (os.cpu_count() or 1) if jobs is None else int(jobs)
     if jobs < 1:
         raise DcsimError(f"jobs must be >= 1; got {jobs}")
+    runner = make_backend(backend, jobs, address)  # a bad backend fails before any run
 
     arm_scenarios = _arm_scenarios(scenario, policies, list(overrides or []), variants)
     has_variants = list(variants) != [""]
@@ -508,18 +522,18 @@ def compare(scenario: Scenario | str | Path, policies: Sequence[str], seeds: Seq
     tasks = [(label, seed) for label in arms for seed in seeds]
     scenarios = [arm_scenarios[arms[label]].model_copy(update={"seed": seed}) for label, seed in tasks]
     results: list[tuple[dict[str, float], str] | None] = [None] * len(tasks)
-    if jobs == 1 or len(tasks) == 1:
-        for i, sc in enumerate(scenarios):
-            results[i] = _run_one(sc)
-            if progress:
-                progress(i + 1, len(tasks))
-    else:
-        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
-            futures = {pool.submit(_run_one, sc): i for i, sc in enumerate(scenarios)}
-            for done, future in enumerate(as_completed(futures), start=1):
-                results[futures[future]] = future.result()
-                if progress:
-                    progress(done, len(tasks))
+    finished = 0
+
+    def on_done(i: int, result: tuple[dict[str, float], str]) -> None:
+        nonlocal finished
+        results[i] = result
+        finished += 1
+        if progress:
+            progress(finished, len(tasks))
+
+    with runner:
+        runner.run(_run_one, scenarios, on_done)
+        ran_on = runner.describe()
 
     base = next(iter(arm_scenarios.values()))
     comparison = _tabulate(base.name, arms, baseline_of, seeds, tasks, results)
@@ -537,6 +551,7 @@ def compare(scenario: Scenario | str | Path, policies: Sequence[str], seeds: Seq
         "headline_metrics": comparison.headline,
         "confidence": CONFIDENCE,
         "jobs": jobs,
+        "backend": ran_on,
         "dcsim_version": __import__("dcsim").__version__,
         "resolved_scenario": scenario_to_dict(base.model_copy(update={"seed": seeds[0]})),
     }

@@ -511,6 +511,9 @@ class OutputConfig(_Model):
     allocations: bool | None = Field(
         None, description="allocations.npz: each GPU's power allocation at every round; null = only up to 1024 GPUs")
     plots: bool = False
+    format: Literal["auto", "csv", "parquet"] = Field(
+        "auto", description="jobs/rounds/timeseries/ledger/decisions/events tables: csv, parquet (needs pyarrow) or "
+                            "auto (parquet when the run's tables hold more than 1,000,000 rows, csv below)")
 
 
 class Scenario(_Model):

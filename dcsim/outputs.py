@@ -1,4 +1,4 @@
-"""Writes a run directory: metadata.yaml, summary.json, tables (CSV) and plots."""
+"""Writes a run directory: metadata.yaml, summary.json, tables (CSV or Parquet) and plots."""
 from __future__ import annotations
 
 import json
@@ -6,6 +6,7 @@ import platform
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 
 import dcsim
@@ -43,6 +44,15 @@ def _versions() -> dict[str, str]:
             "pandas": pandas.__version__, "simpy": simpy.__version__}
 
 
+def write_tables(tables: dict[str, pd.DataFrame], out: Path, fmt: str) -> list[Path]:
+    """Write a run's tables (stem → DataFrame) into ``out``, all in one format: ``fmt`` (``outputs.format``),
+    with ``auto`` resolved from their total row count (see :func:`dcsim.tables.choose_format`)."""
+    from dcsim.tables import choose_format, write_table
+
+    chosen = choose_format(fmt, sum(len(df) for df in tables.values()))
+    return [write_table(df, out, stem, chosen) for stem, df in tables.items()]
+
+
 def write_run(run: Run, out: Path, plots: bool = False) -> list[Path]:
     """Write everything about ``run`` into ``out`` (created if needed); returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
@@ -61,16 +71,13 @@ def write_run(run: Run, out: Path, plots: bool = False) -> list[Path]:
     path = out / "summary.json"
     path.write_text(json.dumps(run.summary, indent=2) + "\n", encoding="utf-8")
     written.append(path)
-    tables = {"jobs.csv": (sc.outputs.jobs_table, r.jobs), "rounds.csv": (sc.outputs.rounds_table, r.rounds),
-              "timeseries.csv": (sc.outputs.timeseries_table, r.timeseries),
-              "ledger.csv": (sc.outputs.ledger_table, r.ledger),
-              "decisions.csv": (sc.outputs.decision_log, r.decisions),
-              "events.csv": (sc.outputs.trace_events and r.events is not None, r.events)}
-    for name, (wanted, df) in tables.items():
-        if wanted:
-            path = out / name
-            df.to_csv(path, index=False)
-            written.append(path)
+    tables = {"jobs": (sc.outputs.jobs_table, r.jobs), "rounds": (sc.outputs.rounds_table, r.rounds),
+              "timeseries": (sc.outputs.timeseries_table, r.timeseries),
+              "ledger": (sc.outputs.ledger_table, r.ledger),
+              "decisions": (sc.outputs.decision_log, r.decisions),
+              "events": (sc.outputs.trace_events and r.events is not None, r.events)}
+    written.extend(write_tables({stem: df for stem, (wanted, df) in tables.items() if wanted}, out,
+                                sc.outputs.format))
     if r.allocations_w is not None:
         path = out / "allocations.npz"
         np.savez_compressed(path, alloc_w=r.allocations_w, time_s=r.rounds["time_s"].to_numpy(float))

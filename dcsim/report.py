@@ -15,6 +15,7 @@ import pandas as pd
 
 from dcsim import plots
 from dcsim.errors import DcsimError
+from dcsim.tables import read_table, table_path
 
 #: Section titles of a run report, in page order (tests and readers look them up by these words).
 RUN_SECTIONS = {
@@ -125,8 +126,6 @@ def _page(title: str, subtitle: str, sections: dict[str, str], bodies: dict[str,
     return "\n".join(parts) + "\n"
 
 
-def _read_csv(path: Path) -> pd.DataFrame | None:
-    return pd.read_csv(path) if path.is_file() else None
 
 
 def _flatten(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -274,8 +273,8 @@ def _ledger_section(ledger: pd.DataFrame | None) -> str:
 def write_report(run_dir: str | Path) -> Path:
     """Write ``report.html`` into a run directory from the files a run wrote there; returns its path.
 
-    Reads ``summary.json`` (required), ``metadata.yaml``, ``rounds.csv``, ``timeseries.csv``, ``jobs.csv``,
-    ``ledger.csv`` and ``allocations.npz`` (arrays ``alloc_w`` of shape (rounds, gpus), W above idle, and
+    Reads ``summary.json`` (required), ``metadata.yaml``, the ``rounds``, ``timeseries``, ``jobs`` and
+    ``ledger`` tables (``.csv`` or ``.parquet``) and ``allocations.npz`` (arrays ``alloc_w`` of shape (rounds, gpus), W above idle, and
     ``time_s``) when present; a section whose file is absent says so instead of plotting.
 
     Raises:
@@ -288,10 +287,10 @@ def write_report(run_dir: str | Path) -> Path:
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     meta_path = run_dir / "metadata.yaml"
     meta_text = meta_path.read_text(encoding="utf-8") if meta_path.is_file() else None
-    rounds = _read_csv(run_dir / "rounds.csv")
-    ts = _read_csv(run_dir / "timeseries.csv")
-    jobs = _read_csv(run_dir / "jobs.csv")
-    ledger = _read_csv(run_dir / "ledger.csv")
+    rounds = read_table(run_dir, "rounds")
+    ts = read_table(run_dir, "timeseries")
+    jobs = read_table(run_dir, "jobs")
+    ledger = read_table(run_dir, "ledger")
 
     bodies = {
         "summary": _summary_section(summary),
@@ -351,17 +350,15 @@ def write_comparison_report(compare_dir: str | Path) -> Path:
     from dcsim.compare import HEADLINE_METRICS, plot_comparison
 
     compare_dir = Path(compare_dir)
-    needed = ["comparison.yaml", "runs.csv", "summary.csv", "differences.csv", "workloads.csv"]
-    missing = [name for name in needed if not (compare_dir / name).is_file()]
+    tables = ["runs", "summary", "differences", "workloads"]
+    missing = [] if (compare_dir / "comparison.yaml").is_file() else ["comparison.yaml"]
+    missing += [f"{stem}.csv" for stem in tables if table_path(compare_dir, stem) is None]
     if missing:
         raise DcsimError(f"{compare_dir}: not a comparison directory (missing {', '.join(missing)}); "
                          "make one with `python -m dcsim compare`")
     meta = yaml.safe_load((compare_dir / "comparison.yaml").read_text(encoding="utf-8"))
     read = {"keep_default_na": False, "na_values": ["", "NaN", "nan"], "dtype": {"variant": str}}
-    runs = pd.read_csv(compare_dir / "runs.csv", **read)
-    summary = pd.read_csv(compare_dir / "summary.csv", **read)
-    differences = pd.read_csv(compare_dir / "differences.csv", **read)
-    workloads = pd.read_csv(compare_dir / "workloads.csv", **read)
+    runs, summary, differences, workloads = (read_table(compare_dir, stem, **read) for stem in tables)
     for df in (runs, summary, differences, workloads):
         if "variant" in df:
             df["variant"] = df["variant"].fillna("")

@@ -181,23 +181,47 @@ def plot_learning_curve(curve: pd.DataFrame, path: Path, title: str) -> Path:
 
 
 def evaluate(scenario: Scenario, arms: dict[str, tuple[str, dict[str, Any]]], seeds: list[int],
-             on_run: Callable[[], None] | None = None) -> pd.DataFrame:
+             on_run: Callable[[], None] | None = None, *, backend: str | None = "local", jobs: int | None = 1,
+             address: str | None = None) -> pd.DataFrame:
     """Run every arm (label → policy name and params) on every seed; one row per run with the reward per GPU
-    and headline metrics. Seeds pair the arms: a seed gives every arm the same jobs and supply."""
-    rows = []
-    for label, (name, params) in arms.items():
-        for seed in seeds:
-            sc = scenario.model_copy(update={"seed": seed})
-            policy = load_policy(name, params)
-            s = run_scenario(sc, policy=policy).summary
-            rows.append({"arm": label, "policy": name, "seed": seed, "return_per_gpu": s["reward"]["per_gpu"],
-                         "jobs_completed": s["jobs"]["completed"], "jobs_dropped": s["jobs"]["dropped"],
-                         "deadline_misses": s["jobs"]["deadline_misses"], "tokens_spent": s["tokens"]["spent"],
-                         "energy_kwh": s["energy_j"]["consumed"] / 3.6e6, "renewable_coverage": s["renewable_coverage"],
-                         "carbon_kg": s["carbon_kg"]})
-            if on_run is not None:
-                on_run()
+    and headline metrics. Seeds pair the arms: a seed gives every arm the same jobs and supply.
+
+    Args:
+        scenario: The scenario; each run replaces its seed.
+        arms: Label → ``(policy name, params)``.
+        seeds: The evaluation seeds.
+        on_run: Called after each run finishes.
+        backend: ``"local"``, ``"ray"`` or None (see :func:`dcsim.backends.make_backend`); rows are identical
+            on every backend and come back in arm-then-seed order.
+        jobs: Workers (1: every run in this process).
+        address: A Ray cluster to run on; the checkpoint named in ``params`` must be readable on its nodes.
+    """
+    from dcsim.backends import make_backend
+
+    runner = make_backend(backend, jobs, address)
+    tasks = [(label, name, params, scenario.model_copy(update={"seed": seed}))
+             for label, (name, params) in arms.items() for seed in seeds]
+    rows: list[dict[str, Any] | None] = [None] * len(tasks)
+
+    def on_done(i: int, row: dict[str, Any]) -> None:
+        rows[i] = row
+        if on_run is not None:
+            on_run()
+
+    with runner:
+        runner.run(_evaluate_one, tasks, on_done)
     return pd.DataFrame(rows)
+
+
+def _evaluate_one(task: tuple[str, str, dict[str, Any], Scenario]) -> dict[str, Any]:
+    """One evaluation run (a fresh policy from its name and params) as a row of :func:`evaluate`."""
+    label, name, params, sc = task
+    s = run_scenario(sc, policy=load_policy(name, params)).summary
+    return {"arm": label, "policy": name, "seed": sc.seed, "return_per_gpu": s["reward"]["per_gpu"],
+            "jobs_completed": s["jobs"]["completed"], "jobs_dropped": s["jobs"]["dropped"],
+            "deadline_misses": s["jobs"]["deadline_misses"], "tokens_spent": s["tokens"]["spent"],
+            "energy_kwh": s["energy_j"]["consumed"] / 3.6e6, "renewable_coverage": s["renewable_coverage"],
+            "carbon_kg": s["carbon_kg"]}
 
 
 def evaluation_table(runs: pd.DataFrame, learned: list[str]) -> tuple[pd.DataFrame, str]:

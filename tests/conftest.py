@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,10 @@ from dcsim.supply import SupplyInputs
 from dcsim.timeseries import StepSeries
 
 SHARED_TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
+
+# The suite's comparisons are seconds long, so starting an embedded Ray for each (the default when Ray is
+# installed) would cost more than the runs; tests that exercise Ray ask for it by name. Subprocesses inherit this.
+os.environ.setdefault("DCSIM_BACKEND", "local")
 
 BASE = {
     "name": "t",
