@@ -184,7 +184,7 @@ def _check_steps(times_s, power_w, end_s: float) -> tuple[np.ndarray, np.ndarray
                          "with end_s after the last time")
     if not np.all(np.isfinite(p)):
         i = int(np.flatnonzero(~np.isfinite(p))[0])
-        raise ValueError(f"power_w[{i}] = {p[i]!r}; expected a finite number of W")
+        raise ValueError(f"power_w[{i}] = {p[i].item()!r}; expected a finite number of W")
     return t, p
 
 
@@ -236,7 +236,7 @@ def export_revenue_usd(times_s, export_w, end_s: float, price_usd_per_mwh: StepS
     t, p = _check_steps(times_s, export_w, end_s)
     if np.any(p < 0):
         i = int(np.flatnonzero(p < 0)[0])
-        raise ValueError(f"export_w[{i}] = {p[i]!r}; export power is >= 0 (imports are booked elsewhere)")
+        raise ValueError(f"export_w[{i}] = {p[i].item()!r}; export power is >= 0 (imports are booked elsewhere)")
     knots = np.union1d(t, price_usd_per_mwh.change_times(float(t[0]), float(end_s)))
     knots = knots[(knots >= t[0]) & (knots < end_s)]
     dt = np.diff(np.append(knots, end_s))

@@ -290,9 +290,10 @@ def read_epw_temperatures(path: str | Path) -> pd.DataFrame:
     """Outdoor dry-bulb and wet-bulb temperatures from an EnergyPlus weather file (via ``pvlib.iotools.read_epw``).
 
     Returns:
-        A frame indexed by the records' UTC timestamps (pvlib's index: each record's time label) with
-        ``dry_bulb_c`` (the EPW dry-bulb) and ``wet_bulb_c`` (Stull 2011 from dry-bulb and relative
-        humidity; the EPW has no wet-bulb field).
+        One row per record, indexed as pvlib gives it (the start of each record's hour, in the file's
+        local standard time; a typical year mixes years), with ``dry_bulb_c`` (the EPW dry-bulb) and
+        ``wet_bulb_c`` (Stull 2011 from dry-bulb and relative humidity, at most the dry-bulb; the EPW
+        has no wet-bulb field).
 
     Raises:
         TraceError: The file is missing or unreadable, or a temperature or humidity is out of range
@@ -306,8 +307,33 @@ def read_epw_temperatures(path: str | Path) -> pd.DataFrame:
     bad = ~((rh >= 0.0) & (rh <= 110.0))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise TraceError(path, f"field 'relative_humidity' at data record {i + 1} ({weather.index[i]})", rh[i],
+        raise TraceError(path, f"field 'relative_humidity' at data record {i + 1} ({weather.index[i]})", float(rh[i]),
                          "a value in [0, 110] % (EPW missing-value codes such as 999 are not filled in)")
     dry = weather["temp_air"].to_numpy(dtype=float)
-    return pd.DataFrame({"dry_bulb_c": dry, "wet_bulb_c": np.minimum(wet_bulb_stull_c(dry, np.minimum(rh, 100.0)), dry)},
-                        index=weather.index.tz_convert("UTC"))
+    wet = np.minimum(wet_bulb_stull_c(dry, np.minimum(rh, 100.0)), dry)
+    return pd.DataFrame({"dry_bulb_c": dry, "wet_bulb_c": wet}, index=weather.index)
+
+
+def epw_temperatures_at(path: str | Path, times_utc: pd.DatetimeIndex) -> pd.DataFrame:
+    """Dry-bulb and wet-bulb at given instants, replaying the EPW's typical year.
+
+    Each instant takes the record of its hour by local-standard-time month, day and hour (any year);
+    29 February, which typical years lack, replays 28 February.
+
+    Raises:
+        TraceError: As :func:`read_epw_temperatures`, or the file lacks a needed hour.
+    """
+    path = Path(path)
+    frame = read_epw_temperatures(path)
+    local = pd.DatetimeIndex(times_utc).tz_convert(frame.index.tz)
+    key = np.asarray(local.month * 10000 + local.day * 100 + local.hour)
+    table = pd.Index(frame.index.month * 10000 + frame.index.day * 100 + frame.index.hour)
+    if not table.is_unique:
+        raise TraceError(path, "records", "a month/day/hour appears twice", "one year of hourly records")
+    pos = table.get_indexer(key)
+    feb29 = (pos < 0) & (key // 100 == 229)
+    pos[feb29] = table.get_indexer(key[feb29] - 100)
+    if (pos < 0).any():
+        missing = local[pos < 0][0]
+        raise TraceError(path, "records", f"no record for {missing:%m-%d %H}:00 local", "a full year of hourly records")
+    return pd.DataFrame(frame.to_numpy()[pos], columns=frame.columns, index=pd.DatetimeIndex(times_utc))

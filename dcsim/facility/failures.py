@@ -155,7 +155,7 @@ def outages_from_intervals(component, start_s, duration_s, n_components: int, ho
                               (~(np.isfinite(dur) & (dur > 0)), "a duration_s > 0", dur)):
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"outage {i}: got {values[i]!r}; expected {what}")
+            raise ValueError(f"outage {i}: got {values[i].item()!r}; expected {what}")
     order = np.lexsort((start, comp))
     comp, start, end = comp[order], start[order], start[order] + dur[order]
     times, comps, ups = [], [], []

@@ -89,7 +89,7 @@ def _check_inputs(tree: PowerTree, arrays: dict[str, np.ndarray]) -> None:
             raise ValueError(f"{name} must have shape ({tree.n_gpus},), one value per GPU; got {arr.shape}")
         if name != "slack_s" and not np.all(np.isfinite(arr)):
             i = int(np.flatnonzero(~np.isfinite(arr))[0])
-            raise ValueError(f"{name}[{i}] = {arr[i]!r}; expected a finite number")
+            raise ValueError(f"{name}[{i}] = {arr[i].item()!r}; expected a finite number")
     if np.any(np.isnan(arrays["slack_s"])):
         i = int(np.flatnonzero(np.isnan(arrays["slack_s"]))[0])
         raise ValueError(f"slack_s[{i}] is NaN; expected a number of seconds or inf (no deadline)")
