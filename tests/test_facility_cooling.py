@@ -48,6 +48,19 @@ def test_steady_state_air_cooled_by_hand() -> None:
     assert float(step.facility_j) == pytest.approx(facility_w * 3600.0, rel=1e-12)
 
 
+def test_figures_quoted_in_the_docs() -> None:
+    # docs/facility.md: COP at AHRI 550/590 air-cooled rating conditions, and steady PUE at 80 % load.
+    ahri = CoolingModel(CoolingParams(design_it_power_w=1e6, chilled_water_c=6.7))
+    assert float(ahri.cop(35.0)) == pytest.approx(0.5 * (4.7 + K) / (35.0 + 8.0 - 4.7), rel=1e-12)
+    assert round(float(ahri.cop(35.0)), 2) == 3.63
+    plain = CoolingModel(CoolingParams(design_it_power_w=1e6))
+    pue = plain.steady_pue(800e3, np.array([0.0, 25.0, 30.0, 35.0]))
+    np.testing.assert_allclose(pue, [1.146, 1.20, 1.24, 1.27], atol=0.005)
+    assert float(pue[0]) == pytest.approx(1 + 50e3 / 800e3 + 1 / 12.0, rel=1e-12)  # fans + COP at its cap
+    econ = CoolingModel(CoolingParams(design_it_power_w=1e6, economiser="air"))
+    assert float(econ.steady_pue(800e3, 20.0)) == pytest.approx(1 + 50e3 / 800e3 + 0.03, rel=1e-12)
+
+
 def test_water_cooled_uses_the_wet_bulb() -> None:
     m = _model(condenser="water")
     # Condenser at wet-bulb 20 + 8 = 28 °C: lift 15 K.

@@ -192,3 +192,33 @@ def test_regular_tree_property(n, per_node, per_rack, data) -> None:
     tol = 1e-9 * request.sum()
     assert np.all(t.element_power_w(r.cap_w) <= t.limit_w + tol) or not r.feasible
     assert not (r.cap_w[~running] != request[~running]).any()  # idle GPUs untouched
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.sampled_from([0.0, 5.0, INF])), min_size=1, max_size=40))
+def test_priority_rank_matches_a_plain_sort(rows) -> None:
+    value = np.array([v for v, _ in rows], dtype=float)
+    slack = np.array([s for _, s in rows])
+    expected = sorted(range(len(rows)), key=lambda i: (value[i], -slack[i], i))
+    assert np.argsort(priority_rank(value, slack)).tolist() == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.floats(200, 700), st.integers(0, 5)), min_size=1, max_size=20), st.floats(0, 1))
+def test_one_element_matches_a_plain_greedy(rows, frac) -> None:
+    # A single node: the cut must equal cutting GPUs one by one in priority order, each to its min.
+    request = np.array([r for r, _ in rows])
+    value = np.array([v for _, v in rows], dtype=float)
+    n = request.size
+    limit = 200.0 * n + frac * (request.sum() - 200.0 * n) + 1e-6
+    t = regular_tree(n, n, 1, 1, 1, limits_w={"node": limit})
+    r = enforce_limits(t, request, np.full(n, 200.0), np.full(n, 80.0), value, np.full(n, INF))
+    want = request.copy()
+    excess = request.sum() - limit
+    for i in sorted(range(n), key=lambda i: (value[i], i)):
+        if excess <= 0:
+            break
+        cut = min(excess, want[i] - 200.0)
+        want[i] -= cut
+        excess -= cut
+    np.testing.assert_allclose(r.cap_w, want, atol=1e-6)

@@ -77,7 +77,9 @@ def priority_rank(value: np.ndarray, slack_s: np.ndarray) -> np.ndarray:
     """
     value = np.asarray(value, dtype=float)
     slack = np.asarray(slack_s, dtype=float)
-    order = np.lexsort((np.arange(value.size), -slack, value))
+    # Two stable sorts (slack, then value) order by value, then slack, then index; faster than lexsort on floats.
+    order = np.argsort(-slack, kind="stable")
+    order = order[np.argsort(value[order], kind="stable")]
     rank = np.empty(value.size, dtype=np.int64)
     rank[order] = np.arange(value.size)
     return rank
@@ -127,25 +129,26 @@ def enforce_limits(tree: PowerTree, request_w: np.ndarray, min_w: np.ndarray, pa
                                                                 ("slack_s", slack_s))}
     _check_inputs(tree, arrays)
     req, low, paused_w = arrays["request_w"], arrays["min_w"], arrays["paused_w"]
-    rank = priority_rank(arrays["value"], arrays["slack_s"])
+    rank = None  # computed only if some element is over its limit
     p = req.copy()
     paused = np.zeros(tree.n_gpus, dtype=bool)
     capped = np.zeros(tree.n_elements)
     shortfall = np.zeros(tree.n_elements)
-    members = tree.members
-    for level in tree.by_height:
-        excess = members[level] @ p - tree.limit_w[level]
-        over = level[excess > 0]
-        if over.size == 0:
+    for level, level_members in zip(tree.by_height, tree.members_by_height):
+        excess = level_members @ p - tree.limit_w[level]
+        over_mask = excess > 0
+        if not over_mask.any():
             continue
-        need = excess[excess > 0]
-        sub = members[over]
+        over, need = level[over_mask], excess[over_mask]
+        if rank is None:
+            rank = priority_rank(arrays["value"], arrays["slack_s"])
+        sub = level_members[over_mask]
         seg = np.repeat(np.arange(over.size), np.diff(sub.indptr))
-        order = np.lexsort((rank[sub.indices], seg))
+        order = np.argsort(seg * np.int64(tree.n_gpus) + rank[sub.indices])  # by element, then priority
         g, seg = sub.indices[order], seg[order]
         head = np.where(paused[g], 0.0, np.maximum(p[g] - low[g], 0.0))
+        first = sub.indptr[:-1]  # where each element's GPUs start in g (seg is sorted)
         before = np.cumsum(head) - head
-        first = np.searchsorted(seg, np.arange(over.size))
         before -= before[first][seg]  # headroom of lower-priority GPUs in the same element
         room = np.bincount(seg, weights=head, minlength=over.size)
         ok = room >= need
@@ -153,10 +156,10 @@ def enforce_limits(tree: PowerTree, request_w: np.ndarray, min_w: np.ndarray, pa
         p[g] -= cut
         capped[over[ok]] += need[ok]
         for i in np.flatnonzero(~ok):
-            gpus = g[seg == i]  # this element's GPUs, lowest priority first
+            gpus = g[sub.indptr[i]:sub.indptr[i + 1]]  # this element's GPUs, lowest priority first
             e = int(over[i])
             capped[e], shortfall[e] = _pause(p, paused, gpus, low, paused_w, tree.limit_w[e])
-    return SafetyResult(cap_w=p, paused=paused, capped_w=capped, element_power_w=members @ p,
+    return SafetyResult(cap_w=p, paused=paused, capped_w=capped, element_power_w=tree.members @ p,
                         shortfall_w=shortfall, request_w=req)
 
 

@@ -89,6 +89,8 @@ class PowerTree:
         self.height = height
         #: Element indices grouped by height, lowest first: elements of one height never nest.
         self.by_height = [np.flatnonzero(height == h) for h in range(1, int(height.max(initial=0)) + 1)]
+        #: ``members`` restricted to each group of :attr:`by_height` (sliced once: slicing a CSR matrix is slow).
+        self.members_by_height = [self.members[idx] for idx in self.by_height]
         self._children: list[np.ndarray] | None = None
         self._gpu_children: list[np.ndarray] | None = None
 
