@@ -145,6 +145,8 @@ def test_run_starts_settled_by_default_and_checks_times() -> None:
     assert float(r.facility_j[0]) == pytest.approx(float(m.steady_facility_power_w(600e3, 30.0)) * 3600, rel=1e-12)
     with pytest.raises(ValueError, match="strictly increasing"):
         m.run([0.0, 0.0], [1.0, 1.0], [30.0, 30.0], 10.0)
+    with pytest.raises(ValueError, match=r"dry_bulb_c needs one value per time in times_s \(2\), got shape \(3,\)"):
+        m.run([0.0, 5.0], [1.0, 1.0], [30.0, 30.0, 30.0], 10.0)
     with pytest.raises(ValueError, match="dt_s must be >= 0"):
         m.advance(0.0, 1.0, -1.0, 30.0)
 

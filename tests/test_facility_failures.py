@@ -128,3 +128,11 @@ def test_bad_outages_name_the_outage() -> None:
 
 def test_no_components_no_events() -> None:
     assert len(alternating_renewal(_rng(), 0, 10.0, 1.0, 100.0)) == 0
+
+
+def test_many_cycles_of_many_components_stay_in_bounded_blocks() -> None:
+    # 20k components × ~100 cycles each: drawn in blocks of at most ~2M values, same theory.
+    n, mtbf_s, mttr_s, horizon_s = 20_000, 90.0, 10.0, 10_000.0
+    counts = alternating_renewal(_rng(9), n, mtbf_s, mttr_s, horizon_s).failures_per_component()
+    se = counts.std(ddof=1) / math.sqrt(n)
+    assert abs(counts.mean() - expected_failures(mtbf_s, mttr_s, horizon_s)) < 4 * se

@@ -261,6 +261,9 @@ class CoolingModel:
         if t.ndim != 1 or t.size == 0 or np.any(np.diff(t) <= 0) or not end_s > t[-1]:
             raise ValueError("times_s must be a non-empty, strictly increasing array with end_s after its last time")
         it = np.asarray(it_power_w, dtype=float)
+        for name, values in (("it_power_w", it_power_w), ("dry_bulb_c", dry_bulb_c), ("wet_bulb_c", wet_bulb_c)):
+            if values is not None and np.shape(values) != t.shape:
+                raise ValueError(f"{name} needs one value per time in times_s ({t.size}), got shape {np.shape(values)}")
         dt = np.diff(np.append(t, end_s))
         tau = self.params.time_constant_s
         keep = np.exp(-dt / tau) if tau > 0 else np.zeros_like(dt)  # τ = 0: no memory of the last interval

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 
+_MAX_BLOCK_DRAWS = 2_000_000
+
+
 @dataclass(frozen=True)
 class OutageEvents:
     """State changes of a set of components over ``[0, horizon_s)``, sorted by time, then component.
@@ -112,10 +115,11 @@ def alternating_renewal(rng: np.random.Generator, n_components: int, mtbf_s: flo
     n = int(n_components)
     clock = np.zeros(n)
     active = np.arange(n)
-    # Enough cycles per block that most components finish in one or two blocks.
-    block = int(min(4096, max(4, math.ceil(1.25 * horizon_s / (mtbf_s + mttr_s)) + 4)))
+    # Enough cycles per block that most components finish in one or two blocks, within ~2M draws a block.
+    cycles = int(min(4096, max(4, math.ceil(1.25 * horizon_s / (mtbf_s + mttr_s)) + 4)))
     times, comps, ups = [], [], []
     while active.size:
+        block = max(4, min(cycles, _MAX_BLOCK_DRAWS // active.size))
         up_s = draw_durations(rng, (active.size, block), mtbf_s, failure_shape)
         down_s = draw_durations(rng, (active.size, block), mttr_s, repair_shape)
         cycle_end = clock[active, None] + np.cumsum(up_s + down_s, axis=1)

@@ -193,8 +193,10 @@ def regular_tree(n_gpus: int, gpus_per_node: int, nodes_per_rack: int, racks_per
     for per in (nodes_per_rack, racks_per_pdu, pdus_per_feed):
         counts.append(math.ceil(counts[-1] / per))
     if feeds is not None:
+        if not isinstance(feeds, (int, np.integer)) or isinstance(feeds, bool) or feeds < 1:
+            raise ValueError(f"feeds must be a whole number >= 1 or None, got {feeds!r}")
         capacity = feeds * pdus_per_feed * racks_per_pdu * nodes_per_rack * gpus_per_node
-        if not isinstance(feeds, (int, np.integer)) or feeds < 1 or capacity < n_gpus:
+        if capacity < n_gpus:
             raise ValueError(
                 f"feeds = {feeds!r} does not cover the {n_gpus} GPUs: {feeds!r} feed(s) × {pdus_per_feed} × "
                 f"{racks_per_pdu} × {nodes_per_rack} × {gpus_per_node} hold {capacity} GPUs; "
@@ -252,6 +254,7 @@ def tree_from_graph(graph: nx.DiGraph, n_gpus: int) -> PowerTree:
             raise ValueError(f"{v!r} has {len(preds)} parents ({', '.join(map(repr, preds))}); "
                              f"in a power tree every element and GPU has one parent")
     gpu_of: dict[object, int] = {}
+    vertex_of: dict[int, object] = {}
     for v, data in graph.nodes(data=True):
         if data.get("kind") != GPU_KIND:
             continue
@@ -263,17 +266,17 @@ def tree_from_graph(graph: nx.DiGraph, n_gpus: int) -> PowerTree:
             ok = False
         if not ok or not 0 <= index_i < n_gpus:
             raise ValueError(f"GPU vertex {v!r} has gpu = {index!r}; expected a whole number in [0, {n_gpus - 1}]")
-        if index_i in gpu_of.values():
-            other = next(k for k, i in gpu_of.items() if i == index_i)
-            raise ValueError(f"GPU {index_i} appears twice in the power tree ({other!r} and {v!r})")
+        if index_i in vertex_of:
+            raise ValueError(f"GPU {index_i} appears twice in the power tree ({vertex_of[index_i]!r} and {v!r})")
         if graph.out_degree(v):
             raise ValueError(f"GPU vertex {v!r} has children ({', '.join(map(repr, graph.successors(v)))}); "
                              f"GPUs are the leaves of the power tree")
         if not graph.in_degree(v):
             raise ValueError(f"GPU vertex {v!r} (gpu {index_i}) has no parent; every GPU must be fed by an element")
         gpu_of[v] = index_i
+        vertex_of[index_i] = v
     if len(gpu_of) != n_gpus:
-        missing = sorted(set(range(n_gpus)) - set(gpu_of.values()))
+        missing = sorted(set(range(n_gpus)) - set(vertex_of))
         shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
         raise ValueError(f"the power tree does not cover the GPUs: it holds {len(gpu_of)} of {n_gpus}; "
                          f"missing GPU(s) {shown}")
