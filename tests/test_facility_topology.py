@@ -153,6 +153,14 @@ def test_placement_hand_worked() -> None:
     assert place_job(t, free, 9) is None
 
 
+def test_placement_level_comes_before_best_fit() -> None:
+    # 5 GPUs, 3 per node: node1 is a partial node of 2. For one GPU, node0 with 1 free is the best fit,
+    # even though node1 is the smaller element.
+    t = regular_tree(5, 3, 1, 1, 1)
+    free = np.array([False, False, True, True, True])
+    assert place_job(t, free, 1).tolist() == [2]
+
+
 def test_placement_prefers_the_fullest_fitting_node() -> None:
     t = regular_tree(12, 4, 3, 1, 1)
     free = np.zeros(12, dtype=bool)
@@ -206,5 +214,7 @@ def test_placement_on_an_uneven_graph() -> None:
     assert isinstance(t, PowerTree) and t.height.tolist() == [3, 2, 1, 1]
     free = np.ones(4, dtype=bool)
     assert place_job(t, free, 3).tolist() == [0, 1, 2]  # rack A holds 3
-    assert place_job(t, free, 1).tolist() == [2]  # node a2: the smallest element with room
+    assert place_job(t, free, 1).tolist() == [2]  # node a2: best fit among the lowest elements with room
     assert place_job(t, free, 4).tolist() == [0, 1, 2, 3]
+    free[2] = False
+    assert place_job(t, free, 1).tolist() == [0]  # a1 (height 1) before the feed's own GPU 3 (height 3)

@@ -328,10 +328,11 @@ def place_job(tree: PowerTree, free: np.ndarray, k: int) -> np.ndarray | None:
     """Choose ``k`` free GPUs for a gang-scheduled job, keeping it as low in the tree as it fits.
 
     The rule:
-      1. The job goes under the *smallest* element (fewest GPUs below it) that has at least ``k`` free
-         GPUs — in a regular tree one node if any node has room, else one rack, then one PDU, then one
-         feed; among equals the one with the fewest free GPUs (best fit, to keep large holes for large
-         jobs), then the lowest index. If no element has room, the whole cluster is used.
+      1. The job goes under the *lowest* element (smallest :attr:`PowerTree.height`) that has at least
+         ``k`` free GPUs — in a regular tree one node if any node has room, else one rack, then one PDU,
+         then one feed; among those of that height the one with the fewest free GPUs (best fit, to keep
+         large holes for large jobs), then the lowest index. If no element has room, the whole cluster
+         is used.
       2. Inside the chosen element (or across the roots), the GPUs are taken child by child: if some child
          has room for all that is left, the best-fitting one (fewest free, then lowest index) gets it;
          otherwise the child with the most free GPUs (then lowest index) gives all of its free GPUs and the
@@ -359,7 +360,7 @@ def place_job(tree: PowerTree, free: np.ndarray, k: int) -> np.ndarray | None:
     free_per = np.rint(tree.members @ free.astype(float)).astype(np.int64)
     fits = np.flatnonzero(free_per >= k)
     if fits.size:
-        best = fits[np.lexsort((fits, free_per[fits], tree.size[fits]))[0]]
+        best = fits[np.lexsort((fits, free_per[fits], tree.height[fits]))[0]]
         taken = _take(tree, free, free_per, tree.children(int(best)), k)
     else:
         orphan_gpus = np.flatnonzero(tree.gpu_parent < 0)
