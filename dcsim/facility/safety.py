@@ -45,6 +45,7 @@ class SafetyResult:
         element_power_w: Power through each element after capping, W, shape ``(E,)``.
         shortfall_w: How far an element stays over its limit with everything below it paused, W, shape
             ``(E,)``; all zero unless the limits are infeasible.
+        request_w: The requests the caps answer, W, shape ``(n_gpus,)``.
     """
 
     cap_w: np.ndarray
