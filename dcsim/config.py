@@ -737,9 +737,9 @@ def _model_for(annotation: Any, node: Any) -> type[BaseModel] | None:
     return None
 
 
-def _allowed_keys(parts: list[str], data: Any) -> list[str] | None:
+def _allowed_keys(parts: list[str], data: Any, root: type[BaseModel] = Scenario) -> list[str] | None:
     """The keys allowed in the mapping that holds the unknown key at ``parts`` (None if not a model)."""
-    model: type[BaseModel] | None = Scenario
+    model: type[BaseModel] | None = root
     node = data
     for part in parts[:-1]:
         field = model.model_fields.get(part) if model is not None else None
@@ -750,7 +750,7 @@ def _allowed_keys(parts: list[str], data: Any) -> list[str] | None:
     return list(model.model_fields) if model is not None else None
 
 
-def _problems(exc: ValidationError, data: Any) -> list[tuple[str, Any, str]]:
+def _problems(exc: ValidationError, data: Any, root: type[BaseModel] = Scenario) -> list[tuple[str, Any, str]]:
     problems = []
     for err in exc.errors(include_url=False):
         parts = _user_loc(err["loc"], data)
@@ -767,7 +767,7 @@ def _problems(exc: ValidationError, data: Any) -> list[tuple[str, Any, str]]:
             if allowed is not None:
                 message = f"must be {allowed}" if err["type"] in _NUMBER_ERRORS else f"{message}; in seconds: {allowed}"
         if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(parts, data)
+            allowed = _allowed_keys(parts, data, root)
             message = "unknown key"
             if allowed:
                 close = difflib.get_close_matches(parts[-1], allowed, n=1)

@@ -1,0 +1,5 @@
+"""Facility models (power-delivery tree, safety capping, cooling, failures, battery dispatch) as pure components.
+
+Not yet wired into runs: nothing here is called by :mod:`dcsim.engine` or read from scenario files
+(see ``docs/facility.md``). Each module is usable on its own, over numpy arrays.
+"""
