@@ -46,7 +46,7 @@ CARBON_JUMP_MIN_G_PER_KWH = 100.0
 SOLAR_YIELD_RATIO_WARN = 0.92
 #: A day is "clear-sky-like" when its GHI is at least this fraction of the clear-sky day's.
 CLEAR_DAY_GHI_FRACTION = 0.9
-SOLAR_CLEAR_DAYS_WARN = 0.8
+SOLAR_CLEAR_DAYS_WARN = 0.9
 
 _OFFSET_RE = re.compile(
     r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?P<off>[Zz]|[+-]\d{2}(?::?\d{2})?)?\s*$"
@@ -219,7 +219,12 @@ def nominal_step_s(times: pd.DatetimeIndex) -> float:
     """Median spacing of sorted ``times`` in seconds (the series' nominal step); 3600 for one time."""
     if times.size < 2:
         return 3600.0
-    return float(np.median(np.diff(times.asi8)) / 1e9)
+    return float(np.median(np.diff(_ns(times))) / 1e9)
+
+
+def _ns(times: pd.DatetimeIndex) -> np.ndarray:
+    """Nanoseconds since the epoch, whatever resolution the index has."""
+    return times.as_unit("ns").asi8
 
 
 def apply_gaps(
@@ -250,7 +255,7 @@ def apply_gaps(
         raise TraceError(path, "gap fill", fill, "one of " + ", ".join(repr(f) for f in GAP_FILLS))
     times = series.index
     step = nominal_step_s(times)
-    dt = np.diff(times.asi8) / 1e9
+    dt = np.diff(_ns(times)) / 1e9
     gap = np.flatnonzero(dt > GAP_FACTOR * step)
     missing = np.maximum(np.rint(dt[gap] / step).astype(np.int64) - 1, 1)
     lengths_h = (dt[gap] - step) / 3600.0
@@ -284,7 +289,7 @@ def apply_gaps(
 def _linear_fill(series: pd.Series, gap: np.ndarray, missing: np.ndarray, step: float) -> pd.Series:
     """Insert linearly interpolated values at each missing nominal step of each gap."""
     values = series.to_numpy(dtype=float)
-    t_ns = series.index.asi8
+    t_ns = _ns(series.index)
     new_t, new_v = [], []
     for i, m in zip(gap, missing):
         k = np.arange(1, m + 1)
