@@ -357,3 +357,17 @@ def series_record(attrs: dict[str, Any]) -> dict[str, Any]:
             record[key] = value
     record.setdefault("warnings", [])
     return record
+
+
+def run_report(jobs_attrs: dict[str, Any], supply_quality: dict[str, dict]) -> dict[str, dict]:
+    """The run's ``data_quality`` section: one record per data file, keyed by the scenario field naming it.
+
+    Args:
+        jobs_attrs: ``attrs`` of the job table (a trace loader's counts; empty for synthetic jobs).
+        supply_quality: :attr:`dcsim.supply.SupplyInputs.data_quality`.
+    """
+    report: dict[str, dict] = {}
+    if jobs_attrs.get("source"):
+        report["workload.trace.path"] = series_record(jobs_attrs)
+    report.update(supply_quality)
+    return report
