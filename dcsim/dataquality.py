@@ -36,8 +36,8 @@ MIN_DAYS_BETWEEN_OFFSET_CHANGES = 28
 CARBON_WARN_ABOVE_G_PER_KWH = 1500.0
 #: A day whose mean is below this fraction of the median daily mean is implausible for one grid.
 CARBON_LOW_DAY_FRACTION = 0.25
-#: A one-step change larger than this many times the 99th percentile of step changes is a jump ...
-CARBON_JUMP_FACTOR = 5.0
+#: A one-step change larger than this many times the median step change is a jump ...
+CARBON_JUMP_FACTOR = 20.0
 #: ... and larger than this (gCO2/kWh), so flat series do not warn on small steps.
 CARBON_JUMP_MIN_G_PER_KWH = 100.0
 
@@ -216,10 +216,13 @@ def check_unit(path: Path, column: str, unit: str, spelled: str) -> None:
 
 
 def nominal_step_s(times: pd.DatetimeIndex) -> float:
-    """Median spacing of sorted ``times`` in seconds (the series' nominal step); 3600 for one time."""
+    """The series' nominal step: the most common spacing of sorted ``times`` in seconds (the shortest of
+    equally common ones, to the millisecond); 3600 for a single time."""
     if times.size < 2:
         return 3600.0
-    return float(np.median(np.diff(_ns(times))) / 1e9)
+    spacing_ms = np.rint(np.diff(_ns(times)) / 1e6).astype(np.int64)
+    values, counts = np.unique(spacing_ms, return_counts=True)
+    return float(values[np.argmax(counts)]) / 1e3
 
 
 def _ns(times: pd.DatetimeIndex) -> np.ndarray:
@@ -237,7 +240,7 @@ def apply_gaps(
 ) -> pd.Series:
     """Find gaps in a sorted series, fill them by ``fill`` and record what was done in ``attrs``.
 
-    A gap is a step longer than :data:`GAP_FACTOR` nominal steps; its length is the time with no data
+    A gap is a step longer than :data:`GAP_FACTOR` nominal steps (:func:`nominal_step_s`); its length is the time with no data
     beyond one nominal step (hourly data missing 23 rows has a 23 h gap), and it spans
     ``round(step / nominal) - 1`` missing steps. ``"hold"`` keeps the value before the gap until the
     next row (the step series' own rule); ``"linear"`` inserts values at every missing step,
@@ -326,8 +329,7 @@ def check_carbon(path: Path, series: pd.Series) -> None:
                     f"{values[i]:g} at {series.index[i].isoformat()}); no grid averages that much: check the unit")
     if values.size >= 3:
         step = np.abs(np.diff(values))
-        p99 = float(np.percentile(step, 99))
-        limit = max(CARBON_JUMP_FACTOR * p99, CARBON_JUMP_MIN_G_PER_KWH)
+        limit = max(CARBON_JUMP_FACTOR * float(np.median(step)), CARBON_JUMP_MIN_G_PER_KWH)
         jumps = np.flatnonzero(step > limit)
         if jumps.size:
             i = int(jumps[np.argmax(step[jumps])])
