@@ -77,14 +77,18 @@ def plain(value: Any) -> Any:
 # --------------------------------------------------------------------------- time zones
 
 
-def check_time_zone_forms(path: Path, text: pd.Series, column: str, first_data_line: int = 2) -> None:
+def check_time_zone_forms(
+    path: Path, text: pd.Series, column: str, first_data_line: int = 2, where: str = "line"
+) -> None:
     """Refuse a time column that mixes naive and offset timestamps, or offsets other than daylight saving.
 
     Args:
         path: The file (for the message).
         text: Stripped timestamp text, indexed by data-row number (as ``read_csv`` numbered it).
         column: The column's name.
-        first_data_line: File line of data row 0.
+        first_data_line: File line (or row number) of data row 0.
+        where: ``"line"`` (messages say ``column 'time' at line 5``) or ``"data row"`` (``column
+            'TIMESTAMP', data row 4``, as the workload loaders count).
 
     Raises:
         TraceError: Naming the first line whose form differs: an offset where the first line has
@@ -95,17 +99,18 @@ def check_time_zone_forms(path: Path, text: pd.Series, column: str, first_data_l
         return
     found = text.str.extract(_OFFSET_RE)["off"]
     has_offset = found.notna().to_numpy()
-    line0 = int(text.index[0]) + first_data_line
+    line0 = f"{where} {int(text.index[0]) + first_data_line}"
+    sep = " at" if where == "line" else ","
 
     def refuse(pos: int, allowed: str) -> None:
         raise TraceError(
-            path, f"column {column!r} at line {int(text.index[pos]) + first_data_line}", text.iloc[pos], allowed
+            path, f"column {column!r}{sep} {where} {int(text.index[pos]) + first_data_line}", text.iloc[pos], allowed
         )
 
     if has_offset.any() and not has_offset.all():
         pos = int(np.flatnonzero(has_offset != has_offset[0])[0])
         first = "with a UTC offset" if has_offset[0] else "without a UTC offset"
-        refuse(pos, f"every timestamp in one form: line {line0} is {first} ('{text.iloc[0]}'), this one is not "
+        refuse(pos, f"every timestamp in one form: {line0} is {first} ('{text.iloc[0]}'), this one is not "
                     "(mixed forms would shift part of the series)")
     if not has_offset[0]:
         return
@@ -117,7 +122,7 @@ def check_time_zone_forms(path: Path, text: pd.Series, column: str, first_data_l
     if len(distinct) > 2:
         refuse(int(np.flatnonzero(minutes == distinct[2])[0]), allowed_dst + " (this is a third offset)")
     if abs(distinct[0] - distinct[1]) != 60:
-        refuse(int(np.flatnonzero(minutes == distinct[1])[0]), allowed_dst + f" (line {line0} has offset "
+        refuse(int(np.flatnonzero(minutes == distinct[1])[0]), allowed_dst + f" ({line0} has offset "
                f"{_offset_text(distinct[0])}, this one {_offset_text(distinct[1])})")
     times = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
     changes = np.flatnonzero(minutes[1:] != minutes[:-1]) + 1
@@ -125,7 +130,7 @@ def check_time_zone_forms(path: Path, text: pd.Series, column: str, first_data_l
     gaps = np.diff(change_times) / np.timedelta64(1, "D") if changes.size > 1 else np.array([])
     close = np.flatnonzero(np.abs(gaps) < MIN_DAYS_BETWEEN_OFFSET_CHANGES)
     if close.size:
-        refuse(int(changes[close[0] + 1]), allowed_dst + f" (the offset changed on line "
+        refuse(int(changes[close[0] + 1]), allowed_dst + f" (the offset changed on {where} "
                f"{int(text.index[changes[close[0]]]) + first_data_line} and again here, less than "
                f"{MIN_DAYS_BETWEEN_OFFSET_CHANGES} days later)")
 

@@ -632,10 +632,11 @@ def _load_nrel_wtk(path: Path, column: str | None, gap_fill: str, gap_warning_h:
     parts = {}
     for name in _WTK_TIME_COLUMNS:
         numbers = _parse_values(path, df[name], name, first_data_line)
-        not_integer = np.isnan(numbers) | (numbers != np.round(numbers))
+        not_integer = ~np.isfinite(numbers) | (numbers != np.round(numbers)) | (np.abs(numbers) > 1e6)
         if not_integer.any():
             i = int(np.flatnonzero(not_integer)[0])
-            raise TraceError(path, f"column {name!r} at line {i + first_data_line}", df[name].iloc[i], "an integer")
+            raise TraceError(path, f"column {name!r} at line {i + first_data_line}", df[name].iloc[i],
+                             "an integer (of at most 6 digits)")
         parts[name.lower()] = numbers.astype(np.int64)
     local = pd.to_datetime(pd.DataFrame(parts), errors="coerce")
     bad = local.isna().to_numpy()

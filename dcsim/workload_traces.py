@@ -370,7 +370,7 @@ def load_azure_llm(
     df = _read_csv(path)
     _require_columns(df, path, AZURE_LLM_COLUMNS)
     stamp_text = df["TIMESTAMP"].fillna("").astype(str).str.strip()
-    dataquality.check_time_zone_forms(path, stamp_text.set_axis(df.index), "TIMESTAMP")
+    dataquality.check_time_zone_forms(path, stamp_text.set_axis(df.index), "TIMESTAMP", 1, "data row")
     stamps = pd.to_datetime(stamp_text, format="ISO8601", utc=True, errors="coerce")
     _raise_first(
         path, df, "TIMESTAMP", stamps.isna().to_numpy(),
@@ -800,7 +800,7 @@ def _profile_index(path: Path, df: pd.DataFrame, col: str, interval_s: float) ->
             raise TraceError(path, f"column {col!r}", f"no row for interval {after + 1:g}",
                              "consecutive interval numbers (one row per interval)")
         return interval_s, k * interval_s
-    dataquality.check_time_zone_forms(path, text.set_axis(df.index), col)
+    dataquality.check_time_zone_forms(path, text.set_axis(df.index), col, 1, "data row")
     stamps = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
     _raise_first(path, df, col, stamps.isna().to_numpy(),
                  "an ISO 8601 timestamp such as '2023-01-01T00:00:00Z' (or whole interval numbers in every row)")

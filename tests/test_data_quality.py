@@ -172,7 +172,7 @@ def test_time_zone_check_on_hand_built_text() -> None:
 def test_azure_mixed_time_zones_refused(tmp_path: Path) -> None:
     text = ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6+00:00,10,10\n"
             "2023-11-16 18:15:47.6,10,10\n")
-    with pytest.raises(TraceError, match=r"column 'TIMESTAMP' at line 3: got '2023-11-16 18:15:47.6'"):
+    with pytest.raises(TraceError, match=r"column 'TIMESTAMP', data row 2: got '2023-11-16 18:15:47.6'"):
         load_azure_llm(_write(tmp_path, "az.csv", text))
 
 
