@@ -193,6 +193,11 @@ def unit_in_name(column: str) -> str | None:
     return None
 
 
+def canonical_unit(spelling: str) -> str | None:
+    """The unit a spelling stands for (``"m_s"`` -> ``"m/s"``, ``"kw"`` -> ``"other power"``), or None."""
+    return _UNIT_OF.get(spelling.strip().lower().replace(" ", "_"))
+
+
 def check_unit(path: Path, column: str, unit: str, spelled: str) -> None:
     """Refuse a value column whose name states a unit other than ``unit`` (``"m/s"``, ``"W"``, ...).
 
@@ -208,7 +213,7 @@ def check_unit(path: Path, column: str, unit: str, spelled: str) -> None:
     found = unit_in_name(column)
     if found is None:
         return
-    if _UNIT_OF.get(found.lower().replace(" ", "_")) == unit:
+    if canonical_unit(found) == unit:
         return
     raise TraceError(
         path, f"column {column!r}", f"unit {found!r}",

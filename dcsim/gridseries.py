@@ -218,7 +218,7 @@ def load_series_csv(
     _require_columns(path, df, [time_column, value_column], "csv")
     unit = dataquality.unit_in_name(name)
     if unit is not None:
-        dataquality.check_unit(path, value_column, dataquality._UNIT_OF.get(unit.lower(), unit), name)
+        dataquality.check_unit(path, value_column, dataquality.canonical_unit(unit) or unit, name)
     times = _parse_times(path, df[time_column], time_column)
     values = _parse_values(path, df[value_column], value_column)
     if non_negative:

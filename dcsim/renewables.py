@@ -337,7 +337,7 @@ def epw_quality(path: Path) -> dict:
     Returns:
         A dict for the ``data_quality`` report, ``warnings`` included (not emitted here).
     """
-    weather, meta = _read_epw(path)
+    _read_epw(path)  # refuses a missing or malformed file with its own message before the cache is asked
     return dict(_epw_quality_cached(str(path), path.stat().st_mtime_ns))
 
 
