@@ -342,3 +342,42 @@ def test_epw_truncated_and_not_epw(tmp_path: Path) -> None:
     assert "record" in _epw_error(path).field or "file" in _epw_error(path).field
     path.write_text("time,ghi\n2023-01-01T00:00Z,5\n", encoding="utf-8")
     assert "not an EPW file" in _epw_error(path).field
+
+
+# --------------------------------------------------------------------------- through the command line
+
+CLI_SCENARIO = """\
+name: fuzz
+start: 2023-01-01T00:00:00Z
+horizon_s: 2h
+cluster: {{gpus: 2, gpu_model: H100}}
+workload:
+  arrivals: {{process: poisson, rate_per_s: 0.001}}
+  duration_s: {{distribution: constant, value: 300}}
+supply:
+  fill: hold
+{supply}
+"""
+
+
+@pytest.mark.parametrize("supply, name, content", [
+    ("  grid: {carbon_g_per_kwh: {path: bad.csv}}", "bad.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe"),
+    ("  solar: {capacity_w: 1000, latitude: 37, longitude: -122, weather_epw: bad.epw}", "bad.epw",
+     b"time,ghi\n2023-01-01T00:00Z,5\n"),
+    ("  wind: {wind_speed_file: bad.csv, format: csv}", "bad.csv",
+     b"time,wind_speed_m_s\n2023-01-01T00:00Z,3\n2023-01-01T01:00,4\n"),
+    ("  power_trace: {path: bad.csv}", "bad.csv", b"time,power_w\n2023-01-01T00:00Z,inf\n"),
+])
+def test_cli_refuses_broken_data_files_without_a_traceback(tmp_path: Path, supply: str, name: str,
+                                                          content: bytes) -> None:
+    from tests.test_cli import dcsim_cli, user_error
+
+    (tmp_path / name).write_bytes(content)
+    (tmp_path / "s.yaml").write_text(CLI_SCENARIO.format(supply=supply), encoding="utf-8")
+    commands = [("validate", "--data", "s.yaml")]
+    if name == "bad.epw":  # one run too: it fails before simulating and writes nothing
+        commands.append(("run", "s.yaml", "--out", "out", "--quiet"))
+    for args in commands:
+        proc = user_error(dcsim_cli(*args, cwd=tmp_path))
+        assert str(tmp_path / name) in proc.stderr and "got " in proc.stderr
+    assert not (tmp_path / "out").exists()
