@@ -116,7 +116,8 @@ def load_carbon_intensity(
         dataquality.check_unit(path, value_col, "g/kWh", CARBON_NAME)
 
     times = _parse_times(path, df[time_col], time_col)
-    values = _parse_values(path, df[value_col], value_col) * scale
+    with np.errstate(over="ignore"):  # 1e308 kg/kWh overflows to inf here and is refused by the range check
+        values = _parse_values(path, df[value_col], value_col) * scale
     _check_non_negative(path, df[value_col], values, value_col, "a carbon intensity >= 0")
     _check_range(path, df[value_col], values, value_col, CARBON_RANGE_G_PER_KWH, "gCO2/kWh")
     series = _finish(path, times, values, df.index, CARBON_NAME, fmt, value_col, time_col,
