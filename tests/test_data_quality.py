@@ -452,7 +452,8 @@ def test_utilisation_round_trip_mean_of_a_run_equals_the_profile_within_its_stan
 # --------------------------------------------------------------------------- the report in a run directory
 
 
-SCENARIO = """\
+#: A small scenario starting when the generated traces do, up to its ``supply:`` section (a format string).
+SCENARIO_HEAD = """\
 name: dq
 start: 2023-01-01T00:00:00Z
 horizon_s: 6h
@@ -462,6 +463,8 @@ workload:
   duration_s: {{distribution: constant, value: 300}}
 supply:
   fill: hold
+"""
+SCENARIO = SCENARIO_HEAD + """\
   gap_warning_h: {warn}
   grid:
     carbon_g_per_kwh: {{path: ci.csv}}

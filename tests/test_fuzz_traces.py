@@ -26,6 +26,7 @@ from dcsim.errors import TraceError
 from dcsim.gridseries import load_carbon_intensity, load_price
 from dcsim.renewables import load_power_csv, load_wind_speed, solar_power_w
 from dcsim.workload_traces import load_alibaba_pods, load_azure_llm, load_job_csv, load_swf, load_utilisation
+from tests.test_data_quality import SCENARIO_HEAD
 
 BUDGET = settings(max_examples=8, deadline=None, derandomize=True,
                   suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -346,18 +347,7 @@ def test_epw_truncated_and_not_epw(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- through the command line
 
-CLI_SCENARIO = """\
-name: fuzz
-start: 2023-01-01T00:00:00Z
-horizon_s: 2h
-cluster: {{gpus: 2, gpu_model: H100}}
-workload:
-  arrivals: {{process: poisson, rate_per_s: 0.001}}
-  duration_s: {{distribution: constant, value: 300}}
-supply:
-  fill: hold
-{supply}
-"""
+CLI_SCENARIO = SCENARIO_HEAD + "{supply}\n"
 
 
 @pytest.mark.parametrize("supply, name, content", [
