@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -191,9 +192,47 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for name in args.scenarios:
         sc = load_scenario(name, args.set or [])
         load_policy(sc.policy.name, sc.policy.params)  # an unknown policy or bad parameters fail here too
+        report = _validate_data(Path(name), sc) if args.data else None
         print(f"{name}: ok ({sc.cluster.gpus} {sc.cluster.gpu_model} GPUs, horizon {sc.horizon_s:g} s, "
               f"policy {sc.policy.name}, mechanism {sc.market.mechanism})")
+        for field, record in (report or {}).items():
+            print(f"  {field}: {_quality_line(record)}")
     return 0
+
+
+def _validate_data(path: Path, scenario) -> dict:
+    """Read every data file a scenario names, as a run would (``validate --data``); their data-quality report."""
+    from dcsim.dataquality import run_report
+    from dcsim.seeding import Streams
+    from dcsim.supply import build_supply
+    from dcsim.workload import build_jobs
+
+    try:
+        jobs = build_jobs(scenario, Streams(scenario.seed))
+        supply = build_supply(scenario)
+    except ScenarioError as exc:
+        if exc.path is None:  # raised while reading the data: name the scenario file
+            raise ScenarioError(path, exc.problems) from None
+        raise
+    return run_report(jobs.attrs, supply.data_quality)
+
+
+def _quality_line(record: dict) -> str:
+    """One line of a data file's quality record: source, rows, what was dropped or filled, warnings."""
+    parts = [f"{record.get('source')} ({record.get('format')})", f"{record.get('rows_read', '?')} rows read"]
+    for key in ("jobs", "dropped_nan_rows", "filled_steps", "clipped_values", "unsorted_rows", "filled_albedo_hours"):
+        if record.get(key):
+            parts.append(f"{key.replace('_', ' ')} {record[key]}")
+    parts += [f"{k.replace('_', ' ')} {v}" for k, v in record.items() if k.startswith("dropped_") and
+              k != "dropped_nan_rows" and v]
+    if record.get("gaps"):
+        parts.append(f"{record['gaps']} gap(s), longest {record['longest_gap_h']:g} h ({record.get('gap_fill')})")
+    if "yield_ratio" in record:
+        parts.append(f"PV yield {record['annual_yield_kwh_per_kw']:g} kWh/kW = {record['yield_ratio']:.0%} of clear "
+                     f"sky, {record['clear_sky_day_fraction']:.0%} clear-sky days")
+    if record.get("warnings"):
+        parts.append(f"{len(record['warnings'])} warning(s)")
+    return ", ".join(parts)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -491,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check scenario files without running them")
     val.add_argument("scenarios", nargs="+", help="scenario YAML files")
     val.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field before validating")
+    val.add_argument("--data", action="store_true",
+                     help="also read every trace, weather and series file as a run would, and report its data "
+                          "quality (rows dropped/filled, gaps, warnings)")
     val.set_defaults(func=cmd_validate)
 
     sch = sub.add_parser("schema", help="print the JSON Schema of scenario files (for editor completion)")
@@ -554,6 +596,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Data-quality warnings as ``warning: ...`` lines on stderr; others as Python prints them."""
+    from dcsim.dataquality import DataQualityWarning
+
+    if issubclass(category, DataQualityWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_join_dash_values(parser, list(sys.argv[1:] if argv is None else argv)))
@@ -561,7 +613,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except DcsimError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

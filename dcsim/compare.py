@@ -65,7 +65,8 @@ ROUNDING_RTOL = 1e-12
 # --------------------------------------------------------------------------------------------- per run
 def flatten_summary(summary: dict[str, Any]) -> dict[str, float]:
     """A run summary as ``metric name → float``: nested keys joined with dots, ``energy_j.*`` converted to
-    ``energy_kwh.*`` (kWh), missing values (``None``) as NaN; strings and :data:`EXCLUDED_METRICS` left out."""
+    ``energy_kwh.*`` (kWh), missing values (``None``) as NaN; strings, :data:`EXCLUDED_METRICS` and the
+    ``data_quality`` records (inputs, not outcomes) left out."""
     flat: dict[str, float] = {}
 
     def walk(prefix: str, node: Any) -> None:
@@ -73,7 +74,7 @@ def flatten_summary(summary: dict[str, Any]) -> dict[str, float]:
             for key, value in node.items():
                 walk(f"{prefix}.{key}" if prefix else str(key), value)
             return
-        if prefix in EXCLUDED_METRICS:
+        if prefix in EXCLUDED_METRICS or prefix.startswith("data_quality."):  # inputs, not outcomes
             return
         if node is None:
             flat[prefix] = math.nan

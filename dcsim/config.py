@@ -296,7 +296,7 @@ class GpuChoice(_Model):
 class TraceWorkload(_Model):
     """Replay a job trace."""
 
-    format: Literal["alibaba", "azure_llm", "swf", "csv"]
+    format: Literal["alibaba", "azure_llm", "swf", "csv", "utilisation"]
     path: DataPath
     options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the format's loader")
 
@@ -420,6 +420,12 @@ class SupplyConfig(_Model):
     battery: BatteryConfig | None = None
     grid: GridConfig = GridConfig()
     fill: Fill = Field("error", description="what series do past their data: error, hold the last value, repeat")
+    gap_fill: Literal["hold", "linear", "error"] = Field(
+        "hold", description="gaps inside a data file (empty or missing rows): hold the value before the gap, "
+                            "interpolate linearly, or refuse the file")
+    gap_warning_h: float | None = Field(
+        6.0, ge=0, allow_inf_nan=False,
+        description="warn on the console when a file's longest gap is longer than this; null = never")
 
 
 # --------------------------------------------------------------------------------------------- market

@@ -55,5 +55,7 @@ class SeriesRangeError(DcsimError):
 
 
 def _short(value: Any, limit: int = 80) -> str:
+    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()  # 9999.0, not np.float64(9999.0)
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

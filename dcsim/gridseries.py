@@ -3,10 +3,13 @@
 Every loader returns a ``pandas.Series`` of float64 values indexed by a sorted, tz-aware UTC
 ``DatetimeIndex`` named ``"time"``. Each value holds from its timestamp until the next one (the
 step form :meth:`dcsim.timeseries.StepSeries.from_pandas` expects). Rows whose value is empty or
-NaN are dropped and counted in ``series.attrs["dropped_nan_rows"]``; every other defect (missing
-file, unknown format, missing column, unparseable timestamp, non-numeric value, duplicate
-timestamp) raises :class:`dcsim.errors.TraceError` naming the file, the column and line, the value
-and what is allowed.
+NaN are dropped and counted in ``series.attrs["dropped_nan_rows"]``; the gaps they and any missing
+rows leave are held, interpolated or refused by ``gap_fill`` and recorded in ``attrs``
+(:mod:`dcsim.dataquality`). Rows out of time order are sorted, with a warning. Every other defect
+(missing file, unknown format, missing column, unparseable timestamp, naive and offset timestamps
+mixed, a unit in the column name other than the loader's, a non-numeric, infinite or out-of-range
+value, duplicate timestamp) raises :class:`dcsim.errors.TraceError` naming the file, the column and
+line, the value and what is allowed.
 
 Formats (see ``docs/supply-data.md``):
 
@@ -25,6 +28,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from dcsim import dataquality
+from dcsim.dataquality import DEFAULT_GAP_WARNING_H
 from dcsim.errors import TraceError
 
 CARBON_NAME = "carbon_g_per_kwh"
@@ -43,11 +48,25 @@ _CAISO_TIME, _CAISO_VALUE = "INTERVALSTARTTIME_GMT", "VALUE"
 _ERCOT_TIME, _ERCOT_VALUE = "Datetime", "Price (USD/MWh)"
 _CSV_TIME = "time"
 
+#: What a column with an empty header cell is called in messages (pandas would say 'Unnamed: 0').
+EMPTY_HEADER = "<empty header name in column {}>"
+
+#: Values beyond these are not data (a unit or a missing-value code), refused with the allowed range.
+CARBON_RANGE_G_PER_KWH = (0.0, 5000.0)
+PRICE_RANGE_USD_PER_MWH = (-100_000.0, 100_000.0)
+
 
 # --------------------------------------------------------------------------- public loaders
 
 
-def load_carbon_intensity(path: str | Path, fmt: str = "auto", column: str | None = None) -> pd.Series:
+def load_carbon_intensity(
+    path: str | Path,
+    fmt: str = "auto",
+    column: str | None = None,
+    *,
+    gap_fill: str = "hold",
+    gap_warning_h: float | None = DEFAULT_GAP_WARNING_H,
+) -> pd.Series:
     """Load a grid carbon-intensity series in gCO2/kWh.
 
     Args:
@@ -59,14 +78,20 @@ def load_carbon_intensity(path: str | Path, fmt: str = "auto", column: str | Non
             are accepted too). ``csv``: the value column's name; ``None`` picks
             ``"carbon_g_per_kwh"`` or else the only column besides ``time``. ``eia930`` and
             ``moer`` have one value column, so ``column`` must be ``None`` or that name.
+        gap_fill: ``"hold"``, ``"linear"`` or ``"error"`` for gaps in the data
+            (:func:`dcsim.dataquality.apply_gaps`).
+        gap_warning_h: Warn when the longest gap is longer than this many hours (None: never).
 
     Returns:
         Series named ``"carbon_g_per_kwh"`` (gCO2/kWh, >= 0) on a sorted UTC index. ``attrs`` holds
-        ``dropped_nan_rows``, ``source`` (the path), ``format`` and ``column`` (the column read).
+        ``source`` (the path), ``format``, ``column`` (the column read), ``rows_read``,
+        ``dropped_nan_rows``, ``unsorted_rows``, the gap record of
+        :func:`dcsim.dataquality.apply_gaps` and ``warnings`` (also the implausible-value checks of
+        :func:`dcsim.dataquality.check_carbon`).
 
     Raises:
         TraceError: The file cannot be read as the format, or a value is missing its timestamp,
-            non-numeric, negative or duplicated in time.
+            non-numeric, outside [0, 5000] gCO2/kWh or duplicated in time.
     """
     path = Path(path)
     _check_fmt(path, fmt, CARBON_FORMATS)
@@ -88,14 +113,27 @@ def load_carbon_intensity(path: str | Path, fmt: str = "auto", column: str | Non
     else:  # csv
         _require_columns(path, df, [_CSV_TIME], fmt)
         time_col, value_col = _CSV_TIME, _csv_value_column(path, df.columns, column, CARBON_NAME)
+        dataquality.check_unit(path, value_col, "g/kWh", CARBON_NAME)
 
     times = _parse_times(path, df[time_col], time_col)
-    values = _parse_values(path, df[value_col], value_col) * scale
+    with np.errstate(over="ignore"):  # 1e308 kg/kWh overflows to inf here and is refused by the range check
+        values = _parse_values(path, df[value_col], value_col) * scale
     _check_non_negative(path, df[value_col], values, value_col, "a carbon intensity >= 0")
-    return _finish(path, times, values, df.index, CARBON_NAME, fmt, value_col, time_col)
+    _check_range(path, df[value_col], values, value_col, CARBON_RANGE_G_PER_KWH, "gCO2/kWh")
+    series = _finish(path, times, values, df.index, CARBON_NAME, fmt, value_col, time_col,
+                     gap_fill=gap_fill, gap_warning_h=gap_warning_h)
+    dataquality.check_carbon(path, series)
+    return series
 
 
-def load_price(path: str | Path, fmt: str = "auto", column: str | None = None) -> pd.Series:
+def load_price(
+    path: str | Path,
+    fmt: str = "auto",
+    column: str | None = None,
+    *,
+    gap_fill: str = "hold",
+    gap_warning_h: float | None = DEFAULT_GAP_WARNING_H,
+) -> pd.Series:
     """Load an electricity price series in USD/MWh (negative prices are kept: they happen).
 
     Args:
@@ -103,6 +141,8 @@ def load_price(path: str | Path, fmt: str = "auto", column: str | None = None) -
         fmt: ``"auto"`` (detect from the header), ``"caiso_oasis"``, ``"ercot"`` or ``"csv"``.
         column: Only for ``csv``: the value column; ``None`` picks ``"price_usd_per_mwh"`` or else
             the only column besides ``time``.
+        gap_fill: ``"hold"``, ``"linear"`` or ``"error"`` for gaps in the data.
+        gap_warning_h: Warn when the longest gap is longer than this many hours (None: never).
 
     Returns:
         Series named ``"price_usd_per_mwh"`` on a sorted UTC index, each value holding from its
@@ -110,7 +150,8 @@ def load_price(path: str | Path, fmt: str = "auto", column: str | None = None) -
 
     Raises:
         TraceError: The file cannot be read as the format; an ``ercot`` timestamp lacks its UTC
-            offset; a ``caiso_oasis`` file mixes several nodes or markets.
+            offset; a ``caiso_oasis`` file mixes several nodes or markets; a value lies outside
+            [-100000, 100000] USD/MWh.
     """
     path = Path(path)
     _check_fmt(path, fmt, PRICE_FORMATS)
@@ -131,10 +172,13 @@ def load_price(path: str | Path, fmt: str = "auto", column: str | None = None) -
     else:  # csv
         _require_columns(path, df, [_CSV_TIME], fmt)
         time_col, value_col = _CSV_TIME, _csv_value_column(path, df.columns, column, PRICE_NAME)
+        dataquality.check_unit(path, value_col, "USD/MWh", PRICE_NAME)
 
     times = _parse_times(path, df[time_col], time_col)
     values = _parse_values(path, df[value_col], value_col)
-    return _finish(path, times, values, df.index, PRICE_NAME, fmt, value_col, time_col)
+    _check_range(path, df[value_col], values, value_col, PRICE_RANGE_USD_PER_MWH, "USD/MWh")
+    return _finish(path, times, values, df.index, PRICE_NAME, fmt, value_col, time_col,
+                   gap_fill=gap_fill, gap_warning_h=gap_warning_h)
 
 
 def load_series_csv(
@@ -143,6 +187,10 @@ def load_series_csv(
     name: str,
     time_column: str = "time",
     non_negative: bool = False,
+    *,
+    value_range: tuple[float, float] | None = None,
+    gap_fill: str = "hold",
+    gap_warning_h: float | None = DEFAULT_GAP_WARNING_H,
 ) -> pd.Series:
     """Load one value column of a generic time-indexed CSV file.
 
@@ -152,23 +200,34 @@ def load_series_csv(
         name: Name of the returned series, with its unit (e.g. ``"power_w"``).
         time_column: Column holding ISO 8601 timestamps; a time without an offset is read as UTC.
         non_negative: Refuse negative values.
+        value_range: ``(low, high)`` the values must lie in, in the unit of ``name``; None: any
+            finite value.
+        gap_fill: ``"hold"``, ``"linear"`` or ``"error"`` for gaps in the data.
+        gap_warning_h: Warn when the longest gap is longer than this many hours (None: never).
 
     Returns:
         float64 Series on a sorted UTC index; NaN rows dropped and counted in
-        ``attrs["dropped_nan_rows"]``.
+        ``attrs["dropped_nan_rows"]``; ``attrs`` as for :func:`load_carbon_intensity`.
 
     Raises:
         TraceError: Missing file or column, unparseable timestamp or value, duplicate timestamp,
-            negative value where ``non_negative``.
+            negative value where ``non_negative``, a value outside ``value_range``, or a unit in the
+            value column's name other than the one ``name`` states.
     """
     path = Path(path)
     df = _read_csv(path)
     _require_columns(path, df, [time_column, value_column], "csv")
+    unit = dataquality.unit_in_name(name)
+    if unit is not None:
+        dataquality.check_unit(path, value_column, dataquality.canonical_unit(unit) or unit, name)
     times = _parse_times(path, df[time_column], time_column)
     values = _parse_values(path, df[value_column], value_column)
     if non_negative:
         _check_non_negative(path, df[value_column], values, value_column, f"{name} >= 0")
-    return _finish(path, times, values, df.index, name, "csv", value_column, time_column)
+    if value_range is not None:
+        _check_range(path, df[value_column], values, value_column, value_range, unit or "")
+    return _finish(path, times, values, df.index, name, "csv", value_column, time_column,
+                   gap_fill=gap_fill, gap_warning_h=gap_warning_h)
 
 
 # --------------------------------------------------------------------------- format detection
@@ -237,10 +296,8 @@ def _electricitymaps_column(path: Path, columns: pd.Index, column: str | None) -
         if key.lower() in found:
             return found[key.lower()]
         raise TraceError(
-            path,
-            f"column 'Carbon Intensity gCO₂eq/kWh ({key.lower()})'",
-            "missing",
-            f"an electricitymaps file with that column (header has {list(columns)})",
+            path, "header", list(columns),
+            f"an electricitymaps file with the column 'Carbon Intensity gCO₂eq/kWh ({key.lower()})'",
         )
     raise TraceError(path, "column", column, "'direct', 'lca' or None (direct) for format 'electricitymaps'")
 
@@ -254,7 +311,7 @@ def _fixed_column(path: Path, column: str | None, only: str, fmt: str) -> str:
 def _csv_value_column(path: Path, columns: pd.Index, column: str | None, default: str) -> str:
     if column is not None:
         if column not in columns:
-            raise TraceError(path, f"column {column!r}", "missing", f"a column of the header {list(columns)}")
+            raise TraceError(path, "header", list(columns), f"a header with the column {column!r} (column=)")
         return column
     if default in columns:
         return default
@@ -262,7 +319,9 @@ def _csv_value_column(path: Path, columns: pd.Index, column: str | None, default
     if len(others) == 1:
         return others[0]
     raise TraceError(
-        path, "column", None, f"a column name (the header has {others}; none is named {default!r})"
+        path, "header", list(columns),
+        f"'time' and one value column, or the column to read given as column= ({len(others)} candidates; "
+        f"none is named {default!r})",
     )
 
 
@@ -283,19 +342,27 @@ def _read_csv(path: Path, skiprows: int = 0) -> pd.DataFrame:
         raise TraceError(path, "encoding", str(exc), "a UTF-8 text file") from exc
     except OSError as exc:
         raise TraceError(path, "file", str(exc), "an existing readable file") from exc
-    df.columns = [str(c).strip() for c in df.columns]
+    df.columns = header_names(df.columns)
     return df
 
 
+def header_names(columns: Iterable[object]) -> list[str]:
+    """Stripped header names, with pandas' ``'Unnamed: k'`` for an empty header cell spelled out."""
+    names = []
+    for k, col in enumerate(columns):
+        name = str(col).strip()
+        names.append(EMPTY_HEADER.format(k + 1) if name == "" or name.startswith("Unnamed: ") else name)
+    return names
+
+
 def _require_columns(path: Path, df: pd.DataFrame, required: Sequence[str], fmt: str) -> None:
-    for col in required:
-        if col not in df.columns:
-            raise TraceError(
-                path,
-                f"column {col!r}",
-                f"missing (header: {list(df.columns)})",
-                f"a {fmt} file with columns {list(required)}",
-            )
+    missing = [col for col in required if col not in df.columns]
+    if missing:
+        raise TraceError(
+            path, "header", list(df.columns),
+            f"a {fmt} file with the column(s) {', '.join(map(repr, required))} "
+            f"(missing: {', '.join(map(repr, missing))})",
+        )
 
 
 def _line(raw: pd.Series, mask: np.ndarray, first_data_line: int) -> tuple[int, object]:
@@ -315,6 +382,7 @@ def _parse_times(path: Path, raw: pd.Series, column: str, first_data_line: int =
     if missing.any():
         line, value = _line(raw, missing, first_data_line)
         raise TraceError(path, f"column {column!r} at line {line}", value, _ISO_EXAMPLE)
+    dataquality.check_time_zone_forms(path, text, column, first_data_line)
     try:
         parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
     except (ValueError, TypeError, OverflowError) as exc:  # errors="coerce" should prevent this
@@ -353,6 +421,19 @@ def _parse_values(path: Path, raw: pd.Series, column: str, first_data_line: int 
     return values
 
 
+def _check_range(
+    path: Path, raw: pd.Series, values: np.ndarray, column: str, bounds: tuple[float, float], unit: str,
+    first_data_line: int = 2,
+) -> None:
+    """Refuse finite values outside ``bounds`` (absurd numbers such as 1e308 or missing-value codes)."""
+    low, high = bounds
+    outside = (values < low) | (values > high)  # NaN compares False
+    if outside.any():
+        line, value = _line(raw, outside, first_data_line)
+        raise TraceError(path, f"column {column!r} at line {line}", value,
+                         f"a number in [{low:g}, {high:g}] {unit} (or an empty cell)".replace("  ", " "))
+
+
 def _check_non_negative(
     path: Path, raw: pd.Series, values: np.ndarray, column: str, allowed: str, first_data_line: int = 2
 ) -> None:
@@ -372,8 +453,11 @@ def _finish(
     value_column: str,
     time_column: str,
     first_data_line: int = 2,
+    *,
+    gap_fill: str = "hold",
+    gap_warning_h: float | None = DEFAULT_GAP_WARNING_H,
 ) -> pd.Series:
-    """Drop NaN rows (counting them), refuse duplicate times, sort, and label the series.
+    """Drop NaN rows (counting them), refuse duplicate times, sort (warning), fill gaps, label the series.
 
     ``row_labels`` are the data-row numbers of ``times``/``values`` (for line numbers in errors).
     """
@@ -392,12 +476,18 @@ def _finish(
         )
     if kept_times.size == 0:
         raise TraceError(path, f"column {value_column!r}", "no numeric values", "at least one row with a value")
+    lines = rows + first_data_line
+    back = np.flatnonzero(np.diff(kept_times.asi8) < 0)
     series = pd.Series(values[keep], index=kept_times, name=name, dtype="float64").sort_index()
     series.index.name = "time"
-    series.attrs.update(
-        {"dropped_nan_rows": dropped, "source": str(path), "format": fmt, "column": value_column}
-    )
-    return series
+    attrs = {"source": str(path), "format": fmt, "column": value_column, "rows_read": int(len(times)),
+             "dropped_nan_rows": dropped, "unsorted_rows": int(back.size), "clipped_values": 0, "warnings": []}
+    if back.size:
+        dataquality.warn(attrs, f"{path}: rows are not in time order ({back.size} step(s) back in time, the first "
+                                f"at line {int(lines[back[0] + 1])}); sorted by time")
+    series.attrs.update(attrs)
+    line_of = dict(zip(kept_times, lines.tolist()))
+    return dataquality.apply_gaps(path, series, gap_fill, time_column, line_of, gap_warning_h)
 
 
 def _caiso_single_series(path: Path, df: pd.DataFrame) -> pd.DataFrame:

@@ -64,6 +64,7 @@ def write_run(run: Run, out: Path, plots: bool = False) -> list[Path]:
         "seed": sc.seed,
         "policy": {"name": r.policy.name, "state": r.policy.state_dict()},
         "versions": _versions(),
+        "data_quality": run.summary.get("data_quality", {}),
     }
     path = out / "metadata.yaml"
     path.write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")

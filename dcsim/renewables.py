@@ -27,9 +27,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from dcsim import dataquality
+from dcsim.dataquality import DEFAULT_GAP_WARNING_H
 from dcsim.errors import TraceError
 from dcsim.gridseries import (
     _check_non_negative,
+    _check_range as _check_trace_range,
     _csv_value_column,
     _finish,
     _parse_times,
@@ -54,6 +57,12 @@ REFERENCE_CELL_TEMPERATURE_C = 25.0
 _SAPM_THERMAL = "open_rack_glass_polymer"
 
 _WTK_SPEED = re.compile(r"^wind speed at (\d+(?:\.\d+)?)\s*m \(m/s\)$", re.IGNORECASE)
+_WTK_ANY_SPEED = re.compile(r"^wind speed at (\d+(?:\.\d+)?)\s*m\b", re.IGNORECASE)
+
+#: Wind speeds beyond this are not data (the strongest gusts measured are ~113 m/s), m/s.
+WIND_SPEED_MAX_M_S = 100.0
+#: Power-trace values beyond this are not data (a petawatt is ~50x the world's generating capacity), W.
+POWER_MAX_W = 1.0e15
 _WTK_TIME_COLUMNS = ("Year", "Month", "Day", "Hour", "Minute")
 
 
@@ -105,6 +114,9 @@ def solar_power_w(
     Raises:
         ValueError: A parameter is out of range (the message names it and the allowed range).
         TraceError: The weather file is missing or unreadable, or has implausible values.
+
+    ``attrs`` of the result record the weather's data quality (:func:`epw_quality`; clear sky has
+    none) and ``clipped_values``, the instants where the PV model gave a negative power, set to 0.
     """
     times_utc = _utc_index(times, "times")
     _check_range("latitude", latitude, -90.0, 90.0)
@@ -129,7 +141,16 @@ def solar_power_w(
             location, times_utc, weather_epw, latitude, longitude, tilt, azimuth_deg, capacity_w,
             temperature_coeff_per_c,
         ) * system_efficiency
-    return pd.Series(np.clip(power, 0.0, None), index=times_utc, name=SOLAR_NAME, dtype="float64")
+        attrs = {"source": "pvlib clear sky (Ineichen)", "format": "clear_sky", "warnings": []}
+        if weather_epw is not None:
+            attrs = {"source": str(weather_epw), "format": "epw", **epw_quality(Path(weather_epw))}
+            for message in attrs["warnings"]:
+                warnings.warn(message, dataquality.DataQualityWarning, stacklevel=2)
+    negative = power < 0.0
+    attrs["clipped_values"] = int(negative.sum())
+    out = pd.Series(np.where(negative, 0.0, power), index=times_utc, name=SOLAR_NAME, dtype="float64")
+    out.attrs.update(attrs)
+    return out
 
 
 def _solar_dc_w(
@@ -267,6 +288,10 @@ def _read_epw(path: Path) -> tuple[pd.DataFrame, dict]:
     """Read and sanity-check an EPW file (cached per path and modification time)."""
     if not path.is_file():
         raise TraceError(path, "file", str(path), "an existing EnergyPlus weather (.epw) file")
+    first = _first_line(path, what="an EnergyPlus weather (.epw) file")
+    if not first.upper().startswith("LOCATION,"):
+        raise TraceError(path, "not an EPW file: line 1", first[:60],
+                         "an EnergyPlus weather (.epw) file, whose first line starts with 'LOCATION,'")
     try:
         weather, meta = _read_epw_cached(str(path), path.stat().st_mtime_ns)
     except Exception as exc:  # pvlib surfaces pandas/IO errors of many kinds
@@ -285,11 +310,82 @@ def _read_epw(path: Path) -> tuple[pd.DataFrame, dict]:
             i = int(np.flatnonzero(bad)[0])
             raise TraceError(
                 path,
-                f"field {column!r} at data record {i + 1} ({weather.index[i]})",
-                values[i],
+                f"field {column!r} at data record {i + 1} (line {i + 9}, {weather.index[i]})",
+                float(values[i]),
                 f"a value in [{low:g}, {high:g}] {unit} (EPW missing-value codes such as 9999 are not filled in)",
             )
     return weather, meta
+
+
+def epw_quality(path: Path) -> dict:
+    """Data quality of an EPW year: albedo fills and how it compares with pvlib's clear sky at its site.
+
+    The file's year is set against the Ineichen clear sky (pvlib's Linke turbidity climatology) at the
+    location the file states, hour by hour (sun at each record's mid-hour):
+
+    * ``annual_yield_kwh_per_kw``: AC energy of 1 kW DC, tilted at the latitude toward the equator,
+      with the default 0.86 system efficiency, over the file's year; ``clear_sky_yield_kwh_per_kw``
+      the same under clear sky; ``yield_ratio`` the first over the second (typical-year files give
+      about 0.7-0.85).
+    * ``clear_sky_day_fraction``: share of days whose GHI is at least
+      :data:`dcsim.dataquality.CLEAR_DAY_GHI_FRACTION` of the clear-sky day's.
+
+    A ratio above :data:`dcsim.dataquality.SOLAR_YIELD_RATIO_WARN` or a clear-day fraction above
+    :data:`dcsim.dataquality.SOLAR_CLEAR_DAYS_WARN` adds a warning (e.g. "Climate Normals" files whose
+    irradiance is near clear sky every day). Cached per path and modification time.
+
+    Returns:
+        A dict for the ``data_quality`` report, ``warnings`` included (not emitted here).
+    """
+    _read_epw(path)  # refuses a missing or malformed file with its own message before the cache is asked
+    return dict(_epw_quality_cached(str(path), path.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=8)
+def _epw_quality_cached(path_str: str, mtime_ns: int) -> tuple:
+    import pvlib
+
+    path = Path(path_str)
+    weather, meta = _read_epw(path)
+    lat, lon = float(meta["latitude"]), float(meta["longitude"])
+    location = pvlib.location.Location(lat, lon, tz="UTC", altitude=float(meta.get("altitude", 0.0) or 0.0))
+    mid_utc = (weather.index + pd.Timedelta(minutes=30)).tz_convert("UTC")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pvlib")
+        solpos = location.get_solarposition(mid_utc)
+        sky = location.get_clearsky(mid_utc, model="ineichen", solar_position=solpos)
+        tilt, azimuth = abs(lat), (180.0 if lat >= 0 else 0.0)
+
+        def on_mid(values) -> pd.Series:
+            return pd.Series(np.asarray(values, dtype=float), index=mid_utc)
+
+        albedo = weather["albedo"].to_numpy(dtype=float) if "albedo" in weather else np.full(len(weather), np.nan)
+        filled_albedo = int((~((albedo > 0.0) & (albedo < 1.0))).sum())
+        albedo = np.where((albedo > 0.0) & (albedo < 1.0), albedo, DEFAULT_ALBEDO)
+        dc_file = _pv_dc_w(solpos, on_mid(weather["ghi"]), on_mid(weather["dni"]), on_mid(weather["dhi"]),
+                           on_mid(albedo), on_mid(weather["temp_air"]), on_mid(weather["wind_speed"]),
+                           tilt, azimuth, 1000.0, -0.004)
+        dc_clear = _pv_dc_w(solpos, sky["ghi"], sky["dni"], sky["dhi"], DEFAULT_ALBEDO, None, None,
+                            tilt, azimuth, 1000.0, -0.004)
+    eff = 0.86
+    yield_file = float(np.clip(dc_file, 0, None).sum()) * eff / 1000.0  # Wh per W = kWh per kW
+    yield_clear = float(np.clip(dc_clear, 0, None).sum()) * eff / 1000.0
+    day = weather.index.floor("D")
+    ghi_day = pd.Series(weather["ghi"].to_numpy(dtype=float), index=day).groupby(level=0).sum()
+    clear_day = pd.Series(sky["ghi"].to_numpy(dtype=float), index=day).groupby(level=0).sum()
+    lit = clear_day > 0
+    clear_days = float((ghi_day[lit] >= dataquality.CLEAR_DAY_GHI_FRACTION * clear_day[lit]).mean()) if lit.any() else 0.0
+    ratio = yield_file / yield_clear if yield_clear > 0 else float("nan")
+    out = {"rows_read": int(len(weather)), "filled_albedo_hours": filled_albedo,
+           "annual_yield_kwh_per_kw": round(yield_file, 1), "clear_sky_yield_kwh_per_kw": round(yield_clear, 1),
+           "yield_ratio": round(ratio, 4), "clear_sky_day_fraction": round(clear_days, 4), "warnings": []}
+    if ratio > dataquality.SOLAR_YIELD_RATIO_WARN or clear_days > dataquality.SOLAR_CLEAR_DAYS_WARN:
+        out["warnings"].append(
+            f"{path}: the weather is near clear sky: annual PV yield {yield_file:.0f} kWh/kW is {ratio:.0%} of "
+            f"pvlib's clear-sky {yield_clear:.0f} kWh/kW at ({lat}, {lon}) and {clear_days:.0%} of days reach "
+            f"{dataquality.CLEAR_DAY_GHI_FRACTION:.0%} of clear-sky GHI (a typical-year file gives about 70-85 % "
+            f"and far fewer clear days); is it a typical year (TMY) and not a climate-normals or clear-sky file?")
+    return tuple(out.items())
 
 
 # --------------------------------------------------------------------------- wind
@@ -406,7 +502,14 @@ def turbine_power_curve(turbine_type: str) -> tuple[np.ndarray, np.ndarray, floa
 # --------------------------------------------------------------------------- trace loaders
 
 
-def load_wind_speed(path: str | Path, fmt: str = "auto", column: str | None = None) -> pd.Series:
+def load_wind_speed(
+    path: str | Path,
+    fmt: str = "auto",
+    column: str | None = None,
+    *,
+    gap_fill: str = "hold",
+    gap_warning_h: float | None = DEFAULT_GAP_WARNING_H,
+) -> pd.Series:
     """Load a wind-speed series in m/s.
 
     Formats:
@@ -422,13 +525,17 @@ def load_wind_speed(path: str | Path, fmt: str = "auto", column: str | None = No
         path: File to read.
         fmt: ``"auto"`` (an ``nrel_wtk`` file starts with ``SiteID``), ``"nrel_wtk"`` or ``"csv"``.
         column: Speed column to read; for ``nrel_wtk`` needed only when the file has several heights.
+        gap_fill: ``"hold"``, ``"linear"`` or ``"error"`` for gaps in the data.
+        gap_warning_h: Warn when the longest gap is longer than this many hours (None: never).
 
     Returns:
         Series named ``"wind_speed_m_s"`` (m/s, >= 0) on a sorted UTC index; NaN rows dropped and
-        counted in ``attrs["dropped_nan_rows"]``.
+        counted in ``attrs["dropped_nan_rows"]``; the data-quality record of
+        :func:`dcsim.gridseries.load_carbon_intensity` in ``attrs``.
 
     Raises:
-        TraceError: The file cannot be read as the format, or holds a bad time or speed.
+        TraceError: The file cannot be read as the format, or holds a bad time or a speed outside
+            [0, 100] m/s, or its speed column is in another unit (e.g. km/h).
     """
     path = Path(path)
     if fmt != "auto" and fmt not in WIND_SPEED_FORMATS:
@@ -436,48 +543,63 @@ def load_wind_speed(path: str | Path, fmt: str = "auto", column: str | None = No
     if fmt == "auto":
         fmt = "nrel_wtk" if _first_line(path).startswith("SiteID") else "csv"
     if fmt == "nrel_wtk":
-        return _load_nrel_wtk(path, column)
+        return _load_nrel_wtk(path, column, gap_fill, gap_warning_h)
 
     df = _read_csv(path)
     _require_columns(path, df, ["time"], fmt)
     if column is None and "wind_speed_m_s" not in df.columns and "wind_speed" in df.columns:
         column = "wind_speed"
     value_col = _csv_value_column(path, df.columns, column, WIND_SPEED_NAME)
+    dataquality.check_unit(path, value_col, "m/s", WIND_SPEED_NAME)
     times = _parse_times(path, df["time"], "time")
     values = _parse_values(path, df[value_col], value_col)
     _check_non_negative(path, df[value_col], values, value_col, "a wind speed >= 0 m/s")
-    return _finish(path, times, values, df.index, WIND_SPEED_NAME, fmt, value_col, "time")
+    _check_trace_range(path, df[value_col], values, value_col, (0.0, WIND_SPEED_MAX_M_S), "m/s")
+    return _finish(path, times, values, df.index, WIND_SPEED_NAME, fmt, value_col, "time",
+                   gap_fill=gap_fill, gap_warning_h=gap_warning_h)
 
 
-def load_power_csv(path: str | Path, time_column: str = "time", power_column: str = "power_w") -> pd.Series:
+def load_power_csv(
+    path: str | Path,
+    time_column: str = "time",
+    power_column: str = "power_w",
+    *,
+    gap_fill: str = "hold",
+    gap_warning_h: float | None = DEFAULT_GAP_WARNING_H,
+) -> pd.Series:
     """Load a power trace in W (e.g. a metered PV or wind plant's output).
 
     Args:
         path: CSV file with a header line.
         time_column: Column of ISO 8601 timestamps (naive = UTC).
-        power_column: Column of power in W (>= 0).
+        power_column: Column of power in W (>= 0); a name stating another unit (``power_kw``) is refused.
+        gap_fill: ``"hold"``, ``"linear"`` or ``"error"`` for gaps in the data.
+        gap_warning_h: Warn when the longest gap is longer than this many hours (None: never).
 
     Returns:
         Series named ``"power_w"`` on a sorted UTC index; NaN rows dropped and counted in
         ``attrs["dropped_nan_rows"]``.
 
     Raises:
-        TraceError: Missing file or column, bad time, non-numeric or negative power.
+        TraceError: Missing file or column, bad time, non-numeric, negative or absurd (> 1e15 W) power.
     """
-    return load_series_csv(path, power_column, POWER_NAME, time_column=time_column, non_negative=True)
+    return load_series_csv(path, power_column, POWER_NAME, time_column=time_column, non_negative=True,
+                           value_range=(0.0, POWER_MAX_W), gap_fill=gap_fill, gap_warning_h=gap_warning_h)
 
 
-def _first_line(path: Path) -> str:
+def _first_line(path: Path, what: str = "a readable UTF-8 text file") -> str:
     if not path.is_file():
         raise TraceError(path, "file", str(path), "an existing readable file")
     try:
         with open(path, encoding="utf-8-sig") as fh:
             return fh.readline().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TraceError(path, "file", str(exc), "a readable UTF-8 text file") from exc
+    except UnicodeDecodeError as exc:
+        raise TraceError(path, "file", f"byte {exc.start} of line 1 is not UTF-8", what) from exc
+    except OSError as exc:
+        raise TraceError(path, "file", str(exc), what) from exc
 
 
-def _load_nrel_wtk(path: Path, column: str | None) -> pd.Series:
+def _load_nrel_wtk(path: Path, column: str | None, gap_fill: str, gap_warning_h: float | None) -> pd.Series:
     meta_line = _first_line(path)
     fields = [f.strip() for f in meta_line.split(",")]
     meta = dict(zip(fields[0::2], fields[1::2]))
@@ -492,6 +614,9 @@ def _load_nrel_wtk(path: Path, column: str | None) -> pd.Series:
     df = _read_csv(path, skiprows=1)
     _require_columns(path, df, list(_WTK_TIME_COLUMNS), "nrel_wtk")
     speed_columns = {c: float(m.group(1)) for c in df.columns if (m := _WTK_SPEED.match(c))}
+    other_units = [c for c in df.columns if _WTK_ANY_SPEED.match(c) and c not in speed_columns]
+    if column is None and not speed_columns and other_units:
+        dataquality.check_unit(path, other_units[0], "m/s", "wind speed at 100m (m/s)")
     if column is None:
         if len(speed_columns) != 1:
             raise TraceError(
@@ -500,16 +625,18 @@ def _load_nrel_wtk(path: Path, column: str | None) -> pd.Series:
             )
         column = next(iter(speed_columns))
     elif column not in df.columns:
-        raise TraceError(path, f"column {column!r}", "missing", f"a column of the header {list(df.columns)}")
+        raise TraceError(path, "header", list(df.columns), f"a header with the column {column!r} (column=)")
+    dataquality.check_unit(path, column, "m/s", "wind speed at 100m (m/s)")
 
     first_data_line = 3  # metadata line, header line, then data
     parts = {}
     for name in _WTK_TIME_COLUMNS:
         numbers = _parse_values(path, df[name], name, first_data_line)
-        not_integer = np.isnan(numbers) | (numbers != np.round(numbers))
+        not_integer = ~np.isfinite(numbers) | (numbers != np.round(numbers)) | (np.abs(numbers) > 1e6)
         if not_integer.any():
             i = int(np.flatnonzero(not_integer)[0])
-            raise TraceError(path, f"column {name!r} at line {i + first_data_line}", df[name].iloc[i], "an integer")
+            raise TraceError(path, f"column {name!r} at line {i + first_data_line}", df[name].iloc[i],
+                             "an integer (of at most 6 digits)")
         parts[name.lower()] = numbers.astype(np.int64)
     local = pd.to_datetime(pd.DataFrame(parts), errors="coerce")
     bad = local.isna().to_numpy()
@@ -520,8 +647,9 @@ def _load_nrel_wtk(path: Path, column: str | None) -> pd.Series:
     times = pd.DatetimeIndex(local - pd.Timedelta(hours=tz_hours)).tz_localize("UTC")
     values = _parse_values(path, df[column], column, first_data_line)
     _check_non_negative(path, df[column], values, column, "a wind speed >= 0 m/s", first_data_line)
+    _check_trace_range(path, df[column], values, column, (0.0, WIND_SPEED_MAX_M_S), "m/s", first_data_line)
     series = _finish(path, times, values, df.index, WIND_SPEED_NAME, "nrel_wtk", column, "Year..Minute",
-                     first_data_line)
+                     first_data_line, gap_fill=gap_fill, gap_warning_h=gap_warning_h)
     series.attrs["height_m"] = speed_columns.get(column)
     for key in ("latitude", "longitude"):
         try:

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from dcsim.config import Scenario
+from dcsim.dataquality import run_report
 from dcsim.engine import RunResult, Simulation
 from dcsim.metrics import summarize
 from dcsim.policy import Policy, load_policy
@@ -29,5 +30,8 @@ def run_scenario(scenario: Scenario, policy: Policy | None = None,
         policy = load_policy(scenario.policy.name, scenario.policy.params)
     jobs = build_jobs(scenario, streams)
     supply = build_supply(scenario)
+    quality = run_report(jobs.attrs, supply.data_quality)  # before the engine: it may not keep the attrs
     result = Simulation(scenario, policy, jobs, supply, streams, progress=progress).run()
-    return Run(result, summarize(result))
+    summary = summarize(result)
+    summary["data_quality"] = quality
+    return Run(result, summary)

@@ -1,12 +1,13 @@
 """Assembles a scenario's supply side into step series: renewable power, grid carbon intensity and price."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from dcsim.config import Scenario, SeriesSource
+from dcsim.config import Scenario, SeriesSource, SupplyConfig
+from dcsim.dataquality import series_record
 from dcsim.errors import ScenarioError, SeriesRangeError
 from dcsim.timeseries import StepSeries
 
@@ -20,12 +21,16 @@ class SupplyInputs:
         carbon_g_per_kwh: Grid carbon intensity.
         grid_price_usd_per_mwh: Grid energy price.
         components: The individual renewable series by name (for plots and tables).
+        data_quality: One record per series read from a file, by scenario field (e.g.
+            ``"supply.grid.carbon_g_per_kwh"``): source, rows read, dropped, filled, clipped, the
+            longest gap and warnings (:func:`dcsim.dataquality.series_record`).
     """
 
     renewable_w: StepSeries
     carbon_g_per_kwh: StepSeries
     grid_price_usd_per_mwh: StepSeries
     components: dict[str, StepSeries]
+    data_quality: dict[str, dict] = field(default_factory=dict)
 
     def change_times(self, horizon_s: float) -> np.ndarray:
         """Sorted unique times in ``[0, horizon_s)`` at which any supply series may change."""
@@ -44,15 +49,18 @@ def _sum_series(name: str, series: list[StepSeries], horizon_s: float) -> StepSe
     return StepSeries(name, times, values, end_s=horizon_s, fill="error")
 
 
-def _grid_series(name: str, source: SeriesSource, kind: str, start: pd.Timestamp, fill: str) -> StepSeries:
+def _grid_series(name: str, source: SeriesSource, kind: str, start: pd.Timestamp, cfg: SupplyConfig,
+                 quality: dict[str, dict], field_name: str) -> StepSeries:
     if source.constant is not None:
         return StepSeries.constant(name, source.constant)
     from dcsim import gridseries
 
     loader = gridseries.load_carbon_intensity if kind == "carbon" else gridseries.load_price
-    data = loader(source.path, fmt=source.format, column=source.column)
+    data = loader(source.path, fmt=source.format, column=source.column, gap_fill=cfg.gap_fill,
+                  gap_warning_h=cfg.gap_warning_h)
+    quality[field_name] = series_record(data.attrs)
     data.index = data.index + pd.Timedelta(seconds=source.time_shift_s)
-    return StepSeries.from_pandas(name, data, start, fill=fill)
+    return StepSeries.from_pandas(name, data, start, fill=cfg.fill)
 
 
 def build_supply(scenario: Scenario) -> SupplyInputs:
@@ -61,6 +69,8 @@ def build_supply(scenario: Scenario) -> SupplyInputs:
     start = pd.Timestamp(scenario.start)
     horizon = scenario.horizon_s
     components: dict[str, StepSeries] = {}
+    quality: dict[str, dict] = {}
+    gaps = {"gap_fill": cfg.gap_fill, "gap_warning_h": cfg.gap_warning_h}
     if cfg.solar is not None:
         from dcsim import renewables
 
@@ -73,13 +83,16 @@ def build_supply(scenario: Scenario) -> SupplyInputs:
             mid, latitude=s.latitude, longitude=s.longitude, capacity_w=s.capacity_w,
             weather_epw=s.weather_epw, tilt_deg=s.tilt_deg, azimuth_deg=s.azimuth_deg, altitude_m=s.altitude_m,
         )
+        if s.weather_epw is not None:
+            quality["supply.solar.weather_epw"] = series_record(power.attrs)
         power.index = times
         components["solar_w"] = StepSeries.from_pandas("solar_w", power, start, fill="error", period_s=s.resolution_s)
     if cfg.wind is not None:
         from dcsim import renewables
 
         w = cfg.wind
-        speed = renewables.load_wind_speed(w.wind_speed_file, fmt=w.format)
+        speed = renewables.load_wind_speed(w.wind_speed_file, fmt=w.format, **gaps)
+        quality["supply.wind.wind_speed_file"] = series_record(speed.attrs)
         speed.index = speed.index + pd.Timedelta(seconds=w.time_shift_s)
         try:
             power = renewables.wind_power_w(
@@ -93,11 +106,15 @@ def build_supply(scenario: Scenario) -> SupplyInputs:
         from dcsim import renewables
 
         p = cfg.power_trace
-        power = renewables.load_power_csv(p.path, time_column=p.time_column, power_column=p.power_column) * p.scale
+        power = renewables.load_power_csv(p.path, time_column=p.time_column, power_column=p.power_column, **gaps)
+        quality["supply.power_trace.path"] = series_record(power.attrs)
+        power = power * p.scale
         components["power_trace_w"] = StepSeries.from_pandas("power_trace_w", power, start, fill=cfg.fill)
     renewable = _sum_series("renewable_w", list(components.values()), horizon)
-    carbon = _grid_series("carbon_g_per_kwh", cfg.grid.carbon_g_per_kwh, "carbon", start, cfg.fill)
-    price = _grid_series("grid_price_usd_per_mwh", cfg.grid.price_usd_per_mwh, "price", start, cfg.fill)
+    carbon = _grid_series("carbon_g_per_kwh", cfg.grid.carbon_g_per_kwh, "carbon", start, cfg, quality,
+                          "supply.grid.carbon_g_per_kwh")
+    price = _grid_series("grid_price_usd_per_mwh", cfg.grid.price_usd_per_mwh, "price", start, cfg, quality,
+                         "supply.grid.price_usd_per_mwh")
     fields = {"renewable_w": "supply (solar/wind/power_trace)", "carbon_g_per_kwh": "supply.grid.carbon_g_per_kwh",
               "grid_price_usd_per_mwh": "supply.grid.price_usd_per_mwh"}
     checks = [(fields.get(s.name, f"supply ({s.name})"), s) for s in (carbon, price, *components.values())]
@@ -106,4 +123,4 @@ def build_supply(scenario: Scenario) -> SupplyInputs:
             series.change_times(0.0, horizon)  # fail now, before the run, if a series does not cover it
         except SeriesRangeError as exc:
             raise ScenarioError(None, [(field, f"{series.start_s:.0f}..{series.end_s:.0f} s", str(exc))]) from None
-    return SupplyInputs(renewable, carbon, price, components)
+    return SupplyInputs(renewable, carbon, price, components, quality)

@@ -119,7 +119,9 @@ def build_jobs(scenario: Scenario, streams: Streams) -> pd.DataFrame:
     Trace options come from ``workload.trace.options``; the workload's ``value_tokens_per_gpu_s``,
     ``deferrable_fraction``, ``deadline_slack`` and ``clock_sensitivity`` are passed as defaults (the
     Azure loader keeps its own memory-bound ``clock_sensitivity`` default unless the options set it).
-    ``time_offset_s: first`` aligns the trace's first kept job with t = 0.
+    ``time_offset_s: first`` aligns the trace's first kept job with t = 0. A ``utilisation`` profile
+    gets the cluster size, the horizon and the ``arrivals`` and ``service`` streams. The loader's
+    ``attrs`` (rows read, dropped, warnings) stay on the returned table.
     """
     cfg = scenario.workload
     start = pd.Timestamp(scenario.start)
@@ -132,6 +134,7 @@ def build_jobs(scenario: Scenario, streams: Streams) -> pd.DataFrame:
         "azure_llm": workload_traces.load_azure_llm,
         "swf": workload_traces.load_swf,
         "csv": workload_traces.load_job_csv,
+        "utilisation": workload_traces.load_utilisation,
     }
     trace = cfg.trace
     options = {
@@ -145,7 +148,11 @@ def build_jobs(scenario: Scenario, streams: Streams) -> pd.DataFrame:
     align_first = options.get("time_offset_s") == "first"
     if align_first:
         options["time_offset_s"] = 0.0
-    if 0 < options.get("deferrable_fraction", 0) < 1:
+    if trace.format == "utilisation":  # a profile becomes jobs on this cluster over this run
+        options = {"gpus": scenario.cluster.gpus, "horizon_s": scenario.horizon_s,
+                   "arrivals_rng": streams.generator("arrivals"), **options}
+        options["rng"] = streams.generator("service")
+    elif 0 < options.get("deferrable_fraction", 0) < 1:
         options["rng"] = streams.generator("service")
     try:
         jobs = loaders[trace.format](trace.path, **options)
@@ -156,4 +163,9 @@ def build_jobs(scenario: Scenario, streams: Streams) -> pd.DataFrame:
         shift = float(jobs["arrival_s"].min())
         jobs["arrival_s"] -= shift
         jobs["deadline_s"] -= shift
-    return jobs[jobs["arrival_s"] < scenario.horizon_s].reset_index(drop=True)
+    attrs = dict(jobs.attrs)
+    kept = jobs[jobs["arrival_s"] < scenario.horizon_s].reset_index(drop=True)
+    attrs["dropped_after_horizon"] = int(len(jobs) - len(kept))
+    attrs["jobs"] = int(len(kept))
+    kept.attrs = attrs
+    return kept

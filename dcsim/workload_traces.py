@@ -31,6 +31,7 @@ Formats and modelling choices are described in ``docs/workload-traces.md``.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from dcsim import dataquality
 from dcsim.errors import TraceError
+from dcsim.gridseries import header_names
 from dcsim.jobs import normalize_jobs
 
 #: Columns a cluster-trace-gpu-v2023 pod list must have (``name`` and ``qos`` are kept if present).
@@ -64,6 +67,14 @@ SWF_FIELDS = 18
 #: Columns ``load_job_csv`` accepts: the job-table columns plus an optional ``job_id``.
 JOB_CSV_REQUIRED: tuple[str, ...] = ("arrival_s", "gpus", "work_gpu_s")
 JOB_CSV_OPTIONAL: tuple[str, ...] = ("deadline_s", "deferrable", "value_tokens", "clock_sensitivity", "job_id")
+
+#: Numbers in a trace larger than this in magnitude are not data (times, work, tokens), refused.
+MAX_TRACE_NUMBER = 1.0e15
+#: Largest GPU count a job may ask for (the largest cluster a scenario allows).
+MAX_JOB_GPUS = 10_000_000
+
+#: Interpolations of a utilisation profile between its intervals.
+UTILISATION_INTERPOLATIONS: tuple[str, ...] = ("step", "linear")
 
 _TRUE_WORDS = frozenset({"true", "1", "yes"})
 _FALSE_WORDS = frozenset({"false", "0", "no"})
@@ -204,7 +215,8 @@ def load_alibaba_pods(
     path = Path(path)
     df = _read_csv(path)
     _require_columns(df, path, ALIBABA_POD_COLUMNS)
-    num_gpu = _numbers(df, path, "num_gpu", whole=True, minimum=0, allowed="a whole number of GPUs >= 0")
+    num_gpu = _numbers(df, path, "num_gpu", whole=True, minimum=0, maximum=MAX_JOB_GPUS,
+                       allowed="a whole number of GPUs >= 0")
     gpu_milli = _numbers(df, path, "gpu_milli", minimum=0, allowed="a number of milli-GPUs in [0, 1000]")
     creation = _numbers(df, path, "creation_time", allowed="a time in seconds")
     scheduled = _numbers(df, path, "scheduled_time", allow_empty=True, allowed="a time in seconds or empty")
@@ -261,6 +273,7 @@ def load_alibaba_pods(
     idx = np.flatnonzero(keep)
     extras: dict[str, np.ndarray] = {}
     if "name" in df.columns:
+        _refuse_duplicate_ids(path, df, "name", _text(df, "name"))
         extras["job_id"] = _text(df, "name")[idx]
     if "qos" in df.columns:
         extras["qos"] = _text(df, "qos")[idx]
@@ -357,6 +370,7 @@ def load_azure_llm(
     df = _read_csv(path)
     _require_columns(df, path, AZURE_LLM_COLUMNS)
     stamp_text = df["TIMESTAMP"].fillna("").astype(str).str.strip()
+    dataquality.check_time_zone_forms(path, stamp_text.set_axis(df.index), "TIMESTAMP", 1, "data row")
     stamps = pd.to_datetime(stamp_text, format="ISO8601", utc=True, errors="coerce")
     _raise_first(
         path, df, "TIMESTAMP", stamps.isna().to_numpy(),
@@ -472,6 +486,8 @@ def load_swf(
     bad_procs = keep & ~(procs > 0)
     counts["dropped_nonpositive_procs"] = int(bad_procs.sum())
     keep &= ~bad_procs
+    _refuse_duplicate_ids(path, table, "field 1", table["field 1"].to_numpy(dtype=object),
+                          label="field 1 (job number)", rows=where)
     idx = np.flatnonzero(keep)
     gpus = np.ceil(procs[idx] / procs_per_gpu).astype(np.int64)
     extras = {"job_id": job_number[idx].astype(np.int64), "processors": procs[idx]}
@@ -540,7 +556,8 @@ def load_job_csv(
         raise TraceError(path, f"column {unknown[0]!r}", unknown[0], f"only the columns {', '.join(known)}")
     _require_columns(df, path, JOB_CSV_REQUIRED)
     arrival = _numbers(df, path, "arrival_s", minimum=0, allowed="a time in seconds >= 0")
-    gpus = _numbers(df, path, "gpus", whole=True, minimum=1, allowed="a whole number of GPUs >= 1")
+    gpus = _numbers(df, path, "gpus", whole=True, minimum=1, maximum=MAX_JOB_GPUS,
+                    allowed="a whole number of GPUs >= 1")
     work = _numbers(df, path, "work_gpu_s", allowed="a number of GPU-seconds > 0")
     _raise_first(path, df, "work_gpu_s", ~(work > 0), "a number of GPU-seconds > 0")
     given: dict[str, np.ndarray] = {}
@@ -563,12 +580,240 @@ def load_job_csv(
         beta = _numbers(df, path, "clock_sensitivity", allow_empty=True, minimum=0, allowed=allowed)
         _raise_first(path, df, "clock_sensitivity", beta > 1, allowed)
         given["clock_sensitivity"] = beta
-    extras = {"job_id": _text(df, "job_id")} if "job_id" in df.columns else {}
+    extras = {}
+    if "job_id" in df.columns:
+        _refuse_duplicate_ids(path, df, "job_id", _text(df, "job_id"))
+        extras["job_id"] = _text(df, "job_id")
     counts: dict[str, int | float | str] = {"rows_read": int(len(df))}
     return _finish(
         path, "job_csv", common, counts,
         raw_arrival_s=arrival, gpus=gpus.astype(np.int64), work_gpu_s=work, extras=extras, given=given,
     )
+
+
+def load_utilisation(
+    path: str | Path,
+    *,
+    gpus: int,
+    horizon_s: float,
+    arrivals_rng: np.random.Generator | None = None,
+    rng: np.random.Generator | None = None,
+    interval_s: float = 3600.0,
+    column: str = "cpu_load",
+    utilisation_scale: float = 1.0,
+    interpolation: Literal["step", "linear"] = "step",
+    job_duration_s: float = 600.0,
+    duration_distribution: Literal["exponential", "constant"] = "exponential",
+    gpus_per_job: int = 1,
+    repeat: bool = False,
+    time_offset_s: float = 0.0,
+    time_scale: float = 1.0,
+    max_jobs: int | None = None,
+    value_tokens_per_gpu_s: float = 1.0,
+    deferrable_fraction: float = 0.0,
+    deadline_slack: float | None = None,
+    clock_sensitivity: float = 1.0,
+) -> pd.DataFrame:
+    """Turn a utilisation profile (SustainDC style: an index and ``cpu_load`` in [0, 1]) into jobs.
+
+    The file has an index column (its header may be empty, as in SustainDC's
+    ``Alibaba_CPU_Data_Hourly_1.csv``) and a utilisation column (``column``). The index is either
+    consecutive integers (row ``k`` covers ``[(k - k0) x interval_s, (k - k0 + 1) x interval_s)`` of
+    profile time) or ISO 8601 timestamps at a regular step, which then sets ``interval_s``. Profile
+    time 0 is the first row; ``time_offset_s`` of profile time becomes t = 0.
+
+    **Rescaling.** The target utilisation is ``u(t) = utilisation_scale x cpu_load``, a fraction of the
+    cluster's ``gpus`` that must stay within [0, 1].
+
+    **Interpolation.** ``"step"`` holds each row's value over its interval; ``"linear"`` interpolates
+    between interval midpoints (held flat before the first and after the last midpoint).
+
+    **Jobs.** Arrivals are a Poisson process of rate ``lambda(t) = u(t) x gpus / (gpus_per_job x
+    job_duration_s)`` (drawn from ``arrivals_rng``, by thinning under ``"linear"``); each job holds
+    ``gpus_per_job`` GPUs for a duration at full clock drawn from ``rng``, exponential (default) or
+    constant with mean ``job_duration_s``. By Little's law the expected number of busy GPUs is then
+    ``u(t) x gpus`` (an infinite-server queue, exact once the cluster never runs out of GPUs; in
+    intervals of high utilisation jobs may wait). So that the run starts in that steady state, the
+    jobs that would be running at t = 0 arrive at t = 0: a Poisson number with mean
+    ``lambda(0) x job_duration_s``, with the residual durations of jobs in progress (exponential
+    again, or uniform on [0, job_duration_s] for constant durations). The profile must cover the
+    horizon from ``time_offset_s`` unless ``repeat`` replays it from its start.
+
+    Args:
+        path: The profile CSV.
+        gpus: Cluster size the utilisation refers to (the scenario's ``cluster.gpus``).
+        horizon_s: Length of the run, s (jobs are generated on ``[0, horizon_s)``).
+        arrivals_rng: Draws the arrival times (the ``arrivals`` stream); required.
+        rng: Draws durations and chooses deferrable jobs (the ``service`` stream); required.
+        interval_s: Length of one row with an integer index, s.
+        column: The utilisation column.
+        utilisation_scale: Multiplier of the file's values (e.g. 0.01 for a profile in percent).
+        interpolation: ``"step"`` or ``"linear"`` (see above).
+        job_duration_s: Mean job duration at full clock, s.
+        duration_distribution: ``"exponential"`` or ``"constant"``.
+        gpus_per_job: GPUs each job holds (integer >= 1, at most ``gpus``).
+        repeat: Replay the profile from its start when the run outlasts it.
+        time_offset_s: Profile time (s) that becomes t = 0.
+        time_scale: Must be 1 (stretch the profile with ``interval_s`` instead).
+        max_jobs: Keep at most this many jobs (the earliest).
+        value_tokens_per_gpu_s: Job value in tokens per GPU-second of work.
+        deferrable_fraction: Fraction of jobs marked deferrable (0..1).
+        deadline_slack: Deadline = arrival + slack x duration at full clock; None = no deadline.
+        clock_sensitivity: Exponent beta of work rate = f**beta for every job.
+
+    Returns:
+        A normalized job table with the extra column ``offered_utilisation`` (u at the job's
+        arrival). ``attrs`` holds ``source``, ``format``, ``rows_read``, ``interval_s``,
+        ``profile_span_s``, ``mean_utilisation`` (time average of u over the horizon),
+        ``jobs_running_at_start``, ``dropped_before_offset`` (0), ``dropped_max_jobs``,
+        ``unsorted_rows``, ``raw_first_arrival_s`` and ``jobs``.
+
+    Raises:
+        TraceError: The file is missing or malformed: not two columns, a bad or repeated index, a
+            utilisation that is not a number or leaves [0, 1] after scaling.
+        ValueError: An option is out of range, or the profile is shorter than the run without
+            ``repeat``.
+    """
+    common = _Common(time_offset_s, time_scale, max_jobs, value_tokens_per_gpu_s, deferrable_fraction, rng,
+                     deadline_slack, clock_sensitivity)
+    run_time = dataclasses.replace(common, time_offset_s=0.0)  # arrivals are drawn in run time already
+    if time_scale != 1.0:
+        raise ValueError(f"time_scale must be 1 for a utilisation profile (got {time_scale!r}); stretch it with "
+                         "interval_s")
+    if not _is_count(gpus) or gpus > MAX_JOB_GPUS:
+        raise ValueError(f"gpus must be the cluster size, an integer in [1, {MAX_JOB_GPUS}], got {gpus!r}")
+    if not _is_count(gpus_per_job) or gpus_per_job > gpus:
+        raise ValueError(f"gpus_per_job must be an integer in [1, gpus={gpus}], got {gpus_per_job!r}")
+    for name, value, high in (("horizon_s", horizon_s, MAX_TRACE_NUMBER), ("interval_s", interval_s, 1e9),
+                              ("job_duration_s", job_duration_s, 1e9), ("utilisation_scale", utilisation_scale, 1e6)):
+        if not _is_real(value) or not (math.isfinite(value) and 0 < value <= high):
+            raise ValueError(f"{name} must be a number in (0, {high:g}], got {value!r}")
+    if interpolation not in UTILISATION_INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {UTILISATION_INTERPOLATIONS}, got {interpolation!r}")
+    if duration_distribution not in ("exponential", "constant"):
+        raise ValueError(f"duration_distribution must be 'exponential' or 'constant', got {duration_distribution!r}")
+    if not isinstance(repeat, bool):
+        raise ValueError(f"repeat must be true or false, got {repeat!r}")
+    for name, gen in (("arrivals_rng", arrivals_rng), ("rng", rng)):
+        if not isinstance(gen, np.random.Generator):
+            raise TypeError(f"{name} must be a numpy.random.Generator (dcsim never draws from a global RNG), "
+                            f"got {type(gen).__name__}")
+    path = Path(path)
+    df = _read_csv(path)
+    if column not in df.columns:
+        raise TraceError(path, "header", list(df.columns),
+                         f"an index column and a utilisation column {column!r} (SustainDC: ',cpu_load')")
+    if len(df.columns) != 2:
+        raise TraceError(path, "header", list(df.columns), f"two columns: an index and {column!r}")
+    index_col = next(c for c in df.columns if c != column)
+    step_s, starts = _profile_index(path, df, index_col, float(interval_s))
+    util = _numbers(df, path, column, minimum=0, allowed="a utilisation fraction >= 0") * float(utilisation_scale)
+    _raise_first(path, df, column, util > 1.0,
+                 f"a utilisation in [0, 1] after utilisation_scale={utilisation_scale:g} (a profile in percent "
+                 "needs utilisation_scale: 0.01)")
+    order = np.argsort(starts, kind="stable")
+    counts: dict[str, int | float | str] = {"rows_read": int(len(df))}
+    unsorted = int((np.diff(starts) < 0).sum())
+    starts, util = starts[order], util[order]
+    span = float(starts[-1] + step_s)
+    t0 = float(time_offset_s)
+    if t0 < 0 or (t0 + horizon_s > span and not repeat):
+        raise ValueError(f"the profile covers [0, {span:g}) s of profile time but the run needs "
+                         f"[{t0:g}, {t0 + horizon_s:g}) s; set repeat: true, shorten the horizon or change "
+                         "time_offset_s")
+
+    def u_at(t_s: np.ndarray) -> np.ndarray:
+        """Target utilisation at run times ``t_s`` (profile time ``t0 + t``, wrapped when repeating)."""
+        tp = np.mod(t0 + np.asarray(t_s, dtype=float), span)
+        if interpolation == "step":
+            k = np.clip(np.searchsorted(starts, tp, side="right") - 1, 0, len(util) - 1)
+            return util[k]
+        mids = starts + step_s / 2
+        return np.interp(tp, mids, util)
+
+    rate_per_u = gpus / (gpus_per_job * float(job_duration_s))  # arrivals/s at utilisation 1
+    peak = float(util.max()) * rate_per_u
+    n_candidates = arrivals_rng.poisson(peak * horizon_s) if peak > 0 else 0
+    candidates = np.sort(arrivals_rng.uniform(0.0, horizon_s, size=n_candidates))
+    u_cand = u_at(candidates)
+    keep = arrivals_rng.random(candidates.size) * float(util.max()) < u_cand  # thinning to rate u(t)
+    arrival = candidates[keep]
+    u_arr = u_cand[keep]
+    u0 = float(u_at(np.array([0.0]))[0])
+    n0 = int(rng.poisson(u0 * rate_per_u * job_duration_s))
+    if duration_distribution == "exponential":
+        duration = rng.exponential(job_duration_s, size=arrival.size)
+        residual = rng.exponential(job_duration_s, size=n0)
+    else:
+        duration = np.full(arrival.size, float(job_duration_s))
+        residual = rng.uniform(0.0, job_duration_s, size=n0)
+    arrival = np.concatenate([np.zeros(n0), arrival])
+    duration = np.concatenate([residual, duration])
+    u_arr = np.concatenate([np.full(n0, u0), u_arr])
+    positive = duration > 0  # a residual of exactly 0 is no job
+    arrival, duration, u_arr = arrival[positive], duration[positive], u_arr[positive]
+    if interpolation == "linear":
+        grid = np.linspace(0.0, horizon_s, 100_001)
+        values = u_at(grid)
+        mean_u = float(np.sum((values[1:] + values[:-1]) / 2 * np.diff(grid)) / horizon_s)
+    else:
+        mean_u = _step_mean(starts, util, span, t0, horizon_s)
+    counts.update({"interval_s": step_s, "profile_span_s": span, "mean_utilisation": mean_u,
+                   "jobs_running_at_start": n0})
+    job_gpus = np.full(arrival.size, int(gpus_per_job), dtype=np.int64)
+    out = _finish(path, "utilisation", run_time, counts, raw_arrival_s=arrival, gpus=job_gpus,
+                  work_gpu_s=job_gpus * duration, extras={"offered_utilisation": u_arr})
+    out.attrs["unsorted_rows"] = unsorted
+    if unsorted:
+        dataquality.warn(out.attrs, f"{path}: the profile's rows are not in index order ({unsorted} step(s) back); "
+                                    "sorted by index")
+    return out
+
+
+def _step_mean(starts: np.ndarray, util: np.ndarray, span: float, t0: float, horizon_s: float) -> float:
+    """Exact time average over ``[t0, t0 + horizon_s)`` of the step profile (repeated with period ``span``)."""
+    edges = np.append(starts, span)
+    cum = np.concatenate([[0.0], np.cumsum(util * np.diff(edges))])
+
+    def integral(t: float) -> float:  # integral of u over [0, t) of profile time, t >= 0
+        periods, rest = divmod(t, span)
+        k = int(np.clip(np.searchsorted(edges, rest, side="right") - 1, 0, len(util) - 1))
+        return periods * cum[-1] + cum[k] + util[k] * (rest - edges[k])
+
+    return float((integral(t0 + horizon_s) - integral(t0)) / horizon_s)
+
+
+def _profile_index(path: Path, df: pd.DataFrame, col: str, interval_s: float) -> tuple[float, np.ndarray]:
+    """Interval length (s) and each row's start in profile time from an integer or timestamp index."""
+    text = df[col].fillna("").astype(str).str.strip()
+    numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)
+    if np.isfinite(numbers).all():
+        whole = numbers == np.round(numbers)
+        _raise_first(path, df, col, ~whole | (np.abs(numbers) > MAX_TRACE_NUMBER),
+                     "a whole interval number (or ISO 8601 timestamps in every row)")
+        _refuse_duplicate_ids(path, df, col, text.to_numpy(dtype=object))
+        k = numbers - numbers.min()
+        ordered = np.sort(k)
+        missing = np.flatnonzero(np.diff(ordered) != 1)
+        if missing.size:
+            after = ordered[missing[0]] + numbers.min()
+            raise TraceError(path, f"column {col!r}", f"no row for interval {after + 1:g}",
+                             "consecutive interval numbers (one row per interval)")
+        return interval_s, k * interval_s
+    dataquality.check_time_zone_forms(path, text.set_axis(df.index), col, 1, "data row")
+    stamps = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    _raise_first(path, df, col, stamps.isna().to_numpy(),
+                 "an ISO 8601 timestamp such as '2023-01-01T00:00:00Z' (or whole interval numbers in every row)")
+    _refuse_duplicate_ids(path, df, col, stamps.astype(str).to_numpy(dtype=object))
+    seconds = (stamps - stamps.min()).dt.total_seconds().to_numpy(dtype=float)
+    ordered = np.sort(seconds)
+    steps = np.diff(ordered)
+    step = float(np.median(steps)) if steps.size else interval_s
+    irregular = np.flatnonzero(steps != step)
+    if irregular.size:
+        raise TraceError(path, f"column {col!r}", f"a step of {steps[irregular[0]]:g} s where the others are {step:g} s",
+                         "timestamps at one regular step (one row per interval)")
+    return step, seconds
 
 
 def _finish(
@@ -590,6 +835,8 @@ def _finish(
     """
     given = given or {}
     arrival = (np.asarray(raw_arrival_s, dtype=float) - common.time_offset_s) * common.time_scale
+    back = np.flatnonzero(np.diff(arrival) < 0)
+    counts["unsorted_rows"] = int(back.size)
     after = np.flatnonzero(arrival >= 0)
     counts["dropped_before_offset"] = int(arrival.size - after.size)
     order = after[np.argsort(arrival[after], kind="stable")]
@@ -652,7 +899,11 @@ def _finish(
         **counts,
         "raw_first_arrival_s": float(np.asarray(raw_arrival_s, dtype=float)[order[0]]),
         "jobs": int(len(out)),
+        "warnings": [],
     }
+    if back.size and fmt != "utilisation":
+        dataquality.warn(out.attrs, f"{path}: the rows are not in arrival order ({back.size} job(s) arrive "
+                                    "before the job listed above them); jobs are sorted by arrival")
     return out
 
 
@@ -703,7 +954,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise TraceError(path, "file", f"byte {exc.start} is not UTF-8", "a UTF-8 text file") from exc
     except OSError as exc:
         raise TraceError(path, "file", str(exc), "an existing, readable file") from exc
-    df.columns = [str(c).strip() for c in df.columns]
+    df.columns = header_names(df.columns)
     if df.empty:
         raise TraceError(path, "file", "a header and no data rows", "at least one data row")
     return df
@@ -732,10 +983,15 @@ def _numbers(
     allow_empty: bool = False,
     whole: bool = False,
     minimum: float | None = None,
+    maximum: float = MAX_TRACE_NUMBER,
     label: str | None = None,
     rows: list[str] | None = None,
 ) -> np.ndarray:
-    """Parse a text column as finite floats (NaN for empty cells when allowed) or raise TraceError."""
+    """Parse a text column as finite floats (NaN for empty cells when allowed) or raise TraceError.
+
+    Values of magnitude above ``maximum`` (1e15 unless given: 1e308 is not a time or an amount of
+    work) are refused; the message then says ``at most ...``.
+    """
     text = df[col].fillna("").astype(str).str.strip()
     values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)
     empty = (text == "").to_numpy()
@@ -745,7 +1001,25 @@ def _numbers(
     if minimum is not None:
         bad |= values < minimum
     _raise_first(path, df, col, bad, allowed, label=label, rows=rows)
+    _raise_first(path, df, col, np.abs(values) > maximum, f"{allowed}, at most {maximum:g} in magnitude",
+                 label=label, rows=rows)
     return values
+
+
+def _refuse_duplicate_ids(
+    path: Path, df: pd.DataFrame, col: str, ids: np.ndarray, *, label: str | None = None,
+    rows: list[str] | None = None,
+) -> None:
+    """Refuse a job id that appears on two rows (empty ids are not ids), naming both rows."""
+    ids = pd.Series(ids, dtype=object).astype(str).str.strip()
+    named = ids != ""
+    dup = (ids.duplicated(keep="first") & named).to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        first = int(np.flatnonzero((ids == ids.iloc[i]).to_numpy())[0])
+        where = rows[first] if rows is not None else f"data row {first + 1}"
+        _raise_first(path, df, col, dup, f"each job id on one row only (this one is also on {where})",
+                     label=label, rows=rows)
 
 
 def _raise_first(

@@ -57,6 +57,7 @@ UNITS: dict[str, str] = {
     "max_queue": "jobs", "drop_expired": "–",
     # supply
     "solar": "–", "wind": "–", "power_trace": "–", "battery": "–", "grid": "–", "fill": "–",
+    "gap_fill": "–", "gap_warning_h": "h",
     "capacity_w": "W", "latitude": "°", "longitude": "°", "weather_epw": "–", "tilt_deg": "°",
     "azimuth_deg": "°", "altitude_m": "m", "resolution_s": "s",
     "wind_speed_file": "–", "turbine_type": "–", "hub_height_m": "m", "measurement_height_m": "m",
@@ -193,6 +194,7 @@ NOTES: dict[str, str] = {
 MORE: dict[str, str] = {
     "Scenario.decision_timing": "what is decided when: [model.md](model.md#decision-timing)",
     "MarketConfig.interval_s": "rounds at k·interval_s plus jitter: [model.md](model.md#round-schedule)",
+    "SupplyConfig.gap_fill": "see [supply-data.md](supply-data.md#data-quality)",
     "MarketConfig.hysteresis_fraction": "null = no supply rounds",
     "MarketConfig.round_jitter_s": "0 = rounds exactly on the interval",
     "MarketConfig.demurrage_fraction": "applied before the carry-over cap: [model.md](model.md#wallets)",

@@ -103,18 +103,32 @@ def test_moer_kg_per_kwh_scaled_to_g(tmp_path: Path) -> None:
 
 
 def test_generic_csv_naive_is_utc_and_offsets_are_converted(tmp_path: Path) -> None:
-    path = _write(
+    naive = _write(tmp_path, "naive.csv", "time,carbon_g_per_kwh\n2024-05-01 00:00,100\n2024-05-01 01:00,200\n")
+    s = load_carbon_intensity(naive)
+    assert s.attrs["format"] == "csv"
+    assert s.index.equals(_utc("2024-05-01T00:00Z", "2024-05-01T01:00Z"))
+    offset = _write(
         tmp_path,
         "ci.csv",
         "time,carbon_g_per_kwh,other\n"
-        "2024-05-01 00:00,100\n"  # naive: UTC
+        "2024-05-01T02:00:00+02:00,100\n"  # 00:00 UTC
         "2024-05-01T03:00:00+02:00,200,7\n"  # 01:00 UTC
-        "2024-05-01T02:00:00Z,300,8\n",
+        "2024-05-01T04:00:00+02:00,300,8\n",
     )
-    s = load_carbon_intensity(path)
-    assert s.attrs["format"] == "csv"
+    s = load_carbon_intensity(offset)
     assert s.index.equals(_utc("2024-05-01T00:00Z", "2024-05-01T01:00Z", "2024-05-01T02:00Z"))
     assert s.tolist() == [100.0, 200.0, 300.0]
+
+
+def test_generic_csv_mixing_naive_and_offset_times_is_refused(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "ci.csv",
+        "time,carbon_g_per_kwh\n2024-05-01 00:00,100\n2024-05-01T03:00:00+02:00,200\n2024-05-01T02:00:00Z,300\n",
+    )
+    with pytest.raises(TraceError, match=r"ci.csv: column 'time' at line 3: got '2024-05-01T03:00:00\+02:00'; "
+                                         r"expected every timestamp in one form: line 2 is without a UTC offset"):
+        load_carbon_intensity(path)
 
 
 def test_generic_csv_named_column(tmp_path: Path) -> None:
@@ -243,7 +257,7 @@ def test_missing_column_names_column_and_file(tmp_path: Path) -> None:
     message = str(info.value)
     assert str(path) in message
     assert "avg_CI" in message
-    assert info.value.field == "column 'avg_CI'"
+    assert info.value.field == "header" and "(missing: 'avg_CI')" in message
 
 
 def test_unparseable_timestamp_names_line_and_value(tmp_path: Path) -> None:
@@ -319,7 +333,7 @@ def test_load_series_csv_custom_columns(tmp_path: Path) -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(
-    values=st.lists(st.floats(min_value=0, max_value=1e4, allow_nan=False), min_size=1, max_size=30),
+    values=st.lists(st.floats(min_value=0, max_value=5000, allow_nan=False), min_size=1, max_size=30),
     step_s=st.integers(min_value=1, max_value=7200),
 )
 def test_generic_csv_round_trip(tmp_path_factory, values: list[float], step_s: int) -> None:

@@ -415,7 +415,7 @@ def test_load_power_csv(tmp_path: Path) -> None:
     other = _write(tmp_path, "q.csv", "t,kw_as_w\n2023-01-01T00:00Z,7\n")
     assert load_power_csv(other, time_column="t", power_column="kw_as_w").tolist() == [7.0]
     no_power = _write(tmp_path, "r.csv", "time,kw_as_w\n2023-01-01T00:00Z,7\n")
-    with pytest.raises(TraceError, match="column 'power_w'"):
+    with pytest.raises(TraceError, match="missing: 'power_w'"):
         load_power_csv(no_power)
     negative = _write(tmp_path, "n.csv", "time,power_w\n2023-01-01T00:00Z,-7\n")
     with pytest.raises(TraceError, match="line 2"):
