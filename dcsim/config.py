@@ -424,7 +424,7 @@ class SupplyConfig(_Model):
         "hold", description="gaps inside a data file (empty or missing rows): hold the value before the gap, "
                             "interpolate linearly, or refuse the file")
     gap_warning_h: float | None = Field(
-        6.0, ge=0, allow_inf_nan=False,
+        6.0, ge=0, le=MAX_TIME_S / 3600.0, allow_inf_nan=False,
         description="warn on the console when a file's longest gap is longer than this; null = never")
 
 
