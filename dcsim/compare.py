@@ -28,6 +28,7 @@ import pandas as pd
 
 from dcsim.config import (PolicyConfig, Scenario, apply_overrides, parse_scenario, read_scenario_mapping,
                           scenario_to_dict)
+from dcsim.atomic import shutdown_pool_now
 from dcsim.errors import DcsimError
 
 J_PER_KWH = 3.6e6
@@ -422,6 +423,16 @@ def _resolve_baselines(baseline: str, arms: dict[str, tuple[str, str]], policies
                      + (f", variants {variant_labels} or arms {list(arms)}" if variant_labels != [""] else ""))
 
 
+def _positive_duration(text: str) -> bool:
+    from dcsim.config import _parse_duration
+
+    try:
+        value = _parse_duration(text)
+    except ValueError:
+        return False
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
 def timing_variants(timings: Sequence[str]) -> dict[str, list[str]]:
     """Variants that set ``decision_timing``: ``"event"`` (decisions at event boundaries) or ``"fixed:S"``
     (decisions only every S seconds, S a duration such as ``900`` or ``15min``), labelled as given."""
@@ -429,14 +440,15 @@ def timing_variants(timings: Sequence[str]) -> dict[str, list[str]]:
     for timing in timings:
         label = str(timing).strip()
         step = label[len("fixed:"):].strip() if label.startswith("fixed:") else ""
+        allowed = "expected 'event' or 'fixed:SECONDS' with a duration > 0 (e.g. fixed:900 or fixed:15min)"
         if label in out:
-            raise DcsimError(f"timing {label!r} is named twice")
+            raise DcsimError(f"--timing {label!r} is named twice")
         if label == "event":
             out[label] = ["decision_timing=event"]
-        elif step:
+        elif step and _positive_duration(step):
             out[label] = [f"decision_timing={{fixed_step: {step}}}"]
         else:
-            raise DcsimError(f"timing {label!r}: expected 'event' or 'fixed:SECONDS' (e.g. fixed:900 or fixed:15min)")
+            raise DcsimError(f"--timing {label!r}: {allowed}")
     return out
 
 
@@ -516,10 +528,14 @@ def compare(scenario: Scenario | str | Path, policies: Sequence[str], seeds: Seq
     else:
         with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
             futures = {pool.submit(_run_one, sc): i for i, sc in enumerate(scenarios)}
-            for done, future in enumerate(as_completed(futures), start=1):
-                results[futures[future]] = future.result()
-                if progress:
-                    progress(done, len(tasks))
+            try:
+                for done, future in enumerate(as_completed(futures), start=1):
+                    results[futures[future]] = future.result()
+                    if progress:
+                        progress(done, len(tasks))
+            except BaseException:  # an error, Ctrl-C or SIGTERM: stop the workers now, not after their runs
+                shutdown_pool_now(pool)
+                raise
 
     base = next(iter(arm_scenarios.values()))
     comparison = _tabulate(base.name, arms, baseline_of, seeds, tasks, results)
