@@ -103,20 +103,24 @@ def check_output_dir(out: str | Path, overwrite: bool, flag: str = "--out") -> P
     Raises:
         DcsimError: Naming ``flag``, the path and what is allowed.
     """
-    out = Path(out)
+    given, out = Path(out), Path(os.path.abspath(out))  # "a/.." and "." name real folders
     if out.exists():
         if not out.is_dir():
-            raise DcsimError(f"{flag} {out}: is a file, not a folder; give a folder to write into (a new one is "
+            raise DcsimError(f"{flag} {given}: is a file, not a folder; give a folder to write into (a new one is "
                              "created) or remove the file")
         if not overwrite and any(out.iterdir()):
-            raise DcsimError(f"{flag} {out}: directory exists and is not empty; choose another or pass --overwrite "
+            raise DcsimError(f"{flag} {given}: directory exists and is not empty; choose another or pass --overwrite "
                              "(which replaces its whole contents)")
+        here = Path(os.path.abspath(os.curdir))
+        if overwrite and (out == here or out in here.parents or out == Path.home()):
+            raise DcsimError(f"{flag} {given}: is the current folder, one above it or the home folder; --overwrite "
+                             "replaces the whole folder, so give the run's own folder (e.g. runs/NAME)")
         return out
     ancestor = out.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if ancestor.exists() and not ancestor.is_dir():
-        raise DcsimError(f"{flag} {out}: {ancestor} is a file, so no folder can be created under it; "
+        raise DcsimError(f"{flag} {given}: {ancestor} is a file, so no folder can be created under it; "
                          "give a path under a folder")
     return out
 
@@ -243,11 +247,23 @@ def atomic_output_dir(out: str | Path, *, overwrite: bool = False, flag: str = "
     move_into_place(work, out, overwrite, flag)
 
 
+def quiet_worker_signals() -> None:
+    """Initializer of worker processes: the parent handles Ctrl-C and SIGTERM and stops the workers itself, so
+    a worker ignores SIGINT (the terminal sends it to the whole group) and dies quietly on SIGTERM."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with contextlib.suppress(Exception):  # Linux: die with the parent, even if it was SIGKILLed
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+
 def shutdown_pool_now(pool: Any) -> None:
     """Stop a ``concurrent.futures.ProcessPoolExecutor`` at once: cancel queued tasks and terminate the workers
     (its own shutdown waits for every running task, which an interrupted comparison must not do)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
     pool.shutdown(wait=False, cancel_futures=True)
-    for process in list(getattr(pool, "_processes", {}).values() or []):
+    for process in processes:
         with contextlib.suppress(Exception):
             process.terminate()
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 from dcsim.config import (PolicyConfig, Scenario, apply_overrides, parse_scenario, read_scenario_mapping,
                           scenario_to_dict)
-from dcsim.atomic import shutdown_pool_now
+from dcsim.atomic import quiet_worker_signals, shutdown_pool_now
 from dcsim.errors import DcsimError
 
 J_PER_KWH = 3.6e6
@@ -526,7 +526,7 @@ def compare(scenario: Scenario | str | Path, policies: Sequence[str], seeds: Seq
             if progress:
                 progress(i + 1, len(tasks))
     else:
-        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), initializer=quiet_worker_signals) as pool:
             futures = {pool.submit(_run_one, sc): i for i, sc in enumerate(scenarios)}
             try:
                 for done, future in enumerate(as_completed(futures), start=1):

@@ -108,7 +108,8 @@ def train(scenario: Scenario, policy_name: str, episodes: int, out: Path, *, res
                              "qlearning` first; it writes one into its output folder)")
         extra["init_from"] = str(src)
 
-    state_path = out / STATE_FILE
+    if out.name in ("", ".", ".."):  # "a/.." and "." name real folders: <out>.partial must lie next to them
+        out = Path(os.path.abspath(out))
     work = partial_training_dir(out)
     created: list[Path] = []
     rows: list[dict[str, Any]] = []
@@ -194,6 +195,12 @@ def _plain(data: Any) -> Any:
     return json.loads(json.dumps(data))
 
 
+def _policy_state(policy: Policy) -> dict[str, Any]:
+    """The policy's state for train_state.json, without the path it was loaded from (a resumed training would
+    name its temporary folder there)."""
+    return {k: v for k, v in _plain(policy.state_dict()).items() if k != "checkpoint"}
+
+
 def _commit_episode(work: Path, policy: Policy, rows: list[dict[str, Any]], identity: dict[str, Any]) -> None:
     done = len(rows)
     relative = f"{CHECKPOINTS}/episode-{done:05d}"
@@ -206,7 +213,7 @@ def _commit_episode(work: Path, policy: Policy, rows: list[dict[str, Any]], iden
         pd.DataFrame(rows).to_csv(tmp, index=False)
     write_text_atomic(work / STATE_FILE, json.dumps(identity | {"episodes_done": done, "checkpoint": relative,
                                                                 "kept_transitions": kept,
-                                                                "state": _plain(policy.state_dict())}, indent=2))
+                                                                "state": _policy_state(policy)}, indent=2))
     for old in sorted((work / CHECKPOINTS).iterdir()):
         if old != ck:
             discard_dir(old)
@@ -225,6 +232,7 @@ def _finalize(work: Path, rows: list[dict[str, Any]], meta: dict[str, Any], titl
     if ck != final:
         discard_dir(final)
         os.rename(ck, final)
+    if state["checkpoint"] != FINAL_CHECKPOINT:  # also after a kill between the rename and this write
         write_text_atomic(work / STATE_FILE, json.dumps(state | {"checkpoint": FINAL_CHECKPOINT}, indent=2))
     discard_dir(work / CHECKPOINTS)
     curve = pd.DataFrame(rows)
@@ -292,7 +300,8 @@ def read_train_state(folder: Path) -> dict[str, Any]:
         value = state.get(field)
         bad = (not isinstance(value, kind) or isinstance(value, bool)
                or (field == "episodes_done" and value < 0)
-               or (field == "checkpoint" and (Path(value).is_absolute() or ".." in Path(value).parts)))
+               or (field == "checkpoint" and (Path(value).is_absolute() or ".." in Path(value).parts
+                                              or value.strip() in ("", "."))))
         if field not in state:
             raise DcsimError(f"{path}: field {field!r}: missing; expected {allowed}; {damaged}")
         if bad:
@@ -342,6 +351,9 @@ def _check_same_training(folder: Path, state: dict[str, Any], scenario: Scenario
     if state["policy"] != policy_name or state["scenario"] != scenario.name:
         raise DcsimError(f"--resume: {out} holds {state['policy']!r} trained on {state['scenario']!r}; "
                          f"asked for {policy_name!r} on {scenario.name!r}")
+    if state["root_seed"] != scenario.seed:
+        raise DcsimError(f"--resume: {out} was trained with root seed {state['root_seed']}; this command gives "
+                         f"seed {scenario.seed} (episode k uses seed + k: resume with --seed {state['root_seed']})")
     saved = state.get("scenario_resolved")
     if saved is None:  # older training folders keep the resolved scenario in train_metadata.yaml only
         try:
