@@ -36,8 +36,11 @@ class Terminated(KeyboardInterrupt):
     """
 
     def __init__(self, signum: int):
-        super().__init__(f"signal {signum}")
-        self.signum = signum
+        super().__init__(signum)  # args == (signum,): SimPy re-raises a process's exception as type(e)(*e.args)
+        self.signum = int(signum)
+
+    def __str__(self) -> str:
+        return f"signal {self.signum}"
 
 
 def exit_status(exc: KeyboardInterrupt) -> int:

@@ -156,6 +156,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     command = "python -m dcsim " + " ".join(sys.argv[1:])
     evaluation = {}
+    if args.eval_seeds:  # an unknown baseline fails now, not after the training
+        from dcsim.policy import load_policy
+
+        for baseline in args.baselines:
+            load_policy(baseline, {})
 
     def finish(work: Path, curve) -> None:  # inside the training's temporary folder, before it is renamed
         if args.eval_seeds:
@@ -355,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a scenario field, e.g. --set cluster.gpus=128 (repeatable)")
     run.add_argument("--out", help="run directory (default: runs/<scenario>-<policy>-seed<seed>, never overwritten)")
-    run.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out directory")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace a non-empty --out directory whole (when the new run is complete)")
     run.add_argument("--plots", action="store_true", help="also write PNG plots into <out>/plots")
     run.add_argument("--trace-events", action="store_true",
                      help="write events.csv: every event (time, kind, agent, details), to replay a run step by step")
@@ -394,8 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a scenario field, e.g. --set reward.latency_per_s=0.001 (repeatable)")
     trn.add_argument("--out", help="output folder (default: runs/train-<scenario>-<policy>, never overwritten)")
-    trn.add_argument("--resume", action="store_true", help="continue the training in --out up to --episodes")
-    trn.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out folder")
+    trn.add_argument("--resume", action="store_true",
+                     help="continue the training in --out (or its interrupted <out>.partial) up to --episodes")
+    trn.add_argument("--overwrite", action="store_true",
+                     help="start over: replace a non-empty --out folder (and an interrupted <out>.partial) whole")
     trn.add_argument("--eval-seeds", type=int, default=0, metavar="N",
                      help="after training, evaluate the frozen policy and the baselines on N held-out seeds")
     trn.add_argument("--eval-offset", type=int, default=10_000, metavar="K",
@@ -455,7 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a scenario field for every run, e.g. --set cluster.gpus=128 (repeatable)")
     cmp.add_argument("--horizon", help="simulated time, e.g. 3600, 6h, 2d (overrides horizon_s)")
     cmp.add_argument("--out", help="output directory (default: runs/compare-<scenario>, never overwritten)")
-    cmp.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out directory")
+    cmp.add_argument("--overwrite", action="store_true",
+                     help="replace a non-empty --out directory whole (when the comparison is complete)")
     cmp.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no tables")
     cmp.set_defaults(func=cmd_compare)
 
@@ -481,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
     except DcsimError as exc:
         partial = getattr(exc, "partial_output", None)
-        print(f"error: {exc}" + (f"\n(partial output left in {partial})" if partial else ""), file=sys.stderr)
+        note = f"\n(partial output left in {partial}{getattr(exc, 'resume_hint', '')})" if partial else ""
+        print(f"error: {exc}{note}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         print(interrupted_message(exc), file=sys.stderr)

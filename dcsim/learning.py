@@ -273,8 +273,8 @@ class ReplayBuffer:
                 features = tuple(str(x) for x in z["features"])
                 pos, saved_capacity = int(z["pos"]), int(z["capacity"])
         except Exception as exc:  # a truncated or foreign file: numpy and zipfile raise several kinds
-            raise PolicyError(f"{path}: not a dcsim transitions file ({exc.__class__.__name__}: {exc}); expected arrays "
-                              f"{', '.join(('features', 'pos', 'capacity') + cls.FIELDS)}") from None
+            raise PolicyError(f"{path}: not a dcsim transitions file ({exc.__class__.__name__}: {exc}); expected "
+                              f"arrays {', '.join(('features', 'pos', 'capacity') + cls.FIELDS)}") from None
         if features != FEATURES:
             raise PolicyError(f"{path}: features {list(features)} differ from this dcsim's {list(FEATURES)}")
         n = data["action"].size

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from dcsim.atomic import (PARTIAL, check_output_dir, create_partial_dir, discard_dir, move_into_place, remove_empty_dirs,
-                          replacing, write_text_atomic)
+from dcsim.atomic import (PARTIAL, check_output_dir, create_partial_dir, discard_dir, move_into_place,
+                          remove_empty_dirs, replacing, write_text_atomic)
 from dcsim.config import Scenario, scenario_to_dict
 from dcsim.errors import DcsimError, PolicyError
 from dcsim.learning import REWARD_COMPONENTS, episode_reward, episode_totals
@@ -151,12 +151,10 @@ def train(scenario: Scenario, policy_name: str, episodes: int, out: Path, *, res
             t0 = time.perf_counter()
             try:
                 run = run_scenario(sc, policy=policy)
-            except DcsimError as exc:
+            except DcsimError:
                 if not resume and k == start:  # a bad setting surfaced in the first episode: leave nothing behind
                     discard_dir(work)
                     remove_empty_dirs(created)
-                else:
-                    exc.partial_output = work
                 raise
             rows.append(episode_row(k, run, policy, time.perf_counter() - t0))
             _commit_episode(work, policy, rows, identity)
@@ -165,9 +163,10 @@ def train(scenario: Scenario, policy_name: str, episodes: int, out: Path, *, res
         curve = _finalize(work, rows, meta, f"{policy_name} on {scenario.name}")
         if finish is not None:
             finish(work, curve)
-    except KeyboardInterrupt as exc:
-        exc.partial_output = work
-        exc.resume_hint = f"; continue it with `--resume --out {out}`"
+    except (KeyboardInterrupt, DcsimError) as exc:
+        if work.exists():
+            exc.partial_output = work
+            exc.resume_hint = f"; continue it with `--resume --out {out}`"
         raise
     move_into_place(work, out, overwrite=overwrite or resume)
     return curve
@@ -235,6 +234,8 @@ def _finalize(work: Path, rows: list[dict[str, Any]], meta: dict[str, Any], titl
     if state["checkpoint"] != FINAL_CHECKPOINT:  # also after a kill between the rename and this write
         write_text_atomic(work / STATE_FILE, json.dumps(state | {"checkpoint": FINAL_CHECKPOINT}, indent=2))
     discard_dir(work / CHECKPOINTS)
+    for stray in work.glob(".*.tmp-*"):  # a temporary file a kill left half-written
+        stray.unlink(missing_ok=True)
     curve = pd.DataFrame(rows)
     with replacing(work / CURVE_FILE) as tmp:
         curve.to_csv(tmp, index=False)

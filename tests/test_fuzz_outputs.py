@@ -342,9 +342,9 @@ def test_resume_extends_a_finished_training_and_survives_a_kill_while_copying(tm
 
 
 def test_train_killed_mid_training_then_resumed_matches_an_uninterrupted_run(tmp_path):
-    _write_train_yaml(tmp_path, horizon_s=2 * 86400)
-    args = ["learn.yaml", "--policy", "qlearning", "--episodes", "6", "-q"]
-    ok(cli("train", *args, "--out", "ref", cwd=tmp_path, timeout=300))
+    _write_train_yaml(tmp_path, horizon_s=86400)  # about a second an episode: time to stop it in the middle
+    args = ["learn.yaml", "--policy", "qlearning", "--episodes", "4", "-q"]
+    train(parse_scenario(TRAIN | {"horizon_s": 86400}), "qlearning", 4, tmp_path / "ref")  # what the CLI runs
     for sig in (signal.SIGKILL, signal.SIGTERM):
         out = tmp_path / f"t{sig}"
         state = tmp_path / f"t{sig}.partial" / "train_state.json"
@@ -410,8 +410,8 @@ def test_a_damaged_train_state_is_a_clear_error(trained, tmp_path_factory, capsy
 
 
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-                     max_leaves=5)
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=5)
 
 
 @FUZZ
