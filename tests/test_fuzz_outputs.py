@@ -216,7 +216,7 @@ def test_overwrite_replaces_a_training_whole(tmp_path, capsys):
 # ----------------------------------------------------------------------------------- interrupted runs
 @pytest.mark.parametrize("sig, status, name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
 def test_an_interrupted_run_exits_non_zero_and_leaves_no_finished_folder(tiny, sig, status, name):
-    ok(cli("run", "tiny.yaml", "--out", "out", "--horizon", "10min", "-q", cwd=tiny))
+    assert main(["run", str(tiny / "tiny.yaml"), "--out", str(tiny / "out"), "--horizon", "10min", "-q"]) == 0
     before = snapshot(tiny / "out")
     proc = start("run", "tiny.yaml", *LONG, "--out", "out", "--overwrite", "-q", cwd=tiny)
     wait_for(lambda: partials(tiny), proc)  # the output place is probed: the simulation runs now
