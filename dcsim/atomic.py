@@ -212,7 +212,7 @@ def move_into_place(work: Path, out: Path, overwrite: bool, flag: str = "--out")
             if not overwrite:
                 raise DcsimError(f"{flag} {out}: was created by someone else while this ran; the finished "
                                  f"output is in {work}")
-            old = out.with_name(f"{out.name}.old-{secrets.token_hex(3)}")
+            old = out.with_name(f"{out.name}.discard-{secrets.token_hex(3)}")  # on its way out, as discard_dir
             os.rename(out, old)
         os.rename(work, out)
     except OSError as exc:
