@@ -24,6 +24,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from dcsim.atomic import quiet_worker_signals, shutdown_pool_now
 from dcsim.errors import DcsimError
 
 BACKENDS = ("local", "ray")
@@ -72,15 +73,17 @@ class LocalBackend:
             for i, item in enumerate(items):
                 on_done(i, fn(item))
             return
-        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(items)))
+        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(items)), initializer=quiet_worker_signals)
         try:
             pending = {pool.submit(fn, item): i for i, item in enumerate(items)}
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     on_done(pending.pop(future), future.result())
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        except BaseException:  # an error, Ctrl-C or SIGTERM: stop the workers now, not after their runs
+            shutdown_pool_now(pool)
+            raise
+        pool.shutdown(wait=True)
 
 
 class RayBackend:

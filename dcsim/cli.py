@@ -42,7 +42,8 @@ def _progress_bar(horizon_s: float, enabled: bool):
 def cmd_run(args: argparse.Namespace) -> int:
     from dcsim.config import load_scenario
     from dcsim.metrics import summary_table
-    from dcsim.outputs import check_out_dir, choose_run_dir, write_run
+    from dcsim.atomic import atomic_output_dir
+    from dcsim.outputs import choose_run_dir, write_run
     from dcsim.runner import run_scenario
 
     path = Path(args.scenario) if args.scenario else _builtin(QUICKSTART)
@@ -59,18 +60,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         from dcsim.tables import require_pyarrow
 
         require_pyarrow(f"{path}: outputs.format: parquet")
+    if args.checkpoint is not None:
+        _check_checkpoint_policy(scenario.policy.name)
     out = Path(args.out) if args.out else choose_run_dir(Path("runs"), f"{scenario.name}-{scenario.policy.name.replace(':', '.')}-seed{scenario.seed}")
-    out = check_out_dir(out, args.overwrite)
-    update, close = _progress_bar(scenario.horizon_s, not args.quiet)
-    try:
-        run = run_scenario(scenario, progress=update)
-    except ScenarioError as exc:
-        if exc.path is None:  # raised while building the run: name the scenario file
-            raise ScenarioError(path, exc.problems) from None
-        raise
-    finally:
-        close()
-    written = write_run(run, out, plots=args.plots)
+    with atomic_output_dir(out, overwrite=args.overwrite) as work:  # checked and probed before simulating
+        update, close = _progress_bar(scenario.horizon_s, not args.quiet)
+        try:
+            run = run_scenario(scenario, progress=update)
+        except ScenarioError as exc:
+            if exc.path is None:  # raised while building the run: name the scenario file
+                raise ScenarioError(path, exc.problems) from None
+            raise
+        finally:
+            close()
+        written = write_run(run, work, plots=args.plots)
     if not args.quiet:
         print(summary_table(run.summary))
         print(f"\nwrote {len(written)} files to {out}")
@@ -95,6 +98,20 @@ def _policy_overrides(args: argparse.Namespace, path: Path, overrides: list[str]
         overrides += [f"policy.params.checkpoint={json.dumps(str(ckpt))}", "policy.params.learn=false"]
 
 
+def _check_checkpoint_policy(name: str) -> None:
+    """``--checkpoint`` needs a learning policy; a rule-based one has nothing to load."""
+    from dcsim.errors import PolicyError
+    from dcsim.policy import _import, registered_policies
+
+    try:
+        cls = _import(name if ":" in name else registered_policies()[name])
+    except (KeyError, PolicyError):
+        return  # an unknown policy is reported by name when the run loads it
+    if not (getattr(cls, "wants_feedback", False) and hasattr(cls, "load_checkpoint")):
+        raise DcsimError(f"--checkpoint: policy {name!r} is rule-based and loads no checkpoint; --checkpoint takes "
+                         "a learning policy: add --policy qlearning or --policy dqn (the policy `train` trained)")
+
+
 def _key_values(items: list[str] | None, flag: str) -> dict:
     """``KEY=VALUE`` strings (values parsed as YAML) as a dict."""
     import yaml
@@ -114,7 +131,7 @@ def _key_values(items: list[str] | None, flag: str) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     from dcsim.config import load_scenario
     from dcsim.outputs import choose_run_dir
-    from dcsim.train import evaluate, evaluation_table, train
+    from dcsim.train import train
 
     path = Path(args.scenario)
     if args.eval_seeds < 0:
@@ -145,11 +162,22 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.refresh()
 
     command = "python -m dcsim " + " ".join(sys.argv[1:])
+    evaluation = {}
+    if args.eval_seeds:  # an unknown baseline fails now, not after the training
+        from dcsim.policy import load_policy
+
+        for baseline in args.baselines:
+            load_policy(baseline, {})
+
+    def finish(work: Path, curve) -> None:  # inside the training's temporary folder, before it is renamed
+        if args.eval_seeds:
+            evaluation["md"] = _evaluate_training(args, scenario, name, work)
+
     try:
         curve = train(scenario, name, args.episodes, out, resume=args.resume, overwrite=args.overwrite,
                       learner=args.learner, learner_options=_key_values(args.learner_option, "--learner-option"),
                       init_from=Path(args.init_from) if args.init_from else None,
-                      on_episode=on_episode, command=command)
+                      on_episode=on_episode, command=command, finish=finish)
     finally:
         if bar is not None:
             bar.close()
@@ -158,30 +186,36 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"trained {name} for {len(curve)} episodes; return per GPU over the last {len(last)}: "
               f"{last['return_per_gpu'].mean():.3f} (first episode: {curve['return_per_gpu'].iloc[0]:.3f})")
         print(f"wrote {out}: learning_curve.csv/.png, checkpoint/, transitions.npz, train_state.json")
-    if args.eval_seeds:
-        params = dict(scenario.policy.params) if scenario.policy.name == name else {}
-        params.update({"checkpoint": str((out / "checkpoint").resolve()), "learn": False})
-        arms = {name: (name, params)} | {b: (b, {}) for b in args.baselines}
-        seeds = list(range(scenario.seed + args.eval_offset, scenario.seed + args.eval_offset + args.eval_seeds))
-        ebar = None
-        if not args.quiet:
-            from tqdm import tqdm
-
-            ebar = tqdm(total=len(arms) * len(seeds), unit="run", desc="evaluating", file=sys.stderr)
-        try:
-            runs = evaluate(scenario, arms, seeds, on_run=ebar.update if ebar is not None else None,
-                            backend=args.backend, jobs=args.jobs, address=args.address)
-        finally:
-            if ebar is not None:
-                ebar.close()
-        table, md = evaluation_table(runs, [name])
-        runs.to_csv(out / "evaluation_runs.csv", index=False)
-        table.to_csv(out / "evaluation.csv", index=False)
-        (out / "evaluation.md").write_text(f"Evaluation on seeds {seeds[0]}..{seeds[-1]} (greedy, frozen):\n\n"
-                                           + md + "\n", encoding="utf-8")
-        if not args.quiet:
-            print(md)
+        if "md" in evaluation:
+            print(evaluation["md"])
     return 0
+
+
+def _evaluate_training(args: argparse.Namespace, scenario, name: str, work: Path) -> str:
+    """Evaluate the frozen trained policy and the baselines on held-out seeds; write evaluation*.csv/.md."""
+    from dcsim.train import evaluate, evaluation_table
+
+    params = dict(scenario.policy.params) if scenario.policy.name == name else {}
+    params.update({"checkpoint": str((work / "checkpoint").resolve()), "learn": False})
+    arms = {name: (name, params)} | {b: (b, {}) for b in args.baselines}
+    seeds = list(range(scenario.seed + args.eval_offset, scenario.seed + args.eval_offset + args.eval_seeds))
+    ebar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        ebar = tqdm(total=len(arms) * len(seeds), unit="run", desc="evaluating", file=sys.stderr)
+    try:
+        runs = evaluate(scenario, arms, seeds, on_run=ebar.update if ebar is not None else None,
+                        backend=args.backend, jobs=args.jobs, address=args.address)
+    finally:
+        if ebar is not None:
+            ebar.close()
+    table, md = evaluation_table(runs, [name])
+    runs.to_csv(work / "evaluation_runs.csv", index=False)
+    table.to_csv(work / "evaluation.csv", index=False)
+    (work / "evaluation.md").write_text(f"Evaluation on seeds {seeds[0]}..{seeds[-1]} (greedy, frozen):\n\n"
+                                        + md + "\n", encoding="utf-8")
+    return md
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -240,10 +274,28 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
     text = json.dumps(json_schema(), indent=2)
     if args.output:
-        Path(args.output).write_text(text + "\n", encoding="utf-8")
+        _write_output_file(Path(args.output), text + "\n", "-o")
     else:
         print(text)
     return 0
+
+
+def _write_output_file(path: Path, text: str, flag: str) -> None:
+    """Write one output file atomically; a missing folder, a folder at ``path`` or an unwritable place is a
+    clear error, and an existing file is kept unless the write succeeds."""
+    from dcsim.atomic import write_text_atomic
+
+    folder = path.parent
+    if path.is_dir():
+        raise DcsimError(f"{flag} {path}: is a folder; give a file name, e.g. {flag} {path / 'dcsim.schema.json'}")
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise DcsimError(f"{flag} {path}: folder {folder} {what}; create the folder first or give another path")
+    try:
+        write_text_atomic(path, text)
+    except OSError as exc:
+        raise DcsimError(f"{flag} {path}: cannot write there ({exc.strerror or exc}); give a file in a folder "
+                         "you can write to") from None
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -279,8 +331,9 @@ def _seeds(args: argparse.Namespace, scenario_seed: int) -> list[int]:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from dcsim.compare import compare
+    from dcsim.atomic import atomic_output_dir
     from dcsim.config import load_scenario
-    from dcsim.outputs import check_out_dir, choose_run_dir
+    from dcsim.outputs import choose_run_dir
 
     path = Path(args.scenario) if args.scenario else _builtin(QUICKSTART)
     overrides = list(args.set or [])
@@ -298,7 +351,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
             variants[label] = settings
     seeds = _seeds(args, scenario.seed)
     out = Path(args.out) if args.out else choose_run_dir(Path("runs"), f"compare-{scenario.name}")
-    out = check_out_dir(out, args.overwrite)
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -309,14 +361,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
         bar.total = total
         bar.update(done - bar.n)
 
-    try:
-        comparison = compare(path, args.policies, seeds, baseline=args.baseline, jobs=args.jobs, timings=args.timing,
-                             variants=variants, overrides=overrides, progress=progress if bar is not None else None,
-                             backend=args.backend, address=args.address)
-    finally:
-        if bar is not None:
-            bar.close()
-    written = comparison.write(out, table_format=args.format)
+    with atomic_output_dir(out, overwrite=args.overwrite) as work:  # checked and probed before any run
+        try:
+            comparison = compare(path, args.policies, seeds, baseline=args.baseline, jobs=args.jobs,
+                                 timings=args.timing, variants=variants, overrides=overrides,
+                                 progress=progress if bar is not None else None,
+                                 backend=args.backend, address=args.address)
+        finally:
+            if bar is not None:
+                bar.close()
+        written = comparison.write(work, table_format=args.format)
     if not args.quiet:
         print(comparison.to_markdown())
         print(f"wrote {len(written)} files to {out} (open {out / 'report.html'} in a browser)")
@@ -473,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a scenario field, e.g. --set cluster.gpus=128 (repeatable)")
     run.add_argument("--out", help="run directory (default: runs/<scenario>-<policy>-seed<seed>, never overwritten)")
-    run.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out directory")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace a non-empty --out directory whole (when the new run is complete)")
     run.add_argument("--plots", action="store_true", help="also write PNG plots into <out>/plots")
     run.add_argument("--trace-events", action="store_true",
                      help="write events.csv: every event (time, kind, agent, details), to replay a run step by step")
@@ -512,8 +567,10 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a scenario field, e.g. --set reward.latency_per_s=0.001 (repeatable)")
     trn.add_argument("--out", help="output folder (default: runs/train-<scenario>-<policy>, never overwritten)")
-    trn.add_argument("--resume", action="store_true", help="continue the training in --out up to --episodes")
-    trn.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out folder")
+    trn.add_argument("--resume", action="store_true",
+                     help="continue the training in --out (or its interrupted <out>.partial) up to --episodes")
+    trn.add_argument("--overwrite", action="store_true",
+                     help="start over: replace a non-empty --out folder (and an interrupted <out>.partial) whole")
     trn.add_argument("--eval-seeds", type=int, default=0, metavar="N",
                      help="after training, evaluate the frozen policy and the baselines on N held-out seeds")
     trn.add_argument("--eval-offset", type=int, default=10_000, metavar="K",
@@ -578,7 +635,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a scenario field for every run, e.g. --set cluster.gpus=128 (repeatable)")
     cmp.add_argument("--horizon", help="simulated time, e.g. 3600, 6h, 2d (overrides horizon_s)")
     cmp.add_argument("--out", help="output directory (default: runs/compare-<scenario>, never overwritten)")
-    cmp.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out directory")
+    cmp.add_argument("--overwrite", action="store_true",
+                     help="replace a non-empty --out directory whole (when the comparison is complete)")
     cmp.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no tables")
     _add_backend_options(cmp)
     cmp.add_argument("--format", choices=["csv", "parquet"], default="csv",
@@ -612,13 +670,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from dcsim.atomic import exit_status, interrupted_message, terminate_as_interrupt
+
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), terminate_as_interrupt():  # SIGTERM takes Ctrl-C's path
             warnings.showwarning = _show_warning
             return args.func(args)
     except DcsimError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        partial = getattr(exc, "partial_output", None)
+        note = f"\n(partial output left in {partial}{getattr(exc, 'resume_hint', '')})" if partial else ""
+        print(f"error: {exc}{note}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(interrupted_message(exc), file=sys.stderr)
+        return exit_status(exc)

@@ -431,6 +431,16 @@ def _resolve_baselines(baseline: str, arms: dict[str, tuple[str, str]], policies
                      + (f", variants {variant_labels} or arms {list(arms)}" if variant_labels != [""] else ""))
 
 
+def _positive_duration(text: str) -> bool:
+    from dcsim.config import _parse_duration
+
+    try:
+        value = _parse_duration(text)
+    except ValueError:
+        return False
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
 def timing_variants(timings: Sequence[str]) -> dict[str, list[str]]:
     """Variants that set ``decision_timing``: ``"event"`` (decisions at event boundaries) or ``"fixed:S"``
     (decisions only every S seconds, S a duration such as ``900`` or ``15min``), labelled as given."""
@@ -438,14 +448,15 @@ def timing_variants(timings: Sequence[str]) -> dict[str, list[str]]:
     for timing in timings:
         label = str(timing).strip()
         step = label[len("fixed:"):].strip() if label.startswith("fixed:") else ""
+        allowed = "expected 'event' or 'fixed:SECONDS' with a duration > 0 (e.g. fixed:900 or fixed:15min)"
         if label in out:
-            raise DcsimError(f"timing {label!r} is named twice")
+            raise DcsimError(f"--timing {label!r} is named twice")
         if label == "event":
             out[label] = ["decision_timing=event"]
-        elif step:
+        elif step and _positive_duration(step):
             out[label] = [f"decision_timing={{fixed_step: {step}}}"]
         else:
-            raise DcsimError(f"timing {label!r}: expected 'event' or 'fixed:SECONDS' (e.g. fixed:900 or fixed:15min)")
+            raise DcsimError(f"--timing {label!r}: {allowed}")
     return out
 
 

@@ -272,12 +272,20 @@ class ReplayBuffer:
                 data = {f: z[f] for f in cls.FIELDS}
                 features = tuple(str(x) for x in z["features"])
                 pos, saved_capacity = int(z["pos"]), int(z["capacity"])
-        except (KeyError, ValueError, OSError) as exc:
-            raise PolicyError(f"{path}: not a dcsim transitions file ({exc}); expected arrays "
-                              f"{', '.join(('features', 'pos', 'capacity') + cls.FIELDS)}") from None
+        except Exception as exc:  # a truncated or foreign file: numpy and zipfile raise several kinds
+            raise PolicyError(f"{path}: not a dcsim transitions file ({exc.__class__.__name__}: {exc}); expected "
+                              f"arrays {', '.join(('features', 'pos', 'capacity') + cls.FIELDS)}") from None
         if features != FEATURES:
             raise PolicyError(f"{path}: features {list(features)} differ from this dcsim's {list(FEATURES)}")
         n = data["action"].size
+        for f in cls.FIELDS:
+            want = (n, len(FEATURES)) if f in ("obs", "next_obs") else (n,)
+            if data[f].shape != want:
+                raise PolicyError(f"{path}: field {f!r}: got shape {data[f].shape}; expected {want} "
+                                  "(one row per transition)")
+        if saved_capacity < n or not 0 <= pos < max(saved_capacity, 1):
+            raise PolicyError(f"{path}: fields 'capacity'={saved_capacity}, 'pos'={pos} with {n} transitions; "
+                              "expected capacity >= transitions and 0 <= pos < capacity")
         capacity = saved_capacity if capacity is None else capacity
         buf = cls(max(capacity, n), len(FEATURES))
         if buf.capacity == saved_capacity:  # the same ring: restore slots and write position exactly

@@ -11,7 +11,6 @@ import yaml
 
 import dcsim
 from dcsim.config import scenario_to_dict
-from dcsim.errors import DcsimError
 from dcsim.runner import Run
 
 
@@ -26,13 +25,11 @@ def choose_run_dir(base: Path, name: str) -> Path:
 
 
 def check_out_dir(out: Path, overwrite: bool) -> Path:
-    """Check, before a run, that ``out`` may be written: it must not exist or be empty, unless ``overwrite``.
-    Nothing is created until the run has succeeded."""
-    if out.exists() and not out.is_dir():
-        raise DcsimError(f"--out {out}: exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise DcsimError(f"--out {out}: directory exists and is not empty; choose another or pass --overwrite")
-    return out
+    """Check, before a run, that ``out`` may be written: a folder (or nothing yet) with no file on the way, empty
+    unless ``overwrite``. Nothing is created; :func:`dcsim.atomic.atomic_output_dir` also probes writing."""
+    from dcsim.atomic import check_output_dir
+
+    return check_output_dir(out, overwrite)
 
 
 def _versions() -> dict[str, str]:

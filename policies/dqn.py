@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from dcsim.atomic import replacing
 from dcsim.errors import PolicyError
 from dcsim.learning import FEATURES, ReplayBuffer, Transitions
 from dcsim.policy import AgentObservation, Bids
@@ -171,9 +172,11 @@ class DQN(LearningPolicy):
         """Write ``dqn.pt`` (learner state_dict: online, target, optimizer), ``dqn.json`` (architecture and
         observation spec) and ``replay.npz`` into folder ``path``."""
         path.mkdir(parents=True, exist_ok=True)
-        torch.save(self.learner.state_dict(), path / "dqn.pt")
+        with replacing(path / "dqn.pt") as tmp:  # each file whole or not replaced, even if killed mid-write
+            torch.save(self.learner.state_dict(), tmp)
         write_spec(path / "dqn.json", self.spec())
-        self.replay.save(path / "replay.npz")
+        with replacing(path / "replay.npz") as tmp:
+            self.replay.save(tmp)
         return path / "dqn.pt"
 
     def load_checkpoint(self, path: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from dcsim.atomic import write_text_atomic
 from dcsim.errors import PolicyError
 from dcsim.learning import (
     FEATURES,
@@ -168,7 +169,7 @@ class LearningPolicy(Policy, metaclass=ABCMeta):
 
 
 def write_spec(path: Path, spec: dict[str, Any]) -> None:
-    path.write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json.dumps(spec, indent=2, sort_keys=True) + "\n")
 
 
 def read_spec(path: Path, kind: str) -> dict[str, Any]:
@@ -177,9 +178,17 @@ def read_spec(path: Path, kind: str) -> dict[str, Any]:
         raise PolicyError(f"{path}: checkpoint spec not found (a {kind} checkpoint is written by "
                           f"`python -m dcsim train SCENARIO --policy {kind}`)")
     try:
-        spec = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise PolicyError(f"{path}: not valid JSON ({exc})") from None
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{path}: not valid JSON ({exc}); expected the checkpoint spec written by "
+                          f"`python -m dcsim train SCENARIO --policy {kind}`") from None
+    if not isinstance(spec, dict):
+        raise PolicyError(f"{path}: got a JSON {type(spec).__name__}; expected an object (the checkpoint spec "
+                          f"written by `python -m dcsim train SCENARIO --policy {kind}`)")
+    for field in ("decisions", "updates"):
+        value = spec.get(field, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise PolicyError(f"{path}: field {field!r}: got {value!r}; expected an integer >= 0")
     if spec.get("policy") != kind:
         raise PolicyError(f"{path}: a checkpoint of policy {spec.get('policy')!r}; expected {kind!r}")
     if tuple(spec.get("features", ())) != FEATURES or spec.get("n_actions") != N_ACTIONS:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from dcsim.atomic import replacing
 from dcsim.errors import PolicyError
 
 ALPHA_SCHEDULES = ("constant", "visits")
@@ -351,7 +352,7 @@ class QTable:
     def save(self, path: str | Path) -> Path:
         """Write ``state_dict()`` to ``path`` as an uncompressed ``.npz`` (exactly that name)."""
         path = Path(path)
-        with open(path, "wb") as fh:
+        with replacing(path) as tmp, open(tmp, "wb") as fh:  # a kill mid-write leaves the previous table
             np.savez(fh, **self.state_dict())
         return path
 

@@ -187,7 +187,7 @@ def test_a_second_run_into_a_non_empty_out_fails_and_leaves_it_untouched(base_ru
     assert snapshot(out) == before
 
 
-def test_overwrite_allows_writing_into_a_non_empty_out(tmp_path):
+def test_overwrite_replaces_a_non_empty_out_whole(tmp_path):
     (tmp_path / "tiny.yaml").write_text(TINY, encoding="utf-8")
     out = tmp_path / "out"
     out.mkdir()
@@ -195,7 +195,7 @@ def test_overwrite_allows_writing_into_a_non_empty_out(tmp_path):
     user_error(dcsim_cli("run", "tiny.yaml", "--horizon", "10min", "--out", out, "-q", cwd=tmp_path))
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     ok(dcsim_cli("run", "tiny.yaml", "--horizon", "10min", "--out", out, "-q", "--overwrite", cwd=tmp_path))
-    assert (out / "notes.txt").read_text(encoding="utf-8") == "mine"
+    assert not (out / "notes.txt").exists()  # the folder is swapped whole: nothing of its old contents stays
     assert yaml.safe_load((out / "metadata.yaml").read_text(encoding="utf-8"))["scenario"]["horizon_s"] == 600.0
 
 
