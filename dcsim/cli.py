@@ -45,10 +45,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dcsim.runner import run_scenario
 
     path = Path(args.scenario) if args.scenario else _builtin(QUICKSTART)
-    overrides = list(args.set or [])
+    overrides: list[str] = []
+    _policy_overrides(args, path, overrides)  # first, so that --set policy.params.K=V applies to --policy
+    overrides += list(args.set or [])
+    _checkpoint_overrides(args, overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
-    _policy_overrides(args, path, overrides)
     if args.horizon is not None:
         overrides.append(f"horizon_s={args.horizon}")
     if args.trace_events:
@@ -73,15 +75,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _policy_overrides(args: argparse.Namespace, path: Path, overrides: list[str]) -> None:
-    """``--policy`` (the scenario's params are kept only for its own policy) and ``--checkpoint`` (evaluate a
-    trained learning policy: load it and freeze it)."""
+    """``--policy``: the scenario's params are kept only for its own policy. Goes before the ``--set`` items, so
+    ``--set policy.params.K=V`` sets a parameter of the ``--policy`` whatever the order on the command line."""
     if args.policy is not None:
         from dcsim.config import read_scenario_mapping
 
-        own = (read_scenario_mapping(path).get("policy") or {}).get("name", "always_on")
-        overrides.append(f"policy.name={args.policy}")
+        policy = read_scenario_mapping(path).get("policy")
+        own = (policy if isinstance(policy, dict) else {}).get("name", "always_on")
+        overrides.append(f"policy.name={json.dumps(args.policy)}")
         if args.policy != own:
             overrides.append("policy.params={}")
+
+
+def _checkpoint_overrides(args: argparse.Namespace, overrides: list[str]) -> None:
+    """``--checkpoint``: evaluate a trained learning policy (load it and freeze it)."""
     if getattr(args, "checkpoint", None) is not None:
         ckpt = Path(args.checkpoint).resolve()
         if not ckpt.exists():
@@ -112,7 +119,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from dcsim.train import evaluate, evaluation_table, train
 
     path = Path(args.scenario)
-    overrides = list(args.set or [])
+    overrides: list[str] = []
+    _policy_overrides(args, path, overrides)  # the trained policy, so --set policy.params.K=V configures it
+    overrides += list(args.set or [])
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
     if args.horizon is not None:

@@ -28,7 +28,7 @@ import pandas as pd
 
 from dcsim.config import (PolicyConfig, Scenario, apply_overrides, parse_scenario, read_scenario_mapping,
                           scenario_to_dict)
-from dcsim.errors import DcsimError
+from dcsim.errors import DcsimError, PolicyError
 
 J_PER_KWH = 3.6e6
 
@@ -378,6 +378,27 @@ def _with_policy(scenario: Scenario, policy: str) -> Scenario:
     return scenario.model_copy(update={"policy": PolicyConfig(name=policy, params=params)})
 
 
+def _param_key(override: str) -> str | None:
+    """The parameter a ``policy.params.K[.sub]=V`` override sets (None for any other override)."""
+    key = override.split("=", 1)[0].strip()
+    return key.split(".")[2] if key.startswith("policy.params.") and key.count(".") >= 2 else None
+
+
+def _policies_taking(policies: list[str], param_overrides: list[str]) -> dict[str, set[str]]:
+    """Parameter → the compared policies that take it; a parameter none of them takes is an error naming it."""
+    from dcsim.policy import policy_class, policy_parameters
+
+    allowed = {p: policy_parameters(policy_class(p)) for p in policies}
+    takes = {}
+    for item in param_overrides:
+        key = _param_key(item)
+        takes[key] = {p for p in policies if key in allowed[p]}
+        if not takes[key]:
+            listed = "; ".join(f"{p}: {', '.join(a) if a else 'none'}" for p, a in allowed.items())
+            raise PolicyError(f"--set {item}: no compared policy takes the parameter {key!r}; allowed: {listed}")
+    return takes
+
+
 def _arm_scenarios(scenario: Scenario | str | Path, policies: list[str], overrides: list[str],
                    variants: dict[str, list[str]]) -> dict[tuple[str, str], Scenario]:
     """Validate one scenario per (policy, variant); every configuration problem surfaces here, before any run."""
@@ -388,8 +409,11 @@ def _arm_scenarios(scenario: Scenario | str | Path, policies: list[str], overrid
     else:
         path = Path(scenario)
         raw = read_scenario_mapping(path)
+    param_overrides = [o for o in overrides if _param_key(o) is not None]
+    overrides = [o for o in overrides if _param_key(o) is None]
     if overrides:
         apply_overrides(raw, list(overrides), path)
+    takes = _policies_taking(policies, param_overrides)
     out = {}
     for variant, extra in variants.items():
         if any(item.split("=", 1)[0].strip() in ("policy", "policy.name", "seed") for item in extra):
@@ -400,7 +424,7 @@ def _arm_scenarios(scenario: Scenario | str | Path, policies: list[str], overrid
             configured = data.get("policy") if isinstance(data.get("policy"), dict) else {}
             if configured.get("name", _DEFAULT_POLICY) != p:
                 data["policy"] = {"name": p}  # another policy's parameters would not fit this one
-            apply_overrides(data, list(extra), path)
+            apply_overrides(data, [o for o in param_overrides if p in takes[_param_key(o)]] + list(extra), path)
             out[(p, variant)] = parse_scenario(data, path=path)
     return out
 
@@ -448,7 +472,9 @@ def compare(scenario: Scenario | str | Path, policies: Sequence[str], seeds: Seq
 
     Each run is the scenario with its ``seed`` and ``policy.name`` replaced, so for a given seed every policy
     sees the same workload and supply (common random numbers; checked by hashing each run's job table). A
-    policy keeps the scenario's ``policy.params`` only if it is the scenario's own policy.
+    policy keeps the scenario's ``policy.params`` only if it is the scenario's own policy; an override
+    ``policy.params.K=V`` in ``overrides`` sets ``K`` for every compared policy that takes a parameter ``K``
+    (and is an error if none does).
 
     Args:
         scenario: A validated :class:`Scenario`, or the path of a scenario file.
@@ -533,7 +559,8 @@ def compare(scenario: Scenario | str | Path, policies: Sequence[str], seeds: Seq
         "seeds": seeds,
         "baseline": baseline if baseline is not None else policies[0],
         "baseline_of": baseline_of,
-        "arms": {label: {"policy": p, "variant": v} for label, (p, v) in arms.items()},
+        "arms": {label: {"policy": p, "variant": v, "params": dict(arm_scenarios[(p, v)].policy.params)}
+                 for label, (p, v) in arms.items()},
         "headline_metrics": comparison.headline,
         "confidence": CONFIDENCE,
         "jobs": jobs,

@@ -1,0 +1,101 @@
+"""Regression tests for the defects a new user hit (issue 15), end to end through the CLI where they are CLI
+behaviour: every command runs in a subprocess and writes under ``tmp_path``."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from test_cli import REPO, TINY, dcsim_cli, ok, user_error
+
+THRESHOLD = "policy.params.threshold_tokens_per_kwh"
+
+
+def _metadata(out) -> dict:
+    return yaml.safe_load((out / "metadata.yaml").read_text(encoding="utf-8"))
+
+
+def _summary(out) -> dict:
+    return json.loads((out / "summary.json").read_text(encoding="utf-8"))
+
+
+# ------------------------------------------------------------------ 1. policy parameters with --policy
+@pytest.mark.parametrize("order", ["policy-first", "set-first"])
+def test_run_applies_policy_params_given_with_policy_in_either_order(tmp_path, order):
+    (tmp_path / "tiny.yaml").write_text(TINY, encoding="utf-8")
+    flags = [["--policy", "price_threshold"], ["--set", f"{THRESHOLD}=4"]]
+    if order == "set-first":
+        flags.reverse()
+    ok(dcsim_cli("run", "tiny.yaml", *flags[0], *flags[1], "--horizon", "30min", "--out", "o", "-q", cwd=tmp_path))
+    meta = _metadata(tmp_path / "o")
+    assert meta["scenario"]["policy"] == {"name": "price_threshold", "params": {"threshold_tokens_per_kwh": 4}}
+    assert meta["policy"]["state"]["threshold_tokens_per_kwh"] == 4  # what the policy object was built with
+
+
+def test_run_params_change_behaviour(tmp_path):
+    """A threshold above every price never defers: the run equals always_on; the default threshold (2) lies below
+    tiny's night price p0·e^κ, so it defers and throttles and spends fewer tokens."""
+    (tmp_path / "tiny.yaml").write_text(TINY, encoding="utf-8")
+    common = ["--horizon", "1h", "-q"]
+    ok(dcsim_cli("run", "tiny.yaml", "--policy", "price_threshold", "--set", f"{THRESHOLD}=1000", "--out", "high",
+                 *common, cwd=tmp_path))
+    ok(dcsim_cli("run", "tiny.yaml", "--policy", "price_threshold", "--out", "default", *common, cwd=tmp_path))
+    ok(dcsim_cli("run", "tiny.yaml", "--out", "always", *common, cwd=tmp_path))
+    high, default, always = (_summary(tmp_path / d) for d in ("high", "default", "always"))
+    assert high["tokens"]["spent"] == pytest.approx(always["tokens"]["spent"], rel=1e-12)
+    assert default["tokens"]["spent"] < high["tokens"]["spent"]
+
+
+def test_unknown_policy_parameter_is_an_error_naming_it_and_the_allowed_ones(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY, encoding="utf-8")
+    for flags in (["--policy", "price_threshold", "--set", "policy.params.lowpower=2"],
+                  ["--set", "policy.params.lowpower=2", "--policy", "price_threshold"]):
+        proc = user_error(dcsim_cli("run", "tiny.yaml", *flags, "--out", "o", "-q", cwd=tmp_path))
+        assert "policy 'price_threshold': unknown parameter(s) 'lowpower'" in proc.stderr
+        assert "allowed: threshold_tokens_per_kwh, throttle_to_min_cap" in proc.stderr
+        assert not (tmp_path / "o").exists()
+    proc = user_error(dcsim_cli("run", "tiny.yaml", "--set", "policy.params.lowpower=2", "-q", cwd=tmp_path))
+    assert "policy 'always_on': unknown parameter(s) 'lowpower'; allowed: none" in proc.stderr
+
+
+def test_compare_applies_policy_params_to_the_policies_that_take_them(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY, encoding="utf-8")
+    ok(dcsim_cli("compare", "tiny.yaml", "--policies", "always_on", "price_threshold", "--seed-list", "0",
+                 "--set", f"{THRESHOLD}=1000", "--horizon", "1h", "-j", "1", "--out", "c", "-q", cwd=tmp_path))
+    meta = yaml.safe_load((tmp_path / "c" / "comparison.yaml").read_text(encoding="utf-8"))
+    assert meta["arms"]["price_threshold"]["params"] == {"threshold_tokens_per_kwh": 1000}
+    assert meta["arms"]["always_on"]["params"] == {}
+    runs = pd.read_csv(tmp_path / "c" / "runs.csv").set_index(["policy", "metric"])["value"]
+    ok(dcsim_cli("run", "tiny.yaml", "--policy", "price_threshold", "--horizon", "1h", "--out", "default", "-q",
+                 cwd=tmp_path))
+    # with the parameter, price_threshold never defers (same as always_on); with its default it spends less
+    assert runs[("price_threshold", "tokens.spent")] == pytest.approx(runs[("always_on", "tokens.spent")], rel=1e-12)
+    assert _summary(tmp_path / "default")["tokens"]["spent"] < runs[("price_threshold", "tokens.spent")]
+
+
+def test_compare_rejects_a_parameter_no_compared_policy_takes(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY, encoding="utf-8")
+    proc = user_error(dcsim_cli("compare", "tiny.yaml", "--policies", "always_on", "price_threshold", "--seeds", "1",
+                                "--set", "policy.params.lowpower=2", "--out", "c", "-q", cwd=tmp_path))
+    assert "no compared policy takes the parameter 'lowpower'" in proc.stderr
+    assert "price_threshold: threshold_tokens_per_kwh, throttle_to_min_cap" in proc.stderr
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("order", ["policy-first", "set-first"])
+def test_train_applies_policy_params_given_with_policy(tmp_path, order):
+    (tmp_path / "tiny.yaml").write_text(TINY, encoding="utf-8")
+    flags = [["--policy", "qlearning"], ["--set", "policy.params.alpha=0.37"]]
+    if order == "set-first":
+        flags.reverse()
+    ok(dcsim_cli("train", "tiny.yaml", *flags[0], *flags[1], "--episodes", "1", "--horizon", "20min", "--out", "t",
+                 "-q", cwd=tmp_path))
+    state = json.loads((tmp_path / "t" / "train_state.json").read_text(encoding="utf-8"))
+    assert state["state"]["alpha"] == 0.37
+    proc = user_error(dcsim_cli("train", "tiny.yaml", "--policy", "qlearning", "--set", "policy.params.alfa=0.3",
+                                "--episodes", "1", "--out", "t2", "-q", cwd=tmp_path))
+    assert "unknown parameter(s) 'alfa'" in proc.stderr and "alpha" in proc.stderr
