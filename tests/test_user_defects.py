@@ -99,3 +99,27 @@ def test_train_applies_policy_params_given_with_policy(tmp_path, order):
     proc = user_error(dcsim_cli("train", "tiny.yaml", "--policy", "qlearning", "--set", "policy.params.alfa=0.3",
                                 "--episodes", "1", "--out", "t2", "-q", cwd=tmp_path))
     assert "unknown parameter(s) 'alfa'" in proc.stderr and "alpha" in proc.stderr
+
+
+# ------------------------------------------------------------------ 3. the same run on every CPU
+def _avx512_features() -> list[str]:
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__
+    return [k for k, on in __cpu_features__.items() if on and (k.startswith("AVX512") or k == "X86_V4")]
+
+
+def test_a_run_does_not_depend_on_numpys_simd_kernels(tmp_path):
+    """Lesson 2's Kelly column did not reproduce on another CPU: pvlib's NumPy exp/cos run AVX-512 kernels that
+    differ from the scalar ones in the last bit, and Kelly's water-filling turned that bit into different events.
+    The same run with NumPy's AVX-512 kernels switched off must write the same tables, byte for byte."""
+    features = _avx512_features()
+    if not features:
+        pytest.skip("this CPU has no AVX-512 kernels to switch off")
+    args = ["run", REPO / "scenarios" / "teach_market.yaml", "--set", "market.mechanism=kelly", "--horizon", "10h",
+            "-q"]
+    ok(dcsim_cli(*args, "--out", "simd", cwd=tmp_path))
+    ok(dcsim_cli(*args, "--out", "scalar", cwd=tmp_path, env={"NPY_DISABLE_CPU_FEATURES": " ".join(features)}))
+    for table in ("rounds.csv", "timeseries.csv", "jobs.csv", "ledger.csv"):
+        assert (tmp_path / "simd" / table).read_bytes() == (tmp_path / "scalar" / table).read_bytes(), table
