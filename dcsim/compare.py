@@ -34,7 +34,8 @@ J_PER_KWH = 3.6e6
 
 #: Metrics shown in the Markdown tables, the plot and the report: flattened summary name → label with unit.
 HEADLINE_METRICS: dict[str, str] = {
-    "renewable_coverage": "renewable coverage (fraction)",
+    "renewable_share": "renewable share (fraction)",
+    "renewable_battery_share": "renewable + battery share (fraction)",
     "carbon_kg": "carbon (kg CO2)",
     "grid_cost_usd": "grid cost (USD)",
     "energy_kwh.consumed": "energy consumed (kWh)",

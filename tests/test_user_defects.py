@@ -123,3 +123,35 @@ def test_a_run_does_not_depend_on_numpys_simd_kernels(tmp_path):
     ok(dcsim_cli(*args, "--out", "scalar", cwd=tmp_path, env={"NPY_DISABLE_CPU_FEATURES": " ".join(features)}))
     for table in ("rounds.csv", "timeseries.csv", "jobs.csv", "ledger.csv"):
         assert (tmp_path / "simd" / table).read_bytes() == (tmp_path / "scalar" / table).read_bytes(), table
+
+
+# ------------------------------------------------------------------ 2. renewable share, and with the battery
+NIGHT_BATTERY = TINY + """\
+supply:
+  battery: {capacity_wh: 2000, max_charge_w: 1000, max_discharge_w: 1000, initial_soc: 1.0}
+"""
+
+
+def test_renewable_share_excludes_the_battery_and_both_are_reported(tmp_path):
+    """No renewable source at all: the renewable share is 0, while the battery (charged at the start) served part
+    of the energy, which only the renewable + battery share counts."""
+    (tmp_path / "night.yaml").write_text(NIGHT_BATTERY, encoding="utf-8")
+    proc = ok(dcsim_cli("run", "night.yaml", "--out", "o", cwd=tmp_path))
+    s = _summary(tmp_path / "o")
+    e = s["energy_j"]
+    assert e["renewable"] == 0 and e["battery"] > 0
+    assert s["renewable_share"] == 0.0
+    assert s["renewable_battery_share"] == pytest.approx(e["battery"] / e["consumed"], rel=1e-12)
+    assert "renewable_coverage" not in s
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("renewable share / with battery"))
+    assert line.split()[-6:] == ["0.0%", "/", f"{s['renewable_battery_share']:.1%}", "of", "energy", "consumed"]
+
+
+def test_renewable_share_is_renewable_energy_over_consumption_with_sun(tmp_path):
+    ok(dcsim_cli("run", REPO / "scenarios" / "example_jobs.yaml", "--horizon", "1h", "--out", "o", "-q", cwd=tmp_path))
+    s = _summary(tmp_path / "o")
+    e = s["energy_j"]
+    assert e["renewable"] > 0
+    assert s["renewable_share"] == pytest.approx(e["renewable"] / e["consumed"], rel=1e-12)
+    assert s["renewable_battery_share"] == pytest.approx((e["renewable"] + e["battery"]) / e["consumed"], rel=1e-12)
+    assert s["renewable_share"] <= s["renewable_battery_share"] <= 1
