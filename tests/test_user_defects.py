@@ -155,3 +155,24 @@ def test_renewable_share_is_renewable_energy_over_consumption_with_sun(tmp_path)
     assert s["renewable_share"] == pytest.approx(e["renewable"] / e["consumed"], rel=1e-12)
     assert s["renewable_battery_share"] == pytest.approx((e["renewable"] + e["battery"]) / e["consumed"], rel=1e-12)
     assert s["renewable_share"] <= s["renewable_battery_share"] <= 1
+
+
+# ------------------------------------------------------------------ 4. the example trace at the scenario's scale
+def test_example_jobs_are_valued_at_the_scenarios_rate_and_worth_their_energy(tmp_path):
+    """traces/example_jobs.csv's job values follow scenarios/example_jobs.yaml's value_tokens_per_gpu_s (within the
+    generator's ±20 % for deferrable / urgent jobs), so in a run the job value credited is the same order as the
+    tokens spent on energy, and the reward per GPU is below the tokens a GPU could ever receive."""
+    scenario = yaml.safe_load((REPO / "scenarios" / "example_jobs.yaml").read_text(encoding="utf-8"))
+    rate = scenario["workload"]["value_tokens_per_gpu_s"]
+    jobs = pd.read_csv(REPO / "traces" / "example_jobs.csv")
+    per_gpu_s = jobs["value_tokens"] / jobs["work_gpu_s"]
+    assert per_gpu_s.between(0.79 * rate, 1.21 * rate).all(), per_gpu_s.describe()
+    ok(dcsim_cli("run", REPO / "scenarios" / "example_jobs.yaml", "--out", "o", "-q", cwd=tmp_path))
+    s = _summary(tmp_path / "o")
+    credited = pd.read_csv(tmp_path / "o" / "ledger.csv").query("kind == 'credit_job_value'")["tokens"].sum()
+    spent = s["tokens"]["spent"]
+    assert 0.2 < credited / spent < 5, (credited, spent)
+    gpus = scenario["cluster"]["gpus"]
+    market = scenario["market"]
+    receivable_per_gpu = market["initial_tokens"] + market["endowment_tokens"] * 3 + credited / gpus
+    assert abs(s["reward"]["per_gpu"]) < receivable_per_gpu
