@@ -8,13 +8,44 @@ from importlib import resources
 from pathlib import Path
 
 from dcsim import __version__
-from dcsim.errors import DcsimError, ScenarioError
+from dcsim.errors import DcsimError, ScenarioError, _short
 
 QUICKSTART = "quickstart.yaml"
 
 
 def _builtin(name: str) -> Path:
     return Path(str(resources.files("dcsim") / "builtin" / name))
+
+
+def _load(path: Path, overrides: list[str], options: dict[str, str] | None = None):
+    """``load_scenario`` with problems caused by a command-line option reported against that option, not the file.
+
+    Args:
+        path: The scenario file (or the built-in quickstart).
+        overrides: ``key=value`` strings applied in order.
+        options: Override string → the option as typed (``"horizon_s=5x"`` → ``"--horizon 5x"``); an override not
+            listed came from ``--set``.
+    """
+    from dcsim.config import load_scenario
+
+    try:
+        return load_scenario(path, overrides)
+    except ScenarioError as exc:
+        typed = {item.split("=", 1)[0].strip(): (options or {}).get(item, f"--set {item}") for item in overrides}
+        ours, theirs = [], []
+        for field, value, message in exc.problems:
+            option = next((o for key, o in typed.items()
+                           if field == key or field.startswith(key + ".") or key.startswith(field + ".")), None)
+            if field == "--set":
+                option = f"--set {value}"
+            (ours if option else theirs).append((field, value, message, option))
+        if not ours:
+            raise
+        lines = [f"command line: {len(ours)} problem(s) in the options"
+                 + (f" (and {len(theirs)} in {path})" if theirs else "")]
+        lines += [f"  - {option}: {field}: {message} (got {_short(value)})" for field, value, message, option in ours]
+        lines += [f"  - {path}: {field}: {message} (got {_short(value)})" for field, value, message, _ in theirs]
+        raise DcsimError("\n".join(lines)) from None
 
 
 def _progress_bar(horizon_s: float, enabled: bool):
@@ -39,7 +70,6 @@ def _progress_bar(horizon_s: float, enabled: bool):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from dcsim.config import load_scenario
     from dcsim.metrics import summary_table
     from dcsim.outputs import check_out_dir, choose_run_dir, write_run
     from dcsim.runner import run_scenario
@@ -55,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides.append(f"horizon_s={args.horizon}")
     if args.trace_events:
         overrides.append("outputs.trace_events=true")
-    scenario = load_scenario(path, overrides)
+    scenario = _load(path, overrides, _typed_options(args))
     out = Path(args.out) if args.out else choose_run_dir(Path("runs"), f"{scenario.name}-{scenario.policy.name.replace(':', '.')}-seed{scenario.seed}")
     out = check_out_dir(out, args.overwrite)
     update, close = _progress_bar(scenario.horizon_s, not args.quiet)
@@ -87,6 +117,19 @@ def _policy_overrides(args: argparse.Namespace, path: Path, overrides: list[str]
             overrides.append("policy.params={}")
 
 
+def _typed_options(args: argparse.Namespace) -> dict[str, str]:
+    """The overrides the CLI makes from its own options, mapped to the options as typed (for error messages)."""
+    out = {}
+    if getattr(args, "seed", None) is not None:
+        out[f"seed={args.seed}"] = f"--seed {args.seed}"
+    if getattr(args, "horizon", None) is not None:
+        out[f"horizon_s={args.horizon}"] = f"--horizon {args.horizon}"
+    if getattr(args, "policy", None) is not None:
+        out[f"policy.name={json.dumps(args.policy)}"] = f"--policy {args.policy}"
+        out["policy.params={}"] = f"--policy {args.policy}"
+    return out
+
+
 def _checkpoint_overrides(args: argparse.Namespace, overrides: list[str]) -> None:
     """``--checkpoint``: evaluate a trained learning policy (load it and freeze it)."""
     if getattr(args, "checkpoint", None) is not None:
@@ -114,7 +157,6 @@ def _key_values(items: list[str] | None, flag: str) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dcsim.config import load_scenario
     from dcsim.outputs import choose_run_dir
     from dcsim.train import evaluate, evaluation_table, train
 
@@ -126,7 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"seed={args.seed}")
     if args.horizon is not None:
         overrides.append(f"horizon_s={args.horizon}")
-    scenario = load_scenario(path, overrides)
+    scenario = _load(path, overrides, _typed_options(args))
     name = args.policy
     if args.out:
         out = Path(args.out)
@@ -159,7 +201,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         last = curve.tail(max(1, len(curve) // 10))
         print(f"trained {name} for {len(curve)} episodes; return per GPU over the last {len(last)}: "
               f"{last['return_per_gpu'].mean():.3f} (first episode: {curve['return_per_gpu'].iloc[0]:.3f})")
-        print(f"wrote {out}: learning_curve.csv/.png, checkpoint/, transitions.npz, train_state.json")
+        print(f"wrote {out}: learning_curve.csv/.png, checkpoint/, transitions.npz, train_state.json"
+              + (", evaluation.md/.csv, evaluation_runs.csv (after the evaluation below)" if args.eval_seeds else ""))
     if args.eval_seeds:
         params = dict(scenario.policy.params) if scenario.policy.name == name else {}
         params.update({"checkpoint": str((out / "checkpoint").resolve()), "learn": False})
@@ -186,12 +229,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from dcsim.config import load_scenario
 
     from dcsim.policy import load_policy
 
     for name in args.scenarios:
-        sc = load_scenario(name, args.set or [])
+        sc = _load(Path(name), list(args.set or []))
         load_policy(sc.policy.name, sc.policy.params)  # an unknown policy or bad parameters fail here too
         print(f"{name}: ok ({sc.cluster.gpus} {sc.cluster.gpu_model} GPUs, horizon {sc.horizon_s:g} s, "
               f"policy {sc.policy.name}, mechanism {sc.market.mechanism})")
@@ -242,14 +284,13 @@ def _seeds(args: argparse.Namespace, scenario_seed: int) -> list[int]:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from dcsim.compare import compare
-    from dcsim.config import load_scenario
     from dcsim.outputs import check_out_dir, choose_run_dir
 
     path = Path(args.scenario) if args.scenario else _builtin(QUICKSTART)
     overrides = list(args.set or [])
     if args.horizon is not None:
         overrides.append(f"horizon_s={args.horizon}")
-    scenario = load_scenario(path, overrides)  # fail on a bad file or override before anything else
+    scenario = _load(path, overrides, _typed_options(args))  # fail on a bad file or option before anything else
     variants = None
     if args.variant and args.timing:
         raise DcsimError("give --timing or --variant, not both (a --variant can set decision_timing itself)")
@@ -442,3 +483,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`python -m dcsim list | head`): stop quietly, as a command killed by SIGPIPE does;
+        # point stdout at /dev/null so the interpreter's final flush does not raise again
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141

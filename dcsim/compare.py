@@ -336,6 +336,24 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+#: Flattened summary metrics that can be negative; every other metric is a count, energy, share, price or time >= 0.
+SIGNED_METRICS = ("reward.", "welfare_tokens.", "token_price.corr_with_renewable_fraction")
+
+
+def ci_whiskers(table: pd.DataFrame, arms: Sequence[str], metric: str) -> np.ndarray:
+    """Error-bar lengths ``(2, arms)`` (below, above the mean) of each arm's 95% CI for ``metric`` in ``table``
+    (summary indexed by arm and metric); a metric that cannot be negative has its lower end clipped at 0."""
+    rows = [table.loc[(a, metric)] if (a, metric) in table.index else None for a in arms]
+    mean = np.array([np.nan if r is None else r["mean"] for r in rows], dtype=float)
+    low = np.array([np.nan if r is None else r["ci_low"] for r in rows], dtype=float)
+    high = np.array([np.nan if r is None else r["ci_high"] for r in rows], dtype=float)
+    if not metric.startswith(SIGNED_METRICS):
+        low = np.maximum(low, 0.0)
+    below = np.where(np.isfinite(low), mean - low, 0.0)
+    above = np.where(np.isfinite(high), high - mean, 0.0)
+    return np.nan_to_num(np.vstack([below, above]))
+
+
 def plot_comparison(summary: pd.DataFrame, arms: Sequence[str], metrics: Sequence[str], path: Path) -> Path:
     """Bar chart of each metric's mean per arm with 95% CI error bars, one panel per metric; returns ``path``."""
     import matplotlib
@@ -346,23 +364,21 @@ def plot_comparison(summary: pd.DataFrame, arms: Sequence[str], metrics: Sequenc
     metrics = list(metrics)
     ncols = min(5, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.4 * nrows + 0.6), squeeze=False)
     table = summary.set_index(["arm", "metric"])
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     x = np.arange(len(arms))
     for ax, metric in zip(axes.flat, metrics):
         means = np.array([table.loc[(a, metric), "mean"] if (a, metric) in table.index else np.nan for a in arms],
                          dtype=float)
-        highs = np.array([table.loc[(a, metric), "ci_high"] if (a, metric) in table.index else np.nan for a in arms],
-                         dtype=float)
-        err = np.where(np.isfinite(highs), highs - means, 0.0)
-        ax.bar(x, np.nan_to_num(means), yerr=err, capsize=4, color=[colors[i % len(colors)] for i in range(len(arms))])
-        ax.set_title(HEADLINE_METRICS.get(metric, metric), fontsize=9)
-        ax.set_xticks(x, arms, rotation=30, ha="right", fontsize=8)
-        ax.tick_params(axis="y", labelsize=8)
+        ax.bar(x, np.nan_to_num(means), yerr=ci_whiskers(table, arms, metric), capsize=4,
+               color=[colors[i % len(colors)] for i in range(len(arms))])
+        ax.set_title(HEADLINE_METRICS.get(metric, metric), fontsize=11)
+        ax.set_xticks(x, arms, rotation=30, ha="right", fontsize=10)
+        ax.tick_params(axis="y", labelsize=10)
     for ax in list(axes.flat)[len(metrics):]:
         ax.set_visible(False)
-    fig.suptitle("mean over seeds with 95% confidence intervals", fontsize=10)
+    fig.suptitle("mean over seeds with 95% confidence intervals", fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

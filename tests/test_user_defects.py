@@ -176,3 +176,109 @@ def test_example_jobs_are_valued_at_the_scenarios_rate_and_worth_their_energy(tm
     market = scenario["market"]
     receivable_per_gpu = market["initial_tokens"] + market["endowment_tokens"] * 3 + credited / gpus
     assert abs(s["reward"]["per_gpu"]) < receivable_per_gpu
+
+
+# ------------------------------------------------------------------ 5. wallets reconcile; learn_grid's unserved energy
+def test_wallet_plot_series_reconcile_held_including_job_value(tmp_path):
+    """The wallet plot draws minted, job value credited, debited (and burned when non-zero) from the ledger; at every
+    round, minted + credited − debited − burned is the held tokens the round table logged."""
+    from dcsim.config import load_scenario
+    from dcsim.plots import pyplot, wallet_flows, wallets_figure
+    from dcsim.runner import run_scenario
+
+    run = run_scenario(load_scenario(REPO / "scenarios" / "example_jobs.yaml", ["horizon_s=2h"]))
+    fig = wallets_figure(run.result.rounds, run.result.ledger)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert "credited: job value (cumulative)" in lines and "burned (cumulative)" not in lines  # no burn here
+    flows = wallet_flows(run.result.ledger)
+    assert flows["credited"].iloc[-1] > 0
+    at_rounds = pd.merge_asof(run.result.rounds[["time_s", "tokens_held"]], flows, on="time_s")
+    assert (at_rounds["minted"] + at_rounds["credited"] - at_rounds["debited"] - at_rounds["burned"]).to_numpy() \
+        == pytest.approx(at_rounds["tokens_held"].to_numpy(), abs=1e-9)
+    plotted = lines["credited: job value (cumulative)"].get_ydata()
+    assert plotted[-1] == pytest.approx(flows["credited"].iloc[-1])
+    assert flows["held"].iloc[-1] == pytest.approx(run.summary["tokens"]["held"], abs=1e-9)
+    pyplot().close(fig)
+
+
+def test_learn_grid_unserved_energy_is_the_battery_emptying_inside_a_round(tmp_path):
+    """learn_grid reports unserved energy with no rationed round: a round sells the battery's full discharge rate
+    while it holds charge, the battery empties before the next round, and the rest of the round's demand exceeds
+    the 6 kW grid cap (docs/model.md, "Unserved energy without rationing")."""
+    ok(dcsim_cli("run", REPO / "scenarios" / "learn_grid.yaml", "--out", "o", "-q", cwd=tmp_path, timeout=300))
+    s = _summary(tmp_path / "o")
+    ts = pd.read_csv(tmp_path / "o" / "timeseries.csv")
+    rounds = pd.read_csv(tmp_path / "o" / "rounds.csv")
+    assert s["energy_j"]["unserved"] > 0 and not rounds["rationed"].any()
+    grew = ts["unserved_j"].diff() > 1e-6
+    assert grew.any()
+    cap_w = yaml.safe_load((REPO / "scenarios" / "learn_grid.yaml").read_text())["supply"]["grid"]["import_cap_w"]
+    for k in grew[grew].index:
+        before, after = ts.loc[k - 1], ts.loc[k]
+        assert before["battery_soc_j"] > 0 and after["battery_soc_j"] == 0  # the battery ran empty in between
+        shortfall_w = before["power_w"] - before["renewable_w"] - cap_w  # once empty: demand beyond grid + sun
+        assert shortfall_w > 0
+        unserved_j = after["unserved_j"] - before["unserved_j"]
+        assert unserved_j <= shortfall_w * (after["time_s"] - before["time_s"]) * (1 + 1e-9)
+
+
+# ------------------------------------------------------------------ 6. smaller ones
+@pytest.mark.parametrize("command", ["list", "schema"])
+def test_piping_into_head_is_quiet(tmp_path, command):
+    env = dict(__import__("os").environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run(f"{sys.executable} -m dcsim {command} | head -1", shell=True, cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 1
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_option_errors_name_the_option_not_the_quickstart_file(tmp_path):
+    for args, option in ((["--set", "cluster.gpus=-3"], "--set cluster.gpus=-3"), (["--horizon", "5x"], "--horizon 5x")):
+        proc = user_error(dcsim_cli("run", *args, "-q", cwd=tmp_path))
+        assert proc.stderr.startswith("error: command line: 1 problem(s) in the options")
+        assert f"  - {option}: " in proc.stderr and "quickstart.yaml" not in proc.stderr
+    (tmp_path / "tiny.yaml").write_text(TINY.replace("gpus: 2,", "gpus: 0,"), encoding="utf-8")
+    proc = user_error(dcsim_cli("run", "tiny.yaml", "--horizon", "5x", "-q", cwd=tmp_path))
+    assert "(and 1 in tiny.yaml)" in proc.stderr and "  - tiny.yaml: cluster.gpus" in proc.stderr
+
+
+def test_train_wrote_line_names_the_evaluation(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY, encoding="utf-8")
+    proc = ok(dcsim_cli("train", "tiny.yaml", "--policy", "qlearning", "--episodes", "1", "--horizon", "20min",
+                        "--eval-seeds", "1", "--baselines", "always_on", "--out", "t", cwd=tmp_path, timeout=300))
+    wrote = next(l for l in proc.stdout.splitlines() if l.startswith("wrote "))
+    assert "evaluation.md" in wrote and (tmp_path / "t" / "evaluation.md").is_file()
+
+
+def test_wait_histogram_is_log_scaled_and_power_legend_omits_zero_sources():
+    from dcsim.config import load_scenario
+    from dcsim.plots import power_figure, pyplot, queue_figure
+    from dcsim.runner import run_scenario
+
+    run = run_scenario(load_scenario(REPO / "scenarios" / "example_jobs.yaml", ["horizon_s=2h"]))
+    fig = queue_figure(run.result.timeseries, run.result.jobs)
+    assert fig.axes[1].get_xscale() == "log"
+    pyplot().close(fig)
+    fig = power_figure(run.result.timeseries)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    e = run.summary["energy_j"]
+    assert ("unserved" in labels) == (e["unserved"] > 0) and ("battery" in labels) == (e["battery"] > 0)
+    assert "renewable" in labels and "grid" in labels
+    pyplot().close(fig)
+
+
+def test_ci_whiskers_stop_at_zero_for_non_negative_metrics():
+    from dcsim.compare import ci_whiskers
+
+    table = pd.DataFrame({"arm": ["a", "a"], "metric": ["jobs.deadline_misses", "reward.per_gpu"],
+                          "mean": [1.0, 1.0], "ci_low": [-2.0, -2.0], "ci_high": [4.0, 4.0]}).set_index(["arm", "metric"])
+    assert ci_whiskers(table, ["a"], "jobs.deadline_misses").tolist() == [[1.0], [3.0]]  # down to 0, not -2
+    assert ci_whiskers(table, ["a"], "reward.per_gpu").tolist() == [[3.0], [3.0]]  # a reward may be negative
+
+
+def test_compare_report_has_no_empty_header_row(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY, encoding="utf-8")
+    ok(dcsim_cli("compare", "tiny.yaml", "--policies", "always_on", "race_to_idle", "--seeds", "2", "-j", "1",
+                 "--horizon", "30min", "--out", "c", "-q", cwd=tmp_path))
+    page = (tmp_path / "c" / "report.html").read_text(encoding="utf-8")
+    assert "<tr><th></th>" not in page and "<th></th><th></th>" not in page
