@@ -282,3 +282,14 @@ def test_compare_report_has_no_empty_header_row(tmp_path):
                  "--horizon", "30min", "--out", "c", "-q", cwd=tmp_path))
     page = (tmp_path / "c" / "report.html").read_text(encoding="utf-8")
     assert "<tr><th></th>" not in page and "<th></th><th></th>" not in page
+
+
+def test_readme_samples_are_what_the_commands_print(tmp_path):
+    """README's summary table and error sample are the output of real runs (regenerate them when they change)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    proc = ok(dcsim_cli("run", "--seed", "1", "--out", "o", cwd=tmp_path, timeout=300))
+    table = [l for l in proc.stdout.splitlines() if "  " in l and not l.startswith("events / wall-second")]
+    assert table and all(f"\n{line}\n" in readme for line in table), "README's summary sample is stale"
+    (tmp_path / "bad.yaml").write_text("name: bad\ncluster:\n  gpus: 2\n  gpu_modle: H100\n", encoding="utf-8")
+    err = user_error(dcsim_cli("run", "bad.yaml", cwd=tmp_path)).stderr.strip()
+    assert f"$ python -m dcsim run bad.yaml\n{err}\n" in readme, "README's error sample is stale"
