@@ -32,6 +32,10 @@ def power_by_source(ts: pd.DataFrame) -> dict[str, np.ndarray]:
     return out
 
 
+#: Mean power below this is floating-point residue of the energy books (e.g. 1e-10 J of "unserved"), not a source, W.
+_NEGLIGIBLE_W = 1e-6
+
+
 def power_figure(ts: pd.DataFrame, title: str = "mean power by source between records"):
     """Stacked power by source (renewable, battery, grid, unserved) with the renewable power available."""
     plt = pyplot()
@@ -41,12 +45,13 @@ def power_figure(ts: pd.DataFrame, title: str = "mean power by source between re
     bands = [(p[k] * kw, label, color) for k, label, color in
              (("renewable_used_w", "renewable", "#4daf4a"), ("battery_out_w", "battery", "#984ea3"),
               ("grid_w", "grid", "#999999"), ("unserved_w", "unserved", "#e41a1c"))
-             if np.any(p[k] > 0)]  # a source that never delivered is not drawn nor listed in the legend
+             if np.any(p[k] > _NEGLIGIBLE_W)]  # a source that never delivered is neither drawn nor listed
     if bands:
         ax.stackplot(p["t_h"], *[b[0] for b in bands], labels=[b[1] for b in bands], step="post",
                      colors=[b[2] for b in bands])
-    ax.step(ts["time_s"] / 3600.0, ts["renewable_w"] * kw, where="post", color="#ff7f00", lw=1.2,
-            label="renewable available")
+    if np.any(ts["renewable_w"].to_numpy(float) > _NEGLIGIBLE_W):
+        ax.step(ts["time_s"] / 3600.0, ts["renewable_w"] * kw, where="post", color="#ff7f00", lw=1.2,
+                label="renewable available")
     ax.set_xlabel("time since start (h)")
     ax.set_ylabel("power (kW)")
     ax.set_title(title)

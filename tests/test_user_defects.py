@@ -262,7 +262,7 @@ def test_wait_histogram_is_log_scaled_and_power_legend_omits_zero_sources():
     fig = power_figure(run.result.timeseries)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     e = run.summary["energy_j"]
-    assert ("unserved" in labels) == (e["unserved"] > 0) and ("battery" in labels) == (e["battery"] > 0)
+    assert ("unserved" in labels) == (e["unserved"] > 1e-3) and ("battery" in labels) == (e["battery"] > 1e-3)
     assert "renewable" in labels and "grid" in labels
     pyplot().close(fig)
 
@@ -293,3 +293,15 @@ def test_readme_samples_are_what_the_commands_print(tmp_path):
     (tmp_path / "bad.yaml").write_text("name: bad\ncluster:\n  gpus: 2\n  gpu_modle: H100\n", encoding="utf-8")
     err = user_error(dcsim_cli("run", "bad.yaml", cwd=tmp_path)).stderr.strip()
     assert f"$ python -m dcsim run bad.yaml\n{err}\n" in readme, "README's error sample is stale"
+
+
+def test_power_legend_of_a_run_without_renewables_lists_only_what_delivered(tmp_path):
+    from dcsim.config import load_scenario
+    from dcsim.plots import power_figure, pyplot
+    from dcsim.runner import run_scenario
+
+    (tmp_path / "night.yaml").write_text(NIGHT_BATTERY, encoding="utf-8")
+    run = run_scenario(load_scenario(tmp_path / "night.yaml"))
+    fig = power_figure(run.result.timeseries)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["battery", "grid"]
+    pyplot().close(fig)
