@@ -9,13 +9,44 @@ from importlib import resources
 from pathlib import Path
 
 from dcsim import __version__
-from dcsim.errors import DcsimError, ScenarioError
+from dcsim.errors import DcsimError, ScenarioError, _short
 
 QUICKSTART = "quickstart.yaml"
 
 
 def _builtin(name: str) -> Path:
     return Path(str(resources.files("dcsim") / "builtin" / name))
+
+
+def _load(path: Path, overrides: list[str], options: dict[str, str] | None = None):
+    """``load_scenario`` with problems caused by a command-line option reported against that option, not the file.
+
+    Args:
+        path: The scenario file (or the built-in quickstart).
+        overrides: ``key=value`` strings applied in order.
+        options: Override string → the option as typed (``"horizon_s=5x"`` → ``"--horizon 5x"``); an override not
+            listed came from ``--set``.
+    """
+    from dcsim.config import load_scenario
+
+    try:
+        return load_scenario(path, overrides)
+    except ScenarioError as exc:
+        typed = {item.split("=", 1)[0].strip(): (options or {}).get(item, f"--set {item}") for item in overrides}
+        ours, theirs = [], []
+        for field, value, message in exc.problems:
+            option = next((o for key, o in typed.items()
+                           if field == key or field.startswith(key + ".") or key.startswith(field + ".")), None)
+            if field == "--set":
+                option = f"--set {value}"
+            (ours if option else theirs).append((field, value, message, option))
+        if not ours:
+            raise
+        lines = [f"command line: {len(ours)} problem(s) in the options"
+                 + (f" (and {len(theirs)} in {path})" if theirs else "")]
+        lines += [f"  - {option}: {field}: {message} (got {_short(value)})" for field, value, message, option in ours]
+        lines += [f"  - {path}: {field}: {message} (got {_short(value)})" for field, value, message, _ in theirs]
+        raise DcsimError("\n".join(lines)) from None
 
 
 def _progress_bar(horizon_s: float, enabled: bool):
@@ -40,22 +71,23 @@ def _progress_bar(horizon_s: float, enabled: bool):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from dcsim.config import load_scenario
     from dcsim.metrics import summary_table
     from dcsim.atomic import atomic_output_dir
     from dcsim.outputs import choose_run_dir, write_run
     from dcsim.runner import run_scenario
 
     path = Path(args.scenario) if args.scenario else _builtin(QUICKSTART)
-    overrides = list(args.set or [])
+    overrides: list[str] = []
+    _policy_overrides(args, path, overrides)  # first, so that --set policy.params.K=V applies to --policy
+    overrides += list(args.set or [])
+    _checkpoint_overrides(args, overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
-    _policy_overrides(args, path, overrides)
     if args.horizon is not None:
         overrides.append(f"horizon_s={args.horizon}")
     if args.trace_events:
         overrides.append("outputs.trace_events=true")
-    scenario = load_scenario(path, overrides)
+    scenario = _load(path, overrides, _typed_options(args))
     if scenario.outputs.format == "parquet":
         from dcsim.tables import require_pyarrow
 
@@ -81,15 +113,33 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _policy_overrides(args: argparse.Namespace, path: Path, overrides: list[str]) -> None:
-    """``--policy`` (the scenario's params are kept only for its own policy) and ``--checkpoint`` (evaluate a
-    trained learning policy: load it and freeze it)."""
+    """``--policy``: the scenario's params are kept only for its own policy. Goes before the ``--set`` items, so
+    ``--set policy.params.K=V`` sets a parameter of the ``--policy`` whatever the order on the command line."""
     if args.policy is not None:
         from dcsim.config import read_scenario_mapping
 
-        own = (read_scenario_mapping(path).get("policy") or {}).get("name", "always_on")
-        overrides.append(f"policy.name={args.policy}")
+        policy = read_scenario_mapping(path).get("policy")
+        own = (policy if isinstance(policy, dict) else {}).get("name", "always_on")
+        overrides.append(f"policy.name={json.dumps(args.policy)}")
         if args.policy != own:
             overrides.append("policy.params={}")
+
+
+def _typed_options(args: argparse.Namespace) -> dict[str, str]:
+    """The overrides the CLI makes from its own options, mapped to the options as typed (for error messages)."""
+    out = {}
+    if getattr(args, "seed", None) is not None:
+        out[f"seed={args.seed}"] = f"--seed {args.seed}"
+    if getattr(args, "horizon", None) is not None:
+        out[f"horizon_s={args.horizon}"] = f"--horizon {args.horizon}"
+    if getattr(args, "policy", None) is not None:
+        out[f"policy.name={json.dumps(args.policy)}"] = f"--policy {args.policy}"
+        out["policy.params={}"] = f"--policy {args.policy}"
+    return out
+
+
+def _checkpoint_overrides(args: argparse.Namespace, overrides: list[str]) -> None:
+    """``--checkpoint``: evaluate a trained learning policy (load it and freeze it)."""
     if getattr(args, "checkpoint", None) is not None:
         ckpt = Path(args.checkpoint).resolve()
         if not ckpt.exists():
@@ -129,19 +179,20 @@ def _key_values(items: list[str] | None, flag: str) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dcsim.config import load_scenario
     from dcsim.outputs import choose_run_dir
     from dcsim.train import train
 
     path = Path(args.scenario)
     if args.eval_seeds < 0:
         raise DcsimError(f"--eval-seeds {args.eval_seeds}: allowed: an integer >= 0 (0: no evaluation)")
-    overrides = list(args.set or [])
+    overrides: list[str] = []
+    _policy_overrides(args, path, overrides)  # the trained policy, so --set policy.params.K=V configures it
+    overrides += list(args.set or [])
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
     if args.horizon is not None:
         overrides.append(f"horizon_s={args.horizon}")
-    scenario = load_scenario(path, overrides)
+    scenario = _load(path, overrides, _typed_options(args))
     name = args.policy
     if args.out:
         out = Path(args.out)
@@ -185,7 +236,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         last = curve.tail(max(1, len(curve) // 10))
         print(f"trained {name} for {len(curve)} episodes; return per GPU over the last {len(last)}: "
               f"{last['return_per_gpu'].mean():.3f} (first episode: {curve['return_per_gpu'].iloc[0]:.3f})")
-        print(f"wrote {out}: learning_curve.csv/.png, checkpoint/, transitions.npz, train_state.json")
+        print(f"wrote {out}: learning_curve.csv/.png, checkpoint/, transitions.npz, train_state.json"
+              + (", evaluation.md/.csv, evaluation_runs.csv" if args.eval_seeds else ""))
         if "md" in evaluation:
             print(evaluation["md"])
     return 0
@@ -219,12 +271,11 @@ def _evaluate_training(args: argparse.Namespace, scenario, name: str, work: Path
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from dcsim.config import load_scenario
 
     from dcsim.policy import load_policy
 
     for name in args.scenarios:
-        sc = load_scenario(name, args.set or [])
+        sc = _load(Path(name), list(args.set or []))
         load_policy(sc.policy.name, sc.policy.params)  # an unknown policy or bad parameters fail here too
         report = _validate_data(Path(name), sc) if args.data else None
         print(f"{name}: ok ({sc.cluster.gpus} {sc.cluster.gpu_model} GPUs, horizon {sc.horizon_s:g} s, "
@@ -332,14 +383,13 @@ def _seeds(args: argparse.Namespace, scenario_seed: int) -> list[int]:
 def cmd_compare(args: argparse.Namespace) -> int:
     from dcsim.compare import compare
     from dcsim.atomic import atomic_output_dir
-    from dcsim.config import load_scenario
     from dcsim.outputs import choose_run_dir
 
     path = Path(args.scenario) if args.scenario else _builtin(QUICKSTART)
     overrides = list(args.set or [])
     if args.horizon is not None:
         overrides.append(f"horizon_s={args.horizon}")
-    scenario = load_scenario(path, overrides)  # fail on a bad file or override before anything else
+    scenario = _load(path, overrides, _typed_options(args))  # fail on a bad file or option before anything else
     variants = None
     if args.variant and args.timing:
         raise DcsimError("give --timing or --variant, not both (a --variant can set decision_timing itself)")
@@ -422,14 +472,13 @@ def _add_sweep_parser(sub) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from dcsim.config import load_scenario
     from dcsim.sweep import CELLS_DIR, SWEEP_FILE, parse_grid, sweep
 
     path = Path(args.scenario) if args.scenario else _builtin(QUICKSTART)
     overrides = list(args.set or [])
     if args.horizon is not None:
         overrides.append(f"horizon_s={args.horizon}")
-    scenario = load_scenario(path, overrides)
+    scenario = _load(path, overrides, _typed_options(args))
     grid = parse_grid(args.grid)
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{scenario.name}"
     if out.is_dir() and any(out.iterdir()) and not (out / SWEEP_FILE).is_file():
@@ -684,3 +733,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(interrupted_message(exc), file=sys.stderr)
         return exit_status(exc)
+    except BrokenPipeError:
+        # the reader went away (`python -m dcsim list | head`): stop quietly, as a command killed by SIGPIPE does;
+        # point stdout at /dev/null so the interpreter's final flush does not raise again
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141

@@ -28,13 +28,14 @@ import pandas as pd
 from dcsim.backends import make_backend
 from dcsim.config import (PolicyConfig, Scenario, apply_overrides, parse_scenario, read_scenario_mapping,
                           scenario_to_dict)
-from dcsim.errors import DcsimError
+from dcsim.errors import DcsimError, PolicyError
 
 J_PER_KWH = 3.6e6
 
 #: Metrics shown in the Markdown tables, the plot and the report: flattened summary name → label with unit.
 HEADLINE_METRICS: dict[str, str] = {
-    "renewable_coverage": "renewable coverage (fraction)",
+    "renewable_share": "renewable share (fraction)",
+    "renewable_battery_share": "renewable + battery share (fraction)",
     "carbon_kg": "carbon (kg CO2)",
     "grid_cost_usd": "grid cost (USD)",
     "energy_kwh.consumed": "energy consumed (kWh)",
@@ -344,6 +345,24 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+#: Flattened summary metrics that can be negative; every other metric is a count, energy, share, price or time >= 0.
+SIGNED_METRICS = ("reward.", "welfare_tokens.", "token_price.corr_with_renewable_fraction")
+
+
+def ci_whiskers(table: pd.DataFrame, arms: Sequence[str], metric: str) -> np.ndarray:
+    """Error-bar lengths ``(2, arms)`` (below, above the mean) of each arm's 95% CI for ``metric`` in ``table``
+    (summary indexed by arm and metric); a metric that cannot be negative has its lower end clipped at 0."""
+    rows = [table.loc[(a, metric)] if (a, metric) in table.index else None for a in arms]
+    mean = np.array([np.nan if r is None else r["mean"] for r in rows], dtype=float)
+    low = np.array([np.nan if r is None else r["ci_low"] for r in rows], dtype=float)
+    high = np.array([np.nan if r is None else r["ci_high"] for r in rows], dtype=float)
+    if not metric.startswith(SIGNED_METRICS):
+        low = np.maximum(low, 0.0)
+    below = np.where(np.isfinite(low), mean - low, 0.0)
+    above = np.where(np.isfinite(high), high - mean, 0.0)
+    return np.nan_to_num(np.vstack([below, above]))
+
+
 def plot_comparison(summary: pd.DataFrame, arms: Sequence[str], metrics: Sequence[str], path: Path) -> Path:
     """Bar chart of each metric's mean per arm with 95% CI error bars, one panel per metric; returns ``path``."""
     import matplotlib
@@ -354,23 +373,21 @@ def plot_comparison(summary: pd.DataFrame, arms: Sequence[str], metrics: Sequenc
     metrics = list(metrics)
     ncols = min(5, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.4 * nrows + 0.6), squeeze=False)
     table = summary.set_index(["arm", "metric"])
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     x = np.arange(len(arms))
     for ax, metric in zip(axes.flat, metrics):
         means = np.array([table.loc[(a, metric), "mean"] if (a, metric) in table.index else np.nan for a in arms],
                          dtype=float)
-        highs = np.array([table.loc[(a, metric), "ci_high"] if (a, metric) in table.index else np.nan for a in arms],
-                         dtype=float)
-        err = np.where(np.isfinite(highs), highs - means, 0.0)
-        ax.bar(x, np.nan_to_num(means), yerr=err, capsize=4, color=[colors[i % len(colors)] for i in range(len(arms))])
-        ax.set_title(HEADLINE_METRICS.get(metric, metric), fontsize=9)
-        ax.set_xticks(x, arms, rotation=30, ha="right", fontsize=8)
-        ax.tick_params(axis="y", labelsize=8)
+        ax.bar(x, np.nan_to_num(means), yerr=ci_whiskers(table, arms, metric), capsize=4,
+               color=[colors[i % len(colors)] for i in range(len(arms))])
+        ax.set_title(HEADLINE_METRICS.get(metric, metric), fontsize=11)
+        ax.set_xticks(x, arms, rotation=30, ha="right", fontsize=10)
+        ax.tick_params(axis="y", labelsize=10)
     for ax in list(axes.flat)[len(metrics):]:
         ax.set_visible(False)
-    fig.suptitle("mean over seeds with 95% confidence intervals", fontsize=10)
+    fig.suptitle("mean over seeds with 95% confidence intervals", fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -387,6 +404,27 @@ def _with_policy(scenario: Scenario, policy: str) -> Scenario:
     return scenario.model_copy(update={"policy": PolicyConfig(name=policy, params=params)})
 
 
+def _param_key(override: str) -> str | None:
+    """The parameter a ``policy.params.K[.sub]=V`` override sets (None for any other override)."""
+    key = override.split("=", 1)[0].strip()
+    return key.split(".")[2] if key.startswith("policy.params.") and key.count(".") >= 2 else None
+
+
+def _policies_taking(policies: list[str], param_overrides: list[str]) -> dict[str, set[str]]:
+    """Parameter → the compared policies that take it; a parameter none of them takes is an error naming it."""
+    from dcsim.policy import policy_class, policy_parameters
+
+    allowed = {p: policy_parameters(policy_class(p)) for p in policies}
+    takes = {}
+    for item in param_overrides:
+        key = _param_key(item)
+        takes[key] = {p for p in policies if key in allowed[p]}
+        if not takes[key]:
+            listed = "; ".join(f"{p}: {', '.join(a) if a else 'none'}" for p, a in allowed.items())
+            raise PolicyError(f"--set {item}: no compared policy takes the parameter {key!r}; allowed: {listed}")
+    return takes
+
+
 def _arm_scenarios(scenario: Scenario | str | Path, policies: list[str], overrides: list[str],
                    variants: dict[str, list[str]]) -> dict[tuple[str, str], Scenario]:
     """Validate one scenario per (policy, variant); every configuration problem surfaces here, before any run."""
@@ -397,8 +435,11 @@ def _arm_scenarios(scenario: Scenario | str | Path, policies: list[str], overrid
     else:
         path = Path(scenario)
         raw = read_scenario_mapping(path)
+    param_overrides = [o for o in overrides if _param_key(o) is not None]
+    overrides = [o for o in overrides if _param_key(o) is None]
     if overrides:
         apply_overrides(raw, list(overrides), path)
+    takes = _policies_taking(policies, param_overrides)
     out = {}
     for variant, extra in variants.items():
         if any(item.split("=", 1)[0].strip() in ("policy", "policy.name", "seed") for item in extra):
@@ -409,7 +450,7 @@ def _arm_scenarios(scenario: Scenario | str | Path, policies: list[str], overrid
             configured = data.get("policy") if isinstance(data.get("policy"), dict) else {}
             if configured.get("name", _DEFAULT_POLICY) != p:
                 data["policy"] = {"name": p}  # another policy's parameters would not fit this one
-            apply_overrides(data, list(extra), path)
+            apply_overrides(data, [o for o in param_overrides if p in takes[_param_key(o)]] + list(extra), path)
             out[(p, variant)] = parse_scenario(data, path=path)
     return out
 
@@ -469,7 +510,9 @@ def compare(scenario: Scenario | str | Path, policies: Sequence[str], seeds: Seq
 
     Each run is the scenario with its ``seed`` and ``policy.name`` replaced, so for a given seed every policy
     sees the same workload and supply (common random numbers; checked by hashing each run's job table). A
-    policy keeps the scenario's ``policy.params`` only if it is the scenario's own policy.
+    policy keeps the scenario's ``policy.params`` only if it is the scenario's own policy; an override
+    ``policy.params.K=V`` in ``overrides`` sets ``K`` for every compared policy that takes a parameter ``K``
+    (and is an error if none does).
 
     Args:
         scenario: A validated :class:`Scenario`, or the path of a scenario file.
@@ -559,7 +602,8 @@ def compare(scenario: Scenario | str | Path, policies: Sequence[str], seeds: Seq
         "seeds": seeds,
         "baseline": baseline if baseline is not None else policies[0],
         "baseline_of": baseline_of,
-        "arms": {label: {"policy": p, "variant": v} for label, (p, v) in arms.items()},
+        "arms": {label: {"policy": p, "variant": v, "params": dict(arm_scenarios[(p, v)].policy.params)}
+                 for label, (p, v) in arms.items()},
         "headline_metrics": comparison.headline,
         "confidence": CONFIDENCE,
         "jobs": jobs,

@@ -97,8 +97,12 @@ def summarize(result: RunResult) -> dict[str, Any]:
             "battery_charged": e["charged_j"],
             "battery_losses": e["battery_loss_j"],
         },
-        # Battery energy is counted as renewable: the battery charges only from surplus renewable power.
-        "renewable_coverage": (e["renewable_used_j"] + e["battery_out_j"]) / consumed if consumed > 0 else math.nan,
+        # Shares of the energy consumed: renewable power used directly, and with the battery's output added (the
+        # battery charges only from surplus renewable power, but it may start the run charged: its initial charge
+        # is not renewable energy of the run, so the two shares are reported apart).
+        "renewable_share": e["renewable_used_j"] / consumed if consumed > 0 else math.nan,
+        "renewable_battery_share": ((e["renewable_used_j"] + e["battery_out_j"]) / consumed if consumed > 0
+                                    else math.nan),
         "renewable_utilisation": (e["renewable_used_j"] + e["charged_j"]) / generated if generated > 0 else math.nan,
         "carbon_kg": e["carbon_g"] / 1000.0,
         "grid_cost_usd": e["cost_usd"],
@@ -175,7 +179,7 @@ def summary_table(summary: dict[str, Any]) -> str:
         ("energy consumed", f"{f(e['consumed'] * kwh, ',.1f')} kWh"),
         ("  from renewable / battery / grid", f"{f(e['renewable'] * kwh, ',.1f')} / {f(e['battery'] * kwh, ',.1f')} / {f(e['grid'] * kwh, ',.1f')} kWh"),
         ("  unserved", f"{f(e['unserved'] * kwh, ',.3f')} kWh"),
-        ("renewable coverage", f"{f(summary['renewable_coverage'], '.1%')}"),
+        ("renewable share / with battery", f"{f(summary['renewable_share'], '.1%')} / {f(summary['renewable_battery_share'], '.1%')} of energy consumed"),
         ("renewable curtailed", f"{f(e['curtailed'] * kwh, ',.1f')} kWh"),
         ("carbon", f"{f(summary['carbon_kg'], ',.1f')} kg CO2"),
         ("grid cost", f"${f(summary['grid_cost_usd'], ',.2f')}"),

@@ -32,17 +32,26 @@ def power_by_source(ts: pd.DataFrame) -> dict[str, np.ndarray]:
     return out
 
 
+#: Mean power below this is floating-point residue of the energy books (e.g. 1e-10 J of "unserved"), not a source, W.
+_NEGLIGIBLE_W = 1e-6
+
+
 def power_figure(ts: pd.DataFrame, title: str = "mean power by source between records"):
     """Stacked power by source (renewable, battery, grid, unserved) with the renewable power available."""
     plt = pyplot()
     p = power_by_source(ts)
     kw = 1e-3
     fig, ax = plt.subplots(figsize=(10, 4))
-    ax.stackplot(p["t_h"], p["renewable_used_w"] * kw, p["battery_out_w"] * kw, p["grid_w"] * kw,
-                 p["unserved_w"] * kw, labels=["renewable", "battery", "grid", "unserved"], step="post",
-                 colors=["#4daf4a", "#984ea3", "#999999", "#e41a1c"])
-    ax.step(ts["time_s"] / 3600.0, ts["renewable_w"] * kw, where="post", color="#ff7f00", lw=1.2,
-            label="renewable available")
+    bands = [(p[k] * kw, label, color) for k, label, color in
+             (("renewable_used_w", "renewable", "#4daf4a"), ("battery_out_w", "battery", "#984ea3"),
+              ("grid_w", "grid", "#999999"), ("unserved_w", "unserved", "#e41a1c"))
+             if np.any(p[k] > _NEGLIGIBLE_W)]  # a source that never delivered is neither drawn nor listed
+    if bands:
+        ax.stackplot(p["t_h"], *[b[0] for b in bands], labels=[b[1] for b in bands], step="post",
+                     colors=[b[2] for b in bands])
+    if np.any(ts["renewable_w"].to_numpy(float) > _NEGLIGIBLE_W):
+        ax.step(ts["time_s"] / 3600.0, ts["renewable_w"] * kw, where="post", color="#ff7f00", lw=1.2,
+                label="renewable available")
     ax.set_xlabel("time since start (h)")
     ax.set_ylabel("power (kW)")
     ax.set_title(title)
@@ -84,24 +93,66 @@ def queue_figure(ts: pd.DataFrame | None, jobs: pd.DataFrame | None):
     ax1.set_ylabel("jobs")
     waits = jobs["wait_s"].dropna().to_numpy(float) if jobs is not None else np.array([])
     if waits.size:
-        ax2.hist(waits, bins=50)
+        # log-spaced bins on a log axis, so the tail shows; waits of 0 s (started at once) get their own bar
+        zero = int(np.sum(waits <= 0))
+        positive = waits[waits > 0]
+        if positive.size:
+            low, high = positive.min(), positive.max()
+            edges = np.geomspace(low, high * (1 + 1e-9), 41) if high > low else np.array([low * 0.9, low * 1.1])
+            ax2.hist(positive, bins=edges, color="#377eb8", label="waited")
+            ax2.set_xscale("log")
+        if zero:
+            ax2.set_title(f"{zero:,} of {waits.size:,} jobs started without waiting (not shown)", fontsize=9)
     else:
         ax2.text(0.5, 0.5, "no job started" if jobs is not None else "jobs.csv not written", ha="center",
                  transform=ax2.transAxes)
-    ax2.set_xlabel("wait before start (s)")
+    ax2.set_xlabel("wait before start (s, log scale)")
     ax2.set_ylabel("jobs")
     fig.tight_layout()
     return fig
 
 
-def wallets_figure(rounds: pd.DataFrame):
-    """Tokens held, minted and debited over time, and the Gini coefficient of wallets."""
+#: Ledger entry kinds by the flow they are in the wallet books (``held = minted + credited − debited − burned``).
+WALLET_FLOWS = {"minted": "mint_", "credited": "credit_", "debited": "debit_", "burned": "burn_"}
+
+
+def wallet_flows(ledger: pd.DataFrame) -> pd.DataFrame:
+    """Cumulative token flows of all wallets after each ledger time, from the ledger.
+
+    Returns:
+        One row per distinct ledger time: ``time_s``, cumulative ``minted`` (initial and endowments),
+        ``credited`` (job value), ``debited`` (energy), ``burned`` (demurrage, carry-over cap), and
+        ``held = minted + credited − debited − burned``, tokens.
+    """
+    kind = ledger["kind"].astype(str)
+    flow = pd.Series("other", index=ledger.index)
+    for name, prefix in WALLET_FLOWS.items():
+        flow[kind.str.startswith(prefix)] = name
+    if (flow == "other").any():
+        raise ValueError(f"ledger kinds {sorted(set(kind[flow == 'other']))} are not mint_/credit_/debit_/burn_")
+    table = (ledger.assign(flow=flow).pivot_table(index="time_s", columns="flow", values="tokens", aggfunc="sum")
+             .reindex(columns=list(WALLET_FLOWS)).fillna(0.0).sort_index().cumsum())
+    table["held"] = table["minted"] + table["credited"] - table["debited"] - table["burned"]
+    return table.reset_index()
+
+
+def wallets_figure(rounds: pd.DataFrame, ledger: pd.DataFrame | None = None):
+    """Tokens held with the flows that explain them (minted, job value credited, debited, burned; from the ledger,
+    flows that stay zero are left out), and the Gini coefficient of wallets."""
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     t_h = rounds["time_s"] / 3600.0
-    ax1.step(t_h, rounds["tokens_held"], where="post", label="held (all wallets)")
-    ax1.step(t_h, rounds["tokens_minted"].cumsum(), where="post", label="endowments minted (cumulative)")
-    ax1.step(t_h, rounds["tokens_debited"].cumsum(), where="post", label="debited for energy (cumulative)")
+    ax1.step(t_h, rounds["tokens_held"], where="post", label="held (all wallets)", lw=2)
+    if ledger is not None and not ledger.empty:
+        flows = wallet_flows(ledger)
+        labels = {"minted": "minted: initial + endowments", "credited": "credited: job value",
+                  "debited": "debited for energy", "burned": "burned"}
+        for name, label in labels.items():
+            if flows[name].abs().max() > 0:
+                ax1.step(flows["time_s"] / 3600.0, flows[name], where="post", label=f"{label} (cumulative)")
+    else:  # no ledger: only the flows the round table has
+        ax1.step(t_h, rounds["tokens_minted"].cumsum(), where="post", label="endowments minted (cumulative)")
+        ax1.step(t_h, rounds["tokens_debited"].cumsum(), where="post", label="debited for energy (cumulative)")
     ax1.set_xlabel("time since start (h)")
     ax1.set_ylabel("tokens")
     ax1.legend(fontsize=8)
@@ -122,7 +173,7 @@ def plot_run(result: RunResult, out: Path) -> list[Path]:
                "queue_and_waits.png": queue_figure(result.timeseries, result.jobs)}
     if not result.rounds.empty:
         figures["price_vs_renewable.png"] = price_figure(result.rounds)
-        figures["wallets.png"] = wallets_figure(result.rounds)
+        figures["wallets.png"] = wallets_figure(result.rounds, result.ledger)
     plt = pyplot()
     files = []
     for name, fig in figures.items():

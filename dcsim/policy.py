@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 from enum import IntEnum
 from importlib import metadata
@@ -269,18 +270,52 @@ def load_policy(name: str, params: dict[str, Any] | None = None) -> Policy:
     Raises:
         PolicyError: Unknown name, import failure, or bad parameters; the message lists the known names.
     """
-    registry = registered_policies()
-    if ":" in name:
-        cls = _import(name)
-    elif name in registry:
-        cls = _import(registry[name])
-    else:
-        known = ", ".join(registry) or "(none: is dcsim installed with `pip install -e .`?)"
-        raise PolicyError(f"unknown policy {name!r}; registered policies: {known}; or give 'package.module:Class'")
+    cls = policy_class(name)
+    allowed = policy_parameters(cls)
+    unknown = sorted(set(params or {}) - set(allowed))
+    if unknown:
+        raise PolicyError(f"policy {name!r}: unknown parameter(s) {', '.join(map(repr, unknown))}; allowed: "
+                          f"{', '.join(allowed) if allowed else 'none (it takes no parameters)'}")
     try:
         return cls(**(params or {}))
     except (TypeError, ValueError) as exc:
         raise PolicyError(f"policy {name!r}: bad parameters {params or {}}: {exc}") from None
+
+
+def policy_class(name: str) -> type[Policy]:
+    """The policy class a registered name or ``"package.module:Class"`` string stands for.
+
+    Raises:
+        PolicyError: Unknown name or import failure.
+    """
+    registry = registered_policies()
+    if ":" in name:
+        return _import(name)
+    if name in registry:
+        return _import(registry[name])
+    known = ", ".join(registry) or "(none: is dcsim installed with `pip install -e .`?)"
+    raise PolicyError(f"unknown policy {name!r}; registered policies: {known}; or give 'package.module:Class'")
+
+
+def policy_parameters(cls: type[Policy]) -> list[str]:
+    """The keyword parameters a policy class accepts: the named parameters of its ``__init__`` and of every
+    base class's ``__init__`` that it passes ``**kwargs`` on to, up to :class:`Policy` (which takes none)."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if klass is Policy or not (isinstance(klass, type) and issubclass(klass, Policy)):
+            break
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        passes_on = False
+        for p in inspect.signature(init).parameters.values():
+            if p.kind is p.VAR_KEYWORD:
+                passes_on = True
+            elif p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in names:
+                names.append(p.name)
+        if not passes_on:
+            break
+    return names
 
 
 def check_actions(values: Any, n: int, enum: type[IntEnum], who: str) -> np.ndarray:

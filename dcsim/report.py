@@ -99,8 +99,9 @@ def _fmt(x: Any) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """An HTML table; numbers are formatted and right-aligned, everything is escaped."""
-    out = ["<table>", "<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in header) + "</tr>"]
+    """An HTML table; numbers are formatted and right-aligned, everything is escaped; no header row when every
+    header cell is empty."""
+    out = ["<table>"] + (["<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in header) + "</tr>"] if any(header) else [])
     for row in rows:
         cells = []
         for value in row:
@@ -160,7 +161,8 @@ def _summary_section(summary: dict[str, Any]) -> str:
          " / ".join(_fmt(k(e.get(s))) for s in ("renewable", "battery", "grid"))),
         ("unserved energy (kWh)", k(e.get("unserved"))),
         ("renewable curtailed (kWh)", k(e.get("curtailed"))),
-        ("renewable coverage (fraction)", summary.get("renewable_coverage")),
+        ("renewable share of energy consumed (fraction)", summary.get("renewable_share")),
+        ("renewable + battery share of energy consumed (fraction)", summary.get("renewable_battery_share")),
         ("carbon (kg CO2)", summary.get("carbon_kg")),
         ("grid cost (USD)", summary.get("grid_cost_usd")),
         ("jobs arrived / completed / dropped / pending",
@@ -206,12 +208,13 @@ def _queue_section(ts: pd.DataFrame | None, jobs: pd.DataFrame | None) -> str:
     return body
 
 
-def _wallets_section(rounds: pd.DataFrame | None) -> str:
+def _wallets_section(rounds: pd.DataFrame | None, ledger: pd.DataFrame | None = None) -> str:
     if rounds is None:
         return _missing("rounds.csv", "rounds_table")
     if rounds.empty:
         return _note("this run held no market rounds")
-    return _png(plots.wallets_figure(rounds), RUN_SECTIONS["wallets"])
+    return (_png(plots.wallets_figure(rounds, ledger), RUN_SECTIONS["wallets"])
+            + "<p>Held = minted + credited − debited − burned at every moment (the ledger's running totals).</p>")
 
 
 def _block_mean(a: np.ndarray, axis: int, max_size: int) -> tuple[np.ndarray, int]:
@@ -297,7 +300,7 @@ def write_report(run_dir: str | Path) -> Path:
         "power": _power_section(ts),
         "price": _price_section(rounds),
         "queue": _queue_section(ts, jobs),
-        "wallets": _wallets_section(rounds),
+        "wallets": _wallets_section(rounds, ledger),
         "allocations": _allocations_section(run_dir / "allocations.npz"),
         "ledger": _ledger_section(ledger),
         "scenario": (f"<details><summary>metadata.yaml (resolved scenario, seed, policy state, versions)</summary>"
@@ -323,16 +326,16 @@ def _paired_plot(runs: pd.DataFrame, arms: list[str], metrics: list[str]) -> str
     plt = plots.pyplot()
     ncols = min(5, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.4 * nrows), squeeze=False)
     for ax, metric in zip(axes.flat, metrics):
         table = runs.loc[runs["metric"] == metric].pivot(index="seed", columns="arm", values="value")
         table = table.reindex(columns=arms)
         x = np.arange(len(arms))
         for _, row in table.iterrows():
             ax.plot(x, row.to_numpy(float), color="#999999", lw=0.7, alpha=0.7, marker="o", ms=3)
-        ax.set_title(HEADLINE_METRICS.get(metric, metric), fontsize=9)
-        ax.set_xticks(x, arms, rotation=30, ha="right", fontsize=8)
-        ax.tick_params(axis="y", labelsize=8)
+        ax.set_title(HEADLINE_METRICS.get(metric, metric), fontsize=11)
+        ax.set_xticks(x, arms, rotation=30, ha="right", fontsize=10)
+        ax.tick_params(axis="y", labelsize=10)
     for ax in list(axes.flat)[len(metrics):]:
         ax.set_visible(False)
     fig.tight_layout()

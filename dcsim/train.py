@@ -56,7 +56,8 @@ def episode_row(episode: int, run, policy: Policy, wall_s: float) -> dict[str, A
            "epsilon_end": policy.epsilon(), "decisions": policy.decisions, "updates": policy.updates,
            "loss_mean": float(np.mean(losses)) if losses else math.nan,
            "jobs_completed": run.summary["jobs"]["completed"], "jobs_dropped": run.summary["jobs"]["dropped"],
-           "renewable_coverage": run.summary["renewable_coverage"], "wall_s": wall_s}
+           "renewable_share": run.summary["renewable_share"],
+           "renewable_battery_share": run.summary["renewable_battery_share"], "wall_s": wall_s}
     row.update({f"total_{k}": totals[k] for k in REWARD_COMPONENTS})
     if losses:
         losses.clear()
@@ -470,7 +471,8 @@ def _evaluate_one(task: tuple[str, str, dict[str, Any], Scenario]) -> dict[str, 
     return {"arm": label, "policy": name, "seed": sc.seed, "return_per_gpu": s["reward"]["per_gpu"],
             "jobs_completed": s["jobs"]["completed"], "jobs_dropped": s["jobs"]["dropped"],
             "deadline_misses": s["jobs"]["deadline_misses"], "tokens_spent": s["tokens"]["spent"],
-            "energy_kwh": s["energy_j"]["consumed"] / 3.6e6, "renewable_coverage": s["renewable_coverage"],
+            "energy_kwh": s["energy_j"]["consumed"] / 3.6e6, "renewable_share": s["renewable_share"],
+            "renewable_battery_share": s["renewable_battery_share"],
             "carbon_kg": s["carbon_kg"]}
 
 

@@ -55,9 +55,9 @@ workload:
 """
 
 
-def dcsim_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    """``python -m dcsim ARGS`` in ``cwd``, importing this checkout's dcsim."""
-    env = dict(os.environ)
+def dcsim_cli(*args: str, cwd: Path, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m dcsim ARGS`` in ``cwd``, importing this checkout's dcsim (``env``: extra variables)."""
+    env = dict(os.environ, **(env or {}))
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["MPLBACKEND"] = "Agg"
     return subprocess.run([sys.executable, "-m", "dcsim", *map(str, args)], cwd=cwd, env=env,

@@ -266,7 +266,7 @@ def test_run_report_is_self_contained_with_every_section(run_dir):
     # small runs record per-GPU allocations (allocations.npz), so the heatmap is drawn
     assert (run_dir / "allocations.npz").is_file()
     assert NO_ALLOCATIONS not in found["allocations"] and found["allocations"].count('src="data:image/png;base64,') == 1
-    assert "mint_initial" in found["ledger"] and "renewable coverage" in found["summary"]
+    assert "mint_initial" in found["ledger"] and "renewable share of energy consumed" in found["summary"]
 
 
 def test_run_report_says_when_allocations_were_not_recorded(run_dir, tmp_path):

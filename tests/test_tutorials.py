@@ -2,8 +2,9 @@
 
 ``tools/make_tutorials.py --horizon 2h --out tmp`` runs in a subprocess, so every ``python -m dcsim`` command of
 every lesson (and each example script) really runs; a change that breaks a tutorial command fails here. The
-committed pages in docs/tutorials/ are checked against the script without running anything: they must show the
-script's current commands, so editing a lesson without regenerating the pages fails too.
+committed pages in docs/tutorials/ must show the script's current commands, so editing a lesson without
+regenerating the pages fails too; and a full rebuild at the lessons' own settings (~2 CPU-minutes) must give
+every number on every committed page, so a page cannot go stale when the code changes.
 """
 from __future__ import annotations
 
@@ -61,6 +62,47 @@ def quick_build(tmp_path_factory):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--horizon", HORIZON, "--out", str(out)],
                           cwd=tmp_path_factory.mktemp("cwd"), capture_output=True, text=True, timeout=900)
     return out, proc
+
+
+@pytest.fixture(scope="module")
+def full_build(tmp_path_factory):
+    """The tutorials rebuilt at their own settings (full horizon, every seed), as the committed pages were."""
+    out = tmp_path_factory.mktemp("tutorials-full")
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)],
+                          cwd=tmp_path_factory.mktemp("cwd-full"), capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, f"make_tutorials failed\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    return out
+
+
+# The only numbers on the pages that depend on the machine rather than on the model: throughput.
+WALL_CLOCK = re.compile(r"^(events / wall-second\s+)[\d,.]+$", re.M)
+NUMBER = re.compile(r"(?<![\w.])[-+−]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def _numbers(text: str) -> list[tuple[str, str]]:
+    """Every number on a page with its line, wall-clock throughput masked."""
+    text = WALL_CLOCK.sub(r"\1<machine-dependent>", text)
+    return [(m.group(), line) for line in text.splitlines() for m in NUMBER.finditer(line)]
+
+
+@pytest.mark.parametrize("name", [l.filename for l in LESSONS] + ["README.md"])
+def test_every_committed_tutorial_number_reproduces(full_build, name):
+    """Every number make_tutorials writes into a committed page (tables, console output, prose) equals the one a
+    fresh run of the same commands gives; only events per wall-second are machine-dependent and masked."""
+    committed = (COMMITTED / name).read_text(encoding="utf-8")
+    fresh = (full_build / name).read_text(encoding="utf-8")
+    old, new = _numbers(committed), _numbers(fresh)
+    differ = [(a, b, line) for (a, line), (b, _) in zip(old, new) if a != b]
+    assert not differ and len(old) == len(new), (
+        f"{name}: {len(differ)} number(s) differ from a fresh run (regenerate with `python tools/make_tutorials.py`)"
+        + "".join(f"\n  page {a} / fresh {b}: {line.strip()[:160]}" for a, b, line in differ[:10])
+        + ("" if len(old) == len(new) else f"\n  the page has {len(old)} numbers, the fresh build {len(new)}"))
+    assert WALL_CLOCK.sub("", committed) == WALL_CLOCK.sub("", fresh), f"{name}: the text differs from a fresh build"
+
+
+def test_number_masking_keeps_model_numbers():
+    page = "events / wall-second                 13,310\njobs completed  350.8 ± 13.87, p=0.0011 and -38.59"
+    assert [n for n, _ in _numbers(page)] == ["350.8", "13.87", "0.0011", "-38.59"]
 
 
 def test_build_at_reduced_horizon_succeeds(quick_build):

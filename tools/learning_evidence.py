@@ -117,7 +117,7 @@ def evaluation_markdown(runs: pd.DataFrame) -> tuple[pd.DataFrame, str, dict[str
         n, mean, _, lo, hi = mean_ci(wide[arm].to_numpy(float))
         rows.append({"arm": arm, "seeds": n, "mean": mean, "lo": lo, "hi": hi,
                      **{c: g[c].mean() for c in ("jobs_completed", "jobs_dropped", "deadline_misses", "tokens_spent",
-                                                  "energy_kwh", "renewable_coverage")}})
+                                                  "energy_kwh", "renewable_battery_share")}})
     table = pd.DataFrame(rows)
     base = table[table.arm.isin(BASELINES)].sort_values("mean", ascending=False)
     best = {"best baseline": str(base.arm.iloc[0]),
@@ -130,10 +130,10 @@ def evaluation_markdown(runs: pd.DataFrame) -> tuple[pd.DataFrame, str, dict[str
 
     md = markdown_table(
         ["arm", "kind", "return per GPU: mean [95% CI]", "jobs completed", "dropped", "deadline misses*",
-         "tokens spent", "energy (kWh)", "renewable coverage"],
+         "tokens spent", "energy (kWh)", "renewable + battery share"],
         [[r.arm, kind(r.arm), f"{r.mean:.2f} [{r.lo:.2f}, {r.hi:.2f}]", f"{r.jobs_completed:.1f}",
           f"{r.jobs_dropped:.1f}", f"{r.deadline_misses:.1f}", f"{r.tokens_spent:.0f}", f"{r.energy_kwh:.0f}",
-          f"{r.renewable_coverage:.1%}"] for r in table.itertuples()])
+          f"{r.renewable_battery_share:.1%}"] for r in table.itertuples()])
     lines = []
     for arm in LEARNED:
         if arm not in wide:

@@ -329,9 +329,9 @@ def write_lesson1(ctx: Context, r: dict[str, Result]) -> str:
     e = s["energy_j"]
     table = cmp_summary(cmp)
     pt_flat, pt_scarce = "price_threshold@flat", "price_threshold@scarce"
-    cov_flat, cov_scarce = mean_of(table, pt_flat, "renewable_coverage"), mean_of(table, pt_scarce, "renewable_coverage")
+    cov_flat, cov_scarce = mean_of(table, pt_flat, "renewable_share"), mean_of(table, pt_scarce, "renewable_share")
     ao_price_flat, ao_price = mean_of(table, "always_on@flat", "token_price.mean"), mean_of(table, "always_on@scarce", "token_price.mean")
-    physical = ["renewable_coverage", "carbon_kg", "energy_kwh.consumed", "jobs.completed", "wait_s.mean"]
+    physical = ["renewable_share", "carbon_kg", "energy_kwh.consumed", "jobs.completed", "wait_s.mean"]
     diffs = cmp_diff(cmp)
     ao_zero = all((("always_on@scarce", m) in diffs.index and diffs.loc[("always_on@scarce", m), "mean_diff"] == 0)
                   for m in physical)
@@ -368,7 +368,7 @@ wallets large enough that budgets never bind (that is [lesson 3](03-budgets-and-
 {console(run)}
 
 Every GPU ran `always_on`: every job starts at once at full power, whatever the price. The sun covered
-{pct(s['renewable_coverage'])} of the {fmt(e['consumed'] * kwh, 4)} kWh consumed; with no battery,
+{pct(s['renewable_share'])} of the {fmt(e['consumed'] * kwh, 4)} kWh consumed; with no battery,
 {fmt(e['curtailed'] * kwh, 3)} kWh of midday solar had nowhere to go and was curtailed. The mean price over the
 {s['market']['rounds']} rounds was {fmt(s['token_price']['mean'])} tokens/kWh, and its correlation with the
 renewable fraction was {fmt(s['token_price']['corr_with_renewable_fraction'])}.{" No job waited: with 32 GPUs and about half of them busy, every job found a free GPU at once." if s['wait_s']['p99'] == 0 else ""}
@@ -412,8 +412,8 @@ Read the difference table column by column.
   {fmt(ao_price)} tokens/kWh{" and nothing else: every physical metric has a difference of exactly 0. The price moved tokens from the wallets to the Token Manager, but no GPU did anything differently" if ao_zero else "; some physical metrics changed too (budgets must have bound)"}.
 - **`price_threshold`**: with a flat price of 1 it never crosses its threshold of 2, so under `flat` it
   {"behaves exactly like `always_on` (the two `@flat` columns agree)" if flat_same else "should behave like `always_on`, but the two `@flat` columns differ"}.
-  Under `scarce` it defers and throttles whenever the sun is short: renewable coverage went from {pct(cov_flat)}
-  to {pct(cov_scarce)} ({diff_text(cmp, pt_scarce, 'renewable_coverage', 'points', scale=100)}), carbon
+  Under `scarce` it defers and throttles whenever the sun is short: the renewable share of the energy consumed went from {pct(cov_flat)}
+  to {pct(cov_scarce)} ({diff_text(cmp, pt_scarce, 'renewable_share', 'points', scale=100)}), carbon
   {diff_text(cmp, pt_scarce, 'carbon_kg', 'kg')}, and the mean wait {diff_text(cmp, pt_scarce, 'wait_s.mean', 's')}.
   The price bought cleaner power with waiting time. Jobs completed changed by
   {diff_text(cmp, pt_scarce, 'jobs.completed')}: at the end of the day {fmt(held_back)} jobs on average were
@@ -762,8 +762,8 @@ What happened:
   moves work).
 - **`cap`** and **`demurrage`** burn the tokens agents save in the sunny hours ({fmt(burn_cap, 4)} and
   {fmt(burn_dem, 4)} tokens on average), savings that would have paid for night work. So they act
-  like a tighter night budget: renewable coverage {diff_text(cmp, 'always_on@cap', 'renewable_coverage', 'points', scale=100)}
-  and {diff_text(cmp, 'always_on@demurrage', 'renewable_coverage', 'points', scale=100)}, jobs completed
+  like a tighter night budget: renewable share {diff_text(cmp, 'always_on@cap', 'renewable_share', 'points', scale=100)}
+  and {diff_text(cmp, 'always_on@demurrage', 'renewable_share', 'points', scale=100)}, jobs completed
   {diff_text(cmp, 'always_on@cap', 'jobs.completed')} and {diff_text(cmp, 'always_on@demurrage', 'jobs.completed')}.
   Both are meant to stop hoarding; here hoarding was what carried work into the night. The end-of-day Gini is
   {more_less(mean_of(t, 'always_on@cap', 'market.gini_wallets_end'), mean_of(t, 'always_on@plain', 'market.gini_wallets_end'), '*higher*', '*lower*')}
@@ -1134,7 +1134,7 @@ def write_lesson5(ctx: Context, r: dict[str, Result]) -> str:
     reg, irr = r["regular"], r["irregular"]
     ev, fx = r["run_event"], r["run_fixed"]
     arm = "renewable_follower@fixed:900"
-    metrics = {"renewable_coverage": ("renewable coverage (percentage points)", 100.0, ""),
+    metrics = {"renewable_share": ("renewable share (percentage points)", 100.0, ""),
                "carbon_kg": ("carbon (kg CO2)", 1.0, ""), "energy_kwh.consumed": ("energy consumed (kWh)", 1.0, ""),
                "jobs.completed": ("jobs completed", 1.0, ""), "wait_s.mean": ("mean wait (s)", 1.0, ""),
                "welfare_tokens.welfare": ("welfare (tokens)", 1.0, "")}
@@ -1160,11 +1160,11 @@ def write_lesson5(ctx: Context, r: dict[str, Result]) -> str:
         for method in ("bid", "admit", "on_idle"):
             row.append(f"{int(counts.loc[method, 'count']):,} / {int(counts.loc[method, 'sum']):,}" if method in counts.index else "0 / 0")
         se = summary(run)
-        row += [f"{se['performance']['events']:,}", pct(se["renewable_coverage"]), fmt(se["wait_s"]["mean"], 4)]
+        row += [f"{se['performance']['events']:,}", pct(se["renewable_share"]), fmt(se["wait_s"]["mean"], 4)]
         dec.append(row)
     ev_counts = events_ev["kind"].value_counts()
     kinds = ", ".join(f"{k} {int(v):,}" for k, v in ev_counts.items())
-    p_reg, p_irr = p_value(reg, arm, "renewable_coverage"), p_value(irr, arm, "renewable_coverage")
+    p_reg, p_irr = p_value(reg, arm, "renewable_share"), p_value(irr, arm, "renewable_share")
     tr, ti = cmp_summary(reg), cmp_summary(irr)
     base = "renewable_follower@event"
     levels = md_table(["mean over the seeds", "regular world", "irregular world"], [
@@ -1209,8 +1209,8 @@ less than half of a GPU's dynamic range) and puts idle GPUs to sleep.
 
 `always_on` never decides anything that depends on time, so it cannot tell the two timings apart (every
 difference is exactly 0). For `renewable_follower` the tick costs little here: the sun moves smoothly and the
-solar series itself changes only every 15 minutes (renewable coverage
-{diff_text(reg, arm, 'renewable_coverage', 'points', scale=100)}). The visible cost is waiting: a deferrable job
+solar series itself changes only every 15 minutes (renewable share
+{diff_text(reg, arm, 'renewable_share', 'points', scale=100)}). The visible cost is waiting: a deferrable job
 that arrives between ticks waits for the next one (mean wait {diff_text(reg, arm, 'wait_s.mean', 's')}).
 
 ## An irregular world
@@ -1240,7 +1240,7 @@ How irregular it is, from the event-timed run's `jobs.csv`, `events.csv` and `ro
 Events in the log: {kinds}. What the policy was asked, from each run's `decisions.csv` (policy calls / agent
 decisions; one call decides for every agent deciding at that instant):
 
-{md_table(['timing', 'bid', 'admit', 'on_idle', 'events', 'renewable coverage', 'mean wait (s)'], dec)}
+{md_table(['timing', 'bid', 'admit', 'on_idle', 'events', 'renewable share', 'mean wait (s)'], dec)}
 
 Now the comparison over five seeds:
 
@@ -1255,7 +1255,7 @@ The effect of the fixed tick on `renewable_follower` (fixed:900 − event, paire
 
 {md_table(['metric', 'regular world', 'irregular world'], side)}
 
-For renewable coverage the paired test gives p = {fmt(p_reg, 2)} in the regular world and p = {fmt(p_irr, 2)}
+For the renewable share the paired test gives p = {fmt(p_reg, 2)} in the regular world and p = {fmt(p_irr, 2)}
 in the irregular one. The same policy, seen through the same 900 s tick, loses more in a world whose changes
 do not wait for the tick. In the irregular day above the event-timed policy was asked to bid {dec_ev[1].split(' / ')[0]}
 times and to admit jobs {dec_ev[2].split(' / ')[0]} times; on the tick, {dec_fx[1].split(' / ')[0]} and

@@ -22,6 +22,9 @@ import pandas as pd
 DEFAULT_SEED = 20240601
 DEFAULT_JOBS = 50
 MEAN_INTERARRIVAL_S = 120.0
+#: Job value per GPU-second, tokens: scenarios/example_jobs.yaml's ``value_tokens_per_gpu_s``, so a job is worth
+#: about what its energy costs (an H100-second at full power, 700 J, costs 0.0002-0.0014 tokens at 1-7.4 tokens/kWh).
+VALUE_TOKENS_PER_GPU_S = 0.001
 
 
 def make_example_jobs(seed: int = DEFAULT_SEED, n_jobs: int = DEFAULT_JOBS) -> pd.DataFrame:
@@ -45,7 +48,7 @@ def make_example_jobs(seed: int = DEFAULT_SEED, n_jobs: int = DEFAULT_JOBS) -> p
     has_deadline = rng.random(n_jobs) < 0.5
     slack = rng.uniform(1.5, 4.0, n_jobs)
     deadline_s = np.where(has_deadline, np.round(arrival_s + slack * duration_s, 1), np.nan)
-    value_tokens = np.round(work_gpu_s * np.where(deferrable, 0.8, 1.2), 1)
+    value_tokens = np.round(work_gpu_s * VALUE_TOKENS_PER_GPU_S * np.where(deferrable, 0.8, 1.2), 4)
     return pd.DataFrame(
         {
             "job_id": [f"ex-{i:03d}" for i in range(n_jobs)],
@@ -64,6 +67,7 @@ def write_example_jobs(out: Path, seed: int = DEFAULT_SEED, n_jobs: int = DEFAUL
     """Write the example job table as CSV (empty deadline = none, booleans as true/false)."""
     table = make_example_jobs(seed, n_jobs)
     table["deferrable"] = np.where(table["deferrable"], "true", "false")
+    table["value_tokens"] = [f"{v:.4f}" for v in table["value_tokens"]]  # tokens: 4 decimals, not 1
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False, lineterminator="\n", float_format="%.1f")
     return out
