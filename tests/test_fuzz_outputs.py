@@ -344,7 +344,9 @@ def test_resume_extends_a_finished_training_and_survives_a_kill_while_copying(tm
 def test_train_killed_mid_training_then_resumed_matches_an_uninterrupted_run(tmp_path):
     _write_train_yaml(tmp_path, horizon_s=86400)  # about a second an episode: time to stop it in the middle
     args = ["learn.yaml", "--policy", "qlearning", "--episodes", "4", "-q"]
-    train(parse_scenario(TRAIN | {"horizon_s": 86400}), "qlearning", 4, tmp_path / "ref")  # what the CLI runs
+    # what the CLI runs: `--policy qlearning` sets the scenario's policy (so --set policy.params.K=V configures it)
+    train(parse_scenario(TRAIN | {"horizon_s": 86400, "policy": {"name": "qlearning"}}), "qlearning", 4,
+          tmp_path / "ref")
     for sig in (signal.SIGKILL, signal.SIGTERM):
         out = tmp_path / f"t{sig}"
         state = tmp_path / f"t{sig}.partial" / "train_state.json"
