@@ -92,6 +92,9 @@ _RUNNING, _COMPLETED, _DROPPED = int(JobStatus.RUNNING), int(JobStatus.COMPLETED
 _TARGET = {int(k): int(v) for k, v in _TRANSITION_TARGET.items()}
 _SLEEP_ACTION, _OFF_ACTION = int(IdleAction.SLEEP), int(IdleAction.POWER_OFF)
 _NP_TYPES = {"d": np.float64, "q": np.int64, "b": np.int8}
+# Events due within this many ulps of the event time happen at that instant (completions computed as
+# ``now + remaining / rate`` by different jobs can differ in the last bits); anything further apart is later.
+SAME_INSTANT_ULPS = 4
 
 
 def _buffer(n: int, typecode: str, fill: float | int) -> tuple[array.array, np.ndarray]:
@@ -250,6 +253,8 @@ class Simulation:
         cl = scenario.cluster
         spec = cl.power_spec()
         self.idle_w, self.tdp_w, self.min_cap_w = spec["idle_w"], spec["tdp_w"], spec["min_cap_w"]
+        # a cap that rounds a few ulps short of the board's minimum (idle + (min − idle)) is still the minimum
+        self._min_cap_floor_w = self.min_cap_w - SAME_INSTANT_ULPS * math.ulp(self.min_cap_w)
         self.gamma, self.util = spec["gamma"], spec["utilisation"]
         self.span_w = (self.tdp_w - self.idle_w) * self.util
         self.full_power_w = self.idle_w + self.span_w
@@ -404,7 +409,7 @@ class Simulation:
         ``f`` solves ``idle + span·f**gamma = idle + alloc``; a cap below the board's minimum cannot be
         enforced, so the job pauses (f = 0, idle power, no allocation held).
         """
-        if self.idle_w + alloc_w + 1e-9 < self.min_cap_w or alloc_w <= 0:
+        if self.idle_w + alloc_w < self._min_cap_floor_w or alloc_w <= 0:
             return 0.0, self.idle_w, 0.0
         ratio = min(alloc_w / self.span_w, 1.0)
         return ratio ** (1.0 / self.gamma), self.idle_w + self.span_w * ratio, alloc_w
@@ -525,7 +530,7 @@ class Simulation:
         supply. Its agents pay the headline price from now on (energy used before is settled at the old one)."""
         price = self.round_price
         now = self.env.now
-        left_s = max(self.next_round_s - now, 1e-9)
+        left_s = max(self.next_round_s - now, math.ulp(self.next_round_s))  # > 0 even at the round itself
         if self._calls["bid"] and self.tick_s is None:  # a job start is a decision point: its agents bid now
             bids = self._ask_bids(np.asarray(gpus, dtype=np.int64))
             for g, want in zip(gpus, self._want_at_price(bids, price).tolist()):
@@ -768,7 +773,7 @@ class Simulation:
         self._advance()
         self.n_events += 1
         now = self.env.now
-        due = now + 1e-9 * max(1.0, now)
+        due = now + SAME_INSTANT_ULPS * math.ulp(now)
         heap, ver, stat = self.heap, self._ver, self._stat
         freed: list[int] = []
         while heap and heap[0][0] <= due:
@@ -924,7 +929,7 @@ class Simulation:
             scratch[running] = np.inf
             np.minimum.at(scratch, owners, alloc[active])
             new = scratch[running]
-            new = np.where(self.idle_w + new + 1e-9 < self.min_cap_w, 0.0, new)  # below min cap: paused
+            new = np.where(self.idle_w + new < self._min_cap_floor_w, 0.0, new)  # below min cap: paused
             moved = new != self.job_alloc_w[running]
             for j, a in zip(running[moved].tolist(), new[moved].tolist()):
                 self._set_job_alloc(j, a)
@@ -970,7 +975,7 @@ class Simulation:
 
     def next_round_after(self, t: float) -> float:
         """Time of the first periodic round strictly after ``t`` (capped at the horizon)."""
-        k = int(np.searchsorted(self.round_times, t + 1e-9, side="right"))
+        k = int(np.searchsorted(self.round_times, t, side="right"))
         return float(self.round_times[k]) if k < self.round_times.size else self.horizon_s
 
     # ------------------------------------------------------------------------------------ processes
