@@ -116,16 +116,13 @@ class DecisionDispatcher:
             market = self.market
             market.want_w = market.want_at_price(self.tick_bids, market.round_price).tolist()
 
-    def arrival(self, j: int, deferrable: bool) -> None:
-        """Job ``j`` arrived: a deferrable job goes to the policy (at once, or at the next tick); others queue."""
-        jobs = self.jobs
-        if self.calls["admit"] and deferrable:
-            if self.tick_s is None:
-                jobs.deferred.extend(self._admission(np.array([j])))
-            else:  # fixed-step timing: the job waits for the next tick's decision
-                jobs.hold(j)
+    def admit_arrival(self, j: int) -> None:
+        """Deferrable job ``j`` arrived and the policy screens admissions: ask it now (event timing), or hold the
+        job for the next tick's decision (fixed-step timing)."""
+        if self.tick_s is None:
+            self.jobs.deferred.extend(self._admission(np.array([j])))
         else:
-            jobs.enqueue((j,))
+            self.jobs.hold(j)
 
     def _admission(self, idx: np.ndarray) -> list[int]:
         """Ask the policy about deferrable jobs ``idx`` that have arrived; queue each or return it as held."""

@@ -104,13 +104,14 @@ class Simulation:
         self.jobs.market = self.decisions.market = self.market
         self.jobs.rewards = self.decisions.rewards = self.market.rewards = self.rewards
         self.jobs.on_due = self._on_completion_timer
+        self._advance = meter.advance
         cluster.on_transition_end = self._on_transition_end
         policy.reset(streams.generator("policy"), cluster.gpu_view, cluster.n_gpus)
 
     # ------------------------------------------------------------------------------------ event handlers
     def _event(self) -> None:
         """Every event starts here: book energy up to now and count it."""
-        self.meter.advance()
+        self._advance()
         self.n_events += 1
 
     def _on_transition_end(self, gpus: list[int], count: bool = True) -> None:
@@ -121,7 +122,8 @@ class Simulation:
         self.jobs.arm()
 
     def _on_completion_timer(self, _ev: simpy.Event) -> None:
-        self._event()
+        self._advance()  # _event() inlined on the per-job path
+        self.n_events += 1
         jobs = self.jobs
         freed = jobs.complete_due()
         if freed:
@@ -152,18 +154,23 @@ class Simulation:
         n_gpus = self.n_gpus
         k, deferrable = jobs._k, jobs.deferrable.tolist()
         trace = self._trace
+        screen = decisions.calls["admit"]
         for j, t in enumerate(arrival):
             if t >= horizon:
                 break
             if t > env.now:
                 yield env.timeout(delay_to(env.now, t))
-            self._event()
+            self._advance()  # _event() inlined on the per-job path
+            self.n_events += 1
             if k[j] > n_gpus:
                 jobs.drop(j, DropReason.TOO_LARGE)
                 continue
             if trace is not None:
                 trace.append((env.now, "arrival", j, f"gpus={k[j]}"))
-            decisions.arrival(j, deferrable[j])
+            if screen and deferrable[j]:
+                decisions.admit_arrival(j)
+            else:
+                jobs.enqueue((j,))
             jobs.dispatch()
             jobs.arm()
 
