@@ -73,8 +73,9 @@ class Cluster:
         self.free_sleep: dict[int, None] = {}
         self.free_off: dict[int, None] = {}
         {IDLE: self.free_idle, SLEEP: self.free_sleep, OFF: self.free_off}[initial].update(dict.fromkeys(range(n)))
-        # Called (by the core) with the GPUs whose transition ended after a delay.
-        self.on_transition_end: Callable[[list[int]], None] | None = None
+        # The core's handler, called with the GPUs whose transition ended (``count=False`` when it took no time:
+        # no event of its own).
+        self.on_transition_end: Callable[..., None] | None = None
 
     def set_power(self, g: int, power_w: float, billable_w: float) -> None:
         """Change one GPU's power draw now (energy meters stay exact: ``offset += (old − new)·t``)."""

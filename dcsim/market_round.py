@@ -10,7 +10,7 @@ import simpy
 from dcsim.buffers import buffer
 from dcsim.cluster import ACTIVE, Cluster
 from dcsim.config import Scenario
-from dcsim.market import J_PER_KWH, BidBook, SupplyCurve, build_mechanism, gini, jain_index, welfare_ratio
+from dcsim.market import J_PER_KWH, BidBook, Clearing, SupplyCurve, build_mechanism, gini, jain_index, welfare_ratio
 from dcsim.meter import EnergyMeter
 from dcsim.policy import Bids
 from dcsim.seeding import Streams
@@ -138,8 +138,10 @@ class MarketRound:
         cl.allocated_sum_w = float(cl.alloc_w.sum())  # resynchronise the running sum
         self._log_round(trigger, now, clearing, book, supply, request, base_load, demand_w, active, debited, flows)
 
-    def _log_round(self, trigger, now, clearing, book, supply, request, base_load, demand_w, active, debited,
-                   flows) -> None:
+    def _log_round(self, trigger: str, now: float, clearing: Clearing, book: BidBook, supply: SupplyCurve,
+                   request: np.ndarray, base_load: float, demand_w: float, active: np.ndarray, debited: float,
+                   flows: dict[str, float]) -> None:
+        """Append the round's row (and the allocation snapshot) once its allocations are applied."""
         cl = self.cluster
         renewable_w = self.meter.renewable_w
         bidders = request > 0
