@@ -77,9 +77,9 @@ class Cluster:
         # no event of its own).
         self.on_transition_end: Callable[..., None] | None = None
 
-    def set_power(self, g: int, power_w: float, billable_w: float) -> None:
-        """Change one GPU's power draw now (energy meters stay exact: ``offset += (old − new)·t``)."""
-        now = self.env.now
+    def set_power(self, g: int, power_w: float, billable_w: float, now: float) -> None:
+        """Change GPU ``g``'s draw and billable power at ``now`` (the current time, passed in because the callers
+        already hold it; energy meters stay exact: ``offset += (old − new)·t``)."""
         old = self._pw[g]
         if old != power_w:
             self._eoff[g] += (old - power_w) * now
@@ -93,10 +93,6 @@ class Cluster:
     def gpu_energy_now(self) -> np.ndarray:
         """Energy each GPU has used since t = 0, J."""
         return self.energy_off + self.power_w * self.env.now
-
-    def free_count(self) -> int:
-        """GPUs not claimed by a job, in any state."""
-        return len(self.free_idle) + len(self.free_sleep) + len(self.free_off)
 
     def cap(self, alloc_w: float) -> tuple[float, float, float]:
         """Clock fraction, power and effective allocation of a running GPU given power ``alloc_w`` above idle.
@@ -116,12 +112,13 @@ class Cluster:
     def begin_transition(self, gpus: list[int], state: int) -> None:
         """Start moving ``gpus`` into transition ``state`` (waking, booting, entering sleep, shutting down)."""
         power = self.state_power_w[state]
+        now = self.env.now
         if self._trace is not None:
             for g in gpus:
-                self._trace.append((self.env.now, "power_state", g, GpuState(state).name.lower()))
+                self._trace.append((now, "power_state", g, GpuState(state).name.lower()))
         for g in gpus:
             self._st[g] = state
-            self.set_power(g, power, 0.0)
+            self.set_power(g, power, 0.0, now)
         duration = self.transition_s[state]
         if duration <= 0:
             self.on_transition_end(gpus, count=False)
@@ -134,12 +131,13 @@ class Cluster:
         reached sleep/off while a job waited for them start waking at once."""
         target = _TARGET[self._st[gpus[0]]]
         power = self.state_power_w[target]
+        now = self.env.now
         if self._trace is not None:
             for g in gpus:
-                self._trace.append((self.env.now, "power_state", g, GpuState(target).name.lower()))
+                self._trace.append((now, "power_state", g, GpuState(target).name.lower()))
         for g in gpus:
             self._st[g] = target
-            self.set_power(g, power, 0.0)
+            self.set_power(g, power, 0.0, now)
         if target == IDLE:
             return True
         again = [g for g in gpus if self.wake_after[g]]

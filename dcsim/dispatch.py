@@ -142,7 +142,8 @@ class Dispatcher:
             return
         drop_expired = self.drop_expired
         now = self.env.now
-        free = self.cluster.free_count()
+        cl = self.cluster
+        free = len(cl.free_idle) + len(cl.free_sleep) + len(cl.free_off)  # GPUs not claimed, in any state
         while queue:
             j = queue[0]
             if drop_expired and self._deadline[j] < now:
@@ -243,11 +244,12 @@ class Dispatcher:
         """Give every GPU of job ``j`` ``alloc_w`` above idle (a gang runs at its slowest GPU's pace, so all
         its GPUs get the same) and move its completion if its clock changed."""
         cl = self.cluster
+        now = self.env.now
         f, power, alloc_w = cl.cap(alloc_w)
         billable = power - cl.idle_w
         al, ck = cl._al, cl._ck
         for g in self.job_gpus[j]:
-            cl.set_power(g, power, billable)
+            cl.set_power(g, power, billable, now)
             cl.allocated_sum_w += alloc_w - al[g]
             al[g] = alloc_w
             ck[g] = f
@@ -256,7 +258,6 @@ class Dispatcher:
         rate = 0.0 if f == 0.0 else (f if beta == 1.0 else f**beta)  # a paused job makes no progress, even at β = 0
         old = self._rate[j]
         if rate != old:
-            now = self.env.now
             remaining = self._rem[j] - old * (now - self._last[j])
             self._rem[j] = remaining = remaining if remaining > 0.0 else 0.0
             self._last[j] = now
@@ -336,7 +337,7 @@ class Dispatcher:
         set_power = cl.set_power
         for g in gpus:
             energy += eoff[g] + pw[g] * now
-            set_power(g, idle, 0.0)
+            set_power(g, idle, 0.0, now)
             cl.allocated_sum_w -= al[g]
             al[g] = 0.0
             ck[g] = 0.0

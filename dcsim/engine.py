@@ -105,6 +105,7 @@ class Simulation:
         self.jobs.rewards = self.decisions.rewards = self.market.rewards = self.rewards
         self.jobs.on_due = self._on_completion_timer
         self._advance = meter.advance
+        self._on_idle = self.decisions.calls["on_idle"]
         cluster.on_transition_end = self._on_transition_end
         policy.reset(streams.generator("policy"), cluster.gpu_view, cluster.n_gpus)
 
@@ -128,7 +129,7 @@ class Simulation:
         freed = jobs.complete_due()
         if freed:
             jobs.dispatch()
-            if self.decisions.calls["on_idle"]:
+            if self._on_idle:
                 self.decisions.idle_decisions(freed=freed)
         jobs.arm()
 
