@@ -1,0 +1,49 @@
+"""The energy meter: books the cluster's draw by source between events, at the supply that held in between."""
+from __future__ import annotations
+
+import simpy
+
+from dcsim.cluster import Cluster
+from dcsim.config import Scenario
+from dcsim.energy import EnergyBooks
+from dcsim.supply import SupplyInputs
+
+
+class EnergyMeter:
+    """The supply now (renewable power, grid carbon and price) and the exact energy books up to now.
+
+    Power is piecewise constant between events, so each :meth:`advance` books ``P·Δt`` at the power and supply
+    that held since the previous one (renewable first, then battery, then grid; see :class:`EnergyBooks`).
+    The metered power is the cluster's draw; a facility model (cooling, overhead) would add its power here.
+
+    Args:
+        scenario: The validated scenario (its ``supply`` section).
+        supply: Supply series aligned to the scenario start.
+        env: The SimPy environment (its clock).
+        cluster: The cluster whose draw is metered.
+    """
+
+    def __init__(self, scenario: Scenario, supply: SupplyInputs, env: simpy.Environment, cluster: Cluster):
+        self.env = env
+        self.cluster = cluster
+        self.books = EnergyBooks(scenario.supply.battery, scenario.supply.grid.import_cap_w)
+        self.renewable_w = float(supply.renewable_w.value_at(0.0))
+        self.carbon = float(supply.carbon_g_per_kwh.value_at(0.0))  # g/kWh
+        self.grid_price = float(supply.grid_price_usd_per_mwh.value_at(0.0))  # USD/MWh
+        self._t_books = 0.0
+
+    def advance(self) -> None:
+        """Book energy by source from the last event to now at the power that held in between."""
+        now = self.env.now
+        dt = now - self._t_books
+        if dt > 0:
+            self.books.advance(dt, max(0.0, self.cluster.total_power_w), self.renewable_w, self.carbon, self.grid_price)
+            self._t_books = now
+
+    def set_supply(self, renewable_w: float, carbon_g_per_kwh: float, grid_price_usd_per_mwh: float) -> None:
+        """The supply changes now (call :meth:`advance` first)."""
+        self.renewable_w, self.carbon, self.grid_price = renewable_w, carbon_g_per_kwh, grid_price_usd_per_mwh
+
+    def sellable_w(self, base_load_w: float) -> float:
+        """Power the real supply can serve above ``base_load_w`` now: renewable + battery + grid import cap."""
+        return max(0.0, self.renewable_w + self.books.discharge_available_w() + self.books.import_cap_w - base_load_w)

@@ -1,0 +1,132 @@
+"""The reward meter: each learning agent's reward components between its decisions, read off linear meters."""
+from __future__ import annotations
+
+import numpy as np
+import simpy
+
+from dcsim.cluster import Cluster
+from dcsim.config import Scenario
+from dcsim.dispatch import RUNNING, Dispatcher
+from dcsim.learning import REWARD_COMPONENTS, Feedback, reward_weights
+from dcsim.market import J_PER_KWH
+from dcsim.market_round import MarketRound
+from dcsim.meter import EnergyMeter
+
+
+class RewardMeter:
+    """Meters each agent's reward components between its decisions (only built for learning policies).
+
+    Value credited, deadline misses and settled tokens are counted as they happen; energy, unsettled token
+    liabilities and the latency of running jobs (each GPU of a k-GPU job accrues 1/k s per s) are read off
+    linear meters at decision time. What no agent owns — time jobs spend waiting before they start, deadlines
+    missed while waiting, dropped jobs — is shared equally by all agents. At the horizon, jobs still pending
+    are charged their time so far and, past their deadline, a miss. Carbon is attributed to an agent by its
+    share of the cluster's energy over its own interval. Totals equal :func:`dcsim.learning.episode_totals`.
+    """
+
+    def __init__(self, scenario: Scenario, env: simpy.Environment, cluster: Cluster, jobs: Dispatcher,
+                 market: MarketRound, meter: EnergyMeter):
+        n = cluster.n_gpus
+        cfg = scenario.reward
+        self.env, self.cluster, self.jobs, self.market, self.meter = env, cluster, jobs, market, meter
+        self.n = n
+        self.weights = reward_weights(cfg)
+        self.team_fraction = cfg.team_fraction
+        self.value = np.zeros(n)
+        self.misses = np.zeros(n)
+        self.settled = np.zeros(n)
+        self.lat_off = np.zeros(n)  # own latency(t) = lat_off + lat_rate·t
+        self.lat_rate = np.zeros(n)
+        self.shared = np.zeros(3)  # latency_s, deadline misses, drops that no agent owns
+        self.last_s = np.zeros(n)
+        self.first = np.ones(n, dtype=bool)
+        self.snap = np.zeros((n, 5))  # own value, spent, energy_j, latency_s, misses
+        self.snap_shared = np.zeros((n, 3))
+        self.snap_cluster = np.zeros((n, 2))  # cluster consumed_j and carbon_g
+        self.snap_team = np.zeros((n, len(REWARD_COMPONENTS)))
+        self.returns = np.zeros(n)  # undiscounted sum of all feedback rewards per agent
+
+    def start(self, j: int, gpus: list[int], now: float) -> None:
+        """Job ``j`` starts running: its wait is shared; from now its GPUs accrue its latency."""
+        self.shared[0] += now - self.jobs.arrival_s[j]
+        k = len(gpus)
+        for g in gpus:
+            self.lat_off[g] -= now / k
+            self.lat_rate[g] += 1.0 / k
+
+    def complete(self, gpus: list[int], value_share: float, now: float, late: bool) -> None:
+        """A job on ``gpus`` completes: each GPU gets its value share, stops accruing latency, and shares a miss."""
+        k = len(gpus)
+        for g in gpus:
+            self.value[g] += value_share
+            self.lat_off[g] += now / k
+            self.lat_rate[g] -= 1.0 / k
+            if late:
+                self.misses[g] += 1.0 / k
+
+    def drop(self, j: int, now: float, expired: bool) -> None:
+        """Job ``j`` is dropped: its wait, a miss if it expired, and the drop are shared."""
+        self.shared += (now - self.jobs.arrival_s[j], 1.0 if expired else 0.0, 1.0)
+
+    def close(self, now: float) -> None:
+        """At the horizon: pending jobs past their deadline count as misses (running ones to their GPUs), and
+        jobs that never started are charged the time they waited."""
+        jobs = self.jobs
+        for j, gpus in jobs.job_gpus.items():
+            if jobs._stat[j] == RUNNING:
+                if jobs._deadline[j] < now:
+                    for g in gpus:
+                        self.misses[g] += 1.0 / len(gpus)
+            else:  # claimed GPUs still waking: not started
+                self.shared += (now - jobs.arrival_s[j], 1.0 if jobs._deadline[j] < now else 0.0, 0.0)
+        for j in list(jobs.queue) + list(jobs.deferred):
+            self.shared += (now - jobs.arrival_s[j], 1.0 if jobs._deadline[j] < now else 0.0, 0.0)
+
+    def _spent(self, idx: np.ndarray) -> np.ndarray:
+        """Tokens paid plus owed (not yet settled) by agents ``idx`` up to now."""
+        cl, market = self.cluster, self.market
+        used = cl.billable_off[idx] + cl.billable_w[idx] * self.env.now
+        liability = market.owed_tokens[idx] + np.multiply(market.agent_price[idx], used, out=np.zeros(idx.size),
+                                                          where=used > 0) / J_PER_KWH
+        return self.settled[idx] + liability
+
+    def _own(self, idx: np.ndarray) -> np.ndarray:
+        cl = self.cluster
+        now = self.env.now
+        return np.stack([self.value[idx], self._spent(idx), cl.energy_off[idx] + cl.power_w[idx] * now,
+                         self.lat_off[idx] + self.lat_rate[idx] * now, self.misses[idx]], axis=1)
+
+    def _team_now(self) -> np.ndarray:
+        books = self.meter.books.totals
+        own = self._own(np.arange(self.n)).sum(axis=0)
+        return np.array([own[0], own[1], books.consumed_j / J_PER_KWH, books.carbon_g / 1000.0,
+                         own[3] + self.shared[0], own[4] + self.shared[1], self.shared[2]])
+
+    def feedback(self, idx: np.ndarray) -> Feedback:
+        """Rewards of agents ``idx`` since their previous decision; starts their next interval now."""
+        now = self.env.now
+        self.meter.advance()
+        own = self._own(idx)
+        d_own = own - self.snap[idx]
+        d_shared = (self.shared[None, :] - self.snap_shared[idx]) / self.n
+        books = self.meter.books.totals
+        cluster = np.array([books.consumed_j, books.carbon_g])
+        d_cluster = cluster - self.snap_cluster[idx]
+        carbon_kg = np.divide(d_own[:, 2] * d_cluster[:, 1], d_cluster[:, 0], out=np.zeros(idx.size),
+                              where=d_cluster[:, 0] > 0) / 1000.0
+        comps = np.stack([d_own[:, 0], d_own[:, 1], d_own[:, 2] / J_PER_KWH, carbon_kg, d_own[:, 3] + d_shared[:, 0],
+                          d_own[:, 4] + d_shared[:, 1], d_shared[:, 2]], axis=1)
+        reward = comps @ self.weights
+        if self.team_fraction > 0:
+            team = self._team_now()
+            team_reward = ((team[None, :] - self.snap_team[idx]) @ self.weights) / self.n
+            reward = (1.0 - self.team_fraction) * reward + self.team_fraction * team_reward
+            self.snap_team[idx] = team
+        fb = Feedback(reward, now - self.last_s[idx], self.first[idx].copy(), comps)
+        self.snap[idx] = own
+        self.snap_shared[idx] = self.shared
+        self.snap_cluster[idx] = cluster
+        self.last_s[idx] = now
+        self.first[idx] = False
+        self.returns[idx] += reward
+        return fb
