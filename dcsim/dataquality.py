@@ -383,3 +383,36 @@ def run_report(jobs_attrs: dict[str, Any], supply_quality: dict[str, dict]) -> d
         report["workload.trace.path"] = series_record(jobs_attrs)
     report.update(supply_quality)
     return report
+
+
+_PANDAS_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
+
+def ragged_row_error(path: Path, exc: Exception) -> TraceError:
+    """A :class:`TraceError` for a CSV row with more cells than the header, from pandas' ``ParserError``.
+
+    pandas says ``Expected 4 fields in line 3, saw 5``; this names the line, both counts and how many cells
+    are extra. An error of another kind keeps pandas' text.
+    """
+    m = _PANDAS_FIELDS.search(str(exc))
+    if m is None:
+        return TraceError(path, "csv layout", str(exc).strip(), "rows with as many cells as the header")
+    header, line, seen = int(m.group(1)), int(m.group(2)), int(m.group(3))  # pandas counts skipped lines too
+    extra = seen - header
+    return TraceError(path, f"line {line}", f"{seen} cells, {extra} extra cell{'s' if extra != 1 else ''} "
+                      f"beyond the header's {header}", f"at most {header} cells per row, as in the header")
+
+
+def check_no_implicit_index(path: Path, df: pd.DataFrame, skiprows: int = 0) -> None:
+    """Refuse a CSV whose every data row has more cells than the header.
+
+    pandas then silently takes the surplus leading cells as the row index, which shifts every column by one:
+    the values would be read under the wrong names.
+    """
+    if isinstance(df.index, pd.RangeIndex):
+        return
+    extra = df.index.nlevels
+    line = 2 + skiprows  # the first data line (1-based, after the header)
+    raise TraceError(path, f"line {line}", f"{len(df.columns) + extra} cells, {extra} extra cell"
+                     f"{'s' if extra != 1 else ''} beyond the header's {len(df.columns)} (on every data row)",
+                     f"at most {len(df.columns)} cells per row, as in the header")

@@ -337,11 +337,12 @@ def _read_csv(path: Path, skiprows: int = 0) -> pd.DataFrame:
     except pd.errors.EmptyDataError as exc:
         raise TraceError(path, "file", "empty", "a CSV file with a header line") from exc
     except pd.errors.ParserError as exc:
-        raise TraceError(path, "csv layout", str(exc), "rows with as many fields as the header") from exc
+        raise dataquality.ragged_row_error(path, exc) from exc
     except UnicodeDecodeError as exc:
         raise TraceError(path, "encoding", str(exc), "a UTF-8 text file") from exc
     except OSError as exc:
         raise TraceError(path, "file", str(exc), "an existing readable file") from exc
+    dataquality.check_no_implicit_index(path, df, skiprows)
     df.columns = header_names(df.columns)
     return df
 

@@ -949,11 +949,12 @@ def _read_csv(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError as exc:
         raise TraceError(path, "file", "no header or data", "a CSV file with a header row") from exc
     except pd.errors.ParserError as exc:
-        raise TraceError(path, "file", str(exc).strip(), "a CSV with the same number of fields on every row") from exc
+        raise dataquality.ragged_row_error(path, exc) from exc
     except UnicodeDecodeError as exc:
         raise TraceError(path, "file", f"byte {exc.start} is not UTF-8", "a UTF-8 text file") from exc
     except OSError as exc:
         raise TraceError(path, "file", str(exc), "an existing, readable file") from exc
+    dataquality.check_no_implicit_index(path, df)
     df.columns = header_names(df.columns)
     if df.empty:
         raise TraceError(path, "file", "a header and no data rows", "at least one data row")

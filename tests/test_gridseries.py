@@ -317,10 +317,20 @@ def test_empty_and_all_nan_files_refused(tmp_path: Path) -> None:
         load_price(_write(tmp_path, "nan.csv", "time,v\n2023-01-01T00:00Z,\n2023-01-01T01:00Z,NaN\n"))
 
 
-def test_ragged_csv_is_trace_error(tmp_path: Path) -> None:
+def test_ragged_csv_row_names_its_line_and_extra_cells(tmp_path: Path) -> None:
     path = _write(tmp_path, "r.csv", "time,v\n2023-01-01T00:00Z,1\n2023-01-01T01:00Z,2,3,4\n")
-    with pytest.raises(TraceError, match="csv layout"):
+    with pytest.raises(TraceError) as info:
         load_price(path)
+    assert info.value.field == "line 3"
+    assert "4 cells, 2 extra cells beyond the header's 2" in str(info.value)
+
+
+def test_every_row_one_cell_too_many_is_refused_not_shifted(tmp_path: Path) -> None:
+    # pandas would silently take the first cells as the index and read every value under the wrong name
+    path = _write(tmp_path, "r.csv", "time,v\n2023-01-01T00:00Z,1,9\n2023-01-01T01:00Z,2,9\n")
+    with pytest.raises(TraceError) as info:
+        load_price(path)
+    assert info.value.field == "line 2" and "1 extra cell beyond the header's 2 (on every data row)" in str(info.value)
 
 
 def test_load_series_csv_custom_columns(tmp_path: Path) -> None:

@@ -497,3 +497,17 @@ def test_real_azure_trace_has_19366_requests_over_about_an_hour():
     assert jobs["arrival_s"].iloc[-1] == pytest.approx(span_s, abs=1e-6)
     assert jobs["work_gpu_s"].sum() == pytest.approx(work, rel=1e-12)
     assert math.isclose(jobs["clock_sensitivity"].unique()[0], 0.3)
+
+
+def test_job_csv_with_an_extra_cell_on_every_row_is_refused_end_to_end(tmp_path):
+    """A job CSV whose rows all carry one cell more than the header used to run with every column shifted."""
+    from tests.test_cli import dcsim_cli, user_error
+
+    (tmp_path / "jobs.csv").write_text("job_id,arrival_s,gpus,work_gpu_s\na,0,1,100,x\nb,5,1,100,x\n",
+                                       encoding="utf-8")
+    (tmp_path / "s.yaml").write_text(
+        "name: ragged\nstart: 2023-06-21T00:00:00Z\nhorizon_s: 3600\ncluster: {gpus: 2, gpu_model: H100}\n"
+        "workload:\n  trace: {format: csv, path: jobs.csv}\n", encoding="utf-8")
+    err = user_error(dcsim_cli("run", "s.yaml", "--out", "out", cwd=tmp_path)).stderr
+    assert "jobs.csv: line 2" in err and "1 extra cell beyond the header's 4" in err, err
+    assert not (tmp_path / "out").exists()
