@@ -497,11 +497,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         result = sweep(path, grid, args.policies, _seeds(args, scenario.seed), out, overrides=overrides,
                        backend=args.backend, jobs=args.jobs, address=args.address, table_format=args.format,
                        progress=None if args.quiet else progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from dcsim.atomic import exit_status, interrupted_message
+
         saved = len(list((out / CELLS_DIR).glob("*.json"))) if (out / CELLS_DIR).is_dir() else 0
-        print(f"interrupted; {saved} finished cells are saved in {out / CELLS_DIR}: run the same command again to "
-              "run only the rest", file=sys.stderr)
-        return 130
+        exc.partial_output = out
+        print(f"{interrupted_message(exc, 'an unfinished sweep')}; {saved} finished cells are saved in "
+              f"{out / CELLS_DIR}: run the same command again to run only the rest", file=sys.stderr)
+        return exit_status(exc)
     finally:
         if bar is not None:
             bar.close()

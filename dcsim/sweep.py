@@ -287,7 +287,9 @@ def sweep(scenario: Scenario | str | Path, grid: dict[str, list[str]], policies:
         with runner:  # a backend that cannot start (no cluster at --address) fails before anything is written
             meta["backend"] = runner.describe()
             cell_dir.mkdir(parents=True, exist_ok=True)
-            _write_atomic(out / SWEEP_FILE, yaml.safe_dump(meta, sort_keys=False))
+            for stale in ("sweep.csv", "sweep.parquet", "cells.csv", "cells.parquet", "sweep.md"):
+                (out / stale).unlink(missing_ok=True)  # an earlier result: it would look finished if we stop now
+            _write_atomic(out / SWEEP_FILE, yaml.safe_dump(meta | {"complete": False}, sort_keys=False))
             if progress:
                 progress(len(skipped), len(cells))
             runner.run(_run_cell, todo, on_done)
@@ -301,7 +303,7 @@ def sweep(scenario: Scenario | str | Path, grid: dict[str, list[str]], policies:
     files = [write_table(result.table, out, "sweep", table_format),
              write_table(result.cells, out, "cells", table_format)]
     (out / "sweep.md").write_text(result.to_markdown(), encoding="utf-8")
-    meta.update({"ran": len(result.ran), "skipped": len(skipped)})
+    meta.update({"ran": len(result.ran), "skipped": len(skipped), "complete": True})
     _write_atomic(out / SWEEP_FILE, yaml.safe_dump(meta, sort_keys=False))
     result.files = files + [out / "sweep.md", out / SWEEP_FILE]
     return result

@@ -543,3 +543,21 @@ def test_a_bad_timing_names_the_option(tiny, timing):
                           "--seeds", "1", "-q", "--out", "c", cwd=tiny))
     assert f"--timing '{timing}'" in proc.stderr and "fixed:SECONDS" in proc.stderr
     assert not (tiny / "c").exists()
+
+
+def test_a_terminated_sweep_names_its_saved_cells_and_exits_143(tiny):
+    """SIGTERM takes Ctrl-C's path in a sweep too: exit 143, the folder named, marked unfinished, resumable."""
+    import yaml
+
+    proc = start("sweep", "tiny.yaml", "--horizon", "2d", "--grid", "market.scarcity_kappa=0.5,1,2,3",
+                 "--policies", "always_on", "--seeds", "2", "--jobs", "1", "--backend", "local", "--out", "sw",
+                 cwd=tiny)
+    wait_for(lambda: any((tiny / "sw" / "cells").glob("*.json")) if (tiny / "sw" / "cells").is_dir() else False,
+             proc, timeout_s=240)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "interrupted by SIGTERM; an unfinished sweep left in sw" in err and "run the same command again" in err
+    assert "Traceback" not in err
+    assert not (tiny / "sw" / "sweep.csv").exists()
+    assert yaml.safe_load((tiny / "sw" / "sweep.yaml").read_text())["complete"] is False

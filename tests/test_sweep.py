@@ -170,6 +170,32 @@ def test_an_interrupted_sweep_keeps_its_finished_cells_and_resumes(tmp_path, mon
     assert len(ran) == 3 and len(result.skipped) == 3 and len(result.cells) == 6
 
 
+def test_an_interrupted_rerun_does_not_look_finished(done, tmp_path):
+    """A finished sweep rerun after cells were deleted, then stopped: its old tables are gone, and sweep.yaml says
+    the sweep is not complete, so nothing in the folder passes for a finished result."""
+    import shutil
+
+    src, first = done
+    out = tmp_path / "rerun"
+    shutil.copytree(src, out)
+    assert yaml.safe_load((out / "sweep.yaml").read_text())["complete"] is True
+    for cell in first.cells["cell"].iloc[:3]:
+        (out / CELLS_DIR / f"{cell}.json").unlink()
+
+    def stop_at_once(done_cells, total):
+        if done_cells < total:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep(small(), GRID, POLICIES, SEEDS, out, jobs=1, progress=stop_at_once)
+    assert not (out / "sweep.csv").exists() and not (out / "cells.csv").exists() and not (out / "sweep.md").exists()
+    assert yaml.safe_load((out / "sweep.yaml").read_text())["complete"] is False
+    result = sweep(small(), GRID, POLICIES, SEEDS, out, jobs=1)
+    assert sorted(result.ran) == sorted(first.cells["cell"].iloc[:3])
+    pd.testing.assert_frame_equal(result.table, first.table, check_exact=True)
+    assert yaml.safe_load((out / "sweep.yaml").read_text())["complete"] is True
+
+
 def test_a_changed_scenario_is_a_different_cell(done, tmp_path, monkeypatch):
     import shutil
 
