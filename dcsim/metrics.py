@@ -193,5 +193,9 @@ def summary_table(summary: dict[str, Any]) -> str:
         ("reward per GPU (scenario's weights)", f"{f(summary['reward']['per_gpu'], ',.3f')}"),
         ("events / wall-second", f"{f(summary['performance']['events_per_wall_s'], ',.0f')}"),
     ]
+    if "facility" in summary:  # facility.cooling: energy above is facility energy (IT + cooling + overhead)
+        fac = summary["facility"]
+        rows.insert(2, ("  PUE energy-weighted / time mean", f"{f(fac['pue_energy_weighted'], '.4f')} / "
+                                                             f"{f(fac['pue_time_mean'], '.4f')}"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
