@@ -1,6 +1,7 @@
 """Cooling and PUE wired into runs: hand-worked steady state, the lag after a load step, books balanced."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from dcsim.facility.config import CoolingConfig
 from dcsim.facility.cooling import CoolingModel
 from dcsim.facility.plant import CoolingPlant
 from dcsim.runner import run_scenario
+from tests.test_cli import dcsim_cli, ok, user_error
 
 EPW = Path(__file__).resolve().parents[2] / "shared" / "traces" / "weather" / "USA_CA_San.Jose-Mineta.epw"
 
@@ -177,3 +179,33 @@ def test_cooling_off_adds_nothing():
     assert run.result.facility is None and "facility" not in run.summary
     assert "pue" not in run.result.timeseries.columns
     assert math.isclose(run.result.energy["consumed_j"], float(run.result.gpu_energy_j.sum()), rel_tol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------ command line
+COOLING_YAML = """\
+name: cool
+horizon_s: 2h
+cluster: {gpus: 4, gpu_model: H100}
+workload:
+  arrivals: {process: poisson, rate_per_s: 0.005}
+  duration_s: {distribution: constant, value: 600}
+facility:
+  cooling: {weather: {dry_bulb_c: 28}, overhead_w: 200}
+"""
+
+
+def test_cli_run_with_cooling_writes_pue_and_its_plot(tmp_path):
+    (tmp_path / "cool.yaml").write_text(COOLING_YAML, encoding="utf-8")
+    ok(dcsim_cli("run", "cool.yaml", "--out", "out", "--plots", "-q", cwd=tmp_path))
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
+    ts = pd.read_csv(tmp_path / "out" / "timeseries.csv")
+    assert summary["facility"]["pue_energy_weighted"] > 1.0
+    assert {"facility_power_w", "cooling_power_w", "pue", "room_temp_c", "outdoor_dry_bulb_c"} <= set(ts.columns)
+    assert (tmp_path / "out" / "plots" / "pue_vs_outdoor.png").is_file()
+
+
+def test_cli_bad_cooling_value_is_a_user_error(tmp_path):
+    (tmp_path / "cool.yaml").write_text(COOLING_YAML.replace("dry_bulb_c: 28", "dry_bulb_c: 95"), encoding="utf-8")
+    proc = user_error(dcsim_cli("run", "cool.yaml", "--out", "out", cwd=tmp_path))
+    assert "cool.yaml" in proc.stderr and "facility.cooling.weather.dry_bulb_c" in proc.stderr and "95" in proc.stderr
+    assert not (tmp_path / "out").exists()
