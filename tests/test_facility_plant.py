@@ -61,6 +61,8 @@ def test_constant_load_and_temperature_give_the_hand_worked_pue():
     # Room at steady state: T_supply + P_IT/G, G = 2000 W / 12 K.
     assert np.allclose(ts["room_temp_c"], 24.0 + 1600.0 / (2000.0 / 12.0), rtol=1e-12)
     assert run.summary["carbon_kg"] == pytest.approx(facility_w * sc.horizon_s / 3.6e6 * 250.0 / 1000.0, rel=1e-12)
+    # The market covers cooling and overhead as base load: with every GPU idle (unbilled), all of facility power.
+    assert np.allclose(run.result.rounds["base_load_w"], facility_w, rtol=1e-12)
 
 
 def test_cooling_lags_a_load_step(tmp_path):
