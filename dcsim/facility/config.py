@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, model_validator
 from dcsim.config import (
     BatteryConfig,
     ClusterConfig,
+    MAX_QUANTITY,
     DataPath,
     DurationS,
     PositiveDurationS,
@@ -95,21 +96,21 @@ class CoolingConfig(_Model):
     """The cooling plant and room (see docs/facility.md for each default's source or assumption)."""
 
     weather: WeatherConfig
-    design_it_power_w: float | None = Field(None, gt=0, description="null: the cluster's GPUs at TDP")
+    design_it_power_w: float | None = Field(None, gt=0, le=MAX_QUANTITY, description="null: the cluster's GPUs at TDP")
     supply_air_c: float = Field(24.0, ge=5, le=45, description="ASHRAE TC 9.9 recommends 18-27 °C inlet")
-    design_delta_t_k: float = Field(12.0, gt=0)
+    design_delta_t_k: float = Field(12.0, gt=0, le=100)
     time_constant_s: DurationS = Field(600.0, description="room thermal time constant; 0 = cooling follows IT at once")
     chilled_water_c: float = Field(15.0, ge=1, le=40)
-    evaporator_approach_k: float = Field(2.0, ge=0)
+    evaporator_approach_k: float = Field(2.0, ge=0, le=100)
     condenser: Literal["air", "water"] = "air"
-    condenser_approach_k: float = Field(8.0, ge=0)
+    condenser_approach_k: float = Field(8.0, ge=0, le=100)
     second_law_efficiency: float = Field(0.5, gt=0, le=1)
-    max_cop: float = Field(12.0, gt=0)
+    max_cop: float = Field(12.0, gt=0, le=1000)
     economiser: Literal["none", "air", "water"] = "none"
-    economiser_approach_k: float = Field(4.0, gt=0)
-    economiser_power_per_w: float = Field(0.03, ge=0)
-    fan_power_w: float | None = Field(None, ge=0, description="null: 5 % of design_it_power_w")
-    overhead_w: float = Field(0.0, ge=0)
+    economiser_approach_k: float = Field(4.0, gt=0, le=100)
+    economiser_power_per_w: float = Field(0.03, ge=0, le=10)
+    fan_power_w: float | None = Field(None, ge=0, le=MAX_QUANTITY, description="null: 5 % of design_it_power_w")
+    overhead_w: float = Field(0.0, ge=0, le=MAX_QUANTITY)
 
     @model_validator(mode="after")
     def _consistent(self) -> "CoolingConfig":
