@@ -8,6 +8,7 @@ and posted-price market rounds every 5 minutes. The 100k size runs a shorter hor
     python benchmarks/bench_engine.py --sizes 10000 --horizon 86400 --policy race_to_idle
     python benchmarks/bench_engine.py --sizes 10000 --horizon 7200 --policy truthful --mechanism vcg
     python benchmarks/bench_engine.py --json results.json
+    python benchmarks/bench_engine.py --sizes 10000 --cooling   # facility.cooling on
 
 Reports rates and ratios only; nothing here asserts a time.
 """
@@ -52,8 +53,8 @@ def raw_simpy_rate(pending: int = 1, n_events: int = 400_000) -> float:
     return pending * per / (time.perf_counter() - t0)
 
 
-def bench_scenario(gpus: int, horizon_s: float, policy: str, mechanism: str = "posted_price"):
-    return parse_scenario({
+def bench_scenario(gpus: int, horizon_s: float, policy: str, mechanism: str = "posted_price", cooling: bool = False):
+    data = {
         "name": f"bench-{gpus}",
         "start": "2023-06-21T07:00:00Z",
         "horizon_s": horizon_s,
@@ -68,7 +69,10 @@ def bench_scenario(gpus: int, horizon_s: float, policy: str, mechanism: str = "p
         "market": {"interval_s": 300, "initial_tokens": 1000.0, "mechanism": mechanism},
         "policy": {"name": policy},
         "outputs": {"jobs_table": False, "timeseries_table": False},
-    })
+    }
+    if cooling:  # facility.cooling at a constant outdoor temperature: the per-event facility-energy path
+        data["facility"] = {"cooling": {"weather": {"dry_bulb_c": 25.0}, "economiser": "air"}}
+    return parse_scenario(data)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large-horizon", type=float, default=7_200.0, help="simulated seconds at >= 100k GPUs")
     parser.add_argument("--policy", default="always_on")
     parser.add_argument("--mechanism", default="posted_price", help="posted_price, uniform_price, vcg or kelly")
+    parser.add_argument("--cooling", action="store_true", help="turn facility.cooling on (constant 25 °C outdoors)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
@@ -92,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for gpus in args.sizes:
         horizon = args.large_horizon if gpus >= 100_000 else args.horizon
-        sc = bench_scenario(gpus, horizon, args.policy, args.mechanism)
+        sc = bench_scenario(gpus, horizon, args.policy, args.mechanism, args.cooling)
         wall0 = time.perf_counter()
         run = run_scenario(sc)
         total_wall = time.perf_counter() - wall0  # includes job generation and solar modelling
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         depth = max(1, int(round(running)))
         depth_rate = raw_simpy_rate(pending=depth)
         row = {
-            "gpus": gpus, "policy": args.policy, "horizon_s": horizon, "jobs": jobs,
+            "gpus": gpus, "policy": args.policy, "cooling": args.cooling, "horizon_s": horizon, "jobs": jobs,
             "completed": run.summary["jobs"]["completed"], "events": perf["events"],
             "engine_wall_s": perf["wall_s"], "total_wall_s": total_wall,
             "events_per_s": perf["events_per_wall_s"], "jobs_per_s": jobs / perf["wall_s"],

@@ -522,6 +522,10 @@ class OutputConfig(_Model):
                             "auto (parquet when the run's tables hold more than 1,000,000 rows, csv below)")
 
 
+# Imported here, not at the top: dcsim.facility.config builds on the types defined above.
+from dcsim.facility.config import FacilityConfig, facility_problems  # noqa: E402
+
+
 class Scenario(_Model):
     """A complete scenario: everything a run needs besides the code."""
 
@@ -540,6 +544,7 @@ class Scenario(_Model):
     decision_timing: Union[Literal["event"], FixedStep] = Field(
         "event", description="'event': policies decide at event boundaries; {fixed_step: S}: only every S seconds")
     outputs: OutputConfig = OutputConfig()
+    facility: FacilityConfig = FacilityConfig()
 
     @field_validator("start")
     @classmethod
@@ -587,6 +592,13 @@ class Scenario(_Model):
                            "gpus × tdp_w / vcg_quantum_w quanta a round may trade"))
         problems = [(field, value, f"{what} = {count:.3g}; at most {MAX_COUNT:g} in one run")
                     for field, value, count, what in counts if count > MAX_COUNT]
+        if problems:
+            raise _FieldProblems(problems)
+        return self
+
+    @model_validator(mode="after")
+    def _facility(self) -> "Scenario":
+        problems = facility_problems(self.facility, self.cluster, self.supply.battery)
         if problems:
             raise _FieldProblems(problems)
         return self
@@ -838,7 +850,10 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
 
 def scenario_to_dict(scenario: Scenario) -> dict:
     """The resolved scenario as plain YAML-safe data (paths absolute, durations in seconds)."""
-    return scenario.model_dump(mode="json")
+    data = scenario.model_dump(mode="json")
+    if scenario.facility.topology is None and "safety" not in scenario.facility.model_fields_set:
+        del data["facility"]["safety"]  # no tree to enforce: stating the default would be refused on reading back
+    return data
 
 
 def json_schema() -> dict:

@@ -33,7 +33,7 @@ from dcsim.reward_meter import RewardMeter
 from dcsim.seeding import Streams
 from dcsim.supply import SupplyInputs
 
-__all__ = ["DropReason", "JobStatus", "RunResult", "SAME_INSTANT_ULPS", "Simulation", "TIMESERIES_COLUMNS"]
+__all__ = ["COOLING_COLUMNS", "DropReason", "JobStatus", "RunResult", "SAME_INSTANT_ULPS", "Simulation", "TIMESERIES_COLUMNS"]
 
 
 @dataclass
@@ -55,6 +55,7 @@ class RunResult:
     events: pd.DataFrame | None = None
     agent_returns: np.ndarray | None = None  # learning policies: each agent's summed feedback rewards
     counters: dict[str, float] = field(default_factory=dict)
+    facility: dict[str, float] | None = None  # with facility.cooling: PUE and energy by part (CoolingPlant.summary)
 
 
 class Simulation:
@@ -88,6 +89,7 @@ class Simulation:
         self.tick_s: float | None = None if timing == "event" else timing.fixed_step
         self.n_events = 0
         self.ts_rows: list[tuple] = []
+        self.cooling_rows: list[tuple] = []  # with facility.cooling: COOLING_COLUMNS of each time-series row
 
         self.cluster = cluster = Cluster(scenario, env, self._trace)
         self.n_gpus = cluster.n_gpus
@@ -236,6 +238,12 @@ class Simulation:
             int(np.count_nonzero(cl.state == ACTIVE)), int(np.count_nonzero(cl.state == SLEEP)), b.consumed_j,
             b.renewable_used_j, b.battery_out_j, b.grid_j, b.unserved_j, b.curtailed_j, b.charged_j,
         ))
+        plant = meter.cooling
+        if plant is not None:
+            it_w = max(0.0, cl.total_power_w)
+            facility_w = it_w + plant.extra_power_w()
+            self.cooling_rows.append((facility_w, plant.cooling_power_w(), facility_w / it_w if it_w > 0 else np.nan,
+                                      plant.room_temperature_c(), plant.outdoor_dry_bulb_c()))
 
     # ------------------------------------------------------------------------------------ run
     def run(self) -> RunResult:
@@ -259,7 +267,7 @@ class Simulation:
         return RunResult(
             scenario=self.scenario, policy=self.policy, jobs=self.jobs.job_table(self.horizon_s),
             rounds=pd.DataFrame(market.round_rows),
-            timeseries=pd.DataFrame(self.ts_rows, columns=TIMESERIES_COLUMNS),
+            timeseries=self._timeseries(),
             energy=books.totals.as_dict() | {"battery_soc_start_j": books.initial_soc_j, "battery_soc_end_j": books.soc_j},
             tokens=dict(market.tokens) | {"held": float(market.wallet.sum())},
             gpu_energy_j=cl.gpu_energy_now(),
@@ -272,7 +280,14 @@ class Simulation:
             agent_returns=None if self.rewards is None else self.rewards.returns.copy(),
             counters={"events": self.n_events, "wall_s": wall_s, "simulated_s": self.horizon_s,
                       "peak_overallocation_w": market.peak_overallocation_w},
+            facility=None if self.meter.cooling is None else self.meter.cooling.summary(),
         )
+
+    def _timeseries(self) -> pd.DataFrame:
+        ts = pd.DataFrame(self.ts_rows, columns=TIMESERIES_COLUMNS)
+        if self.meter.cooling is not None:  # power_w stays the IT power; the books' columns are facility energy
+            ts = pd.concat([ts, pd.DataFrame(self.cooling_rows, columns=COOLING_COLUMNS)], axis=1)
+        return ts
 
 
 TIMESERIES_COLUMNS = [
@@ -280,3 +295,6 @@ TIMESERIES_COLUMNS = [
     "grid_price_usd_per_mwh", "queue_length", "jobs_running", "gpus_active", "gpus_sleeping",
     "consumed_j", "renewable_used_j", "battery_out_j", "grid_j", "unserved_j", "curtailed_j", "charged_j",
 ]
+#: Time-series columns added with ``facility.cooling``: the facility power, cooling power and PUE at the row's
+#: instant (PUE = facility / IT power; NaN when IT power is 0), the room air and the outdoor dry-bulb, °C.
+COOLING_COLUMNS = ["facility_power_w", "cooling_power_w", "pue", "room_temp_c", "outdoor_dry_bulb_c"]

@@ -91,7 +91,7 @@ class MarketRound:
         self.round_times = round_schedule(scenario, streams)
         # Before the first round (delayed by jitter), jobs start against the real supply and the first round time.
         self.next_round_s = float(self.round_times[0]) if self.round_times.size else self.horizon_s
-        self.round_sellable_w = meter.sellable_w(cluster.total_power_w)
+        self.round_sellable_w = meter.sellable_w(cluster.total_power_w + meter.extra_load_w())
 
     def next_round_after(self, t: float) -> float:
         """Time of the first periodic round strictly after ``t`` (capped at the horizon)."""
@@ -119,7 +119,9 @@ class MarketRound:
         active = cl.state == ACTIVE
         book = self._bid_book(bids, active, round_s)
         request = book.request_w
-        base_load = cl.total_power_w - float(cl.billable_w.sum())
+        # Power the Token Manager must cover before selling any: unbilled GPU draw (idle, transitions) and the
+        # facility's cooling and overhead now (0 without facility.cooling).
+        base_load = cl.total_power_w - float(cl.billable_w.sum()) + self.meter.extra_load_w()
         demand_w = base_load + float(request.sum())
         supply = self._supply_curve(base_load, demand_w, round_s)
         clearing = self.mechanism.clear(book, supply, self.wallet.copy())

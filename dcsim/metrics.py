@@ -153,6 +153,8 @@ def summarize(result: RunResult) -> dict[str, Any]:
             "simulated_s_per_wall_s": sc.horizon_s / wall if wall > 0 else math.nan,
         },
     }
+    if result.facility is not None:
+        summary["facility"] = dict(result.facility)
     return _nan_to_none(summary)
 
 
@@ -191,5 +193,9 @@ def summary_table(summary: dict[str, Any]) -> str:
         ("reward per GPU (scenario's weights)", f"{f(summary['reward']['per_gpu'], ',.3f')}"),
         ("events / wall-second", f"{f(summary['performance']['events_per_wall_s'], ',.0f')}"),
     ]
+    if "facility" in summary:  # facility.cooling: energy above is facility energy (IT + cooling + overhead)
+        fac = summary["facility"]
+        rows.insert(2, ("  PUE energy-weighted / time mean", f"{f(fac['pue_energy_weighted'], '.4f')} / "
+                                                             f"{f(fac['pue_time_mean'], '.4f')}"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

@@ -1,5 +1,5 @@
 """Figures of a run, built from its tables: power by source, price against renewable fraction, queue and
-waits, wallets. ``--plots`` saves them as PNG; the HTML report embeds the same figures."""
+waits, wallets, and PUE against outdoor temperature with cooling on. ``--plots`` saves them as PNG; the HTML report embeds the same figures."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -165,12 +165,34 @@ def wallets_figure(rounds: pd.DataFrame, ledger: pd.DataFrame | None = None):
     return fig
 
 
+def pue_figure(ts: pd.DataFrame):
+    """PUE against the outdoor dry-bulb at each time-series record (runs with ``facility.cooling``), coloured by
+    time, with the room air temperature beside it."""
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    points = ax1.scatter(ts["outdoor_dry_bulb_c"], ts["pue"], c=ts["time_s"] / 3600.0, s=12, cmap="viridis")
+    fig.colorbar(points, ax=ax1, label="time since start (h)")
+    ax1.set_xlabel("outdoor dry-bulb (°C)")
+    ax1.set_ylabel("PUE (facility / IT power)")
+    ax1.set_title("PUE against outdoor temperature")
+    ax2.step(ts["time_s"] / 3600.0, ts["room_temp_c"], where="post", color="#e41a1c", label="room air")
+    ax2.step(ts["time_s"] / 3600.0, ts["outdoor_dry_bulb_c"], where="post", color="#377eb8", label="outdoor dry-bulb")
+    ax2.set_xlabel("time since start (h)")
+    ax2.set_ylabel("temperature (°C)")
+    ax2.set_title("room and outdoor temperature")
+    ax2.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_run(result: RunResult, out: Path) -> list[Path]:
     """Write the standard plots of a run into ``out``; returns the files."""
     out.mkdir(parents=True, exist_ok=True)
     title = f"Power by source — {result.scenario.name} / {result.policy.name}"
     figures = {"power_by_source.png": power_figure(result.timeseries, title),
                "queue_and_waits.png": queue_figure(result.timeseries, result.jobs)}
+    if "pue" in result.timeseries.columns:
+        figures["pue_vs_outdoor.png"] = pue_figure(result.timeseries)
     if not result.rounds.empty:
         figures["price_vs_renewable.png"] = price_figure(result.rounds)
         figures["wallets.png"] = wallets_figure(result.rounds, result.ledger)

@@ -83,6 +83,24 @@ UNITS: dict[str, str] = {
     "params": "–", "jobs_table": "–", "rounds_table": "–", "timeseries_table": "–", "plots": "–",
     "ledger_table": "–", "ledger_detail": "–", "decision_log": "–", "trace_events": "–", "allocations": "–",
 }
+#: Units of the facility section's fields (dcsim/facility/config.py).
+UNITS.update({
+    "Scenario.facility": "–", "FacilityConfig.topology": "–", "FacilityConfig.safety": "–",
+    "FacilityConfig.cooling": "–", "FacilityConfig.failures": "–", "FacilityConfig.battery": "–",
+    "gpus_per_node": "GPUs", "nodes_per_rack": "nodes", "racks_per_pdu": "racks", "pdus_per_feed": "PDUs",
+    "feeds": "feeds", "limits": "–", "graphml": "path", "node_w": "W", "rack_w": "W", "pdu_w": "W", "feed_w": "W",
+    "epw": "path", "dry_bulb_c": "°C", "wet_bulb_c": "°C", "weather": "–", "design_it_power_w": "W",
+    "supply_air_c": "°C", "design_delta_t_k": "K", "time_constant_s": "s", "chilled_water_c": "°C",
+    "evaporator_approach_k": "K", "condenser": "–", "condenser_approach_k": "K", "second_law_efficiency": "fraction",
+    "max_cop": "W/W", "economiser": "–", "economiser_approach_k": "K", "economiser_power_per_w": "W/W",
+    "fan_power_w": "W", "overhead_w": "W",
+    "FailuresConfig.gpu": "–", "FailuresConfig.node": "–", "FailuresConfig.pdu": "–", "FailuresConfig.feed": "–",
+    "scheduled": "–", "renewable_trips": "–", "on_failure": "–", "mtbf_s": "s", "mttr_s": "s",
+    "failure_shape": "–", "repair_shape": "–", "element": "–", "ScheduledOutage.start_s": "s",
+    "mean_time_between_s": "s", "mean_duration_s": "s", "duration_shape": "–",
+    "min_soc": "fraction", "max_soc": "fraction", "grid_charging": "–", "export_price_usd_per_mwh": "USD/MWh",
+    "export_cap_w": "W", "demand_charge_usd_per_kw": "USD/kW", "demand_interval_s": "s", "billing_window_s": "s",
+})
 
 #: What a field means, for fields whose pydantic ``Field`` carries no description.
 NOTES: dict[str, str] = {
@@ -189,6 +207,44 @@ NOTES: dict[str, str] = {
     "OutputConfig.ledger_table": "write ledger.csv: token flows (round, time_s, kind, agent, tokens)",
     "OutputConfig.plots": "write PNG plots (also `--plots`)",
 }
+#: The facility section's fields (docs/facility.md; cooling as booked in a run: docs/model.md).
+NOTES.update({
+    "Scenario.facility": "the facility around the GPUs (cooling and PUE; see docs/facility.md); every part off when left out",
+    "FacilityConfig.topology": "the power-delivery tree (GPU → node → rack → PDU → feed)",
+    "FacilityConfig.cooling": "cooling plant and room: facility power = IT + cooling + overhead (docs/model.md)",
+    "FacilityConfig.failures": "failure and repair processes (the `failures` stream)",
+    "FacilityConfig.battery": "battery dispatch, export and demand charges: not wired into runs yet (refused)",
+    "TopologyConfig.gpus_per_node": "GPUs under each node", "TopologyConfig.nodes_per_rack": "nodes under each rack",
+    "TopologyConfig.racks_per_pdu": "racks under each PDU", "TopologyConfig.pdus_per_feed": "PDUs under each feed",
+    "TopologyConfig.limits": "per-level limits",
+    "LimitsConfig.node_w": "limit of every node; null = none", "LimitsConfig.rack_w": "limit of every rack; null = none",
+    "LimitsConfig.pdu_w": "limit of every PDU; null = none", "LimitsConfig.feed_w": "limit of every feed; null = none",
+    "WeatherConfig.epw": "EnergyPlus weather file (dry-bulb; wet-bulb from humidity, Stull 2011), replayed hourly",
+    "WeatherConfig.dry_bulb_c": "constant outdoor dry-bulb", "WeatherConfig.wet_bulb_c": "constant outdoor wet-bulb",
+    "CoolingConfig.weather": "outdoor temperatures", "CoolingConfig.design_delta_t_k": "air temperature rise across the IT at design power (assumption)",
+    "CoolingConfig.chilled_water_c": "chilled-water supply temperature (assumption)",
+    "CoolingConfig.evaporator_approach_k": "evaporator below the chilled water (assumption)",
+    "CoolingConfig.condenser": "air: rejects to the dry-bulb; water: to a tower following the wet-bulb",
+    "CoolingConfig.condenser_approach_k": "condensing temperature above the outdoor reference (assumption)",
+    "CoolingConfig.second_law_efficiency": "chiller COP as a fraction of Carnot (assumption)",
+    "CoolingConfig.max_cop": "upper bound on the chiller COP (assumption)",
+    "CoolingConfig.economiser": "none, air (dry-bulb vs supply air) or water (wet-bulb vs chilled water)",
+    "CoolingConfig.economiser_approach_k": "below the setpoint by this much: full free cooling (assumption)",
+    "CoolingConfig.economiser_power_per_w": "pump and fan W per W of heat the economiser removes (assumption)",
+    "CoolingConfig.overhead_w": "fixed overhead (lighting, offices, UPS standing loss)",
+    "FailuresConfig.gpu": "GPU failures", "FailuresConfig.node": "node failures", "FailuresConfig.pdu": "PDU failures",
+    "FailuresConfig.feed": "feed failures", "FailuresConfig.scheduled": "planned outages of named tree elements",
+    "FailuresConfig.renewable_trips": "trips of the renewable plant",
+    "ComponentFailures.mtbf_s": "mean up time", "ComponentFailures.mttr_s": "mean repair time",
+    "ScheduledOutage.element": "a tree element's name, e.g. pdu3", "ScheduledOutage.start_s": "start of the outage",
+    "ScheduledOutage.duration_s": "length of the outage",
+    "RenewableTrips.mean_time_between_s": "mean time between trips", "RenewableTrips.mean_duration_s": "mean trip length",
+    "RenewableTrips.duration_shape": "Weibull shape of trip lengths; 1 = exponential",
+    "BatteryDispatchConfig.min_soc": "lowest state of charge", "BatteryDispatchConfig.max_soc": "highest state of charge",
+    "BatteryDispatchConfig.demand_charge_usd_per_kw": "per kW of peak demand per billing window",
+    "BatteryDispatchConfig.demand_interval_s": "demand is the mean power over intervals of this length",
+    "BatteryDispatchConfig.billing_window_s": "one peak is billed per window",
+})
 
 #: Pointers appended to a field's meaning (whether it comes from the code's description or from NOTES).
 MORE: dict[str, str] = {
@@ -244,7 +300,18 @@ RULES: dict[str, list[str]] = {
                  "horizon_s`; MMPP: the larger rate; diurnal: `mean_rate_per_s × (1 + amplitude)`), MMPP state "
                  "changes (`horizon_s / min(mean_sojourn_s)`), market rounds (`horizon_s / interval_s`), decision "
                  "ticks (`horizon_s / fixed_step`), solar steps (`horizon_s / resolution_s`) and, with `vcg`, quanta "
-                 "per round (`gpus × tdp_w / vcg_quantum_w`)."],
+                 "per round (`gpus × tdp_w / vcg_quantum_w`).",
+                 "`facility` is checked against the rest of the scenario: the topology must cover `cluster.gpus` and "
+                 "every limit must be at least the idle power of the GPUs below it; node/PDU/feed failures and "
+                 "scheduled outages need a topology (and name its elements); `facility.battery` needs "
+                 "`supply.battery`; `facility.safety` without a topology is refused. `facility.battery` is refused "
+                 "for now: battery dispatch is not wired into runs yet."],
+    "TopologyConfig": ["Either `graphml` or the regular tree's fields, not both."],
+    "WeatherConfig": ["Exactly one of `epw` and `dry_bulb_c`; `wet_bulb_c` only with `dry_bulb_c`, and at most it."],
+    "CoolingConfig": ["`chilled_water_c < supply_air_c`.",
+                      "A `water` condenser or economiser with constant weather needs `weather.wet_bulb_c`."],
+    "BatteryDispatchConfig": ["`min_soc < max_soc`.", "`billing_window_s` is a whole multiple of `demand_interval_s`.",
+                              "`export_cap_w` needs `export_price_usd_per_mwh`."],
 }
 
 

@@ -1,30 +1,32 @@
 """Typed settings of the facility models (pydantic), with errors that name the field, the value and what is allowed.
 
-Not yet part of scenario files: :mod:`dcsim.config` does not import this module. Wiring it in is a
-``facility: FacilityConfig | None = None`` field on ``Scenario`` plus a call of
-:func:`facility_problems` from a scenario validator; until then :func:`parse_facility` validates a
-``facility`` mapping on its own, reporting fields as ``facility.<...>``.
+The ``facility`` section of scenario files: :mod:`dcsim.config` imports this module part-way (after the
+types it takes from there; ``dcsim/facility/__init__.py`` loads :mod:`dcsim.config` first, so either import
+order works), and ``Scenario`` calls :func:`facility_problems` from a validator. :func:`parse_facility`
+validates a ``facility`` mapping on its own, reporting fields as ``facility.<...>``.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
 from dcsim.config import (
     BatteryConfig,
     ClusterConfig,
+    MAX_QUANTITY,
     DataPath,
     DurationS,
     PositiveDurationS,
     SeriesSource,
     _Model,
-    _problems,
 )
 from dcsim.errors import ScenarioError, TraceError
 from dcsim.facility.cooling import CoolingParams
-from dcsim.facility.topology import PowerTree, read_graphml_tree, regular_tree
+
+if TYPE_CHECKING:
+    from dcsim.facility.topology import PowerTree
 
 _LEVEL_FIELDS = {"node": "node_w", "rack": "rack_w", "pdu": "pdu_w", "feed": "feed_w"}
 
@@ -62,6 +64,8 @@ class TopologyConfig(_Model):
 
     def build(self, n_gpus: int) -> PowerTree:
         """The tree for ``n_gpus`` GPUs (raises ValueError or TraceError, see :mod:`dcsim.facility.topology`)."""
+        from dcsim.facility.topology import read_graphml_tree, regular_tree  # networkx only when a tree is given
+
         if self.graphml is not None:
             return read_graphml_tree(self.graphml, n_gpus)
         limits = {kind: getattr(self.limits, name) for kind, name in _LEVEL_FIELDS.items()}
@@ -92,21 +96,21 @@ class CoolingConfig(_Model):
     """The cooling plant and room (see docs/facility.md for each default's source or assumption)."""
 
     weather: WeatherConfig
-    design_it_power_w: float | None = Field(None, gt=0, description="null: the cluster's GPUs at TDP")
+    design_it_power_w: float | None = Field(None, gt=0, le=MAX_QUANTITY, description="null: the cluster's GPUs at TDP")
     supply_air_c: float = Field(24.0, ge=5, le=45, description="ASHRAE TC 9.9 recommends 18-27 °C inlet")
-    design_delta_t_k: float = Field(12.0, gt=0)
+    design_delta_t_k: float = Field(12.0, gt=0, le=100)
     time_constant_s: DurationS = Field(600.0, description="room thermal time constant; 0 = cooling follows IT at once")
     chilled_water_c: float = Field(15.0, ge=1, le=40)
-    evaporator_approach_k: float = Field(2.0, ge=0)
+    evaporator_approach_k: float = Field(2.0, ge=0, le=100)
     condenser: Literal["air", "water"] = "air"
-    condenser_approach_k: float = Field(8.0, ge=0)
+    condenser_approach_k: float = Field(8.0, ge=0, le=100)
     second_law_efficiency: float = Field(0.5, gt=0, le=1)
-    max_cop: float = Field(12.0, gt=0)
+    max_cop: float = Field(12.0, gt=0, le=1000)
     economiser: Literal["none", "air", "water"] = "none"
-    economiser_approach_k: float = Field(4.0, gt=0)
-    economiser_power_per_w: float = Field(0.03, ge=0)
-    fan_power_w: float | None = Field(None, ge=0, description="null: 5 % of design_it_power_w")
-    overhead_w: float = Field(0.0, ge=0)
+    economiser_approach_k: float = Field(4.0, gt=0, le=100)
+    economiser_power_per_w: float = Field(0.03, ge=0, le=10)
+    fan_power_w: float | None = Field(None, ge=0, le=MAX_QUANTITY, description="null: 5 % of design_it_power_w")
+    overhead_w: float = Field(0.0, ge=0, le=MAX_QUANTITY)
 
     @model_validator(mode="after")
     def _consistent(self) -> "CoolingConfig":
@@ -238,10 +242,16 @@ def facility_problems(facility: FacilityConfig, cluster: ClusterConfig,
     if facility.battery is not None and battery is None:
         problems.append(("facility.battery", facility.battery.model_dump(mode="json"),
                          "battery dispatch needs a battery: add supply.battery"))
+    elif facility.battery is not None:
+        problems.append(("facility.battery", facility.battery.model_dump(mode="json"), _BATTERY_NOT_WIRED))
     if facility.topology is None and facility.safety and "safety" in facility.model_fields_set:
         problems.append(("facility.safety", facility.safety, "the safety layer enforces facility.topology's limits; "
                                                              "add a topology or leave safety out"))
     return problems
+
+
+_BATTERY_NOT_WIRED = ("battery dispatch, grid export and demand charges are not wired into runs yet (issue 9 item 5); "
+                      "leave facility.battery out: supply.battery runs on the fixed rule of docs/model.md")
 
 
 def _names_by_kind(tree: PowerTree) -> str:
@@ -264,6 +274,8 @@ def parse_facility(data: Any, cluster: ClusterConfig, battery: BatteryConfig | N
     Raises:
         ScenarioError: Naming each field as ``facility.<...>``, its value and what is allowed.
     """
+    from dcsim.config import _problems  # defined after Scenario, which imports this module
+
     if not isinstance(data, dict):
         raise ScenarioError(path, [("facility", data, "a mapping of parts (topology, cooling, failures, battery)")])
     if base_dir is None and path is not None:
