@@ -30,7 +30,7 @@ BIN_SETS: dict[str, dict[str, list[float]]] = {
     },
     # 324 states: progress (remaining work) and the pace the deadline needs replace the slack
     "progress": {
-        "pace_needed": [0.5, 1.0],  # clock fraction that meets the deadline: <= 0.5 (a min cap does) | <= 1 | late
+        "pace_needed": [0.5, 1.0],  # clock fraction the deadline needs: < 0.5 | 0.5-1 | >= 1 (full clock, or late)
         "remaining_h": [0.25 / 4, 1.0 / 4],  # scaled by 1/4: < 15 min | 15 min-1 h | >= 1 h of full-clock work
         "price_log_ratio": [0.05, 0.5],
         "renewable_fraction": [1 / 3, 2 / 3],
@@ -70,10 +70,11 @@ class QLearning(LearningPolicy):
         consistent: Use the consistent Bellman operator: a transition back to its own state bootstraps from the
             action it repeats, not from the state's best action (see :meth:`policies.qtable.QTable.update`).
         bins: A bin set of :data:`BIN_SETS` (``"progress"``, the default, or ``"price_slack"``, the old 144 states).
-        double: Double Q-learning (van Hasselt 2010): two tables, each transition updates one of them (a fair coin
-            from the policy's stream) toward the other's value of its own greedy next action; acting is greedy in
-            their mean. Removes the over-estimation that ``max`` over noisy estimates feeds through self-loops
-            such as PAUSE. A checkpoint stores the mean; training resumed from it restarts both tables there.
+        double: Double Q-learning (van Hasselt 2010; the default since issue 14): two tables, each transition
+            updates one of them (a fair coin from the policy's stream) toward the other's value of its own greedy
+            next action; acting is greedy in their mean. Removes the over-estimation that ``max`` over noisy
+            estimates feeds through self-loops such as PAUSE. A checkpoint stores both tables
+            (``qlearning.npz`` and ``qlearning_b.npz``); a loaded checkpoint decides whether the policy is double.
         **kwargs: See :class:`~policies.learning.LearningPolicy` (gamma, tau_s, ε schedule, learn, checkpoint...).
     """
 
@@ -81,7 +82,7 @@ class QLearning(LearningPolicy):
 
     def __init__(self, alpha: float = 0.1, alpha_schedule: str = "constant", alpha_decay_exponent: float = 1.0,
                  tables: str = "shared", initial_q: float = 0.0, consistent: bool = False, bins: str = "progress",
-                 double: bool = False, **kwargs: Any):
+                 double: bool = True, **kwargs: Any):
         super().__init__(**kwargs)
         if tables not in ("shared", "per_agent"):
             raise PolicyError(f"policy 'qlearning': tables={tables!r}; allowed: shared, per_agent")
@@ -146,15 +147,12 @@ class QLearning(LearningPolicy):
                 "tables": self.tables, "n_gpus": self.n_gpus, "decisions": self.decisions, "updates": self.updates}
 
     def save_checkpoint(self, path: Path) -> Path:
-        """Write ``qlearning.npz`` (the Q-table) and ``qlearning.json`` (observation spec) into folder ``path``."""
+        """Write ``qlearning.npz`` (the Q-table; with ``double`` also ``qlearning_b.npz``, the second) and
+        ``qlearning.json`` (observation spec) into folder ``path``."""
         path.mkdir(parents=True, exist_ok=True)
-        if self.table_b is not None:  # the acting table: the mean of the two (visits summed)
-            mean = self._copy(self.table)
-            mean.q[...] = self.acting_q()
-            mean.visits[...] = self.table.visits + self.table_b.visits
-            mean.save(path / "qlearning.npz")
-        else:
-            self.table.save(path / "qlearning.npz")
+        self.table.save(path / "qlearning.npz")
+        if self.table_b is not None:
+            self.table_b.save(path / "qlearning_b.npz")
         write_spec(path / "qlearning.json", self.spec())
         return path / "qlearning.npz"
 
@@ -171,7 +169,15 @@ class QLearning(LearningPolicy):
             raise PolicyError(f"{npz}: field 'q' holds {table.n_tables} tables; this scenario has {self.n_gpus} GPUs "
                               "(per-agent tables need the same number of GPUs)")
         self.table = table
-        self.table_b = self._copy(table) if self.double else None
+        self.double = bool(spec.get("double", False))
+        self.table_b = None
+        if self.double:  # the second table of double Q-learning: the policy acts on the mean of the two
+            b = npz.with_name("qlearning_b.npz")
+            if not b.is_file():
+                raise PolicyError(f"{b}: not found; {npz.with_suffix('.json')} says the checkpoint is double "
+                                  "Q-learning, whose second table this file holds")
+            self.table_b = QTable.load(b, n_states=self.discretizer.n_states, n_actions=N_ACTIONS,
+                                       n_tables=table.n_tables)
         self.per_agent = table.n_tables > 1
         self.tables = "per_agent" if self.per_agent else "shared"
         self.decisions = int(spec.get("decisions", 0))

@@ -66,7 +66,9 @@ def test_learnt_policy_pauses_when_power_costs_more_than_work_is_worth(tmp_path)
     assert visited.any()
     # the greedy action buys no power: PAUSE, or FULL_IF_CHEAP, which buys nothing at 7.39 > 1.1 × p0
     assert np.all(np.isin(q[visited].argmax(axis=1), [BidAction.PAUSE, BidAction.FULL_IF_CHEAP]))
-    paying = [BidAction.FULL, BidAction.HALF, BidAction.MIN_CAP]
+    # every other action buys at least the minimum cap at 7.39 tokens/kWh (the two-block ones their floor)
+    paying = [BidAction.FULL, BidAction.HALF, BidAction.MIN_CAP, BidAction.FLOOR_THEN_VALUE,
+              BidAction.FLOOR_THEN_LIMIT, BidAction.PACE]
     assert np.all(q[visited][:, paying].max(axis=1) < q[visited].max(axis=1))
 
 

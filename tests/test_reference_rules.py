@@ -254,3 +254,26 @@ def test_double_q_checkpoint_acts_as_the_trained_policy(tmp_path):
     x = np.random.default_rng(1).normal(size=(50, len(FEATURES))).astype(np.float32)
     x[:, FEATURES.index("has_job")] = 1
     np.testing.assert_array_equal(pol.choose(x, np.zeros(50, np.int64)), back.choose(x, np.zeros(50, np.int64)))
+
+
+def test_double_dqn_target_values_the_online_networks_choice_with_the_target_network():
+    torch = pytest.importorskip("torch")
+    from policies.dqn_core import DQNLoss
+
+    g = torch.Generator().manual_seed(0)
+    loss = DQNLoss(3, 4, (8,), generator=g, double=True)
+    with torch.no_grad():  # make the target differ from the online network
+        for p in loss.target.parameters():
+            p.add_(torch.randn(p.shape, generator=g))
+    obs, nxt = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
+    action, reward, discount = torch.tensor([0, 1, 2, 3, 0]), torch.randn(5, generator=g), torch.full((5,), 0.9)
+    with torch.no_grad():
+        pick = loss.online(nxt).argmax(dim=1)
+        y = reward + discount * loss.target(nxt)[torch.arange(5), pick]
+        y_single = reward + discount * loss.target(nxt).max(dim=1).values
+        q = loss.online(obs)[torch.arange(5), action]
+    expected = torch.nn.functional.smooth_l1_loss(q, y)
+    assert torch.allclose(loss(obs, action, reward, nxt, discount), expected)
+    assert not torch.allclose(y, y_single)  # the check can tell the two targets apart
+    loss.double = False
+    assert torch.allclose(loss(obs, action, reward, nxt, discount), torch.nn.functional.smooth_l1_loss(q, y_single))
