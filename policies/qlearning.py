@@ -63,8 +63,10 @@ class QLearning(LearningPolicy):
 
     Args:
         alpha: Learning rate (``alpha_schedule="constant"``) in (0, 1].
-        alpha_schedule: ``"constant"`` or ``"visits"`` (the n-th update of an entry uses n^-exponent).
-        alpha_decay_exponent: Exponent of the ``"visits"`` schedule, in (0.5, 1].
+        alpha_schedule: ``"visits"`` (the default since issue 14: the n-th update of an entry uses n^-exponent,
+            so the table converges and the frozen greedy snapshot is not a random draw from a moving target) or
+            ``"constant"``.
+        alpha_decay_exponent: Exponent of the ``"visits"`` schedule, in (0.5, 1]; default 0.7.
         tables: ``"shared"`` (one table pooled by all agents) or ``"per_agent"``.
         initial_q: Starting value of every entry.
         consistent: Use the consistent Bellman operator: a transition back to its own state bootstraps from the
@@ -80,7 +82,7 @@ class QLearning(LearningPolicy):
 
     name = "qlearning"
 
-    def __init__(self, alpha: float = 0.1, alpha_schedule: str = "constant", alpha_decay_exponent: float = 1.0,
+    def __init__(self, alpha: float = 0.1, alpha_schedule: str = "visits", alpha_decay_exponent: float = 0.7,
                  tables: str = "shared", initial_q: float = 0.0, consistent: bool = False, bins: str = "progress",
                  double: bool = True, **kwargs: Any):
         super().__init__(**kwargs)

@@ -53,7 +53,7 @@ ACTION_NAMES = ("FULL", "FULL_IF_CHEAP", "HALF", "MIN_CAP", "PAUSE", "FLOOR_THEN
 #: Fixed rules over the learners' own actions (policies/reference.py), evaluated as arms: the best of them is what
 #: the learners' action set can at least achieve (issue 14).
 REFERENCES = ("full_cheap_else_min", "full_cheap_else_pace", "floor_limit", "floor_value", "pace")
-FULL = {"q_episodes": 200, "dqn_episodes": 30, "eval_seeds": 10, "analysis_seeds": 3}
+FULL = {"q_episodes": 150, "dqn_episodes": 30, "eval_seeds": 10, "analysis_seeds": 3}
 QUICK = {"q_episodes": 4, "dqn_episodes": 2, "eval_seeds": 2, "analysis_seeds": 1}
 
 
