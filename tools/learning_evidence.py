@@ -21,7 +21,7 @@ torch's default thread pool made DQN episodes ~10x slower. The trainings' subpro
 All learner settings are the defaults (``dqn --init-from`` continues the ε schedule from the pre-training
 transitions by itself).
 
-    python tools/learning_evidence.py            # the full run behind docs/learning.md (~12 min on 2 cores)
+    python tools/learning_evidence.py            # the full run behind docs/learning.md (60 + 15 episodes per scenario)
     python tools/learning_evidence.py --quick    # smoke run: a few episodes, 2 seeds, images under OUT/img
     python tools/learning_evidence.py --reuse    # redo the tables and plots from the finished trainings in OUT
 """
@@ -53,7 +53,7 @@ ACTION_NAMES = ("FULL", "FULL_IF_CHEAP", "HALF", "MIN_CAP", "PAUSE", "FLOOR_THEN
 #: Fixed rules over the learners' own actions (policies/reference.py), evaluated as arms: the best of them is what
 #: the learners' action set can at least achieve (issue 14).
 REFERENCES = ("full_cheap_else_min", "full_cheap_else_pace", "floor_limit", "floor_value", "pace")
-FULL = {"q_episodes": 150, "dqn_episodes": 30, "eval_seeds": 10, "analysis_seeds": 3}
+FULL = {"q_episodes": 60, "dqn_episodes": 15, "eval_seeds": 10, "analysis_seeds": 3}
 QUICK = {"q_episodes": 4, "dqn_episodes": 2, "eval_seeds": 2, "analysis_seeds": 1}
 
 
