@@ -7,8 +7,9 @@ For each scenario (default ``scenarios/learn_solar.yaml`` and ``scenarios/learn_
 2. ``python -m dcsim train SCENARIO --policy dqn --episodes M --init-from <step 1's folder> --eval-seeds K``:
    DQN pre-trained on the transitions Q-learning exported, trained online, evaluated on the same seeds.
 3. Merges both evaluations into one table (the baselines' runs must agree between the two, a determinism
-   check), with each learner's paired difference against the best baseline and against the best baseline that
-   runs every job as the learners must (no deferral).
+   check), with each learner's paired difference against the best baseline, against the best baseline that
+   runs every job as the learners must (no deferral), and against the best of :data:`REFERENCES`, fixed rules
+   over the learners' own actions (``--reference``; what the action set can at least achieve).
 4. Replays the frozen learners, the best baseline and the best non-deferring baseline on the first few
    evaluation seeds in this process, to show *why*: reward components per GPU, and the learners' actions by
    price level; and lists the most visited Q-table states with their greedy action.
