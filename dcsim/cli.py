@@ -185,6 +185,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     path = Path(args.scenario)
     if args.eval_seeds < 0:
         raise DcsimError(f"--eval-seeds {args.eval_seeds}: allowed: an integer >= 0 (0: no evaluation)")
+    references = _reference_arms(args.reference)  # a bad rule fails here, before any training
+    if references and not args.eval_seeds:
+        raise DcsimError("--reference adds arms to the evaluation: give --eval-seeds N too")
     overrides: list[str] = []
     _policy_overrides(args, path, overrides)  # the trained policy, so --set policy.params.K=V configures it
     overrides += list(args.set or [])
@@ -222,7 +225,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     def finish(work: Path, curve) -> None:  # inside the training's temporary folder, before it is renamed
         if args.eval_seeds:
-            evaluation["md"] = _evaluate_training(args, scenario, name, work)
+            evaluation["md"] = _evaluate_training(args, scenario, name, work, references)
 
     try:
         curve = train(scenario, name, args.episodes, out, resume=args.resume, overwrite=args.overwrite,
@@ -243,13 +246,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_training(args: argparse.Namespace, scenario, name: str, work: Path) -> str:
-    """Evaluate the frozen trained policy and the baselines on held-out seeds; write evaluation*.csv/.md."""
+def _evaluate_training(args: argparse.Namespace, scenario, name: str, work: Path,
+                       references: dict[str, tuple[str, dict]]) -> str:
+    """Evaluate the frozen trained policy, the baselines and the reference rules on held-out seeds; write
+    evaluation*.csv/.md."""
     from dcsim.train import evaluate, evaluation_table
 
     params = dict(scenario.policy.params) if scenario.policy.name == name else {}
     params.update({"checkpoint": str((work / "checkpoint").resolve()), "learn": False})
-    arms = {name: (name, params)} | {b: (b, {}) for b in args.baselines}
+    arms = {name: (name, params)} | {b: (b, {}) for b in args.baselines} | references
     seeds = list(range(scenario.seed + args.eval_offset, scenario.seed + args.eval_offset + args.eval_seeds))
     ebar = None
     if not args.quiet:
@@ -262,12 +267,25 @@ def _evaluate_training(args: argparse.Namespace, scenario, name: str, work: Path
     finally:
         if ebar is not None:
             ebar.close()
-    table, md = evaluation_table(runs, [name])
+    table, md = evaluation_table(runs, [name], list(references))
     runs.to_csv(work / "evaluation_runs.csv", index=False)
     table.to_csv(work / "evaluation.csv", index=False)
     (work / "evaluation.md").write_text(f"Evaluation on seeds {seeds[0]}..{seeds[-1]} (greedy, frozen):\n\n"
                                         + md + "\n", encoding="utf-8")
     return md
+
+
+def _reference_arms(specs: list[str] | None) -> dict[str, tuple[str, dict]]:
+    """``--reference NAME[:key=value,...]`` → evaluation arms of :class:`policies.reference.ReferenceRule`."""
+    if not specs:
+        return {}
+    from policies.reference import parse_reference
+
+    arms = {}
+    for spec in specs:
+        label, params = parse_reference(spec)
+        arms[label] = ("policies.reference:ReferenceRule", params)
+    return arms
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -631,6 +649,10 @@ def build_parser() -> argparse.ArgumentParser:
                      default=["always_on", "race_to_idle", "renewable_follower", "price_threshold", "deadline_slack",
                               "truthful"],
                      help="rule-based policies to evaluate against (default: all six)")
+    trn.add_argument("--reference", action="append", metavar="NAME[:KEY=VALUE,...]",
+                     help="also evaluate a fixed rule over the learners' own actions (policies/reference.py), e.g. "
+                          "full_cheap_else_min, floor_limit, pace, or rule:cheap=FULL,dear=MIN_CAP,price_multiple=2; "
+                          "the table then gives the learner's distance to the best such rule (repeatable)")
     trn.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
     trn.add_argument("--jobs", "-j", type=int, help="workers for --eval-seeds (default: the number of CPU cores)")
     _add_backend_options(trn)

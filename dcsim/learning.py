@@ -81,7 +81,9 @@ def episode_reward(totals: dict[str, float], cfg: RewardConfig) -> float:
 class BidAction(IntEnum):
     """The discrete bids a learning agent chooses between for its running job (one per agent and decision).
 
-    FULL is 0 so that an untrained agent (all values tied, ties go to the lowest index) runs its job.
+    FULL is 0 so that an untrained agent (all values tied, ties go to the lowest index) runs its job. Members
+    5–7 were added for issue 14: the two-block bids ``price_threshold`` uses (a price-blind floor at the
+    minimum cap plus the rest of the range at a price limit) and the pacing of ``deadline_slack``.
     """
 
     FULL = 0  # full power at any price
@@ -89,18 +91,77 @@ class BidAction(IntEnum):
     HALF = 2  # half of the dynamic range above idle, at any price
     MIN_CAP = 3  # the board's minimum power cap, at any price
     PAUSE = 4  # ask for no power above idle: the job pauses and pays nothing
+    FLOOR_THEN_VALUE = 5  # the minimum cap at any price + the rest up to full power at <= the job's value per kWh
+    FLOOR_THEN_LIMIT = 6  # the minimum cap at any price + the rest at <= ``block_limit_multiple`` × p0
+    PACE = 7  # the lowest power that still meets the deadline (with ``pace_safety``), at any price; FULL without one
 
 
-def bids_from_actions(actions: np.ndarray, obs: AgentObservation, cheap_multiple: float = 1.1) -> Bids:
-    """Turn :class:`BidAction` values into the engine's :class:`~dcsim.policy.Bids`."""
+#: Actions whose bid is two blocks (a price-blind floor and a priced rest).
+TWO_BLOCK_ACTIONS = (BidAction.FLOOR_THEN_VALUE, BidAction.FLOOR_THEN_LIMIT)
+
+
+def job_value_per_kwh(obs: AgentObservation) -> np.ndarray:
+    """Each agent's share of its job's value per kWh of the energy above idle its remaining work needs at full
+    clock, tokens/kWh (what ``truthful`` bids; 0 without a job or without remaining work)."""
+    g = obs.gpu
+    energy_kwh = obs.job_remaining_s * (g.full_power_w - g.idle_w) / 3.6e6
+    share = obs.job_value_tokens / np.maximum(obs.job_gpus, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(obs.has_job & (energy_kwh > 0), share / np.where(energy_kwh > 0, energy_kwh, 1.0), 0.0)
+
+
+def pace_power_w(obs: AgentObservation, safety: float = 1.25) -> np.ndarray:
+    """Board power that finishes each job by ``now + (deadline − now) / safety``, W: the work rate needed is
+    remaining ÷ time left, the clock ``f = rate^(1/β)`` and ``P = P_idle + (P_tdp − P_idle)·u·f^γ``, at least
+    the minimum cap; full power for a job without a deadline or already past what the safety allows."""
+    g = obs.gpu
+    time_left_s = (obs.job_slack_s + obs.job_remaining_s) / safety
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(time_left_s > 0, obs.job_remaining_s / np.where(time_left_s > 0, time_left_s, 1.0), np.inf)
+        beta = np.maximum(obs.job_clock_sensitivity, 1e-6)
+        f = np.clip(rate, 0.0, 1.0) ** (1.0 / beta)
+    power_w = g.idle_w + (g.tdp_w - g.idle_w) * g.utilisation * f ** g.gamma
+    return np.where(np.isfinite(obs.job_slack_s) & obs.has_job, np.clip(power_w, g.min_cap_w, g.full_power_w),
+                    g.full_power_w)
+
+
+def bids_from_actions(actions: np.ndarray, obs: AgentObservation, cheap_multiple: float = 1.1,
+                      block_limit_multiple: float = 2.0, pace_safety: float = 1.25) -> Bids:
+    """Turn :class:`BidAction` values into the engine's :class:`~dcsim.policy.Bids`.
+
+    Single-block actions give the plain ``request_w``/``max_price`` form; only when some row takes a two-block
+    action are the bids given as a two-step demand curve for every row (a single block as ``[block, 0]``), so
+    a run that never uses the two-block actions bids exactly as before they existed.
+
+    Args:
+        actions: ``(n,)`` :class:`BidAction` values.
+        obs: The observation the actions answer.
+        cheap_multiple: ``FULL_IF_CHEAP``'s price limit, × p0.
+        block_limit_multiple: ``FLOOR_THEN_LIMIT``'s limit on the block above the minimum cap, × p0.
+        pace_safety: ``PACE`` plans to finish by ``now + (deadline − now) / pace_safety`` (>= 1).
+    """
     gpu = obs.gpu
+    actions = np.asarray(actions)
     span = gpu.full_power_w - gpu.idle_w
-    levels = np.array([gpu.full_power_w, gpu.full_power_w, gpu.idle_w + 0.5 * span, max(gpu.min_cap_w, gpu.idle_w),
-                       gpu.idle_w])
+    floor_w = max(gpu.min_cap_w, gpu.idle_w)
+    levels = np.array([gpu.full_power_w, gpu.full_power_w, gpu.idle_w + 0.5 * span, floor_w, gpu.idle_w,
+                       gpu.full_power_w, gpu.full_power_w, gpu.full_power_w])
     request = levels[actions]
-    cheap = cheap_multiple * obs.market.base_price_tokens_per_kwh
-    price = np.where(actions == BidAction.FULL_IF_CHEAP, cheap, np.inf)
-    return Bids(request, price)
+    pace = actions == BidAction.PACE
+    if pace.any():
+        request = np.where(pace, pace_power_w(obs, pace_safety), request)
+    p0 = obs.market.base_price_tokens_per_kwh
+    price = np.where(actions == BidAction.FULL_IF_CHEAP, cheap_multiple * p0, np.inf)
+    two = np.isin(actions, TWO_BLOCK_ACTIONS)
+    if not two.any():
+        return Bids(request, price)
+    rest_price = np.where(actions == BidAction.FLOOR_THEN_VALUE, job_value_per_kwh(obs), block_limit_multiple * p0)
+    first_w = np.where(two, floor_w - gpu.idle_w, request - gpu.idle_w)
+    second_w = np.where(two, gpu.full_power_w - floor_w, 0.0)
+    steps_w = np.stack([first_w, second_w], axis=1)
+    # a single block's unused second step is 0 W at price 0: non-increasing along the row, and never inf − inf
+    steps_price = np.stack([np.where(two, np.inf, price), np.where(two, rest_price, 0.0)], axis=1)
+    return Bids(request, price, steps_w, steps_price)
 
 
 # --------------------------------------------------------------------------------------------- observations

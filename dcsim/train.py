@@ -476,9 +476,14 @@ def _evaluate_one(task: tuple[str, str, dict[str, Any], Scenario]) -> dict[str, 
             "carbon_kg": s["carbon_kg"]}
 
 
-def evaluation_table(runs: pd.DataFrame, learned: list[str]) -> tuple[pd.DataFrame, str]:
+def evaluation_table(runs: pd.DataFrame, learned: list[str], references: list[str] | tuple[str, ...] = ()
+                     ) -> tuple[pd.DataFrame, str]:
     """Mean ± 95% CI of the return per GPU per arm, and each learned arm's paired difference against the best
-    other arm (by mean return). Returns the table and its Markdown."""
+    baseline (the best arm by mean return that is neither learned nor a reference rule). With ``references``
+    (arms of fixed rules over the learners' own action set, :mod:`policies.reference`) the Markdown also gives
+    each learned arm's paired difference against the best reference rule (how far it is from the best rule its
+    action set expresses) and each reference rule's against the best baseline. Returns the table and its
+    Markdown."""
     from dcsim.compare import markdown_table, mean_ci, paired_difference
 
     wide = runs.pivot(index="seed", columns="arm", values="return_per_gpu")
@@ -490,7 +495,7 @@ def evaluation_table(runs: pd.DataFrame, learned: list[str]) -> tuple[pd.DataFra
                      "tokens_spent": runs.loc[runs.arm == arm, "tokens_spent"].mean(),
                      "energy_kwh": runs.loc[runs.arm == arm, "energy_kwh"].mean()})
     table = pd.DataFrame(rows)
-    others = table[~table["arm"].isin(learned)]
+    others = table[~table["arm"].isin(list(learned) + list(references))]
     best = str(others.sort_values("return_mean", ascending=False)["arm"].iloc[0]) if len(others) else None
     lines = []
     for arm in learned:
@@ -501,6 +506,16 @@ def evaluation_table(runs: pd.DataFrame, learned: list[str]) -> tuple[pd.DataFra
         table.loc[table.arm == arm, ["diff_mean", "diff_ci_low", "diff_ci_high", "p_value"]] = [diff, lo, hi, p]
         verdict = "beats" if lo > 0 else "loses to" if hi < 0 else "is not distinguishable from"
         lines.append(f"- **{arm}** {verdict} the best baseline **{best}**: paired difference "
+                     f"{diff:+.3f} per GPU (95% CI {lo:+.3f} to {hi:+.3f}, p = {p:.3g}).")
+    refs = table[table["arm"].isin(list(references))]
+    best_ref = str(refs.sort_values("return_mean", ascending=False)["arm"].iloc[0]) if len(refs) else None
+    for arm, against, what in ([(a, best_ref, "the best reference rule") for a in learned if best_ref]
+                               + [(r, best, "the best baseline") for r in references if best]):
+        if arm not in wide or against not in wide:
+            continue
+        _, diff, lo, hi, p = paired_difference(wide[arm].to_numpy(float), wide[against].to_numpy(float))
+        verdict = "beats" if lo > 0 else "loses to" if hi < 0 else "is not distinguishable from"
+        lines.append(f"- **{arm}** {verdict} {what} **{against}**: paired difference "
                      f"{diff:+.3f} per GPU (95% CI {lo:+.3f} to {hi:+.3f}, p = {p:.3g}).")
     md = markdown_table(["arm", "seeds", "return per GPU (mean, 95% CI)", "jobs completed", "tokens spent",
                          "energy (kWh)"],

@@ -47,6 +47,8 @@ class DQN(LearningPolicy):
         torch_threads: Threads torch uses in this process (``torch.set_num_threads``), or None to leave torch's
             default. Default 1: on a 2-core machine that also runs the simulation a second thread made learner
             steps ~10x slower (740 vs 69 Adam steps/s measured, benchmarks/bench_learning.py).
+        double: Double DQN targets (the online network picks the next action, the target network values it).
+            None (the default): on with the torch learner, off with the Cerebras learners (not implemented there).
         **kwargs: See :class:`~policies.learning.LearningPolicy`.
     """
 
@@ -57,7 +59,7 @@ class DQN(LearningPolicy):
                  learn_every_s: float = 300.0, updates_per_round: int = 4, polyak_tau: float = 0.01,
                  huber_delta: float = 1.0, grad_clip: float | None = 10.0, learner: str = "torch",
                  device: str = "auto", learner_options: dict[str, Any] | None = None, init_from: str | None = None,
-                 init_steps: int = 2000, torch_threads: int | None = 1, **kwargs: Any):
+                 init_steps: int = 2000, torch_threads: int | None = 1, double: bool | None = None, **kwargs: Any):
         if torch is None:
             raise PolicyError("policy 'dqn' needs torch: install it with `pip install torch==2.13.0` "
                               "(or `pip install -e '.[dqn]'` after that)")
@@ -73,6 +75,10 @@ class DQN(LearningPolicy):
         self.losses: list[float] = []
         self.learner = None
         self.torch_threads = torch_threads
+        if double and learner != "torch":
+            raise PolicyError(f"policy 'dqn': double=True is implemented for learner 'torch' only, not {learner!r}; "
+                              "set policy.params.double=false")
+        self.double = (learner == "torch") if double is None else bool(double)
 
     # ---------------------------------------------------------------------------- state
     def build(self, n_gpus: int) -> None:
@@ -89,6 +95,7 @@ class DQN(LearningPolicy):
                                         polyak_tau=self.polyak_tau, huber_delta=self.huber_delta,
                                         grad_clip=self.grad_clip, seed=seed,
                                         **({"device": self.device} if self.learner_kind == "torch" else {}),
+                                        **({"double": True} if self.double else {}),
                                         **self.learner_options)
         except (ValueError, TypeError) as exc:
             raise PolicyError(f"policy 'dqn' with learner {self.learner_kind!r}: {exc} (learner_options given: "
@@ -204,4 +211,5 @@ class DQN(LearningPolicy):
     def state_dict(self) -> dict[str, Any]:
         return super().state_dict() | {"hidden": list(self.hidden), "learner": self.learner_kind,
                                        "lr": self.lr, "batch_size": self.batch_size,
-                                       "updates_per_round": self.updates_per_round, "init_from": self.init_from}
+                                       "updates_per_round": self.updates_per_round, "init_from": self.init_from,
+                                       "double": self.double}

@@ -109,11 +109,14 @@ class DQNLoss(nn.Module):
             default ``torch.nn.SmoothL1Loss(beta=huber_delta)``. The Cerebras learner passes
             ``cerebras.pytorch.nn.SmoothL1Loss`` (the aten op does not lower).
         generator: Draws the initial online weights; ``None`` keeps torch's default init.
+        double: Double DQN (van Hasselt et al. 2016): the online network picks the next action, the target
+            network values it (``Q_target(s', argmax_a Q_online(s', a))``), instead of ``max_a Q_target(s', a)``,
+            which over-estimates through the max over noisy values.
     """
 
     def __init__(self, n_features: int, n_actions: int, hidden: tuple[int, ...] = (64, 64),
                  huber_delta: float = 1.0, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, double: bool = False):
         super().__init__()
         if not huber_delta > 0:
             raise ValueError(f"huber_delta must be > 0, got {huber_delta!r}")
@@ -123,6 +126,7 @@ class DQNLoss(nn.Module):
         self.target = copy.deepcopy(self.online)
         self.target.requires_grad_(False)
         self.loss_fn = loss_fn if loss_fn is not None else nn.SmoothL1Loss(beta=self.huber_delta)
+        self.double = bool(double)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
                 next_obs: torch.Tensor, discount: torch.Tensor) -> torch.Tensor:
@@ -136,7 +140,11 @@ class DQNLoss(nn.Module):
             discount: (B,) per-transition discount ``gamma ** (dt / tau) * (1 - terminal)``.
         """
         q = self.online(obs).gather(1, action.unsqueeze(1)).squeeze(1)
-        next_q = self.target(next_obs).detach().max(dim=1).values
+        if self.double:
+            best = self.online(next_obs).detach().argmax(dim=1, keepdim=True)
+            next_q = self.target(next_obs).detach().gather(1, best).squeeze(1)
+        else:
+            next_q = self.target(next_obs).detach().max(dim=1).values
         target = (reward + discount * next_q).detach()
         return self.loss_fn(q, target)
 
@@ -206,6 +214,7 @@ class TorchLearner:
         grad_clip: Largest global L2 norm of the online gradients; ``None`` leaves them unclipped.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         seed: Seeds the generator that draws the initial weights.
+        double: Double DQN targets (see ``DQNLoss``).
     """
 
     kind = "torch"
@@ -214,7 +223,7 @@ class TorchLearner:
 
     def __init__(self, n_features: int, n_actions: int, hidden: tuple[int, ...] = (64, 64), lr: float = 1e-3,
                  optimizer: str = "adam", polyak_tau: float = 0.01, huber_delta: float = 1.0,
-                 grad_clip: float | None = 10.0, device: str = "auto", seed: int = 0):
+                 grad_clip: float | None = 10.0, device: str = "auto", seed: int = 0, double: bool = False):
         if not 0.0 <= polyak_tau <= 1.0:
             raise ValueError(f"polyak_tau must lie in [0, 1], got {polyak_tau!r}")
         if grad_clip is not None and not grad_clip > 0:
@@ -227,7 +236,7 @@ class TorchLearner:
         self.huber_delta, self.grad_clip, self.seed = float(huber_delta), grad_clip, int(seed)
         generator = torch.Generator().manual_seed(self.seed)
         self.model = DQNLoss(n_features, n_actions, self.hidden, huber_delta=huber_delta,
-                             generator=generator).to(self.device)
+                             generator=generator, double=double).to(self.device)
         self.optimizer = _make_optimizer(torch.optim, self.model.online.parameters(), optimizer, self.lr)
         self.steps_done = 0
 

@@ -44,6 +44,8 @@ class LearningPolicy(Policy, metaclass=ABCMeta):
             decisions made so far (all agents, all episodes).
         learn: False freezes the policy: greedy actions (ε = 0), no updates (evaluation).
         cheap_multiple: The price limit of ``FULL_IF_CHEAP``, in units of p0.
+        block_limit_multiple: ``FLOOR_THEN_LIMIT``'s limit on the block above the minimum cap, in units of p0.
+        pace_safety: ``PACE`` plans to finish by now + (deadline − now) / pace_safety (>= 1).
         checkpoint: Start from this checkpoint (a file written by ``dcsim train``).
         keep_transitions: How many of the latest transitions to keep for export (``transitions.npz``).
     """
@@ -54,7 +56,7 @@ class LearningPolicy(Policy, metaclass=ABCMeta):
     def __init__(self, gamma: float = 0.99, tau_s: float = 3600.0, epsilon_start: float = 1.0,
                  epsilon_end: float = 0.05, epsilon_decay_decisions: float = 20_000.0, epsilon_kind: str = "exponential",
                  learn: bool = True, cheap_multiple: float = 1.1, checkpoint: str | None = None,
-                 keep_transitions: int = 0):
+                 keep_transitions: int = 0, block_limit_multiple: float = 2.0, pace_safety: float = 1.25):
         super().__init__()
         if not 0.0 < gamma <= 1.0:
             raise PolicyError(f"policy {self.name!r}: gamma={gamma!r}; allowed: 0 < gamma <= 1")
@@ -66,6 +68,11 @@ class LearningPolicy(Policy, metaclass=ABCMeta):
         self.schedule = EpsilonSchedule(epsilon_start, epsilon_end, epsilon_decay_decisions, epsilon_kind)
         self.learning = bool(learn)
         self.cheap_multiple = float(cheap_multiple)
+        if not block_limit_multiple > 0:
+            raise PolicyError(f"policy {self.name!r}: block_limit_multiple={block_limit_multiple!r}; allowed: > 0")
+        if not pace_safety >= 1:
+            raise PolicyError(f"policy {self.name!r}: pace_safety={pace_safety!r}; allowed: >= 1")
+        self.block_limit_multiple, self.pace_safety = float(block_limit_multiple), float(pace_safety)
         self.checkpoint = checkpoint
         self.keep_transitions = int(keep_transitions)
         self.decisions = 0
@@ -111,7 +118,7 @@ class LearningPolicy(Policy, metaclass=ABCMeta):
             actions[deciding] = chosen
             self.builder.start(agents, x, chosen)
             self.decisions += int(agents.size)
-        return bids_from_actions(actions, obs, self.cheap_multiple)
+        return bids_from_actions(actions, obs, self.cheap_multiple, self.block_limit_multiple, self.pace_safety)
 
     def end_episode(self, obs: AgentObservation) -> None:
         """Close every open transition at the horizon (terminal: the episode ends there)."""
@@ -191,7 +198,12 @@ def read_spec(path: Path, kind: str) -> dict[str, Any]:
             raise PolicyError(f"{path}: field {field!r}: got {value!r}; expected an integer >= 0")
     if spec.get("policy") != kind:
         raise PolicyError(f"{path}: a checkpoint of policy {spec.get('policy')!r}; expected {kind!r}")
-    if tuple(spec.get("features", ())) != FEATURES or spec.get("n_actions") != N_ACTIONS:
+    if spec.get("n_actions") != N_ACTIONS:
+        raise PolicyError(f"{path}: a checkpoint for {spec.get('n_actions')} actions; this dcsim's learners choose "
+                          f"among {N_ACTIONS} ({', '.join(BidAction.__members__)}): a checkpoint of the old "
+                          "5-action set (before FLOOR_THEN_VALUE, FLOOR_THEN_LIMIT and PACE) cannot be loaded; "
+                          "retrain it with `python -m dcsim train`")
+    if tuple(spec.get("features", ())) != FEATURES:
         raise PolicyError(f"{path}: observation spec {spec.get('features')} with {spec.get('n_actions')} actions "
                           f"does not match this dcsim's {list(FEATURES)} with {N_ACTIONS} actions")
     return spec

@@ -15,17 +15,47 @@ import numpy as np
 from dcsim.errors import PolicyError
 from dcsim.learning import FEATURES, Transitions
 from policies.learning import N_ACTIONS, LearningPolicy, read_spec, write_spec
-from policies.qtable import Discretizer, QTable
+from policies.qtable import Discretizer, QTable, double_q_update
 
 #: Bin edges over (scaled) feature columns; see :func:`dcsim.learning.observation_features` for the scales.
-BINS: dict[str, list[float]] = {
-    "slack_h": [0.0, 0.25, 1.0],  # scaled by 1/4: late | 0-1 h | 1-4 h | >= 4 h or no deadline
-    "price_log_ratio": [0.05, 0.5],  # ln(p/p0)/2: p <= 1.105 p0 | <= e p0 | more
-    "renewable_fraction": [1 / 3, 2 / 3],
-    "value_over_cost": [0.0],  # job value share vs its remaining energy cost at full power now: below | above
-    "wallet_rounds": [float(np.log(2.0) / 5.0)],  # wallet below | above one 5-minute round at full power
+#: ``pace_needed`` is derived from two of them (:func:`pace_needed`).
+BIN_SETS: dict[str, dict[str, list[float]]] = {
+    # the 144 states before issue 14: neither remaining work nor the clock the deadline needs
+    "price_slack": {
+        "slack_h": [0.0, 0.25, 1.0],  # scaled by 1/4: late | 0-1 h | 1-4 h | >= 4 h or no deadline
+        "price_log_ratio": [0.05, 0.5],  # ln(p/p0)/2: p <= 1.105 p0 | <= e p0 | more
+        "renewable_fraction": [1 / 3, 2 / 3],
+        "value_over_cost": [0.0],  # job value share vs its remaining energy cost at full power now: below | above
+        "wallet_rounds": [float(np.log(2.0) / 5.0)],  # wallet below | above one 5-minute round at full power
+    },
+    # 324 states: progress (remaining work) and the pace the deadline needs replace the slack
+    "progress": {
+        "pace_needed": [0.5, 1.0],  # clock fraction the deadline needs: < 0.5 | 0.5-1 | >= 1 (full clock, or late)
+        "remaining_h": [0.25 / 4, 1.0 / 4],  # scaled by 1/4: < 15 min | 15 min-1 h | >= 1 h of full-clock work
+        "price_log_ratio": [0.05, 0.5],
+        "renewable_fraction": [1 / 3, 2 / 3],
+        "value_over_cost": [0.0],
+        "wallet_rounds": [float(np.log(2.0) / 5.0)],
+    },
 }
-_COLUMNS = {name: FEATURES.index(name) for name in BINS}
+#: The default bin set.
+BINS: dict[str, list[float]] = BIN_SETS["progress"]
+_DERIVED = ("pace_needed",)
+
+
+def pace_needed(features: np.ndarray) -> np.ndarray:
+    """The clock fraction (work rate at β = 1) that finishes each job by its deadline: remaining ÷ (slack +
+    remaining), from the ``slack_h`` and ``remaining_h`` feature columns; 2 where the deadline has passed or
+    cannot be met at full clock (slack < 0), 0 without a deadline or a job. Both columns are clipped (slack to
+    [−4, 8] h, remaining work to 8 h), so the value is exact for jobs within those ranges."""
+    col = {name: FEATURES.index(name) for name in ("has_job", "has_deadline", "slack_h", "remaining_h")}
+    slack_h = 4.0 * features[:, col["slack_h"]].astype(float)
+    remaining_h = 4.0 * features[:, col["remaining_h"]].astype(float)
+    left_h = slack_h + remaining_h
+    with np.errstate(divide="ignore", invalid="ignore"):
+        need = np.where(left_h > 0, remaining_h / np.where(left_h > 0, left_h, 1.0), 2.0)
+    need = np.where(slack_h < 0, 2.0, need)
+    return np.where((features[:, col["has_deadline"]] > 0) & (features[:, col["has_job"]] > 0), need, 0.0)
 
 
 class QLearning(LearningPolicy):
@@ -33,27 +63,41 @@ class QLearning(LearningPolicy):
 
     Args:
         alpha: Learning rate (``alpha_schedule="constant"``) in (0, 1].
-        alpha_schedule: ``"constant"`` or ``"visits"`` (the n-th update of an entry uses n^-exponent).
-        alpha_decay_exponent: Exponent of the ``"visits"`` schedule, in (0.5, 1].
+        alpha_schedule: ``"visits"`` (the default since issue 14: the n-th update of an entry uses n^-exponent,
+            so the table converges and the frozen greedy snapshot is not a random draw from a moving target) or
+            ``"constant"``.
+        alpha_decay_exponent: Exponent of the ``"visits"`` schedule, in (0.5, 1]; default 0.7.
         tables: ``"shared"`` (one table pooled by all agents) or ``"per_agent"``.
         initial_q: Starting value of every entry.
         consistent: Use the consistent Bellman operator: a transition back to its own state bootstraps from the
             action it repeats, not from the state's best action (see :meth:`policies.qtable.QTable.update`).
+        bins: A bin set of :data:`BIN_SETS` (``"progress"``, the default, or ``"price_slack"``, the old 144 states).
+        double: Double Q-learning (van Hasselt 2010; the default since issue 14): two tables, each transition
+            updates one of them (a fair coin from the policy's stream) toward the other's value of its own greedy
+            next action; acting is greedy in their mean. Removes the over-estimation that ``max`` over noisy
+            estimates feeds through self-loops such as PAUSE. A checkpoint stores both tables
+            (``qlearning.npz`` and ``qlearning_b.npz``); a loaded checkpoint decides whether the policy is double.
         **kwargs: See :class:`~policies.learning.LearningPolicy` (gamma, tau_s, ε schedule, learn, checkpoint...).
     """
 
     name = "qlearning"
 
-    def __init__(self, alpha: float = 0.1, alpha_schedule: str = "constant", alpha_decay_exponent: float = 1.0,
-                 tables: str = "shared", initial_q: float = 0.0, consistent: bool = False, **kwargs: Any):
+    def __init__(self, alpha: float = 0.1, alpha_schedule: str = "visits", alpha_decay_exponent: float = 0.7,
+                 tables: str = "shared", initial_q: float = 0.0, consistent: bool = False, bins: str = "progress",
+                 double: bool = True, **kwargs: Any):
         super().__init__(**kwargs)
         if tables not in ("shared", "per_agent"):
             raise PolicyError(f"policy 'qlearning': tables={tables!r}; allowed: shared, per_agent")
+        if bins not in BIN_SETS:
+            raise PolicyError(f"policy 'qlearning': bins={bins!r}; allowed: {', '.join(BIN_SETS)}")
+        self.bins = bins
+        self.double = bool(double)
+        self.table_b: QTable | None = None
         self.alpha, self.alpha_schedule, self.alpha_decay_exponent = alpha, alpha_schedule, alpha_decay_exponent
         self.tables, self.initial_q = tables, initial_q
         self.consistent = bool(consistent)
         self.per_agent = tables == "per_agent"
-        self.discretizer = Discretizer({k: np.asarray(v) for k, v in BINS.items()})
+        self.discretizer = Discretizer({k: np.asarray(v) for k, v in BIN_SETS[bins].items()})
         self.table: QTable | None = None
 
     def build(self, n_gpus: int) -> None:
@@ -63,30 +107,54 @@ class QLearning(LearningPolicy):
                                 alpha_schedule=self.alpha_schedule, alpha_decay_exponent=self.alpha_decay_exponent)
         except ValueError as exc:
             raise PolicyError(f"policy 'qlearning': {exc}") from None
+        self.table_b = self._copy(self.table) if self.double else None
+
+    @staticmethod
+    def _copy(table: QTable) -> QTable:
+        out = QTable.from_state_dict(table.state_dict())
+        return out
 
     def states(self, features: np.ndarray) -> np.ndarray:
-        return self.discretizer.index({k: features[:, c] for k, c in _COLUMNS.items()})
+        cols = {}
+        for name in self.discretizer.names:
+            cols[name] = pace_needed(features) if name in _DERIVED else features[:, FEATURES.index(name)]
+        return self.discretizer.index(cols)
+
+    def acting_q(self) -> np.ndarray:
+        """The Q values actions are chosen by: the table, or the mean of the two with ``double``."""
+        return self.table.q if self.table_b is None else 0.5 * (self.table.q + self.table_b.q)
 
     def _tables(self, agents: np.ndarray) -> np.ndarray | int:
         return agents if self.per_agent else 0
 
     def choose(self, features: np.ndarray, agents: np.ndarray) -> np.ndarray:
-        return self.table.greedy(self._tables(agents), self.states(features))
+        if self.table_b is None:
+            return self.table.greedy(self._tables(agents), self.states(features))
+        t = np.broadcast_to(np.asarray(self._tables(agents)), agents.shape)
+        return np.argmax(self.acting_q()[t, self.states(features)], axis=1).astype(np.int64)
 
     def learn(self, tr: Transitions) -> None:
-        self.table.update(self._tables(tr.agent), self.states(tr.obs), tr.action, tr.reward, self.states(tr.next_obs),
-                          tr.dt_s, tr.terminal, consistent=self.consistent)
+        tables, s, s2 = self._tables(tr.agent), self.states(tr.obs), self.states(tr.next_obs)
+        if self.table_b is None:
+            self.table.update(tables, s, tr.action, tr.reward, s2, tr.dt_s, tr.terminal, consistent=self.consistent)
+        else:
+            double_q_update((self.table, self.table_b), self.rng.random(len(tr)) < 0.5, tables, s, tr.action,
+                            tr.reward, s2, tr.dt_s, tr.terminal, consistent=self.consistent)
         self.updates += len(tr)
 
     # ---------------------------------------------------------------------------- checkpoints
     def spec(self) -> dict[str, Any]:
-        return {"policy": self.name, "features": list(FEATURES), "n_actions": N_ACTIONS, "bins": BINS,
+        return {"policy": self.name, "features": list(FEATURES), "n_actions": N_ACTIONS,
+                "bins": BIN_SETS[self.bins], "bin_set": self.bins, "double": self.double,
                 "tables": self.tables, "n_gpus": self.n_gpus, "decisions": self.decisions, "updates": self.updates}
 
     def save_checkpoint(self, path: Path) -> Path:
-        """Write ``qlearning.npz`` (the Q-table) and ``qlearning.json`` (observation spec) into folder ``path``."""
+        """Write ``qlearning.npz`` (the Q-table; with ``double`` also ``qlearning_b.npz``, the second) and
+        ``qlearning.json`` (observation spec) into folder ``path``."""
         path.mkdir(parents=True, exist_ok=True)
         self.table.save(path / "qlearning.npz")
+        if self.table_b is not None:
+            self.table_b.save(path / "qlearning_b.npz")
         write_spec(path / "qlearning.json", self.spec())
         return path / "qlearning.npz"
 
@@ -94,13 +162,24 @@ class QLearning(LearningPolicy):
         """Load a checkpoint: the ``.npz``, or the folder holding ``qlearning.npz`` and ``qlearning.json``."""
         npz = path / "qlearning.npz" if path.is_dir() else path
         spec = read_spec(npz.with_suffix(".json"), self.name)
-        if spec.get("bins") != BINS:
-            raise PolicyError(f"{npz.with_suffix('.json')}: bins {spec.get('bins')} differ from this dcsim's {BINS}")
+        if spec.get("bins") != BIN_SETS[self.bins]:
+            raise PolicyError(f"{npz.with_suffix('.json')}: bins {spec.get('bins')} differ from this policy's "
+                              f"bins={self.bins!r} {BIN_SETS[self.bins]} (set policy.params.bins to the checkpoint's "
+                              f"{spec.get('bin_set', 'price_slack')!r}, or retrain)")
         table = QTable.load(npz, n_states=self.discretizer.n_states, n_actions=N_ACTIONS)
         if table.n_tables not in (1, self.n_gpus):
             raise PolicyError(f"{npz}: field 'q' holds {table.n_tables} tables; this scenario has {self.n_gpus} GPUs "
                               "(per-agent tables need the same number of GPUs)")
         self.table = table
+        self.double = bool(spec.get("double", False))
+        self.table_b = None
+        if self.double:  # the second table of double Q-learning: the policy acts on the mean of the two
+            b = npz.with_name("qlearning_b.npz")
+            if not b.is_file():
+                raise PolicyError(f"{b}: not found; {npz.with_suffix('.json')} says the checkpoint is double "
+                                  "Q-learning, whose second table this file holds")
+            self.table_b = QTable.load(b, n_states=self.discretizer.n_states, n_actions=N_ACTIONS,
+                                       n_tables=table.n_tables)
         self.per_agent = table.n_tables > 1
         self.tables = "per_agent" if self.per_agent else "shared"
         self.decisions = int(spec.get("decisions", 0))
@@ -109,4 +188,4 @@ class QLearning(LearningPolicy):
     def state_dict(self) -> dict[str, Any]:
         return super().state_dict() | {"alpha": self.alpha, "alpha_schedule": self.alpha_schedule,
                                        "tables": self.tables, "states": self.discretizer.n_states,
-                                       "consistent": self.consistent}
+                                       "consistent": self.consistent, "bins": self.bins, "double": self.double}

@@ -199,6 +199,7 @@ class QTable:
         dt_s: np.ndarray,
         terminal: np.ndarray | bool = False,
         consistent: bool = False,
+        bootstrap: np.ndarray | None = None,
     ) -> np.ndarray:
         """Apply one batch of semi-Markov Q-learning updates in place.
 
@@ -232,6 +233,9 @@ class QTable:
                 leaves the state unchanged (waiting) can no longer borrow the value of the best action in
                 that state, which widens the action gaps that state aliasing and noise otherwise swamp.
 
+            bootstrap: Optional ``(n,)`` values of the next states to use instead of ``max_a' Q[t, s', a']``
+                (double Q-learning passes the other table's value of this table's greedy next action).
+
         Returns:
             ``(n,)`` TD errors ``y - Q[t, s, a]`` measured against the table before the batch.
         """
@@ -251,11 +255,16 @@ class QTable:
             raise ValueError("QTable.update: dt_s must be finite and >= 0 seconds")
 
         discount = np.power(self.gamma, dt_s / self.tau_s)
-        best_next = self.q[table, next_state].max(axis=1)
+        if bootstrap is not None:
+            best_next = np.broadcast_to(np.asarray(bootstrap, dtype=float), (n,))
+            if not np.all(np.isfinite(best_next[~terminal])):
+                raise ValueError("QTable.update: bootstrap must be finite where not terminal")
+        else:
+            best_next = self.q[table, next_state].max(axis=1)
         if consistent:
             best_next = np.where(next_state == state, self.q[table, state, action], best_next)
-        bootstrap = np.where(terminal, 0.0, best_next)
-        target = reward + discount * bootstrap
+        boot = np.where(terminal, 0.0, best_next)
+        target = reward + discount * boot
 
         flat = (table * self.n_states + state) * self.n_actions + action
         q_flat = self.q.reshape(-1)
@@ -414,6 +423,37 @@ class QTable:
         if n and not allowed.any(axis=1).all():
             raise ValueError(f"QTable: allowed has rows with no allowed action: {np.flatnonzero(~allowed.any(axis=1))[:5]}")
         return allowed
+
+
+def double_q_update(tables: tuple[QTable, QTable], first: np.ndarray, table: int | np.ndarray, state: np.ndarray,
+                    action: np.ndarray, reward: np.ndarray, next_state: np.ndarray, dt_s: np.ndarray,
+                    terminal: np.ndarray | bool = False, consistent: bool = False) -> None:
+    """One batch of double Q-learning updates (van Hasselt, "Double Q-learning", NIPS 2010), semi-Markov.
+
+    Rows where ``first`` is True update ``tables[0]`` toward ``r + γ^(Δt/τ)·Q_B(s', argmax_a Q_A(s', a))``; the
+    others update ``tables[1]`` with the roles swapped. The table that picks the next action is not the one that
+    values it, so the noise in one does not inflate the other's target: single Q-learning's ``max`` over noisy
+    estimates over-estimates (E[max] >= max E), and through a self-loop (an action such as PAUSE that returns to
+    its own state) that bias feeds back into itself.
+
+    Args:
+        tables: The two tables ``(A, B)``, of the same shape.
+        first: ``(n,)`` bools: the rows that update ``A`` (a fair coin per row from the caller's stream).
+        table, state, action, reward, next_state, dt_s, terminal, consistent: As :meth:`QTable.update`.
+    """
+    a, b = tables
+    n = np.asarray(state).size
+    first = np.broadcast_to(np.asarray(first, dtype=bool), (n,))
+    t = np.broadcast_to(np.asarray(table), (n,))
+    terminal = np.broadcast_to(np.asarray(terminal, dtype=bool), (n,))
+    cols = [np.broadcast_to(np.asarray(v), (n,)) for v in (state, action, reward, next_state, dt_s)]
+    state, action, reward, next_state, dt_s = cols
+    next_state = np.where(terminal, 0, next_state)
+    for own, other, rows in ((a, b, first), (b, a, ~first)):
+        if rows.any():
+            best = own.greedy(t[rows], next_state[rows])
+            own.update(t[rows], state[rows], action[rows], reward[rows], next_state[rows], dt_s[rows], terminal[rows],
+                       consistent=consistent, bootstrap=other.q[t[rows], next_state[rows], best])
 
 
 _STATE_KEYS = ("q", "visits", "alpha", "gamma", "tau_s", "initial_q", "alpha_schedule", "alpha_decay_exponent")

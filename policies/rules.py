@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dcsim.learning import pace_power_w
 from dcsim.policy import Admission, AgentObservation, Bids, IdleAction, JobObservation, Policy
 
 
@@ -112,16 +113,8 @@ class DeadlineSlack(Policy):
         self.defer_price_ratio = defer_price_ratio
 
     def bid(self, obs: AgentObservation) -> Bids:
-        g = obs.gpu
-        time_left = (obs.job_slack_s + obs.job_remaining_s) / self.safety
-        with np.errstate(divide="ignore", invalid="ignore"):
-            needed_rate = np.where(time_left > 0, obs.job_remaining_s / time_left, np.inf)
-            # work rate = f**beta, power = idle + (tdp - idle) u f**gamma  =>  f = rate**(1/beta)
-            beta = np.maximum(obs.job_clock_sensitivity, 1e-6)
-            f = np.clip(needed_rate, 0.0, 1.0) ** (1.0 / beta)
-        request = g.idle_w + (g.tdp_w - g.idle_w) * g.utilisation * f**g.gamma
-        request = np.where(np.isfinite(obs.job_slack_s) & obs.has_job, np.maximum(request, g.min_cap_w), g.full_power_w)
-        return Bids(request, np.full(len(obs), np.inf))
+        # the learners' PACE action bids the same power (dcsim.learning.pace_power_w)
+        return Bids(pace_power_w(obs, self.safety), np.full(len(obs), np.inf))
 
     def admit(self, obs: JobObservation) -> np.ndarray:
         scarce = obs.market.price_tokens_per_kwh > obs.market.base_price_tokens_per_kwh * self.defer_price_ratio

@@ -7,8 +7,9 @@ For each scenario (default ``scenarios/learn_solar.yaml`` and ``scenarios/learn_
 2. ``python -m dcsim train SCENARIO --policy dqn --episodes M --init-from <step 1's folder> --eval-seeds K``:
    DQN pre-trained on the transitions Q-learning exported, trained online, evaluated on the same seeds.
 3. Merges both evaluations into one table (the baselines' runs must agree between the two, a determinism
-   check), with each learner's paired difference against the best baseline and against the best baseline that
-   runs every job as the learners must (no deferral).
+   check), with each learner's paired difference against the best baseline, against the best baseline that
+   runs every job as the learners must (no deferral), and against the best of :data:`REFERENCES`, fixed rules
+   over the learners' own actions (``--reference``; what the action set can at least achieve).
 4. Replays the frozen learners, the best baseline and the best non-deferring baseline on the first few
    evaluation seeds in this process, to show *why*: reward components per GPU, and the learners' actions by
    price level; and lists the most visited Q-table states with their greedy action.
@@ -21,7 +22,7 @@ torch's default thread pool made DQN episodes ~10x slower. The trainings' subpro
 All learner settings are the defaults (``dqn --init-from`` continues the ε schedule from the pre-training
 transitions by itself).
 
-    python tools/learning_evidence.py            # the full run behind docs/learning.md (~12 min on 2 cores)
+    python tools/learning_evidence.py            # the full run behind docs/learning.md (60 + 15 episodes per scenario)
     python tools/learning_evidence.py --quick    # smoke run: a few episodes, 2 seeds, images under OUT/img
     python tools/learning_evidence.py --reuse    # redo the tables and plots from the finished trainings in OUT
 """
@@ -49,8 +50,11 @@ DEFERRING = frozenset({"renewable_follower", "price_threshold", "deadline_slack"
 LEARNED = ("qlearning", "dqn")
 #: A diagnostic arm of the behaviour tables: the trained Q-table kept learning (ε = 0.05) on the evaluation seeds.
 STILL_LEARNING = "qlearning, still learning"
-ACTION_NAMES = ("FULL", "FULL_IF_CHEAP", "HALF", "MIN_CAP", "PAUSE")
-FULL = {"q_episodes": 400, "dqn_episodes": 40, "eval_seeds": 10, "analysis_seeds": 3}
+ACTION_NAMES = ("FULL", "FULL_IF_CHEAP", "HALF", "MIN_CAP", "PAUSE", "FLOOR_THEN_VALUE", "FLOOR_THEN_LIMIT", "PACE")
+#: Fixed rules over the learners' own actions (policies/reference.py), evaluated as arms: the best of them is what
+#: the learners' action set can at least achieve (issue 14).
+REFERENCES = ("full_cheap_else_min", "full_cheap_else_pace", "floor_limit", "floor_value", "pace")
+FULL = {"q_episodes": 60, "dqn_episodes": 15, "eval_seeds": 10, "analysis_seeds": 3}
 QUICK = {"q_episodes": 4, "dqn_episodes": 2, "eval_seeds": 2, "analysis_seeds": 1}
 
 
@@ -79,11 +83,12 @@ def run_cmd(cmd: list[str], log: Path) -> float:
 def train_commands(scenario: str, out: Path, cfg: dict) -> dict[str, list[str]]:
     py = [sys.executable, "-m", "dcsim", "train", scenario]
     q_out, d_out = out / "qlearning", out / "dqn"
+    refs = [x for r in REFERENCES for x in ("--reference", r)]
     return {
         "qlearning": py + ["--policy", "qlearning", "--episodes", str(cfg["q_episodes"]), "--eval-seeds",
-                           str(cfg["eval_seeds"]), "--out", str(q_out), "--overwrite", "--quiet"],
+                           str(cfg["eval_seeds"]), "--out", str(q_out), "--overwrite", "--quiet"] + refs,
         "dqn": py + ["--policy", "dqn", "--episodes", str(cfg["dqn_episodes"]), "--init-from", str(q_out),
-                     "--eval-seeds", str(cfg["eval_seeds"]), "--out", str(d_out), "--overwrite", "--quiet"],
+                     "--eval-seeds", str(cfg["eval_seeds"]), "--out", str(d_out), "--overwrite", "--quiet"] + refs,
     }
 
 
@@ -120,13 +125,17 @@ def evaluation_markdown(runs: pd.DataFrame) -> tuple[pd.DataFrame, str, dict[str
                                                   "energy_kwh", "renewable_battery_share")}})
     table = pd.DataFrame(rows)
     base = table[table.arm.isin(BASELINES)].sort_values("mean", ascending=False)
+    refs = table[table.arm.str.startswith("ref:")].sort_values("mean", ascending=False)
     best = {"best baseline": str(base.arm.iloc[0]),
             "best baseline that runs every job": str(base[~base.arm.isin(DEFERRING)].arm.iloc[0])}
-    order = list(LEARNED) + list(base.arm)
+    if len(refs):
+        best["best reference rule over the learners' actions"] = str(refs.arm.iloc[0])
+    order = list(LEARNED) + list(refs.arm) + list(base.arm)
     table = table.set_index("arm").loc[[a for a in order if a in set(table.arm)]].reset_index()
 
     def kind(arm: str) -> str:
-        return "learned" if arm in LEARNED else "defers jobs" if arm in DEFERRING else "runs every job"
+        return ("learned" if arm in LEARNED else "in-set rule" if arm.startswith("ref:")
+                else "defers jobs" if arm in DEFERRING else "runs every job")
 
     md = markdown_table(
         ["arm", "kind", "return per GPU: mean [95% CI]", "jobs completed", "dropped", "deadline misses*",
@@ -143,6 +152,12 @@ def evaluation_markdown(runs: pd.DataFrame) -> tuple[pd.DataFrame, str, dict[str
             verdict = "beats" if lo > 0 else "loses to" if hi < 0 else "is not distinguishable from"
             lines.append(f"- **{arm}** {verdict} the {label}, **{other}**: paired difference {diff:+.2f} per GPU "
                          f"(95% CI {lo:+.2f} to {hi:+.2f}, p = {p:.2g}, {wide.shape[0]} seeds).")
+    if len(refs):
+        arm, other = str(refs.arm.iloc[0]), best["best baseline"]
+        _, diff, lo, hi, p = paired_difference(wide[arm].to_numpy(float), wide[other].to_numpy(float))
+        verdict = "beats" if lo > 0 else "loses to" if hi < 0 else "is not distinguishable from"
+        lines.append(f"- the in-set rule **{arm}** {verdict} the best baseline, **{other}**: paired difference "
+                     f"{diff:+.2f} per GPU (95% CI {lo:+.2f} to {hi:+.2f}, p = {p:.2g}).")
     return table, md + "\n\n" + "\n".join(lines), best
 
 
@@ -183,6 +198,10 @@ def behaviour(scenario_path: str, out: Path, arms: list[str], seeds: list[int]) 
                     return a
 
                 policy.choose = counting
+            elif arm.startswith("ref:"):
+                from policies.reference import parse_reference
+
+                policy = load_policy("policies.reference:ReferenceRule", parse_reference(arm[4:])[1])
             else:
                 policy = load_policy(arm, {})
             s = run_scenario(scenario.model_copy(update={"seed": seed}), policy=policy).summary
@@ -207,17 +226,23 @@ def behaviour(scenario_path: str, out: Path, arms: list[str], seeds: list[int]) 
 def qtable_markdown(out: Path, top: int = 12) -> str:
     """The most visited states of the trained Q-table, decoded, with their greedy action and Q-values."""
     from dcsim.compare import markdown_table
-    from policies.qlearning import BINS
+    from policies.qlearning import BIN_SETS
     from policies.qtable import Discretizer
 
-    disc = Discretizer({k: np.asarray(v) for k, v in BINS.items()})
+    spec = json.loads((out / "qlearning" / "checkpoint" / "qlearning.json").read_text())
+    disc = Discretizer({k: np.asarray(v) for k, v in BIN_SETS[spec.get("bin_set", "price_slack")].items()})
     with np.load(out / "qlearning" / "checkpoint" / "qlearning.npz") as z:
         q, visits = z["q"][0], z["visits"][0]
+    second = out / "qlearning" / "checkpoint" / "qlearning_b.npz"
+    if second.is_file():  # double Q-learning: the policy acts on the mean of its two tables
+        with np.load(second) as z:
+            q, visits = 0.5 * (q + z["q"][0]), visits + z["visits"][0]
     per_state = visits.sum(axis=1)
     visited = int((per_state > 0).sum())
     labels = {"slack_h": ("late", "<1 h", "1-4 h", "≥4 h/none"), "price_log_ratio": ("≤1.1 p0", "≤e p0", ">e p0"),
               "renewable_fraction": ("<1/3", "1/3-2/3", "≥2/3"), "value_over_cost": ("below", "above"),
-              "wallet_rounds": ("<1 round", "≥1 round")}
+              "wallet_rounds": ("<1 round", "≥1 round"), "pace_needed": ("≤0.5", "0.5-1", "late"),
+              "remaining_h": ("<15 min", "15-60 min", "≥1 h")}
     rows = []
     for s in np.argsort(per_state)[::-1][:top]:
         digits = np.unravel_index(s, disc.radices)
@@ -248,7 +273,7 @@ def plot_curves(name: str, out: Path, table: pd.DataFrame, best: dict[str, str],
         ax.plot(ep, curve["return_per_gpu"].rolling(window, min_periods=1).mean(), color="tab:blue",
                 label=f"moving mean of {window}")
         ax.axhline(means[arm], color="tab:blue", ls=":", label="the learner, frozen: held-out mean")
-        colors = iter(("tab:green", "tab:orange"))
+        colors = iter(("tab:green", "tab:orange", "tab:purple"))
         for other in dict.fromkeys(best.values()):
             ax.axhline(means[other], ls="--", color=next(colors), label=f"{other}: held-out mean")
         ax.set_title(f"{arm} on {name}" + (" (after --init-from)" if arm == "dqn" else ""),
@@ -270,13 +295,15 @@ def plot_evaluation(name: str, table: pd.DataFrame, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 3.6))
     y = np.arange(len(table))[::-1]
-    colors = ["tab:blue" if a in LEARNED else "tab:orange" if a in DEFERRING else "tab:green" for a in table.arm]
+    colors = ["tab:blue" if a in LEARNED else "tab:purple" if a.startswith("ref:") else
+              "tab:orange" if a in DEFERRING else "tab:green" for a in table.arm]
     ax.errorbar(table["mean"], y, xerr=[table["mean"] - table["lo"], table["hi"] - table["mean"]], fmt="none",
                 ecolor="gray", capsize=3)
     ax.scatter(table["mean"], y, c=colors, zorder=3)
     ax.set_yticks(y, table.arm)
     ax.set_xlabel("return per GPU on held-out seeds (mean, 95% CI)")
-    ax.set_title(f"{name}: learned (blue), runs every job (green), defers jobs (orange)", fontsize=9)
+    ax.set_title(f"{name}: learned (blue), in-set rules (purple), runs every job (green), defers jobs (orange)",
+                 fontsize=8)
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -1057,7 +1057,7 @@ guarantees that independent Q-learners reach an equilibrium, and the tables abov
 3,000 rounds, not a limit (`--rounds 15000 --seeds 2` runs longer, in about a minute). And the state is the value alone: an agent cannot condition on the others' past bids, so it learns a bid
 function, not a strategy against particular rivals.
 
-The learning policies that run inside a whole datacenter simulation (`qlearning`, `dqn`) choose among five
+The learning policies that run inside a whole datacenter simulation (`qlearning`, `dqn`) choose among eight
 power-and-price actions per GPU and cannot express a shade factor, which is why this experiment is a repeated
 auction at the level of the mechanisms. Training them on a scenario is `python -m dcsim train ...`, documented
 in [docs/learning.md](../learning.md).
