@@ -210,7 +210,7 @@ def test_overwrite_replaces_a_training_whole(tmp_path, capsys):
     train(sc, "dqn", 1, tmp_path / "t", keep_transitions=0)
     assert (tmp_path / "t" / "checkpoint" / "dqn.pt").is_file()
     train(parse_scenario(TRAIN), "qlearning", 1, tmp_path / "t", keep_transitions=0, overwrite=True)
-    assert sorted(p.name for p in (tmp_path / "t" / "checkpoint").iterdir()) == ["qlearning.json", "qlearning.npz"]
+    assert sorted(p.name for p in (tmp_path / "t" / "checkpoint").iterdir()) == ["qlearning.json", "qlearning.npz", "qlearning_b.npz"]
     assert not (tmp_path / "t" / "transitions.npz").exists()
     # a later `run --checkpoint` of the DQN cannot pick up the old network: it is gone
     err = _cli_error(capsys, "run", scenario_file, "--policy", "dqn", "--checkpoint", tmp_path / "t" / "checkpoint",
