@@ -9,6 +9,14 @@ and posted-price market rounds every 5 minutes. The 100k size runs a shorter hor
     python benchmarks/bench_engine.py --sizes 10000 --horizon 7200 --policy truthful --mechanism vcg
     python benchmarks/bench_engine.py --json results.json
     python benchmarks/bench_engine.py --sizes 10000 --cooling   # facility.cooling on
+    python benchmarks/bench_engine.py --side-by-side --sizes 10000 --horizon 7200   # every policy vs always_on
+    python benchmarks/bench_engine.py --target --sizes 10000 100000 --horizon 86400  # the target workload
+
+``--side-by-side`` runs every registered policy (or ``--policies``) on the same world in this process, one after
+the other, timing ``Simulation.run()`` alone by CPU time, and prints jobs per CPU-second and the ratio to
+``always_on``. ``--target`` runs the target workload (single-GPU jobs of 10 minutes' mean work at 80 % load,
+5-minute rounds: about 1.15M jobs per simulated day per 10k GPUs), each size in a fresh process so its peak RSS
+(``resource.getrusage``) is its own, and reports wall and CPU seconds with and without building the jobs.
 
 Reports rates and ratios only; nothing here asserts a time.
 """
@@ -16,9 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import resource
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import simpy
@@ -28,6 +40,9 @@ from dcsim.runner import run_scenario
 
 JOBS_PER_GPU_PER_DAY = 100.0
 MEAN_DURATION_S = 520.0
+# The target workload (issue 12): single-GPU jobs, 10 minutes' mean work, 80 % load.
+TARGET_MEAN_WORK_S = 600.0
+TARGET_LOAD = 0.8
 
 
 def raw_simpy_rate(pending: int = 1, n_events: int = 400_000) -> float:
@@ -53,7 +68,12 @@ def raw_simpy_rate(pending: int = 1, n_events: int = 400_000) -> float:
     return pending * per / (time.perf_counter() - t0)
 
 
-def bench_scenario(gpus: int, horizon_s: float, policy: str, mechanism: str = "posted_price", cooling: bool = False):
+def bench_scenario(gpus: int, horizon_s: float, policy: str, mechanism: str = "posted_price",
+                   target: bool = False, cooling: bool = False):
+    """The benchmark world at ``gpus`` GPUs; ``target``: the target workload's arrivals and work instead;
+    ``cooling``: facility.cooling on at a constant outdoor temperature."""
+    rate_per_s = (TARGET_LOAD * gpus / TARGET_MEAN_WORK_S) if target else JOBS_PER_GPU_PER_DAY * gpus / 86400.0
+    mean_s = TARGET_MEAN_WORK_S if target else MEAN_DURATION_S
     data = {
         "name": f"bench-{gpus}",
         "start": "2023-06-21T07:00:00Z",
@@ -61,8 +81,8 @@ def bench_scenario(gpus: int, horizon_s: float, policy: str, mechanism: str = "p
         "seed": 1,
         "cluster": {"gpus": gpus, "gpu_model": "H100"},
         "workload": {
-            "arrivals": {"process": "poisson", "rate_per_s": JOBS_PER_GPU_PER_DAY * gpus / 86400.0},
-            "duration_s": {"distribution": "exponential", "mean": MEAN_DURATION_S},
+            "arrivals": {"process": "poisson", "rate_per_s": rate_per_s},
+            "duration_s": {"distribution": "exponential", "mean": mean_s},
         },
         # Solar peaks near half the cluster's full power, so prices move through the day.
         "supply": {"solar": {"capacity_w": 400.0 * gpus, "latitude": 37.36, "longitude": -121.93}},
@@ -75,6 +95,81 @@ def bench_scenario(gpus: int, horizon_s: float, policy: str, mechanism: str = "p
     return parse_scenario(data)
 
 
+def timed_run(gpus: int, horizon_s: float, policy: str, mechanism: str = "posted_price",
+              target: bool = False) -> dict:
+    """Build the world (jobs, supply) and run it, timing the build and ``Simulation.run()`` by wall and CPU time."""
+    from dcsim.engine import Simulation
+    from dcsim.policy import load_policy
+    from dcsim.seeding import Streams
+    from dcsim.supply import build_supply
+    from dcsim.workload import build_jobs
+
+    sc = bench_scenario(gpus, horizon_s, policy, mechanism, target)
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    streams = Streams(sc.seed)
+    sim = Simulation(sc, load_policy(sc.policy.name, sc.policy.params), build_jobs(sc, streams), build_supply(sc),
+                     streams)
+    wall1, cpu1 = time.perf_counter(), time.process_time()
+    result = sim.run()
+    wall2, cpu2 = time.perf_counter(), time.process_time()
+    arrived = int((result.jobs["arrival_s"] < horizon_s).sum())
+    return {"gpus": gpus, "policy": policy, "mechanism": mechanism, "horizon_s": horizon_s, "jobs": arrived,
+            "completed": int((result.jobs["status"] == "completed").sum()), "events": result.counters["events"],
+            "decisions": int(len(result.decisions)), "build_wall_s": wall1 - wall0, "build_cpu_s": cpu1 - cpu0,
+            "run_wall_s": wall2 - wall1, "run_cpu_s": cpu2 - cpu1,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+
+
+def side_by_side(sizes: list[int], horizon_s: float, policies: list[str], mechanism: str) -> list[dict]:
+    """Every policy on the same world in this process; jobs per CPU-second of ``Simulation.run()`` and the
+    ratio to ``always_on``'s (run first)."""
+    policies = ["always_on"] + [p for p in policies if p != "always_on"]
+    header = f"{'GPUs':>7} {'policy':>19} {'jobs':>9} {'events':>9} {'decisions':>9} {'run cpu s':>9} " \
+             f"{'run wall s':>10} {'jobs/cpu-s':>10} {'vs always_on':>12}"
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for gpus in sizes:
+        base = None
+        for policy in policies:
+            row = timed_run(gpus, horizon_s, policy, mechanism)
+            row["jobs_per_cpu_s"] = row["jobs"] / row["run_cpu_s"]
+            base = base or row["jobs_per_cpu_s"]
+            row["ratio_to_always_on"] = row["jobs_per_cpu_s"] / base
+            rows.append(row)
+            print(f"{gpus:>7,} {policy:>19} {row['jobs']:>9,} {row['events']:>9,} {row['decisions']:>9,} "
+                  f"{row['run_cpu_s']:>9.2f} {row['run_wall_s']:>10.2f} {row['jobs_per_cpu_s']:>10,.0f} "
+                  f"{row['ratio_to_always_on']:>12.2f}")
+            sys.stdout.flush()
+    return rows
+
+
+def target_runs(sizes: list[int], horizon_s: float, policy: str) -> list[dict]:
+    """The target workload at each size, each in a fresh process (its own peak RSS)."""
+    header = f"{'GPUs':>8} {'sim h':>6} {'jobs':>11} {'events':>11} {'build s':>8} {'run wall s':>10} " \
+             f"{'run cpu s':>9} {'total wall s':>12} {'jobs/s':>8} {'peak RSS MiB':>12}"
+    print(f"target workload: single-GPU jobs, {TARGET_MEAN_WORK_S:.0f} s mean work, {TARGET_LOAD:.0%} load, "
+          f"5-minute rounds, policy {policy}")
+    print(header)
+    print("-" * len(header))
+    rows = []
+    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
+            "from bench_engine import timed_run; print(json.dumps(timed_run(*json.loads(sys.argv[1]))))")
+    for gpus in sizes:
+        args = json.dumps([gpus, horizon_s, policy, "posted_price", True])
+        proc = subprocess.run([sys.executable, "-c", code, args], check=True, capture_output=True, text=True,
+                              env=dict(os.environ, MPLBACKEND="Agg"))
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        row["total_wall_s"] = row["build_wall_s"] + row["run_wall_s"]
+        row["jobs_per_s"] = row["jobs"] / row["run_wall_s"]
+        rows.append(row)
+        print(f"{gpus:>8,} {horizon_s / 3600:>6.1f} {row['jobs']:>11,} {row['events']:>11,} {row['build_wall_s']:>8.1f} "
+              f"{row['run_wall_s']:>10.1f} {row['run_cpu_s']:>9.1f} {row['total_wall_s']:>12.1f} "
+              f"{row['jobs_per_s']:>8,.0f} {row['peak_rss_mib']:>12,.0f}")
+        sys.stdout.flush()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
@@ -84,10 +179,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mechanism", default="posted_price", help="posted_price, uniform_price, vcg or kelly")
     parser.add_argument("--cooling", action="store_true", help="turn facility.cooling on (constant 25 °C outdoors)")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="run every policy (or --policies) on the same world; jobs/s and ratio to always_on")
+    parser.add_argument("--policies", nargs="+", help="with --side-by-side: these policies (default: all registered)")
+    parser.add_argument("--target", action="store_true", help="the target workload, with peak RSS per size")
     args = parser.parse_args(argv)
+    print(f"python {platform.python_version()}, simpy {simpy.__version__}, {platform.machine()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    if args.side_by_side or args.target:
+        if args.side_by_side:
+            from dcsim.policy import registered_policies
+            rows = side_by_side(args.sizes, args.horizon, args.policies or list(registered_policies()), args.mechanism)
+        else:
+            rows = target_runs(args.sizes, args.horizon, args.policy)
+        print(f"load average at the end {os.getloadavg()[0]:.1f}")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"runs": rows}, indent=2), encoding="utf-8")
+        return 0
 
     simpy_rate = raw_simpy_rate()
-    print(f"python {platform.python_version()}, simpy {simpy.__version__}, {platform.machine()}")
     print(f"raw SimPy timeouts, 1 pending: {simpy_rate:,.0f} events/s")
     print("'SimPy@depth' is raw SimPy with as many pending timeouts as the run had running jobs on average\n")
     header = f"{'GPUs':>8} {'policy':>14} {'sim h':>6} {'jobs':>10} {'events':>10} {'wall s':>8} " \
@@ -97,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for gpus in args.sizes:
         horizon = args.large_horizon if gpus >= 100_000 else args.horizon
-        sc = bench_scenario(gpus, horizon, args.policy, args.mechanism, args.cooling)
+        sc = bench_scenario(gpus, horizon, args.policy, args.mechanism, cooling=args.cooling)
         wall0 = time.perf_counter()
         run = run_scenario(sc)
         total_wall = time.perf_counter() - wall0  # includes job generation and solar modelling

@@ -26,6 +26,20 @@ if TYPE_CHECKING:
     from dcsim.reward_meter import RewardMeter
 
 _SLEEP_ACTION, _OFF_ACTION = int(IdleAction.SLEEP), int(IdleAction.POWER_OFF)
+_INF = float("inf")
+# Up to this many deciding agents, observations are read agent by agent from the shared buffers (a few µs);
+# above it, whole-array numpy is cheaper.
+_SMALL_N = 16
+_new = object.__new__
+
+
+def _frozen(cls: type, fields: dict) -> object:
+    """An instance of the frozen dataclass ``cls`` with every field given in ``fields``, built without running its
+    generated ``__init__`` (a per-field ``object.__setattr__``: half the cost of an observation for one agent).
+    Equal, field for field, to ``cls(**fields)``."""
+    obj = _new(cls)
+    obj.__dict__.update(fields)
+    return obj
 
 
 class DecisionDispatcher:
@@ -61,24 +75,66 @@ class DecisionDispatcher:
         self.calls = {name: policy.overrides(name) for name in ("bid", "admit", "on_idle")}
         self.tick_bids: Bids | None = None  # fixed-step timing: the last tick's bids, cleared at the next round
         self.decision_rows: list[tuple] = []
+        self._who = {m: f"policy {policy.name!r} {m}" for m in ("bid", "admit", "on_idle")}
+        # the per-job buffers' scalar twins (Python numbers, no numpy scalars on the per-job path)
+        self._job_rem, self._job_rate, self._job_last = jobs._rem, jobs._rate, jobs._last
+        self._job_deadline, self._job_gpus = jobs._deadline, jobs._k
+        self._job_beta, self._job_value = jobs._beta, jobs._value
 
     # ------------------------------------------------------------------------------------ observations
     def market_view(self) -> MarketView:
         now = self.env.now
-        meter, jobs = self.meter, self.jobs
+        meter, jobs, market = self.meter, self.jobs, self.market
         demand = max(0.0, self.cluster.total_power_w)
-        return MarketView(
-            time_s=now, hour_utc=(self._hour0 + now / 3600.0) % 24.0, renewable_w=meter.renewable_w, demand_w=demand,
-            renewable_fraction=1.0 if demand <= 0 else min(1.0, meter.renewable_w / demand),
-            price_tokens_per_kwh=self.market.round_price, base_price_tokens_per_kwh=self._p0,
-            grid_carbon_g_per_kwh=meter.carbon, grid_price_usd_per_mwh=meter.grid_price,
-            battery_soc=meter.books.soc_fraction, queue_length=len(jobs.queue), deferred_jobs=len(jobs.deferred),
-            next_round_s=self.market.next_round_s,
-        )
+        renewable_w = meter.renewable_w
+        return _frozen(MarketView, {
+            "time_s": now, "hour_utc": (self._hour0 + now / 3600.0) % 24.0, "renewable_w": renewable_w,
+            "demand_w": demand, "renewable_fraction": 1.0 if demand <= 0 else min(1.0, renewable_w / demand),
+            "price_tokens_per_kwh": market.round_price, "base_price_tokens_per_kwh": self._p0,
+            "grid_carbon_g_per_kwh": meter.carbon, "grid_price_usd_per_mwh": meter.grid_price,
+            "battery_soc": meter.books.soc_fraction, "queue_length": len(jobs.queue),
+            "deferred_jobs": len(jobs.deferred), "next_round_s": market.next_round_s,
+        })
 
     def agent_obs(self, idx: np.ndarray) -> AgentObservation:
         """The observation of agents (GPUs) ``idx``; for learning policies it carries their feedback since
-        their previous decision (which starts their next interval)."""
+        their previous decision (which starts their next interval).
+
+        A few agents (the per-job decisions: a job starting, a completion freeing its GPUs) are read one by one
+        from the shared buffers; many agents (market rounds, ticks) with whole-array numpy. Both give the same
+        values and dtypes."""
+        n = idx.size
+        if n > _SMALL_N:
+            return self._agent_obs_arrays(idx)
+        ids = idx.tolist()
+        now = self.env.now
+        asg, st, wal = self.cluster._asg, self.cluster._st, self.market._wal
+        rem_s, rate, last_s = self._job_rem, self._job_rate, self._job_last
+        deadline, beta_of, value_of, gpus_of = self._job_deadline, self._job_beta, self._job_value, self._job_gpus
+        states, has, gpus, cols = [], [], [], []
+        for g in ids:
+            j = asg[g]
+            states.append(st[g])
+            if j >= 0:
+                r = max(0.0, rem_s[j] - rate[j] * (now - last_s[j]))
+                has.append(True)
+                gpus.append(gpus_of[j])
+                cols.append((r, deadline[j] - now - r, beta_of[j], value_of[j], wal[g]))
+            else:
+                has.append(False)
+                gpus.append(0)
+                cols.append((0.0, _INF, 1.0, 0.0, wal[g]))
+        # one float block, its rows the five float fields (transposed so each field is contiguous)
+        block = np.array(cols, dtype=np.float64).T.copy() if n else np.zeros((5, 0))
+        feedback = None if self.rewards is None else self.rewards.feedback(idx)
+        return _frozen(AgentObservation, {
+            "gpu_ids": idx, "state": np.array(states, dtype=np.int8), "has_job": np.array(has, dtype=bool),
+            "job_remaining_s": block[0], "job_slack_s": block[1], "job_clock_sensitivity": block[2],
+            "job_value_tokens": block[3], "job_gpus": np.array(gpus, dtype=np.int64), "wallet_tokens": block[4],
+            "market": self.market_view(), "gpu": self.cluster.gpu_view, "feedback": feedback})
+
+    def _agent_obs_arrays(self, idx: np.ndarray) -> AgentObservation:
+        """:meth:`agent_obs` for many agents, with whole-array numpy."""
         n = idx.size
         jobs = self.jobs
         assigned = self.cluster.assigned[idx]
@@ -100,7 +156,7 @@ class DecisionDispatcher:
     def ask_bids(self, idx: np.ndarray) -> Bids:
         """The bids of agents ``idx``, checked."""
         self.log_decision("bid", idx.size)
-        return check_bids(self.policy.bid(self.agent_obs(idx)), idx.size, f"policy {self.policy.name!r} bid")
+        return check_bids(self.policy.bid(self.agent_obs(idx)), idx.size, self._who["bid"])
 
     def round_bids(self) -> Bids | None:
         """Bids for a market round: every agent bids at the round (event timing), or the round uses the last
@@ -141,7 +197,7 @@ class DecisionDispatcher:
             jobs.deadline_s[idx] - now - jobs.duration_full_s[idx], now - jobs.arrival_s[idx],
             jobs.value_tokens[idx], self.market_view(),
         )
-        actions = check_actions(self.policy.admit(obs), idx.size, Admission, f"policy {self.policy.name!r} admit")
+        actions = check_actions(self.policy.admit(obs), idx.size, Admission, self._who["admit"])
         run = actions == Admission.RUN
         jobs.enqueue(idx[run].tolist())
         held = idx[~run].tolist()
@@ -168,13 +224,23 @@ class DecisionDispatcher:
             idx = np.array([g for g in freed if g in cl.free_idle], dtype=np.int64)
             if idx.size == 0:
                 return
-        self.log_decision("on_idle", idx.size)
-        actions = check_actions(self.policy.on_idle(self.agent_obs(idx)), idx.size, IdleAction,
-                                f"policy {self.policy.name!r} on_idle")
+        actions = self.idle_actions(idx)
+        if idx.size <= _SMALL_N:
+            ids, acts = idx.tolist(), actions.tolist()
+            for action, state in ((_SLEEP_ACTION, ENTERING_SLEEP), (_OFF_ACTION, SHUTTING_DOWN)):
+                chosen = [g for g, a in zip(ids, acts) if a == action]
+                if chosen:
+                    cl.power_down(chosen, state)
+            return
         for action, state in ((_SLEEP_ACTION, ENTERING_SLEEP), (_OFF_ACTION, SHUTTING_DOWN)):
             chosen = idx[actions == action].tolist()
             if chosen:
                 cl.power_down(chosen, state)
+
+    def idle_actions(self, idx: np.ndarray) -> np.ndarray:
+        """The :class:`IdleAction` of idle agents ``idx``, asked of the policy and checked (logged as a decision)."""
+        self.log_decision("on_idle", idx.size)
+        return check_actions(self.policy.on_idle(self.agent_obs(idx)), idx.size, IdleAction, self._who["on_idle"])
 
     def log_decision(self, method: str, agents: int) -> None:
         self.decision_rows.append((self.env.now, method, agents))

@@ -221,7 +221,7 @@ class MarketRound:
         left_s = max(self.next_round_s - now, math.ulp(self.next_round_s))  # > 0 even at the round itself
         if self._bids_at_start:  # a job start is a decision point: its agents bid now
             bids = self._ask_bids(np.asarray(gpus, dtype=np.int64))
-            for g, want in zip(gpus, self.want_at_price(bids, price).tolist()):
+            for g, want in zip(gpus, self._wants_at_price(bids, price)):
                 self.want_w[g] = want
         cl = self.cluster
         boff, bw = cl._boff, cl._bw
@@ -246,6 +246,15 @@ class MarketRound:
         else:
             want = np.where(bids.max_price_tokens_per_kwh >= price, bids.request_w - cl.idle_w, 0.0)
         return np.clip(want, 0.0, cl.span_w)
+
+    def _wants_at_price(self, bids: Bids, price: float) -> list[float]:
+        """:meth:`want_at_price` as a list; a few single-block bids (a job starting) are priced as Python numbers."""
+        if bids.steps_w is not None or bids.request_w.size > 16:
+            return self.want_at_price(bids, price).tolist()
+        cl = self.cluster
+        idle_w, span_w = cl.idle_w, cl.span_w
+        return [min(max(r - idle_w if p >= price else 0.0, 0.0), span_w)
+                for r, p in zip(bids.request_w.tolist(), bids.max_price_tokens_per_kwh.tolist())]
 
     def _reprice(self, g: int, price: float, now: float) -> None:
         """Book what agent ``g`` owes for billable energy so far at its old price, then switch its price."""

@@ -318,14 +318,33 @@ def policy_parameters(cls: type[Policy]) -> list[str]:
     return names
 
 
+_FEW = 16  # up to this many actions are range-checked as Python numbers
+
+
+def _enum_size(enum: type[IntEnum]) -> int:
+    """Members of an action enum (cached: ``len()`` of an enum class walks its members)."""
+    size = _ENUM_SIZES.get(enum)
+    if size is None:
+        size = _ENUM_SIZES[enum] = len(enum)
+    return size
+
+
+_ENUM_SIZES: dict[type, int] = {}
+
+
 def check_actions(values: Any, n: int, enum: type[IntEnum], who: str) -> np.ndarray:
     """Validate a policy's action array: shape ``(n,)`` and every value a member of ``enum``."""
     arr = np.asarray(values)
     if arr.shape != (n,):
         raise PolicyError(f"{who} returned shape {arr.shape}; expected ({n},) — one {enum.__name__} per agent")
     if n:
-        # the action enums are 0..k-1, so a range check is a membership check (and much cheaper than np.isin)
-        ok = arr.dtype.kind in "iu" and 0 <= int(arr.min()) and int(arr.max()) < len(enum)
+        # the action enums are 0..k-1, so a range check is a membership check (and much cheaper than np.isin);
+        # a few actions are checked as Python numbers (cheaper than numpy reductions)
+        if arr.dtype.kind in "iu":
+            vals = arr.tolist() if n <= _FEW else (int(arr.min()), int(arr.max()))
+            ok = 0 <= min(vals) and max(vals) < _enum_size(enum)
+        else:
+            ok = False
         if not ok:
             if arr.dtype.kind in "iu":
                 bad = arr[(arr < 0) | (arr >= len(enum))][0].item()
@@ -346,8 +365,13 @@ def check_bids(bids: Any, n: int, who: str) -> Bids:
     for label, arr in (("request_w", req), ("max_price_tokens_per_kwh", price)):
         if arr.shape != (n,):
             raise PolicyError(f"{who}: Bids.{label} has shape {arr.shape}; expected ({n},)")
-        if np.any(np.isnan(arr)) or np.any(arr < 0):
+        # NaN >= 0 is False, so this one comparison rejects NaN and negative values alike (a few bids are
+        # checked as Python numbers, cheaper than a numpy comparison and reduction)
+        if not (all(v >= 0 for v in arr.tolist()) if n <= _FEW else (arr >= 0).all()):
             raise PolicyError(f"{who}: Bids.{label} has NaN or negative values; expected >= 0")
+    if (bids.steps_w is None and bids.steps_price is None and bids.kelly_tokens is None
+            and req is bids.request_w and price is bids.max_price_tokens_per_kwh):
+        return bids  # already float arrays of the right shape: nothing to convert
     steps_w = steps_price = kelly = None
     if (bids.steps_w is None) != (bids.steps_price is None):
         raise PolicyError(f"{who}: Bids.steps_w and Bids.steps_price must be given together")

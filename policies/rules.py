@@ -6,6 +6,8 @@ import numpy as np
 from dcsim.learning import pace_power_w
 from dcsim.policy import Admission, AgentObservation, Bids, IdleAction, JobObservation, Policy
 
+_FEW = 16  # up to this many agents, Truthful prices bids as Python numbers
+
 
 class AlwaysOn(Policy):
     """Never sleeps, runs every job at once at full power, pays any price."""
@@ -144,6 +146,14 @@ class Truthful(Policy):
 
     def bid(self, obs: AgentObservation) -> Bids:
         g = obs.gpu
+        n = len(obs)
+        if n <= _FEW:  # a job starting: the same arithmetic on Python numbers (numpy's fixed cost dominates)
+            span_w, price = g.full_power_w - g.idle_w, []
+            for rem, v, k, has in zip(obs.job_remaining_s.tolist(), obs.job_value_tokens.tolist(),
+                                      obs.job_gpus.tolist(), obs.has_job.tolist()):
+                e = rem * span_w / 3.6e6
+                price.append(v / max(k, 1) / e if has and e > 0 else 0.0)
+            return Bids(np.full(n, g.full_power_w), np.array(price, dtype=np.float64))
         energy_kwh = obs.job_remaining_s * (g.full_power_w - g.idle_w) / 3.6e6  # this GPU's share
         share = obs.job_value_tokens / np.maximum(obs.job_gpus, 1)
         with np.errstate(divide="ignore", invalid="ignore"):
