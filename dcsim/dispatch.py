@@ -16,6 +16,7 @@ from dcsim.cluster import ACTIVE, IDLE, OFF, SLEEP, WAKING, BOOTING, Cluster
 
 if TYPE_CHECKING:
     from dcsim.market_round import MarketRound
+    from dcsim.power_delivery import PowerDelivery
     from dcsim.reward_meter import RewardMeter
 
 
@@ -70,6 +71,8 @@ class Dispatcher:
         self.market: MarketRound | None = None  # wired by the core: prices a starting job's power
         self.rewards: RewardMeter | None = None  # wired by the core for learning policies
         self.on_due: Callable[[simpy.Event], None] | None = None  # the core's completion-timer handler
+        self.power: PowerDelivery | None = None  # wired by the core with a power-delivery tree: places jobs
+        self.placed: dict[int, list[int]] = {}  # with a tree: every job's GPUs, kept after it ends
 
         # static columns as numpy (vector work) and lists (scalar work)
         self.jobs_in = jobs
@@ -176,6 +179,9 @@ class Dispatcher:
     def _claim(self, j: int, k: int) -> None:
         """Place job ``j`` on ``k`` free GPUs, idle ones first, then sleeping, then off ones (which wake)."""
         cl = self.cluster
+        if self.power is not None:
+            self._claim_placed(j, self.power.place(k))
+            return
         if k == 1 and cl.free_idle:  # the common case: one GPU, already idle
             g = cl.free_idle.popitem()[0]
             cl._asg[g] = j
@@ -186,6 +192,13 @@ class Dispatcher:
         for pool in (cl.free_idle, cl.free_sleep, cl.free_off):
             while len(taken) < k and pool:
                 taken.append(pool.popitem()[0])
+        self._claim_placed(j, taken)
+
+    def _claim_placed(self, j: int, taken: list[int]) -> None:
+        """Give job ``j`` the GPUs ``taken`` (already out of the free pools): start it, or wake them first."""
+        cl = self.cluster
+        if self.power is not None:
+            self.placed[j] = taken
         st, asg = cl._st, cl._asg
         for g in taken:
             asg[g] = j
@@ -368,6 +381,8 @@ class Dispatcher:
             (done & (self.finish_s > self.deadline_s)) | (self.drop_reason == int(DropReason.DEADLINE_EXPIRED))
             | (pending & (self.deadline_s < horizon_s)))
         df["energy_j"] = np.where(done, self.job_energy_j, np.nan)
+        if self.power is not None:  # with a power-delivery tree: the node each job ran on (-1: not placed)
+            df["node"] = self.power.node_of_jobs(self.placed, len(df))
         return df
 
 

@@ -29,6 +29,7 @@ from dcsim.dispatch import SAME_INSTANT_ULPS, Dispatcher, DropReason, JobStatus,
 from dcsim.market_round import MarketRound
 from dcsim.meter import EnergyMeter
 from dcsim.policy import Policy
+from dcsim.power_delivery import PowerDelivery
 from dcsim.reward_meter import RewardMeter
 from dcsim.seeding import Streams
 from dcsim.supply import SupplyInputs
@@ -55,6 +56,8 @@ class RunResult:
     events: pd.DataFrame | None = None
     agent_returns: np.ndarray | None = None  # learning policies: each agent's summed feedback rewards
     counters: dict[str, float] = field(default_factory=dict)
+    elements: pd.DataFrame | None = None  # with a power-delivery tree: power through every element, W
+    facility: dict | None = None  # with facility parts on: their counts for summary.json
 
 
 class Simulation:
@@ -107,7 +110,31 @@ class Simulation:
         self._advance = meter.advance
         self._on_idle = self.decisions.calls["on_idle"]
         cluster.on_transition_end = self._on_transition_end
+        self.power: PowerDelivery | None = None
+        if scenario.facility.topology is not None:
+            self._wire_power_delivery()
         policy.reset(streams.generator("policy"), cluster.gpu_view, cluster.n_gpus)
+
+    def _wire_power_delivery(self) -> None:
+        """Plug the power-delivery tree in: placement, the safety layer and the per-element series."""
+        self.power = power = PowerDelivery(self.scenario, self.env, self.cluster)
+        power.jobs = self.jobs
+        self.jobs.power = self.market.power = power
+        advance = self.meter.advance
+
+        def observe_and_advance() -> None:
+            power.observe()
+            advance()
+
+        self._advance = observe_and_advance
+        begin = self.cluster.begin_transition
+
+        def begin_then_enforce(gpus: list[int], state: int) -> None:
+            begin(gpus, state)  # a transition's draw (waking, booting) is not the policy's to cap
+            if power.enforcing:
+                self.jobs.apply_allocations(power.limit_current(), self.cluster.state == ACTIVE)
+
+        self.cluster.begin_transition = begin_then_enforce
 
     # ------------------------------------------------------------------------------------ event handlers
     def _event(self) -> None:
@@ -247,7 +274,7 @@ class Simulation:
         self.env.process(self._market())
         self.env.process(self._arrivals())
         self.env.run(until=self.horizon_s)
-        self.meter.advance()
+        self._advance()
         market, cl, books = self.market, self.cluster, self.meter.books
         market.close()
         self._record("end")
@@ -256,6 +283,12 @@ class Simulation:
             self.policy.end_episode(self.decisions.agent_obs(np.arange(self.n_gpus)))
         wall_s = time.perf_counter() - wall0
         alloc_rows = market.alloc_rows
+        counters = {"events": self.n_events, "wall_s": wall_s, "simulated_s": self.horizon_s,
+                    "peak_overallocation_w": market.peak_overallocation_w}
+        elements = None
+        if self.power is not None:
+            self.power.close()
+            elements = self.power.element_table()
         return RunResult(
             scenario=self.scenario, policy=self.policy, jobs=self.jobs.job_table(self.horizon_s),
             rounds=pd.DataFrame(market.round_rows),
@@ -270,8 +303,9 @@ class Simulation:
             (np.stack(alloc_rows) if alloc_rows else np.zeros((0, self.n_gpus), dtype=np.float32)),
             events=None if self._trace is None else pd.DataFrame(self._trace, columns=["time_s", "kind", "agent", "details"]),
             agent_returns=None if self.rewards is None else self.rewards.returns.copy(),
-            counters={"events": self.n_events, "wall_s": wall_s, "simulated_s": self.horizon_s,
-                      "peak_overallocation_w": market.peak_overallocation_w},
+            counters=counters,
+            elements=elements,
+            facility=None if self.power is None else {"power_delivery": self.power.summary()},
         )
 
 

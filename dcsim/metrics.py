@@ -153,6 +153,8 @@ def summarize(result: RunResult) -> dict[str, Any]:
             "simulated_s_per_wall_s": sc.horizon_s / wall if wall > 0 else math.nan,
         },
     }
+    if result.facility is not None:
+        summary["facility"] = result.facility
     return _nan_to_none(summary)
 
 

@@ -1,5 +1,8 @@
 """Facility models (power-delivery tree, safety capping, cooling, failures, battery dispatch) as pure components.
 
-Not yet wired into runs: nothing here is called by :mod:`dcsim.engine` or read from scenario files
-(see ``docs/facility.md``). Each module is usable on its own, over numpy arrays.
+Each module is usable on its own, over numpy arrays; :mod:`dcsim.facility_run` wires the power-delivery
+parts into runs (see ``docs/facility.md``).
 """
+# dcsim.config imports dcsim.facility.config part-way through (Scenario.facility); importing it here first
+# makes ``import dcsim.facility.<anything>`` work in either order.
+import dcsim.config  # noqa: F401,E402

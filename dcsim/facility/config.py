@@ -1,9 +1,13 @@
 """Typed settings of the facility models (pydantic), with errors that name the field, the value and what is allowed.
 
-Not yet part of scenario files: :mod:`dcsim.config` does not import this module. Wiring it in is a
-``facility: FacilityConfig | None = None`` field on ``Scenario`` plus a call of
-:func:`facility_problems` from a scenario validator; until then :func:`parse_facility` validates a
-``facility`` mapping on its own, reporting fields as ``facility.<...>``.
+The scenario's ``facility`` section (``Scenario.facility``, checked by :func:`facility_problems` from a
+scenario validator). :func:`parse_facility` validates a ``facility`` mapping on its own, reporting
+fields as ``facility.<...>``.
+
+Import order: this module builds on models of :mod:`dcsim.config`, which imports it (for
+``Scenario.facility``) after defining them. Importing this module first therefore imports
+:mod:`dcsim.config` first (``dcsim/facility/__init__.py`` does), and ``_problems``, defined after
+``Scenario``, is imported where it is used.
 """
 from __future__ import annotations
 
@@ -20,7 +24,6 @@ from dcsim.config import (
     PositiveDurationS,
     SeriesSource,
     _Model,
-    _problems,
 )
 from dcsim.errors import ScenarioError, TraceError
 from dcsim.facility.cooling import CoolingParams
@@ -268,6 +271,8 @@ def parse_facility(data: Any, cluster: ClusterConfig, battery: BatteryConfig | N
         raise ScenarioError(path, [("facility", data, "a mapping of parts (topology, cooling, failures, battery)")])
     if base_dir is None and path is not None:
         base_dir = Path(path).resolve().parent
+    from dcsim.config import _problems  # defined after Scenario (see the module docstring)
+
     try:
         facility = FacilityConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
