@@ -170,6 +170,8 @@ class PowerDelivery:
     def observe(self) -> None:
         """Called at every event before anything changes: the cluster's draw held since the previous event."""
         now = self.env.now
+        if now == self._last_t:
+            return  # an empty interval: same-instant events
         p = self.tree.members @ self.cluster.power_w
         if self._last_w is None or not np.array_equal(p, self._last_w):
             self.series_t.append(self._last_t)

@@ -244,7 +244,16 @@ RULES: dict[str, list[str]] = {
                  "horizon_s`; MMPP: the larger rate; diurnal: `mean_rate_per_s × (1 + amplitude)`), MMPP state "
                  "changes (`horizon_s / min(mean_sojourn_s)`), market rounds (`horizon_s / interval_s`), decision "
                  "ticks (`horizon_s / fixed_step`), solar steps (`horizon_s / resolution_s`) and, with `vcg`, quanta "
-                 "per round (`gpus × tdp_w / vcg_quantum_w`)."],
+                 "per round (`gpus × tdp_w / vcg_quantum_w`).",
+                 "`facility`: the topology covers the cluster's GPUs and every limit is at least the idle power of "
+                 "the GPUs below it; node/PDU/feed failures and scheduled outages need a topology and name its "
+                 "elements; `facility.battery` needs `supply.battery`; `facility.safety` needs a topology.",
+                 "`facility.failures` is refused for now: not yet wired into runs."],
+    "TopologyConfig": ["Either `graphml` or the regular tree's fields, not both."],
+    "WeatherConfig": ["Exactly one of `epw` and `dry_bulb_c`; `wet_bulb_c` only with `dry_bulb_c`, and not above it."],
+    "CoolingConfig": ["`chilled_water_c < supply_air_c`; a `water` condenser or economiser needs the wet-bulb."],
+    "BatteryDispatchConfig": ["`min_soc < max_soc`; `billing_window_s` a whole multiple of `demand_interval_s`; "
+                              "`export_cap_w` needs `export_price_usd_per_mwh`."],
 }
 
 

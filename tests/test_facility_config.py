@@ -61,7 +61,7 @@ def test_unknown_key_suggests_and_lists_allowed() -> None:
     ({"topology": {"feeds": 1, "racks_per_pdu": 1, "pdus_per_feed": 1}}, "facility.topology",
      r"feeds = 1 does not cover the 64 GPUs"),
     ({"topology": {"graphml": "/nonexistent/tree.graphml"}}, "facility.topology.graphml", "an existing file"),
-    ({"failures": {"gpu": {"mtbf_s": 0, "mttr_s": "1h"}}}, "facility.failures.gpu.mtbf_s", "greater than 0"),
+    ({"failures": {"gpu": {"mtbf_s": 0, "mttr_s": "1h"}}}, "facility.failures.gpu.mtbf_s", "greater than or equal to"),
     ({"failures": {"gpu": {"mtbf_s": "-5h", "mttr_s": "1h"}}}, "facility.failures.gpu.mtbf_s", "a duration"),
     ({"failures": {"gpu": {"mtbf_s": "5h"}}}, "facility.failures.gpu.mttr_s", "Field required"),
     ({"failures": {"on_failure": "retry"}}, "facility.failures.on_failure", "must be one of 'requeue' or 'lose'"),
