@@ -162,3 +162,12 @@ def test_bad_facility_values_are_errors_naming_the_field(facility, field, messag
     fields = [f for f, _, _ in exc.value.problems]
     assert field in fields, fields
     assert message in str(exc.value)
+
+
+def test_a_dumped_scenario_validates_again_with_and_without_a_topology():
+    from dcsim.config import parse_scenario, scenario_to_dict
+
+    for facility in ({}, {"topology": {"limits": {"rack_w": 20000}}}):
+        sc = scenario(cluster={"gpus": 64}, facility=facility)
+        again = parse_scenario(scenario_to_dict(sc))
+        assert again.facility == sc.facility

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_serializer, model_validator
 
 from dcsim.config import (
     BatteryConfig,
@@ -201,6 +201,15 @@ class FacilityConfig(_Model):
     cooling: CoolingConfig | None = None
     failures: FailuresConfig | None = None
     battery: BatteryDispatchConfig | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        """Leave ``safety`` out of a dump without a topology, so a dumped scenario (metadata.yaml, a worker's
+        copy) validates again: ``safety`` given without a topology is an error (:func:`facility_problems`)."""
+        data = handler(self)
+        if self.topology is None and isinstance(data, dict):
+            data.pop("safety", None)
+        return data
 
 
 def facility_problems(facility: FacilityConfig, cluster: ClusterConfig,
