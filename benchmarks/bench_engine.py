@@ -8,6 +8,7 @@ and posted-price market rounds every 5 minutes. The 100k size runs a shorter hor
     python benchmarks/bench_engine.py --sizes 10000 --horizon 86400 --policy race_to_idle
     python benchmarks/bench_engine.py --sizes 10000 --horizon 7200 --policy truthful --mechanism vcg
     python benchmarks/bench_engine.py --json results.json
+    python benchmarks/bench_engine.py --sizes 1000 10000 --facility   # with a power-delivery tree and limits
 
 Reports rates and ratios only; nothing here asserts a time.
 """
@@ -52,7 +53,14 @@ def raw_simpy_rate(pending: int = 1, n_events: int = 400_000) -> float:
     return pending * per / (time.perf_counter() - t0)
 
 
-def bench_scenario(gpus: int, horizon_s: float, policy: str, mechanism: str = "posted_price"):
+# --facility: 8 GPUs per node, 4 nodes per rack, 8 racks per PDU, 4 PDUs per feed; racks limited to 80 % of a
+# full rack at TDP (H100: 32 × 700 W × 0.8), so the safety layer caps at busy rounds.
+FACILITY = {"topology": {"gpus_per_node": 8, "nodes_per_rack": 4, "racks_per_pdu": 8, "pdus_per_feed": 4,
+                         "limits": {"rack_w": 0.8 * 32 * 700.0}}}
+
+
+def bench_scenario(gpus: int, horizon_s: float, policy: str, mechanism: str = "posted_price",
+                   facility: bool = False):
     return parse_scenario({
         "name": f"bench-{gpus}",
         "start": "2023-06-21T07:00:00Z",
@@ -68,6 +76,7 @@ def bench_scenario(gpus: int, horizon_s: float, policy: str, mechanism: str = "p
         "market": {"interval_s": 300, "initial_tokens": 1000.0, "mechanism": mechanism},
         "policy": {"name": policy},
         "outputs": {"jobs_table": False, "timeseries_table": False},
+        **({"facility": FACILITY} if facility else {}),
     })
 
 
@@ -79,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", default="always_on")
     parser.add_argument("--mechanism", default="posted_price", help="posted_price, uniform_price, vcg or kelly")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--facility", action="store_true",
+                        help="add a power-delivery tree with binding rack limits (the safety layer on)")
     args = parser.parse_args(argv)
 
     simpy_rate = raw_simpy_rate()
@@ -92,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for gpus in args.sizes:
         horizon = args.large_horizon if gpus >= 100_000 else args.horizon
-        sc = bench_scenario(gpus, horizon, args.policy, args.mechanism)
+        sc = bench_scenario(gpus, horizon, args.policy, args.mechanism, args.facility)
         wall0 = time.perf_counter()
         run = run_scenario(sc)
         total_wall = time.perf_counter() - wall0  # includes job generation and solar modelling
@@ -103,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         depth = max(1, int(round(running)))
         depth_rate = raw_simpy_rate(pending=depth)
         row = {
-            "gpus": gpus, "policy": args.policy, "horizon_s": horizon, "jobs": jobs,
+            "gpus": gpus, "policy": args.policy, "facility": args.facility, "horizon_s": horizon, "jobs": jobs,
             "completed": run.summary["jobs"]["completed"], "events": perf["events"],
             "engine_wall_s": perf["wall_s"], "total_wall_s": total_wall,
             "events_per_s": perf["events_per_wall_s"], "jobs_per_s": jobs / perf["wall_s"],

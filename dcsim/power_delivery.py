@@ -57,6 +57,11 @@ class PowerDelivery:
         self._last_w: np.ndarray | None = None
         self.series_t: list[float] = []
         self.series_w: list[np.ndarray] = []
+        # the full series is kept on the allocation snapshots' rule (outputs.allocations; null: up to 1024 GPUs),
+        # since it holds a row of every element per event; the peak per element is always kept
+        keep = scenario.outputs.allocations
+        self.keep_series = bool(keep or (keep is None and cluster.n_gpus <= 1024))
+        self.peak_w = np.zeros(tree.n_elements)
         # interventions
         self.capped_ws = np.zeros(tree.n_elements)  # W·s removed at each element
         self._capped_w_now = np.zeros(tree.n_elements)  # W removed at the last clearing, held until the next
@@ -173,7 +178,8 @@ class PowerDelivery:
         if now == self._last_t:
             return  # an empty interval: same-instant events
         p = self.tree.members @ self.cluster.power_w
-        if self._last_w is None or not np.array_equal(p, self._last_w):
+        np.maximum(self.peak_w, p, out=self.peak_w)
+        if self.keep_series and (self._last_w is None or not np.array_equal(p, self._last_w)):
             self.series_t.append(self._last_t)
             self.series_w.append(p)
             self._last_w = p
@@ -189,8 +195,11 @@ class PowerDelivery:
         self._book_capped()
         self._capped_w_now = np.zeros_like(self._capped_w_now)
 
-    def element_table(self) -> pd.DataFrame:
-        """Power through every element (W, one column per element) from each row's ``time_s`` to the next row's."""
+    def element_table(self) -> pd.DataFrame | None:
+        """Power through every element (W, one column per element) from each row's ``time_s`` to the next row's;
+        None when the series is not kept."""
+        if not self.keep_series:
+            return None
         tree = self.tree
         data = np.stack(self.series_w) if self.series_w else np.zeros((0, tree.n_elements))
         df = pd.DataFrame(data, columns=list(tree.names))
@@ -203,9 +212,8 @@ class PowerDelivery:
         kinds = np.asarray(tree.kinds)
         by_kind = {k: float(self.capped_ws[kinds == k].sum()) for k in dict.fromkeys(tree.kinds)}
         by_element = {name: float(w) for name, w in zip(tree.names, self.capped_ws) if w > 0}
-        peak = np.max(np.stack(self.series_w), axis=0) if self.series_w else np.zeros(tree.n_elements)
         with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = np.where(np.isfinite(tree.limit_w), peak / tree.limit_w, np.nan)
+            ratio = np.where(np.isfinite(tree.limit_w), self.peak_w / tree.limit_w, np.nan)
         return {
             "elements": int(tree.n_elements),
             "safety": bool(self.enforcing),
