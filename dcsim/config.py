@@ -568,16 +568,6 @@ class Scenario(_Model):
         return self
 
     @model_validator(mode="after")
-    def _facility_failures_unwired(self) -> "Scenario":
-        """The failure models (dcsim/facility/failures.py) are built but runs do not use them yet: refuse them."""
-        if self.facility.failures is not None:
-            raise _FieldProblems([("facility.failures", self.facility.failures.model_dump(mode="json",
-                                                                                         exclude_defaults=True),
-                                   "failures are not yet wired into runs (docs/facility.md, status); "
-                                   "leave facility.failures out")])
-        return self
-
-    @model_validator(mode="after")
     def _computable(self) -> "Scenario":
         """Refuse runs that would schedule or hold more than ``MAX_COUNT`` things (arrivals, rounds, ticks, ...)."""
         horizon = self.horizon_s

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 class JobStatus(IntEnum):
-    """Where a job is. Every job ends a run as COMPLETED, DROPPED or one of the pending states."""
+    """Where a job is. Every job ends a run as COMPLETED, DROPPED, KILLED or one of the pending states."""
 
     FUTURE = 0  # not yet arrived
     DEFERRED = 1  # held back by the policy
@@ -30,6 +30,7 @@ class JobStatus(IntEnum):
     RUNNING = 4
     COMPLETED = 5
     DROPPED = 6
+    KILLED = 7  # lost to a GPU, node, PDU or feed failure (facility.failures.on_failure: lose)
 
 
 class DropReason(IntEnum):
@@ -73,6 +74,7 @@ class Dispatcher:
         self.on_due: Callable[[simpy.Event], None] | None = None  # the core's completion-timer handler
         self.power: PowerDelivery | None = None  # wired by the core with a power-delivery tree: places jobs
         self.placed: dict[int, list[int]] = {}  # with a tree: every job's GPUs, kept after it ends
+        self.requeued: np.ndarray | None = None  # with failures: how often each job was requeued
 
         # static columns as numpy (vector work) and lists (scalar work)
         self.jobs_in = jobs
@@ -357,7 +359,7 @@ class Dispatcher:
             st[g] = IDLE
             asg[g] = -1
             free[g] = None
-        self._jen[j] = energy - self._mark[j]
+        self._jen[j] += energy - self._mark[j]  # += : a requeued job's earlier attempts count too
         if self.rewards is not None:
             self.rewards.complete(gpus, share, now, now > self._deadline[j])
         self.market.credit_job_value(gpus, share, value)
@@ -367,7 +369,8 @@ class Dispatcher:
         """The per-job table: the input columns plus status, times, slowdown, deadline misses and energy."""
         status = self.status
         done = status == COMPLETED
-        ended = done | (status == DROPPED)
+        killed = status == int(JobStatus.KILLED)
+        ended = done | (status == DROPPED) | killed
         df = self.jobs_in.copy()
         df["status"] = pd.Categorical.from_codes(status, categories=[s.name.lower() for s in JobStatus])
         df["drop_reason"] = pd.Categorical.from_codes(self.drop_reason, categories=[r.name.lower() for r in DropReason])
@@ -380,9 +383,11 @@ class Dispatcher:
         df["deadline_missed"] = np.isfinite(self.deadline_s) & (
             (done & (self.finish_s > self.deadline_s)) | (self.drop_reason == int(DropReason.DEADLINE_EXPIRED))
             | (pending & (self.deadline_s < horizon_s)))
-        df["energy_j"] = np.where(done, self.job_energy_j, np.nan)
+        df["energy_j"] = np.where(done | killed, self.job_energy_j, np.nan)
         if self.power is not None:  # with a power-delivery tree: the node each job ran on (-1: not placed)
             df["node"] = self.power.node_of_jobs(self.placed, len(df))
+        if self.requeued is not None:  # with failures: how often each job was stopped and queued again
+            df["requeues"] = self.requeued
         return df
 
 

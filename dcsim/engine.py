@@ -28,6 +28,7 @@ from dcsim.decisions import DecisionDispatcher
 from dcsim.dispatch import SAME_INSTANT_ULPS, Dispatcher, DropReason, JobStatus, delay_to
 from dcsim.market_round import MarketRound
 from dcsim.meter import EnergyMeter
+from dcsim.outages import Outages
 from dcsim.policy import Policy
 from dcsim.power_delivery import PowerDelivery
 from dcsim.reward_meter import RewardMeter
@@ -113,6 +114,9 @@ class Simulation:
         self.power: PowerDelivery | None = None
         if scenario.facility.topology is not None:
             self._wire_power_delivery()
+        self.outages: Outages | None = None
+        if scenario.facility.failures is not None:
+            self._wire_outages(streams)
         policy.reset(streams.generator("policy"), cluster.gpu_view, cluster.n_gpus)
 
     def _wire_power_delivery(self) -> None:
@@ -135,6 +139,55 @@ class Simulation:
                 self.jobs.apply_allocations(power.limit_current(), self.cluster.state == ACTIVE)
 
         self.cluster.begin_transition = begin_then_enforce
+
+    def _wire_outages(self, streams: Streams) -> None:
+        """Plug failures in: outages stop jobs and take GPUs out; a transition a failure cut short never ends."""
+        tree = None if self.power is None else self.power.tree
+        self.outages = out = Outages(self.scenario, streams, self.env, self.cluster, self.jobs, self.meter,
+                                     self.supply, tree)
+        self.jobs.requeued = np.zeros(len(self.jobs.status), dtype=np.int64)
+        begin = self.cluster.begin_transition
+
+        def begin_noting_epoch(gpus: list[int], state: int) -> None:
+            out.began_transition(gpus)
+            begin(gpus, state)
+
+        self.cluster.begin_transition = begin_noting_epoch
+        core_end = self.cluster.on_transition_end
+
+        def end_unless_failed(gpus: list[int], count: bool = True) -> None:
+            kept, orphans = out.transition_survivors(gpus)
+            if kept:
+                core_end(kept, count)
+                if orphans:
+                    out.free_orphans(orphans)
+                    self.jobs.dispatch()
+                    self.jobs.arm()
+            elif count:
+                self._event()
+
+        self.cluster.on_transition_end = end_unless_failed
+        set_supply = self.meter.set_supply
+
+        def set_supply_unless_tripped(renewable_w: float, carbon: float, price: float) -> None:
+            set_supply(0.0 if out.tripped else renewable_w, carbon, price)
+
+        self.meter.set_supply = set_supply_unless_tripped
+
+    def _failures(self):
+        out, jobs = self.outages, self.jobs
+        for t, kind, component, up in out.schedule():
+            if t > self.env.now:
+                yield self.env.timeout(delay_to(self.env.now, t))
+            self._event()
+            out.apply(kind, component, up)
+            if self._trace is not None:
+                self._trace.append((self.env.now, "repair" if up else "failure", component, kind))
+            if kind == "renewable":
+                self._record("trip_end" if up else "trip")
+                continue
+            jobs.dispatch()
+            jobs.arm()
 
     # ------------------------------------------------------------------------------------ event handlers
     def _event(self) -> None:
@@ -264,6 +317,14 @@ class Simulation:
             b.renewable_used_j, b.battery_out_j, b.grid_j, b.unserved_j, b.curtailed_j, b.charged_j,
         ))
 
+    def _facility_summary(self) -> dict | None:
+        parts = {}
+        if self.power is not None:
+            parts["power_delivery"] = self.power.summary()
+        if self.outages is not None:
+            parts["failures"] = self.outages.summary()
+        return parts or None
+
     # ------------------------------------------------------------------------------------ run
     def run(self) -> RunResult:
         """Run to the horizon and return the results."""
@@ -273,6 +334,8 @@ class Simulation:
             self.env.process(self._ticks())
         self.env.process(self._market())
         self.env.process(self._arrivals())
+        if self.outages is not None:
+            self.env.process(self._failures())
         self.env.run(until=self.horizon_s)
         self._advance()
         market, cl, books = self.market, self.cluster, self.meter.books
@@ -305,7 +368,7 @@ class Simulation:
             agent_returns=None if self.rewards is None else self.rewards.returns.copy(),
             counters=counters,
             elements=elements,
-            facility=None if self.power is None else {"power_delivery": self.power.summary()},
+            facility=self._facility_summary(),
         )
 
 
