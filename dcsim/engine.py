@@ -148,11 +148,11 @@ class Simulation:
         self.jobs.requeued = np.zeros(len(self.jobs.status), dtype=np.int64)
         begin = self.cluster.begin_transition
 
-        def begin_noting_epoch(gpus: list[int], state: int) -> None:
+        def begin_noting_transition(gpus: list[int], state: int) -> None:
             out.began_transition(gpus)
             begin(gpus, state)
 
-        self.cluster.begin_transition = begin_noting_epoch
+        self.cluster.begin_transition = begin_noting_transition
         core_end = self.cluster.on_transition_end
 
         def end_unless_failed(gpus: list[int], count: bool = True) -> None:

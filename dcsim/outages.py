@@ -95,8 +95,9 @@ class Outages:
             self.trips = renewable_trips(rng, rt.mean_time_between_s, rt.mean_duration_s, horizon,
                                          trip_shape=rt.duration_shape)
         self.down = np.zeros(n, dtype=np.int64)  # how many failed components each GPU is under
-        self.epoch = [0] * n  # bumped when a GPU fails: a transition begun before never ends
-        self._transition_epoch = [0] * n
+        # the GPU list of each GPU's current transition (the one its end callback carries); None after a failure,
+        # so the end of a transition a failure cut short is recognised and ignored
+        self._transition: list[list[int] | None] = [None] * n
         self._orphan = bytearray(n)  # claimed by a job that was stopped while the GPU woke
         self.tripped = False
         self.counts = {"jobs_requeued": 0, "jobs_killed": 0, "gpu_downs": 0}
@@ -148,7 +149,7 @@ class Outages:
         for g in newly:
             for pool in (cl.free_idle, cl.free_sleep, cl.free_off):
                 pool.pop(g, None)
-            self.epoch[g] += 1
+            self._transition[g] = None
             self._orphan[g] = 0
             cl.wake_after[g] = 0
             cl._st[g] = OFF
@@ -213,14 +214,15 @@ class Outages:
 
     # ------------------------------------------------------------------------------------ transitions
     def began_transition(self, gpus: list[int]) -> None:
-        """Remember the GPUs' epoch when a transition begins (a failure in between cancels its end)."""
+        """Remember which transition each GPU is in (by the list its end callback will carry)."""
         for g in gpus:
-            self._transition_epoch[g] = self.epoch[g]
+            self._transition[g] = gpus
 
     def transition_survivors(self, gpus: list[int]) -> tuple[list[int], list[int]]:
-        """Of GPUs whose transition ends now: those to settle, and those of them whose job was stopped (to be
-        freed once settled)."""
-        kept = [g for g in gpus if self.epoch[g] == self._transition_epoch[g] and self.down[g] == 0]
+        """Of GPUs whose transition ends now: those to settle (not failed since it began), and those of them whose
+        job was stopped meanwhile (to be freed once settled)."""
+        current = self._transition
+        kept = [g for g in gpus if current[g] is gpus]
         orphans = [g for g in kept if self._orphan[g]]
         return kept, orphans
 

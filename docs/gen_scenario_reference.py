@@ -103,7 +103,7 @@ NOTES: dict[str, str] = {
     "Scenario.facility": "the facility around the GPUs (docs/facility.md); every part is off when left out",
     "FacilityConfig.topology": "the power-delivery tree: placement on nodes and limits the safety layer enforces",
     "FacilityConfig.cooling": "cooling plant and room, PUE (docs/facility.md)",
-    "FacilityConfig.failures": "failure and repair processes (refused for now: not yet wired into runs)",
+    "FacilityConfig.failures": "failure and repair processes from the `failures` stream (docs/model.md#failures)",
     "FacilityConfig.battery": "battery dispatch by a facility agent, export and demand charges",
     "TopologyConfig.gpus_per_node": "GPUs under each node",
     "TopologyConfig.nodes_per_rack": "nodes under each rack",
@@ -309,8 +309,7 @@ RULES: dict[str, list[str]] = {
                  "per round (`gpus × tdp_w / vcg_quantum_w`).",
                  "`facility`: the topology covers the cluster's GPUs and every limit is at least the idle power of "
                  "the GPUs below it; node/PDU/feed failures and scheduled outages need a topology and name its "
-                 "elements; `facility.battery` needs `supply.battery`; `facility.safety` needs a topology.",
-                 "`facility.failures` is refused for now: not yet wired into runs."],
+                 "elements; `facility.battery` needs `supply.battery`; `facility.safety` needs a topology."],
     "TopologyConfig": ["Either `graphml` or the regular tree's fields, not both."],
     "WeatherConfig": ["Exactly one of `epw` and `dry_bulb_c`; `wet_bulb_c` only with `dry_bulb_c`, and not above it."],
     "CoolingConfig": ["`chilled_water_c < supply_air_c`; a `water` condenser or economiser needs the wet-bulb."],

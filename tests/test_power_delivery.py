@@ -152,8 +152,10 @@ def test_no_element_is_ever_over_its_limit(sc):
                    "limits": {"rack_w": 500}}}, "facility.topology.limits", "below the idle power"),
     ({"topology": {"gpus_per_node": 8, "nodes_per_rack": 1, "racks_per_pdu": 1, "pdus_per_feed": 1, "feeds": 1}},
      "facility.topology", "does not cover the 64 GPUs"),
-    ({"failures": {"gpu": {"mtbf_s": 0, "mttr_s": "1h"}}}, "facility.failures.gpu.mtbf_s", "greater than or equal to"),
-    ({"failures": {"gpu": {"mtbf_s": "5h", "mttr_s": "1h"}}}, "facility.failures", "not yet wired"),
+    ({"failures": {"gpu": {"mtbf_s": 0, "mttr_s": "1h"}}}, "facility.failures.gpu.mtbf_s", "must be a finite number ≥"),
+    ({"failures": {"node": {"mtbf_s": "5h", "mttr_s": "1h"}}}, "facility.failures.node", "need facility.topology"),
+    ({"topology": {}, "failures": {"scheduled": [{"element": "pdu9", "start_s": 0, "duration_s": 10}]}},
+     "facility.failures.scheduled.0.element", "an element of the power tree"),
     ({"safety": True}, "facility.safety", "add a topology"),
 ])
 def test_bad_facility_values_are_errors_naming_the_field(facility, field, message):

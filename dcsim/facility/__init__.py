@@ -1,7 +1,7 @@
 """Facility models (power-delivery tree, safety capping, cooling, failures, battery dispatch) as pure components.
 
-Each module is usable on its own, over numpy arrays; :mod:`dcsim.facility_run` wires the power-delivery
-parts into runs (see ``docs/facility.md``).
+Each module is usable on its own, over numpy arrays; :mod:`dcsim.power_delivery` (the tree, limits and
+safety layer) and :mod:`dcsim.outages` (failures) wire them into runs (see ``docs/facility.md``).
 """
 # dcsim.config imports dcsim.facility.config part-way through (Scenario.facility); importing it here first
 # makes ``import dcsim.facility.<anything>`` work in either order.
