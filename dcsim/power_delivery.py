@@ -51,7 +51,25 @@ class PowerDelivery:
         for g, e in enumerate(tree.gpu_parent.tolist()):
             self._node_of_gpu[g] = node_index.get(e, -1)
         self._limit_w = tree.limit_w
-        self._members_t = tree.members.T.tocsr()  # GPUs × elements, for the elements above a job's GPUs
+        # power through every element as one reduceat over the members' CSR arrays (every element feeds a GPU,
+        # so no row is empty): much cheaper per event than a scipy product
+        members = tree.members.tocsr()
+        members.sort_indices()
+        self._gpu_idx = members.indices.astype(np.int64)
+        self._row_ptr = members.indptr[:-1].astype(np.int64)
+        # each GPU's ancestors, padded with a sentinel element E that has no limit (room +inf)
+        depth = 1
+        chains = []
+        for g in range(cluster.n_gpus):
+            chain, e = [], int(tree.gpu_parent[g])
+            while e >= 0:
+                chain.append(e)
+                e = int(tree.parent[e])
+            chains.append(chain)
+            depth = max(depth, len(chain))
+        self._ancestors = np.full((cluster.n_gpus, depth), tree.n_elements, dtype=np.int64)
+        for g, chain in enumerate(chains):
+            self._ancestors[g, :len(chain)] = chain
         # the element series: (start of an interval, power through every element over it)
         self._last_t = 0.0
         self._last_w: np.ndarray | None = None
@@ -108,7 +126,7 @@ class PowerDelivery:
         """After a change no policy decided (a GPU starts waking or booting): the running jobs' allocations
         (per GPU, above idle, W), capped again if some element is now over its limit."""
         cl = self.cluster
-        if not np.any(self.tree.members @ cl.power_w > self._limit_w):
+        if not np.any(self.through_w() > self._limit_w):
             return cl.alloc_w
         return self.limit_clearing(cl.alloc_w.copy(), cl.state == ACTIVE, between_rounds=True)
 
@@ -163,13 +181,17 @@ class PowerDelivery:
         """Most power above idle each GPU of a job starting now may get without an element above it going over."""
         if not self.enforcing:
             return math.inf
-        cl = self.cluster
-        through = self.tree.members @ cl.power_w
-        sub = self._members_t[gpus]  # the job's GPUs × elements
-        per_element = np.asarray(sub.sum(axis=0)).ravel()  # how many of the job's GPUs each element feeds
-        above = np.flatnonzero(per_element)
-        room = (self._limit_w[above] - through[above]) / per_element[above]
-        return max(0.0, float(room.min())) if above.size else math.inf
+        above, per_element = np.unique(self._ancestors[gpus], return_counts=True)  # and how many job GPUs each feeds
+        keep = above < self.tree.n_elements
+        above, per_element = above[keep], per_element[keep]
+        if not above.size:
+            return math.inf
+        room = (self._limit_w[above] - self.through_w()[above]) / per_element
+        return max(0.0, float(room.min()))
+
+    def through_w(self) -> np.ndarray:
+        """Power through every element now, W."""
+        return np.add.reduceat(self.cluster.power_w[self._gpu_idx], self._row_ptr)
 
     # ------------------------------------------------------------------------------------ the series
     def observe(self) -> None:
@@ -177,7 +199,7 @@ class PowerDelivery:
         now = self.env.now
         if now == self._last_t:
             return  # an empty interval: same-instant events
-        p = self.tree.members @ self.cluster.power_w
+        p = self.through_w()
         np.maximum(self.peak_w, p, out=self.peak_w)
         if self.keep_series and (self._last_w is None or not np.array_equal(p, self._last_w)):
             self.series_t.append(self._last_t)
