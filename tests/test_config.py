@@ -624,7 +624,7 @@ def test_json_schema_is_json_with_the_top_level_sections():
     assert schema["additionalProperties"] is False
     assert set(schema["properties"]) == {"name", "description", "start", "horizon_s", "warmup_s", "seed",
                                          "cluster", "workload", "supply", "market", "policy", "reward", "decision_timing",
-                                         "outputs"}
+                                         "outputs", "facility"}
     assert schema["required"] == ["cluster", "workload"]
     # Nested models forbid unknown keys too, so an editor flags misspellings.
     assert schema["$defs"]["ClusterConfig"]["additionalProperties"] is False
