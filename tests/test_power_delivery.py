@@ -46,16 +46,23 @@ def test_no_topology_no_node_column_and_no_facility_outputs():
     assert "node" not in r.jobs.columns and r.elements is None and r.facility is None
 
 
-def test_rack_breaker_moves_power_to_the_higher_value_job_at_the_next_clearing():
-    # One rack of two 1-GPU nodes, limit 1000 W. The low-value job starts alone at t = 0 (700 W, the rack's
-    # headroom allows it); the high-value job starts at t = 1 and gets what is left: 1000 − 700 = 300 W. At the
-    # round at t = 300 the safety layer caps the lowest value first: low 300 W, high 700 W (hand-worked).
-    sc = scenario(cluster={"gpus": 2}, horizon_s=900, market={"interval_s": 300},
-                  facility={"topology": {"gpus_per_node": 1, "nodes_per_rack": 2, "limits": {"rack_w": 1000}}})
+def _two_jobs_on_one_rack(rack_w, horizon_s):
+    """One rack of two 1-GPU nodes; a low-value job arrives at t = 0, a high-value one at t = 1; rounds every 300 s.
+    Returns the run and the nodes of the low- and high-value jobs."""
+    sc = scenario(cluster={"gpus": 2}, horizon_s=horizon_s, market={"interval_s": 300},
+                  facility={"topology": {"gpus_per_node": 1, "nodes_per_rack": 2, "limits": {"rack_w": rack_w}}})
     jobs = jobs_table([{"arrival_s": 0.0, "gpus": 1, "work_gpu_s": 1e6, "value_tokens": 1.0},
                        {"arrival_s": 1.0, "gpus": 1, "work_gpu_s": 1e6, "value_tokens": 100.0}])
     r = simulate(sc, jobs)
     low, high = (f"node{n}" for n in r.jobs["node"].tolist())
+    return r, low, high
+
+
+def test_rack_breaker_moves_power_to_the_higher_value_job_at_the_next_clearing():
+    # One rack of two 1-GPU nodes, limit 1000 W. The low-value job starts alone at t = 0 (700 W, the rack's
+    # headroom allows it); the high-value job starts at t = 1 and gets what is left: 1000 − 700 = 300 W. At the
+    # round at t = 300 the safety layer caps the lowest value first: low 300 W, high 700 W (hand-worked).
+    r, low, high = _two_jobs_on_one_rack(rack_w=1000.0, horizon_s=900)
     el = r.elements.set_index("time_s")
     assert el.loc[0.0, low] == pytest.approx(H100_TDP_W) and el.loc[0.0, high] == pytest.approx(H100_IDLE_W)
     assert el.loc[1.0, low] == pytest.approx(H100_TDP_W) and el.loc[1.0, high] == pytest.approx(300.0)
@@ -70,12 +77,7 @@ def test_rack_breaker_moves_power_to_the_higher_value_job_at_the_next_clearing()
 def test_limits_below_what_the_minimum_caps_need_pause_the_lowest_value_job():
     # Rack limit 350 W: both GPUs running at the 200 W minimum would need 400 W; at the round the low-value
     # job pauses (idle 78.8 W) and the high-value one gets the rest, 350 − 78.8 = 271.2 W.
-    sc = scenario(cluster={"gpus": 2}, horizon_s=600, market={"interval_s": 300},
-                  facility={"topology": {"gpus_per_node": 1, "nodes_per_rack": 2, "limits": {"rack_w": 350}}})
-    jobs = jobs_table([{"arrival_s": 0.0, "gpus": 1, "work_gpu_s": 1e6, "value_tokens": 1.0},
-                       {"arrival_s": 1.0, "gpus": 1, "work_gpu_s": 1e6, "value_tokens": 100.0}])
-    r = simulate(sc, jobs)
-    low, high = (f"node{n}" for n in r.jobs["node"].tolist())
+    r, low, high = _two_jobs_on_one_rack(rack_w=350.0, horizon_s=600)
     row = r.elements.set_index("time_s").loc[300.0]
     assert row[low] == pytest.approx(H100_IDLE_W) and row[high] == pytest.approx(350.0 - H100_IDLE_W)
     assert r.facility["power_delivery"]["paused_gpus"] >= 1
