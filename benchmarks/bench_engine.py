@@ -17,6 +17,7 @@ the other, timing ``Simulation.run()`` alone by CPU time, and prints jobs per CP
 ``always_on``. ``--target`` runs the target workload (single-GPU jobs of 10 minutes' mean work at 80 % load,
 5-minute rounds: about 1.15M jobs per simulated day per 10k GPUs), each size in a fresh process so its peak RSS
 (``resource.getrusage``) is its own, and reports wall and CPU seconds with and without building the jobs.
+    python benchmarks/bench_engine.py --sizes 1000 10000 --facility   # with a power-delivery tree and limits
 
 Reports rates and ratios only; nothing here asserts a time.
 """
@@ -68,10 +69,17 @@ def raw_simpy_rate(pending: int = 1, n_events: int = 400_000) -> float:
     return pending * per / (time.perf_counter() - t0)
 
 
+# --facility: 8 GPUs per node, 4 nodes per rack, 8 racks per PDU, 4 PDUs per feed; racks limited to 80 % of a
+# full rack at TDP (H100: 32 × 700 W × 0.8), so the safety layer caps at busy rounds.
+FACILITY = {"topology": {"gpus_per_node": 8, "nodes_per_rack": 4, "racks_per_pdu": 8, "pdus_per_feed": 4,
+                         "limits": {"rack_w": 0.8 * 32 * 700.0}}}
+
+
 def bench_scenario(gpus: int, horizon_s: float, policy: str, mechanism: str = "posted_price",
-                   target: bool = False, cooling: bool = False):
+                   target: bool = False, cooling: bool = False, facility: bool = False):
     """The benchmark world at ``gpus`` GPUs; ``target``: the target workload's arrivals and work instead;
-    ``cooling``: facility.cooling on at a constant outdoor temperature."""
+    ``cooling``: facility.cooling on at a constant outdoor temperature; ``facility``: the power-delivery
+    tree with binding rack limits (:data:`FACILITY`)."""
     rate_per_s = (TARGET_LOAD * gpus / TARGET_MEAN_WORK_S) if target else JOBS_PER_GPU_PER_DAY * gpus / 86400.0
     mean_s = TARGET_MEAN_WORK_S if target else MEAN_DURATION_S
     data = {
@@ -92,6 +100,8 @@ def bench_scenario(gpus: int, horizon_s: float, policy: str, mechanism: str = "p
     }
     if cooling:  # facility.cooling at a constant outdoor temperature: the per-event facility-energy path
         data["facility"] = {"cooling": {"weather": {"dry_bulb_c": 25.0}, "economiser": "air"}}
+    if facility:
+        data["facility"] = dict(data.get("facility", {}), **FACILITY)
     return parse_scenario(data)
 
 
@@ -183,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run every policy (or --policies) on the same world; jobs/s and ratio to always_on")
     parser.add_argument("--policies", nargs="+", help="with --side-by-side: these policies (default: all registered)")
     parser.add_argument("--target", action="store_true", help="the target workload, with peak RSS per size")
+    parser.add_argument("--facility", action="store_true",
+                        help="add a power-delivery tree with binding rack limits (the safety layer on)")
     args = parser.parse_args(argv)
     print(f"python {platform.python_version()}, simpy {simpy.__version__}, {platform.machine()}, "
           f"load average {os.getloadavg()[0]:.1f}")
@@ -207,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for gpus in args.sizes:
         horizon = args.large_horizon if gpus >= 100_000 else args.horizon
-        sc = bench_scenario(gpus, horizon, args.policy, args.mechanism, cooling=args.cooling)
+        sc = bench_scenario(gpus, horizon, args.policy, args.mechanism, cooling=args.cooling, facility=args.facility)
         wall0 = time.perf_counter()
         run = run_scenario(sc)
         total_wall = time.perf_counter() - wall0  # includes job generation and solar modelling
@@ -218,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         depth = max(1, int(round(running)))
         depth_rate = raw_simpy_rate(pending=depth)
         row = {
-            "gpus": gpus, "policy": args.policy, "cooling": args.cooling, "horizon_s": horizon, "jobs": jobs,
+            "gpus": gpus, "policy": args.policy, "cooling": args.cooling, "facility": args.facility, "horizon_s": horizon,
+            "jobs": jobs,
             "completed": run.summary["jobs"]["completed"], "events": perf["events"],
             "engine_wall_s": perf["wall_s"], "total_wall_s": total_wall,
             "events_per_s": perf["events_per_wall_s"], "jobs_per_s": jobs / perf["wall_s"],

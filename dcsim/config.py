@@ -522,7 +522,7 @@ class OutputConfig(_Model):
                             "auto (parquet when the run's tables hold more than 1,000,000 rows, csv below)")
 
 
-# Imported here, not at the top: dcsim.facility.config builds on the types defined above.
+# Imported here, not at the top: dcsim.facility.config builds on the models above (see its docstring).
 from dcsim.facility.config import FacilityConfig, facility_problems  # noqa: E402
 
 
@@ -557,6 +557,14 @@ class Scenario(_Model):
     def _warmup(self) -> "Scenario":
         if self.warmup_s >= self.horizon_s:
             raise ValueError("warmup_s must be shorter than horizon_s")
+        return self
+
+    @model_validator(mode="after")
+    def _facility(self) -> "Scenario":
+        """The facility's checks against the cluster and the battery (docs/facility.md)."""
+        problems = facility_problems(self.facility, self.cluster, self.supply.battery)
+        if problems:
+            raise _FieldProblems(problems)
         return self
 
     @model_validator(mode="after")

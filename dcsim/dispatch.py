@@ -16,11 +16,12 @@ from dcsim.cluster import ACTIVE, IDLE, OFF, SLEEP, WAKING, BOOTING, Cluster
 
 if TYPE_CHECKING:
     from dcsim.market_round import MarketRound
+    from dcsim.power_delivery import PowerDelivery
     from dcsim.reward_meter import RewardMeter
 
 
 class JobStatus(IntEnum):
-    """Where a job is. Every job ends a run as COMPLETED, DROPPED or one of the pending states."""
+    """Where a job is. Every job ends a run as COMPLETED, DROPPED, KILLED or one of the pending states."""
 
     FUTURE = 0  # not yet arrived
     DEFERRED = 1  # held back by the policy
@@ -29,6 +30,7 @@ class JobStatus(IntEnum):
     RUNNING = 4
     COMPLETED = 5
     DROPPED = 6
+    KILLED = 7  # lost to a GPU, node, PDU or feed failure (facility.failures.on_failure: lose)
 
 
 class DropReason(IntEnum):
@@ -70,6 +72,9 @@ class Dispatcher:
         self.market: MarketRound | None = None  # wired by the core: prices a starting job's power
         self.rewards: RewardMeter | None = None  # wired by the core for learning policies
         self.on_due: Callable[[simpy.Event], None] | None = None  # the core's completion-timer handler
+        self.power: PowerDelivery | None = None  # wired by the core with a power-delivery tree: places jobs
+        self.placed: dict[int, list[int]] = {}  # with a tree: every job's GPUs, kept after it ends
+        self.requeued: np.ndarray | None = None  # with failures: how often each job was requeued
 
         # static columns as numpy (vector work) and lists (scalar work)
         self.jobs_in = jobs
@@ -176,6 +181,9 @@ class Dispatcher:
     def _claim(self, j: int, k: int) -> None:
         """Place job ``j`` on ``k`` free GPUs, idle ones first, then sleeping, then off ones (which wake)."""
         cl = self.cluster
+        if self.power is not None:
+            self._claim_placed(j, self.power.place(k))
+            return
         if k == 1 and cl.free_idle:  # the common case: one GPU, already idle
             g = cl.free_idle.popitem()[0]
             cl._asg[g] = j
@@ -186,6 +194,13 @@ class Dispatcher:
         for pool in (cl.free_idle, cl.free_sleep, cl.free_off):
             while len(taken) < k and pool:
                 taken.append(pool.popitem()[0])
+        self._claim_placed(j, taken)
+
+    def _claim_placed(self, j: int, taken: list[int]) -> None:
+        """Give job ``j`` the GPUs ``taken`` (already out of the free pools): start it, or wake them first."""
+        cl = self.cluster
+        if self.power is not None:
+            self.placed[j] = taken
         st, asg = cl._st, cl._asg
         for g in taken:
             asg[g] = j
@@ -344,7 +359,7 @@ class Dispatcher:
             st[g] = IDLE
             asg[g] = -1
             free[g] = None
-        self._jen[j] = energy - self._mark[j]
+        self._jen[j] += energy - self._mark[j]  # += : a requeued job's earlier attempts count too
         if self.rewards is not None:
             self.rewards.complete(gpus, share, now, now > self._deadline[j])
         self.market.credit_job_value(gpus, share, value)
@@ -354,7 +369,8 @@ class Dispatcher:
         """The per-job table: the input columns plus status, times, slowdown, deadline misses and energy."""
         status = self.status
         done = status == COMPLETED
-        ended = done | (status == DROPPED)
+        killed = status == int(JobStatus.KILLED)
+        ended = done | (status == DROPPED) | killed
         df = self.jobs_in.copy()
         df["status"] = pd.Categorical.from_codes(status, categories=[s.name.lower() for s in JobStatus])
         df["drop_reason"] = pd.Categorical.from_codes(self.drop_reason, categories=[r.name.lower() for r in DropReason])
@@ -367,7 +383,11 @@ class Dispatcher:
         df["deadline_missed"] = np.isfinite(self.deadline_s) & (
             (done & (self.finish_s > self.deadline_s)) | (self.drop_reason == int(DropReason.DEADLINE_EXPIRED))
             | (pending & (self.deadline_s < horizon_s)))
-        df["energy_j"] = np.where(done, self.job_energy_j, np.nan)
+        df["energy_j"] = np.where(done | killed, self.job_energy_j, np.nan)
+        if self.power is not None:  # with a power-delivery tree: the node each job ran on (-1: not placed)
+            df["node"] = self.power.node_of_jobs(self.placed, len(df))
+        if self.requeued is not None:  # with failures: how often each job was stopped and queued again
+            df["requeues"] = self.requeued
         return df
 
 

@@ -28,7 +28,9 @@ from dcsim.decisions import DecisionDispatcher
 from dcsim.dispatch import SAME_INSTANT_ULPS, Dispatcher, DropReason, JobStatus, delay_to
 from dcsim.market_round import MarketRound
 from dcsim.meter import EnergyMeter
+from dcsim.outages import Outages
 from dcsim.policy import Policy
+from dcsim.power_delivery import PowerDelivery
 from dcsim.reward_meter import RewardMeter
 from dcsim.seeding import Streams
 from dcsim.supply import SupplyInputs
@@ -55,7 +57,8 @@ class RunResult:
     events: pd.DataFrame | None = None
     agent_returns: np.ndarray | None = None  # learning policies: each agent's summed feedback rewards
     counters: dict[str, float] = field(default_factory=dict)
-    facility: dict[str, float] | None = None  # with facility.cooling: PUE and energy by part (CoolingPlant.summary)
+    elements: pd.DataFrame | None = None  # with a power-delivery tree: power through every element, W
+    facility: dict | None = None  # with facility parts on: PUE and energy by part (cooling), counts
 
 
 class Simulation:
@@ -109,7 +112,83 @@ class Simulation:
         self._advance = meter.advance
         self._on_idle = self.decisions.calls["on_idle"]
         cluster.on_transition_end = self._on_transition_end
+        self.power: PowerDelivery | None = None
+        if scenario.facility.topology is not None:
+            self._wire_power_delivery()
+        self.outages: Outages | None = None
+        if scenario.facility.failures is not None:
+            self._wire_outages(streams)
         policy.reset(streams.generator("policy"), cluster.gpu_view, cluster.n_gpus)
+
+    def _wire_power_delivery(self) -> None:
+        """Plug the power-delivery tree in: placement, the safety layer and the per-element series."""
+        self.power = power = PowerDelivery(self.scenario, self.env, self.cluster)
+        power.jobs = self.jobs
+        self.jobs.power = self.market.power = power
+        advance = self.meter.advance
+
+        def observe_and_advance() -> None:
+            power.observe()
+            advance()
+
+        self._advance = observe_and_advance
+        begin = self.cluster.begin_transition
+
+        def begin_then_enforce(gpus: list[int], state: int) -> None:
+            begin(gpus, state)  # a transition's draw (waking, booting) is not the policy's to cap
+            if power.enforcing:
+                self.jobs.apply_allocations(power.limit_current(), self.cluster.state == ACTIVE)
+
+        self.cluster.begin_transition = begin_then_enforce
+
+    def _wire_outages(self, streams: Streams) -> None:
+        """Plug failures in: outages stop jobs and take GPUs out; a transition a failure cut short never ends."""
+        tree = None if self.power is None else self.power.tree
+        self.outages = out = Outages(self.scenario, streams, self.env, self.cluster, self.jobs, self.meter,
+                                     self.supply, tree)
+        self.jobs.requeued = np.zeros(len(self.jobs.status), dtype=np.int64)
+        begin = self.cluster.begin_transition
+
+        def begin_noting_transition(gpus: list[int], state: int) -> None:
+            out.began_transition(gpus)
+            begin(gpus, state)
+
+        self.cluster.begin_transition = begin_noting_transition
+        core_end = self.cluster.on_transition_end
+
+        def end_unless_failed(gpus: list[int], count: bool = True) -> None:
+            kept, orphans = out.transition_survivors(gpus)
+            if kept:
+                core_end(kept, count)
+                if orphans:
+                    out.free_orphans(orphans)
+                    self.jobs.dispatch()
+                    self.jobs.arm()
+            elif count:
+                self._event()
+
+        self.cluster.on_transition_end = end_unless_failed
+        set_supply = self.meter.set_supply
+
+        def set_supply_unless_tripped(renewable_w: float, carbon: float, price: float) -> None:
+            set_supply(0.0 if out.tripped else renewable_w, carbon, price)
+
+        self.meter.set_supply = set_supply_unless_tripped
+
+    def _failures(self):
+        out, jobs = self.outages, self.jobs
+        for t, kind, component, up in out.schedule():
+            if t > self.env.now:
+                yield self.env.timeout(delay_to(self.env.now, t))
+            self._event()
+            out.apply(kind, component, up)
+            if self._trace is not None:
+                self._trace.append((self.env.now, "repair" if up else "failure", component, kind))
+            if kind == "renewable":
+                self._record("trip_end" if up else "trip")
+                continue
+            jobs.dispatch()
+            jobs.arm()
 
     # ------------------------------------------------------------------------------------ event handlers
     def _event(self) -> None:
@@ -245,6 +324,14 @@ class Simulation:
             self.cooling_rows.append((facility_w, plant.cooling_power_w(), facility_w / it_w if it_w > 0 else np.nan,
                                       plant.room_temperature_c(), plant.outdoor_dry_bulb_c()))
 
+    def _facility_summary(self) -> dict | None:
+        parts = {} if self.meter.cooling is None else dict(self.meter.cooling.summary())  # PUE, energy by part
+        if self.power is not None:
+            parts["power_delivery"] = self.power.summary()
+        if self.outages is not None:
+            parts["failures"] = self.outages.summary()
+        return parts or None
+
     # ------------------------------------------------------------------------------------ run
     def run(self) -> RunResult:
         """Run to the horizon and return the results."""
@@ -254,8 +341,10 @@ class Simulation:
             self.env.process(self._ticks())
         self.env.process(self._market())
         self.env.process(self._arrivals())
+        if self.outages is not None:
+            self.env.process(self._failures())
         self.env.run(until=self.horizon_s)
-        self.meter.advance()
+        self._advance()
         market, cl, books = self.market, self.cluster, self.meter.books
         market.close()
         self._record("end")
@@ -264,6 +353,12 @@ class Simulation:
             self.policy.end_episode(self.decisions.agent_obs(np.arange(self.n_gpus)))
         wall_s = time.perf_counter() - wall0
         alloc_rows = market.alloc_rows
+        counters = {"events": self.n_events, "wall_s": wall_s, "simulated_s": self.horizon_s,
+                    "peak_overallocation_w": market.peak_overallocation_w}
+        elements = None
+        if self.power is not None:
+            self.power.close()
+            elements = self.power.element_table()
         return RunResult(
             scenario=self.scenario, policy=self.policy, jobs=self.jobs.job_table(self.horizon_s),
             rounds=pd.DataFrame(market.round_rows),
@@ -278,9 +373,9 @@ class Simulation:
             (np.stack(alloc_rows) if alloc_rows else np.zeros((0, self.n_gpus), dtype=np.float32)),
             events=None if self._trace is None else pd.DataFrame(self._trace, columns=["time_s", "kind", "agent", "details"]),
             agent_returns=None if self.rewards is None else self.rewards.returns.copy(),
-            counters={"events": self.n_events, "wall_s": wall_s, "simulated_s": self.horizon_s,
-                      "peak_overallocation_w": market.peak_overallocation_w},
-            facility=None if self.meter.cooling is None else self.meter.cooling.summary(),
+            counters=counters,
+            elements=elements,
+            facility=self._facility_summary(),
         )
 
     def _timeseries(self) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from dcsim.seeding import Streams
 
 if TYPE_CHECKING:
     from dcsim.dispatch import Dispatcher
+    from dcsim.power_delivery import PowerDelivery
     from dcsim.reward_meter import RewardMeter
 
 
@@ -61,6 +62,7 @@ class MarketRound:
         self._round_bids = round_bids
         self._bids_at_start = bids_at_start
         self.rewards: RewardMeter | None = None  # wired by the core for learning policies
+        self.power: PowerDelivery | None = None  # wired by the core with a power-delivery tree
         mk = self.config = scenario.market
         n = self.n_gpus = cluster.n_gpus
         self.horizon_s = scenario.horizon_s
@@ -126,6 +128,8 @@ class MarketRound:
         supply = self._supply_curve(base_load, demand_w, round_s)
         clearing = self.mechanism.clear(book, supply, self.wallet.copy())
         alloc = np.where(active, clearing.allocations_w, 0.0)
+        if self.power is not None:  # the safety layer: no tree element over its limit
+            alloc = self.power.limit_clearing(alloc, active)
         self.round_price = clearing.price_tokens_per_kwh
         self.agent_price[:] = clearing.prices_tokens_per_kwh
         if bids is not None:  # standing bids for jobs that start before the next round
@@ -236,6 +240,8 @@ class MarketRound:
                 afford = math.inf
             a = min(a, self.want_w[g], afford)
         headroom = max(0.0, self.round_sellable_w - cl.allocated_sum_w)
+        if self.power is not None:  # and within what the tree elements above the job have left
+            a = min(a, self.power.start_headroom_w(gpus))
         return max(0.0, min(a, headroom / len(gpus)))
 
     def want_at_price(self, bids: Bids, price: float) -> np.ndarray:

@@ -155,6 +155,8 @@ def summarize(result: RunResult) -> dict[str, Any]:
     }
     if result.facility is not None:
         summary["facility"] = dict(result.facility)
+    if sc.facility.failures is not None:  # every job accounted for: arrived = completed + dropped + pending + killed
+        summary["jobs"]["killed"] = int((status == "killed").sum())
     return _nan_to_none(summary)
 
 

@@ -73,7 +73,8 @@ def write_run(run: Run, out: Path, plots: bool = False) -> list[Path]:
               "timeseries": (sc.outputs.timeseries_table, r.timeseries),
               "ledger": (sc.outputs.ledger_table, r.ledger),
               "decisions": (sc.outputs.decision_log, r.decisions),
-              "events": (sc.outputs.trace_events and r.events is not None, r.events)}
+              "events": (sc.outputs.trace_events and r.events is not None, r.events),
+              "elements": (r.elements is not None, r.elements)}
     written.extend(write_tables({stem: df for stem, (wanted, df) in tables.items() if wanted}, out,
                                 sc.outputs.format))
     if r.allocations_w is not None:

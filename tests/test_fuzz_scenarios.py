@@ -147,6 +147,13 @@ def _walk(model: type[BaseModel] = C.Scenario, path: tuple[str, ...] = (), base:
         if f"{model.__name__}.{name}" in NOT_WALKED:
             continue
         here = path + (name,)
+        if model is C.Scenario and name == "facility":
+            # Not walked yet: the facility's parts depend on one another and on other sections (node failures
+            # need a topology, battery dispatch a supply.battery), which a base per section cannot express, and
+            # several of its numbers have no upper bound yet. tests/test_facility_config.py,
+            # test_power_delivery.py and test_outages.py check its values meanwhile.
+            yield "section", C.FacilityConfig, here, _place(base, here, C.FacilityConfig)
+            continue
         numeric = [m for m in _members(info.annotation) if m in (int, float)]
         items = [m for m in _members(info.annotation) if typing.get_origin(m) in (list, tuple)]
         if numeric:

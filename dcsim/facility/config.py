@@ -1,16 +1,20 @@
 """Typed settings of the facility models (pydantic), with errors that name the field, the value and what is allowed.
 
-The ``facility`` section of scenario files: :mod:`dcsim.config` imports this module part-way (after the
-types it takes from there; ``dcsim/facility/__init__.py`` loads :mod:`dcsim.config` first, so either import
-order works), and ``Scenario`` calls :func:`facility_problems` from a validator. :func:`parse_facility`
-validates a ``facility`` mapping on its own, reporting fields as ``facility.<...>``.
+The scenario's ``facility`` section (``Scenario.facility``, checked by :func:`facility_problems` from a
+scenario validator). :func:`parse_facility` validates a ``facility`` mapping on its own, reporting
+fields as ``facility.<...>``.
+
+Import order: this module builds on models of :mod:`dcsim.config`, which imports it (for
+``Scenario.facility``) after defining them. Importing this module first therefore imports
+:mod:`dcsim.config` first (``dcsim/facility/__init__.py`` does), and ``_problems``, defined after
+``Scenario``, is imported where it is used.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_serializer, model_validator
 
 from dcsim.config import (
     BatteryConfig,
@@ -203,6 +207,15 @@ class FacilityConfig(_Model):
     failures: FailuresConfig | None = None
     battery: BatteryDispatchConfig | None = None
 
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        """Leave ``safety`` out of a dump without a topology, so a dumped scenario (metadata.yaml, a worker's
+        copy) validates again: ``safety`` given without a topology is an error (:func:`facility_problems`)."""
+        data = handler(self)
+        if self.topology is None and isinstance(data, dict):
+            data.pop("safety", None)
+        return data
+
 
 def facility_problems(facility: FacilityConfig, cluster: ClusterConfig,
                       battery: BatteryConfig | None) -> list[tuple[str, Any, str]]:
@@ -280,6 +293,8 @@ def parse_facility(data: Any, cluster: ClusterConfig, battery: BatteryConfig | N
         raise ScenarioError(path, [("facility", data, "a mapping of parts (topology, cooling, failures, battery)")])
     if base_dir is None and path is not None:
         base_dir = Path(path).resolve().parent
+    from dcsim.config import _problems  # defined after Scenario (see the module docstring)
+
     try:
         facility = FacilityConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:

@@ -1,0 +1,246 @@
+"""The power-delivery tree in a run: placement on nodes, the safety layer's limits, and per-element power.
+
+Built by the core only when a scenario has ``facility.topology`` (docs/facility.md). It
+
+- places a k-GPU job with :func:`dcsim.facility.topology.place_job` (one node if one has room, else one rack,
+  ...), offering the idle GPUs first and all free GPUs (sleeping and off ones wake) only when the idle ones
+  cannot hold the job;
+- enforces the tree's limits with :func:`dcsim.facility.safety.enforce_limits` on every market clearing
+  (hierarchical, priority-aware capping: lowest job value first, then most deadline slack) and limits a job
+  starting between rounds to the headroom left on every element above its GPUs;
+- records the power through every element over every interval between events (the series a run writes as
+  ``elements.csv``) and counts the interventions and the capped W·s per element.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from dcsim.cluster import ACTIVE, Cluster
+from dcsim.config import Scenario
+from dcsim.facility.safety import enforce_limits
+from dcsim.facility.topology import PowerTree, place_job
+
+if TYPE_CHECKING:
+    from dcsim.dispatch import Dispatcher
+
+
+class PowerDelivery:
+    """The tree above the GPUs, its limits and what flowed through it.
+
+    Args:
+        scenario: The validated scenario (its ``facility.topology`` and ``facility.safety``).
+        env: The SimPy environment.
+        cluster: The GPUs (their draw, caps and free pools).
+    """
+
+    def __init__(self, scenario: Scenario, env: simpy.Environment, cluster: Cluster):
+        self.env = env
+        self.cluster = cluster
+        self.tree: PowerTree = scenario.facility.topology.build(cluster.n_gpus)
+        self.enforcing = scenario.facility.safety and bool(np.isfinite(self.tree.limit_w).any())
+        self.jobs: Dispatcher | None = None  # wired by the core
+        tree = self.tree
+        self._node_of_gpu = np.full(cluster.n_gpus, -1, dtype=np.int64)
+        # a GPU's node: its parent element when that element is a "node" (numbered among the nodes), else -1
+        node_index = {e: i for i, e in enumerate(i for i, k in enumerate(tree.kinds) if k == "node")}
+        for g, e in enumerate(tree.gpu_parent.tolist()):
+            self._node_of_gpu[g] = node_index.get(e, -1)
+        self._limit_w = tree.limit_w
+        # power through every element as one reduceat over the members' CSR arrays (every element feeds a GPU,
+        # so no row is empty): much cheaper per event than a scipy product
+        members = tree.members.tocsr()
+        members.sort_indices()
+        self._gpu_idx = members.indices.astype(np.int64)
+        self._row_ptr = members.indptr[:-1].astype(np.int64)
+        # each GPU's ancestors, padded with a sentinel element E that has no limit (room +inf)
+        depth = 1
+        chains = []
+        for g in range(cluster.n_gpus):
+            chain, e = [], int(tree.gpu_parent[g])
+            while e >= 0:
+                chain.append(e)
+                e = int(tree.parent[e])
+            chains.append(chain)
+            depth = max(depth, len(chain))
+        self._ancestors = np.full((cluster.n_gpus, depth), tree.n_elements, dtype=np.int64)
+        for g, chain in enumerate(chains):
+            self._ancestors[g, :len(chain)] = chain
+        # the element series: (start of an interval, power through every element over it)
+        self._last_t = 0.0
+        self._last_w: np.ndarray | None = None
+        self.series_t: list[float] = []
+        self.series_w: list[np.ndarray] = []
+        # the full series is kept on the allocation snapshots' rule (outputs.allocations; null: up to 1024 GPUs),
+        # since it holds a row of every element per event; the peak per element is always kept
+        keep = scenario.outputs.allocations
+        self.keep_series = bool(keep or (keep is None and cluster.n_gpus <= 1024))
+        self.peak_w = np.zeros(tree.n_elements)
+        # interventions
+        self.capped_ws = np.zeros(tree.n_elements)  # W·s removed at each element
+        self._capped_w_now = np.zeros(tree.n_elements)  # W removed at the last clearing, held until the next
+        self._capped_since = 0.0
+        self.counts = {"safety_calls": 0, "safety_interventions": 0, "overrides": 0, "paused_gpus": 0,
+                       "shortfall_w_max": 0.0}
+
+    # ------------------------------------------------------------------------------------ placement
+    def place(self, k: int) -> list[int] | None:
+        """``k`` free GPUs for a job (idle ones if they can hold it, else any free), removed from the free pools;
+        None when fewer than ``k`` are free."""
+        cl = self.cluster
+        n = cl.n_gpus
+        free = np.zeros(n, dtype=bool)
+        if len(cl.free_idle) >= k:
+            free[list(cl.free_idle)] = True
+            chosen = place_job(self.tree, free, k)
+        else:
+            chosen = None
+        if chosen is None:
+            for pool in (cl.free_idle, cl.free_sleep, cl.free_off):
+                if pool:
+                    free[list(pool)] = True
+            chosen = place_job(self.tree, free, k)
+            if chosen is None:
+                return None
+        taken = chosen.tolist()
+        for g in taken:
+            for pool in (cl.free_idle, cl.free_sleep, cl.free_off):
+                if g in pool:
+                    del pool[g]
+                    break
+        return taken
+
+    def node_of_jobs(self, gpus_of_job: dict[int, list[int]], n_jobs: int) -> np.ndarray:
+        """Each job's node (the node of its first GPU; -1 when never placed or not under a node)."""
+        node = np.full(n_jobs, -1, dtype=np.int64)
+        for j, gpus in gpus_of_job.items():
+            node[j] = self._node_of_gpu[gpus[0]]
+        return node
+
+    # ------------------------------------------------------------------------------------ the safety layer
+    def limit_current(self) -> np.ndarray:
+        """After a change no policy decided (a GPU starts waking or booting): the running jobs' allocations
+        (per GPU, above idle, W), capped again if some element is now over its limit."""
+        cl = self.cluster
+        if not np.any(self.through_w() > self._limit_w):
+            return cl.alloc_w
+        return self.limit_clearing(cl.alloc_w.copy(), cl.state == ACTIVE, between_rounds=True)
+
+    def limit_clearing(self, alloc_w: np.ndarray, active: np.ndarray, between_rounds: bool = False) -> np.ndarray:
+        """The clearing's per-GPU allocation above idle (W), capped so that no element exceeds its limit.
+
+        The per-GPU power each running job would draw is what :meth:`Dispatcher.apply_allocations` would give
+        it (its GPUs' minimum, paused below the board's minimum cap); GPUs not running draw what they draw now.
+        """
+        self._book_capped()
+        if not self.enforcing:
+            return alloc_w
+        if not between_rounds:
+            self._capped_w_now = np.zeros(self.tree.n_elements)
+        cl, jobs = self.cluster, self.jobs
+        n = cl.n_gpus
+        request = cl.power_w.copy()
+        floor = request.copy()
+        paused_w = request.copy()
+        value = np.zeros(n)
+        slack = np.full(n, np.inf)
+        owners = cl.assigned[active]
+        if owners.size:
+            running = np.unique(owners)
+            job_alloc = np.full(jobs.status.size, np.inf)
+            np.minimum.at(job_alloc, owners, alloc_w[active])
+            a = job_alloc[owners]
+            a = np.where(cl.below_min_cap(a) | (a <= 0), 0.0, np.minimum(a, cl.span_w))
+            request[active] = cl.idle_w + a
+            floor[active] = np.where(a > 0, cl.min_cap_w, cl.idle_w)
+            paused_w[active] = cl.idle_w
+            value[active] = jobs.value_tokens[owners] / jobs.job_gpus_n[owners]
+            left = jobs.remaining_now(running)
+            slack_job = np.full(jobs.status.size, np.inf)
+            slack_job[running] = jobs.deadline_s[running] - self.env.now - left
+            slack[active] = slack_job[owners]
+        floor = np.minimum(floor, request)
+        res = enforce_limits(self.tree, request, floor, paused_w, value, slack)
+        self.counts["safety_calls"] += 1
+        self._capped_w_now = self._capped_w_now + res.capped_w  # held until the next clearing
+        if res.overrides:
+            self.counts["safety_interventions"] += res.interventions
+            self.counts["overrides"] += res.overrides
+            self.counts["paused_gpus"] += int(np.count_nonzero(res.paused & active))
+            self.counts["shortfall_w_max"] = max(self.counts["shortfall_w_max"], float(res.shortfall_w.max()))
+            cut = res.cap_w < request
+            alloc_w = alloc_w.copy()
+            alloc_w[cut & active] = np.where(res.paused[cut & active], 0.0, res.cap_w[cut & active] - cl.idle_w)
+        return alloc_w
+
+    def start_headroom_w(self, gpus: list[int]) -> float:
+        """Most power above idle each GPU of a job starting now may get without an element above it going over."""
+        if not self.enforcing:
+            return math.inf
+        above, per_element = np.unique(self._ancestors[gpus], return_counts=True)  # and how many job GPUs each feeds
+        keep = above < self.tree.n_elements
+        above, per_element = above[keep], per_element[keep]
+        if not above.size:
+            return math.inf
+        room = (self._limit_w[above] - self.through_w()[above]) / per_element
+        return max(0.0, float(room.min()))
+
+    def through_w(self) -> np.ndarray:
+        """Power through every element now, W."""
+        return np.add.reduceat(self.cluster.power_w[self._gpu_idx], self._row_ptr)
+
+    # ------------------------------------------------------------------------------------ the series
+    def observe(self) -> None:
+        """Called at every event before anything changes: the cluster's draw held since the previous event."""
+        now = self.env.now
+        if now == self._last_t:
+            return  # an empty interval: same-instant events
+        p = self.through_w()
+        np.maximum(self.peak_w, p, out=self.peak_w)
+        if self.keep_series and (self._last_w is None or not np.array_equal(p, self._last_w)):
+            self.series_t.append(self._last_t)
+            self.series_w.append(p)
+            self._last_w = p
+        self._last_t = now
+
+    def _book_capped(self) -> None:
+        now = self.env.now
+        self.capped_ws += self._capped_w_now * (now - self._capped_since)
+        self._capped_since = now
+
+    def close(self) -> None:
+        """At the horizon: book the last interval's capped power and the last power row."""
+        self._book_capped()
+        self._capped_w_now = np.zeros_like(self._capped_w_now)
+
+    def element_table(self) -> pd.DataFrame | None:
+        """Power through every element (W, one column per element) from each row's ``time_s`` to the next row's;
+        None when the series is not kept."""
+        if not self.keep_series:
+            return None
+        tree = self.tree
+        data = np.stack(self.series_w) if self.series_w else np.zeros((0, tree.n_elements))
+        df = pd.DataFrame(data, columns=list(tree.names))
+        df.insert(0, "time_s", self.series_t)
+        return df
+
+    def summary(self) -> dict:
+        """Counts for ``summary.json``: interventions, overrides and capped W·s per element kind and element."""
+        tree = self.tree
+        kinds = np.asarray(tree.kinds)
+        by_kind = {k: float(self.capped_ws[kinds == k].sum()) for k in dict.fromkeys(tree.kinds)}
+        by_element = {name: float(w) for name, w in zip(tree.names, self.capped_ws) if w > 0}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(np.isfinite(tree.limit_w), self.peak_w / tree.limit_w, np.nan)
+        return {
+            "elements": int(tree.n_elements),
+            "safety": bool(self.enforcing),
+            **{k: (float(v) if isinstance(v, float) else int(v)) for k, v in self.counts.items()},
+            "capped_ws_by_kind": by_kind,
+            "capped_ws_by_element": by_element,
+            "peak_over_limit_ratio_max": float(np.nanmax(ratio)) if np.isfinite(ratio).any() else None,
+        }
