@@ -604,13 +604,6 @@ class Scenario(_Model):
             raise _FieldProblems(problems)
         return self
 
-    @model_validator(mode="after")
-    def _facility(self) -> "Scenario":
-        problems = facility_problems(self.facility, self.cluster, self.supply.battery)
-        if problems:
-            raise _FieldProblems(problems)
-        return self
-
 
 # --------------------------------------------------------------------------------------------- loading
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
@@ -860,7 +853,7 @@ def scenario_to_dict(scenario: Scenario) -> dict:
     """The resolved scenario as plain YAML-safe data (paths absolute, durations in seconds)."""
     data = scenario.model_dump(mode="json")
     if scenario.facility.topology is None and "safety" not in scenario.facility.model_fields_set:
-        del data["facility"]["safety"]  # no tree to enforce: stating the default would be refused on reading back
+        data["facility"].pop("safety", None)  # no tree to enforce: stating the default would be refused on reading back
     return data
 
 
