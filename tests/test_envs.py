@@ -189,6 +189,32 @@ def test_abandoned_episodes_end_their_threads():
     assert threading.active_count() == before
 
 
+def test_abandoning_at_any_step_never_hangs():
+    """Abandon an episode after k steps, for every k: several decisions at one instant (a round's bids, then
+    admissions) must not leave the worker waiting for an answer that never comes."""
+    import threading
+
+    env = DcsimEnv(tiny(), action_layout="shared")
+    n_steps = len(play(env, seed=1, fixed=1)) - 1  # 1: defer every job, so held jobs are re-offered
+    failures = []
+
+    def abandon_everywhere():
+        try:
+            for k in range(n_steps):
+                env.reset(seed=1)
+                for _ in range(k):
+                    env.step(1)
+            env.close()
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    worker = threading.Thread(target=abandon_everywhere, daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "abandoning an episode hung"
+    assert not failures
+
+
 # ------------------------------------------------------------------------------------------------ PettingZoo
 def test_parallel_api_test_passes():
     from pettingzoo.test import parallel_api_test
@@ -259,3 +285,18 @@ def test_core_imports_without_the_rl_extra_and_says_what_to_install():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "install dcsim[rl]" in proc.stdout and "gymnasium" in proc.stdout
+
+
+def test_readme_env_example_runs():
+    """The README's five lines of Python, as written, from the repository root."""
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "dcsim/Cluster-v0" in b]
+    assert len(blocks) == 1 and len(blocks[0].strip().splitlines()) == 5
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, "-c", blocks[0]], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    reward, dt_s, decision = proc.stdout.split()
+    assert float(dt_s) >= 0 and decision in ("bid", "admit", "on_idle")

@@ -127,6 +127,7 @@ class SimulationBridge:
         self.sim: Simulation | None = None
         self._pending = np.zeros(scenario.cluster.gpus)
         self._last_s = 0.0
+        self._stopping = False
         self.finished = False
 
     # ------------------------------------------------------------------------------------ caller side
@@ -186,6 +187,8 @@ class SimulationBridge:
             np.add.at(self._pending, self._fb_agents, feedback.reward)
 
     def _decide(self, kind: DecisionKind, agents: np.ndarray, obs: AgentObservation | JobObservation) -> Any:
+        if self._stopping:  # SimPy turns the first _Stop into a failed process event that surfaces only when
+            raise _Stop()   # it is processed; same-instant events before it may call the policy again
         sim = self.sim
         now = sim.env.now
         if kind is not DecisionKind.ADMIT:  # the deciders' feedback came with their observation
@@ -201,5 +204,6 @@ class SimulationBridge:
         self._from_sim.put(decision)
         action = self._to_sim.get()
         if action is _STOP:
+            self._stopping = True
             raise _Stop()
         return action

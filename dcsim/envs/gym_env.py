@@ -82,6 +82,7 @@ class DcsimEnv(gym.Env):
         self._next_seed = self.scenario.seed
         self._full_power_w = None
         self.last_result = None
+        self.episode_seeds: list[int] = []  # the root seed of every episode started, in order
 
     # ------------------------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -90,6 +91,7 @@ class DcsimEnv(gym.Env):
         self._next_seed = episode_seed + 1
         self.last_result = None
         step = self.episodes.reset(episode_seed)
+        self.episode_seeds.append(episode_seed)
         return self._observe(step), self._info(step)
 
     def step(self, action):
