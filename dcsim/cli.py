@@ -182,6 +182,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from dcsim.outputs import choose_run_dir
     from dcsim.train import train
 
+    if args.algo is not None or args.policy is None:
+        return _cmd_train_algo(args)
+    if args.tensorboard is not None:
+        raise DcsimError("--tensorboard applies to --algo sb3:... trainings (the SB3 learners log to TensorBoard)")
     path = Path(args.scenario)
     if args.eval_seeds < 0:
         raise DcsimError(f"--eval-seeds {args.eval_seeds}: allowed: an integer >= 0 (0: no evaluation)")
@@ -240,6 +244,67 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"trained {name} for {len(curve)} episodes; return per GPU over the last {len(last)}: "
               f"{last['return_per_gpu'].mean():.3f} (first episode: {curve['return_per_gpu'].iloc[0]:.3f})")
         print(f"wrote {out}: learning_curve.csv/.png, checkpoint/, transitions.npz, train_state.json"
+              + (", evaluation.md/.csv, evaluation_runs.csv" if args.eval_seeds else ""))
+        if "md" in evaluation:
+            print(evaluation["md"])
+    return 0
+
+
+def _cmd_train_algo(args: argparse.Namespace) -> int:
+    """``train --algo sb3:PPO|sb3:A2C|sb3:DQN``: a Stable-Baselines3 learner through the Gymnasium env."""
+    from dcsim.envs.sb3 import algo_class, evaluate_model, train_sb3
+    from dcsim.outputs import choose_run_dir
+    from dcsim.train import evaluate, evaluation_table
+
+    if args.policy is not None or args.algo is None:
+        raise DcsimError("train: give --policy qlearning|dqn (dcsim's own learners) or --algo sb3:PPO|sb3:A2C|sb3:DQN "
+                         f"(Stable-Baselines3), not {'both' if args.policy else 'neither'}")
+    for flag, value in (("--resume", args.resume), ("--init-from", args.init_from), ("--learner", args.learner),
+                        ("--learner-option", args.learner_option)):
+        if value:
+            raise DcsimError(f"{flag} applies to --policy qlearning|dqn, not to --algo {args.algo}")
+    if args.eval_seeds < 0:
+        raise DcsimError(f"--eval-seeds {args.eval_seeds}: allowed: an integer >= 0 (0: no evaluation)")
+    algo_class(args.algo)  # an unknown --algo or a missing extra fails before anything runs
+    references = _reference_arms(args.reference)  # a bad rule fails here, before any training
+    if references and not args.eval_seeds:
+        raise DcsimError("--reference adds arms to the evaluation: give --eval-seeds N too")
+    path = Path(args.scenario)
+    overrides = list(args.set or []) + ([f"seed={args.seed}"] if args.seed is not None else []) + (
+        [f"horizon_s={args.horizon}"] if args.horizon is not None else [])
+    scenario = _load(path, overrides, _typed_options(args))
+    if args.eval_seeds:  # an unknown baseline fails now, not after the training
+        from dcsim.policy import load_policy
+
+        for baseline in args.baselines:
+            load_policy(baseline, {})
+    label = args.algo.replace(":", "-")
+    out = Path(args.out) if args.out else choose_run_dir(Path("runs"), f"train-{scenario.name}-{label}")
+    evaluation = {}
+
+    def finish(work: Path, model) -> None:
+        import pandas as pd
+
+        if not args.eval_seeds:
+            return
+        seeds = list(range(scenario.seed + args.eval_offset, scenario.seed + args.eval_offset + args.eval_seeds))
+        runs = pd.concat([evaluate_model(model, scenario, seeds, args.algo, args.algo),
+                          evaluate(scenario, {b: (b, {}) for b in args.baselines} | references, seeds,
+                                   backend=args.backend, jobs=args.jobs, address=args.address)], ignore_index=True)
+        table, md = evaluation_table(runs, [args.algo], list(references))
+        runs.to_csv(work / "evaluation_runs.csv", index=False)
+        table.to_csv(work / "evaluation.csv", index=False)
+        (work / "evaluation.md").write_text(f"Evaluation on seeds {seeds[0]}..{seeds[-1]} (greedy):\n\n" + md + "\n",
+                                            encoding="utf-8")
+        evaluation["md"] = md
+
+    curve = train_sb3(scenario, args.algo, args.timesteps, out, overwrite=args.overwrite,
+                      algo_options=_key_values(args.algo_option, "--algo-option"),
+                      tensorboard=Path(args.tensorboard) if args.tensorboard else None, finish=finish,
+                      command="python -m dcsim " + " ".join(sys.argv[1:]))
+    if not args.quiet:
+        print(f"trained {args.algo} for {args.timesteps} steps ({len(curve)} episodes finished); wrote {out}: "
+              "model.zip, learning_curve.csv, train_metadata.yaml"
               + (", evaluation.md/.csv, evaluation_runs.csv" if args.eval_seeds else ""))
         if "md" in evaluation:
             print(evaluation["md"])
@@ -619,9 +684,18 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -m dcsim train scenarios/learn_solar.yaml --policy dqn --episodes 30 "
                "--init-from runs/train-learn_solar-qlearning\n"
                "  .venv-cerebras/bin/python -m dcsim train SCENARIO --policy dqn --learner cerebras-cpu --episodes 2\n"
-               "  python -m dcsim run SCENARIO --policy dqn --checkpoint runs/train-learn_solar-dqn/checkpoint")
+               "  python -m dcsim run SCENARIO --policy dqn --checkpoint runs/train-learn_solar-dqn/checkpoint\n"
+               "  python -m dcsim train scenarios/learn_solar.yaml --algo sb3:PPO --timesteps 50000 --eval-seeds 10")
     trn.add_argument("scenario", help="scenario YAML file")
-    trn.add_argument("--policy", required=True, choices=["qlearning", "dqn"], help="the learning policy")
+    trn.add_argument("--policy", choices=["qlearning", "dqn"], help="the learning policy (or --algo)")
+    trn.add_argument("--algo", metavar="sb3:ALGO",
+                     help="a Stable-Baselines3 learner through the Gymnasium env instead of --policy: sb3:PPO, sb3:A2C "
+                          "or sb3:DQN (needs dcsim[rl]; docs/rl.md)")
+    trn.add_argument("--timesteps", type=int, default=20_000, metavar="N",
+                     help="--algo: env steps (decisions) to train for (default: 20000)")
+    trn.add_argument("--algo-option", action="append", metavar="KEY=VALUE",
+                     help="--algo: a keyword of the SB3 class, e.g. --algo-option n_steps=256 (repeatable)")
+    trn.add_argument("--tensorboard", metavar="DIR", help="--algo: write TensorBoard logs into DIR")
     trn.add_argument("--episodes", type=int, default=50, metavar="N", help="episodes in total (default: 50)")
     trn.add_argument("--learner", choices=["torch", "cerebras-cpu", "csx"],
                      help="DQN learner: torch (CPU, or CUDA when present; default), cerebras-cpu (cerebras.pytorch "

@@ -467,8 +467,12 @@ def evaluate(scenario: Scenario, arms: dict[str, tuple[str, dict[str, Any]]], se
 def _evaluate_one(task: tuple[str, str, dict[str, Any], Scenario]) -> dict[str, Any]:
     """One evaluation run (a fresh policy from its name and params) as a row of :func:`evaluate`."""
     label, name, params, sc = task
-    s = run_scenario(sc, policy=load_policy(name, params)).summary
-    return {"arm": label, "policy": name, "seed": sc.seed, "return_per_gpu": s["reward"]["per_gpu"],
+    return evaluation_row(label, name, sc.seed, run_scenario(sc, policy=load_policy(name, params)).summary)
+
+
+def evaluation_row(label: str, name: str, seed: int, s: dict[str, Any]) -> dict[str, Any]:
+    """One row of :func:`evaluate` from a run's summary (also for runs made outside it, e.g. through an env)."""
+    return {"arm": label, "policy": name, "seed": seed, "return_per_gpu": s["reward"]["per_gpu"],
             "jobs_completed": s["jobs"]["completed"], "jobs_dropped": s["jobs"]["dropped"],
             "deadline_misses": s["jobs"]["deadline_misses"], "tokens_spent": s["tokens"]["spent"],
             "energy_kwh": s["energy_j"]["consumed"] / 3.6e6, "renewable_share": s["renewable_share"],

@@ -1,0 +1,82 @@
+"""Observation features of the RL environments: named, unit-scaled float32 columns built from a paused decision.
+
+Three blocks, each with its column names (what ``docs/rl.md`` documents):
+
+- :data:`GLOBAL_FEATURES`: time of day, renewable power now and its forecast from the supply series
+  (``forecast_<h>h``: the renewable power ``h`` hours ahead, read off the scenario's own supply series, so a
+  perfect forecast), the token and grid prices, queue lengths, the battery, and which decision this is;
+- :data:`GPU_FEATURES`: per GPU, :data:`dcsim.learning.FEATURES` (job slack, remaining work, wallet, ...)
+  plus its power state and whether it is deciding now;
+- :data:`JOB_FEATURES`: per admission slot, the deferrable job waiting there (GPUs, duration, slack, wait,
+  value), or zeros with ``present`` = 0.
+
+Every value is clipped to ``[-FEATURE_BOUND, FEATURE_BOUND]``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from dcsim.envs.bridge import Decision, DecisionKind
+from dcsim.learning import FEATURES, observation_features
+from dcsim.policy import GpuState
+from dcsim.supply import SupplyInputs
+
+FEATURE_BOUND = 10.0
+DECISION_KINDS = tuple(DecisionKind)
+GPU_FEATURES = FEATURES + ("power_state", "deciding")
+JOB_FEATURES = ("present", "gpus_frac", "duration_h", "slack_h", "waited_h", "value_log")
+
+
+def global_feature_names(forecast_hours: tuple[float, ...]) -> tuple[str, ...]:
+    """Names of the global block for forecasts ``forecast_hours`` ahead."""
+    return (("hour_sin", "hour_cos", "renewable_frac") + tuple(f"forecast_{h:g}h" for h in forecast_hours)
+            + ("price_log_ratio", "grid_price_per_100usd_mwh", "queue_per_gpu", "deferred_per_gpu", "battery_soc")
+            + tuple(f"decision_{k.value}" for k in DECISION_KINDS))
+
+
+def global_features(d: Decision, supply: SupplyInputs, horizon_s: float, forecast_hours: tuple[float, ...],
+                    full_power_w: float) -> np.ndarray:
+    """The global block at decision ``d``; renewable power is a fraction of the cluster's full power."""
+    m = d.cluster.market
+    hour = 2.0 * np.pi * m.hour_utc / 24.0
+    ahead = np.minimum(d.time_s + 3600.0 * np.asarray(forecast_hours, dtype=float), np.nextafter(horizon_s, 0.0))
+    forecast = np.atleast_1d(supply.renewable_w.value_at(ahead)) if forecast_hours else np.zeros(0)
+    p0 = m.base_price_tokens_per_kwh
+    price = float(np.clip(m.price_tokens_per_kwh, 1e-6 * p0, 1e6 * p0))
+    n = d.cluster.gpu_ids.size
+    kind = np.array([d.kind is k for k in DECISION_KINDS], dtype=float)
+    row = np.concatenate([
+        [np.sin(hour), np.cos(hour), m.renewable_w / full_power_w], np.asarray(forecast, float) / full_power_w,
+        [np.log(price / p0) / 2.0, m.grid_price_usd_per_mwh / 100.0, m.queue_length / n, m.deferred_jobs / n,
+         m.battery_soc], kind])
+    return _clip(row)
+
+
+def gpu_features(d: Decision, interval_s: float) -> np.ndarray:
+    """The per-GPU block at decision ``d``, ``(n_gpus, len(GPU_FEATURES))``."""
+    obs = d.cluster
+    n = obs.gpu_ids.size
+    deciding = np.zeros(n)
+    if d.kind is not DecisionKind.ADMIT:
+        deciding[d.agents] = 1.0
+    base = observation_features(obs, n, interval_s)
+    state = obs.state.astype(float) / (len(GpuState) - 1)
+    return _clip(np.column_stack([base, state, deciding]))
+
+
+def job_features(d: Decision, slots: int, n_gpus: int, first: int = 0) -> np.ndarray:
+    """The admission block at decision ``d``, ``(slots, len(JOB_FEATURES))``: waiting jobs ``first`` to
+    ``first + slots - 1`` (more jobs than slots are asked about in several steps at the same instant)."""
+    out = np.zeros((slots, len(JOB_FEATURES)))
+    if d.kind is DecisionKind.ADMIT:
+        o = d.observation
+        sl = slice(first, min(len(o), first + slots))
+        m = sl.stop - sl.start
+        slack_h = np.where(np.isfinite(o.slack_s[sl]), np.clip(o.slack_s[sl] / 3600.0, -4.0, 8.0) / 4.0, 2.0)
+        out[:m] = np.column_stack([np.ones(m), o.gpus[sl] / n_gpus, o.duration_s[sl] / 3600.0 / 4.0, slack_h,
+                                   o.waited_s[sl] / 3600.0 / 4.0, np.log1p(o.value_tokens[sl]) / 5.0])
+    return _clip(out)
+
+
+def _clip(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.nan_to_num(np.asarray(x, dtype=np.float32), nan=0.0), -FEATURE_BOUND, FEATURE_BOUND)

@@ -1,0 +1,145 @@
+"""The Gymnasium env: one controller decides for the whole cluster at every engine decision (semi-Markov)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from dcsim.config import Scenario
+from dcsim.envs.bridge import DecisionKind
+from dcsim.envs.episode import Episodes, Step, resolve_scenario
+from dcsim.envs.features import (FEATURE_BOUND, GPU_FEATURES, JOB_FEATURES, global_feature_names, global_features,
+                                 gpu_features, job_features)
+from dcsim.errors import DcsimError
+from dcsim.learning import BidAction
+from dcsim.policy import Admission, IdleAction
+
+ACTION_LAYOUTS = ("per_agent", "shared")
+_N_BID, _N_IDLE, _N_ADMIT = len(BidAction), len(IdleAction), len(Admission)
+
+
+class DcsimEnv(gym.Env):
+    """A dcsim scenario as a Gymnasium env: each step is one engine decision (a market round's bids, a job
+    starting between rounds, deferrable jobs waiting for admission, idle GPUs).
+
+    Observation: a flat ``float32`` Box, the concatenation of the global block, the per-GPU block (row-major,
+    ``n_gpus × len(GPU_FEATURES)``) and the admission block (``admission_slots × len(JOB_FEATURES)``); the column
+    names are :attr:`observation_names` (see :mod:`dcsim.envs.features`).
+
+    Action (``action_layout``):
+
+    - ``"per_agent"``: ``MultiDiscrete`` of a :class:`~dcsim.learning.BidAction` per GPU, then an
+      :class:`~dcsim.policy.IdleAction` per GPU, then an :class:`~dcsim.policy.Admission` per slot. A step reads
+      only the part of its decision (``decision_*`` in the observation), and of it only the rows deciding
+      (``deciding`` per GPU, ``present`` per slot); the rest is ignored.
+    - ``"shared"``: ``Discrete(30)``, one choice for every decider: ``a = 6·bid + 2·idle + admit`` (for learners
+      that need a discrete action, such as DQN).
+
+    The power cap of a running job is its bid level: FULL, HALF (half the range above idle) and MIN_CAP (the
+    board's minimum cap); PAUSE stops it; FULL_IF_CHEAP takes full power only at a price up to 1.1 × p0.
+
+    Reward: the scenario's ``reward:`` summed over all GPU agents, accrued since the previous step (read off the
+    engine's reward meter); over an episode it sums to the run's reward (``summary.json`` ``reward.total``).
+    ``info["dt_s"]`` is the simulated time since the previous step (0 for further steps at the same instant), so
+    a learner can discount by ``γ^dt``. The episode terminates at the scenario's horizon.
+
+    Seeding: ``reset(seed=s)`` runs the scenario with root seed ``s``; ``reset()`` without a seed runs the next
+    seed after the previous episode's (the scenario's own ``seed`` first), so a sequence of episodes is
+    reproducible from its first seed.
+
+    Args:
+        scenario: A scenario file (path) or :class:`~dcsim.config.Scenario`.
+        overrides: ``key=value`` overrides of the scenario file (as ``--set`` on the command line).
+        admission_slots: Deferrable jobs per admission step.
+        forecast_hours: Hours ahead of the renewable-forecast features.
+        action_layout: ``"per_agent"`` or ``"shared"``.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, scenario: str | Path | Scenario, overrides: list[str] | None = None, *,
+                 admission_slots: int = 8, forecast_hours: tuple[float, ...] = (1.0, 2.0, 3.0),
+                 action_layout: str = "per_agent"):
+        if action_layout not in ACTION_LAYOUTS:
+            raise DcsimError(f"action_layout={action_layout!r}: allowed: {', '.join(ACTION_LAYOUTS)}")
+        self.scenario = resolve_scenario(scenario, overrides)
+        self.episodes = Episodes(self.scenario, admission_slots)
+        self.n_gpus = n = self.scenario.cluster.gpus
+        self.slots = admission_slots
+        self.forecast_hours = tuple(float(h) for h in forecast_hours)
+        self.action_layout = action_layout
+        self.observation_names = (list(global_feature_names(self.forecast_hours))
+                                  + [f"gpu{g}.{f}" for g in range(n) for f in GPU_FEATURES]
+                                  + [f"slot{s}.{f}" for s in range(admission_slots) for f in JOB_FEATURES])
+        self.observation_space = spaces.Box(-FEATURE_BOUND, FEATURE_BOUND, (len(self.observation_names),), np.float32)
+        if action_layout == "per_agent":
+            self.action_space = spaces.MultiDiscrete([_N_BID] * n + [_N_IDLE] * n + [_N_ADMIT] * admission_slots)
+        else:
+            self.action_space = spaces.Discrete(_N_BID * _N_IDLE * _N_ADMIT)
+        self._next_seed = self.scenario.seed
+        self._full_power_w = None
+        self.last_result = None
+        self.episode_seeds: list[int] = []  # the root seed of every episode started, in order
+
+    # ------------------------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        episode_seed = self._next_seed if seed is None else int(seed)
+        self._next_seed = episode_seed + 1
+        self.last_result = None
+        step = self.episodes.reset(episode_seed)
+        self.episode_seeds.append(episode_seed)
+        return self._observe(step), self._info(step)
+
+    def step(self, action):
+        step = self.episodes.step
+        if step is None or step.done:
+            raise DcsimError("the episode has ended: call reset() before step()")
+        step = self.episodes.act(self._decider_actions(step, action))
+        reward = float(step.rewards.sum())
+        if step.done:
+            self.last_result = step.result
+            return np.zeros(self.observation_space.shape, np.float32), reward, True, False, self._info(step)
+        return self._observe(step), reward, False, False, self._info(step)
+
+    def close(self) -> None:
+        self.episodes.close()
+
+    # ------------------------------------------------------------------------------------ helpers
+    def _decider_actions(self, step: Step, action) -> np.ndarray:
+        kind = step.decision.kind
+        n, k = self.n_gpus, step.deciders.size
+        if self.action_layout == "shared":
+            a = int(np.asarray(action).reshape(()))
+            if not 0 <= a < self.action_space.n:
+                raise DcsimError(f"action {a!r}: allowed: an integer in [0, {self.action_space.n})")
+            value = {DecisionKind.BID: a // (_N_IDLE * _N_ADMIT), DecisionKind.IDLE: (a // _N_ADMIT) % _N_IDLE,
+                     DecisionKind.ADMIT: a % _N_ADMIT}[kind]
+            return np.full(k, value, dtype=np.int64)
+        a = np.asarray(action)
+        if a.shape != self.action_space.shape:
+            raise DcsimError(f"action of shape {a.shape}: expected {self.action_space.shape} (a BidAction per GPU, "
+                             "an IdleAction per GPU, an Admission per slot)")
+        if kind is DecisionKind.BID:
+            return a[:n][step.deciders]
+        if kind is DecisionKind.IDLE:
+            return a[n:2 * n][step.deciders]
+        return a[2 * n:2 * n + k]
+
+    def _observe(self, step: Step) -> np.ndarray:
+        d = step.decision
+        if self._full_power_w is None:
+            self._full_power_w = d.cluster.gpu.full_power_w * self.n_gpus
+        parts = [global_features(d, self.episodes.supply, self.scenario.horizon_s, self.forecast_hours,
+                                 self._full_power_w),
+                 gpu_features(d, self.scenario.market.interval_s).ravel(),
+                 job_features(d, self.slots, self.n_gpus, step.first_job).ravel()]
+        return np.concatenate(parts).astype(np.float32)
+
+    @staticmethod
+    def _info(step: Step) -> dict[str, Any]:
+        return {"dt_s": step.dt_s, "time_s": step.time_s,
+                "decision": None if step.done else step.decision.kind.value, "deciders": int(step.deciders.size)}
