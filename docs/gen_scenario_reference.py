@@ -82,23 +82,11 @@ UNITS: dict[str, str] = {
     # policy, outputs
     "params": "–", "jobs_table": "–", "rounds_table": "–", "timeseries_table": "–", "plots": "–",
     "ledger_table": "–", "ledger_detail": "–", "decision_log": "–", "trace_events": "–", "allocations": "–",
-    # facility (docs/facility.md)
-    "facility": "–", "topology": "–", "safety": "–", "cooling": "–", "failures": "–", "FacilityConfig.battery": "–",
-    "gpus_per_node": "GPUs", "nodes_per_rack": "nodes", "racks_per_pdu": "racks", "pdus_per_feed": "PDUs",
-    "feeds": "feeds", "limits": "–", "graphml": "–", "node_w": "W", "rack_w": "W", "pdu_w": "W", "feed_w": "W",
-    "weather": "–", "epw": "–", "dry_bulb_c": "°C", "wet_bulb_c": "°C", "design_it_power_w": "W",
-    "supply_air_c": "°C", "design_delta_t_k": "K", "time_constant_s": "s", "chilled_water_c": "°C",
-    "evaporator_approach_k": "K", "condenser": "–", "condenser_approach_k": "K", "second_law_efficiency": "–",
-    "max_cop": "–", "economiser": "–", "economiser_approach_k": "K", "economiser_power_per_w": "W/W",
-    "fan_power_w": "W", "overhead_w": "W", "mtbf_s": "s", "mttr_s": "s", "failure_shape": "–", "repair_shape": "–",
-    "gpu": "–", "node": "–", "pdu": "–", "feed": "–", "scheduled": "–", "renewable_trips": "–", "on_failure": "–",
-    "element": "–", "start_s": "s", "duration_s": "s", "mean_time_between_s": "s", "mean_duration_s": "s",
-    "duration_shape": "–", "min_soc": "fraction of capacity", "max_soc": "fraction of capacity",
-    "grid_charging": "–", "export_price_usd_per_mwh": "USD/MWh", "export_cap_w": "W",
-    "demand_charge_usd_per_kw": "USD/kW", "demand_interval_s": "s", "billing_window_s": "s",
 }
 #: Units of the facility section's fields (dcsim/facility/config.py).
 UNITS.update({
+    "facility": "–", "topology": "–", "safety": "–", "cooling": "–", "failures": "–",
+    "gpu": "–", "node": "–", "pdu": "–", "feed": "–", "start_s": "s", "duration_s": "s",
     "Scenario.facility": "–", "FacilityConfig.topology": "–", "FacilityConfig.safety": "–",
     "FacilityConfig.cooling": "–", "FacilityConfig.failures": "–", "FacilityConfig.battery": "–",
     "gpus_per_node": "GPUs", "nodes_per_rack": "nodes", "racks_per_pdu": "racks", "pdus_per_feed": "PDUs",
