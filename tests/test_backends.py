@@ -92,7 +92,8 @@ def test_local_pool_returns_every_result_at_its_index_and_stops_at_the_first_err
 
 
 def test_a_failed_run_in_a_pool_worker_is_a_user_error_naming_policy_and_seed():
-    with pytest.raises(DcsimError, match=r"policy 'test_backends:FailsOnIdle', seed 11: fails_on_idle: this policy"):
+    # two workers run two of its seeds at once, so which seed fails first depends on the machine's load
+    with pytest.raises(DcsimError, match=r"policy 'test_backends:FailsOnIdle', seed 1[123]: fails_on_idle: this policy"):
         compare(small(), ["always_on", "test_backends:FailsOnIdle"], SEEDS, jobs=2, backend="local")
 
 
