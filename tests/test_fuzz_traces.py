@@ -216,6 +216,26 @@ def test_non_utf8_bytes(tmp_path: Path, name: str, xs: list[float], data, junk: 
     assert "UTF-8" in str(err)
 
 
+@pytest.mark.parametrize("name", [s.name for s in SPECS if s.header is not None and s.sep == ","])
+@BUDGET
+@given(xs=rows_strategy, data=st.data(), extra=st.integers(1, 3), every_row=st.booleans())
+def test_ragged_rows_name_the_line_and_the_extra_cells(tmp_path: Path, name: str, xs: list[float], data,
+                                                       extra: int, every_row: bool) -> None:
+    """A row with more cells than the header is refused naming its line; so is a file whose every row has one
+    cell too many (pandas would take the surplus as the index and read every value under the wrong name)."""
+    spec = BY_NAME[name]
+    rows = _rows(spec, xs)
+    if every_row:
+        extra = 1
+        rows = [row + ["9"] for row in rows]
+        i = 0
+    else:
+        i = data.draw(st.integers(0, len(rows) - 1), label="row")
+        rows[i] = rows[i] + ["9"] * extra
+    err = _clear_error(spec, _write_rows(tmp_path, spec, rows), where=f"line {spec.first_line + i}")
+    assert f"{extra} extra cell" in str(err)
+
+
 @pytest.mark.parametrize("name", ids)
 def test_empty_and_header_only(tmp_path: Path, name: str) -> None:
     spec = BY_NAME[name]
