@@ -65,7 +65,8 @@ EXAMPLES: dict[type[BaseModel], dict] = {
 
 #: Facility parts left out of the walk: their rules tie them to other sections (the tree to the cluster, failures of
 #: nodes to a tree, dispatch to supply.battery), so a per-section base is not valid; tests/test_facility_config.py
-#: checks their fields. Battery dispatch is also refused until it is wired.
+#: checks their fields (and test_power_delivery.py, test_outages.py their runs); several of the tree's and the
+#: failures' numbers have no upper bound yet. Battery dispatch is also refused until it is wired.
 NOT_WALKED = {"FacilityConfig.topology", "FacilityConfig.failures", "FacilityConfig.battery"}
 
 #: Numbers with no upper bound in the schema, and why that is safe (every other number has both bounds).
@@ -147,13 +148,6 @@ def _walk(model: type[BaseModel] = C.Scenario, path: tuple[str, ...] = (), base:
         if f"{model.__name__}.{name}" in NOT_WALKED:
             continue
         here = path + (name,)
-        if model is C.Scenario and name == "facility":
-            # Not walked yet: the facility's parts depend on one another and on other sections (node failures
-            # need a topology, battery dispatch a supply.battery), which a base per section cannot express, and
-            # several of its numbers have no upper bound yet. tests/test_facility_config.py,
-            # test_power_delivery.py and test_outages.py check its values meanwhile.
-            yield "section", C.FacilityConfig, here, _place(base, here, C.FacilityConfig)
-            continue
         numeric = [m for m in _members(info.annotation) if m in (int, float)]
         items = [m for m in _members(info.annotation) if typing.get_origin(m) in (list, tuple)]
         if numeric:
