@@ -324,7 +324,7 @@ def test_job_csv_offset_scale_keep_relative_deadlines(tmp_path):
         ("arrival_s,gpus\n0,1\n", r"column 'work_gpu_s'"),
         ("arrival_s,gpus,work_gpu_s\n", r"no data rows"),
         ("", r"file"),
-        ("arrival_s,gpus,work_gpu_s\n0,1,1\n0,1,1,9,9\n", r"file"),
+        ("arrival_s,gpus,work_gpu_s\n0,1,1\n0,1,1,9,9\n", r"line 3: got \"5 cells, 2 extra cells"),
     ],
 )
 def test_job_csv_malformed_raises_trace_error_naming_file(tmp_path, text, match):
