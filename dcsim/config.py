@@ -851,10 +851,7 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
 
 def scenario_to_dict(scenario: Scenario) -> dict:
     """The resolved scenario as plain YAML-safe data (paths absolute, durations in seconds)."""
-    data = scenario.model_dump(mode="json")
-    if scenario.facility.topology is None and "safety" not in scenario.facility.model_fields_set:
-        data["facility"].pop("safety", None)  # no tree to enforce: stating the default would be refused on reading back
-    return data
+    return scenario.model_dump(mode="json")  # FacilityConfig's serializer leaves out safety without a topology
 
 
 def json_schema() -> dict:

@@ -58,18 +58,13 @@ class PowerDelivery:
         self._gpu_idx = members.indices.astype(np.int64)
         self._row_ptr = members.indptr[:-1].astype(np.int64)
         # each GPU's ancestors, padded with a sentinel element E that has no limit (room +inf)
-        depth = 1
-        chains = []
-        for g in range(cluster.n_gpus):
-            chain, e = [], int(tree.gpu_parent[g])
-            while e >= 0:
-                chain.append(e)
-                e = int(tree.parent[e])
-            chains.append(chain)
-            depth = max(depth, len(chain))
-        self._ancestors = np.full((cluster.n_gpus, depth), tree.n_elements, dtype=np.int64)
-        for g, chain in enumerate(chains):
-            self._ancestors[g, :len(chain)] = chain
+        levels, level = [], np.asarray(tree.gpu_parent, dtype=np.int64)
+        while (level >= 0).any():  # one tree level per pass, all GPUs at once
+            levels.append(level)
+            level = np.where(level >= 0, tree.parent[np.maximum(level, 0)], -1)
+        self._ancestors = np.full((cluster.n_gpus, max(1, len(levels))), tree.n_elements, dtype=np.int64)
+        for d, level in enumerate(levels):
+            self._ancestors[level >= 0, d] = level[level >= 0]
         # the element series: (start of an interval, power through every element over it)
         self._last_t = 0.0
         self._last_w: np.ndarray | None = None
