@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, model_serializer, model_validator
 from dcsim.config import (
     BatteryConfig,
     ClusterConfig,
+    MAX_GPUS,
     MAX_QUANTITY,
     DataPath,
     DurationS,
@@ -32,6 +33,9 @@ from dcsim.facility.cooling import CoolingParams
 if TYPE_CHECKING:
     from dcsim.facility.topology import PowerTree
 
+#: largest Weibull shape of up, repair or trip times (beyond it the draw is a constant to float precision)
+MAX_SHAPE = 1000.0
+
 _LEVEL_FIELDS = {"node": "node_w", "rack": "rack_w", "pdu": "pdu_w", "feed": "feed_w"}
 
 
@@ -39,20 +43,20 @@ _LEVEL_FIELDS = {"node": "node_w", "rack": "rack_w", "pdu": "pdu_w", "feed": "fe
 class LimitsConfig(_Model):
     """Limit of every element of a level, W; null = no limit at that level."""
 
-    node_w: float | None = Field(None, gt=0)
-    rack_w: float | None = Field(None, gt=0)
-    pdu_w: float | None = Field(None, gt=0)
-    feed_w: float | None = Field(None, gt=0)
+    node_w: float | None = Field(None, gt=0, le=MAX_QUANTITY)
+    rack_w: float | None = Field(None, gt=0, le=MAX_QUANTITY)
+    pdu_w: float | None = Field(None, gt=0, le=MAX_QUANTITY)
+    feed_w: float | None = Field(None, gt=0, le=MAX_QUANTITY)
 
 
 class TopologyConfig(_Model):
     """The power-delivery tree: a regular tree given by fan-outs and per-level limits, or a GraphML file."""
 
-    gpus_per_node: int = Field(8, ge=1)
-    nodes_per_rack: int = Field(4, ge=1)
-    racks_per_pdu: int = Field(4, ge=1)
-    pdus_per_feed: int = Field(4, ge=1)
-    feeds: int | None = Field(None, ge=1, description="null: as many as the GPUs need")
+    gpus_per_node: int = Field(8, ge=1, le=MAX_GPUS)
+    nodes_per_rack: int = Field(4, ge=1, le=MAX_GPUS)
+    racks_per_pdu: int = Field(4, ge=1, le=MAX_GPUS)
+    pdus_per_feed: int = Field(4, ge=1, le=MAX_GPUS)
+    feeds: int | None = Field(None, ge=1, le=MAX_GPUS, description="null: as many as the GPUs need")
     limits: LimitsConfig = LimitsConfig()
     graphml: DataPath | None = Field(
         None, description="a GraphML tree (GPU vertices kind='gpu', gpu=<index>; elements kind, limit_w) instead of fan-outs")
@@ -139,8 +143,8 @@ class ComponentFailures(_Model):
 
     mtbf_s: PositiveDurationS
     mttr_s: PositiveDurationS
-    failure_shape: float = Field(1.0, gt=0, description="Weibull shape of up times; 1 = exponential")
-    repair_shape: float = Field(1.0, gt=0, description="Weibull shape of repair times; 1 = exponential")
+    failure_shape: float = Field(1.0, gt=0, le=MAX_SHAPE, description="Weibull shape of up times; 1 = exponential")
+    repair_shape: float = Field(1.0, gt=0, le=MAX_SHAPE, description="Weibull shape of repair times; 1 = exponential")
 
 
 class ScheduledOutage(_Model):
@@ -156,7 +160,7 @@ class RenewableTrips(_Model):
 
     mean_time_between_s: PositiveDurationS
     mean_duration_s: PositiveDurationS
-    duration_shape: float = Field(1.0, gt=0)
+    duration_shape: float = Field(1.0, gt=0, le=MAX_SHAPE)
 
 
 class FailuresConfig(_Model):
