@@ -1009,9 +1009,9 @@ def _numbers(
 
 def _refuse_duplicate_ids(
     path: Path, df: pd.DataFrame, col: str, ids: np.ndarray, *, label: str | None = None,
-    rows: list[str] | None = None,
+    rows: list[str] | None = None, what: str = "job id",
 ) -> None:
-    """Refuse a job id that appears on two rows (empty ids are not ids), naming both rows."""
+    """Refuse an id (``what``: a job id unless given) that appears on two rows (empty ids are not ids), naming both rows."""
     ids = pd.Series(ids, dtype=object).astype(str).str.strip()
     named = ids != ""
     dup = (ids.duplicated(keep="first") & named).to_numpy()
@@ -1019,7 +1019,7 @@ def _refuse_duplicate_ids(
         i = int(np.flatnonzero(dup)[0])
         first = int(np.flatnonzero((ids == ids.iloc[i]).to_numpy())[0])
         where = rows[first] if rows is not None else f"data row {first + 1}"
-        _raise_first(path, df, col, dup, f"each job id on one row only (this one is also on {where})",
+        _raise_first(path, df, col, dup, f"each {what} on one row only (this one is also on {where})",
                      label=label, rows=rows)
 
 

@@ -1,8 +1,12 @@
 """The serving configuration table loader: values read as written, bad cells named by file, row, column."""
+from pathlib import Path
+
 import pytest
 
 from dcsim.errors import TraceError
 from dcsim.serving import ServingConfig, load_serving_configs
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "traces" / "serving_configs_example.csv"
 
 
 def _write(tmp_path, text):
@@ -36,5 +40,5 @@ def test_missing_column_is_named(tmp_path):
 
 
 def test_example_table_loads():
-    configs = load_serving_configs("traces/serving_configs_example.csv")
+    configs = load_serving_configs(EXAMPLE)
     assert configs[0].name == "full_kv" and all(0 <= c.quality <= 1 for c in configs)

@@ -4,12 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from dcsim.errors import TraceError
-from dcsim.workload_traces import _numbers, _raise_first, _read_csv, _require_columns, _text
+from dcsim.workload_traces import (
+    _numbers, _raise_first, _read_csv, _refuse_duplicate_ids, _require_columns, _text,
+)
 
 COLUMNS = ("name", "times", "energies", "scores")
+#: largest relative time or energy of a configuration against the reference
+MAX_FACTOR = 1000.0
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class ServingConfig:
 def load_serving_configs(path: str | Path) -> list[ServingConfig]:
     """Read a CSV with the columns ``name,times,energies,scores``, one configuration per row.
 
-    ``times`` and ``energies`` are relative to a reference configuration (positive, at most 1000);
+    ``times`` and ``energies`` are relative to a reference configuration (positive, at most ``MAX_FACTOR``);
     ``scores`` is the quality in [0, 1]. Extra columns are ignored.
 
     Raises:
@@ -43,13 +44,12 @@ def load_serving_configs(path: str | Path) -> list[ServingConfig]:
     _require_columns(df, path, COLUMNS)
     names = _text(df, "name")
     _raise_first(path, df, "name", names == "", "a non-empty configuration name")
-    dup = np.array([n in names[:i] for i, n in enumerate(names)], dtype=bool)
-    _raise_first(path, df, "name", dup, "each configuration name on one row only")
+    _refuse_duplicate_ids(path, df, "name", names, what="configuration name")
     times = _numbers(df, path, "times", allowed="a number > 0 (time relative to the reference)",
-                     minimum=0.0, maximum=1000.0)
+                     minimum=0.0, maximum=MAX_FACTOR)
     _raise_first(path, df, "times", times <= 0, "a number > 0 (time relative to the reference)")
     energies = _numbers(df, path, "energies", allowed="a number > 0 (energy relative to the reference)",
-                        minimum=0.0, maximum=1000.0)
+                        minimum=0.0, maximum=MAX_FACTOR)
     _raise_first(path, df, "energies", energies <= 0, "a number > 0 (energy relative to the reference)")
     scores = _numbers(df, path, "scores", allowed="a quality score in [0, 1]", minimum=0.0, maximum=1.0)
     return [ServingConfig(str(n), float(t), float(e), float(s))
