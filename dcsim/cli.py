@@ -184,8 +184,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.algo is not None or args.policy is None:
         return _cmd_train_algo(args)
-    if args.tensorboard is not None:
-        raise DcsimError("--tensorboard applies to --algo sb3:... trainings (the SB3 learners log to TensorBoard)")
     path = Path(args.scenario)
     if args.eval_seeds < 0:
         raise DcsimError(f"--eval-seeds {args.eval_seeds}: allowed: an integer >= 0 (0: no evaluation)")
@@ -207,6 +205,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise DcsimError("--resume needs --out: the folder of the training to continue")
     else:
         out = choose_run_dir(Path("runs"), f"train-{scenario.name}-{name}")
+    tb = None
+    if args.tensorboard is not None:
+        from dcsim.tb_log import EpisodeLog
+
+        tb = EpisodeLog(Path(args.tensorboard), name)
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -214,6 +217,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         bar = tqdm(total=args.episodes, unit="episode", file=sys.stderr)
 
     def on_episode(row: dict) -> None:
+        if tb is not None:
+            tb.write(row)
         if bar is not None:
             bar.n = row["episode"] + 1
             bar.set_postfix(ret=f"{row['return_per_gpu']:.3f}", eps=f"{row['epsilon_end']:.3f}")
@@ -239,12 +244,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+        if tb is not None:
+            tb.close()
     if not args.quiet:
         last = curve.tail(max(1, len(curve) // 10))
         print(f"trained {name} for {len(curve)} episodes; return per GPU over the last {len(last)}: "
               f"{last['return_per_gpu'].mean():.3f} (first episode: {curve['return_per_gpu'].iloc[0]:.3f})")
         print(f"wrote {out}: learning_curve.csv/.png, checkpoint/, transitions.npz, train_state.json"
-              + (", evaluation.md/.csv, evaluation_runs.csv" if args.eval_seeds else ""))
+              + (", evaluation.md/.csv, evaluation_runs.csv" if args.eval_seeds else "")
+              + (f"; TensorBoard logs in {tb.folder}" if tb is not None else ""))
         if "md" in evaluation:
             print(evaluation["md"])
     return 0
@@ -695,7 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="--algo: env steps (decisions) to train for (default: 20000)")
     trn.add_argument("--algo-option", action="append", metavar="KEY=VALUE",
                      help="--algo: a keyword of the SB3 class, e.g. --algo-option n_steps=256 (repeatable)")
-    trn.add_argument("--tensorboard", metavar="DIR", help="--algo: write TensorBoard logs into DIR")
+    trn.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard logs into DIR/<policy or Algo>_<n> (needs dcsim[rl])")
     trn.add_argument("--episodes", type=int, default=50, metavar="N", help="episodes in total (default: 50)")
     trn.add_argument("--learner", choices=["torch", "cerebras-cpu", "csx"],
                      help="DQN learner: torch (CPU, or CUDA when present; default), cerebras-cpu (cerebras.pytorch "

@@ -25,6 +25,10 @@ transitions by itself).
     python tools/learning_evidence.py            # the full run behind docs/learning.md (60 + 15 episodes per scenario)
     python tools/learning_evidence.py --quick    # smoke run: a few episodes, 2 seeds, images under OUT/img
     python tools/learning_evidence.py --reuse    # redo the tables and plots from the finished trainings in OUT
+
+6. With ``--train-seeds N`` (default 3), repeats steps 1–2 from N root seeds (``seed + 1000·j``, each evaluated on
+   the same held-out seeds through ``--eval-offset``) and tabulates how much each verdict depends on the training
+   run. Steps 4–5 use the first run (the scenario's own seed).
 """
 from __future__ import annotations
 
@@ -54,8 +58,12 @@ ACTION_NAMES = ("FULL", "FULL_IF_CHEAP", "HALF", "MIN_CAP", "PAUSE", "FLOOR_THEN
 #: Fixed rules over the learners' own actions (policies/reference.py), evaluated as arms: the best of them is what
 #: the learners' action set can at least achieve (issue 14).
 REFERENCES = ("full_cheap_else_min", "full_cheap_else_pace", "floor_limit", "floor_value", "pace")
-FULL = {"q_episodes": 60, "dqn_episodes": 15, "eval_seeds": 10, "analysis_seeds": 3}
-QUICK = {"q_episodes": 4, "dqn_episodes": 2, "eval_seeds": 2, "analysis_seeds": 1}
+FULL = {"q_episodes": 60, "dqn_episodes": 15, "eval_seeds": 10, "analysis_seeds": 3, "train_seeds": 3}
+QUICK = {"q_episodes": 4, "dqn_episodes": 2, "eval_seeds": 2, "analysis_seeds": 1, "train_seeds": 2}
+#: Training replicate j trains on root seed ``seed + TRAIN_SEED_STRIDE·j`` (episodes ``seed + stride·j + k``) and
+#: evaluates with ``--eval-offset 10000 − stride·j``, so every replicate is evaluated on the same held-out seeds.
+TRAIN_SEED_STRIDE = 1000
+EVAL_OFFSET = 10000
 
 
 def _env() -> dict[str, str]:
@@ -80,8 +88,11 @@ def run_cmd(cmd: list[str], log: Path) -> float:
     return wall
 
 
-def train_commands(scenario: str, out: Path, cfg: dict) -> dict[str, list[str]]:
+def train_commands(scenario: str, out: Path, cfg: dict, seed: int | None = None, rep: int = 0) -> dict[str, list[str]]:
+    """The two ``train`` commands of one training replicate (``rep`` 0: the scenario's own seed)."""
     py = [sys.executable, "-m", "dcsim", "train", scenario]
+    if rep:
+        py += ["--seed", str(seed + TRAIN_SEED_STRIDE * rep), "--eval-offset", str(EVAL_OFFSET - TRAIN_SEED_STRIDE * rep)]
     q_out, d_out = out / "qlearning", out / "dqn"
     refs = [x for r in REFERENCES for x in ("--reference", r)]
     return {
@@ -159,6 +170,38 @@ def evaluation_markdown(runs: pd.DataFrame) -> tuple[pd.DataFrame, str, dict[str
         lines.append(f"- the in-set rule **{arm}** {verdict} the best baseline, **{other}**: paired difference "
                      f"{diff:+.2f} per GPU (95% CI {lo:+.2f} to {hi:+.2f}, p = {p:.2g}).")
     return table, md + "\n\n" + "\n".join(lines), best
+
+
+def spread_markdown(reps: list[pd.DataFrame], best: dict[str, str], train_seeds: list[int]) -> str:
+    """How much the verdict depends on the training run: each replicate's learners (trained on their own seeds,
+    evaluated on the same held-out seeds) against replicate 0's best baseline and best in-set rule."""
+    from dcsim.compare import markdown_table, mean_ci, paired_difference
+
+    base = reps[0][reps[0].arm.isin(BASELINES) | reps[0].arm.str.startswith("ref:")]
+    base_wide = base.pivot(index="seed", columns="arm", values="return_per_gpu")
+    targets = {label: arm for label, arm in best.items() if label != "best baseline that runs every job"}
+    rows, diffs = [], {(a, o): [] for a in LEARNED for o in targets.values()}
+    for arm in LEARNED:
+        for j, runs in enumerate(reps):
+            mine = runs[runs.arm == arm].set_index("seed")["return_per_gpu"].reindex(base_wide.index)
+            if mine.isna().any():
+                sys.exit(f"training replicate {j}: {arm} was evaluated on other seeds than replicate 0")
+            _, mean, _, lo, hi = mean_ci(mine.to_numpy(float))
+            cells = [arm, str(train_seeds[j]), f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"]
+            for other in targets.values():
+                _, d, dlo, dhi, pval = paired_difference(mine.to_numpy(float), base_wide[other].to_numpy(float))
+                diffs[(arm, other)].append(d)
+                cells.append(f"{d:+.2f} [{dlo:+.2f}, {dhi:+.2f}], p = {pval:.2g}")
+            rows.append(cells)
+    md = markdown_table(["learner", "training root seed (episode k: seed + k)", "held-out return per GPU [95% CI]"]
+                        + [f"vs {o}: paired diff [95% CI]" for o in targets.values()], rows)
+    lines = []
+    for (arm, other), ds in diffs.items():
+        ds = np.asarray(ds)
+        lines.append(f"- **{arm}** vs **{other}** over {len(ds)} training runs: paired differences "
+                     + ", ".join(f"{d:+.2f}" for d in ds) + f" (mean {ds.mean():+.2f}, range {ds.min():+.2f} to "
+                     f"{ds.max():+.2f}).")
+    return md + "\n\n" + "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------- behaviour
@@ -331,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     sections = [f"Settings: {cfg['q_episodes']} Q-learning episodes, {cfg['dqn_episodes']} DQN episodes, "
+                f"{cfg['train_seeds']} training runs per learner (root seeds seed + {TRAIN_SEED_STRIDE}·j), "
                 f"{cfg['eval_seeds']} held-out evaluation seeds, {cfg['analysis_seeds']} seeds for the behaviour "
                 f"tables. Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; the DQN on one torch thread "
                 "(its default)."]
@@ -342,15 +386,28 @@ def main(argv: list[str] | None = None) -> int:
         name = sc.name
         sdir = out / name
         sdir.mkdir(exist_ok=True)
-        cmds = train_commands(scenario, sdir, cfg)
-        walls_file = sdir / "walls.json"
-        if args.reuse and walls_file.is_file():
-            walls = json.loads(walls_file.read_text())
-            print(f"reusing the trainings in {sdir}", file=sys.stderr)
-        else:
-            walls = {arm: run_cmd(cmd, sdir / f"{arm}.log") for arm, cmd in cmds.items()}
-            walls_file.write_text(json.dumps(walls))
-        runs = merged_runs(sdir)
+        rep_dirs = [sdir] + [sdir / f"train-seed-{j}" for j in range(1, cfg["train_seeds"])]
+        train_seeds = [sc.seed + TRAIN_SEED_STRIDE * j for j in range(cfg["train_seeds"])]
+        rep_walls = []
+        for j, rdir in enumerate(rep_dirs):
+            rdir.mkdir(exist_ok=True)
+            rcmds = train_commands(scenario, rdir, cfg, sc.seed, j)
+            walls_file = rdir / "walls.json"
+            if args.reuse and walls_file.is_file():
+                rep_walls.append(json.loads(walls_file.read_text()))
+                print(f"reusing the trainings in {rdir}", file=sys.stderr)
+            else:
+                rep_walls.append({arm: run_cmd(cmd, rdir / f"{arm}.log") for arm, cmd in rcmds.items()})
+                walls_file.write_text(json.dumps(rep_walls[-1]))
+            if j == 0:
+                cmds, walls = rcmds, rep_walls[0]
+        reps = [merged_runs(rdir) for rdir in rep_dirs]
+        for j, r in enumerate(reps[1:], 1):
+            a = reps[0][~reps[0].arm.isin(LEARNED)].sort_values(["arm", "seed"]).reset_index(drop=True)
+            b = r[~r.arm.isin(LEARNED)].sort_values(["arm", "seed"]).reset_index(drop=True)
+            if not (a.seed.equals(b.seed) and np.allclose(a.return_per_gpu, b.return_per_gpu, rtol=1e-9, atol=1e-9)):
+                sys.exit(f"{rep_dirs[j]}: the baselines' evaluation differs from replicate 0's (other seeds?)")
+        runs = reps[0]
         runs.to_csv(sdir / "evaluation_runs_merged.csv", index=False)
         table, eval_md, best = evaluation_markdown(runs)
         table.to_csv(sdir / "evaluation_merged.csv", index=False)
@@ -358,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         comp_md, act_md = behaviour(scenario, sdir, list(LEARNED) + [STILL_LEARNING] + list(dict.fromkeys(best.values())),
                                     seeds)
         q_md = qtable_markdown(sdir)
+        spread_md = spread_markdown(reps, best, train_seeds) if len(reps) > 1 else ""
 
         plot_curves(name, sdir, table, best, img / f"{name}-curves.png")
         plot_evaluation(name, table, img / f"{name}-evaluation.png")
@@ -366,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         rel_img = os.path.relpath(img, ROOT / "docs")
         curves = {arm: pd.read_csv(sdir / arm / "learning_curve.csv") for arm in LEARNED}
         train_s = {arm: float(c["wall_s"].sum()) for arm, c in curves.items()}
-        summary[name] = {"best": best, "table": table.to_dict("records"), "walls": walls, "train_s": train_s}
+        summary[name] = {"best": best, "table": table.to_dict("records"), "walls": walls, "train_s": train_s,
+                         "train_seeds": train_seeds, "replicate_walls": rep_walls}
         seeds_txt = f"{int(runs.seed.min())}..{int(runs.seed.max())}"
         sections.append(
             f"### {name}\n\nCommands (run from the repository root; wall time including evaluation):\n\n```console\n"
@@ -379,7 +438,10 @@ def main(argv: list[str] | None = None) -> int:
             + f"Each training's own `learning_curve.png`, with ε and the DQN's loss: [Q-learning]({rel_img}/{name}-"
             f"qlearning-curve.png), [DQN]({rel_img}/{name}-dqn-curve.png).\n\n"
             + f"Held-out evaluation (seeds {seeds_txt}, greedy frozen learners, every arm on the same seeds):\n\n"
-            + eval_md + "\n\n*deadline misses as summary.json counts them (late completions, jobs dropped as expired, and "
+            + eval_md + ("\n\nThe same learners trained from other root seeds (each replicate's `train` commands "
+                         "add `--seed S --eval-offset K` so that it is evaluated on the same held-out seeds; the "
+                         "baselines' runs are checked to agree):\n\n" + spread_md if spread_md else "")
+            + "\n\n*deadline misses as summary.json counts them (late completions, jobs dropped as expired, and "
             "jobs still pending past their deadline at the horizon): the same count the reward's SLO term "
             "charges.\n\n"
             + f"![evaluation of {name}]({rel_img}/{name}-evaluation.png)\n\n"
@@ -388,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             + "The learners' greedy actions by posted/clearing price level (same seeds):\n\n" + act_md + "\n\n"
             + "The trained Q-table:\n\n" + q_md + "\n")
     total = time.perf_counter() - t_start
-    trained = sum(sum(v["walls"].values()) for v in summary.values())
+    trained = sum(sum(sum(w.values()) for w in v["replicate_walls"]) for v in summary.values())
     sections.append(f"Whole pipeline: {total / 60:.1f} min wall time" + (
         f" (trainings reused with --reuse; they took {trained / 60:.1f} min)." if args.reuse else "."))
     md = "\n\n".join(sections) + "\n"
