@@ -2,9 +2,10 @@
 
 Built by the core only when a scenario has ``facility.topology`` (docs/facility.md). It
 
-- places a k-GPU job with :func:`dcsim.facility.topology.place_job` (one node if one has room, else one rack,
-  ...), offering the idle GPUs first and all free GPUs (sleeping and off ones wake) only when the idle ones
-  cannot hold the job;
+- places a k-GPU job by the rule of :func:`dcsim.facility.topology.place_job` (one node if one has room, else one
+  rack, ...), offering the idle GPUs first and all free GPUs (sleeping and off ones wake) only when the idle ones
+  cannot hold the job; the free GPUs are kept per element as they change (:class:`~dcsim.facility.topology.FreeGpus`,
+  resynchronised through the cluster's ``on_pools_changed`` hook), so a placement makes no pass over every GPU;
 - enforces the tree's limits with :func:`dcsim.facility.safety.enforce_limits` on every market clearing
   (hierarchical, priority-aware capping: lowest job value first, then most deadline slack) and limits a job
   starting between rounds to the headroom left on every element above its GPUs;
@@ -23,7 +24,7 @@ import simpy
 from dcsim.cluster import ACTIVE, Cluster
 from dcsim.config import Scenario
 from dcsim.facility.safety import enforce_limits
-from dcsim.facility.topology import PowerTree, place_job
+from dcsim.facility.topology import FreeGpus, PowerTree
 
 if TYPE_CHECKING:
     from dcsim.dispatch import Dispatcher
@@ -81,24 +82,19 @@ class PowerDelivery:
         self._capped_since = 0.0
         self.counts = {"safety_calls": 0, "safety_interventions": 0, "overrides": 0, "paused_gpus": 0,
                        "shortfall_w_max": 0.0}
+        # the free pools per element: the idle ones, and all free ones (idle, sleeping, off)
+        self.free_idle = FreeGpus(tree, cluster.free_idle)
+        self.free_any = FreeGpus(tree, [*cluster.free_idle, *cluster.free_sleep, *cluster.free_off])
 
     # ------------------------------------------------------------------------------------ placement
     def place(self, k: int) -> list[int] | None:
         """``k`` free GPUs for a job (idle ones if they can hold it, else any free), removed from the free pools;
         None when fewer than ``k`` are free."""
         cl = self.cluster
-        n = cl.n_gpus
-        free = np.zeros(n, dtype=bool)
         if len(cl.free_idle) >= k:
-            free[list(cl.free_idle)] = True
-            chosen = place_job(self.tree, free, k)
+            chosen = self.free_idle.place(k)
         else:
-            chosen = None
-        if chosen is None:
-            for pool in (cl.free_idle, cl.free_sleep, cl.free_off):
-                if pool:
-                    free[list(pool)] = True
-            chosen = place_job(self.tree, free, k)
+            chosen = self.free_any.place(k)
             if chosen is None:
                 return None
         taken = chosen.tolist()
@@ -107,7 +103,25 @@ class PowerDelivery:
                 if g in pool:
                     del pool[g]
                     break
+        self.pools_changed(taken)
         return taken
+
+    def pools_changed(self, gpus: list[int]) -> None:
+        """The cluster's ``on_pools_changed`` hook: ``gpus`` may have joined, left or moved between the free pools;
+        bring the per-element free counts in line with the pools."""
+        cl = self.cluster
+        idle, sleep, off = cl.free_idle, cl.free_sleep, cl.free_off
+        free_idle, free_any = self.free_idle, self.free_any
+        for g in gpus:
+            if g in idle:
+                free_idle.add(g)
+                free_any.add(g)
+            else:
+                free_idle.discard(g)
+                if g in sleep or g in off:
+                    free_any.add(g)
+                else:
+                    free_any.discard(g)
 
     def node_of_jobs(self, gpus_of_job: dict[int, list[int]], n_jobs: int) -> np.ndarray:
         """Each job's node (the node of its first GPU; -1 when never placed or not under a node)."""

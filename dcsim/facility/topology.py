@@ -13,6 +13,7 @@ cannot be read is a :class:`dcsim.errors.TraceError`.
 """
 from __future__ import annotations
 
+import array
 import math
 from pathlib import Path
 from typing import Sequence
@@ -91,6 +92,11 @@ class PowerTree:
         self.by_height = [np.flatnonzero(height == h) for h in range(1, int(height.max(initial=0)) + 1)]
         #: ``members`` restricted to each group of :attr:`by_height` (sliced once: slicing a CSR matrix is slow).
         self.members_by_height = [self.members[idx] for idx in self.by_height]
+        #: :attr:`by_height` with each group of consecutive indices as a slice (a view, not a copy, when read:
+        #: every level of a regular tree is one), for placement.
+        self.height_groups: list[slice | np.ndarray] = [
+            slice(int(idx[0]), int(idx[-1]) + 1) if int(idx[-1]) - int(idx[0]) + 1 == idx.size else idx
+            for idx in self.by_height]
         self._children: list[np.ndarray] | None = None
         self._gpu_children: list[np.ndarray] | None = None
 
@@ -352,20 +358,101 @@ def place_job(tree: PowerTree, free: np.ndarray, k: int) -> np.ndarray | None:
     free = np.asarray(free, dtype=bool)
     if free.shape != (tree.n_gpus,):
         raise ValueError(f"free must have shape ({tree.n_gpus},), got {free.shape}")
-    if int(k) != k or k < 1:
-        raise ValueError(f"k must be a whole number >= 1, got {k!r}")
-    k = int(k)
+    k = _check_k(k)
     if int(free.sum()) < k:
         return None
     free_per = np.rint(tree.members @ free.astype(float)).astype(np.int64)
-    fits = np.flatnonzero(free_per >= k)
-    if fits.size:
-        best = fits[np.lexsort((fits, free_per[fits], tree.height[fits]))[0]]
-        taken = _take(tree, free, free_per, tree.children(int(best)), k)
+    return _place(tree, free, free_per, k)
+
+
+def _check_k(k: int) -> int:
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be a whole number >= 1, got {k!r}")
+    return int(k)
+
+
+def _place(tree: PowerTree, free: np.ndarray, free_per: np.ndarray, k: int) -> np.ndarray:
+    """:func:`place_job`'s rule given the free mask and each element's free count (at least ``k`` GPUs free).
+
+    Step 1 walks the heights lowest first and stops at the first with room: within one height the best fit
+    is the smallest count >= k, ties to the lowest index (``argmin`` keeps the first minimum, and the
+    indices of a height ascend), which is the order (height, free count, index) of the rule.
+    """
+    no_fit = np.iinfo(np.int64).max
+    for group in tree.height_groups:
+        count = free_per[group]
+        at = int(np.argmin(np.where(count >= k, count, no_fit)))
+        if count[at] >= k:
+            best = group.start + at if isinstance(group, slice) else int(group[at])
+            taken = _take(tree, free, free_per, tree.children(best), k)
+            break
     else:
         orphan_gpus = np.flatnonzero(tree.gpu_parent < 0)
         taken = _take(tree, free, free_per, (tree.roots(), orphan_gpus), k)
     return np.sort(np.asarray(taken, dtype=np.int64))
+
+
+class FreeGpus:
+    """A set of free GPUs of a tree, kept as a mask and a count per element and changed one GPU at a time.
+
+    A change walks the GPU's ancestors (the tree's depth), so :meth:`place` runs the rule of :func:`place_job`
+    without a pass over every GPU: it costs the chosen element's children, plus one look at each height's
+    counts up to the first that fits.
+
+    Args:
+        tree: The power tree.
+        free: GPUs free at the start (indices), or None for none.
+    """
+
+    def __init__(self, tree: PowerTree, free: Sequence[int] | None = None):
+        self.tree = tree
+        self._mask = bytearray(tree.n_gpus)
+        #: Boolean view of the set, shape ``(n_gpus,)`` (read-only by convention: change it with add/discard).
+        self.mask = np.frombuffer(self._mask, dtype=bool) if tree.n_gpus else np.zeros(0, dtype=bool)
+        self._per = array.array("q", [0]) * tree.n_elements
+        #: Free GPUs below each element (at any depth), shape ``(E,)``.
+        self.per_element = np.frombuffer(self._per, dtype=np.int64) if tree.n_elements else np.zeros(0, np.int64)
+        self.count = 0
+        self._gpu_parent = tree.gpu_parent.tolist()
+        self._parent = tree.parent.tolist()
+        for g in free or ():
+            self.add(g)
+
+    def add(self, g: int) -> None:
+        """Put GPU ``g`` in the set (nothing if it is there)."""
+        if self._mask[g]:
+            return
+        self._mask[g] = 1
+        self.count += 1
+        per, parent = self._per, self._parent
+        e = self._gpu_parent[g]
+        while e >= 0:
+            per[e] += 1
+            e = parent[e]
+
+    def discard(self, g: int) -> None:
+        """Take GPU ``g`` out of the set (nothing if it is not there)."""
+        if not self._mask[g]:
+            return
+        self._mask[g] = 0
+        self.count -= 1
+        per, parent = self._per, self._parent
+        e = self._gpu_parent[g]
+        while e >= 0:
+            per[e] -= 1
+            e = parent[e]
+
+    def place(self, k: int) -> np.ndarray | None:
+        """:func:`place_job` on this set: the ``k`` GPUs the rule chooses (ascending; the set is not changed),
+        or None when fewer than ``k`` are free.
+
+        Raises:
+            ValueError: ``k`` below 1.
+        """
+        k = _check_k(k)
+        if self.count < k:
+            return None
+        return _place(self.tree, self.mask, self.per_element, k)
 
 
 def _take(tree: PowerTree, free: np.ndarray, free_per: np.ndarray, children: tuple[np.ndarray, np.ndarray],
