@@ -66,6 +66,12 @@ class PowerDelivery:
         self._ancestors = np.full((cluster.n_gpus, max(1, len(levels))), tree.n_elements, dtype=np.int64)
         for d, level in enumerate(levels):
             self._ancestors[level >= 0, d] = level[level >= 0]
+        # the same with only the elements that have a limit, left-packed (a start's headroom looks at these alone)
+        has_limit = np.append(np.isfinite(tree.limit_w), False)[self._ancestors]
+        packed = np.take_along_axis(self._ancestors, np.argsort(~has_limit, axis=1, kind="stable"), axis=1)
+        self._limited_ancestors = np.where(np.sort(~has_limit, axis=1), tree.n_elements, packed)[
+            :, :max(1, int(has_limit.sum(axis=1).max(initial=0)))]
+        self._row_end = members.indptr[1:].astype(np.int64)
         # the element series: (start of an interval, power through every element over it)
         self._last_t = 0.0
         self._last_w: np.ndarray | None = None
@@ -190,13 +196,31 @@ class PowerDelivery:
         """Most power above idle each GPU of a job starting now may get without an element above it going over."""
         if not self.enforcing:
             return math.inf
-        above, per_element = np.unique(self._ancestors[gpus], return_counts=True)  # and how many job GPUs each feeds
-        keep = above < self.tree.n_elements
-        above, per_element = above[keep], per_element[keep]
+        n_el = self.tree.n_elements
+        if len(gpus) == 1:
+            above = self._limited_ancestors[gpus[0]]
+            above = above[above < n_el]
+            per_element = 1
+        else:  # the elements above and how many of the job's GPUs each feeds
+            above, per_element = np.unique(self._limited_ancestors[gpus], return_counts=True)
+            keep = above < n_el
+            above, per_element = above[keep], per_element[keep]
         if not above.size:
-            return math.inf
-        room = (self._limit_w[above] - self.through_w()[above]) / per_element
+            return math.inf  # no element above the job has a limit
+        room = (self._limit_w[above] - self._through_of(above)) / per_element
         return max(0.0, float(room.min()))
+
+    def _through_of(self, elements: np.ndarray) -> np.ndarray:
+        """Power through ``elements`` now, W, summing their GPUs only; each element's sum is the reduceat segment
+        :meth:`through_w` has for it, so the values are the same to the last bit."""
+        lo, hi = self._row_ptr[elements].tolist(), self._row_end[elements].tolist()
+        gpu_idx, power_w = self._gpu_idx, self.cluster.power_w
+        if len(lo) == 1:
+            return np.add.reduceat(power_w[gpu_idx[lo[0]:hi[0]]], [0])
+        sizes = np.subtract(hi, lo)
+        start = np.zeros(len(lo), dtype=np.int64)
+        np.cumsum(sizes[:-1], out=start[1:])
+        return np.add.reduceat(power_w[np.concatenate([gpu_idx[a:b] for a, b in zip(lo, hi)])], start)
 
     def through_w(self) -> np.ndarray:
         """Power through every element now, W."""

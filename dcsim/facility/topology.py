@@ -27,6 +27,7 @@ from dcsim.errors import TraceError
 GPU_KIND = "gpu"
 #: The levels of a regular tree, leaf-most first.
 REGULAR_LEVELS = ("node", "rack", "pdu", "feed")
+_NO_FIT = np.iinfo(np.int64).max  # the free count placement gives an element without room
 
 
 class PowerTree:
@@ -376,15 +377,19 @@ def _place(tree: PowerTree, free: np.ndarray, free_per: np.ndarray, k: int) -> n
 
     Step 1 walks the heights lowest first and stops at the first with room: within one height the best fit
     is the smallest count >= k, ties to the lowest index (``argmin`` keeps the first minimum, and the
-    indices of a height ascend), which is the order (height, free count, index) of the rule.
+    indices of a height ascend), which is the order (height, free count, index) of the rule. Under an element
+    of height 1 (GPUs only, each a unit of one) step 2 reduces to the first ``k`` free GPUs by index.
     """
-    no_fit = np.iinfo(np.int64).max
-    for group in tree.height_groups:
+    for height, group in enumerate(tree.height_groups, start=1):
         count = free_per[group]
-        at = int(np.argmin(np.where(count >= k, count, no_fit)))
+        at = int(np.argmin(np.where(count >= k, count, _NO_FIT)))
         if count[at] >= k:
             best = group.start + at if isinstance(group, slice) else int(group[at])
-            taken = _take(tree, free, free_per, tree.children(best), k)
+            children = tree.children(best)
+            if height == 1:  # only GPUs below: step 2 takes the first k free ones, by index
+                gpus = children[1]
+                return gpus[free[gpus]][:k]
+            taken = _take(tree, free, free_per, children, k)
             break
     else:
         orphan_gpus = np.flatnonzero(tree.gpu_parent < 0)
