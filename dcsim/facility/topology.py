@@ -462,26 +462,35 @@ class FreeGpus:
 
 def _take(tree: PowerTree, free: np.ndarray, free_per: np.ndarray, children: tuple[np.ndarray, np.ndarray],
           k: int) -> list[int]:
+    """Step 2 of the rule under one element: ``k`` of the free GPUs below ``children`` (its child elements and
+    child GPUs). Plain Python over the children (a fan-out, not the cluster): cheaper than numpy at that size."""
     elements, gpus = children
-    # Units to draw from: child elements (their free counts) and free child GPUs (one each).
-    unit_free = np.concatenate([free_per[elements], np.ones(int(free[gpus].sum()), dtype=np.int64)])
-    unit_id = np.concatenate([elements, -1 - gpus[free[gpus]]])  # GPUs encoded as negative ids
-    alive = unit_free > 0
+    # Units to draw from: child elements (their free counts) and free child GPUs (one each, as ids -1 - g),
+    # in this order; ties go to the earlier unit.
+    unit_free = free_per[elements].tolist()
+    unit_id = elements.tolist()
+    free_gpus = gpus[free[gpus]].tolist()
+    unit_free += [1] * len(free_gpus)
+    unit_id += [-1 - g for g in free_gpus]
+    alive = [c > 0 for c in unit_free]
     taken: list[int] = []
     while k > 0:
-        idx = np.flatnonzero(alive)
-        fit = idx[unit_free[idx] >= k]
-        if fit.size:
-            u = fit[np.lexsort((fit, unit_free[fit]))[0]]
+        u = -1  # best fit: the fewest free that hold all k
+        for i, c in enumerate(unit_free):
+            if alive[i] and c >= k and (u < 0 or c < unit_free[u]):
+                u = i
+        if u >= 0:
             need = k
-        else:
-            u = idx[np.lexsort((idx, -unit_free[idx]))[0]]
-            need = int(unit_free[u])
+        else:  # none holds them all: the unit with the most free gives all it has
+            for i, c in enumerate(unit_free):
+                if alive[i] and (u < 0 or c > unit_free[u]):
+                    u = i
+            need = unit_free[u]
         alive[u] = False
-        uid = int(unit_id[u])
+        uid = unit_id[u]
         if uid < 0:
             taken.append(-1 - uid)
-        elif need == free_per[uid]:
+        elif need == unit_free[u]:
             row = tree.members.indices[tree.members.indptr[uid]:tree.members.indptr[uid + 1]]
             taken.extend(row[free[row]].tolist())
         else:
