@@ -72,6 +72,7 @@ class PowerDelivery:
         self._limited_ancestors = np.where(np.sort(~has_limit, axis=1), tree.n_elements, packed)[
             :, :max(1, int(has_limit.sum(axis=1).max(initial=0)))]
         self._row_end = members.indptr[1:].astype(np.int64)
+        self._level_starts = self._contiguous_levels(tree)
         # the element series: (start of an interval, power through every element over it)
         self._last_t = 0.0
         self._last_w: np.ndarray | None = None
@@ -224,7 +225,33 @@ class PowerDelivery:
 
     def through_w(self) -> np.ndarray:
         """Power through every element now, W."""
+        if self._level_starts is not None:  # no gather: each level's segments are consecutive runs of GPUs
+            power_w = self.cluster.power_w
+            return np.concatenate([np.add.reduceat(power_w, starts) for starts in self._level_starts])
         return np.add.reduceat(self.cluster.power_w[self._gpu_idx], self._row_ptr)
+
+    def _contiguous_levels(self, tree: PowerTree) -> list[np.ndarray] | None:
+        """For a regular tree whose every element feeds a run of consecutive GPUs and whose levels, in element
+        order, tile the GPUs 0 … n−1: each level's first GPUs (reduceat over the GPU power itself then sums the
+        same segments as over the gathered members, to the bit); else None (sums go through the gather)."""
+        if not tree.level_offset or tree.n_gpus == 0:
+            return None
+        first = self._gpu_idx[self._row_ptr] if self._gpu_idx.size else np.zeros(0, np.int64)
+        size = self._row_end - self._row_ptr
+        if (size == 0).any():
+            return None
+        # every row is a run: its last GPU is its first + size − 1 (rows are sorted and hold distinct GPUs)
+        if not np.array_equal(self._gpu_idx[self._row_end - 1], first + size - 1):
+            return None
+        bounds = sorted(tree.level_offset.values()) + [tree.n_elements]
+        levels = []
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            starts = first[lo:hi]
+            if starts[0] != 0 or not np.array_equal(starts[1:], starts[:-1] + size[lo:hi - 1]) \
+                    or starts[-1] + size[hi - 1] != tree.n_gpus:
+                return None
+            levels.append(starts)
+        return levels
 
     # ------------------------------------------------------------------------------------ the series
     def observe(self) -> None:

@@ -4,11 +4,13 @@ tree at every start.
 
 The old code is kept here, verbatim apart from names, as the slow reference: ``_reference_place_job`` (mask →
 ``members @ free`` → lexsort), ``_reference_take``, the old ``PowerDelivery.place`` (a mask from the pools per
-start) and the old ``PowerDelivery.start_headroom_w`` (every ancestor, the power through every element). The
+start), the old ``PowerDelivery.start_headroom_w`` (every ancestor, the power through every element) and the old
+``PowerDelivery.through_w`` (the members' GPUs gathered, then summed). The
 checks: on random trees and random changes to the free set, the counts equal ``members @ mask`` and the choice
 equals the reference's; in runs on random trees, policies that sleep and switch off GPUs, and failures that take
-GPUs out and bring them back, every placement and start headroom equals the reference's at that instant, and a
-run with the reference placement writes the same job table.
+GPUs out and bring them back, every placement, start headroom and element sum equals the reference's at that
+instant, and a run with the reference code writes the same job table, element series, facility counts and
+energy books.
 """
 from __future__ import annotations
 
@@ -108,6 +110,11 @@ def _reference_place(power: PowerDelivery, k: int) -> list[int] | None:
     return taken
 
 
+def _reference_through_w(power: PowerDelivery) -> np.ndarray:
+    """The old ``PowerDelivery.through_w``: the members' GPUs gathered, one reduceat."""
+    return np.add.reduceat(power.cluster.power_w[power._gpu_idx], power._row_ptr)
+
+
 def _reference_headroom_w(power: PowerDelivery, gpus: list[int]) -> float:
     """The old ``PowerDelivery.start_headroom_w``: every ancestor, the power through every element."""
     if not power.enforcing:
@@ -117,7 +124,7 @@ def _reference_headroom_w(power: PowerDelivery, gpus: list[int]) -> float:
     above, per_element = above[keep], per_element[keep]
     if not above.size:
         return math.inf
-    room = (power.tree.limit_w[above] - power.through_w()[above]) / per_element
+    room = (power.tree.limit_w[above] - _reference_through_w(power)[above]) / per_element
     return max(0.0, float(room.min()))
 
 
@@ -229,9 +236,9 @@ def runs(draw):
     return data, graph
 
 
-def _run(data: dict, graph: nx.DiGraph | None, reference: bool) -> pd.DataFrame:
-    """Run the scenario; ``reference``: with the old placement in place of the new one; else the new one,
-    checked against the reference at every placement and start headroom."""
+def _run(data: dict, graph: nx.DiGraph | None, reference: bool):
+    """Run the scenario; ``reference``: with the old placement, start headroom and element sums in place of the
+    new ones; else the new ones, each checked against the reference at every call. Returns the result."""
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         if graph is not None:
             path = Path(tmp) / "tree.graphml"
@@ -241,8 +248,9 @@ def _run(data: dict, graph: nx.DiGraph | None, reference: bool) -> pd.DataFrame:
         if reference:
             stack.enter_context(mock.patch.object(PowerDelivery, "place", _reference_place))
             stack.enter_context(mock.patch.object(PowerDelivery, "start_headroom_w", _reference_headroom_w))
+            stack.enter_context(mock.patch.object(PowerDelivery, "through_w", _reference_through_w))
         else:
-            place, headroom = PowerDelivery.place, PowerDelivery.start_headroom_w
+            place, headroom, through = PowerDelivery.place, PowerDelivery.start_headroom_w, PowerDelivery.through_w
 
             def checked_place(self, k):
                 want = _reference_choice(self, k)
@@ -258,11 +266,16 @@ def _run(data: dict, graph: nx.DiGraph | None, reference: bool) -> pd.DataFrame:
                 assert got == _reference_headroom_w(self, gpus)  # the same float, not only close
                 return got
 
+            def checked_through(self):
+                got = through(self)
+                np.testing.assert_array_equal(got, _reference_through_w(self))  # to the bit
+                return got
+
             stack.enter_context(mock.patch.object(PowerDelivery, "place", checked_place))
             stack.enter_context(mock.patch.object(PowerDelivery, "start_headroom_w", checked_headroom))
+            stack.enter_context(mock.patch.object(PowerDelivery, "through_w", checked_through))
         jobs = build_jobs(sc, Streams(sc.seed))
-        r = simulate(sc, jobs, policy=load_policy(sc.policy.name), supply=constant_supply(renewable_w=2000.0))
-        return r.jobs
+        return simulate(sc, jobs, policy=load_policy(sc.policy.name), supply=constant_supply(renewable_w=2000.0))
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -271,4 +284,9 @@ def test_runs_place_jobs_exactly_as_the_old_rule(case) -> None:
     data, graph = case
     new = _run({**data, "facility": {**data["facility"]}}, graph, reference=False)
     old = _run({**data, "facility": {**data["facility"]}}, graph, reference=True)
-    pd.testing.assert_frame_equal(new, old, check_exact=True)
+    pd.testing.assert_frame_equal(new.jobs, old.jobs, check_exact=True)
+    if old.elements is None:
+        assert new.elements is None
+    else:
+        pd.testing.assert_frame_equal(new.elements, old.elements, check_exact=True)
+    assert new.facility == old.facility and new.energy == old.energy
