@@ -179,13 +179,14 @@ def regular_tree(n_gpus: int, gpus_per_node: int, nodes_per_rack: int, racks_per
     Args:
         n_gpus: GPUs to cover (>= 1).
         gpus_per_node, nodes_per_rack, racks_per_pdu, pdus_per_feed: Fan-out of each level (>= 1).
-        feeds: Number of feeds; None: as many as needed. Fewer than needed is an error.
+        feeds: Number of feeds; None: as many as needed. Fewer or more than needed is an error (a feed
+            would be over-full, or feed no GPU).
         limits_w: Limit of every element of a kind, W, by kind (``{"rack": 40e3, "feed": 1e6}``); a kind
             left out or None has no limit.
 
     Raises:
-        ValueError: A fan-out below 1, too few feeds to cover the GPUs, a limit that is not > 0, or an
-            unknown kind in ``limits_w``.
+        ValueError: A fan-out below 1, too few feeds to cover the GPUs or more than they fill, a limit that
+            is not > 0, or an unknown kind in ``limits_w``.
     """
     fan = {"gpus_per_node": gpus_per_node, "nodes_per_rack": nodes_per_rack, "racks_per_pdu": racks_per_pdu,
            "pdus_per_feed": pdus_per_feed}
@@ -208,6 +209,12 @@ def regular_tree(n_gpus: int, gpus_per_node: int, nodes_per_rack: int, racks_per
                 f"feeds = {feeds!r} does not cover the {n_gpus} GPUs: {feeds!r} feed(s) × {pdus_per_feed} × "
                 f"{racks_per_pdu} × {nodes_per_rack} × {gpus_per_node} hold {capacity} GPUs; "
                 f"need at least {counts[-1]} feed(s)")
+        if feeds > counts[-1]:  # the extra feeds would feed no GPU (a graph refuses such elements too)
+            spare = f"feed{counts[-1]}" if feeds == counts[-1] + 1 else f"feed{counts[-1]} … feed{feeds - 1}"
+            raise ValueError(
+                f"feeds = {feeds!r} leaves {spare} with no GPUs: at {pdus_per_feed} × "
+                f"{racks_per_pdu} × {nodes_per_rack} × {gpus_per_node} GPUs per feed the {n_gpus} GPUs fill "
+                f"{counts[-1]} feed(s); give at most {counts[-1]}, or leave feeds out")
         counts[-1] = int(feeds)
     names, kinds, limits = [], [], []
     offsets: dict[str, int] = {}
