@@ -236,10 +236,10 @@ class PowerDelivery:
         same segments as over the gathered members, to the bit); else None (sums go through the gather)."""
         if not tree.level_offset or tree.n_gpus == 0:
             return None
-        first = self._gpu_idx[self._row_ptr] if self._gpu_idx.size else np.zeros(0, np.int64)
         size = self._row_end - self._row_ptr
         if (size == 0).any():
             return None
+        first = self._gpu_idx[self._row_ptr]
         # every row is a run: its last GPU is its first + size − 1 (rows are sorted and hold distinct GPUs)
         if not np.array_equal(self._gpu_idx[self._row_end - 1], first + size - 1):
             return None
