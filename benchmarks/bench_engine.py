@@ -18,6 +18,7 @@ the other, timing ``Simulation.run()`` alone by CPU time, and prints jobs per CP
 5-minute rounds: about 1.15M jobs per simulated day per 10k GPUs), each size in a fresh process so its peak RSS
 (``resource.getrusage``) is its own, and reports wall and CPU seconds with and without building the jobs.
     python benchmarks/bench_engine.py --sizes 1000 10000 --facility   # with a power-delivery tree and limits
+    python benchmarks/bench_engine.py --sizes 1000 --horizon 21600 --facility --cpu   # Simulation.run() CPU seconds
 
 Reports rates and ratios only; nothing here asserts a time.
 """
@@ -106,7 +107,7 @@ def bench_scenario(gpus: int, horizon_s: float, policy: str, mechanism: str = "p
 
 
 def timed_run(gpus: int, horizon_s: float, policy: str, mechanism: str = "posted_price",
-              target: bool = False) -> dict:
+              target: bool = False, facility: bool = False) -> dict:
     """Build the world (jobs, supply) and run it, timing the build and ``Simulation.run()`` by wall and CPU time."""
     from dcsim.engine import Simulation
     from dcsim.policy import load_policy
@@ -114,7 +115,7 @@ def timed_run(gpus: int, horizon_s: float, policy: str, mechanism: str = "posted
     from dcsim.supply import build_supply
     from dcsim.workload import build_jobs
 
-    sc = bench_scenario(gpus, horizon_s, policy, mechanism, target)
+    sc = bench_scenario(gpus, horizon_s, policy, mechanism, target, facility=facility)
     wall0, cpu0 = time.perf_counter(), time.process_time()
     streams = Streams(sc.seed)
     sim = Simulation(sc, load_policy(sc.policy.name, sc.policy.params), build_jobs(sc, streams), build_supply(sc),
@@ -195,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", action="store_true", help="the target workload, with peak RSS per size")
     parser.add_argument("--facility", action="store_true",
                         help="add a power-delivery tree with binding rack limits (the safety layer on)")
+    parser.add_argument("--cpu", action="store_true",
+                        help="time Simulation.run() alone by CPU seconds (steadier than wall time on a busy machine)")
     args = parser.parse_args(argv)
     print(f"python {platform.python_version()}, simpy {simpy.__version__}, {platform.machine()}, "
           f"load average {os.getloadavg()[0]:.1f}")
@@ -205,6 +208,20 @@ def main(argv: list[str] | None = None) -> int:
         else:
             rows = target_runs(args.sizes, args.horizon, args.policy)
         print(f"load average at the end {os.getloadavg()[0]:.1f}")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"runs": rows}, indent=2), encoding="utf-8")
+        return 0
+
+    if args.cpu:
+        rows = []
+        for gpus in args.sizes:
+            horizon = args.large_horizon if gpus >= 100_000 else args.horizon
+            row = timed_run(gpus, horizon, args.policy, args.mechanism, facility=args.facility)
+            row["facility"] = args.facility
+            rows.append(row)
+            print(f"{gpus:>8,} GPUs {horizon / 3600:.1f} h facility={'on' if args.facility else 'off'}: "
+                  f"{row['events']:,} events, run {row['run_cpu_s']:.2f} CPU s ({row['run_wall_s']:.2f} wall s), "
+                  f"{row['events'] / row['run_cpu_s']:,.0f} events per CPU-s")
         if args.json:
             Path(args.json).write_text(json.dumps({"runs": rows}, indent=2), encoding="utf-8")
         return 0

@@ -23,7 +23,7 @@ import numpy as np
 
 from dcsim.facility.cooling import CoolingModel, CoolingParams
 from dcsim.facility.safety import enforce_limits
-from dcsim.facility.topology import place_job, regular_tree
+from dcsim.facility.topology import FreeGpus, place_job, regular_tree
 
 IDLE_W, MIN_W, TDP_W = 78.8, 200.0, 700.0
 
@@ -50,6 +50,12 @@ def bench(gpus: int, repeat: int) -> dict:
     value = rng.random(gpus)
     slack = np.full(gpus, np.inf)
     free = rng.random(gpus) < 0.5
+    counted = FreeGpus(loose, np.flatnonzero(free).tolist())
+    some_free = int(np.flatnonzero(free)[0])
+
+    def leave_and_rejoin() -> None:
+        counted.discard(some_free)
+        counted.add(some_free)
     cooling = CoolingModel(CoolingParams(design_it_power_w=gpus * TDP_W, economiser="air"))
     over = tight.element_power_w(request) > tight.limit_w
     return {
@@ -62,6 +68,9 @@ def bench(gpus: int, repeat: int) -> dict:
         "safety_pausing_us": _per_call_us(lambda: enforce_limits(pausing, request, min_w, paused_w, value, slack),
                                           max(1, repeat // 10)),
         "place_8_gpu_job_us": _per_call_us(lambda: place_job(loose, free, 8), repeat),
+        "place_8_gpu_job_counted_us": _per_call_us(lambda: counted.place(8), repeat),
+        "place_1_gpu_job_counted_us": _per_call_us(lambda: counted.place(1), repeat),
+        "free_set_change_us": _per_call_us(leave_and_rejoin, repeat),
         "cooling_interval_us": _per_call_us(lambda: cooling.advance(0.5 * gpus * TDP_W, 0.6 * gpus * TDP_W, 300.0, 22.0),
                                             repeat),
     }

@@ -76,6 +76,9 @@ class Cluster:
         # The core's handler, called with the GPUs whose transition ended (``count=False`` when it took no time:
         # no event of its own).
         self.on_transition_end: Callable[..., None] | None = None
+        # Called with GPUs that joined, left or moved between the free pools, when something keeps its own view
+        # of them (a power-delivery tree's per-element free counts); None, the default, costs one test per change.
+        self.on_pools_changed: Callable[[list[int]], None] | None = None
 
     def set_power(self, g: int, power_w: float, billable_w: float, now: float) -> None:
         """Change GPU ``g``'s draw and billable power at ``now`` (the current time, passed in because the callers
@@ -153,4 +156,6 @@ class Cluster:
         for g in chosen:
             del self.free_idle[g]
             pool[g] = None
+        if self.on_pools_changed is not None:
+            self.on_pools_changed(chosen)
         self.begin_transition(chosen, state)

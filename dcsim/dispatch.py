@@ -359,6 +359,8 @@ class Dispatcher:
             st[g] = IDLE
             asg[g] = -1
             free[g] = None
+        if cl.on_pools_changed is not None:
+            cl.on_pools_changed(gpus)
         self._jen[j] += energy - self._mark[j]  # += : a requeued job's earlier attempts count too
         if self.rewards is not None:
             self.rewards.complete(gpus, share, now, now > self._deadline[j])

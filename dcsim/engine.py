@@ -125,6 +125,7 @@ class Simulation:
         self.power = power = PowerDelivery(self.scenario, self.env, self.cluster)
         power.jobs = self.jobs
         self.jobs.power = self.market.power = power
+        self.cluster.on_pools_changed = power.pools_changed  # its per-element free counts follow the pools
         advance = self.meter.advance
 
         def observe_and_advance() -> None:

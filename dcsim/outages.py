@@ -155,6 +155,8 @@ class Outages:
             cl._st[g] = OFF
             cl._asg[g] = -1
             cl.set_power(g, 0.0, 0.0, now)
+        if cl.on_pools_changed is not None:
+            cl.on_pools_changed(newly)
 
     def _repair(self, gpus: list[int]) -> None:
         cl = self.cluster
@@ -166,6 +168,8 @@ class Outages:
                 cl._st[g] = OFF
                 cl.set_power(g, off_w, 0.0, now)
                 cl.free_off[g] = None
+        if cl.on_pools_changed is not None:
+            cl.on_pools_changed(gpus)
 
     def _stop_job(self, j: int, failed: list[int]) -> None:
         """Stop job ``j`` (one of its GPUs just failed): free its other GPUs, requeue it or end it as KILLED."""
@@ -192,6 +196,8 @@ class Outages:
             else:  # still waking or booting for this job: free once it settles
                 self._orphan[g] = 1
                 cl.wake_after[g] = 0
+        if cl.on_pools_changed is not None:
+            cl.on_pools_changed(gpus)
         jobs._ver[j] += 1  # its completion entry is stale now
         jobs._rate[j] = 0.0
         jobs._pending[j] = 0
@@ -236,6 +242,8 @@ class Outages:
                 cl.free_off[g] = None
             else:
                 cl.free_sleep[g] = None
+        if cl.on_pools_changed is not None:
+            cl.on_pools_changed(gpus)
 
     # ------------------------------------------------------------------------------------ summary
     def summary(self) -> dict:

@@ -2,9 +2,10 @@
 
 Built by the core only when a scenario has ``facility.topology`` (docs/facility.md). It
 
-- places a k-GPU job with :func:`dcsim.facility.topology.place_job` (one node if one has room, else one rack,
-  ...), offering the idle GPUs first and all free GPUs (sleeping and off ones wake) only when the idle ones
-  cannot hold the job;
+- places a k-GPU job by the rule of :func:`dcsim.facility.topology.place_job` (one node if one has room, else one
+  rack, ...), offering the idle GPUs first and all free GPUs (sleeping and off ones wake) only when the idle ones
+  cannot hold the job; the free GPUs are kept per element as they change (:class:`~dcsim.facility.topology.FreeGpus`,
+  resynchronised through the cluster's ``on_pools_changed`` hook), so a placement makes no pass over every GPU;
 - enforces the tree's limits with :func:`dcsim.facility.safety.enforce_limits` on every market clearing
   (hierarchical, priority-aware capping: lowest job value first, then most deadline slack) and limits a job
   starting between rounds to the headroom left on every element above its GPUs;
@@ -23,7 +24,7 @@ import simpy
 from dcsim.cluster import ACTIVE, Cluster
 from dcsim.config import Scenario
 from dcsim.facility.safety import enforce_limits
-from dcsim.facility.topology import PowerTree, place_job
+from dcsim.facility.topology import FreeGpus, PowerTree
 
 if TYPE_CHECKING:
     from dcsim.dispatch import Dispatcher
@@ -65,6 +66,13 @@ class PowerDelivery:
         self._ancestors = np.full((cluster.n_gpus, max(1, len(levels))), tree.n_elements, dtype=np.int64)
         for d, level in enumerate(levels):
             self._ancestors[level >= 0, d] = level[level >= 0]
+        # the same with only the elements that have a limit, left-packed (a start's headroom looks at these alone)
+        has_limit = np.append(np.isfinite(tree.limit_w), False)[self._ancestors]
+        packed = np.take_along_axis(self._ancestors, np.argsort(~has_limit, axis=1, kind="stable"), axis=1)
+        self._limited_ancestors = np.where(np.sort(~has_limit, axis=1), tree.n_elements, packed)[
+            :, :max(1, int(has_limit.sum(axis=1).max(initial=0)))]
+        self._row_end = members.indptr[1:].astype(np.int64)
+        self._level_starts = self._contiguous_levels(tree)
         # the element series: (start of an interval, power through every element over it)
         self._last_t = 0.0
         self._last_w: np.ndarray | None = None
@@ -81,24 +89,19 @@ class PowerDelivery:
         self._capped_since = 0.0
         self.counts = {"safety_calls": 0, "safety_interventions": 0, "overrides": 0, "paused_gpus": 0,
                        "shortfall_w_max": 0.0}
+        # the free pools per element: the idle ones, and all free ones (idle, sleeping, off)
+        self.free_idle = FreeGpus(tree, cluster.free_idle)
+        self.free_any = FreeGpus(tree, [*cluster.free_idle, *cluster.free_sleep, *cluster.free_off])
 
     # ------------------------------------------------------------------------------------ placement
     def place(self, k: int) -> list[int] | None:
         """``k`` free GPUs for a job (idle ones if they can hold it, else any free), removed from the free pools;
         None when fewer than ``k`` are free."""
         cl = self.cluster
-        n = cl.n_gpus
-        free = np.zeros(n, dtype=bool)
         if len(cl.free_idle) >= k:
-            free[list(cl.free_idle)] = True
-            chosen = place_job(self.tree, free, k)
+            chosen = self.free_idle.place(k)
         else:
-            chosen = None
-        if chosen is None:
-            for pool in (cl.free_idle, cl.free_sleep, cl.free_off):
-                if pool:
-                    free[list(pool)] = True
-            chosen = place_job(self.tree, free, k)
+            chosen = self.free_any.place(k)
             if chosen is None:
                 return None
         taken = chosen.tolist()
@@ -107,7 +110,25 @@ class PowerDelivery:
                 if g in pool:
                     del pool[g]
                     break
+        self.pools_changed(taken)
         return taken
+
+    def pools_changed(self, gpus: list[int]) -> None:
+        """The cluster's ``on_pools_changed`` hook: ``gpus`` may have joined, left or moved between the free pools;
+        bring the per-element free counts in line with the pools."""
+        cl = self.cluster
+        idle, sleep, off = cl.free_idle, cl.free_sleep, cl.free_off
+        free_idle, free_any = self.free_idle, self.free_any
+        for g in gpus:
+            if g in idle:
+                free_idle.add(g)
+                free_any.add(g)
+            else:
+                free_idle.discard(g)
+                if g in sleep or g in off:
+                    free_any.add(g)
+                else:
+                    free_any.discard(g)
 
     def node_of_jobs(self, gpus_of_job: dict[int, list[int]], n_jobs: int) -> np.ndarray:
         """Each job's node (the node of its first GPU; -1 when never placed or not under a node)."""
@@ -176,17 +197,61 @@ class PowerDelivery:
         """Most power above idle each GPU of a job starting now may get without an element above it going over."""
         if not self.enforcing:
             return math.inf
-        above, per_element = np.unique(self._ancestors[gpus], return_counts=True)  # and how many job GPUs each feeds
-        keep = above < self.tree.n_elements
-        above, per_element = above[keep], per_element[keep]
+        n_el = self.tree.n_elements
+        if len(gpus) == 1:
+            above = self._limited_ancestors[gpus[0]]
+            above = above[above < n_el]
+            per_element = 1
+        else:  # the elements above and how many of the job's GPUs each feeds
+            above, per_element = np.unique(self._limited_ancestors[gpus], return_counts=True)
+            keep = above < n_el
+            above, per_element = above[keep], per_element[keep]
         if not above.size:
-            return math.inf
-        room = (self._limit_w[above] - self.through_w()[above]) / per_element
+            return math.inf  # no element above the job has a limit
+        room = (self._limit_w[above] - self._through_of(above)) / per_element
         return max(0.0, float(room.min()))
+
+    def _through_of(self, elements: np.ndarray) -> np.ndarray:
+        """Power through ``elements`` now, W, summing their GPUs only; each element's sum is the reduceat segment
+        :meth:`through_w` has for it, so the values are the same to the last bit."""
+        lo, hi = self._row_ptr[elements].tolist(), self._row_end[elements].tolist()
+        gpu_idx, power_w = self._gpu_idx, self.cluster.power_w
+        if len(lo) == 1:
+            return np.add.reduceat(power_w[gpu_idx[lo[0]:hi[0]]], [0])
+        sizes = np.subtract(hi, lo)
+        start = np.zeros(len(lo), dtype=np.int64)
+        np.cumsum(sizes[:-1], out=start[1:])
+        return np.add.reduceat(power_w[np.concatenate([gpu_idx[a:b] for a, b in zip(lo, hi)])], start)
 
     def through_w(self) -> np.ndarray:
         """Power through every element now, W."""
+        if self._level_starts is not None:  # no gather: each level's segments are consecutive runs of GPUs
+            power_w = self.cluster.power_w
+            return np.concatenate([np.add.reduceat(power_w, starts) for starts in self._level_starts])
         return np.add.reduceat(self.cluster.power_w[self._gpu_idx], self._row_ptr)
+
+    def _contiguous_levels(self, tree: PowerTree) -> list[np.ndarray] | None:
+        """For a regular tree whose every element feeds a run of consecutive GPUs and whose levels, in element
+        order, tile the GPUs 0 … n−1: each level's first GPUs (reduceat over the GPU power itself then sums the
+        same segments as over the gathered members, to the bit); else None (sums go through the gather)."""
+        if not tree.level_offset or tree.n_gpus == 0:
+            return None
+        size = self._row_end - self._row_ptr
+        if (size == 0).any():
+            return None
+        first = self._gpu_idx[self._row_ptr]
+        # every row is a run: its last GPU is its first + size − 1 (rows are sorted and hold distinct GPUs)
+        if not np.array_equal(self._gpu_idx[self._row_end - 1], first + size - 1):
+            return None
+        bounds = sorted(tree.level_offset.values()) + [tree.n_elements]
+        levels = []
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            starts = first[lo:hi]
+            if starts[0] != 0 or not np.array_equal(starts[1:], starts[:-1] + size[lo:hi - 1]) \
+                    or starts[-1] + size[hi - 1] != tree.n_gpus:
+                return None
+            levels.append(starts)
+        return levels
 
     # ------------------------------------------------------------------------------------ the series
     def observe(self) -> None:

@@ -61,6 +61,8 @@ def test_unknown_key_suggests_and_lists_allowed() -> None:
     ({"topology": {"limits": {"node_w": 0}}}, "facility.topology.limits.node_w", "greater than 0"),
     ({"topology": {"feeds": 1, "racks_per_pdu": 1, "pdus_per_feed": 1}}, "facility.topology",
      r"feeds = 1 does not cover the 64 GPUs"),
+    ({"topology": {"feeds": 3, "racks_per_pdu": 1, "pdus_per_feed": 1}}, "facility.topology",
+     r"feeds = 3 leaves feed2 with no GPUs"),
     ({"topology": {"graphml": "/nonexistent/tree.graphml"}}, "facility.topology.graphml", "an existing file"),
     ({"failures": {"gpu": {"mtbf_s": 0, "mttr_s": "1h"}}}, "facility.failures.gpu.mtbf_s", "greater than or equal to 0.000001"),  # PositiveDurationS: at least 1 µs
     ({"failures": {"gpu": {"mtbf_s": "-5h", "mttr_s": "1h"}}}, "facility.failures.gpu.mtbf_s", "a duration"),

@@ -98,6 +98,10 @@ def test_graphml_errors_name_the_file(tmp_path: Path) -> None:
 def test_regular_tree_errors() -> None:
     with pytest.raises(ValueError, match=r"feeds = 1 does not cover the 64 GPUs.*hold 32 GPUs; need at least 2"):
         regular_tree(64, 8, 4, 1, 1, feeds=1)
+    # 4 GPUs at 2 per node and one node per rack, PDU and feed fill 2 feeds; feeds 2 and 3 would feed nothing
+    with pytest.raises(ValueError, match=r"feeds = 4 leaves feed2 … feed3 with no GPUs.*fill 2 feed\(s\); give at most 2"):
+        regular_tree(4, 2, 1, 1, 1, feeds=4)
+    assert regular_tree(4, 2, 1, 1, 1, feeds=2).size.tolist() == [2, 2, 2, 2, 2, 2, 2, 2]  # exactly enough
     with pytest.raises(ValueError, match="feeds must be a whole number >= 1 or None, got 0"):
         regular_tree(4, 2, 1, 1, 1, feeds=0)
     with pytest.raises(ValueError, match="gpus_per_node must be a whole number >= 1, got 0"):

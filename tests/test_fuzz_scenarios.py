@@ -2,7 +2,8 @@
 
 The numeric fields are found by walking the pydantic models from ``Scenario`` down, so a field added to the
 schema is fuzzed without touching this file; a new section with required fields needs an entry in ``EXAMPLES``
-(``test_every_section_of_the_schema_is_reached`` fails until it has one).
+(``test_every_section_of_the_schema_is_reached`` fails until it has one), and a section valid only beside another
+(failures of tree elements beside the tree) an entry in ``SIBLINGS``.
 """
 from __future__ import annotations
 
@@ -26,7 +27,14 @@ from pydantic.fields import FieldInfo
 from dcsim import config as C
 from dcsim.config import load_scenario, parse_scenario
 from dcsim.errors import ScenarioError
-from dcsim.facility.config import CoolingConfig, WeatherConfig
+from dcsim.facility.config import (
+    ComponentFailures,
+    CoolingConfig,
+    FailuresConfig,
+    RenewableTrips,
+    TopologyConfig,
+    WeatherConfig,
+)
 
 from test_cli import dcsim_cli, ok, user_error
 
@@ -61,13 +69,24 @@ EXAMPLES: dict[type[BaseModel], dict] = {
     C.SeriesSource: {"constant": 100.0},
     CoolingConfig: {"weather": {"dry_bulb_c": 25.0}},
     WeatherConfig: {"dry_bulb_c": 25.0},
+    # a tree that fits BASE's 2 GPUs: one GPU per node, both nodes in one rack, one PDU, one feed
+    TopologyConfig: {"gpus_per_node": 1, "nodes_per_rack": 2, "racks_per_pdu": 1, "pdus_per_feed": 1},
+    # failures of every kind; node/PDU/feed failures and the scheduled outage (of rack0) need the tree: SIBLINGS
+    FailuresConfig: {"gpu": {"mtbf_s": 86400, "mttr_s": 3600}, "node": {"mtbf_s": 86400, "mttr_s": 3600},
+                     "scheduled": [{"element": "rack0", "start_s": 600, "duration_s": 300}],
+                     "renewable_trips": {"mean_time_between_s": 7200, "mean_duration_s": 600}},
+    ComponentFailures: {"mtbf_s": 86400, "mttr_s": 3600},
+    RenewableTrips: {"mean_time_between_s": 7200, "mean_duration_s": 600},
 }
 
-#: Facility parts left out of the walk: their rules tie them to other sections (the tree to the cluster, failures of
-#: nodes to a tree, dispatch to supply.battery), so a per-section base is not valid; tests/test_facility_config.py
-#: checks their fields (and test_power_delivery.py, test_outages.py their runs); several of the tree's and the
-#: failures' numbers have no upper bound yet. Battery dispatch is also refused until it is wired.
-NOT_WALKED = {"FacilityConfig.topology", "FacilityConfig.failures", "FacilityConfig.battery"}
+#: Sections valid only beside another one: placing the section also places these siblings (unless already there).
+SIBLINGS: dict[type[BaseModel], dict] = {
+    FailuresConfig: {"topology": EXAMPLES[TopologyConfig]},
+}
+
+#: Left out of the walk: battery dispatch is refused until it is wired into runs (dcsim/facility/config.py), so no
+#: base holding it is valid; tests/test_facility_config.py checks its fields.
+NOT_WALKED = {"FacilityConfig.battery"}
 
 #: Numbers with no upper bound in the schema, and why that is safe (every other number has both bounds).
 UNBOUNDED_ABOVE = {
@@ -129,6 +148,8 @@ def _place(base: dict, path: tuple[str, ...], model: type[BaseModel]) -> dict:
     node = data
     for key in path[:-1]:
         node = node.setdefault(key, {})
+    for key, value in SIBLINGS.get(model, {}).items():
+        node.setdefault(key, copy.deepcopy(value))
     example = EXAMPLES.get(model)
     if example is not None:
         node[path[-1]] = copy.deepcopy(example)
@@ -242,10 +263,14 @@ def test_every_section_of_the_schema_is_reached_and_every_base_is_valid():
     dotted = {leaf.dotted for leaf in LEAVES}
     for known in ("horizon_s", "cluster.gpus", "workload.arrivals.rates_per_s.0", "supply.battery.capacity_wh",
                   "market.scarcity_kappa", "supply.grid.price_usd_per_mwh.constant", "decision_timing.fixed_step",
-                  "reward.latency_per_s", "supply.wind.hub_height_m", "workload.duration_s.sigma"):
+                  "reward.latency_per_s", "supply.wind.hub_height_m", "workload.duration_s.sigma",
+                  "facility.topology.gpus_per_node", "facility.topology.feeds", "facility.topology.limits.rack_w",
+                  "facility.failures.node.mtbf_s", "facility.failures.feed.failure_shape",
+                  "facility.failures.renewable_trips.duration_shape"):
         assert known in dotted
     assert len(LEAVES) >= 80
-    assert {p for p, _ in DATA_PATHS} >= {("workload", "trace", "path"), ("supply", "wind", "wind_speed_file")}
+    assert {p for p, _ in DATA_PATHS} >= {("workload", "trace", "path"), ("supply", "wind", "wind_speed_file"),
+                                          ("facility", "topology", "graphml")}
 
 
 def test_every_number_in_the_schema_is_bounded_on_both_sides():

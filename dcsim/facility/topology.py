@@ -13,6 +13,7 @@ cannot be read is a :class:`dcsim.errors.TraceError`.
 """
 from __future__ import annotations
 
+import array
 import math
 from pathlib import Path
 from typing import Sequence
@@ -26,6 +27,7 @@ from dcsim.errors import TraceError
 GPU_KIND = "gpu"
 #: The levels of a regular tree, leaf-most first.
 REGULAR_LEVELS = ("node", "rack", "pdu", "feed")
+_NO_FIT = np.iinfo(np.int64).max  # the free count placement gives an element without room
 
 
 class PowerTree:
@@ -91,6 +93,11 @@ class PowerTree:
         self.by_height = [np.flatnonzero(height == h) for h in range(1, int(height.max(initial=0)) + 1)]
         #: ``members`` restricted to each group of :attr:`by_height` (sliced once: slicing a CSR matrix is slow).
         self.members_by_height = [self.members[idx] for idx in self.by_height]
+        #: :attr:`by_height` with each group of consecutive indices as a slice (a view, not a copy, when read:
+        #: every level of a regular tree is one), for placement.
+        self.height_groups: list[slice | np.ndarray] = [
+            slice(int(idx[0]), int(idx[-1]) + 1) if int(idx[-1]) - int(idx[0]) + 1 == idx.size else idx
+            for idx in self.by_height]
         self._children: list[np.ndarray] | None = None
         self._gpu_children: list[np.ndarray] | None = None
 
@@ -172,13 +179,14 @@ def regular_tree(n_gpus: int, gpus_per_node: int, nodes_per_rack: int, racks_per
     Args:
         n_gpus: GPUs to cover (>= 1).
         gpus_per_node, nodes_per_rack, racks_per_pdu, pdus_per_feed: Fan-out of each level (>= 1).
-        feeds: Number of feeds; None: as many as needed. Fewer than needed is an error.
+        feeds: Number of feeds; None: as many as needed. Fewer or more than needed is an error (a feed
+            would be over-full, or feed no GPU).
         limits_w: Limit of every element of a kind, W, by kind (``{"rack": 40e3, "feed": 1e6}``); a kind
             left out or None has no limit.
 
     Raises:
-        ValueError: A fan-out below 1, too few feeds to cover the GPUs, a limit that is not > 0, or an
-            unknown kind in ``limits_w``.
+        ValueError: A fan-out below 1, too few feeds to cover the GPUs or more than they fill, a limit that
+            is not > 0, or an unknown kind in ``limits_w``.
     """
     fan = {"gpus_per_node": gpus_per_node, "nodes_per_rack": nodes_per_rack, "racks_per_pdu": racks_per_pdu,
            "pdus_per_feed": pdus_per_feed}
@@ -201,6 +209,12 @@ def regular_tree(n_gpus: int, gpus_per_node: int, nodes_per_rack: int, racks_per
                 f"feeds = {feeds!r} does not cover the {n_gpus} GPUs: {feeds!r} feed(s) × {pdus_per_feed} × "
                 f"{racks_per_pdu} × {nodes_per_rack} × {gpus_per_node} hold {capacity} GPUs; "
                 f"need at least {counts[-1]} feed(s)")
+        if feeds > counts[-1]:  # the extra feeds would feed no GPU (a graph refuses such elements too)
+            spare = f"feed{counts[-1]}" if feeds == counts[-1] + 1 else f"feed{counts[-1]} … feed{feeds - 1}"
+            raise ValueError(
+                f"feeds = {feeds!r} leaves {spare} with no GPUs: at {pdus_per_feed} × "
+                f"{racks_per_pdu} × {nodes_per_rack} × {gpus_per_node} GPUs per feed the {n_gpus} GPUs fill "
+                f"{counts[-1]} feed(s); give at most {counts[-1]}, or leave feeds out")
         counts[-1] = int(feeds)
     names, kinds, limits = [], [], []
     offsets: dict[str, int] = {}
@@ -352,44 +366,138 @@ def place_job(tree: PowerTree, free: np.ndarray, k: int) -> np.ndarray | None:
     free = np.asarray(free, dtype=bool)
     if free.shape != (tree.n_gpus,):
         raise ValueError(f"free must have shape ({tree.n_gpus},), got {free.shape}")
-    if int(k) != k or k < 1:
-        raise ValueError(f"k must be a whole number >= 1, got {k!r}")
-    k = int(k)
+    k = _check_k(k)
     if int(free.sum()) < k:
         return None
     free_per = np.rint(tree.members @ free.astype(float)).astype(np.int64)
-    fits = np.flatnonzero(free_per >= k)
-    if fits.size:
-        best = fits[np.lexsort((fits, free_per[fits], tree.height[fits]))[0]]
-        taken = _take(tree, free, free_per, tree.children(int(best)), k)
+    return _place(tree, free, free_per, k)
+
+
+def _check_k(k: int) -> int:
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be a whole number >= 1, got {k!r}")
+    return int(k)
+
+
+def _place(tree: PowerTree, free: np.ndarray, free_per: np.ndarray, k: int) -> np.ndarray:
+    """:func:`place_job`'s rule given the free mask and each element's free count (at least ``k`` GPUs free).
+
+    Step 1 walks the heights lowest first and stops at the first with room: within one height the best fit
+    is the smallest count >= k, ties to the lowest index (``argmin`` keeps the first minimum, and the
+    indices of a height ascend), which is the order (height, free count, index) of the rule. Under an element
+    of height 1 (GPUs only, each a unit of one) step 2 reduces to the first ``k`` free GPUs by index.
+    """
+    for height, group in enumerate(tree.height_groups, start=1):
+        count = free_per[group]
+        at = int(np.argmin(np.where(count >= k, count, _NO_FIT)))
+        if count[at] >= k:
+            best = group.start + at if isinstance(group, slice) else int(group[at])
+            children = tree.children(best)
+            if height == 1:  # only GPUs below: step 2 takes the first k free ones, by index
+                gpus = children[1]
+                return gpus[free[gpus]][:k]
+            taken = _take(tree, free, free_per, children, k)
+            break
     else:
         orphan_gpus = np.flatnonzero(tree.gpu_parent < 0)
         taken = _take(tree, free, free_per, (tree.roots(), orphan_gpus), k)
     return np.sort(np.asarray(taken, dtype=np.int64))
 
 
+class FreeGpus:
+    """A set of free GPUs of a tree, kept as a mask and a count per element and changed one GPU at a time.
+
+    A change walks the GPU's ancestors (the tree's depth), so :meth:`place` runs the rule of :func:`place_job`
+    without a pass over every GPU: it costs the chosen element's children, plus one look at each height's
+    counts up to the first that fits.
+
+    Args:
+        tree: The power tree.
+        free: GPUs free at the start (indices), or None for none.
+    """
+
+    def __init__(self, tree: PowerTree, free: Sequence[int] | None = None):
+        self.tree = tree
+        self._mask = bytearray(tree.n_gpus)
+        #: Boolean view of the set, shape ``(n_gpus,)`` (read-only by convention: change it with add/discard).
+        self.mask = np.frombuffer(self._mask, dtype=bool) if tree.n_gpus else np.zeros(0, dtype=bool)
+        self._per = array.array("q", [0]) * tree.n_elements
+        #: Free GPUs below each element (at any depth), shape ``(E,)``.
+        self.per_element = np.frombuffer(self._per, dtype=np.int64) if tree.n_elements else np.zeros(0, np.int64)
+        self.count = 0
+        self._gpu_parent = tree.gpu_parent.tolist()
+        self._parent = tree.parent.tolist()
+        for g in free or ():
+            self.add(g)
+
+    def add(self, g: int) -> None:
+        """Put GPU ``g`` in the set (nothing if it is there)."""
+        if self._mask[g]:
+            return
+        self._mask[g] = 1
+        self.count += 1
+        per, parent = self._per, self._parent
+        e = self._gpu_parent[g]
+        while e >= 0:
+            per[e] += 1
+            e = parent[e]
+
+    def discard(self, g: int) -> None:
+        """Take GPU ``g`` out of the set (nothing if it is not there)."""
+        if not self._mask[g]:
+            return
+        self._mask[g] = 0
+        self.count -= 1
+        per, parent = self._per, self._parent
+        e = self._gpu_parent[g]
+        while e >= 0:
+            per[e] -= 1
+            e = parent[e]
+
+    def place(self, k: int) -> np.ndarray | None:
+        """:func:`place_job` on this set: the ``k`` GPUs the rule chooses (ascending; the set is not changed),
+        or None when fewer than ``k`` are free.
+
+        Raises:
+            ValueError: ``k`` below 1.
+        """
+        k = _check_k(k)
+        if self.count < k:
+            return None
+        return _place(self.tree, self.mask, self.per_element, k)
+
+
 def _take(tree: PowerTree, free: np.ndarray, free_per: np.ndarray, children: tuple[np.ndarray, np.ndarray],
           k: int) -> list[int]:
+    """Step 2 of the rule under one element: ``k`` of the free GPUs below ``children`` (its child elements and
+    child GPUs). Plain Python over the children (a fan-out, not the cluster): cheaper than numpy at that size."""
     elements, gpus = children
-    # Units to draw from: child elements (their free counts) and free child GPUs (one each).
-    unit_free = np.concatenate([free_per[elements], np.ones(int(free[gpus].sum()), dtype=np.int64)])
-    unit_id = np.concatenate([elements, -1 - gpus[free[gpus]]])  # GPUs encoded as negative ids
-    alive = unit_free > 0
+    # Units to draw from: child elements (their free counts) and free child GPUs (one each, as ids -1 - g),
+    # in this order; ties go to the earlier unit.
+    unit_free = free_per[elements].tolist()
+    unit_id = elements.tolist()
+    free_gpus = gpus[free[gpus]].tolist()
+    unit_free += [1] * len(free_gpus)
+    unit_id += [-1 - g for g in free_gpus]
+    alive = [c > 0 for c in unit_free]
     taken: list[int] = []
     while k > 0:
-        idx = np.flatnonzero(alive)
-        fit = idx[unit_free[idx] >= k]
-        if fit.size:
-            u = fit[np.lexsort((fit, unit_free[fit]))[0]]
+        u = -1  # best fit: the fewest free that hold all k
+        for i, c in enumerate(unit_free):
+            if alive[i] and c >= k and (u < 0 or c < unit_free[u]):
+                u = i
+        if u >= 0:
             need = k
-        else:
-            u = idx[np.lexsort((idx, -unit_free[idx]))[0]]
-            need = int(unit_free[u])
+        else:  # none holds them all: the unit with the most free gives all it has
+            for i, c in enumerate(unit_free):
+                if alive[i] and (u < 0 or c > unit_free[u]):
+                    u = i
+            need = unit_free[u]
         alive[u] = False
-        uid = int(unit_id[u])
+        uid = unit_id[u]
         if uid < 0:
             taken.append(-1 - uid)
-        elif need == free_per[uid]:
+        elif need == unit_free[u]:
             row = tree.members.indices[tree.members.indptr[uid]:tree.members.indptr[uid + 1]]
             taken.extend(row[free[row]].tolist())
         else:
