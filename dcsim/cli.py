@@ -1,4 +1,4 @@
-"""Command line: ``python -m dcsim run | compare | sweep | train | report | validate | schema | list``."""
+"""Command line: ``python -m dcsim run | compare | sweep | train | export | report | validate | schema | list``."""
 from __future__ import annotations
 
 import argparse
@@ -597,6 +597,38 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export_parser(sub) -> None:
+    exp = sub.add_parser(
+        "export", help="export a trained DQN (or Stable-Baselines3) policy to ONNX",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Export the network of a trained policy to an ONNX file (fixed observation width, dynamic\n"
+                    "batch axis; the action enums, feature names and bid settings are in its metadata_props).\n"
+                    "Needs torch and the onnx extra (pip install -e '.[onnx]'). Run a DQN export with\n"
+                    "`python -m dcsim run SCENARIO --policy onnx --checkpoint FILE` (docs/rl.md).",
+        epilog="examples:\n  python -m dcsim export runs/train-learn_solar-dqn --onnx dqn.onnx\n"
+               "  python -m dcsim run scenarios/learn_solar.yaml --policy onnx --checkpoint dqn.onnx\n"
+               "  python -m dcsim export runs/train-learn_solar-sb3-PPO --onnx ppo.onnx")
+    exp.add_argument("checkpoint", metavar="CHECKPOINT",
+                     help="a `train --policy dqn` folder, its checkpoint/ folder or dqn.pt; or a `train --algo "
+                          "sb3:...` folder (model.zip with train_metadata.yaml)")
+    exp.add_argument("--onnx", required=True, metavar="FILE", help="the ONNX file to write (replaced when complete)")
+    exp.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
+    exp.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``export CHECKPOINT --onnx FILE``: a trained policy's network as an ONNX file."""
+    from policies.onnx_export import export_onnx
+
+    meta = export_onnx(Path(args.checkpoint), Path(args.onnx))
+    if not args.quiet:
+        what = meta.get("algo", "dqn")
+        actions = "; ".join(f"{enum} {', '.join(names)}" for enum, names in json.loads(meta["actions"]).items())
+        print(f"exported {what} from {meta['source']} to {args.onnx}: input obs {json.loads(meta['inputs'])['obs']} "
+              f"float32, actions {actions}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from dcsim.report import write_comparison_report, write_report
 
@@ -792,6 +824,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.set_defaults(func=cmd_compare)
 
     _add_sweep_parser(sub)
+    _add_export_parser(sub)
 
     rep = sub.add_parser(
         "report", help="write a self-contained HTML report of a run or a comparison",
