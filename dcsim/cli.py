@@ -259,7 +259,7 @@ def _cmd_train_algo(args: argparse.Namespace) -> int:
     if args.policy is not None or args.algo is None:
         raise DcsimError("train: give --policy qlearning|dqn (dcsim's own learners) or --algo sb3:PPO|sb3:A2C|sb3:DQN "
                          f"(Stable-Baselines3), not {'both' if args.policy else 'neither'}")
-    for flag, value in (("--resume", args.resume), ("--init-from", args.init_from), ("--learner", args.learner),
+    for flag, value in (("--init-from", args.init_from), ("--learner", args.learner),
                         ("--learner-option", args.learner_option)):
         if value:
             raise DcsimError(f"{flag} applies to --policy qlearning|dqn, not to --algo {args.algo}")
@@ -279,6 +279,10 @@ def _cmd_train_algo(args: argparse.Namespace) -> int:
         for baseline in args.baselines:
             load_policy(baseline, {})
     label = args.algo.replace(":", "-")
+    if args.resume and not args.out:
+        raise DcsimError("--resume needs --out: the folder of the training to continue")
+    if args.resume and args.overwrite:
+        raise DcsimError("--resume continues the training in --out and --overwrite starts it over: give one")
     out = Path(args.out) if args.out else choose_run_dir(Path("runs"), f"train-{scenario.name}-{label}")
     evaluation = {}
 
@@ -301,7 +305,7 @@ def _cmd_train_algo(args: argparse.Namespace) -> int:
     curve = train_sb3(scenario, args.algo, args.timesteps, out, overwrite=args.overwrite,
                       algo_options=_key_values(args.algo_option, "--algo-option"),
                       tensorboard=Path(args.tensorboard) if args.tensorboard else None, finish=finish,
-                      command="python -m dcsim " + " ".join(sys.argv[1:]))
+                      command="python -m dcsim " + " ".join(sys.argv[1:]), resume=args.resume)
     if not args.quiet:
         print(f"trained {args.algo} for {args.timesteps} steps ({len(curve)} episodes finished); wrote {out}: "
               "model.zip, learning_curve.csv, train_metadata.yaml"
@@ -744,7 +748,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a scenario field, e.g. --set reward.latency_per_s=0.001 (repeatable)")
     trn.add_argument("--out", help="output folder (default: runs/train-<scenario>-<policy>, never overwritten)")
     trn.add_argument("--resume", action="store_true",
-                     help="continue the training in --out (or its interrupted <out>.partial) up to --episodes")
+                     help="continue the training in --out (or its interrupted <out>.partial) up to --episodes; "
+                          "with --algo: from --out's model.zip up to --timesteps in total")
     trn.add_argument("--overwrite", action="store_true",
                      help="start over: replace a non-empty --out folder (and an interrupted <out>.partial) whole")
     trn.add_argument("--eval-seeds", type=int, default=0, metavar="N",

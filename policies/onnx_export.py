@@ -38,7 +38,7 @@ from dcsim import __version__
 from dcsim.atomic import replacing
 from dcsim.errors import DcsimError
 from dcsim.learning import FEATURES, BidAction
-from policies.onnx_policy import (BID_PARAMS, KIND_DQN, KIND_SB3, METADATA_PREFIX, enum_names, read_metadata,
+from policies.onnx_policy import (BID_PARAMS, KIND_DQN, KIND_SB3, METADATA_PREFIX, read_metadata,
                                   require_extra, session)
 
 #: Random observation rows on which an export must choose the torch model's actions.
@@ -219,8 +219,61 @@ def _bid_params(training: Path | None) -> tuple[dict[str, float], str]:
 
 # ------------------------------------------------------------------------------------------------ Stable-Baselines3
 def _sb3_module(source: Source):
-    """The SB3 policy's greedy action as a module, its input width and its metadata."""
-    raise DcsimError(f"CHECKPOINT {source.weights}: exporting Stable-Baselines3 models is not built yet")
+    """The SB3 policy's greedy action as a module (what ``predict(obs, deterministic=True)`` returns), its input
+    width and its metadata."""
+    import torch
+
+    from dcsim.envs.sb3 import action_set, algo_class, check_action_set, read_training
+
+    if source.training is None:
+        raise DcsimError(f"CHECKPOINT {source.weights}: no train_metadata.yaml next to it; without it the model's "
+                         "algorithm and action layout are unknown (export the `train --algo` folder as written)")
+    meta = read_training(source.training, flag="CHECKPOINT")
+    algo = meta["algo"]
+    cls = algo_class(algo)
+    try:
+        model = cls.load(source.weights, device="cpu")
+    except Exception as exc:  # a damaged zip: zipfile, pickle and torch raise several kinds
+        raise DcsimError(f"CHECKPOINT {source.weights}: cannot be loaded as {algo} ({exc.__class__.__name__}: "
+                         f"{exc}); expected the model.zip `train --algo {algo}` writes") from None
+    check_action_set(meta, model.action_space, source.training / "train_metadata.yaml")
+    policy = model.policy.eval()
+    if not hasattr(policy, "q_net") and not hasattr(model.action_space, "nvec"):
+        raise DcsimError(f"CHECKPOINT {source.weights}: {algo} with a {type(model.action_space).__name__} action "
+                         "space; the export handles dcsim's layouts (MultiDiscrete for PPO/A2C, Discrete for DQN)")
+
+    class Greedy(torch.nn.Module):
+        """The greedy action: argmax of the Q-values (DQN) or of each sub-action's logits (PPO, A2C)."""
+
+        def __init__(self, pol: torch.nn.Module):
+            super().__init__()
+            self.pol = pol
+            self.nvec = [int(n) for n in getattr(model.action_space, "nvec", [])]
+
+        def forward(self, obs: torch.Tensor):
+            pol = self.pol
+            if hasattr(pol, "q_net"):
+                return torch.argmax(pol.q_net(obs), dim=1)
+            extractor = pol.features_extractor if pol.share_features_extractor else pol.pi_features_extractor
+            logits = pol.action_net(pol.mlp_extractor.forward_actor(pol.extract_features(obs, extractor)))
+            return torch.stack([torch.argmax(c, dim=1) for c in torch.split(logits, self.nvec, dim=1)], dim=1)
+
+    module = Greedy(policy).eval()
+    width = int(model.observation_space.shape[0])
+    space = model.action_space
+    metadata = {"algo": algo, "action_layout": meta["action_layout"], "actions": json.dumps(action_set()),
+                "action_space": json.dumps({"type": type(space).__name__,
+                                            "sizes": [int(v) for v in np.atleast_1d(getattr(space, "nvec", getattr(space, "n", 0)))]}),
+                "outputs": json.dumps({"action": ["batch"] + ([len(module.nvec)] if module.nvec else [])}),
+                "scenario": str((meta.get("scenario") or {}).get("name", "")),
+                "n_gpus": str((meta.get("scenario") or {}).get("cluster", {}).get("gpus", "")),
+                "timesteps_done": str(meta.get("timesteps_done", meta.get("timesteps", "")))}
+
+    def sb3_actions(x: np.ndarray) -> np.ndarray:
+        action, _ = model.predict(x, deterministic=True)
+        return np.asarray(action)
+
+    return module, width, metadata, sb3_actions
 
 
 # ------------------------------------------------------------------------------------------------ export and check

@@ -35,10 +35,9 @@ BID_PARAMS = ("cheap_multiple", "block_limit_multiple", "pace_safety")
 
 def enum_names() -> dict[str, list[str]]:
     """The action enums' member names in index order (what an export records as its action set)."""
-    from dcsim.policy import Admission, IdleAction
+    from dcsim.envs.sb3 import action_set
 
-    return {"BidAction": list(BidAction.__members__), "IdleAction": list(IdleAction.__members__),
-            "Admission": list(Admission.__members__)}
+    return action_set()
 
 
 def require_extra(module: str, what: str, install: str = "pip install -e '.[onnx]'") -> Any:
@@ -227,5 +226,9 @@ class OnnxEnvModel:
             raise DcsimError("OnnxEnvModel.predict: only deterministic=True (the export holds the greedy action)")
         x = np.asarray(obs, dtype=np.float32)
         single = x.ndim == 1
+        if x.shape[-1:] != (self.obs_dim,) or x.ndim > 2:
+            raise DcsimError(f"{self.path}: observation of shape {x.shape}; the model takes ({self.obs_dim},) or "
+                             f"(n, {self.obs_dim}) (the env it was exported for: {self.metadata.get('scenario')!r} "
+                             f"with {self.metadata.get('n_gpus')} GPUs)")
         (action,) = self._sess.run(["action"], {"obs": x[None] if single else x})
         return (action[0] if single else action), None
