@@ -287,3 +287,78 @@ def test_without_the_onnx_extra_the_core_imports_and_export_says_what_to_install
     proc = user_error(dcsim_cli("run", scenario, "--policy", ONNX_POLICY, "--checkpoint", "m.onnx", cwd=tmp_path,
                                 env={"PYTHONPATH": str(block)}))
     assert "install dcsim[onnx]" in proc.stderr and "onnxruntime" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------ Stable-Baselines3
+@pytest.fixture(scope="module")
+def sb3_trainings(trained):
+    """Tiny PPO (per_agent layout) and DQN (shared layout) trainings of TINY through the env."""
+    pytest.importorskip("stable_baselines3")
+    pytest.importorskip("onnxscript")
+    from dcsim.envs.sb3 import train_sb3
+
+    _, path = trained
+    sc = load_scenario(path)
+    out = {}
+    for algo, options in (("sb3:PPO", {"n_steps": 32, "batch_size": 16}),
+                          ("sb3:DQN", {"learning_starts": 16, "train_freq": 4})):
+        folder = path.parent / algo.replace(":", "-")
+        train_sb3(sc, algo, 64, folder, algo_options=options)
+        out[algo] = folder
+    return sc, out
+
+
+@pytest.mark.parametrize("algo", ["sb3:PPO", "sb3:DQN"])
+def test_sb3_export_gives_the_models_greedy_actions_and_runs_through_the_env(sb3_trainings, tmp_path, algo):
+    from stable_baselines3 import DQN, PPO
+
+    from dcsim.envs.sb3 import MODEL_FILE, evaluate_model
+    from policies.onnx_export import export_onnx
+    from policies.onnx_policy import OnnxEnvModel
+
+    sc, folders = sb3_trainings
+    out = tmp_path / "m.onnx"
+    meta = export_onnx(folders[algo], out)
+    assert meta["kind"] == "sb3" and meta["algo"] == algo
+    model = {"sb3:PPO": PPO, "sb3:DQN": DQN}[algo].load(folders[algo] / MODEL_FILE, device="cpu")
+    onnx_model = OnnxEnvModel(out)
+    width = model.observation_space.shape[0]
+    x = np.random.default_rng(5).uniform(-2.0, 2.0, size=(1000, width)).astype(np.float32)
+    want, _ = model.predict(x, deterministic=True)
+    got, _ = onnx_model.predict(x)
+    assert got.shape == want.shape and np.array_equal(got, want)
+    assert len(np.unique(want)) >= 3
+    one, _ = onnx_model.predict(x[0])
+    assert np.array_equal(one, model.predict(x[0], deterministic=True)[0])
+    a = evaluate_model(model, sc, [31], algo, algo)
+    b = evaluate_model(onnx_model, sc, [31], algo, algo)
+    assert a.equals(b)
+    with pytest.raises(DcsimError, match="observation of shape"):
+        onnx_model.predict(x[:, :-1])
+
+
+def test_sb3_and_dqn_exports_are_not_interchangeable(sb3_trainings, exported, tmp_path):
+    from policies.onnx_export import export_onnx
+    from policies.onnx_policy import OnnxEnvModel
+
+    _, folders = sb3_trainings
+    out = tmp_path / "ppo.onnx"
+    export_onnx(folders["sb3:PPO"], out)
+    with pytest.raises(PolicyError, match="Stable-Baselines3 model"):
+        load_policy(ONNX_POLICY, {"checkpoint": str(out)})
+    with pytest.raises(PolicyError, match="expected 'sb3'"):
+        OnnxEnvModel(exported)
+
+
+def test_sb3_export_of_another_action_set_is_a_clear_error(sb3_trainings, tmp_path):
+    from policies.onnx_export import export_onnx
+    from test_sb3_training import old_action_set_training
+
+    sc, folders = sb3_trainings
+    folder = old_action_set_training(sc, folders["sb3:PPO"], tmp_path / "old")
+    with pytest.raises(DcsimError, match=r"action space has sizes \[5, 5, 5"):
+        export_onnx(folder, tmp_path / "x.onnx")
+    (folder / "train_metadata.yaml").unlink()
+    with pytest.raises(DcsimError, match="no train_metadata.yaml"):
+        export_onnx(folder, tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()

@@ -216,11 +216,6 @@ def _resume(cls: type, env, scenario: Scenario, algo: str, timesteps: int, out: 
         more = f" (and {len(diffs) - 4} more)" if len(diffs) > 4 else ""
         fail(f"--resume: {out} was trained on another version of the scenario: {listed}{more}. Resuming needs the "
              "same scenario, overrides, --horizon and --seed; train into a new --out to change them")
-    try:
-        check_action_set(meta, env.action_space, out / "train_metadata.yaml", scenario.cluster.gpus)
-    except DcsimError:
-        env.close()
-        raise
     path = out / "learning_curve.csv"
     try:
         earlier = pd.read_csv(path)
@@ -230,12 +225,19 @@ def _resume(cls: type, env, scenario: Scenario, algo: str, timesteps: int, out: 
         fail(f"--resume: {path}: expected columns episode, seed, ... with episodes 0, 1, ...; the training folder "
              "is damaged")
     try:
-        model = cls.load(out / MODEL_FILE, env=env, device="cpu", tensorboard_log=tensorboard)
-    except ValueError as exc:  # SB3's check that the saved spaces are the env's
-        fail(f"--resume: {out / MODEL_FILE}: {exc}; the model was trained for another scenario size or action set")
+        model = cls.load(out / MODEL_FILE, device="cpu", tensorboard_log=tensorboard)
     except Exception as exc:  # a damaged zip: zipfile, pickle and torch raise several kinds
         fail(f"--resume: {out / MODEL_FILE}: cannot be loaded ({exc.__class__.__name__}: {exc}); the training "
              "folder is damaged")
+    try:  # the model's own action space, before SB3 compares it with the env's
+        check_action_set(meta, model.action_space, out / "train_metadata.yaml", scenario.cluster.gpus)
+    except DcsimError:
+        env.close()
+        raise
+    try:
+        model.set_env(env)
+    except ValueError as exc:  # SB3's check that the saved spaces are the env's
+        fail(f"--resume: {out / MODEL_FILE}: {exc}; the model was trained for another scenario size or action set")
     if timesteps <= model.num_timesteps:
         fail(f"--timesteps {timesteps}: {out} has already trained {model.num_timesteps} steps; give a larger total "
              "to continue it")
