@@ -180,7 +180,8 @@ def _dqn_module(source: Source):
 
     module = Greedy(net).eval()
     params, origin = _bid_params(source.training)
-    metadata = {"features": json.dumps(list(FEATURES)), "actions": json.dumps({"BidAction": list(BidAction.__members__)}),
+    metadata = {"features": json.dumps(list(FEATURES)),
+                "actions": json.dumps({"BidAction": list(BidAction.__members__)}),
                 "action_layout": "one BidAction per observation row (one row per deciding GPU)",
                 "outputs": json.dumps({"q_values": ["batch", len(BidAction)], "action": ["batch"]}),
                 "architecture": json.dumps(arch, sort_keys=True), "bid_params": json.dumps(params, sort_keys=True),
@@ -261,9 +262,9 @@ def _sb3_module(source: Source):
     module = Greedy(policy).eval()
     width = int(model.observation_space.shape[0])
     space = model.action_space
+    sizes = [int(v) for v in np.atleast_1d(getattr(space, "nvec", getattr(space, "n", 0)))]
     metadata = {"algo": algo, "action_layout": meta["action_layout"], "actions": json.dumps(action_set()),
-                "action_space": json.dumps({"type": type(space).__name__,
-                                            "sizes": [int(v) for v in np.atleast_1d(getattr(space, "nvec", getattr(space, "n", 0)))]}),
+                "action_space": json.dumps({"type": type(space).__name__, "sizes": sizes}),
                 "outputs": json.dumps({"action": ["batch"] + ([len(module.nvec)] if module.nvec else [])}),
                 "scenario": str((meta.get("scenario") or {}).get("name", "")),
                 "n_gpus": str((meta.get("scenario") or {}).get("cluster", {}).get("gpus", "")),

@@ -137,7 +137,8 @@ class OnnxPolicy(LearningPolicy):
                               "--onnx policy.onnx`)")
         self._given = {"cheap_multiple": cheap_multiple, "block_limit_multiple": block_limit_multiple,
                        "pace_safety": pace_safety}
-        super().__init__(learn=False, checkpoint=str(checkpoint), **{k: v for k, v in self._given.items() if v is not None})
+        super().__init__(learn=False, checkpoint=str(checkpoint),
+                         **{k: v for k, v in self._given.items() if v is not None})
         self._sess = None
         self._loaded_from: Path | None = None
         self.metadata: dict[str, str] = {}

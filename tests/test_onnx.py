@@ -335,6 +335,13 @@ def test_sb3_export_gives_the_models_greedy_actions_and_runs_through_the_env(sb3
     assert a.equals(b)
     with pytest.raises(DcsimError, match="observation of shape"):
         onnx_model.predict(x[:, :-1])
+    from dcsim.envs.gym_env import DcsimEnv
+
+    layout = "per_agent" if algo == "sb3:PPO" else "shared"
+    onnx_model.check_env(DcsimEnv(sc, action_layout=layout))
+    bigger = sc.model_copy(update={"cluster": sc.cluster.model_copy(update={"gpus": 5})})
+    with pytest.raises(DcsimError, match="another scenario size"):
+        onnx_model.check_env(DcsimEnv(bigger, action_layout=layout))
 
 
 def test_sb3_and_dqn_exports_are_not_interchangeable(sb3_trainings, exported, tmp_path):

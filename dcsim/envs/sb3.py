@@ -112,9 +112,9 @@ def check_action_set(meta: dict[str, Any], model_space, where: Path, n_gpus: int
     want = expected_action_space(layout, n, slots)
     if got != want:
         shown = (lambda v: v if len(v) <= 6 else v[:3] + ["..."] + v[-3:])
+        enums = ", ".join(f"{k}: {len(v)}" for k, v in action_set().items())
         raise DcsimError(f"{where}: the model's action space has sizes {shown(got)}; this dcsim's {layout!r} "
-                         f"layout for {n} GPUs gives {shown(want)} ({', '.join(f'{k}: {len(v)}' for k, v in action_set().items())}): "
-                         f"{retrain}")
+                         f"layout for {n} GPUs gives {shown(want)} ({enums}): {retrain}")
 
 
 def algo_class(algo: str) -> type:
@@ -221,7 +221,8 @@ def _resume(cls: type, env, scenario: Scenario, algo: str, timesteps: int, out: 
         earlier = pd.read_csv(path)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         fail(f"--resume: {path} cannot be read ({exc.__class__.__name__}); the training folder is damaged")
-    if list(earlier.columns[:2]) != ["episode", "seed"] or not np.array_equal(earlier["episode"], np.arange(len(earlier))):
+    numbered = np.array_equal(earlier.get("episode", pd.Series(dtype=int)), np.arange(len(earlier)))
+    if list(earlier.columns[:2]) != ["episode", "seed"] or not numbered:
         fail(f"--resume: {path}: expected columns episode, seed, ... with episodes 0, 1, ...; the training folder "
              "is damaged")
     try:
