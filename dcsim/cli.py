@@ -1,4 +1,4 @@
-"""Command line: ``python -m dcsim run | compare | sweep | train | report | validate | schema | list``."""
+"""Command line: ``python -m dcsim run | compare | sweep | train | export | report | validate | schema | list``."""
 from __future__ import annotations
 
 import argparse
@@ -267,7 +267,7 @@ def _cmd_train_algo(args: argparse.Namespace) -> int:
     if args.policy is not None or args.algo is None:
         raise DcsimError("train: give --policy qlearning|dqn (dcsim's own learners) or --algo sb3:PPO|sb3:A2C|sb3:DQN "
                          f"(Stable-Baselines3), not {'both' if args.policy else 'neither'}")
-    for flag, value in (("--resume", args.resume), ("--init-from", args.init_from), ("--learner", args.learner),
+    for flag, value in (("--init-from", args.init_from), ("--learner", args.learner),
                         ("--learner-option", args.learner_option)):
         if value:
             raise DcsimError(f"{flag} applies to --policy qlearning|dqn, not to --algo {args.algo}")
@@ -287,6 +287,10 @@ def _cmd_train_algo(args: argparse.Namespace) -> int:
         for baseline in args.baselines:
             load_policy(baseline, {})
     label = args.algo.replace(":", "-")
+    if args.resume and not args.out:
+        raise DcsimError("--resume needs --out: the folder of the training to continue")
+    if args.resume and args.overwrite:
+        raise DcsimError("--resume continues the training in --out and --overwrite starts it over: give one")
     out = Path(args.out) if args.out else choose_run_dir(Path("runs"), f"train-{scenario.name}-{label}")
     evaluation = {}
 
@@ -309,7 +313,7 @@ def _cmd_train_algo(args: argparse.Namespace) -> int:
     curve = train_sb3(scenario, args.algo, args.timesteps, out, overwrite=args.overwrite,
                       algo_options=_key_values(args.algo_option, "--algo-option"),
                       tensorboard=Path(args.tensorboard) if args.tensorboard else None, finish=finish,
-                      command="python -m dcsim " + " ".join(sys.argv[1:]))
+                      command="python -m dcsim " + " ".join(sys.argv[1:]), resume=args.resume)
     if not args.quiet:
         print(f"trained {args.algo} for {args.timesteps} steps ({len(curve)} episodes finished); wrote {out}: "
               "model.zip, learning_curve.csv, train_metadata.yaml"
@@ -605,6 +609,38 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export_parser(sub) -> None:
+    exp = sub.add_parser(
+        "export", help="export a trained DQN (or Stable-Baselines3) policy to ONNX",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Export the network of a trained policy to an ONNX file (fixed observation width, dynamic\n"
+                    "batch axis; the action enums, feature names and bid settings are in its metadata_props).\n"
+                    "Needs torch and the onnx extra (pip install -e '.[onnx]'). Run a DQN export with\n"
+                    "`python -m dcsim run SCENARIO --policy onnx --checkpoint FILE` (docs/rl.md).",
+        epilog="examples:\n  python -m dcsim export runs/train-learn_solar-dqn --onnx dqn.onnx\n"
+               "  python -m dcsim run scenarios/learn_solar.yaml --policy onnx --checkpoint dqn.onnx\n"
+               "  python -m dcsim export runs/train-learn_solar-sb3-PPO --onnx ppo.onnx")
+    exp.add_argument("checkpoint", metavar="CHECKPOINT",
+                     help="a `train --policy dqn` folder, its checkpoint/ folder or dqn.pt; or a `train --algo "
+                          "sb3:...` folder (model.zip with train_metadata.yaml)")
+    exp.add_argument("--onnx", required=True, metavar="FILE", help="the ONNX file to write (replaced when complete)")
+    exp.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
+    exp.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``export CHECKPOINT --onnx FILE``: a trained policy's network as an ONNX file."""
+    from policies.onnx_export import export_onnx
+
+    meta = export_onnx(Path(args.checkpoint), Path(args.onnx))
+    if not args.quiet:
+        what = meta.get("algo", "dqn")
+        actions = "; ".join(f"{enum} {', '.join(names)}" for enum, names in json.loads(meta["actions"]).items())
+        print(f"exported {what} from {meta['source']} to {args.onnx}: input obs {json.loads(meta['inputs'])['obs']} "
+              f"float32, actions {actions}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from dcsim.report import write_comparison_report, write_report
 
@@ -720,7 +756,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a scenario field, e.g. --set reward.latency_per_s=0.001 (repeatable)")
     trn.add_argument("--out", help="output folder (default: runs/train-<scenario>-<policy>, never overwritten)")
     trn.add_argument("--resume", action="store_true",
-                     help="continue the training in --out (or its interrupted <out>.partial) up to --episodes")
+                     help="continue the training in --out (or its interrupted <out>.partial) up to --episodes; "
+                          "with --algo: from --out's model.zip up to --timesteps in total")
     trn.add_argument("--overwrite", action="store_true",
                      help="start over: replace a non-empty --out folder (and an interrupted <out>.partial) whole")
     trn.add_argument("--eval-seeds", type=int, default=0, metavar="N",
@@ -800,6 +837,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.set_defaults(func=cmd_compare)
 
     _add_sweep_parser(sub)
+    _add_export_parser(sub)
 
     rep = sub.add_parser(
         "report", help="write a self-contained HTML report of a run or a comparison",

@@ -2,6 +2,9 @@
 the held-out-seed evaluation, TensorBoard logs, and clear errors."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -80,7 +83,9 @@ def test_unknown_algo_is_a_user_error(tiny_rl, tmp_path):
     proc = user_error(dcsim_cli("train", tiny_rl, "--algo", "sb3:PPO", "--policy", "dqn", cwd=tmp_path))
     assert "not both" in proc.stderr
     proc = user_error(dcsim_cli("train", tiny_rl, "--algo", "sb3:PPO", "--resume", "--out", "x", cwd=tmp_path))
-    assert "--resume applies to --policy" in proc.stderr
+    assert "--resume: x/model.zip not found" in proc.stderr
+    proc = user_error(dcsim_cli("train", tiny_rl, "--algo", "sb3:PPO", "--resume", cwd=tmp_path))
+    assert "--resume needs --out" in proc.stderr
     proc = user_error(dcsim_cli("train", tiny_rl, "--algo", "sb3:PPO", "--timesteps", "8", "--algo-option",
                                 "n_stepz=4", "--out", "y", cwd=tmp_path, timeout=300))
     assert "--algo-option" in proc.stderr and "n_stepz" in proc.stderr
@@ -100,3 +105,131 @@ def test_missing_extra_says_install_dcsim_rl(tiny_rl, tmp_path):
         "sys.meta_path.insert(0, _Block())\n", encoding="utf-8")
     proc = user_error(dcsim_cli("train", tiny_rl, "--algo", "sb3:PPO", cwd=tmp_path, env={"PYTHONPATH": str(block)}))
     assert "install dcsim[rl]" in proc.stderr and "stable_baselines3" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------ --resume
+def test_resume_continues_from_model_zip_with_the_episode_count_carried(tiny_rl, tmp_path):
+    import yaml
+    from stable_baselines3 import PPO
+
+    from dcsim.config import load_scenario
+    from dcsim.envs.sb3 import MODEL_FILE, train_sb3
+
+    sc = load_scenario(tiny_rl)
+    out = tmp_path / "o"
+    first = train_sb3(sc, "sb3:PPO", 64, out, algo_options={"n_steps": 32, "batch_size": 16})
+    before = PPO.load(out / MODEL_FILE, device="cpu")
+    done = int(before.num_timesteps)
+    curve = train_sb3(sc, "sb3:PPO", done + 100, out, resume=True)
+    assert len(curve) > len(first)
+    assert curve.iloc[:len(first)].equals(first)  # the earlier episodes are kept as they were
+    assert curve["episode"].tolist() == list(range(len(curve)))  # numbering carries on
+    assert curve["seed"].tolist() == [sc.seed + k for k in range(len(curve))]  # episode k: seed + k
+    assert pd.read_csv(out / "learning_curve.csv").equals(curve)
+    after = PPO.load(out / MODEL_FILE, device="cpu")
+    assert after.num_timesteps >= done + 100
+    meta = yaml.safe_load((out / "train_metadata.yaml").read_text())
+    assert meta["resumed_at_timesteps"] == [done] and meta["timesteps_done"] == after.num_timesteps
+    assert meta["algo_options"] == {"n_steps": 32, "batch_size": 16}  # kept from the first training
+    assert after.n_steps == 32
+
+
+def test_resume_starts_from_the_saved_weights(tiny_rl, tmp_path):
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.monitor import Monitor
+
+    from dcsim.config import load_scenario
+    from dcsim.envs.gym_env import DcsimEnv
+    from dcsim.envs.sb3 import MODEL_FILE, _resume, train_sb3
+
+    sc = load_scenario(tiny_rl)
+    out = tmp_path / "o"
+    train_sb3(sc, "sb3:PPO", 64, out, algo_options={"n_steps": 32, "batch_size": 16})
+    saved = PPO.load(out / MODEL_FILE, device="cpu").policy.state_dict()
+    env = Monitor(DcsimEnv(sc))
+    model, _, earlier = _resume(PPO, env, sc, "sb3:PPO", 10_000, out, {}, None)
+    fresh = PPO("MlpPolicy", env, seed=sc.seed, device="cpu", n_steps=32, batch_size=16).policy.state_dict()
+    env.close()
+    loaded = model.policy.state_dict()
+    assert all(torch.equal(loaded[k], saved[k]) for k in saved)
+    assert not all(torch.equal(fresh[k], saved[k]) for k in saved)  # training moved the weights: a real check
+    assert len(earlier) >= 1
+
+
+def test_resume_refuses_another_algo_scenario_action_set_or_budget(tiny_rl, tmp_path):
+    import yaml
+
+    from dcsim.config import load_scenario
+    from dcsim.envs.sb3 import train_sb3
+    from dcsim.errors import DcsimError
+
+    sc = load_scenario(tiny_rl)
+    out = tmp_path / "o"
+    train_sb3(sc, "sb3:PPO", 40, out, algo_options={"n_steps": 20, "batch_size": 10})
+    with pytest.raises(DcsimError, match="holds a sb3:PPO training; asked for --algo sb3:A2C"):
+        train_sb3(sc, "sb3:A2C", 400, out, resume=True)
+    with pytest.raises(DcsimError, match="cluster.gpus: trained with 4, given 5"):
+        train_sb3(sc.model_copy(update={"cluster": sc.cluster.model_copy(update={"gpus": 5})}), "sb3:PPO", 400,
+                  out, resume=True)
+    with pytest.raises(DcsimError, match="already trained 40 steps"):
+        train_sb3(sc, "sb3:PPO", 40, out, resume=True)
+    with pytest.raises(DcsimError, match="keeps the settings"):
+        train_sb3(sc, "sb3:PPO", 400, out, resume=True, algo_options={"n_steps": 8})
+    meta_path = out / "train_metadata.yaml"
+    meta = yaml.safe_load(meta_path.read_text())
+    meta_path.write_text(yaml.safe_dump(meta | {"action_layout": "shared"}))
+    with pytest.raises(DcsimError, match="field 'action_layout'.*another action set"):
+        train_sb3(sc, "sb3:PPO", 400, out, resume=True)
+    old_bids = meta["action_set"] | {"BidAction": meta["action_set"]["BidAction"][:5]}
+    meta_path.write_text(yaml.safe_dump(meta | {"action_set": old_bids}))
+    with pytest.raises(DcsimError, match="field 'action_set'.*another action set"):
+        train_sb3(sc, "sb3:PPO", 400, out, resume=True)
+    old = old_action_set_training(sc, out, tmp_path / "old")
+    meta_path.write_text(yaml.safe_dump(meta))
+    with pytest.raises(DcsimError, match=r"action space has sizes \[5, 5, 5"):
+        train_sb3(sc, "sb3:PPO", 400, old, resume=True)
+
+
+def test_resume_of_another_action_set_from_the_command_line_is_a_user_error(tiny_rl, tmp_path):
+    from dcsim.config import load_scenario
+    from dcsim.envs.sb3 import train_sb3
+
+    sc = load_scenario(tiny_rl)
+    train_sb3(sc, "sb3:PPO", 20, tmp_path / "o", algo_options={"n_steps": 20, "batch_size": 10})
+    old_action_set_training(sc, tmp_path / "o", tmp_path / "old")
+    proc = user_error(dcsim_cli("train", tiny_rl, "--algo", "sb3:PPO", "--resume", "--out", "old", "--timesteps",
+                                "100", cwd=tmp_path, timeout=300))
+    assert "another action set" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def old_action_set_training(sc, real_training: Path, folder: Path) -> Path:
+    """A PPO model.zip of the old 5-bid action set (same observations), with the real training's metadata."""
+    import gymnasium as gym
+    import yaml
+    from gymnasium import spaces
+    from stable_baselines3 import PPO
+
+    from dcsim.envs.gym_env import DcsimEnv
+
+    real = DcsimEnv(sc)
+    n, slots = sc.cluster.gpus, real.slots
+
+    class OldEnv(gym.Env):
+        observation_space = real.observation_space
+        action_space = spaces.MultiDiscrete([5] * n + [3] * n + [2] * slots)
+
+        def reset(self, *, seed=None, options=None):
+            return np.zeros(self.observation_space.shape, np.float32), {}
+
+        def step(self, action):
+            return np.zeros(self.observation_space.shape, np.float32), 0.0, True, False, {}
+
+    real.close()
+    folder.mkdir()
+    PPO("MlpPolicy", OldEnv(), n_steps=8, batch_size=8, device="cpu").save(folder / "model.zip")
+    meta = yaml.safe_load((real_training / "train_metadata.yaml").read_text())
+    meta.pop("action_set")  # as written before train_metadata.yaml recorded it
+    (folder / "train_metadata.yaml").write_text(yaml.safe_dump(meta))
+    (folder / "learning_curve.csv").write_text((real_training / "learning_curve.csv").read_text())
+    return folder

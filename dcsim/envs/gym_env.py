@@ -35,7 +35,7 @@ class DcsimEnv(gym.Env):
       :class:`~dcsim.policy.IdleAction` per GPU, then an :class:`~dcsim.policy.Admission` per slot. A step reads
       only the part of its decision (``decision_*`` in the observation), and of it only the rows deciding
       (``deciding`` per GPU, ``present`` per slot); the rest is ignored.
-    - ``"shared"``: ``Discrete(30)``, one choice for every decider: ``a = 6·bid + 2·idle + admit`` (for learners
+    - ``"shared"``: ``Discrete(48)``, one choice for every decider: ``a = 6·bid + 2·idle + admit`` (for learners
       that need a discrete action, such as DQN).
 
     The power cap of a running job is its bid level: FULL, HALF (half the range above idle) and MIN_CAP (the

@@ -33,7 +33,7 @@ class DcsimParallelEnv(ParallelEnv):
     non-deciding agents are present in the observation dicts, with their current state.)
 
     A GPU agent observes the global block and its own row of the per-GPU block; it acts with
-    ``MultiDiscrete([5, 3])``: a :class:`~dcsim.learning.BidAction` (used at BID decisions) and an
+    ``MultiDiscrete([8, 3])``: a :class:`~dcsim.learning.BidAction` (used at BID decisions) and an
     :class:`~dcsim.policy.IdleAction` (used at IDLE decisions). The admission agent observes the global block and
     the admission slots and acts with an :class:`~dcsim.policy.Admission` per slot.
 

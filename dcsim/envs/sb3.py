@@ -2,7 +2,7 @@
 
 ``python -m dcsim train SCENARIO --algo sb3:PPO --timesteps N`` (also ``sb3:A2C`` and ``sb3:DQN``). PPO and A2C
 act with the env's ``per_agent`` layout (a choice per GPU and per admission slot), DQN with the ``shared`` one
-(one of 30 choices for every decider), since SB3's DQN needs a ``Discrete`` action. Training episode ``k`` runs
+(one of 48 choices for every decider), since SB3's DQN needs a ``Discrete`` action. Training episode ``k`` runs
 the scenario with seed ``seed + k``, as ``train --policy`` does (SB3 seeds the first reset; later resets take the
 next seed). The evaluation runs the trained model
 greedily (``deterministic=True``) through the env on the held-out seeds and the baselines as plain runs on
@@ -12,6 +12,14 @@ the same seeds; a run through the env is the run a plain policy making the same 
 Writes into ``--out``: ``model.zip`` (``<Algo>.load``), ``learning_curve.csv`` (one row per finished training
 episode), ``train_metadata.yaml``, and with ``--eval-seeds`` ``evaluation.md/.csv`` and ``evaluation_runs.csv``;
 with ``--tensorboard DIR`` SB3's TensorBoard event files go to ``DIR/<Algo>_<n>``.
+
+``--resume`` continues the training in ``--out`` from its ``model.zip`` up to ``--timesteps`` in total: the same
+algorithm, scenario and action set (``train_metadata.yaml`` records the action layout and the enums' member
+names; another one is refused), the episode count carried on (the next episode is ``len(learning_curve)``, run
+with seed ``seed + len(learning_curve)``; an episode cut off when the training stopped is run again from its
+start). SB3 saves no optimiser-independent state beyond the model: a resumed run is a continuation, not the
+bit-for-bit run an uninterrupted training gives, and a resumed ``sb3:DQN`` starts with an empty replay buffer
+(SB3's buffer is preallocated at ``buffer_size`` rows, too big to keep in the training folder).
 """
 from __future__ import annotations
 
@@ -32,6 +40,83 @@ ALGOS = {"sb3:PPO": "per_agent", "sb3:A2C": "per_agent", "sb3:DQN": "shared"}
 MODEL_FILE = "model.zip"
 
 
+def action_set() -> dict[str, list[str]]:
+    """The env's action enums' member names in index order: what a trained model's actions mean."""
+    from dcsim.learning import BidAction
+    from dcsim.policy import Admission, IdleAction
+
+    return {"BidAction": list(BidAction.__members__), "IdleAction": list(IdleAction.__members__),
+            "Admission": list(Admission.__members__)}
+
+
+def expected_action_space(action_layout: str, n_gpus: int, admission_slots: int = 8) -> list[int]:
+    """The sizes of the env's action space with this dcsim's enums: ``MultiDiscrete`` ``nvec`` (``per_agent``) or
+    ``[n]`` of ``Discrete(n)`` (``shared``)."""
+    names = action_set()
+    n_bid, n_idle, n_admit = (len(names[k]) for k in ("BidAction", "IdleAction", "Admission"))
+    if action_layout == "per_agent":
+        return [n_bid] * n_gpus + [n_idle] * n_gpus + [n_admit] * admission_slots
+    return [n_bid * n_idle * n_admit]
+
+
+def _space_sizes(space) -> list[int]:
+    return [int(v) for v in np.atleast_1d(getattr(space, "nvec", getattr(space, "n", -1)))]
+
+
+def read_training(folder: Path, flag: str = "--resume") -> dict[str, Any]:
+    """``train_metadata.yaml`` of a ``train --algo`` folder, checked (the folder must hold ``model.zip`` too).
+
+    Raises:
+        DcsimError: The files are missing or the metadata lacks a field; the message names file and field.
+    """
+    path = folder / "train_metadata.yaml"
+    if not (folder / MODEL_FILE).is_file():
+        raise DcsimError(f"{flag}: {folder / MODEL_FILE} not found; {folder} is not a finished `train --algo` "
+                         "training (train without --resume to start one)")
+    try:
+        meta = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DcsimError(f"{flag}: {path} not found; without it the model's algorithm and action layout are "
+                         f"unknown (it is written next to {MODEL_FILE} by `train --algo`)") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise DcsimError(f"{path}: cannot be read ({exc.__class__.__name__}); the training folder is damaged") from None
+    if not isinstance(meta, dict):
+        raise DcsimError(f"{path}: got {type(meta).__name__}; expected the mapping `train --algo` writes")
+    for field in ("algo", "action_layout", "scenario"):
+        if field not in meta:
+            raise DcsimError(f"{path}: field {field!r}: missing; expected what `train --algo` writes")
+    if meta["algo"] not in ALGOS:
+        raise DcsimError(f"{path}: field 'algo': got {meta['algo']!r}; allowed: {', '.join(ALGOS)}")
+    return meta
+
+
+def check_action_set(meta: dict[str, Any], model_space, where: Path, n_gpus: int | None = None) -> None:
+    """A trained model must have this dcsim's action set: the layout its algorithm uses here, the enums' member
+    names (when the metadata records them) and the action space they give.
+
+    Raises:
+        DcsimError: Another action set; the message names the file, what it holds and what this dcsim has.
+    """
+    algo, layout = meta["algo"], meta["action_layout"]
+    retrain = "a model of another action set cannot be loaded; train it again with this dcsim"
+    if layout != ALGOS[algo]:
+        raise DcsimError(f"{where}: field 'action_layout': {algo} trained with {layout!r}; this dcsim's {algo} uses "
+                         f"{ALGOS[algo]!r}: {retrain}")
+    saved = meta.get("action_set")
+    if saved is not None and saved != action_set():
+        raise DcsimError(f"{where}: field 'action_set': the model chooses among {saved}; this dcsim's actions are "
+                         f"{action_set()}: {retrain}")
+    n = n_gpus if n_gpus is not None else int((meta.get("scenario") or {}).get("cluster", {}).get("gpus", 0))
+    got = _space_sizes(model_space)
+    slots = max(len(got) - 2 * n, 0)
+    want = expected_action_space(layout, n, slots)
+    if got != want:
+        shown = (lambda v: v if len(v) <= 6 else v[:3] + ["..."] + v[-3:])
+        enums = ", ".join(f"{k}: {len(v)}" for k, v in action_set().items())
+        raise DcsimError(f"{where}: the model's action space has sizes {shown(got)}; this dcsim's {layout!r} "
+                         f"layout for {n} GPUs gives {shown(want)} ({enums}): {retrain}")
+
+
 def algo_class(algo: str) -> type:
     """The SB3 class an ``--algo`` value names; a clear error for an unknown one or a missing extra."""
     if algo not in ALGOS:
@@ -43,17 +128,20 @@ def algo_class(algo: str) -> type:
 
 def train_sb3(scenario: Scenario, algo: str, timesteps: int, out: Path, *, overwrite: bool = False,
               algo_options: dict[str, Any] | None = None, tensorboard: Path | None = None,
-              finish: Callable[[Path, Any], None] | None = None, command: str = "") -> pd.DataFrame:
+              finish: Callable[[Path, Any], None] | None = None, command: str = "",
+              resume: bool = False) -> pd.DataFrame:
     """Train ``algo`` on ``scenario`` for ``timesteps`` env steps, writing into ``out`` (atomically).
 
     Args:
+        resume: Continue the finished training in ``out`` (its ``model.zip``) up to ``timesteps`` in total; see
+            the module docstring.
         algo_options: Keyword arguments of the SB3 class (e.g. ``n_steps``, ``learning_rate``).
         tensorboard: Folder for TensorBoard logs, or None.
         finish: Called with the working folder and the trained model before the folder is renamed to ``out``
             (the CLI's evaluation writes there).
 
     Returns:
-        The learning curve (one row per finished training episode).
+        The learning curve (one row per finished training episode, including any from before ``resume``).
     """
     cls = algo_class(algo)
     if timesteps < 1:
@@ -64,31 +152,98 @@ def train_sb3(scenario: Scenario, algo: str, timesteps: int, out: Path, *, overw
 
     options = dict(algo_options or {})
     env = Monitor(DcsimEnv(scenario, action_layout=ALGOS[algo]))
-    try:  # before the output folder: a bad option leaves nothing behind
-        model = cls("MlpPolicy", env, seed=scenario.seed, device="cpu", verbose=0,
-                    tensorboard_log=None if tensorboard is None else str(tensorboard), **options)
-    except (TypeError, ValueError, AssertionError) as exc:
-        env.close()
-        raise DcsimError(f"--algo-option {options}: {algo} rejects it ({exc})") from None
-    with atomic_output_dir(out, overwrite=overwrite) as work:
+    tb = None if tensorboard is None else str(tensorboard)
+    earlier = pd.DataFrame()
+    if resume:
+        model, meta, earlier = _resume(cls, env, scenario, algo, timesteps, out, options, tb)
+        done = int(model.num_timesteps)
+        meta |= {"command": command, "timesteps": timesteps, "resumed_at_timesteps":
+                 list(meta.get("resumed_at_timesteps", [])) + [done]}
+    else:
+        try:  # before the output folder: a bad option leaves nothing behind
+            model = cls("MlpPolicy", env, seed=scenario.seed, device="cpu", verbose=0, tensorboard_log=tb, **options)
+        except (TypeError, ValueError, AssertionError) as exc:
+            env.close()
+            raise DcsimError(f"--algo-option {options}: {algo} rejects it ({exc})") from None
+        done = 0
         meta = {"command": command, "algo": algo, "timesteps": timesteps, "algo_options": options,
-                "action_layout": ALGOS[algo], "scenario": scenario_to_dict(scenario)}
+                "action_layout": ALGOS[algo], "action_set": action_set(), "scenario": scenario_to_dict(scenario)}
+    with atomic_output_dir(out, overwrite=overwrite or resume) as work:
         write_text_atomic(work / "train_metadata.yaml", yaml.safe_dump(meta, sort_keys=False))
         try:
-            model.learn(total_timesteps=timesteps, tb_log_name=algo.split(":", 1)[1])
+            model.learn(total_timesteps=timesteps - done, tb_log_name=algo.split(":", 1)[1],
+                        reset_num_timesteps=not resume)
         finally:
             env.close()
         model.save(work / MODEL_FILE)
+        write_text_atomic(work / "train_metadata.yaml", yaml.safe_dump(
+            meta | {"timesteps_done": int(model.num_timesteps)}, sort_keys=False))
         n_gpus = scenario.cluster.gpus
         returns = env.get_episode_rewards()
         seeds = env.unwrapped.episode_seeds[:len(returns)]
-        curve = pd.DataFrame({"episode": np.arange(len(returns)), "seed": seeds,
+        curve = pd.DataFrame({"episode": len(earlier) + np.arange(len(returns)), "seed": seeds,
                               "return_per_gpu": np.asarray(returns, float) / n_gpus,
                               "steps": env.get_episode_lengths()})
+        curve = pd.concat([earlier, curve], ignore_index=True) if len(earlier) else curve
         curve.to_csv(work / "learning_curve.csv", index=False)
         if finish is not None:
             finish(work, model)
     return curve
+
+
+def _resume(cls: type, env, scenario: Scenario, algo: str, timesteps: int, out: Path, options: dict[str, Any],
+            tensorboard: str | None) -> tuple[Any, dict[str, Any], pd.DataFrame]:
+    """Load the training in ``out`` to continue it: its model (on ``env``), metadata and learning curve."""
+    from dcsim.train import _differences, _plain
+
+    def fail(message: str):
+        env.close()
+        raise DcsimError(message)
+
+    if options:
+        fail(f"--algo-option with --resume: the resumed model keeps the settings it was trained with "
+             f"({out / 'train_metadata.yaml'}); drop {', '.join(sorted(options))}")
+    try:
+        meta = read_training(out)
+    except DcsimError:
+        env.close()
+        raise
+    if meta["algo"] != algo:
+        fail(f"--resume: {out} holds a {meta['algo']} training; asked for --algo {algo}")
+    diffs = _differences(_plain(meta["scenario"]), _plain(scenario_to_dict(scenario)))
+    if diffs:
+        listed = "; ".join(f"{field}: trained with {a!r}, given {b!r}" for field, a, b in diffs[:4])
+        more = f" (and {len(diffs) - 4} more)" if len(diffs) > 4 else ""
+        fail(f"--resume: {out} was trained on another version of the scenario: {listed}{more}. Resuming needs the "
+             "same scenario, overrides, --horizon and --seed; train into a new --out to change them")
+    path = out / "learning_curve.csv"
+    try:
+        earlier = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        fail(f"--resume: {path} cannot be read ({exc.__class__.__name__}); the training folder is damaged")
+    numbered = np.array_equal(earlier.get("episode", pd.Series(dtype=int)), np.arange(len(earlier)))
+    if list(earlier.columns[:2]) != ["episode", "seed"] or not numbered:
+        fail(f"--resume: {path}: expected columns episode, seed, ... with episodes 0, 1, ...; the training folder "
+             "is damaged")
+    try:
+        model = cls.load(out / MODEL_FILE, device="cpu", tensorboard_log=tensorboard)
+    except Exception as exc:  # a damaged zip: zipfile, pickle and torch raise several kinds
+        fail(f"--resume: {out / MODEL_FILE}: cannot be loaded ({exc.__class__.__name__}: {exc}); the training "
+             "folder is damaged")
+    try:  # the model's own action space, before SB3 compares it with the env's
+        check_action_set(meta, model.action_space, out / "train_metadata.yaml", scenario.cluster.gpus)
+    except DcsimError:
+        env.close()
+        raise
+    try:
+        model.set_env(env)
+    except ValueError as exc:  # SB3's check that the saved spaces are the env's
+        fail(f"--resume: {out / MODEL_FILE}: {exc}; the model was trained for another scenario size or action set")
+    if timesteps <= model.num_timesteps:
+        fail(f"--timesteps {timesteps}: {out} has already trained {model.num_timesteps} steps; give a larger total "
+             "to continue it")
+    model.set_random_seed(scenario.seed + len(earlier))  # the next episode is len(earlier): seed + k, as before
+    return model, meta, earlier
 
 
 def evaluate_model(model: Any, scenario: Scenario, seeds: list[int], label: str, algo: str) -> pd.DataFrame:
