@@ -184,7 +184,7 @@ class BatteryDispatchConfig(_Model):
     grid_charging: bool = Field(False, description="may the battery charge from the grid")
     export_price_usd_per_mwh: SeriesSource | None = Field(None, description="null: no export")
     export_cap_w: float | None = Field(None, ge=0, le=MAX_QUANTITY, description="null = unlimited (with an export price)")
-    demand_charge_usd_per_kw: float = Field(0.0, ge=0, le=MAX_QUANTITY, description="on each billing window's peak")
+    demand_charge_usd_per_kw: float = Field(0.0, ge=0, le=MAX_QUANTITY)
     demand_interval_s: PositiveDurationS = 900.0
     billing_window_s: PositiveDurationS = 30 * 86400.0
 
