@@ -5,7 +5,8 @@ The model lives in components with one job each, sharing per-GPU and per-job buf
 
 - :class:`~dcsim.cluster.Cluster`: GPU power states, draw, caps and per-GPU energy meters;
 - :class:`~dcsim.dispatch.Dispatcher`: the job queue, placement, clocks and completion times;
-- :class:`~dcsim.meter.EnergyMeter`: the supply now and the exact energy books by source;
+- :class:`~dcsim.meter.EnergyMeter`: the supply now and the exact energy books by source (with ``facility.battery``,
+  :class:`~dcsim.facility.dispatch_battery.DispatchedBattery`'s books, the battery dispatched at rounds);
 - :class:`~dcsim.market_round.MarketRound`: wallets, prices, clearing, settlement, endowment and the ledger;
 - :class:`~dcsim.decisions.DecisionDispatcher`: observations, policy calls and the decision log;
 - :class:`~dcsim.reward_meter.RewardMeter`: learning agents' rewards between decisions.
@@ -25,8 +26,8 @@ import simpy
 from dcsim.cluster import ACTIVE, SLEEP, Cluster
 from dcsim.config import Scenario
 from dcsim.decisions import DecisionDispatcher
-from dcsim.facility.dispatch_battery import DISPATCH_COLUMNS
 from dcsim.dispatch import SAME_INSTANT_ULPS, Dispatcher, DropReason, JobStatus, delay_to
+from dcsim.facility.dispatch_battery import DISPATCH_COLUMNS
 from dcsim.market_round import MarketRound
 from dcsim.meter import EnergyMeter
 from dcsim.outages import Outages
@@ -122,8 +123,8 @@ class Simulation:
             self._wire_outages(streams)
         self.battery_rows: list[tuple] = []  # with facility.battery: BATTERY_COLUMNS of each time-series row
         # the facility agent dispatches the battery at every round, if the policy decides it (else: the fixed rule)
-        self._dispatch = (self.decisions.dispatch_battery if meter.battery is not None and self.decisions.calls["dispatch"]
-                          else None)
+        dispatches = meter.battery is not None and self.decisions.calls["dispatch"]
+        self._dispatch = self.decisions.dispatch_battery if dispatches else None
         policy.reset(streams.generator("policy"), cluster.gpu_view, cluster.n_gpus)
 
     def _wire_power_delivery(self) -> None:

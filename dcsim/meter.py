@@ -19,7 +19,9 @@ class EnergyMeter:
     that held since the previous one (renewable first, then battery, then grid; see :class:`EnergyBooks`).
     The metered power is the cluster's draw (IT power), or with ``facility.cooling`` the facility power: IT +
     cooling + overhead, booked as each interval's exact facility energy (:class:`CoolingPlant`) at its mean
-    power, so the books' energy, carbon and cost are exact; the split by source uses that mean power.
+    power, so the books' energy, carbon and cost are exact; the split by source uses that mean power. With
+    ``facility.battery`` the books are a :class:`DispatchedBattery` (grid charging, export, demand charges; the
+    battery obeys the facility agent's command), also reachable as :attr:`battery` (None otherwise).
 
     Args:
         scenario: The validated scenario (its ``supply`` section).

@@ -468,7 +468,7 @@ def check_bids(bids: Any, n: int, who: str) -> Bids:
 
 
 def check_dispatch(command: Any, who: str) -> BatteryCommand:
-    """Validate a policy's battery command: a :class:`BatteryCommand` with a :class:`Dispatch` and a finite rate >= 0 W."""
+    """Validate a policy's battery command: a :class:`BatteryCommand`, a :class:`Dispatch` and a finite rate >= 0 W."""
     if not isinstance(command, BatteryCommand):
         raise PolicyError(f"{who} returned {type(command).__name__}; expected dcsim.policy.BatteryCommand")
     try:

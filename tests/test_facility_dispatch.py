@@ -50,6 +50,17 @@ class DischargeAlways(ChargeAlways):
         return BatteryCommand(Dispatch.DISCHARGE, self.rate_w)
 
 
+class RandomDispatch(Policy):
+    """A random command and rate (up to 1.5× the limit) at every round, from the policy's own stream."""
+
+    name = "random_dispatch"
+
+    def dispatch(self, obs: FacilityObservation) -> BatteryCommand:
+        command = Dispatch(int(self.rng.integers(3)))
+        limit = obs.max_charge_w if command is Dispatch.CHARGE else obs.max_discharge_w
+        return BatteryCommand(command, float(self.rng.uniform(0.0, 1.5 * limit)))
+
+
 class BadCommand(Policy):
     name = "bad_command"
 
@@ -389,6 +400,32 @@ def test_books_balance_in_a_run_with_the_rule_and_cooling():
     assert soc.min() >= 0.1 * cap - 1e-9 * cap and soc.max() <= 0.9 * cap + 1e-9 * cap
     ts = run.result.timeseries
     assert np.all(np.diff(ts["grid_import_j"]) >= 0) and ts["grid_import_j"].iloc[-1] == e["grid_import_j"]
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 10_000), grid_charging=st.booleans(), export=st.booleans(),
+       import_cap=st.sampled_from([None, 3000.0]))
+def test_random_dispatch_in_runs_keeps_the_books_and_the_bounds(seed, grid_charging, export, import_cap):
+    fb = {"min_soc": 0.15, "max_soc": 0.85, "grid_charging": grid_charging, "demand_charge_usd_per_kw": 1.0}
+    if export:
+        fb |= {"export_price_usd_per_mwh": {"constant": 20.0}, "export_cap_w": 2500.0}
+    sc = _solar_scenario({"battery": fb})
+    sc = sc.model_copy(update={"seed": seed, "horizon_s": 4 * 3600.0, "supply": sc.supply.model_copy(
+        update={"grid": sc.supply.grid.model_copy(update={"import_cap_w": import_cap})})})
+    run = run_scenario(sc, policy=RandomDispatch())  # an instance: importing this module by name would nest @given
+    e = run.result.energy
+    assert_books_balance(e, e["consumed_j"])
+    cap = 8000 * 3600.0
+    soc = run.result.timeseries["battery_soc_j"]
+    assert soc.min() >= 0.15 * cap * (1 - 1e-12) and soc.max() <= 0.85 * cap * (1 + 1e-12)
+    d = run.result.dispatch
+    assert len(d) == len(run.result.rounds)
+    assert np.all(d["rate_w"] <= 3000.0) and np.allclose(d["clipped_w"], np.where(
+        d["command"] == "HOLD", 0.0, d["requested_w"] - d["rate_w"]))
+    if not grid_charging:
+        assert e["charge_from_grid_j"] == 0.0
+    if not export:
+        assert e["grid_export_j"] == 0.0
 
 
 # ------------------------------------------------------------------------------------------ the rule

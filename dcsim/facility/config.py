@@ -183,7 +183,8 @@ class BatteryDispatchConfig(_Model):
     max_soc: float = Field(1.0, ge=0, le=1)
     grid_charging: bool = Field(False, description="may the battery charge from the grid")
     export_price_usd_per_mwh: SeriesSource | None = Field(None, description="null: no export")
-    export_cap_w: float | None = Field(None, ge=0, le=MAX_QUANTITY, description="null = unlimited (with an export price)")
+    export_cap_w: float | None = Field(None, ge=0, le=MAX_QUANTITY,
+                                       description="null = unlimited (with an export price)")
     demand_charge_usd_per_kw: float = Field(0.0, ge=0, le=MAX_QUANTITY)
     demand_interval_s: PositiveDurationS = 900.0
     billing_window_s: PositiveDurationS = 30 * 86400.0
@@ -266,10 +267,11 @@ def facility_problems(facility: FacilityConfig, cluster: ClusterConfig,
     if facility.battery is not None and battery is None:
         problems.append(("facility.battery", facility.battery.model_dump(mode="json"),
                          "battery dispatch needs a battery: add supply.battery"))
-    elif facility.battery is not None and not facility.battery.min_soc <= battery.initial_soc <= facility.battery.max_soc:
-        problems.append(("supply.battery.initial_soc", battery.initial_soc,
-                         f"a state of charge within facility.battery's [min_soc, max_soc] = "
-                         f"[{facility.battery.min_soc:g}, {facility.battery.max_soc:g}]"))
+    elif facility.battery is not None:
+        lo, hi = facility.battery.min_soc, facility.battery.max_soc
+        if not lo <= battery.initial_soc <= hi:
+            problems.append(("supply.battery.initial_soc", battery.initial_soc,
+                             f"a state of charge within facility.battery's [min_soc, max_soc] = [{lo:g}, {hi:g}]"))
     if facility.topology is None and facility.safety and "safety" in facility.model_fields_set:
         problems.append(("facility.safety", facility.safety, "the safety layer enforces facility.topology's limits; "
                                                              "add a topology or leave safety out"))

@@ -91,7 +91,8 @@ class DispatchedBattery(EnergyBooks):
         self.soc_min_j, self.soc_max_j = p.soc_min_j, p.soc_max_j
         self.grid_charging = config.grid_charging
         self.exports = export_price_usd_per_mwh is not None
-        self.export_cap_w = (math.inf if config.export_cap_w is None else float(config.export_cap_w)) if self.exports else 0.0
+        cap_w = math.inf if config.export_cap_w is None else float(config.export_cap_w)
+        self.export_cap_w = cap_w if self.exports else 0.0
         self.export_price_usd_per_mwh = float(export_price_usd_per_mwh) if self.exports else math.nan
         self.command: Dispatch | None = None
         self.rate_w = 0.0
