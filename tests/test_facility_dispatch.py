@@ -325,6 +325,29 @@ def test_export_revenue_by_hand(cap_w):
     assert_books_balance(e, e["consumed_j"])
 
 
+def test_an_export_price_file_steps_the_revenue(tmp_path):
+    # 40 USD/MWh for the first hour, 80 after; the battery (20 kWh, 60 % full) exports 1.4 kW all 3 h
+    path = tmp_path / "export.csv"
+    path.write_text("time,price_usd_per_mwh\n2023-06-21T00:00:00Z,40\n2023-06-21T01:00:00Z,80\n"
+                    "2023-06-21T04:00:00Z,80\n", encoding="utf-8")
+    big = SMALL | {"capacity_wh": 20000.0, "initial_soc": 0.6}
+    sc = idle_scenario(big, {"export_price_usd_per_mwh": {"path": str(path), "format": "csv"}},
+                       policy="tests.test_facility_dispatch:DischargeAlways", params={"rate_w": 3000.0},
+                       start="2023-06-21T00:00:00Z")
+    run = run_scenario(sc)
+    bat = run.summary["facility"]["battery"]
+    assert run.result.energy["battery_export_j"] == pytest.approx(1400.0 * sc.horizon_s, rel=1e-12)
+    assert bat["export_revenue_usd"] == pytest.approx(1400.0 * (3600 * 40 + 7200 * 80) / 3.6e9, rel=1e-12)
+    assert "facility.battery.export_price_usd_per_mwh" in str(run.summary["data_quality"])  # the file's record
+
+
+def test_a_dumped_scenario_validates_again():
+    from dcsim.config import load_scenario, scenario_to_dict
+
+    sc = load_scenario(REPO / "scenarios" / "facility_battery.yaml")
+    assert parse_scenario(scenario_to_dict(sc)).facility == sc.facility
+
+
 def test_a_negative_export_price_exports_nothing():
     sc = idle_scenario(SMALL, {"export_price_usd_per_mwh": {"constant": -5.0}},
                        policy="tests.test_facility_dispatch:DischargeAlways", params={"rate_w": 3000.0})
