@@ -19,6 +19,8 @@ the other, timing ``Simulation.run()`` alone by CPU time, and prints jobs per CP
 (``resource.getrusage``) is its own, and reports wall and CPU seconds with and without building the jobs.
     python benchmarks/bench_engine.py --sizes 1000 10000 --facility   # with a power-delivery tree and limits
     python benchmarks/bench_engine.py --sizes 1000 --horizon 21600 --facility --cpu   # Simulation.run() CPU seconds
+    python benchmarks/bench_engine.py --sizes 1000 10000 --battery --policy policies.rules:BatteryThreshold
+                                      # facility.battery: the dispatched books (and, with that policy, dispatch)
 
 Reports rates and ratios only; nothing here asserts a time.
 """
@@ -77,10 +79,11 @@ FACILITY = {"topology": {"gpus_per_node": 8, "nodes_per_rack": 4, "racks_per_pdu
 
 
 def bench_scenario(gpus: int, horizon_s: float, policy: str, mechanism: str = "posted_price",
-                   target: bool = False, cooling: bool = False, facility: bool = False):
+                   target: bool = False, cooling: bool = False, facility: bool = False, battery: bool = False):
     """The benchmark world at ``gpus`` GPUs; ``target``: the target workload's arrivals and work instead;
     ``cooling``: facility.cooling on at a constant outdoor temperature; ``facility``: the power-delivery
-    tree with binding rack limits (:data:`FACILITY`)."""
+    tree with binding rack limits (:data:`FACILITY`); ``battery``: a battery (1 kWh, 0.5 kW each way per GPU) under
+    ``facility.battery`` with grid charging, export and a demand charge."""
     rate_per_s = (TARGET_LOAD * gpus / TARGET_MEAN_WORK_S) if target else JOBS_PER_GPU_PER_DAY * gpus / 86400.0
     mean_s = TARGET_MEAN_WORK_S if target else MEAN_DURATION_S
     data = {
@@ -103,6 +106,12 @@ def bench_scenario(gpus: int, horizon_s: float, policy: str, mechanism: str = "p
         data["facility"] = {"cooling": {"weather": {"dry_bulb_c": 25.0}, "economiser": "air"}}
     if facility:
         data["facility"] = dict(data.get("facility", {}), **FACILITY)
+    if battery:  # the dispatched battery's books on every event; dispatch at rounds if the policy decides it
+        data["supply"]["battery"] = {"capacity_wh": 1000.0 * gpus, "max_charge_w": 500.0 * gpus,
+                                     "max_discharge_w": 500.0 * gpus}
+        data["facility"] = dict(data.get("facility", {}), battery={
+            "min_soc": 0.1, "grid_charging": True, "export_price_usd_per_mwh": {"constant": 30.0},
+            "demand_charge_usd_per_kw": 10.0})
     return parse_scenario(data)
 
 
@@ -194,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run every policy (or --policies) on the same world; jobs/s and ratio to always_on")
     parser.add_argument("--policies", nargs="+", help="with --side-by-side: these policies (default: all registered)")
     parser.add_argument("--target", action="store_true", help="the target workload, with peak RSS per size")
+    parser.add_argument("--battery", action="store_true",
+                        help="add supply.battery under facility.battery (grid charging, export, demand charge)")
     parser.add_argument("--facility", action="store_true",
                         help="add a power-delivery tree with binding rack limits (the safety layer on)")
     parser.add_argument("--cpu", action="store_true",
@@ -236,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for gpus in args.sizes:
         horizon = args.large_horizon if gpus >= 100_000 else args.horizon
-        sc = bench_scenario(gpus, horizon, args.policy, args.mechanism, cooling=args.cooling, facility=args.facility)
+        sc = bench_scenario(gpus, horizon, args.policy, args.mechanism, cooling=args.cooling, facility=args.facility,
+                            battery=args.battery)
         wall0 = time.perf_counter()
         run = run_scenario(sc)
         total_wall = time.perf_counter() - wall0  # includes job generation and solar modelling
@@ -247,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         depth = max(1, int(round(running)))
         depth_rate = raw_simpy_rate(pending=depth)
         row = {
-            "gpus": gpus, "policy": args.policy, "cooling": args.cooling, "facility": args.facility, "horizon_s": horizon,
+            "gpus": gpus, "policy": args.policy, "cooling": args.cooling, "facility": args.facility,
+            "battery": args.battery, "horizon_s": horizon,
             "jobs": jobs,
             "completed": run.summary["jobs"]["completed"], "events": perf["events"],
             "engine_wall_s": perf["wall_s"], "total_wall_s": total_wall,

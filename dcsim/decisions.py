@@ -13,12 +13,14 @@ from dcsim.policy import (
     Admission,
     AgentObservation,
     Bids,
+    FacilityObservation,
     IdleAction,
     JobObservation,
     MarketView,
     Policy,
     check_actions,
     check_bids,
+    check_dispatch,
 )
 
 if TYPE_CHECKING:
@@ -72,10 +74,10 @@ class DecisionDispatcher:
         self._hour0 = hour0
         self.tick_s = tick_s
         self._trace = trace
-        self.calls = {name: policy.overrides(name) for name in ("bid", "admit", "on_idle")}
+        self.calls = {name: policy.overrides(name) for name in ("bid", "admit", "on_idle", "dispatch")}
         self.tick_bids: Bids | None = None  # fixed-step timing: the last tick's bids, cleared at the next round
         self.decision_rows: list[tuple] = []
-        self._who = {m: f"policy {policy.name!r} {m}" for m in ("bid", "admit", "on_idle")}
+        self._who = {m: f"policy {policy.name!r} {m}" for m in ("bid", "admit", "on_idle", "dispatch")}
         # the per-job buffers' scalar twins (Python numbers, no numpy scalars on the per-job path)
         self._job_rem, self._job_rate, self._job_last = jobs._rem, jobs._rate, jobs._last
         self._job_deadline, self._job_gpus = jobs._deadline, jobs._k
@@ -241,6 +243,31 @@ class DecisionDispatcher:
         """The :class:`IdleAction` of idle agents ``idx``, asked of the policy and checked (logged as a decision)."""
         self.log_decision("on_idle", idx.size)
         return check_actions(self.policy.on_idle(self.agent_obs(idx)), idx.size, IdleAction, self._who["on_idle"])
+
+    def facility_obs(self) -> FacilityObservation:
+        """What the facility agent sees now (needs ``facility.battery``: the meter's dispatched battery)."""
+        meter = self.meter
+        b = meter.battery
+        p = b.params
+        load_w = max(0.0, self.cluster.total_power_w) + meter.extra_load_w()
+        return FacilityObservation(
+            market=self.market_view(), load_w=load_w, net_load_w=load_w - meter.renewable_w, soc_j=b.soc_j,
+            capacity_j=p.capacity_j, min_soc_j=b.soc_min_j, max_soc_j=b.soc_max_j, max_charge_w=p.max_charge_w,
+            max_discharge_w=p.max_discharge_w, round_trip_efficiency=p.round_trip_efficiency,
+            grid_charging=b.grid_charging, import_cap_w=b.import_cap_w,
+            export_price_usd_per_mwh=b.export_price_usd_per_mwh, export_cap_w=b.export_cap_w,
+            demand_charge_usd_per_kw=b.config.demand_charge_usd_per_kw, window_peak_w=b.window_peak_w(),
+            interval_import_j=b.interval_import_j, interval_end_s=b.interval_end_s())
+
+    def dispatch_battery(self) -> None:
+        """Ask the facility agent for the battery's command until the next round, check it and put it in force
+        (clipped to the battery's limits; see :meth:`DispatchedBattery.decide`)."""
+        self.log_decision("dispatch", 1)
+        command = check_dispatch(self.policy.dispatch(self.facility_obs()), self._who["dispatch"])
+        row = self.meter.battery.decide(self.env.now, command.command, command.rate_w)
+        if self._trace is not None:
+            self._trace.append((self.env.now, "dispatch", -1, f"{row[1]} rate_w={row[3]:.6g}"
+                                + (f" clipped_by={row[5]}" if row[5] else "")))
 
     def log_decision(self, method: str, agents: int) -> None:
         self.decision_rows.append((self.env.now, method, agents))

@@ -5,7 +5,8 @@ The model lives in components with one job each, sharing per-GPU and per-job buf
 
 - :class:`~dcsim.cluster.Cluster`: GPU power states, draw, caps and per-GPU energy meters;
 - :class:`~dcsim.dispatch.Dispatcher`: the job queue, placement, clocks and completion times;
-- :class:`~dcsim.meter.EnergyMeter`: the supply now and the exact energy books by source;
+- :class:`~dcsim.meter.EnergyMeter`: the supply now and the exact energy books by source (with ``facility.battery``,
+  :class:`~dcsim.facility.dispatch_battery.DispatchedBattery`'s books, the battery dispatched at rounds);
 - :class:`~dcsim.market_round.MarketRound`: wallets, prices, clearing, settlement, endowment and the ledger;
 - :class:`~dcsim.decisions.DecisionDispatcher`: observations, policy calls and the decision log;
 - :class:`~dcsim.reward_meter.RewardMeter`: learning agents' rewards between decisions.
@@ -26,6 +27,7 @@ from dcsim.cluster import ACTIVE, SLEEP, Cluster
 from dcsim.config import Scenario
 from dcsim.decisions import DecisionDispatcher
 from dcsim.dispatch import SAME_INSTANT_ULPS, Dispatcher, DropReason, JobStatus, delay_to
+from dcsim.facility.dispatch_battery import DISPATCH_COLUMNS
 from dcsim.market_round import MarketRound
 from dcsim.meter import EnergyMeter
 from dcsim.outages import Outages
@@ -35,7 +37,7 @@ from dcsim.reward_meter import RewardMeter
 from dcsim.seeding import Streams
 from dcsim.supply import SupplyInputs
 
-__all__ = ["COOLING_COLUMNS", "DropReason", "JobStatus", "RunResult", "SAME_INSTANT_ULPS", "Simulation", "TIMESERIES_COLUMNS"]
+__all__ = ["BATTERY_COLUMNS", "COOLING_COLUMNS", "DropReason", "JobStatus", "RunResult", "SAME_INSTANT_ULPS", "Simulation", "TIMESERIES_COLUMNS"]
 
 
 @dataclass
@@ -59,6 +61,7 @@ class RunResult:
     counters: dict[str, float] = field(default_factory=dict)
     elements: pd.DataFrame | None = None  # with a power-delivery tree: power through every element, W
     facility: dict | None = None  # with facility parts on: PUE and energy by part (cooling), counts
+    dispatch: pd.DataFrame | None = None  # with facility.battery: the facility agent's decisions (DISPATCH_COLUMNS)
 
 
 class Simulation:
@@ -118,6 +121,10 @@ class Simulation:
         self.outages: Outages | None = None
         if scenario.facility.failures is not None:
             self._wire_outages(streams)
+        self.battery_rows: list[tuple] = []  # with facility.battery: BATTERY_COLUMNS of each time-series row
+        # the facility agent dispatches the battery at every round, if the policy decides it (else: the fixed rule)
+        dispatches = meter.battery is not None and self.decisions.calls["dispatch"]
+        self._dispatch = self.decisions.dispatch_battery if dispatches else None
         policy.reset(streams.generator("policy"), cluster.gpu_view, cluster.n_gpus)
 
     def _wire_power_delivery(self) -> None:
@@ -217,6 +224,8 @@ class Simulation:
 
     def _round(self, trigger: str) -> None:
         self._event()
+        if self._dispatch is not None:  # before clearing, so the supply curve sells what the battery will deliver
+            self._dispatch()
         self.market.run_round(trigger)
         self._record(f"round:{trigger}")
         if self._trace is not None:
@@ -324,6 +333,11 @@ class Simulation:
             facility_w = it_w + plant.extra_power_w()
             self.cooling_rows.append((facility_w, plant.cooling_power_w(), facility_w / it_w if it_w > 0 else np.nan,
                                       plant.room_temperature_c(), plant.outdoor_dry_bulb_c()))
+        battery = meter.battery
+        if battery is not None:
+            g = battery.totals
+            self.battery_rows.append(("fixed" if battery.command is None else battery.command.name, battery.rate_w,
+                                      g.grid_import_j, g.grid_export_j, g.charge_from_grid_j, g.export_revenue_usd))
 
     def _facility_summary(self) -> dict | None:
         parts = {} if self.meter.cooling is None else dict(self.meter.cooling.summary())  # PUE, energy by part
@@ -331,6 +345,8 @@ class Simulation:
             parts["power_delivery"] = self.power.summary()
         if self.outages is not None:
             parts["failures"] = self.outages.summary()
+        if self.meter.battery is not None:
+            parts["battery"] = self.meter.battery.summary()
         return parts or None
 
     # ------------------------------------------------------------------------------------ run
@@ -346,6 +362,8 @@ class Simulation:
             self.env.process(self._failures())
         self.env.run(until=self.horizon_s)
         self._advance()
+        if self.meter.battery is not None:
+            self.meter.battery.close()
         market, cl, books = self.market, self.cluster, self.meter.books
         market.close()
         self._record("end")
@@ -377,12 +395,16 @@ class Simulation:
             counters=counters,
             elements=elements,
             facility=self._facility_summary(),
+            dispatch=None if self.meter.battery is None else
+            pd.DataFrame(self.meter.battery.decision_rows, columns=DISPATCH_COLUMNS),
         )
 
     def _timeseries(self) -> pd.DataFrame:
         ts = pd.DataFrame(self.ts_rows, columns=TIMESERIES_COLUMNS)
         if self.meter.cooling is not None:  # power_w stays the IT power; the books' columns are facility energy
             ts = pd.concat([ts, pd.DataFrame(self.cooling_rows, columns=COOLING_COLUMNS)], axis=1)
+        if self.meter.battery is not None:
+            ts = pd.concat([ts, pd.DataFrame(self.battery_rows, columns=BATTERY_COLUMNS)], axis=1)
         return ts
 
 
@@ -394,3 +416,7 @@ TIMESERIES_COLUMNS = [
 #: Time-series columns added with ``facility.cooling``: the facility power, cooling power and PUE at the row's
 #: instant (PUE = facility / IT power; NaN when IT power is 0), the room air and the outdoor dry-bulb, °C.
 COOLING_COLUMNS = ["facility_power_w", "cooling_power_w", "pue", "room_temp_c", "outdoor_dry_bulb_c"]
+#: Time-series columns added with ``facility.battery``: the battery command in force after the row's event ("fixed" =
+#: the fixed rule) and its rate, W; cumulative grid import and export, charging from the grid, J; export revenue, USD.
+BATTERY_COLUMNS = ["battery_command", "battery_rate_w", "grid_import_j", "grid_export_j", "charge_from_grid_j",
+                   "export_revenue_usd"]

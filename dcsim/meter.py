@@ -7,6 +7,7 @@ import simpy
 from dcsim.cluster import Cluster
 from dcsim.config import Scenario
 from dcsim.energy import EnergyBooks
+from dcsim.facility.dispatch_battery import DispatchedBattery
 from dcsim.facility.plant import CoolingPlant
 from dcsim.supply import SupplyInputs
 
@@ -18,7 +19,9 @@ class EnergyMeter:
     that held since the previous one (renewable first, then battery, then grid; see :class:`EnergyBooks`).
     The metered power is the cluster's draw (IT power), or with ``facility.cooling`` the facility power: IT +
     cooling + overhead, booked as each interval's exact facility energy (:class:`CoolingPlant`) at its mean
-    power, so the books' energy, carbon and cost are exact; the split by source uses that mean power.
+    power, so the books' energy, carbon and cost are exact; the split by source uses that mean power. With
+    ``facility.battery`` the books are a :class:`DispatchedBattery` (grid charging, export, demand charges; the
+    battery obeys the facility agent's command), also reachable as :attr:`battery` (None otherwise).
 
     Args:
         scenario: The validated scenario (its ``supply`` section).
@@ -35,6 +38,15 @@ class EnergyMeter:
         self.carbon = float(supply.carbon_g_per_kwh.value_at(0.0))  # g/kWh
         self.grid_price = float(supply.grid_price_usd_per_mwh.value_at(0.0))  # USD/MWh
         self._t_books = 0.0
+        self.battery: DispatchedBattery | None = None
+        if scenario.facility.battery is not None:  # a dispatchable battery with grid options: its own books
+            export = supply.export_price_usd_per_mwh
+            self.battery = DispatchedBattery(scenario.supply.battery, scenario.supply.grid.import_cap_w,
+                                             scenario.facility.battery,
+                                             None if export is None else float(export.value_at(0.0)))
+            self.books = self.battery
+            self._export_price = export
+            self.set_supply = self._set_supply_and_export_price
         self.cooling: CoolingPlant | None = None
         cooling = scenario.facility.cooling
         if cooling is not None:
@@ -67,6 +79,13 @@ class EnergyMeter:
     def set_supply(self, renewable_w: float, carbon_g_per_kwh: float, grid_price_usd_per_mwh: float) -> None:
         """The supply changes now (call :meth:`advance` first)."""
         self.renewable_w, self.carbon, self.grid_price = renewable_w, carbon_g_per_kwh, grid_price_usd_per_mwh
+
+    def _set_supply_and_export_price(self, renewable_w: float, carbon_g_per_kwh: float,
+                                     grid_price_usd_per_mwh: float) -> None:
+        """:meth:`set_supply` with ``facility.battery``: the export price now, too (its changes are supply events)."""
+        self.renewable_w, self.carbon, self.grid_price = renewable_w, carbon_g_per_kwh, grid_price_usd_per_mwh
+        if self._export_price is not None:
+            self.battery.export_price_usd_per_mwh = float(self._export_price.value_at(self.env.now))
 
     def sellable_w(self, base_load_w: float) -> float:
         """Power the real supply can serve above ``base_load_w`` now: renewable + battery + grid import cap."""

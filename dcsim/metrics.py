@@ -103,7 +103,9 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "renewable_share": e["renewable_used_j"] / consumed if consumed > 0 else math.nan,
         "renewable_battery_share": ((e["renewable_used_j"] + e["battery_out_j"]) / consumed if consumed > 0
                                     else math.nan),
-        "renewable_utilisation": (e["renewable_used_j"] + e["charged_j"]) / generated if generated > 0 else math.nan,
+        # renewable energy used, stored or exported (charging from the grid and export exist with facility.battery)
+        "renewable_utilisation": ((e["renewable_used_j"] + (e["charged_j"] - e.get("charge_from_grid_j", 0.0))
+                                   + e.get("renewable_export_j", 0.0)) / generated if generated > 0 else math.nan),
         "carbon_kg": e["carbon_g"] / 1000.0,
         "grid_cost_usd": e["cost_usd"],
         "jobs": {
@@ -195,9 +197,17 @@ def summary_table(summary: dict[str, Any]) -> str:
         ("reward per GPU (scenario's weights)", f"{f(summary['reward']['per_gpu'], ',.3f')}"),
         ("events / wall-second", f"{f(summary['performance']['events_per_wall_s'], ',.0f')}"),
     ]
-    if "facility" in summary:  # facility.cooling: energy above is facility energy (IT + cooling + overhead)
-        fac = summary["facility"]
+    fac = summary.get("facility", {})
+    if "pue_energy_weighted" in fac:  # facility.cooling: energy above is facility energy (IT + cooling + overhead)
         rows.insert(2, ("  PUE energy-weighted / time mean", f"{f(fac['pue_energy_weighted'], '.4f')} / "
                                                              f"{f(fac['pue_time_mean'], '.4f')}"))
+    if "battery" in fac:  # facility.battery: the grid's two directions and the tariffs
+        bat = fac["battery"]
+        at = next(i for i, (k, _) in enumerate(rows) if k == "grid cost") + 1
+        rows[at:at] = [
+            ("  grid import / export", f"{f(bat['grid_import_j'] * kwh, ',.1f')} / {f(bat['grid_export_j'] * kwh, ',.1f')} kWh"),
+            ("  export revenue / demand charge", f"${f(bat['export_revenue_usd'], ',.2f')} / ${f(bat['demand_charge_usd'], ',.2f')}"),
+            ("  net grid bill", f"${f(bat['net_grid_bill_usd'], ',.2f')}  (battery: {bat['dispatch']})"),
+        ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

@@ -74,7 +74,8 @@ def write_run(run: Run, out: Path, plots: bool = False) -> list[Path]:
               "ledger": (sc.outputs.ledger_table, r.ledger),
               "decisions": (sc.outputs.decision_log, r.decisions),
               "events": (sc.outputs.trace_events and r.events is not None, r.events),
-              "elements": (r.elements is not None, r.elements)}
+              "elements": (r.elements is not None, r.elements),
+              "dispatch": (r.dispatch is not None, r.dispatch)}
     written.extend(write_tables({stem: df for stem, (wanted, df) in tables.items() if wanted}, out,
                                 sc.outputs.format))
     if r.allocations_w is not None:

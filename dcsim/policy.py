@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 from dataclasses import dataclass
 from enum import IntEnum
 from importlib import metadata
@@ -79,6 +80,72 @@ class MarketView:
     queue_length: int
     deferred_jobs: int
     next_round_s: float
+
+
+class Dispatch(IntEnum):
+    """What the facility agent tells the battery to do until its next decision (``dispatch``)."""
+
+    HOLD = 0
+    CHARGE = 1  # from the bus: surplus renewable first, then the grid where facility.battery.grid_charging allows
+    DISCHARGE = 2  # to the bus: the load first, then grid export where an export price is set and positive
+
+
+@dataclass(frozen=True)
+class BatteryCommand:
+    """A facility agent's battery decision: a :class:`Dispatch` and its bus-side rate, W (>= 0; ignored for HOLD).
+
+    The engine clips the rate to the battery's power limit, and to 0 when the state of charge is already at the
+    bound the command moves towards; each clipping is recorded (``dispatch.csv``, ``summary.json``).
+    """
+
+    command: Dispatch
+    rate_w: float = 0.0
+
+
+@dataclass(frozen=True)
+class FacilityObservation:
+    """What the facility agent sees when it dispatches the battery (at every market round), all scalars.
+
+    Sign convention: ``net_load_w`` is positive when the load exceeds renewable power (a deficit the battery or the
+    grid must serve), negative when renewable power is in surplus.
+
+    Attributes:
+        market: The shared state every agent sees (time, renewable power, IT demand, grid price, ...).
+        load_w: Facility power now: the cluster's draw plus cooling and overhead (with ``facility.cooling``), W.
+        net_load_w: ``load_w − market.renewable_w``, W.
+        soc_j: Battery state of charge, J.
+        capacity_j: Battery capacity, J.
+        min_soc_j, max_soc_j: The state of charge's bounds (``facility.battery.min_soc/max_soc`` × capacity), J.
+        max_charge_w, max_discharge_w: Bus-side power limits, W.
+        round_trip_efficiency: ``η`` (``η_c = η_d = √η``).
+        grid_charging: Whether CHARGE may draw on the grid.
+        import_cap_w: Grid import limit, W (inf = none).
+        export_price_usd_per_mwh: Export price now, USD/MWh (NaN without export).
+        export_cap_w: Export limit, W (0 without export, inf = none).
+        demand_charge_usd_per_kw: Demand charge rate on each billing window's peak, USD/kW.
+        window_peak_w: Largest demand-interval mean grid import so far in the current billing window, W.
+        interval_import_j: Grid import so far in the current demand interval, J.
+        interval_end_s: End of the current demand interval, s.
+    """
+
+    market: MarketView
+    load_w: float
+    net_load_w: float
+    soc_j: float
+    capacity_j: float
+    min_soc_j: float
+    max_soc_j: float
+    max_charge_w: float
+    max_discharge_w: float
+    round_trip_efficiency: float
+    grid_charging: bool
+    import_cap_w: float
+    export_price_usd_per_mwh: float
+    export_cap_w: float
+    demand_charge_usd_per_kw: float
+    window_peak_w: float
+    interval_import_j: float
+    interval_end_s: float
 
 
 @dataclass(frozen=True)
@@ -193,9 +260,9 @@ class Bids:
 class Policy:
     """Base class of decision policies. Every method is batched over the agents deciding at that instant.
 
-    Override any of :meth:`bid`, :meth:`admit`, :meth:`on_idle`; the defaults are "full power at any
-    price", "run every job now" and "stay idle". The engine skips calling a method a subclass does
-    not override, so a policy pays only for the decisions it makes.
+    Override any of :meth:`bid`, :meth:`admit`, :meth:`on_idle`, :meth:`dispatch`; the defaults are "full power at
+    any price", "run every job now", "stay idle" and (not overriding :meth:`dispatch`) the battery's fixed rule. The
+    engine skips calling a method a subclass does not override, so a policy pays only for the decisions it makes.
 
     Args:
         **params: The scenario's ``policy.params``; unknown ones are an error.
@@ -225,6 +292,12 @@ class Policy:
     def on_idle(self, obs: AgentObservation) -> np.ndarray:
         """An :class:`IdleAction` per GPU that just became idle (array of shape ``(n,)``)."""
         return np.full(len(obs), IdleAction.STAY_IDLE, dtype=np.int8)
+
+    def dispatch(self, obs: FacilityObservation) -> BatteryCommand:
+        """The facility agent's battery command until the next market round (asked at every round, and only with
+        ``facility.battery``). A policy that does not override this keeps the fixed rule (docs/model.md: charge from
+        surplus renewable power, discharge on a deficit); this default, never called by the engine, holds."""
+        return BatteryCommand(Dispatch.HOLD)
 
     def end_episode(self, obs: AgentObservation) -> None:
         """Called once at the horizon with every agent's observation (and, for learning policies, the feedback
@@ -392,3 +465,21 @@ def check_bids(bids: Any, n: int, who: str) -> Bids:
         if kelly.shape != (n,) or np.any(~np.isfinite(kelly)) or np.any(kelly < 0):
             raise PolicyError(f"{who}: Bids.kelly_tokens must be finite, >= 0 and of shape ({n},)")
     return Bids(req, price, steps_w, steps_price, kelly)
+
+
+def check_dispatch(command: Any, who: str) -> BatteryCommand:
+    """Validate a policy's battery command: a :class:`BatteryCommand`, a :class:`Dispatch` and a finite rate >= 0 W."""
+    if not isinstance(command, BatteryCommand):
+        raise PolicyError(f"{who} returned {type(command).__name__}; expected dcsim.policy.BatteryCommand")
+    try:
+        kind = Dispatch(command.command)
+    except ValueError:
+        raise PolicyError(f"{who} returned command {command.command!r}; allowed: Dispatch values "
+                          f"{ {m.name: m.value for m in Dispatch} }") from None
+    try:
+        rate = float(command.rate_w)
+    except (TypeError, ValueError):
+        rate = math.nan
+    if not (math.isfinite(rate) and rate >= 0):
+        raise PolicyError(f"{who} returned rate_w = {command.rate_w!r}; expected a finite number of W >= 0")
+    return BatteryCommand(kind, rate)

@@ -20,6 +20,8 @@ class SupplyInputs:
         renewable_w: Total renewable power (solar + wind + power trace), W.
         carbon_g_per_kwh: Grid carbon intensity.
         grid_price_usd_per_mwh: Grid energy price.
+        export_price_usd_per_mwh: Price paid for grid export (``facility.battery.export_price_usd_per_mwh``), or
+            None without export; its changes are supply events.
         components: The individual renewable series by name (for plots and tables).
         data_quality: One record per series read from a file, by scenario field (e.g.
             ``"supply.grid.carbon_g_per_kwh"``): source, rows read, dropped, filled, clipped, the
@@ -31,10 +33,14 @@ class SupplyInputs:
     grid_price_usd_per_mwh: StepSeries
     components: dict[str, StepSeries]
     data_quality: dict[str, dict] = field(default_factory=dict)
+    export_price_usd_per_mwh: StepSeries | None = None
 
     def change_times(self, horizon_s: float) -> np.ndarray:
         """Sorted unique times in ``[0, horizon_s)`` at which any supply series may change."""
-        parts = [s.change_times(0.0, horizon_s) for s in (self.renewable_w, self.carbon_g_per_kwh, self.grid_price_usd_per_mwh)]
+        series = (self.renewable_w, self.carbon_g_per_kwh, self.grid_price_usd_per_mwh)
+        if self.export_price_usd_per_mwh is not None:
+            series += (self.export_price_usd_per_mwh,)
+        parts = [s.change_times(0.0, horizon_s) for s in series]
         return np.unique(np.concatenate(parts + [np.array([0.0])]))
 
 
@@ -129,12 +135,19 @@ def build_supply(scenario: Scenario) -> SupplyInputs:
                           "supply.grid.carbon_g_per_kwh")
     price = _grid_series("grid_price_usd_per_mwh", cfg.grid.price_usd_per_mwh, "price", start, cfg, quality,
                          "supply.grid.price_usd_per_mwh")
+    export = None
+    dispatch = scenario.facility.battery
+    if dispatch is not None and dispatch.export_price_usd_per_mwh is not None:
+        export = _grid_series("export_price_usd_per_mwh", dispatch.export_price_usd_per_mwh, "price", start, cfg,
+                              quality, "facility.battery.export_price_usd_per_mwh")
     fields = {"renewable_w": "supply (solar/wind/power_trace)", "carbon_g_per_kwh": "supply.grid.carbon_g_per_kwh",
-              "grid_price_usd_per_mwh": "supply.grid.price_usd_per_mwh"}
-    checks = [(fields.get(s.name, f"supply ({s.name})"), s) for s in (carbon, price, *components.values())]
+              "grid_price_usd_per_mwh": "supply.grid.price_usd_per_mwh",
+              "export_price_usd_per_mwh": "facility.battery.export_price_usd_per_mwh"}
+    checks = [(fields.get(s.name, f"supply ({s.name})"), s)
+              for s in (carbon, price, *components.values(), *([export] if export is not None else []))]
     for field, series in checks:
         try:
             series.change_times(0.0, horizon)  # fail now, before the run, if a series does not cover it
         except SeriesRangeError as exc:
             raise ScenarioError(None, [(field, f"{series.start_s:.0f}..{series.end_s:.0f} s", str(exc))]) from None
-    return SupplyInputs(renewable, carbon, price, components, quality)
+    return SupplyInputs(renewable, carbon, price, components, quality, export)

@@ -263,7 +263,7 @@ NOTES.update({
     "FacilityConfig.topology": "the power-delivery tree (GPU → node → rack → PDU → feed)",
     "FacilityConfig.cooling": "cooling plant and room: facility power = IT + cooling + overhead (docs/model.md)",
     "FacilityConfig.failures": "failure and repair processes (the `failures` stream)",
-    "FacilityConfig.battery": "battery dispatch, export and demand charges: not wired into runs yet (refused)",
+    "FacilityConfig.battery": "battery dispatch by a facility agent, grid charging, export and demand charges",
     "TopologyConfig.gpus_per_node": "GPUs under each node", "TopologyConfig.nodes_per_rack": "nodes under each rack",
     "TopologyConfig.racks_per_pdu": "racks under each PDU", "TopologyConfig.pdus_per_feed": "PDUs under each feed",
     "TopologyConfig.limits": "per-level limits",
@@ -354,8 +354,8 @@ RULES: dict[str, list[str]] = {
                  "`facility` is checked against the rest of the scenario: the topology must cover `cluster.gpus` and "
                  "every limit must be at least the idle power of the GPUs below it; node/PDU/feed failures and "
                  "scheduled outages need a topology (and name its elements); `facility.battery` needs "
-                 "`supply.battery`; `facility.safety` without a topology is refused. `facility.battery` is refused "
-                 "for now: battery dispatch is not wired into runs yet."],
+                 "`supply.battery` (whose `initial_soc` must lie within `[min_soc, max_soc]`); `facility.safety` "
+                 "without a topology is refused."],
     "TopologyConfig": ["Either `graphml` or the regular tree's fields, not both."],
     "WeatherConfig": ["Exactly one of `epw` and `dry_bulb_c`; `wet_bulb_c` only with `dry_bulb_c`, and at most it."],
     "CoolingConfig": ["`chilled_water_c < supply_air_c`.",

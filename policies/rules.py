@@ -1,10 +1,23 @@
-"""Rule-based baseline policies: always-on, race-to-idle, renewable-follower, price-threshold, deadline-slack, truthful."""
+"""Rule-based baseline policies: always-on, race-to-idle, renewable-follower, price-threshold, deadline-slack, truthful,
+and a battery rule for the facility agent (grid-price thresholds and peak shaving)."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from dcsim.learning import pace_power_w
-from dcsim.policy import Admission, AgentObservation, Bids, IdleAction, JobObservation, Policy
+from dcsim.policy import (
+    Admission,
+    AgentObservation,
+    BatteryCommand,
+    Bids,
+    Dispatch,
+    FacilityObservation,
+    IdleAction,
+    JobObservation,
+    Policy,
+)
 
 _FEW = 16  # up to this many agents, Truthful prices bids as Python numbers
 
@@ -166,3 +179,65 @@ class Truthful(Policy):
 
     def state_dict(self) -> dict:
         return {"sleep_when_idle": self.sleep_when_idle}
+
+
+class BatteryThreshold(Policy):
+    """The facility agent's rule: shave peaks, store surplus renewable power, buy cheap grid power, sell dear.
+
+    At each market round, in this order (the first that applies decides; the engine clips rates to the battery):
+
+    1. **Peak shaving** (with ``shave_above_w``): the net load (facility load − renewable power) is above it →
+       DISCHARGE the excess.
+    2. **Surplus**: renewable power exceeds the load → CHARGE at the surplus.
+    3. **Cheap grid**: the grid price is at or below ``charge_below_usd_per_mwh`` and ``facility.battery.grid_charging``
+       is on → CHARGE at full rate (with ``shave_above_w``, only up to what keeps the grid import at or below it).
+    4. **Dear grid**: the grid price is at or above ``discharge_above_usd_per_mwh`` → DISCHARGE at the deficit, or
+       at full rate (exporting the rest) when the export price is at or above that threshold too.
+    5. Otherwise HOLD.
+
+    The GPUs run as :class:`AlwaysOn` (the rule decides only the battery); a policy that should do both subclasses
+    another policy and adds a ``dispatch`` method.
+
+    Args:
+        charge_below_usd_per_mwh: Grid price at or below which the battery charges from the grid, USD/MWh.
+        discharge_above_usd_per_mwh: Grid price at or above which it discharges, USD/MWh (above the charge price).
+        shave_above_w: Net load the grid should not have to serve above, W (None = no peak shaving).
+    """
+
+    name = "battery_threshold"
+
+    def __init__(self, charge_below_usd_per_mwh: float = 30.0, discharge_above_usd_per_mwh: float = 80.0,
+                 shave_above_w: float | None = None):
+        super().__init__()
+        for label, value in (("charge_below_usd_per_mwh", charge_below_usd_per_mwh),
+                             ("discharge_above_usd_per_mwh", discharge_above_usd_per_mwh)):
+            if not math.isfinite(value):
+                raise ValueError(f"{label} must be a finite number of USD/MWh, got {value!r}")
+        if not charge_below_usd_per_mwh < discharge_above_usd_per_mwh:
+            raise ValueError(f"charge_below_usd_per_mwh ({charge_below_usd_per_mwh:g}) must be below "
+                             f"discharge_above_usd_per_mwh ({discharge_above_usd_per_mwh:g})")
+        if shave_above_w is not None and not (shave_above_w >= 0 and math.isfinite(shave_above_w)):
+            raise ValueError(f"shave_above_w must be a finite number of W >= 0 or null, got {shave_above_w!r}")
+        self.charge_below = float(charge_below_usd_per_mwh)
+        self.discharge_above = float(discharge_above_usd_per_mwh)
+        self.shave_above_w = None if shave_above_w is None else float(shave_above_w)
+
+    def dispatch(self, obs: FacilityObservation) -> BatteryCommand:
+        net = obs.net_load_w
+        price = obs.market.grid_price_usd_per_mwh
+        shave = self.shave_above_w
+        if shave is not None and net > shave:
+            return BatteryCommand(Dispatch.DISCHARGE, net - shave)
+        if net < 0:
+            return BatteryCommand(Dispatch.CHARGE, -net)
+        if price <= self.charge_below and obs.grid_charging:
+            rate = obs.max_charge_w if shave is None else min(obs.max_charge_w, shave - net)
+            return BatteryCommand(Dispatch.CHARGE, rate) if rate > 0 else BatteryCommand(Dispatch.HOLD)
+        if price >= self.discharge_above:
+            exporting = obs.export_price_usd_per_mwh >= self.discharge_above  # NaN (no export) is not
+            return BatteryCommand(Dispatch.DISCHARGE, obs.max_discharge_w if exporting else net)
+        return BatteryCommand(Dispatch.HOLD)
+
+    def state_dict(self) -> dict:
+        return {"charge_below_usd_per_mwh": self.charge_below, "discharge_above_usd_per_mwh": self.discharge_above,
+                "shave_above_w": self.shave_above_w}

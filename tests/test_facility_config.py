@@ -37,7 +37,7 @@ def _problems(data, cluster=CLUSTER, battery=BATTERY, **kw) -> list[tuple[str, o
 
 def test_full_section_builds_every_model() -> None:
     assert FacilityConfig.model_validate(FULL).battery.demand_charge_usd_per_kw == 12.5
-    fac = parse_facility({k: v for k, v in FULL.items() if k != "battery"}, CLUSTER, BATTERY)  # battery: not wired
+    fac = parse_facility({k: v for k, v in FULL.items() if k != "battery"}, CLUSTER, BATTERY)  # battery: tests/test_facility_dispatch.py
     tree = fac.topology.build(CLUSTER.gpus)
     assert tree.n_gpus == 64 and tree.kinds.count("rack") == 2 and tree.kinds.count("feed") == 1
     assert dict(zip(tree.names, tree.limit_w))["rack1"] == 18000.0

@@ -166,12 +166,16 @@ def test_bad_cooling_values_are_named():
     assert "facility.cooling.fan_power" in str(exc.value) and "fan_power_w" in str(exc.value)
 
 
-def test_battery_dispatch_is_refused_until_wired():
+def test_battery_dispatch_is_accepted_with_a_battery_and_refused_without():
+    # wired now (tests/test_facility_dispatch.py runs it); it still needs supply.battery
+    base = {"cluster": {"gpus": 4}, "workload": {"arrivals": {"process": "poisson", "rate_per_s": 0.01},
+                                                 "duration_s": {"distribution": "constant", "value": 60}},
+            "facility": {"battery": {"grid_charging": True}}}
+    sc = parse_scenario(base | {"supply": {"battery": {"capacity_wh": 100, "max_charge_w": 10, "max_discharge_w": 10}}})
+    assert sc.facility.battery.grid_charging
     with pytest.raises(ScenarioError) as exc:
-        parse_scenario({"cluster": {"gpus": 4}, "workload": {"arrivals": {"process": "poisson", "rate_per_s": 0.01}, "duration_s": {"distribution": "constant", "value": 60}},
-                        "supply": {"battery": {"capacity_wh": 100, "max_charge_w": 10, "max_discharge_w": 10}},
-                        "facility": {"battery": {"grid_charging": True}}})
-    assert "facility.battery" in str(exc.value) and "not wired" in str(exc.value)
+        parse_scenario(base)
+    assert "facility.battery" in str(exc.value) and "add supply.battery" in str(exc.value)
 
 
 def test_cooling_off_adds_nothing():

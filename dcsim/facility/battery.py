@@ -13,7 +13,6 @@ after which the battery holds; the interval is split there exactly, so
 """
 from __future__ import annotations
 
-import enum
 import math
 from dataclasses import dataclass
 
@@ -21,15 +20,8 @@ import numpy as np
 
 from dcsim.config import BatteryConfig
 from dcsim.energy import J_PER_MWH, J_PER_WH
+from dcsim.policy import Dispatch  # noqa: F401  (re-exported: the command a facility agent gives)
 from dcsim.timeseries import StepSeries
-
-
-class Dispatch(enum.IntEnum):
-    """What a facility agent tells the battery to do until its next decision."""
-
-    HOLD = 0
-    CHARGE = 1  # from the bus (grid or surplus renewable), at the given rate
-    DISCHARGE = 2  # to the bus, at the given rate
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, ValidationError, model_serializer, model_validator
+from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
 
 from dcsim.config import (
     BatteryConfig,
@@ -183,10 +183,18 @@ class BatteryDispatchConfig(_Model):
     max_soc: float = Field(1.0, ge=0, le=1)
     grid_charging: bool = Field(False, description="may the battery charge from the grid")
     export_price_usd_per_mwh: SeriesSource | None = Field(None, description="null: no export")
-    export_cap_w: float | None = Field(None, ge=0, description="null = unlimited (with an export price)")
-    demand_charge_usd_per_kw: float = Field(0.0, ge=0)
+    export_cap_w: float | None = Field(None, ge=0, le=MAX_QUANTITY,
+                                       description="null = unlimited (with an export price)")
+    demand_charge_usd_per_kw: float = Field(0.0, ge=0, le=MAX_QUANTITY)
     demand_interval_s: PositiveDurationS = 900.0
     billing_window_s: PositiveDurationS = 30 * 86400.0
+
+    @field_validator("export_price_usd_per_mwh")
+    @classmethod
+    def _price_series(cls, v: SeriesSource | None) -> SeriesSource | None:
+        if v is not None and v.format not in ("auto", "caiso_oasis", "ercot", "csv"):
+            raise ValueError(f"format {v.format!r} is a carbon format; a price takes auto, caiso_oasis, ercot or csv")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> "BatteryDispatchConfig":
@@ -260,15 +268,14 @@ def facility_problems(facility: FacilityConfig, cluster: ClusterConfig,
         problems.append(("facility.battery", facility.battery.model_dump(mode="json"),
                          "battery dispatch needs a battery: add supply.battery"))
     elif facility.battery is not None:
-        problems.append(("facility.battery", facility.battery.model_dump(mode="json"), _BATTERY_NOT_WIRED))
+        lo, hi = facility.battery.min_soc, facility.battery.max_soc
+        if not lo <= battery.initial_soc <= hi:
+            problems.append(("supply.battery.initial_soc", battery.initial_soc,
+                             f"a state of charge within facility.battery's [min_soc, max_soc] = [{lo:g}, {hi:g}]"))
     if facility.topology is None and facility.safety and "safety" in facility.model_fields_set:
         problems.append(("facility.safety", facility.safety, "the safety layer enforces facility.topology's limits; "
                                                              "add a topology or leave safety out"))
     return problems
-
-
-_BATTERY_NOT_WIRED = ("battery dispatch, grid export and demand charges are not wired into runs yet (issue 9 item 5); "
-                      "leave facility.battery out: supply.battery runs on the fixed rule of docs/model.md")
 
 
 def _names_by_kind(tree: PowerTree) -> str:
