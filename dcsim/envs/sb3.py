@@ -35,7 +35,7 @@ MODEL_FILE = "model.zip"
 def algo_class(algo: str) -> type:
     """The SB3 class an ``--algo`` value names; a clear error for an unknown one or a missing extra."""
     if algo not in ALGOS:
-        raise DcsimError(f"--algo {algo!r}: allowed: {', '.join(ALGOS)}")
+        raise DcsimError(f"--algo {algo!r}: allowed: {', '.join(ALGOS)}, mappo")
     sb3 = require("stable_baselines3", f"--algo {algo}")
     require("gymnasium", f"--algo {algo}")
     return getattr(sb3, algo.split(":", 1)[1])
