@@ -316,8 +316,11 @@ def _cmd_train_algo(args: argparse.Namespace) -> int:
 def _cmd_train_mappo(args: argparse.Namespace) -> int:
     """``train --algo mappo``: MAPPO (policies/mappo.py) through the PettingZoo env, evaluated as ``--policy`` is."""
     from dcsim.outputs import choose_run_dir
-    from policies.mappo import ALGO, POLICY_TARGET, train_mappo
+    from policies.mappo import ALGO, POLICY_TARGET, check_training, train_mappo
 
+    options = _key_values(args.algo_option, "--algo-option")
+    tensorboard = Path(args.tensorboard) if args.tensorboard else None
+    check_training(args.episodes, options, tensorboard)  # a bad option or a missing library fails first
     references = _reference_arms(args.reference)  # a bad rule fails here, before any training
     if references and not args.eval_seeds:
         raise DcsimError("--reference adds arms to the evaluation: give --eval-seeds N too")
@@ -349,9 +352,8 @@ def _cmd_train_mappo(args: argparse.Namespace) -> int:
             bar.set_postfix(ret=f"{row['return_per_gpu']:.3f}")
 
     try:
-        curve = train_mappo(scenario, args.episodes, out, overwrite=args.overwrite,
-                            algo_options=_key_values(args.algo_option, "--algo-option"),
-                            tensorboard=Path(args.tensorboard) if args.tensorboard else None, finish=finish,
+        curve = train_mappo(scenario, args.episodes, out, overwrite=args.overwrite, algo_options=options,
+                            tensorboard=tensorboard, finish=finish,
                             on_episode=on_episode, command="python -m dcsim " + " ".join(sys.argv[1:]))
     finally:
         if bar is not None:

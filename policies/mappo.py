@@ -205,8 +205,8 @@ def build_networks(gpu_in: int, slot_in: int, critic_in: int, hidden: int, seed:
 
 
 def gpu_log_probs(nets, x, column):
-    """Log-probabilities ``(k, 5)`` of a GPU actor's used head: rows with ``column`` 0 use the bid head (5
-    choices), rows with 1 the idle head (3 choices; its last two entries are ``_LOG_ZERO``)."""
+    """Log-probabilities ``(k, len(BidAction))`` of a GPU actor's used head: rows with ``column`` 0 use the bid
+    head, rows with 1 the idle head (``len(IdleAction)`` choices; the entries past them are ``_LOG_ZERO``)."""
     torch = _torch()
     logits = nets["gpu"](x)
     bid = torch.log_softmax(logits[:, :_N_BID], dim=-1)
@@ -433,6 +433,20 @@ def _tensorboard_dir(root: Path) -> Path:
     return root / f"MAPPO_{max(taken, default=0) + 1}"
 
 
+def check_training(episodes: int, algo_options: dict[str, Any] | None, tensorboard: Path | None) -> MappoConfig:
+    """Refuse a bad budget, a bad ``--algo-option`` or a missing library before anything runs; the config."""
+    from dcsim.envs import require
+
+    if not _is_int(episodes) or episodes < 1:
+        raise DcsimError(f"--episodes {episodes!r}: allowed: an integer >= 1")
+    config = MappoConfig.from_options(algo_options)
+    require("pettingzoo", "--algo mappo")
+    _torch()
+    if tensorboard is not None:
+        require("tensorboard", "--tensorboard")
+    return config
+
+
 def train_mappo(scenario, episodes: int, out: Path, *, overwrite: bool = False,
                 algo_options: dict[str, Any] | None = None, tensorboard: Path | None = None,
                 finish: Callable[[Path, Path], None] | None = None, command: str = "",
@@ -458,14 +472,8 @@ def train_mappo(scenario, episodes: int, out: Path, *, overwrite: bool = False,
     from dcsim.config import scenario_to_dict
     from dcsim.learning import episode_reward, episode_totals
 
-    if not _is_int(episodes) or episodes < 1:
-        raise DcsimError(f"--episodes {episodes!r}: allowed: an integer >= 1")
-    config = MappoConfig.from_options(algo_options)
+    config = check_training(episodes, algo_options, tensorboard)
     writer = None
-    if tensorboard is not None:
-        from dcsim.envs import require
-
-        require("tensorboard", "--tensorboard")
     trainer = MappoTrainer(scenario, config)
     rows = []
     try:
