@@ -255,6 +255,8 @@ def test_checkpoint_reloads_to_the_same_actor(tiny_path, tmp_path):
     one = run_scenario(sc, policy=MappoPolicy(checkpoint=str(tmp_path / "ck"))).result
     two = run_scenario(sc, policy=MappoPolicy(checkpoint=str(tmp_path / "copy"))).result
     assert one.jobs.equals(two.jobs) and one.tokens == two.tokens
+    named = run_scenario(sc, policy=MappoPolicy(checkpoint=str(tmp_path / "ck"), scenario=str(tiny_path))).result
+    assert named.jobs.equals(one.jobs)  # the training scenario named as a file: the same forecasts
 
 
 # ------------------------------------------------------------------------------------------ errors
