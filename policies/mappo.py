@@ -313,7 +313,7 @@ class MappoTrainer:
             else:
                 col = 0 if kind == "bid" else 1
                 who = [i for i, agent in enumerate(gpu_agents) if infos[agent]["deciding"]]
-                x = gpu_mat[who].astype(np.float32)
+                x = gpu_mat[who].astype(np.float32).reshape(len(who), -1)
                 cols = torch.full((len(who),), col)
                 with torch.no_grad():
                     logp = gpu_log_probs(self.nets, torch.from_numpy(x), cols).numpy()
