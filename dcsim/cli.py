@@ -750,7 +750,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "or sb3:DQN; or mappo, multi-agent PPO through the PettingZoo env, for --episodes "
                           "(needs dcsim[rl]; docs/rl.md)")
     trn.add_argument("--timesteps", type=int, default=20_000, metavar="N",
-                     help="--algo: env steps (decisions) to train for (default: 20000)")
+                     help="--algo sb3:...: env steps (decisions) to train for (default: 20000; mappo counts --episodes)")
     trn.add_argument("--algo-option", action="append", metavar="KEY=VALUE",
                      help="--algo: a keyword of the SB3 class, e.g. --algo-option n_steps=256, or a MappoConfig "
                           "field for mappo, e.g. --algo-option update_epochs=8 (repeatable)")
