@@ -129,7 +129,7 @@ def test_smoke_training_cli_evaluates_and_logs(tiny_path, tmp_path):
     the run's reward), TensorBoard scalars, and the paired-CI evaluation of the trained actor on held-out seeds,
     which `run --checkpoint` with the saved folder reproduces."""
     proc = ok(dcsim_cli("train", tiny_path, "--algo", "mappo", "--episodes", "2", "--eval-seeds", "2",
-                        "--baselines", "always_on", "--algo-option", "update_epochs=2", "--out", "out",
+                        "--horizon", "1h", "--baselines", "always_on", "--algo-option", "update_epochs=2", "--out", "out",
                         "--tensorboard", "tb", "-j", "1", cwd=tmp_path, timeout=300))
     out = tmp_path / "out"
     assert "mappo" in proc.stdout and "always_on" in proc.stdout
@@ -154,7 +154,7 @@ def test_smoke_training_cli_evaluates_and_logs(tiny_path, tmp_path):
     assert [e.step for e in acc.Scalars("charts/return_per_gpu")] == [0, 1]
 
     ok(dcsim_cli("run", tiny_path, "--policy", "policies.mappo:MappoPolicy", "--checkpoint", out / "checkpoint",
-                 "--seed", "10003", "--out", "r", "-q", cwd=tmp_path, timeout=300))
+                 "--seed", "10003", "--horizon", "1h", "--out", "r", "-q", cwd=tmp_path, timeout=300))
     summary = json.loads((tmp_path / "r" / "summary.json").read_text(encoding="utf-8"))
     expected = runs.loc[(runs.arm == "mappo") & (runs.seed == 10003), "return_per_gpu"].item()
     assert summary["reward"]["per_gpu"] == pytest.approx(expected, abs=1e-12)
