@@ -129,8 +129,8 @@ def test_smoke_training_cli_evaluates_and_logs(tiny_path, tmp_path):
     the run's reward), TensorBoard scalars, and the paired-CI evaluation of the trained actor on held-out seeds,
     which `run --checkpoint` with the saved folder reproduces."""
     proc = ok(dcsim_cli("train", tiny_path, "--algo", "mappo", "--episodes", "2", "--eval-seeds", "2",
-                        "--horizon", "1h", "--baselines", "always_on", "--algo-option", "update_epochs=2", "--out", "out",
-                        "--tensorboard", "tb", "-j", "1", cwd=tmp_path, timeout=300))
+                        "--horizon", "1h", "--baselines", "always_on", "--algo-option", "update_epochs=2",
+                        "--out", "out", "--tensorboard", "tb", "-j", "1", cwd=tmp_path, timeout=300))
     out = tmp_path / "out"
     assert "mappo" in proc.stdout and "always_on" in proc.stdout
     assert (out / "checkpoint" / "mappo.pt").stat().st_size > 0
