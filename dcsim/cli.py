@@ -266,13 +266,15 @@ def _cmd_train_algo(args: argparse.Namespace) -> int:
 
     if args.policy is not None or args.algo is None:
         raise DcsimError("train: give --policy qlearning|dqn (dcsim's own learners) or --algo sb3:PPO|sb3:A2C|sb3:DQN "
-                         f"(Stable-Baselines3), not {'both' if args.policy else 'neither'}")
+                         f"(Stable-Baselines3) or --algo mappo, not {'both' if args.policy else 'neither'}")
     for flag, value in (("--init-from", args.init_from), ("--learner", args.learner),
                         ("--learner-option", args.learner_option)):
         if value:
             raise DcsimError(f"{flag} applies to --policy qlearning|dqn, not to --algo {args.algo}")
     if args.eval_seeds < 0:
         raise DcsimError(f"--eval-seeds {args.eval_seeds}: allowed: an integer >= 0 (0: no evaluation)")
+    if args.algo == "mappo":  # the multi-agent learner (policies/mappo.py) through the PettingZoo env
+        return _cmd_train_mappo(args)
     algo_class(args.algo)  # an unknown --algo or a missing extra fails before anything runs
     references = _reference_arms(args.reference)  # a bad rule fails here, before any training
     if references and not args.eval_seeds:
@@ -323,15 +325,73 @@ def _cmd_train_algo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_mappo(args: argparse.Namespace) -> int:
+    """``train --algo mappo``: MAPPO (policies/mappo.py) through the PettingZoo env, evaluated as ``--policy`` is."""
+    from dcsim.outputs import choose_run_dir
+    from policies.mappo import ALGO, POLICY_TARGET, check_training, train_mappo
+
+    if args.resume:
+        raise DcsimError("--resume: not available for --algo mappo (it writes its checkpoint after the last episode "
+                         "only); start a new training, or resume an --algo sb3:... or --policy training")
+    options = _key_values(args.algo_option, "--algo-option")
+    tensorboard = Path(args.tensorboard) if args.tensorboard else None
+    check_training(args.episodes, options, tensorboard)  # a bad option or a missing library fails first
+    references = _reference_arms(args.reference)  # a bad rule fails here, before any training
+    if references and not args.eval_seeds:
+        raise DcsimError("--reference adds arms to the evaluation: give --eval-seeds N too")
+    overrides = list(args.set or []) + ([f"seed={args.seed}"] if args.seed is not None else []) + (
+        [f"horizon_s={args.horizon}"] if args.horizon is not None else [])
+    scenario = _load(Path(args.scenario), overrides, _typed_options(args))
+    if args.eval_seeds:  # an unknown baseline fails now, not after the training
+        from dcsim.policy import load_policy
+
+        for baseline in args.baselines:
+            load_policy(baseline, {})
+    out = Path(args.out) if args.out else choose_run_dir(Path("runs"), f"train-{scenario.name}-{ALGO}")
+    evaluation = {}
+
+    def finish(work: Path, checkpoint: Path) -> None:  # the trained actor as a dcsim policy, on held-out seeds
+        if args.eval_seeds:
+            arm = (POLICY_TARGET, {"checkpoint": str(checkpoint.resolve())})
+            evaluation["md"] = _evaluate_training(args, scenario, ALGO, work, references, arm=arm)
+
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=args.episodes, unit="episode", file=sys.stderr)
+
+    def on_episode(row: dict) -> None:
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(ret=f"{row['return_per_gpu']:.3f}")
+
+    try:
+        curve = train_mappo(scenario, args.episodes, out, overwrite=args.overwrite, algo_options=options,
+                            tensorboard=tensorboard, finish=finish,
+                            on_episode=on_episode, command="python -m dcsim " + " ".join(sys.argv[1:]))
+    finally:
+        if bar is not None:
+            bar.close()
+    if not args.quiet:
+        print(f"trained {ALGO} for {len(curve)} episodes; wrote {out}: checkpoint/, learning_curve.csv, "
+              "train_metadata.yaml" + (", evaluation.md/.csv, evaluation_runs.csv" if args.eval_seeds else ""))
+        if "md" in evaluation:
+            print(evaluation["md"])
+    return 0
+
+
 def _evaluate_training(args: argparse.Namespace, scenario, name: str, work: Path,
-                       references: dict[str, tuple[str, dict]]) -> str:
-    """Evaluate the frozen trained policy, the baselines and the reference rules on held-out seeds; write
-    evaluation*.csv/.md."""
+                       references: dict[str, tuple[str, dict]], arm: tuple[str, dict] | None = None) -> str:
+    """Evaluate the frozen trained policy (``arm``: its policy and params, by default ``name`` loading
+    ``work/checkpoint``), the baselines and the reference rules on held-out seeds; write evaluation*.csv/.md."""
     from dcsim.train import evaluate, evaluation_table
 
-    params = dict(scenario.policy.params) if scenario.policy.name == name else {}
-    params.update({"checkpoint": str((work / "checkpoint").resolve()), "learn": False})
-    arms = {name: (name, params)} | {b: (b, {}) for b in args.baselines} | references
+    if arm is None:
+        params = dict(scenario.policy.params) if scenario.policy.name == name else {}
+        params.update({"checkpoint": str((work / "checkpoint").resolve()), "learn": False})
+        arm = (name, params)
+    arms = {name: arm} | {b: (b, {}) for b in args.baselines} | references
     seeds = list(range(scenario.seed + args.eval_offset, scenario.seed + args.eval_offset + args.eval_seeds))
     ebar = None
     if not args.quiet:
@@ -734,11 +794,13 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--policy", choices=["qlearning", "dqn"], help="the learning policy (or --algo)")
     trn.add_argument("--algo", metavar="sb3:ALGO",
                      help="a Stable-Baselines3 learner through the Gymnasium env instead of --policy: sb3:PPO, sb3:A2C "
-                          "or sb3:DQN (needs dcsim[rl]; docs/rl.md)")
+                          "or sb3:DQN; or mappo, multi-agent PPO through the PettingZoo env, for --episodes "
+                          "(needs dcsim[rl]; docs/rl.md)")
     trn.add_argument("--timesteps", type=int, default=20_000, metavar="N",
-                     help="--algo: env steps (decisions) to train for (default: 20000)")
+                     help="--algo sb3:...: env steps (decisions) to train for (default: 20000; mappo counts --episodes)")
     trn.add_argument("--algo-option", action="append", metavar="KEY=VALUE",
-                     help="--algo: a keyword of the SB3 class, e.g. --algo-option n_steps=256 (repeatable)")
+                     help="--algo: a keyword of the SB3 class, e.g. --algo-option n_steps=256, or a MappoConfig "
+                          "field for mappo, e.g. --algo-option update_epochs=8 (repeatable)")
     trn.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard logs into DIR/<policy or Algo>_<n> (needs dcsim[rl])")
     trn.add_argument("--episodes", type=int, default=50, metavar="N", help="episodes in total (default: 50)")
     trn.add_argument("--learner", choices=["torch", "cerebras-cpu", "csx"],

@@ -18,7 +18,7 @@ import numpy as np
 
 from dcsim.envs.bridge import Decision, DecisionKind
 from dcsim.learning import FEATURES, observation_features
-from dcsim.policy import GpuState
+from dcsim.policy import AgentObservation, GpuState, JobObservation, MarketView
 from dcsim.supply import SupplyInputs
 
 FEATURE_BOUND = 10.0
@@ -37,18 +37,24 @@ def global_feature_names(forecast_hours: tuple[float, ...]) -> tuple[str, ...]:
 def global_features(d: Decision, supply: SupplyInputs, horizon_s: float, forecast_hours: tuple[float, ...],
                     full_power_w: float) -> np.ndarray:
     """The global block at decision ``d``; renewable power is a fraction of the cluster's full power."""
-    m = d.cluster.market
+    return global_features_of(d.kind, d.cluster.market, d.cluster.gpu_ids.size, supply, horizon_s, forecast_hours,
+                              full_power_w)
+
+
+def global_features_of(kind: DecisionKind, m: MarketView, n_gpus: int, supply: SupplyInputs, horizon_s: float,
+                       forecast_hours: tuple[float, ...], full_power_w: float) -> np.ndarray:
+    """The global block of a ``kind`` decision seeing market ``m`` (what a policy inside dcsim has at hand)."""
     hour = 2.0 * np.pi * m.hour_utc / 24.0
-    ahead = np.minimum(d.time_s + 3600.0 * np.asarray(forecast_hours, dtype=float), np.nextafter(horizon_s, 0.0))
+    ahead = np.minimum(m.time_s + 3600.0 * np.asarray(forecast_hours, dtype=float), np.nextafter(horizon_s, 0.0))
     forecast = np.atleast_1d(supply.renewable_w.value_at(ahead)) if forecast_hours else np.zeros(0)
     p0 = m.base_price_tokens_per_kwh
     price = float(np.clip(m.price_tokens_per_kwh, 1e-6 * p0, 1e6 * p0))
-    n = d.cluster.gpu_ids.size
-    kind = np.array([d.kind is k for k in DECISION_KINDS], dtype=float)
+    n = n_gpus
+    one_hot = np.array([kind is k for k in DECISION_KINDS], dtype=float)
     row = np.concatenate([
         [np.sin(hour), np.cos(hour), m.renewable_w / full_power_w], np.asarray(forecast, float) / full_power_w,
         [np.log(price / p0) / 2.0, m.grid_price_usd_per_mwh / 100.0, m.queue_length / n, m.deferred_jobs / n,
-         m.battery_soc], kind])
+         m.battery_soc], one_hot])
     return _clip(row)
 
 
@@ -59,7 +65,12 @@ def gpu_features(d: Decision, interval_s: float) -> np.ndarray:
     deciding = np.zeros(n)
     if d.kind is not DecisionKind.ADMIT:
         deciding[d.agents] = 1.0
-    base = observation_features(obs, n, interval_s)
+    return gpu_rows(obs, n, interval_s, deciding)
+
+
+def gpu_rows(obs: AgentObservation, n_gpus: int, interval_s: float, deciding: np.ndarray) -> np.ndarray:
+    """Per-GPU rows of the GPUs in ``obs`` (``deciding`` 1 or 0 per row) in a cluster of ``n_gpus``."""
+    base = observation_features(obs, n_gpus, interval_s)
     state = obs.state.astype(float) / (len(GpuState) - 1)
     return _clip(np.column_stack([base, state, deciding]))
 
@@ -67,14 +78,19 @@ def gpu_features(d: Decision, interval_s: float) -> np.ndarray:
 def job_features(d: Decision, slots: int, n_gpus: int, first: int = 0) -> np.ndarray:
     """The admission block at decision ``d``, ``(slots, len(JOB_FEATURES))``: waiting jobs ``first`` to
     ``first + slots - 1`` (more jobs than slots are asked about in several steps at the same instant)."""
-    out = np.zeros((slots, len(JOB_FEATURES)))
     if d.kind is DecisionKind.ADMIT:
-        o = d.observation
-        sl = slice(first, min(len(o), first + slots))
-        m = sl.stop - sl.start
-        slack_h = np.where(np.isfinite(o.slack_s[sl]), np.clip(o.slack_s[sl] / 3600.0, -4.0, 8.0) / 4.0, 2.0)
-        out[:m] = np.column_stack([np.ones(m), o.gpus[sl] / n_gpus, o.duration_s[sl] / 3600.0 / 4.0, slack_h,
-                                   o.waited_s[sl] / 3600.0 / 4.0, np.log1p(o.value_tokens[sl]) / 5.0])
+        return job_rows(d.observation, slots, n_gpus, first)
+    return np.zeros((slots, len(JOB_FEATURES)), dtype=np.float32)
+
+
+def job_rows(o: JobObservation, slots: int, n_gpus: int, first: int = 0) -> np.ndarray:
+    """The admission block of waiting jobs ``o``, ``(slots, len(JOB_FEATURES))``, from job ``first`` on."""
+    out = np.zeros((slots, len(JOB_FEATURES)))
+    sl = slice(first, min(len(o), first + slots))
+    m = sl.stop - sl.start
+    slack_h = np.where(np.isfinite(o.slack_s[sl]), np.clip(o.slack_s[sl] / 3600.0, -4.0, 8.0) / 4.0, 2.0)
+    out[:m] = np.column_stack([np.ones(m), o.gpus[sl] / n_gpus, o.duration_s[sl] / 3600.0 / 4.0, slack_h,
+                               o.waited_s[sl] / 3600.0 / 4.0, np.log1p(o.value_tokens[sl]) / 5.0])
     return _clip(out)
 
 

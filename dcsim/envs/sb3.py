@@ -120,7 +120,7 @@ def check_action_set(meta: dict[str, Any], model_space, where: Path, n_gpus: int
 def algo_class(algo: str) -> type:
     """The SB3 class an ``--algo`` value names; a clear error for an unknown one or a missing extra."""
     if algo not in ALGOS:
-        raise DcsimError(f"--algo {algo!r}: allowed: {', '.join(ALGOS)}")
+        raise DcsimError(f"--algo {algo!r}: allowed: {', '.join(ALGOS)}, mappo")
     sb3 = require("stable_baselines3", f"--algo {algo}")
     require("gymnasium", f"--algo {algo}")
     return getattr(sb3, algo.split(":", 1)[1])
