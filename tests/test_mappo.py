@@ -289,6 +289,8 @@ def test_unknown_algo_and_bad_options_are_user_errors(tiny_path, tmp_path):
     proc = user_error(dcsim_cli("train", tiny_path, "--algo", "mappo", "--episodes", "0", "--out", "x",
                                 cwd=tmp_path))
     assert "--episodes 0" in proc.stderr
+    proc = user_error(dcsim_cli("train", tiny_path, "--algo", "mappo", "--resume", "--out", "x", cwd=tmp_path))
+    assert "--resume" in proc.stderr and "mappo" in proc.stderr
     assert not (tmp_path / "x").exists() and not list(tmp_path.glob("*.partial"))
 
 
