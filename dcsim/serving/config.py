@@ -125,8 +125,7 @@ class RevenueConfig(_Model):
 
 
 class LlmServingConfig(_Model):
-    """An LLM inference service (docs/serving.md): its presence makes the run a serving run on ``cluster.gpus``
-    GPUs, simulated by :mod:`dcsim.serving.model` instead of the GPU-job engine."""
+    """An LLM inference service on the cluster's GPUs (docs/serving.md); its presence makes the run a serving run."""
 
     arrivals: ServingArrivals
     max_batch: int = Field(16, ge=1, le=MAX_BATCH, description="requests a GPU serves at once (continuous batching)")
