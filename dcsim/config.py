@@ -654,7 +654,7 @@ def apply_overrides(data: dict, overrides: list[str], path: Path | None = None) 
     return data
 
 
-_TAG_KEYS = ("process", "distribution")
+_TAG_KEYS = ("process", "distribution", "source")
 
 
 def _user_loc(loc: tuple, data: Any) -> list[str]:

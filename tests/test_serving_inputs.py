@@ -47,7 +47,7 @@ def test_section_defaults_parse():
      "workload.llm_serving.batching.relative_throughput"),
     ({"slo": {"ttft_s": 0}}, "workload.llm_serving.slo.ttft_s"),
     ({"revenue": {"usd_per_output_token": -1}}, "workload.llm_serving.revenue.usd_per_output_token"),
-    ({"arrivals": {"source": "poisson", "rate_per_s": 0}}, "workload.llm_serving.arrivals.poisson.rate_per_s"),
+    ({"arrivals": {"source": "poisson", "rate_per_s": 0}}, "workload.llm_serving.arrivals.rate_per_s"),
     ({"arrivals": {"source": "nope"}}, "workload.llm_serving.arrivals"),
     ({"configurations": "/no/such/file.csv"}, "workload.llm_serving.configurations"),
     ({"max_batch": 1, "batching": {"batch_sizes": [1], "relative_throughput": [1], "power_w": [50]}},
