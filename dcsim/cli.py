@@ -376,6 +376,10 @@ def _validate_data(path: Path, scenario) -> dict:
     from dcsim.workload import build_jobs
 
     try:
+        if scenario.workload.llm_serving is not None:  # a serving run reads its own inputs (docs/serving.md)
+            from dcsim.serving.runner import read_serving_data
+
+            return read_serving_data(scenario, Streams(scenario.seed))[3]
         jobs = build_jobs(scenario, Streams(scenario.seed))
         supply = build_supply(scenario)
     except ScenarioError as exc:

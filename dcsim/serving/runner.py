@@ -34,18 +34,34 @@ def price_series(scenario: Any, quality: dict[str, dict]) -> StepSeries:
     return series
 
 
+def read_serving_data(scenario: Any, streams: Any):
+    """Read every input of a serving run: the requests, the configuration table and the price series.
+
+    Returns:
+        ``(requests, configs, price, quality)``; ``quality`` holds one data-quality record per file read, by
+        scenario field (what ``validate --data`` prints and ``summary.json`` keeps).
+    """
+    cfg = scenario.workload.llm_serving
+    quality: dict[str, dict] = {}
+    requests = build_requests(cfg, scenario.horizon_s, streams)
+    if cfg.arrivals.source != "poisson":
+        quality["workload.llm_serving.arrivals.path"] = {
+            k: v for k, v in requests.attrs.items() if isinstance(v, (int, float, str))}
+    configs = [REFERENCE]
+    if cfg.configurations is not None:
+        configs = load_serving_configs(cfg.configurations)
+        quality["workload.llm_serving.configurations"] = {"source": str(cfg.configurations),
+                                                          "format": "serving_configs", "rows_read": len(configs)}
+    price = price_series(scenario, quality)
+    return requests, configs, price, quality
+
+
 def simulate_serving(scenario: Any, policy: Policy, streams: Any,
                      progress: Callable[[float], None] | None = None) -> tuple[ServingResult, dict]:
     """Build the requests, configurations and price of ``scenario`` and simulate; returns the result and the
     data-quality records of the files read."""
-    cfg = scenario.workload.llm_serving
-    quality: dict[str, dict] = {}
-    requests = build_requests(cfg, scenario.horizon_s, streams)
-    configs = load_serving_configs(cfg.configurations) if cfg.configurations is not None else [REFERENCE]
-    price = price_series(scenario, quality)
+    requests, configs, price, quality = read_serving_data(scenario, streams)
     result = ServingSimulation(scenario, policy, requests, configs, price, streams, progress=progress).run()
-    quality["workload.llm_serving.arrivals"] = {k: v for k, v in requests.attrs.items()
-                                                if isinstance(v, (int, float, str))}
     return result, quality
 
 
