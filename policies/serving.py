@@ -111,7 +111,7 @@ class PriceAware(Policy):
     def serve(self, obs: RequestObservation) -> ServingDecision:
         ranked = self.ranking(obs)
         x = (obs.serving.price_usd_per_mwh - self.low) / (self.high - self.low)
-        rank = int(round(min(1.0, max(0.0, x)) * (ranked.size - 1)))
+        rank = int(math.floor(min(1.0, max(0.0, x)) * (ranked.size - 1) + 0.5))  # nearest rank, halves up
         return _serve_all(obs, int(ranked[rank]))
 
     def state_dict(self) -> dict:

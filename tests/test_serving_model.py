@@ -238,3 +238,18 @@ def test_deny_over_slo_keeps_waits_near_the_target(tmp_path):
     assert deny["slo_attainment"]["ttft"] > base["slo_attainment"]["ttft"]
     assert math.isclose(deny["success_rate"] + deny["denial_rate"] + deny["drop_rate"]
                         + deny["requests"]["pending"] / deny["requests"]["arrived"], 1.0)
+
+
+def test_action_timeline_shares_per_price_step(tmp_path):
+    from dcsim.serving.plots import action_timeline, plot_serving
+
+    sc = _random_scenario(tmp_path, 2, 2.0, 2, 4, None, None, 240.0)
+    result = run_scenario(sc, RandomServe()).result
+    tl = action_timeline(result.requests, result.steps, [c.name for c in result.configs])
+    assert len(tl) == len(result.steps) == 4  # minute price steps over 4 minutes
+    shares = tl[["full", "half", "denied"]].sum(axis=1)
+    assert np.allclose(shares[tl["full"].notna()], 1.0)
+    r = result.requests
+    first = r[r["arrival_s"] < 60]
+    assert tl["denied"].iloc[0] == pytest.approx((first["status"].astype(str) == "denied").mean())
+    assert plot_serving(result, tmp_path / "plots")[0].stat().st_size > 0
