@@ -200,6 +200,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.horizon is not None:
         overrides.append(f"horizon_s={args.horizon}")
     scenario = _load(path, overrides, _typed_options(args))
+    if scenario.workload.llm_serving is not None:  # before the progress bar: train() refuses it too
+        raise DcsimError("workload.llm_serving: the learning policies do not choose serving configurations yet; "
+                         "train on a GPU-job scenario (docs/serving.md, 'Not built')")
     name = args.policy
     if args.out:
         out = Path(args.out)

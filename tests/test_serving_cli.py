@@ -68,3 +68,9 @@ def test_the_shipped_scenario_says_when_the_shared_traces_are_absent(tmp_path):
     assert "workload.llm_serving.arrivals.path: an existing file" in proc.stderr
     assert "AzureLLMInferenceTrace_conv.csv, which does not exist" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_training_on_a_serving_scenario_is_refused_clearly(tmp_path):
+    proc = user_error(dcsim_cli("train", _poisson_scenario(tmp_path), "--policy", "qlearning", "--episodes", "1",
+                                "--out", "tr", cwd=tmp_path))
+    assert "workload.llm_serving" in proc.stderr and "learning policies" in proc.stderr

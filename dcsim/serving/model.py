@@ -312,7 +312,14 @@ class ServingSimulation:
         v = self._v[g]
         limit = v + _TOL * max(1.0, v)
         u = self._u[g]
+        done = 0
         while heap and heap[0][0] <= limit:
+            _, i = heapq.heappop(heap)
+            self._complete(i, g, now, u)
+            done += 1
+        if not done and heap and now + (heap[0][0] - v) / self._rate_of[self._b[g]] == now:
+            # the rest of the work is below the resolution of the clock at this time: it is done now (else a
+            # zero delay would fire again with nothing to advance)
             _, i = heapq.heappop(heap)
             self._complete(i, g, now, u)
         changed = self._fill(now)
