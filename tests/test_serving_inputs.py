@@ -1,6 +1,5 @@
 """The serving section and its inputs: scenario checks, the invocations loader (errors by file/row/column), the
 expansion of counts into arrivals, and the Azure trace replay."""
-from pathlib import Path
 
 import numpy as np
 import pytest
