@@ -492,6 +492,10 @@ def check_serving(decision: Any, m: int, k: int, who: str) -> tuple[np.ndarray, 
     if config.shape != (m,):
         raise PolicyError(f"{who}: ServingDecision.config has shape {config.shape}; expected ({m},) — one "
                           f"configuration row per request")
+    if config.dtype.kind in "iu" and m <= _FEW:  # a few rows: checked as Python numbers (cheaper than reductions)
+        rows = config.tolist()
+        if all(0 <= r < k for r in rows):
+            return admission, config.astype(np.int64, copy=False)
     if m and (config.dtype.kind not in "iu" or config.min() < 0 or config.max() >= k):
         raise PolicyError(f"{who}: ServingDecision.config holds {config.dtype} values from {config.min()!r} to "
                           f"{config.max()!r}; allowed: integer rows 0..{k - 1} of the configuration table")
