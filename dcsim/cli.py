@@ -198,6 +198,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.horizon is not None:
         overrides.append(f"horizon_s={args.horizon}")
     scenario = _load(path, overrides, _typed_options(args))
+    if scenario.workload.llm_serving is not None:  # before the progress bar: train() refuses it too
+        raise DcsimError("workload.llm_serving: the learning policies do not choose serving configurations yet; "
+                         "train on a GPU-job scenario (docs/serving.md, 'Not built')")
     name = args.policy
     if args.out:
         out = Path(args.out)
@@ -448,6 +451,10 @@ def _validate_data(path: Path, scenario) -> dict:
     from dcsim.workload import build_jobs
 
     try:
+        if scenario.workload.llm_serving is not None:  # a serving run reads its own inputs (docs/serving.md)
+            from dcsim.serving.runner import read_serving_data
+
+            return read_serving_data(scenario, Streams(scenario.seed))[3]
         jobs = build_jobs(scenario, Streams(scenario.seed))
         supply = build_supply(scenario)
     except ScenarioError as exc:

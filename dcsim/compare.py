@@ -46,15 +46,26 @@ HEADLINE_METRICS: dict[str, str] = {
     "token_price.mean": "mean token price (tokens/kWh)",
     "welfare_tokens.welfare": "welfare (tokens)",
     "reward.per_gpu": "reward per GPU (scenario weights)",
+    # serving runs (docs/serving.md)
+    "success_rate": "success rate (fraction)",
+    "denial_rate": "denial rate (fraction)",
+    "mean_quality": "mean quality (served)",
+    "slo_attainment.ttft": "TTFT SLO attainment (fraction)",
+    "slo_attainment.e2e": "e2e SLO attainment (fraction)",
+    "revenue_usd": "revenue (USD)",
+    "energy_cost_usd": "energy cost (USD)",
+    "profit_usd": "profit (USD)",
 }
 
 #: Summary entries that are not outcomes of the simulated world: the run's identity and wall-clock timings
 #: (these differ between two runs of the same seed, so they would break exact pairing).
 EXCLUDED_METRICS = frozenset({"seed", "horizon_s", "performance.wall_s", "performance.events_per_wall_s",
-                              "performance.simulated_s_per_wall_s"})
+                              "performance.simulated_s_per_wall_s", "performance.requests_per_wall_s"})
 
 #: Columns of the job table that define the workload (hashed to check common random numbers).
 WORKLOAD_COLUMNS = ("arrival_s", "gpus", "work_gpu_s", "deadline_s", "deferrable", "value_tokens")
+#: The same for a serving run's request table.
+REQUEST_COLUMNS = ("arrival_s", "prompt_tokens", "output_tokens")
 
 CONFIDENCE = 0.95
 
@@ -91,6 +102,16 @@ def flatten_summary(summary: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
+def request_hash(requests: pd.DataFrame) -> str:
+    """SHA-256 over a serving run's request columns (:data:`REQUEST_COLUMNS`, float64, little-endian), in row
+    order: the workload of a serving run, which every policy must share on a seed."""
+    digest = hashlib.sha256()
+    for name in REQUEST_COLUMNS:
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(requests[name].to_numpy(np.float64)).astype("<f8").tobytes())
+    return digest.hexdigest()
+
+
 def workload_hash(jobs: pd.DataFrame) -> str:
     """SHA-256 over the workload columns of a job table (:data:`WORKLOAD_COLUMNS`), in row order.
 
@@ -122,6 +143,8 @@ def run_summary(scenario: Scenario) -> tuple[dict[str, Any], str]:
     except DcsimError as exc:
         # re-raised as the base class: its message says everything and it pickles across processes
         raise DcsimError(f"policy {scenario.policy.name!r}, seed {scenario.seed}: {exc}") from None
+    if run.summary.get("kind") == "llm_serving":
+        return run.summary, request_hash(run.result.requests)
     return run.summary, workload_hash(run.result.jobs)
 
 

@@ -318,11 +318,18 @@ class WorkloadConfig(_Model):
     clock_sensitivity: float = Field(1.0, ge=0, le=1, description="work rate = f**beta; 1 compute-bound")
     max_queue: Count | None = None
     drop_expired: bool = Field(True, description="drop a waiting job once its deadline has passed")
+    llm_serving: "LlmServingConfig | None" = Field(
+        None, description="an LLM inference service instead of GPU jobs (docs/serving.md); replaces arrivals/trace")
 
     @model_validator(mode="after")
     def _one_source(self) -> "WorkloadConfig":
+        if self.llm_serving is not None:
+            if self.arrivals is not None or self.trace is not None:
+                raise ValueError("give 'llm_serving' alone: its own 'arrivals' replace workload.arrivals and "
+                                 "workload.trace")
+            return self
         if (self.arrivals is None) == (self.trace is None):
-            raise ValueError("give exactly one of 'arrivals' (synthetic) or 'trace'")
+            raise ValueError("give exactly one of 'arrivals' (synthetic), 'trace' or 'llm_serving'")
         if self.arrivals is not None and self.duration_s is None:
             raise ValueError("synthetic arrivals need 'duration_s' (a distribution)")
         return self
@@ -524,6 +531,10 @@ class OutputConfig(_Model):
 
 # Imported here, not at the top: dcsim.facility.config builds on the models above (see its docstring).
 from dcsim.facility.config import FacilityConfig, facility_problems  # noqa: E402
+# The same for the serving section (dcsim/serving/config.py), which WorkloadConfig names by a forward reference.
+from dcsim.serving.config import LlmServingConfig, serving_problems  # noqa: E402
+
+WorkloadConfig.model_rebuild()
 
 
 class Scenario(_Model):
@@ -563,6 +574,14 @@ class Scenario(_Model):
     def _facility(self) -> "Scenario":
         """The facility's checks against the cluster and the battery (docs/facility.md)."""
         problems = facility_problems(self.facility, self.cluster, self.supply.battery)
+        if problems:
+            raise _FieldProblems(problems)
+        return self
+
+    @model_validator(mode="after")
+    def _serving(self) -> "Scenario":
+        """A serving run's checks against the rest of the scenario (docs/serving.md)."""
+        problems = serving_problems(self)
         if problems:
             raise _FieldProblems(problems)
         return self
@@ -635,7 +654,7 @@ def apply_overrides(data: dict, overrides: list[str], path: Path | None = None) 
     return data
 
 
-_TAG_KEYS = ("process", "distribution")
+_TAG_KEYS = ("process", "distribution", "source")
 
 
 def _user_loc(loc: tuple, data: Any) -> list[str]:

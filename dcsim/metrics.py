@@ -172,6 +172,10 @@ def _reward_summary(result: RunResult) -> dict[str, Any]:
 
 def summary_table(summary: dict[str, Any]) -> str:
     """A short human-readable table of the headline numbers."""
+    if summary.get("kind") == "llm_serving":
+        from dcsim.serving.runner import serving_table
+
+        return serving_table(summary)
     kwh = 1 / 3.6e6
     e = summary["energy_j"]
     j = summary["jobs"]

@@ -69,6 +69,14 @@ def write_run(run: Run, out: Path, plots: bool = False) -> list[Path]:
     path = out / "summary.json"
     path.write_text(json.dumps(run.summary, indent=2) + "\n", encoding="utf-8")
     written.append(path)
+    if run.summary.get("kind") == "llm_serving":  # a serving run (dcsim.serving.model.ServingResult)
+        written.extend(write_tables({"requests": r.requests, "price_steps": r.steps, "decisions": r.decisions},
+                                    out, sc.outputs.format))
+        if plots or sc.outputs.plots:
+            from dcsim.serving.plots import plot_serving
+
+            written.extend(plot_serving(r, out / "plots"))
+        return written
     tables = {"jobs": (sc.outputs.jobs_table, r.jobs), "rounds": (sc.outputs.rounds_table, r.rounds),
               "timeseries": (sc.outputs.timeseries_table, r.timeseries),
               "ledger": (sc.outputs.ledger_table, r.ledger),

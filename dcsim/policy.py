@@ -39,6 +39,13 @@ class Admission(IntEnum):
     DEFER = 1
 
 
+class ServingAdmission(IntEnum):
+    """What to do with an arriving LLM request (serving runs, docs/serving.md)."""
+
+    SERVE = 0
+    DENY = 1
+
+
 class IdleAction(IntEnum):
     """What a GPU that just ran out of work does."""
 
@@ -224,6 +231,80 @@ class JobObservation:
 
 
 @dataclass(frozen=True)
+class ServingView:
+    """The state of an LLM serving run at a decision instant (scalars), shared by the requests deciding.
+
+    Attributes:
+        time_s: Simulation time, s since the scenario start.
+        hour_utc: Hour of day (UTC, fractional) at ``time_s``.
+        price_usd_per_mwh: Energy price now.
+        queue_length: Admitted requests waiting for a batch slot.
+        in_service: Requests in the GPUs' batches.
+        free_slots: Batch slots free now (``gpus × max_batch − in_service``).
+        gpus: GPUs serving.
+        max_batch: Batch slots per GPU.
+        completion_rate_per_s: Requests completed per second, exponentially weighted over the last ~60 s
+            (0 before the first completion).
+        slo_ttft_s: The time-to-first-token target, s.
+        slo_e2e_s: The end-to-end latency target, s.
+    """
+
+    time_s: float
+    hour_utc: float
+    price_usd_per_mwh: float
+    queue_length: int
+    in_service: int
+    free_slots: int
+    gpus: int
+    max_batch: int
+    completion_rate_per_s: float
+    slo_ttft_s: float
+    slo_e2e_s: float
+
+
+@dataclass(frozen=True)
+class RequestObservation:
+    """One observation for all LLM requests arriving at an instant; request arrays have shape ``(m,)``, the
+    configuration arrays shape ``(k,)`` (one entry per row of the configuration table, in its order).
+
+    Attributes:
+        request_ids: Row numbers in the run's request table.
+        prompt_tokens: Prompt tokens of each request.
+        output_tokens: Output tokens of each request.
+        service_s: Each request's service time alone on a GPU (batch 1) in the reference configuration, s.
+        config_time_factor: Service time of each configuration relative to the reference.
+        config_energy_factor: Energy of each configuration relative to the reference.
+        config_quality: Quality score of each configuration in [0, 1].
+        serving: Shared state.
+    """
+
+    request_ids: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    service_s: np.ndarray
+    config_time_factor: np.ndarray
+    config_energy_factor: np.ndarray
+    config_quality: np.ndarray
+    serving: ServingView
+
+    def __len__(self) -> int:
+        return int(self.request_ids.size)
+
+
+@dataclass(frozen=True)
+class ServingDecision:
+    """What happens to each arriving request: admission, and the configuration that serves it.
+
+    Attributes:
+        admission: ``(m,)`` :class:`ServingAdmission` values.
+        config: ``(m,)`` row index into the configuration table (ignored for denied requests).
+    """
+
+    admission: np.ndarray
+    config: np.ndarray
+
+
+@dataclass(frozen=True)
 class Bids:
     """What each agent asks of the market for the coming round.
 
@@ -260,9 +341,11 @@ class Bids:
 class Policy:
     """Base class of decision policies. Every method is batched over the agents deciding at that instant.
 
-    Override any of :meth:`bid`, :meth:`admit`, :meth:`on_idle`, :meth:`dispatch`; the defaults are "full power at
-    any price", "run every job now", "stay idle" and (not overriding :meth:`dispatch`) the battery's fixed rule. The
-    engine skips calling a method a subclass does not override, so a policy pays only for the decisions it makes.
+    Override any of :meth:`bid`, :meth:`admit`, :meth:`on_idle`, :meth:`dispatch` (GPU-job runs) and :meth:`serve`
+    (LLM serving runs); the defaults are "full power at any price", "run every job now", "stay idle", (not
+    overriding :meth:`dispatch`) the battery's fixed rule and "serve every request with the reference
+    configuration". The engine skips calling a method a subclass does not override, so a policy pays only for the
+    decisions it makes.
 
     Args:
         **params: The scenario's ``policy.params``; unknown ones are an error.
@@ -298,6 +381,12 @@ class Policy:
         ``facility.battery``). A policy that does not override this keeps the fixed rule (docs/model.md: charge from
         surplus renewable power, discharge on a deficit); this default, never called by the engine, holds."""
         return BatteryCommand(Dispatch.HOLD)
+
+    def serve(self, obs: RequestObservation) -> ServingDecision:
+        """Admission and configuration of each LLM request arriving now (serving runs): by default serve every
+        request with the first configuration of the table (the reference)."""
+        m = len(obs)
+        return ServingDecision(np.full(m, ServingAdmission.SERVE, dtype=np.int8), np.zeros(m, dtype=np.int64))
 
     def end_episode(self, obs: AgentObservation) -> None:
         """Called once at the horizon with every agent's observation (and, for learning policies, the feedback
@@ -483,3 +572,23 @@ def check_dispatch(command: Any, who: str) -> BatteryCommand:
     if not (math.isfinite(rate) and rate >= 0):
         raise PolicyError(f"{who} returned rate_w = {command.rate_w!r}; expected a finite number of W >= 0")
     return BatteryCommand(kind, rate)
+
+
+def check_serving(decision: Any, m: int, k: int, who: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a policy's :class:`ServingDecision` for ``m`` requests and ``k`` configurations; returns the
+    admission (int8) and configuration (int64) arrays."""
+    if not isinstance(decision, ServingDecision):
+        raise PolicyError(f"{who} returned {type(decision).__name__}; expected dcsim.policy.ServingDecision")
+    admission = check_actions(decision.admission, m, ServingAdmission, f"{who} (admission)")
+    config = np.asarray(decision.config)
+    if config.shape != (m,):
+        raise PolicyError(f"{who}: ServingDecision.config has shape {config.shape}; expected ({m},) — one "
+                          f"configuration row per request")
+    if config.dtype.kind in "iu" and m <= _FEW:  # a few rows: checked as Python numbers (cheaper than reductions)
+        rows = config.tolist()
+        if all(0 <= r < k for r in rows):
+            return admission, config.astype(np.int64, copy=False)
+    if m and (config.dtype.kind not in "iu" or config.min() < 0 or config.max() >= k):
+        raise PolicyError(f"{who}: ServingDecision.config holds {config.dtype} values from {config.min()!r} to "
+                          f"{config.max()!r}; allowed: integer rows 0..{k - 1} of the configuration table")
+    return admission, config.astype(np.int64, copy=False)

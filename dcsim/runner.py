@@ -18,7 +18,7 @@ from dcsim.workload import build_jobs
 class Run:
     """A finished run: the raw result and its summary."""
 
-    result: RunResult
+    result: RunResult  # a dcsim.serving.model.ServingResult for a serving scenario
     summary: dict[str, Any]
 
 
@@ -28,6 +28,13 @@ def run_scenario(scenario: Scenario, policy: Policy | None = None,
     streams = Streams(scenario.seed)
     if policy is None:
         policy = load_policy(scenario.policy.name, scenario.policy.params)
+    if scenario.workload.llm_serving is not None:  # a separate model: the serving queue (docs/serving.md)
+        from dcsim.serving.runner import simulate_serving, summarize_serving
+
+        serving, quality = simulate_serving(scenario, policy, streams, progress=progress)
+        summary = summarize_serving(serving)
+        summary["data_quality"] = quality
+        return Run(serving, summary)
     jobs = build_jobs(scenario, streams)
     supply = build_supply(scenario)
     quality = run_report(jobs.attrs, supply.data_quality)  # before the engine: it may not keep the attrs

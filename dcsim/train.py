@@ -82,6 +82,11 @@ def train(scenario: Scenario, policy_name: str, episodes: int, out: Path, *, res
     Returns:
         The learning curve (one row per episode, including any from before ``resume``).
     """
+    if scenario.workload.llm_serving is not None:
+        from dcsim.errors import DcsimError
+
+        raise DcsimError("workload.llm_serving: the learning policies do not choose serving configurations yet; "
+                         "train on a GPU-job scenario (docs/serving.md, 'Not built')")
     if policy_name not in LEARNING_POLICIES and ":" not in policy_name:
         raise PolicyError(f"train --policy {policy_name!r}: allowed: {', '.join(LEARNING_POLICIES)} "
                           "(or 'package.module:Class' of a LearningPolicy)")

@@ -123,6 +123,11 @@ def build_jobs(scenario: Scenario, streams: Streams) -> pd.DataFrame:
     gets the cluster size, the horizon and the ``arrivals`` and ``service`` streams. The loader's
     ``attrs`` (rows read, dropped, warnings) stay on the returned table.
     """
+    if scenario.workload.llm_serving is not None:
+        from dcsim.errors import DcsimError
+
+        raise DcsimError("workload.llm_serving: a serving scenario has requests, not GPU jobs; it runs with `run`, "
+                         "`compare` and `sweep` (docs/serving.md), not with the GPU-job engine (train, envs)")
     cfg = scenario.workload
     start = pd.Timestamp(scenario.start)
     if cfg.arrivals is not None:

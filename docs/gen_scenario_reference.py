@@ -296,6 +296,26 @@ NOTES.update({
     "BatteryDispatchConfig.billing_window_s": "one peak is billed per window",
 })
 
+#: The LLM serving section (dcsim/serving/config.py; docs/serving.md).
+UNITS.update({
+    "llm_serving": "–", "source": "–", "time_offset_s": "s", "time_scale": "×", "max_requests": "requests",
+    "repeat": "–", "InvocationArrivals.interval_s": "s", "prompt_tokens": "tokens", "output_tokens": "tokens",
+    "mean_output_tokens": "tokens", "PoissonArrivals.rate_per_s": "requests/s", "max_batch": "requests",
+    "batching": "–", "slo": "–", "configurations": "path", "revenue": "–",
+    "LlmServingConfig.price_usd_per_mwh": "USD/MWh", "LlmServingConfig.max_queue": "requests", "max_wait_s": "s",
+    "prefill_tokens_per_s": "tokens/s", "decode_tokens_per_s": "tokens/s", "batch_sizes": "requests",
+    "relative_throughput": "×", "BatchingConfig.power_w": "W", "ttft_s": "s", "e2e_s": "s",
+    "usd_per_prompt_token": "USD/token", "usd_per_output_token": "USD/token", "scale_by_quality": "–",
+})
+NOTES.update({
+    "AzureTraceArrivals.source": "selects this variant", "AzureTraceArrivals.path": "trace file, relative to the scenario file",
+    "InvocationArrivals.source": "selects this variant",
+    "InvocationArrivals.path": "CSV `Time,TIMESTAMP`, relative to the scenario file",
+    "PoissonArrivals.source": "selects this variant", "PoissonArrivals.rate_per_s": "arrival rate λ",
+    "LlmServingConfig.arrivals": "where requests come from", "LlmServingConfig.batching": "speed and power against batch size",
+    "LlmServingConfig.slo": "latency targets", "LlmServingConfig.revenue": "what a completed request earns",
+})
+
 #: Pointers appended to a field's meaning (whether it comes from the code's description or from NOTES).
 MORE: dict[str, str] = {
     "Scenario.decision_timing": "what is decided when: [model.md](model.md#decision-timing)",
@@ -336,7 +356,7 @@ RULES: dict[str, list[str]] = {
     "Uniform": ["`high ≥ low`."],
     "GpuChoice": ["`values` is not empty; `weights`, if given, has one entry per value and a positive sum."],
     "WorkloadConfig": [
-        "Exactly one of `arrivals` and `trace`.",
+        "Exactly one of `arrivals`, `trace` and `llm_serving` (which makes the run a serving run, docs/serving.md).",
         "Synthetic `arrivals` need `duration_s`.",
     ],
     "SeriesSource": ["Exactly one of `path` and `constant`."],
@@ -356,6 +376,14 @@ RULES: dict[str, list[str]] = {
                  "scheduled outages need a topology (and name its elements); `facility.battery` needs "
                  "`supply.battery` (whose `initial_soc` must lie within `[min_soc, max_soc]`); `facility.safety` "
                  "without a topology is refused."],
+    "BatchingConfig": ["`batch_sizes` starts at 1 and increases; `relative_throughput` and `power_w` have one value "
+                       "per batch size; `relative_throughput` is 1 at batch size 1."],
+    "LlmServingConfig": ["`max_batch` is at most the largest of `batching.batch_sizes`.",
+                         "`price_usd_per_mwh.format` is a price format (auto, caiso_oasis, ercot, csv).",
+                         "In a serving run every `batching.power_w` is at least the cluster's `idle_w`; "
+                         "`supply.solar`, `wind`, `power_trace`, `battery`, the `facility` parts and a fixed-step "
+                         "`decision_timing` are refused (not modelled); Poisson `rate_per_s × horizon_s` is at most "
+                         f"{_bound(config.MAX_COUNT)}."],
     "TopologyConfig": ["Either `graphml` or the regular tree's fields, not both."],
     "WeatherConfig": ["Exactly one of `epw` and `dry_bulb_c`; `wet_bulb_c` only with `dry_bulb_c`, and at most it."],
     "CoolingConfig": ["`chilled_water_c < supply_air_c`.",

@@ -560,7 +560,7 @@ def test_transition_energy_needs_transition_time():
 def test_workload_needs_exactly_one_source():
     [(field, _, message)] = problems_of(with_changes(MINIMAL, "workload", {"duration_s": {"distribution": "constant", "value": 1}}))
     assert field == "workload"
-    assert message == "give exactly one of 'arrivals' (synthetic) or 'trace'"
+    assert message == "give exactly one of 'arrivals' (synthetic), 'trace' or 'llm_serving'"
 
 
 # ------------------------------------------------------------------------------------------ YAML files

@@ -35,6 +35,7 @@ from dcsim.facility.config import (
     TopologyConfig,
     WeatherConfig,
 )
+from dcsim.serving import config as SV
 
 from test_cli import dcsim_cli, ok, user_error
 
@@ -77,6 +78,10 @@ EXAMPLES: dict[type[BaseModel], dict] = {
                      "renewable_trips": {"mean_time_between_s": 7200, "mean_duration_s": 600}},
     ComponentFailures: {"mtbf_s": 86400, "mttr_s": 3600},
     RenewableTrips: {"mean_time_between_s": 7200, "mean_duration_s": 600},
+    SV.LlmServingConfig: {"arrivals": {"source": "poisson", "rate_per_s": 0.1}},
+    SV.AzureTraceArrivals: {"source": "azure_trace", "path": EXISTING_FILE},
+    SV.InvocationArrivals: {"source": "invocations", "path": EXISTING_FILE},
+    SV.PoissonArrivals: {"source": "poisson", "rate_per_s": 0.1},
 }
 
 #: Sections valid only beside another one: placing the section also places these siblings (unless already there).
@@ -153,7 +158,7 @@ def _place(base: dict, path: tuple[str, ...], model: type[BaseModel]) -> dict:
     example = EXAMPLES.get(model)
     if example is not None:
         node[path[-1]] = copy.deepcopy(example)
-        if model is C.TraceWorkload:  # exactly one of arrivals and trace
+        if model in (C.TraceWorkload, SV.LlmServingConfig):  # exactly one of arrivals, trace and llm_serving
             node.pop("arrivals", None)
             node.pop("duration_s", None)
     elif not isinstance(node.get(path[-1]), dict):
@@ -256,7 +261,8 @@ def _bound_texts(leaf: Leaf) -> list[str]:
 # ------------------------------------------------------------------------------------------- the walk itself
 def test_every_section_of_the_schema_is_reached_and_every_base_is_valid():
     reached = {model for model, _, _ in SECTIONS}
-    everything = {m for m in vars(C).values() if isinstance(m, type) and issubclass(m, C._Model) and m is not C._Model}
+    everything = {m for mod in (C, SV) for m in vars(mod).values()
+                  if isinstance(m, type) and issubclass(m, C._Model) and m is not C._Model}
     assert everything <= reached, f"not reached from Scenario: {everything - reached}"
     for model, path, base in SECTIONS:
         parse_scenario(base)  # a section needing an example it lacks fails here

@@ -1,4 +1,5 @@
-"""LLM inference serving: configuration tables (first slice of issue 11; the queue model is not built yet)."""
+"""LLM inference serving (issue 11): request arrivals, the batching queue, configurations, admission and profit."""
+import dcsim.config  # noqa: F401  (first: dcsim.serving.config builds on it; see that module's docstring)
 from dcsim.serving.configurations import ServingConfig, load_serving_configs
 
 __all__ = ["ServingConfig", "load_serving_configs"]

@@ -1,0 +1,76 @@
+"""Serving runs end to end through the CLI (in a subprocess, writing to tmp_path): metrics printed, summary and
+tables written, the shipped scenario runs on the shared traces, and says clearly when they are absent."""
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import SHARED_TRACES
+from test_cli import dcsim_cli, ok, user_error
+
+REPO = Path(__file__).resolve().parents[1]
+SCENARIO = REPO / "scenarios" / "llm_serving.yaml"
+METRICS = ("success_rate", "denial_rate", "mean_quality", "slo_attainment", "revenue_usd", "energy_cost_usd",
+           "profit_usd")
+
+
+def _poisson_scenario(tmp_path):
+    data = {"name": "svcli", "horizon_s": "20min", "cluster": {"gpus": 2},
+            "workload": {"llm_serving": {
+                "arrivals": {"source": "poisson", "rate_per_s": 1.5, "prompt_tokens": 200, "mean_output_tokens": 50},
+                "max_batch": 4, "max_wait_s": 30,
+                "configurations": str(REPO / "traces" / "serving_configs_example.csv")}},
+            "policy": {"name": "policies.serving:DenyOverSlo"}}
+    path = tmp_path / "svcli.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_serving_run_prints_and_writes_the_metrics(tmp_path):
+    proc = ok(dcsim_cli("run", _poisson_scenario(tmp_path), "--out", "out", cwd=tmp_path))
+    for label in ("success rate / denial rate", "mean quality", "SLO attainment ttft / e2e",
+                  "revenue / energy cost / profit", "requests / wall-second"):
+        assert label in proc.stdout, proc.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
+    assert all(k in summary for k in METRICS)
+    requests = pd.read_csv(tmp_path / "out" / "requests.csv")
+    steps = pd.read_csv(tmp_path / "out" / "price_steps.csv")
+    q = summary["requests"]
+    assert q["arrived"] == len(requests) > 0
+    assert q["served"] == int((requests["status"] == "served").sum())
+    assert summary["energy_cost_usd"] == pytest.approx(float(steps["energy_cost_usd"].sum()))
+    meta = yaml.safe_load((tmp_path / "out" / "metadata.yaml").read_text(encoding="utf-8"))
+    assert meta["scenario"]["workload"]["llm_serving"]["max_batch"] == 4
+
+
+def test_validate_data_reads_the_serving_inputs(tmp_path):
+    proc = ok(dcsim_cli("validate", "--data", _poisson_scenario(tmp_path), cwd=tmp_path))
+    assert "workload.llm_serving.configurations" in proc.stdout
+
+
+@pytest.mark.skipif(not SHARED_TRACES.is_dir(), reason="../shared/traces is absent")
+def test_the_shipped_scenario_runs_on_the_shared_traces(tmp_path):
+    proc = ok(dcsim_cli("run", SCENARIO, "--horizon", "10min", "--out", "out", cwd=tmp_path, timeout=300))
+    assert "revenue / energy cost / profit" in proc.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["requests"]["arrived"] > 1000 and summary["energy_cost_usd"] > 0
+    assert summary["data_quality"]["workload.llm_serving.price_usd_per_mwh"]["format"] == "caiso_oasis"
+
+
+def test_the_shipped_scenario_says_when_the_shared_traces_are_absent(tmp_path):
+    copy = tmp_path / "scenarios" / "llm_serving.yaml"
+    copy.parent.mkdir()
+    shutil.copy(SCENARIO, copy)  # its ../../shared/traces now points into tmp_path, where there is none
+    proc = user_error(dcsim_cli("run", copy, "--out", "out", cwd=tmp_path))
+    assert "workload.llm_serving.arrivals.path: an existing file" in proc.stderr
+    assert "AzureLLMInferenceTrace_conv.csv, which does not exist" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_training_on_a_serving_scenario_is_refused_clearly(tmp_path):
+    proc = user_error(dcsim_cli("train", _poisson_scenario(tmp_path), "--policy", "qlearning", "--episodes", "1",
+                                "--out", "tr", cwd=tmp_path))
+    assert "workload.llm_serving" in proc.stderr and "learning policies" in proc.stderr
