@@ -213,5 +213,15 @@ def summary_table(summary: dict[str, Any]) -> str:
             ("  export revenue / demand charge", f"${f(bat['export_revenue_usd'], ',.2f')} / ${f(bat['demand_charge_usd'], ',.2f')}"),
             ("  net grid bill", f"${f(bat['net_grid_bill_usd'], ',.2f')}  (battery: {bat['dispatch']})"),
         ]
+    if "power_delivery" in fac:  # facility.topology: the safety layer's work
+        pd_ = fac["power_delivery"]
+        capped = ", ".join(f"{k} {v * kwh:,.1f}" for k, v in pd_["capped_ws_by_kind"].items())
+        rows.append(("power delivery: safety interventions", f"{pd_['safety_interventions']:,} (overrides "
+                     f"{pd_['overrides']:,}); capped kWh by element kind: {capped}" if pd_["safety"] else "safety layer off"))
+    if "failures" in fac:  # facility.failures: counts by component kind, and what happened to the jobs
+        fl = fac["failures"]
+        kinds = [k for k, v in fl.items() if isinstance(v, dict) and ("failures" in v or "trips" in v)]
+        counts = ", ".join(f"{k} {fl[k].get('failures', fl[k].get('trips', 0)):,}" for k in kinds)
+        rows.append(("failures", f"{counts}; jobs requeued / killed {fl['jobs_requeued']:,} / {fl['jobs_killed']:,}"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
