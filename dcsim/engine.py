@@ -118,6 +118,9 @@ class Simulation:
         self.outages: Outages | None = None
         if scenario.facility.failures is not None:
             self._wire_outages(streams)
+        if self.rewards is not None and hasattr(policy, "use_reward"):
+            # learners that decide admissions charge a held job's wait with the scenario's own reward weights
+            policy.use_reward(scenario.reward, scenario.workload.drop_expired)
         policy.reset(streams.generator("policy"), cluster.gpu_view, cluster.n_gpus)
 
     def _wire_power_delivery(self) -> None:
