@@ -323,3 +323,23 @@ def test_idle_actions_reach_only_idle_gpus_and_bids_only_running_ones():
     assert "admit" not in set(run.result.decisions["method"].astype(str))  # bid+idle asks no admissions
     _books_balance(run, sc)
     assert math.isfinite(run.summary["reward"]["per_gpu"]) and len(states) > 0
+
+
+def test_the_cli_names_both_layouts_when_a_checkpoint_does_not_fit(tmp_path, capsys):
+    import yaml
+
+    from dcsim.cli import main
+
+    sc = scenario(**TINY, policy={"name": "qlearning", "params": {"actions": "all"}})
+    train(sc, "qlearning", 1, tmp_path / "t", keep_transitions=0)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(sc.model_dump(mode="json", exclude={"policy"})))
+    code = main(["run", str(path), "--policy", "qlearning", "--checkpoint", str(tmp_path / "t" / "checkpoint"), "-q",
+                 "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert "qlearning.json" in err and "'all' (13 actions" in err and "'bid' (8 actions" in err, err
+    assert not (tmp_path / "r").exists()
+    # with the layout it was trained with, it runs
+    assert main(["run", str(path), "--policy", "qlearning", "--set", "policy.params.actions=all", "--checkpoint",
+                 str(tmp_path / "t" / "checkpoint"), "-q", "--out", str(tmp_path / "r")]) == 0
