@@ -434,7 +434,8 @@ class ReplayBuffer:
     def save(self, path) -> None:
         """Write the ring as it stands (slots, write position), so a reload samples exactly as this buffer would."""
         used = self.capacity if self.size == self.capacity else self.size
-        np.savez_compressed(path, features=np.array(self.features), pos=np.array(self.pos), capacity=np.array(self.capacity),
+        np.savez_compressed(path, features=np.array(self.features), pos=np.array(self.pos),
+                            capacity=np.array(self.capacity),
                             **{f: self.data[f][:used] for f in self.FIELDS})
 
     @classmethod

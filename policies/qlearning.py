@@ -113,8 +113,8 @@ class QLearning(LearningPolicy):
 
     def build(self, n_gpus: int) -> None:
         try:
-            self.table = QTable(self.discretizer.n_states, self.n_actions, n_gpus if self.per_agent else 1, alpha=self.alpha,
-                                gamma=self.gamma, tau_s=self.tau_s, initial_q=self.initial_q,
+            self.table = QTable(self.discretizer.n_states, self.n_actions, n_gpus if self.per_agent else 1,
+                                alpha=self.alpha, gamma=self.gamma, tau_s=self.tau_s, initial_q=self.initial_q,
                                 alpha_schedule=self.alpha_schedule, alpha_decay_exponent=self.alpha_decay_exponent)
         except ValueError as exc:
             raise PolicyError(f"policy 'qlearning': {exc}") from None

@@ -51,7 +51,8 @@ def _agents(t: float, has_job: list[bool], reward: list[float], dt: list[float],
     n = len(has_job)
     has = np.array(has_job)
     return AgentObservation(
-        gpu_ids=np.arange(n) if ids is None else np.array(ids, dtype=np.int64), state=np.where(has, int(GpuState.ACTIVE), int(GpuState.IDLE)).astype(np.int8),
+        gpu_ids=np.arange(n) if ids is None else np.array(ids, dtype=np.int64),
+        state=np.where(has, int(GpuState.ACTIVE), int(GpuState.IDLE)).astype(np.int8),
         has_job=has, job_remaining_s=np.where(has, 1800.0, 0.0), job_slack_s=np.where(has, 3600.0, np.inf),
         job_clock_sensitivity=np.ones(n), job_value_tokens=np.where(has, 2.0, 0.0),
         job_gpus=np.where(has, 1, 0).astype(np.int64), wallet_tokens=np.full(n, 10.0), market=_market(t), gpu=GPU,
