@@ -125,6 +125,9 @@ class Simulation:
         # the facility agent dispatches the battery at every round, if the policy decides it (else: the fixed rule)
         dispatches = meter.battery is not None and self.decisions.calls["dispatch"]
         self._dispatch = self.decisions.dispatch_battery if dispatches else None
+        if self.rewards is not None and hasattr(policy, "use_reward"):
+            # learners that decide admissions charge a held job's wait with the scenario's own reward weights
+            policy.use_reward(scenario.reward, scenario.workload.drop_expired)
         policy.reset(streams.generator("policy"), cluster.gpu_view, cluster.n_gpus)
 
     def _wire_power_delivery(self) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from dcsim.config import RewardConfig
 from dcsim.errors import PolicyError
-from dcsim.policy import AgentObservation, Bids
+from dcsim.policy import Admission, AgentObservation, Bids, GpuSpecView, IdleAction, JobObservation
 
 #: Quantities metered per agent between decisions, in this order (columns of ``Feedback.components``).
 REWARD_COMPONENTS = ("value_tokens", "spent_tokens", "energy_kwh", "carbon_kg", "latency_s", "deadline_misses",
@@ -204,6 +204,122 @@ def observation_features(obs: AgentObservation, n_gpus: int, interval_s: float) 
     return np.stack(cols, axis=1).astype(np.float32)
 
 
+# --------------------------------------------------------------------------------------------- action layouts
+class ActionKind(IntEnum):
+    """Which decision a learning agent makes: a running job's bid, an idle GPU's power choice, a deferrable job's
+    admission. A row's kind follows from its features (:func:`decision_kinds`)."""
+
+    BID = 0
+    IDLE = 1
+    ADMIT = 2
+
+
+#: The enum of each kind's actions.
+KIND_ENUMS: dict[ActionKind, type[IntEnum]] = {ActionKind.BID: BidAction, ActionKind.IDLE: IdleAction,
+                                               ActionKind.ADMIT: Admission}
+#: The learners' action layouts (``policy.params.actions``): which kinds they decide, in this order.
+LAYOUT_KINDS: dict[str, tuple[ActionKind, ...]] = {
+    "bid": (ActionKind.BID,),
+    "bid+idle": (ActionKind.BID, ActionKind.IDLE),
+    "all": (ActionKind.BID, ActionKind.IDLE, ActionKind.ADMIT),
+}
+#: Columns added to :data:`FEATURES` by the richer layouts: 1 on a deferrable job's admission row; the jobs held
+#: back per GPU, ln(1 + held ÷ GPUs).
+EXTRA_FEATURES = ("decision_admit", "deferred_per_gpu")
+#: Admission rows have no wallet; they see this ``wallet_rounds`` (two rounds at full power) so that the hand-off
+#: to the bid kind lands in the bins of a GPU that can pay.
+ADMIT_WALLET_ROUNDS = float(np.log(3.0) / 5.0)
+
+
+class ActionLayout:
+    """The flat action space of a learner: the actions of each kind it decides, one block after another.
+
+    ``"bid"`` (the default) is the eight :class:`BidAction` values, exactly the action space before layouts
+    existed; ``"bid+idle"`` appends the three :class:`~dcsim.policy.IdleAction` values (8–10); ``"all"`` also the
+    two :class:`~dcsim.policy.Admission` values (11, 12). A row may only take the actions of its own kind
+    (:meth:`mask`).
+
+    Args:
+        name: A key of :data:`LAYOUT_KINDS`.
+
+    Raises:
+        PolicyError: Unknown layout name.
+    """
+
+    def __init__(self, name: str):
+        if name not in LAYOUT_KINDS:
+            raise PolicyError(f"policy parameter actions={name!r}; allowed: {', '.join(LAYOUT_KINDS)}")
+        self.name = name
+        self.kinds = LAYOUT_KINDS[name]
+        self.offset: dict[ActionKind, int] = {}
+        start = 0
+        for kind in self.kinds:
+            self.offset[kind] = start
+            start += len(KIND_ENUMS[kind])
+        self.n_actions = start
+        self.features = FEATURES if name == "bid" else FEATURES + EXTRA_FEATURES
+        self._masks = np.zeros((len(ActionKind), self.n_actions), dtype=bool)
+        for kind in self.kinds:
+            self._masks[kind, self.offset[kind]:self.offset[kind] + len(KIND_ENUMS[kind])] = True
+
+    @property
+    def rich(self) -> bool:
+        """Whether the layout decides more than bids (its rows carry :data:`EXTRA_FEATURES` and masks)."""
+        return self.name != "bid"
+
+    def action_names(self) -> list[str]:
+        """``KIND.MEMBER`` for every flat action, in order (e.g. ``BID.FULL``, ``IDLE.SLEEP``, ``ADMIT.DEFER``)."""
+        return [f"{kind.name}.{m.name}" for kind in self.kinds for m in KIND_ENUMS[kind]]
+
+    def size(self, kind: ActionKind) -> int:
+        return len(KIND_ENUMS[kind])
+
+    def mask(self, kinds: np.ndarray) -> np.ndarray:
+        """``(n, n_actions)`` bool: the actions each row of kind ``kinds[i]`` may take."""
+        return self._masks[np.asarray(kinds, dtype=np.int64)]
+
+    def describe(self) -> str:
+        return f"{self.name!r} ({self.n_actions} actions: {', '.join(self.action_names())})"
+
+
+def decision_kinds(features: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """The :class:`ActionKind` of each feature row (columns ``names``): ADMIT where ``decision_admit`` is set,
+    else BID where the GPU has a job, else IDLE."""
+    has = features[:, names.index("has_job")] > 0.5
+    kinds = np.where(has, int(ActionKind.BID), int(ActionKind.IDLE))
+    if "decision_admit" in names:
+        kinds = np.where(features[:, names.index("decision_admit")] > 0.5, int(ActionKind.ADMIT), kinds)
+    return kinds.astype(np.int64)
+
+
+def rich_features(base: np.ndarray, deferred_jobs: int, n_gpus: int, admit: bool = False) -> np.ndarray:
+    """:data:`FEATURES` columns ``base`` with :data:`EXTRA_FEATURES` appended."""
+    n = base.shape[0]
+    extra = np.stack([np.full(n, 1.0 if admit else 0.0), np.full(n, np.log1p(deferred_jobs / max(n_gpus, 1)))],
+                     axis=1)
+    return np.concatenate([base, extra.astype(np.float32)], axis=1).astype(np.float32)
+
+
+def admission_features(obs: JobObservation, gpu: GpuSpecView, n_gpus: int, interval_s: float) -> np.ndarray:
+    """Feature rows for deferrable jobs awaiting admission, ``(m, len(FEATURES) + len(EXTRA_FEATURES))``.
+
+    Each row is what one GPU of the job would observe if the job started now (has_job, its slack, its full
+    duration as remaining work, its value per GPU against the cost at the current price, clock sensitivity 1),
+    with a nominal wallet (:data:`ADMIT_WALLET_ROUNDS`) and ``decision_admit`` = 1. Clearing ``decision_admit``
+    gives the bid-kind state the job is handed to when it runs.
+    """
+    m = len(obs)
+    market = obs.market
+    agent = AgentObservation(
+        gpu_ids=np.zeros(m, dtype=np.int64), state=np.zeros(m, dtype=np.int8), has_job=np.ones(m, dtype=bool),
+        job_remaining_s=np.asarray(obs.duration_s, dtype=float), job_slack_s=np.asarray(obs.slack_s, dtype=float),
+        job_clock_sensitivity=np.ones(m), job_value_tokens=np.asarray(obs.value_tokens, dtype=float),
+        job_gpus=np.asarray(obs.gpus, dtype=np.int64), wallet_tokens=np.zeros(m), market=market, gpu=gpu)
+    base = observation_features(agent, n_gpus, interval_s)
+    base[:, FEATURES.index("wallet_rounds")] = ADMIT_WALLET_ROUNDS
+    return rich_features(base, market.deferred_jobs, n_gpus, admit=True)
+
+
 # --------------------------------------------------------------------------------------------- transitions
 @dataclass(frozen=True)
 class Transitions:
@@ -278,8 +394,10 @@ class ReplayBuffer:
 
     FIELDS = ("obs", "action", "reward", "next_obs", "dt_s", "terminal")
 
-    def __init__(self, capacity: int, n_features: int):
+    def __init__(self, capacity: int, n_features: int, features: tuple[str, ...] = FEATURES):
         self.capacity = int(capacity)
+        #: Names of the observation columns (what :meth:`save` records and :meth:`load` checks).
+        self.features = tuple(features)
         self.n_features = n_features
         self.data = {"obs": np.zeros((capacity, n_features), np.float32), "action": np.zeros(capacity, np.int64),
                      "reward": np.zeros(capacity), "next_obs": np.zeros((capacity, n_features), np.float32),
@@ -316,13 +434,16 @@ class ReplayBuffer:
     def save(self, path) -> None:
         """Write the ring as it stands (slots, write position), so a reload samples exactly as this buffer would."""
         used = self.capacity if self.size == self.capacity else self.size
-        np.savez_compressed(path, features=np.array(FEATURES), pos=np.array(self.pos), capacity=np.array(self.capacity),
+        np.savez_compressed(path, features=np.array(self.features), pos=np.array(self.pos),
+                            capacity=np.array(self.capacity),
                             **{f: self.data[f][:used] for f in self.FIELDS})
 
     @classmethod
-    def load(cls, path, capacity: int | None = None) -> "ReplayBuffer":
+    def load(cls, path, capacity: int | None = None, features: tuple[str, ...] = FEATURES,
+             n_actions: int | None = None) -> "ReplayBuffer":
         """Read transitions written by :meth:`save` into a buffer of ``capacity`` (default: the saved one);
-        errors name the file and what is wrong."""
+        errors name the file and what is wrong. ``features`` are the observation columns expected (the
+        learner's action layout decides them); ``n_actions``, if given, bounds the stored actions."""
         from pathlib import Path
 
         path = Path(path)
@@ -331,16 +452,19 @@ class ReplayBuffer:
         try:
             with np.load(path) as z:
                 data = {f: z[f] for f in cls.FIELDS}
-                features = tuple(str(x) for x in z["features"])
+                saved_features = tuple(str(x) for x in z["features"])
                 pos, saved_capacity = int(z["pos"]), int(z["capacity"])
         except Exception as exc:  # a truncated or foreign file: numpy and zipfile raise several kinds
             raise PolicyError(f"{path}: not a dcsim transitions file ({exc.__class__.__name__}: {exc}); expected "
                               f"arrays {', '.join(('features', 'pos', 'capacity') + cls.FIELDS)}") from None
-        if features != FEATURES:
-            raise PolicyError(f"{path}: features {list(features)} differ from this dcsim's {list(FEATURES)}")
+        expected = tuple(features)
+        features = saved_features
+        if features != expected:
+            raise PolicyError(f"{path}: features {list(features)} differ from the expected {list(expected)} (a "
+                              "transitions file of another action layout: policy.params.actions decides the features)")
         n = data["action"].size
         for f in cls.FIELDS:
-            want = (n, len(FEATURES)) if f in ("obs", "next_obs") else (n,)
+            want = (n, len(expected)) if f in ("obs", "next_obs") else (n,)
             if data[f].shape != want:
                 raise PolicyError(f"{path}: field {f!r}: got shape {data[f].shape}; expected {want} "
                                   "(one row per transition)")
@@ -348,7 +472,10 @@ class ReplayBuffer:
             raise PolicyError(f"{path}: fields 'capacity'={saved_capacity}, 'pos'={pos} with {n} transitions; "
                               "expected capacity >= transitions and 0 <= pos < capacity")
         capacity = saved_capacity if capacity is None else capacity
-        buf = cls(max(capacity, n), len(FEATURES))
+        if n_actions is not None and n and not (0 <= data["action"].min() and data["action"].max() < n_actions):
+            raise PolicyError(f"{path}: field 'action': values in [{data['action'].min()}, {data['action'].max()}]; "
+                              f"expected 0 <= action < {n_actions} (transitions of another action layout)")
+        buf = cls(max(capacity, n), len(expected), expected)
         if buf.capacity == saved_capacity:  # the same ring: restore slots and write position exactly
             for f in cls.FIELDS:
                 buf.data[f][:n] = data[f]

@@ -16,9 +16,9 @@ import numpy as np
 
 from dcsim.atomic import replacing
 from dcsim.errors import PolicyError
-from dcsim.learning import FEATURES, ReplayBuffer, Transitions
+from dcsim.learning import ReplayBuffer, Transitions
 from dcsim.policy import AgentObservation, Bids
-from policies.learning import N_ACTIONS, LearningPolicy, read_spec, write_spec
+from policies.learning import LearningPolicy, read_spec, write_spec
 
 try:
     import torch
@@ -79,6 +79,9 @@ class DQN(LearningPolicy):
             raise PolicyError(f"policy 'dqn': double=True is implemented for learner 'torch' only, not {learner!r}; "
                               "set policy.params.double=false")
         self.double = (learner == "torch") if double is None else bool(double)
+        if self.layout.rich and learner != "torch":
+            raise PolicyError(f"policy 'dqn': actions={self.layout.name!r} needs masked targets, implemented for "
+                              f"learner 'torch' only, not {learner!r}; use actions='bid' with the Cerebras learners")
 
     # ---------------------------------------------------------------------------- state
     def build(self, n_gpus: int) -> None:
@@ -90,7 +93,7 @@ class DQN(LearningPolicy):
             torch.set_num_threads(int(self.torch_threads))
         seed = int(self.rng.spawn(1)[0].integers(0, 2**31 - 1))
         try:
-            self.learner = make_learner(self.learner_kind, n_features=len(FEATURES), n_actions=N_ACTIONS,
+            self.learner = make_learner(self.learner_kind, n_features=len(self.features), n_actions=self.n_actions,
                                         hidden=self.hidden, lr=self.lr, optimizer=self.optimizer_name,
                                         polyak_tau=self.polyak_tau, huber_delta=self.huber_delta,
                                         grad_clip=self.grad_clip, seed=seed,
@@ -103,9 +106,9 @@ class DQN(LearningPolicy):
                               "of the Cerebras learners)") from None
         except ImportError as exc:
             raise PolicyError(f"policy 'dqn' with learner {self.learner_kind!r}: {exc}") from None
-        self.actor = QNetwork(len(FEATURES), N_ACTIONS, self.hidden)
+        self.actor = QNetwork(len(self.features), self.n_actions, self.hidden)
         self.actor.eval()
-        self.replay = ReplayBuffer(self.replay_capacity, len(FEATURES))
+        self.replay = ReplayBuffer(self.replay_capacity, len(self.features), self.features)
         self._next_learn_s = 0.0
         if self.init_from is not None:
             self.pretrain(Path(self.init_from))
@@ -119,9 +122,11 @@ class DQN(LearningPolicy):
         self._next_learn_s = 0.0
 
     # ---------------------------------------------------------------------------- acting and learning
-    def choose(self, features: np.ndarray, agents: np.ndarray) -> np.ndarray:
+    def choose(self, features: np.ndarray, agents: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
         with torch.no_grad():
             q = self.actor(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
+        if allowed is not None:
+            q = q.masked_fill(~torch.from_numpy(np.asarray(allowed, dtype=bool)), -torch.inf)
         return q.argmax(dim=1).numpy().astype(np.int64)
 
     def bid(self, obs: AgentObservation) -> Bids:
@@ -137,8 +142,12 @@ class DQN(LearningPolicy):
     def _batch(self, buffer: ReplayBuffer) -> dict[str, np.ndarray]:
         b = buffer.sample(self.rng, self.batch_size)
         discount = np.where(b["terminal"], 0.0, self.gamma ** (b["dt_s"] / self.tau_s))
-        return {"obs": b["obs"], "action": b["action"], "reward": b["reward"].astype(np.float32),
-                "next_obs": b["next_obs"], "discount": discount.astype(np.float32)}
+        batch = {"obs": b["obs"], "action": b["action"], "reward": b["reward"].astype(np.float32),
+                 "next_obs": b["next_obs"], "discount": discount.astype(np.float32)}
+        mask = self.next_mask(b["next_obs"])
+        if mask is not None:  # richer layouts: the target's max runs over the next state's own kind
+            batch["next_mask"] = mask
+        return batch
 
     def learning_round(self) -> None:
         """``updates_per_round`` steps on the replay as it stands now, then refresh the acting network."""
@@ -158,7 +167,7 @@ class DQN(LearningPolicy):
         """Offline training on exported transitions (``init_from``), which also seed the replay."""
         if path.is_dir():
             path = path / "transitions.npz"
-        data = ReplayBuffer.load(path)
+        data = ReplayBuffer.load(path, features=self.features, n_actions=self.n_actions)
         if len(data) == 0:
             raise PolicyError(f"{path}: holds no transitions to pre-train on")
         for start in range(0, self.init_steps, 100):
@@ -171,7 +180,8 @@ class DQN(LearningPolicy):
 
     # ---------------------------------------------------------------------------- checkpoints
     def spec(self) -> dict[str, Any]:
-        return {"policy": self.name, "features": list(FEATURES), "n_actions": N_ACTIONS,
+        return {"policy": self.name, "features": list(self.features), "n_actions": self.n_actions,
+                "actions": self.layout.name,
                 "architecture": self.learner.architecture(), "learner": self.learner_kind, "gamma": self.gamma,
                 "tau_s": self.tau_s, "decisions": self.decisions, "updates": self.updates}
 
@@ -189,7 +199,7 @@ class DQN(LearningPolicy):
     def load_checkpoint(self, path: Path) -> None:
         """Load ``dqn.pt`` (or the folder holding it with ``dqn.json``); the replay too when present."""
         pt = path / "dqn.pt" if path.is_dir() else path
-        spec = read_spec(pt.with_suffix(".json"), self.name)
+        spec = read_spec(pt.with_suffix(".json"), self.name, self.layout)
         want = self.learner.architecture()
         if spec.get("architecture") != want:
             raise PolicyError(f"{pt.with_suffix('.json')}: network {spec.get('architecture')} does not match "
@@ -203,7 +213,8 @@ class DQN(LearningPolicy):
             raise PolicyError(f"{pt}: cannot load DQN weights ({exc})") from None
         replay = pt.parent / "replay.npz"
         if replay.is_file():
-            self.replay = ReplayBuffer.load(replay, capacity=self.replay_capacity)
+            self.replay = ReplayBuffer.load(replay, capacity=self.replay_capacity, features=self.features,
+                                            n_actions=self.n_actions)
         self.decisions = int(spec.get("decisions", 0))
         self.updates = int(spec.get("updates", 0))
         self._sync()

@@ -13,6 +13,8 @@ A batch is a dict of numpy arrays, one row per transition:
 - ``next_obs``: (B, F) float32 observations at the next decision.
 - ``discount``: (B,) float32 ``gamma ** (dt / tau) * (1 - terminal)``, computed by the caller:
   decisions are irregular in time, so each transition carries its own discount (semi-Markov).
+- ``next_mask`` (optional, torch learner): (B, A) bool, the actions allowed at the next decision; the
+  target's max (or the double-DQN argmax) runs over them only. Without it, over every action.
 
 Library code here never changes torch's global state (thread count, global seed): weights are
 initialised from a ``torch.Generator`` seeded per learner.
@@ -129,7 +131,7 @@ class DQNLoss(nn.Module):
         self.double = bool(double)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
-                next_obs: torch.Tensor, discount: torch.Tensor) -> torch.Tensor:
+                next_obs: torch.Tensor, discount: torch.Tensor, next_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Scalar loss: smooth-L1 between ``Q(obs, action)`` and ``reward + discount * max_a Q_target(next_obs, a)``.
 
         Args:
@@ -138,13 +140,22 @@ class DQNLoss(nn.Module):
             reward: (B,) rewards.
             next_obs: (B, F) observations at the next decision.
             discount: (B,) per-transition discount ``gamma ** (dt / tau) * (1 - terminal)``.
+            next_mask: Optional (B, A) bool, the actions allowed at the next decision (every row needs one).
         """
         q = self.online(obs).gather(1, action.unsqueeze(1)).squeeze(1)
-        if self.double:
-            best = self.online(next_obs).detach().argmax(dim=1, keepdim=True)
-            next_q = self.target(next_obs).detach().gather(1, best).squeeze(1)
+        if next_mask is None:
+            if self.double:
+                best = self.online(next_obs).detach().argmax(dim=1, keepdim=True)
+                next_q = self.target(next_obs).detach().gather(1, best).squeeze(1)
+            else:
+                next_q = self.target(next_obs).detach().max(dim=1).values
         else:
-            next_q = self.target(next_obs).detach().max(dim=1).values
+            target_q = self.target(next_obs).detach()
+            if self.double:
+                pick = self.online(next_obs).detach().masked_fill(~next_mask, -torch.inf)
+                next_q = target_q.gather(1, pick.argmax(dim=1, keepdim=True)).squeeze(1)
+            else:
+                next_q = target_q.masked_fill(~next_mask, -torch.inf).max(dim=1).values
         target = (reward + discount * next_q).detach()
         return self.loss_fn(q, target)
 
@@ -188,6 +199,12 @@ def batch_to_tensors(batch: dict[str, np.ndarray], n_features: int, device: torc
         if value.shape != want:
             raise ValueError(f"batch[{key!r}] has shape {value.shape}, expected {want}")
         out.append(torch.as_tensor(value, dtype=_BATCH_DTYPES[key]).to(device))
+    if "next_mask" in batch:
+        mask = np.asarray(batch["next_mask"], dtype=bool)
+        if mask.ndim != 2 or mask.shape[0] != size or not mask.any(axis=1).all():
+            raise ValueError(f"batch['next_mask'] has shape {mask.shape}, expected ({size}, n_actions) with an "
+                             "allowed action in every row")
+        out.append(torch.as_tensor(mask).to(device))
     return tuple(out)
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from dcsim.errors import PolicyError
-from dcsim.learning import FEATURES, Transitions
-from policies.learning import N_ACTIONS, LearningPolicy, read_spec, write_spec
+from dcsim.learning import FEATURES, ActionKind, Transitions, decision_kinds
+from policies.learning import LearningPolicy, read_spec, write_spec
 from policies.qtable import Discretizer, QTable, double_q_update
 
 #: Bin edges over (scaled) feature columns; see :func:`dcsim.learning.observation_features` for the scales.
@@ -40,7 +40,10 @@ BIN_SETS: dict[str, dict[str, list[float]]] = {
 }
 #: The default bin set.
 BINS: dict[str, list[float]] = BIN_SETS["progress"]
-_DERIVED = ("pace_needed",)
+#: Bins the richer action layouts (``actions: bid+idle | all``) add: the decision kind (bid | idle | admit, from
+#: :func:`dcsim.learning.decision_kinds`) and whether any job is queued.
+LAYOUT_BINS: dict[str, list[float]] = {"decision_kind": [0.5, 1.5], "queue_per_gpu": [1e-6]}
+_DERIVED = ("pace_needed", "decision_kind")
 
 
 def pace_needed(features: np.ndarray) -> np.ndarray:
@@ -97,13 +100,21 @@ class QLearning(LearningPolicy):
         self.tables, self.initial_q = tables, initial_q
         self.consistent = bool(consistent)
         self.per_agent = tables == "per_agent"
-        self.discretizer = Discretizer({k: np.asarray(v) for k, v in BIN_SETS[bins].items()})
+        if self.per_agent and ActionKind.ADMIT in self.layout.kinds:
+            raise PolicyError("policy 'qlearning': tables='per_agent' with actions='all' is not supported (admission "
+                              "decisions are made by job-level agents, which have no table of their own); use "
+                              "tables='shared' or actions='bid+idle'")
+        self.discretizer = Discretizer({k: np.asarray(v) for k, v in self.bin_edges().items()})
         self.table: QTable | None = None
+
+    def bin_edges(self) -> dict[str, list[float]]:
+        """The bins of this policy: its bin set, plus :data:`LAYOUT_BINS` with a richer action layout."""
+        return BIN_SETS[self.bins] | (LAYOUT_BINS if self.layout.rich else {})
 
     def build(self, n_gpus: int) -> None:
         try:
-            self.table = QTable(self.discretizer.n_states, N_ACTIONS, n_gpus if self.per_agent else 1, alpha=self.alpha,
-                                gamma=self.gamma, tau_s=self.tau_s, initial_q=self.initial_q,
+            self.table = QTable(self.discretizer.n_states, self.n_actions, n_gpus if self.per_agent else 1,
+                                alpha=self.alpha, gamma=self.gamma, tau_s=self.tau_s, initial_q=self.initial_q,
                                 alpha_schedule=self.alpha_schedule, alpha_decay_exponent=self.alpha_decay_exponent)
         except ValueError as exc:
             raise PolicyError(f"policy 'qlearning': {exc}") from None
@@ -117,7 +128,12 @@ class QLearning(LearningPolicy):
     def states(self, features: np.ndarray) -> np.ndarray:
         cols = {}
         for name in self.discretizer.names:
-            cols[name] = pace_needed(features) if name in _DERIVED else features[:, FEATURES.index(name)]
+            if name == "pace_needed":
+                cols[name] = pace_needed(features)
+            elif name == "decision_kind":
+                cols[name] = decision_kinds(features, self.features)
+            else:
+                cols[name] = features[:, self.features.index(name)]
         return self.discretizer.index(cols)
 
     def acting_q(self) -> np.ndarray:
@@ -127,25 +143,35 @@ class QLearning(LearningPolicy):
     def _tables(self, agents: np.ndarray) -> np.ndarray | int:
         return agents if self.per_agent else 0
 
-    def choose(self, features: np.ndarray, agents: np.ndarray) -> np.ndarray:
+    def choose(self, features: np.ndarray, agents: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
         if self.table_b is None:
-            return self.table.greedy(self._tables(agents), self.states(features))
+            return self.table.greedy(self._tables(agents), self.states(features), allowed)
         t = np.broadcast_to(np.asarray(self._tables(agents)), agents.shape)
-        return np.argmax(self.acting_q()[t, self.states(features)], axis=1).astype(np.int64)
+        q = self.acting_q()[t, self.states(features)]
+        if allowed is not None:
+            q = np.where(allowed, q, -np.inf)
+        return np.argmax(q, axis=1).astype(np.int64)
 
     def learn(self, tr: Transitions) -> None:
         tables, s, s2 = self._tables(tr.agent), self.states(tr.obs), self.states(tr.next_obs)
+        allowed = self.next_mask(tr.next_obs)  # None with the bid layout: the max over every action, as before
         if self.table_b is None:
-            self.table.update(tables, s, tr.action, tr.reward, s2, tr.dt_s, tr.terminal, consistent=self.consistent)
+            boot = None
+            if allowed is not None:  # the best next action of the next state's own kind
+                t = np.broadcast_to(np.asarray(tables), s2.shape)
+                boot = np.where(allowed, self.table.q[t, s2], -np.inf).max(axis=1)
+                boot = np.where(tr.terminal, 0.0, boot)
+            self.table.update(tables, s, tr.action, tr.reward, s2, tr.dt_s, tr.terminal, consistent=self.consistent,
+                              bootstrap=boot)
         else:
             double_q_update((self.table, self.table_b), self.rng.random(len(tr)) < 0.5, tables, s, tr.action,
-                            tr.reward, s2, tr.dt_s, tr.terminal, consistent=self.consistent)
+                            tr.reward, s2, tr.dt_s, tr.terminal, consistent=self.consistent, next_allowed=allowed)
         self.updates += len(tr)
 
     # ---------------------------------------------------------------------------- checkpoints
     def spec(self) -> dict[str, Any]:
-        return {"policy": self.name, "features": list(FEATURES), "n_actions": N_ACTIONS,
-                "bins": BIN_SETS[self.bins], "bin_set": self.bins, "double": self.double,
+        return {"policy": self.name, "features": list(self.features), "n_actions": self.n_actions,
+                "actions": self.layout.name, "bins": self.bin_edges(), "bin_set": self.bins, "double": self.double,
                 "tables": self.tables, "n_gpus": self.n_gpus, "decisions": self.decisions, "updates": self.updates}
 
     def save_checkpoint(self, path: Path) -> Path:
@@ -161,12 +187,12 @@ class QLearning(LearningPolicy):
     def load_checkpoint(self, path: Path) -> None:
         """Load a checkpoint: the ``.npz``, or the folder holding ``qlearning.npz`` and ``qlearning.json``."""
         npz = path / "qlearning.npz" if path.is_dir() else path
-        spec = read_spec(npz.with_suffix(".json"), self.name)
-        if spec.get("bins") != BIN_SETS[self.bins]:
+        spec = read_spec(npz.with_suffix(".json"), self.name, self.layout)
+        if spec.get("bins") != self.bin_edges():
             raise PolicyError(f"{npz.with_suffix('.json')}: bins {spec.get('bins')} differ from this policy's "
-                              f"bins={self.bins!r} {BIN_SETS[self.bins]} (set policy.params.bins to the checkpoint's "
+                              f"bins={self.bins!r} {self.bin_edges()} (set policy.params.bins to the checkpoint's "
                               f"{spec.get('bin_set', 'price_slack')!r}, or retrain)")
-        table = QTable.load(npz, n_states=self.discretizer.n_states, n_actions=N_ACTIONS)
+        table = QTable.load(npz, n_states=self.discretizer.n_states, n_actions=self.n_actions)
         if table.n_tables not in (1, self.n_gpus):
             raise PolicyError(f"{npz}: field 'q' holds {table.n_tables} tables; this scenario has {self.n_gpus} GPUs "
                               "(per-agent tables need the same number of GPUs)")
@@ -178,7 +204,7 @@ class QLearning(LearningPolicy):
             if not b.is_file():
                 raise PolicyError(f"{b}: not found; {npz.with_suffix('.json')} says the checkpoint is double "
                                   "Q-learning, whose second table this file holds")
-            self.table_b = QTable.load(b, n_states=self.discretizer.n_states, n_actions=N_ACTIONS,
+            self.table_b = QTable.load(b, n_states=self.discretizer.n_states, n_actions=self.n_actions,
                                        n_tables=table.n_tables)
         self.per_agent = table.n_tables > 1
         self.tables = "per_agent" if self.per_agent else "shared"

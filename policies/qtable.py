@@ -427,7 +427,8 @@ class QTable:
 
 def double_q_update(tables: tuple[QTable, QTable], first: np.ndarray, table: int | np.ndarray, state: np.ndarray,
                     action: np.ndarray, reward: np.ndarray, next_state: np.ndarray, dt_s: np.ndarray,
-                    terminal: np.ndarray | bool = False, consistent: bool = False) -> None:
+                    terminal: np.ndarray | bool = False, consistent: bool = False,
+                    next_allowed: np.ndarray | None = None) -> None:
     """One batch of double Q-learning updates (van Hasselt, "Double Q-learning", NIPS 2010), semi-Markov.
 
     Rows where ``first`` is True update ``tables[0]`` toward ``r + γ^(Δt/τ)·Q_B(s', argmax_a Q_A(s', a))``; the
@@ -440,6 +441,8 @@ def double_q_update(tables: tuple[QTable, QTable], first: np.ndarray, table: int
         tables: The two tables ``(A, B)``, of the same shape.
         first: ``(n,)`` bools: the rows that update ``A`` (a fair coin per row from the caller's stream).
         table, state, action, reward, next_state, dt_s, terminal, consistent: As :meth:`QTable.update`.
+        next_allowed: Optional ``(n, n_actions)`` bool mask of the actions allowed in each next state: the
+            greedy next action is picked among them (learners whose decision kinds have their own actions).
     """
     a, b = tables
     n = np.asarray(state).size
@@ -451,7 +454,7 @@ def double_q_update(tables: tuple[QTable, QTable], first: np.ndarray, table: int
     next_state = np.where(terminal, 0, next_state)
     for own, other, rows in ((a, b, first), (b, a, ~first)):
         if rows.any():
-            best = own.greedy(t[rows], next_state[rows])
+            best = own.greedy(t[rows], next_state[rows], None if next_allowed is None else next_allowed[rows])
             own.update(t[rows], state[rows], action[rows], reward[rows], next_state[rows], dt_s[rows], terminal[rows],
                        consistent=consistent, bootstrap=other.q[t[rows], next_state[rows], best])
 

@@ -57,6 +57,8 @@ def scenarios(draw):
         "decision_timing": draw(st.sampled_from(["event", {"fixed_step": 450}])),
     }
     data["market"]["round_jitter_s"] = draw(st.sampled_from([0, 50]))
+    if data["policy"]["name"] in ("qlearning", "dqn"):  # the learners decide bids, idle GPUs and admissions
+        data["policy"]["params"] = {"actions": draw(st.sampled_from(["bid", "bid+idle", "all"]))}
     if battery:
         data["supply"]["battery"] = {"capacity_wh": 200.0 * gpus, "max_charge_w": 300.0 * gpus,
                                      "max_discharge_w": 150.0 * gpus, "round_trip_efficiency": 0.85,
@@ -75,7 +77,7 @@ def scenarios(draw):
 def _run(sc, supply):
     streams = Streams(sc.seed)
     jobs = build_jobs(sc, streams)
-    return Simulation(sc, load_policy(sc.policy.name), jobs, supply, streams).run()
+    return Simulation(sc, load_policy(sc.policy.name, dict(sc.policy.params)), jobs, supply, streams).run()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
