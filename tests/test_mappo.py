@@ -11,29 +11,13 @@ import pandas as pd
 import pytest
 
 from test_cli import dcsim_cli, ok, user_error
+from tiny_scenarios import tiny_rl_yaml
 
 from dcsim.config import load_scenario
 from dcsim.errors import DcsimError, PolicyError
 from policies.mappo import MappoConfig, semi_markov_gae
 
-TINY_MAPPO = """\
-name: tiny_mappo
-start: 2023-06-21T15:00:00Z
-horizon_s: 2h
-seed: 3
-cluster: {gpus: 4, gpu_model: H100}
-workload:
-  arrivals: {process: poisson, rate_per_s: 0.003}
-  gpus_per_job: {values: [1, 2], weights: [0.7, 0.3]}
-  duration_s: {distribution: lognormal, mean: 900, sigma: 0.5}
-  deadline_slack: 3.0
-  deferrable_fraction: 0.5
-  value_tokens_per_gpu_s: 0.001
-supply:
-  solar: {capacity_w: 3000, latitude: 37.36, longitude: -121.93}
-market: {interval_s: 10min, initial_tokens: 5}
-reward: {slo_per_miss: 1.0, drop_per_job: 2.0, team_fraction: 0.25}
-"""
+TINY_MAPPO = tiny_rl_yaml("tiny_mappo", reward_extra=", team_fraction: 0.25")
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from dcsim.learning import FEATURES, BidAction
 from dcsim.policy import load_policy
 from dcsim.runner import run_scenario
 from test_cli import dcsim_cli, ok, user_error
+from tiny_scenarios import tiny_rl_yaml
 
 ort = pytest.importorskip("onnxruntime")
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,27 +25,10 @@ ONNX_POLICY = "policies.onnx_policy:OnnxPolicy"
 
 # Solar in the afternoon, deferrable jobs with deadlines and a tight wallet: the features move over the run, so a
 # DQN's greedy actions vary (checked below: a run where every agent always chose FULL would prove little).
-TINY = """\
-name: tiny_onnx
-start: 2023-06-21T15:00:00Z
-horizon_s: 2h
-seed: 3
-cluster: {gpus: 4, gpu_model: H100}
-workload:
-  arrivals: {process: poisson, rate_per_s: 0.004}
-  gpus_per_job: {values: [1, 2], weights: [0.7, 0.3]}
-  duration_s: {distribution: lognormal, mean: 900, sigma: 0.5}
-  deadline_slack: 3.0
-  deferrable_fraction: 0.5
-  value_tokens_per_gpu_s: 0.001
-supply:
-  solar: {capacity_w: 3000, latitude: 37.36, longitude: -121.93}
-market: {interval_s: 10min, initial_tokens: 5}
-reward: {slo_per_miss: 1.0, drop_per_job: 2.0}
-policy:
+TINY = tiny_rl_yaml("tiny_onnx", rate_per_s=0.004, tail="""policy:
   name: dqn
   params: {hidden: [16, 16], min_replay: 8, updates_per_round: 8, lr: 0.01, cheap_multiple: 1.7, pace_safety: 1.5}
-"""
+""")
 # the policy's name and the wall-clock measures of speed are the only fields of summary.json allowed to differ
 WALL_CLOCK = {"wall_s", "events_per_wall_s", "simulated_s_per_wall_s"}
 

@@ -9,28 +9,12 @@ import pandas as pd
 import pytest
 
 from test_cli import dcsim_cli, ok, user_error
+from tiny_scenarios import tiny_rl_yaml
 
 pytest.importorskip("gymnasium")
 pytest.importorskip("stable_baselines3")
 
-TINY_RL = """\
-name: tiny_rl
-start: 2023-06-21T15:00:00Z
-horizon_s: 2h
-seed: 3
-cluster: {gpus: 4, gpu_model: H100}
-workload:
-  arrivals: {process: poisson, rate_per_s: 0.003}
-  gpus_per_job: {values: [1, 2], weights: [0.7, 0.3]}
-  duration_s: {distribution: lognormal, mean: 900, sigma: 0.5}
-  deadline_slack: 3.0
-  deferrable_fraction: 0.5
-  value_tokens_per_gpu_s: 0.001
-supply:
-  solar: {capacity_w: 3000, latitude: 37.36, longitude: -121.93}
-market: {interval_s: 10min, initial_tokens: 5}
-reward: {slo_per_miss: 1.0, drop_per_job: 2.0}
-"""
+TINY_RL = tiny_rl_yaml()
 
 
 @pytest.fixture

@@ -1,12 +1,13 @@
 """`train --policy ... --tensorboard DIR`: TensorBoard scalars are the learning curve's numbers, episode by episode."""
 from __future__ import annotations
 
-
 import pandas as pd
 import pytest
 
 from test_cli import dcsim_cli, ok, user_error
-from test_sb3_training import TINY_RL
+from tiny_scenarios import tiny_rl_yaml
+
+TINY_RL = tiny_rl_yaml()
 
 pytest.importorskip("tensorboard")
 
