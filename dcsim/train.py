@@ -83,7 +83,6 @@ def train(scenario: Scenario, policy_name: str, episodes: int, out: Path, *, res
         The learning curve (one row per episode, including any from before ``resume``).
     """
     if scenario.workload.llm_serving is not None:
-        from dcsim.errors import DcsimError
 
         raise DcsimError("workload.llm_serving: the learning policies do not choose serving configurations yet; "
                          "train on a GPU-job scenario (docs/serving.md, 'Not built')")
