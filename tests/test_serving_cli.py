@@ -106,3 +106,21 @@ def test_train_serving_q_refuses_what_it_does_not_support(tmp_path):
     proc = user_error(dcsim_cli("train", _poisson_scenario(tmp_path), "--policy", "serving_q", "--episodes", "1",
                                 "--out", "tr", "--resume", cwd=tmp_path))
     assert "--resume: not supported when training the serving learner" in proc.stderr
+
+
+def test_report_of_a_serving_run_shows_the_serving_figures(tmp_path):
+    ok(dcsim_cli("run", _poisson_scenario(tmp_path), "--out", "sv", cwd=tmp_path))
+    ok(dcsim_cli("report", "sv", cwd=tmp_path))
+    page = (tmp_path / "sv" / "report.html").read_text(encoding="utf-8")
+    for title in ("Configuration and denials against the energy price", "Latency against the SLOs",
+                  "Price steps: energy, cost and decisions"):
+        assert title in page
+    assert page.count("<img") == 2  # the timeline and the latency CDFs
+    summary = json.loads((tmp_path / "sv" / "summary.json").read_text())
+    steps = pd.read_csv(tmp_path / "sv" / "price_steps.csv")
+    assert page.count("<tr>") >= len(steps)  # one table row per price step (and the summary's rows)
+    assert f"{summary['requests']['arrived']:,}".replace(",", "") in page.replace(",", "")
+    # without the request table the sections say so instead of failing
+    (tmp_path / "sv" / "requests.csv").unlink()
+    ok(dcsim_cli("report", "sv", cwd=tmp_path))
+    assert "requests.csv is not in this run directory" in (tmp_path / "sv" / "report.html").read_text()
