@@ -24,6 +24,7 @@ between episodes, not within one (docs/serving.md, "Learning policy"). numpy onl
 """
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from pathlib import Path
@@ -117,10 +118,12 @@ class ServingQ(Policy):
         self.learn = bool(learn)
         self.slo_penalty = float(slo_penalty)
         self.disc = _discretizer()
+        self._edges = [self.disc.edges[name].tolist() for name in self.disc.names]
         self.table: QTable | None = None
         self.decisions = 0
         self.price_lo, self.price_hi = math.inf, -math.inf
         self._source: Path | None = None
+        self._prior: np.ndarray | None = None
         self._log: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
@@ -154,6 +157,17 @@ class ServingQ(Policy):
                 "output_tokens": np.asarray(obs.output_tokens, dtype=float),
                 "hour_utc": np.full(m, v.hour_utc)}
 
+    def states(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """State indices of feature columns: :meth:`policies.qtable.Discretizer.index`'s bins and mixed-radix order
+        (a value on an edge goes to the bin above), with a plain-Python path for the usual one-request call."""
+        columns = [np.asarray(features[name], dtype=float) for name in self.disc.names]
+        if columns[0].size == 1:
+            index = 0
+            for column, edges, radix in zip(columns, self._edges, self.disc.radices):
+                index = index * radix + bisect.bisect_right(edges, float(column.reshape(-1)[0]))
+            return np.array([index], dtype=np.int64)
+        return self.disc.index(features)
+
     def _table_for(self, k: int) -> QTable:
         n_actions = 1 + k
         if self.table is None:
@@ -166,20 +180,28 @@ class ServingQ(Policy):
                               "the checkpoint was trained on")
         return self.table
 
-    def greedy_values(self) -> np.ndarray:
-        """``(n_states, n_actions)`` values the greedy choice reads: ``Q`` where visited, else the action's
-        visit-weighted mean over all states (a prior for contexts never seen), 0 for an action never tried."""
-        t = self.table
-        q, n = t.q[0], t.visits[0]
-        total = n.sum(axis=0)
-        prior = np.divide((q * n).sum(axis=0), total, out=np.zeros(q.shape[1]), where=total > 0)
-        return np.where(n > 0, q, prior[None, :])
+    def prior(self) -> np.ndarray:
+        """``(n_actions,)``: each action's visit-weighted mean value over all states (0 for an action never
+        tried); cached until the next :meth:`update`."""
+        if self._prior is None:
+            q, n = self.table.q[0], self.table.visits[0]
+            total = n.sum(axis=0)
+            self._prior = np.divide((q * n).sum(axis=0), total, out=np.zeros(q.shape[1]), where=total > 0)
+        return self._prior
+
+    def greedy_values(self, state: np.ndarray | None = None) -> np.ndarray:
+        """Values the greedy choice reads, ``(n_states, n_actions)`` (or the rows of ``state``): ``Q`` where
+        visited, else the action's :meth:`prior` (a context never seen borrows what the action earns elsewhere)."""
+        q, n = self.table.q[0], self.table.visits[0]
+        if state is not None:
+            q, n = q[state], n[state]
+        return np.where(n > 0, q, self.prior()[None, :])
 
     def serve(self, obs: RequestObservation) -> ServingDecision:
         m = len(obs)
         table = self._table_for(obs.config_quality.size)
-        state = self.disc.index(self.features(obs))
-        values = self.greedy_values()[state]
+        state = self.states(self.features(obs))
+        values = self.greedy_values(state)
         action = np.argmax(values, axis=1).astype(np.int64)  # ties: the lowest action index
         if self.learn:
             eps = float(self.epsilon.value(self.decisions))
@@ -219,6 +241,7 @@ class ServingQ(Policy):
     def update(self, state: np.ndarray, action: np.ndarray, reward_usd: np.ndarray) -> None:
         """Bandit updates ``Q(s, a) ← Q(s, a) + (r − Q(s, a)) / n(s, a)``, in the order given."""
         n = np.asarray(state).size
+        self._prior = None
         self.table.update(0, state, action, reward_usd, state, np.zeros(n), terminal=True)
 
     # ------------------------------------------------------------------------------------ checkpoints
@@ -251,6 +274,7 @@ class ServingQ(Policy):
         folder = path.parent if path.suffix == ".npz" else path
         table_path, meta_path = folder / TABLE_FILE, folder / META_FILE
         self.table = QTable.load(table_path, n_states=self.disc.n_states, n_tables=1)
+        self._prior = None
         self._source = table_path
         if not meta_path.is_file():
             raise PolicyError(f"{meta_path}: file not found; expected the serving_q.json written beside {TABLE_FILE}")

@@ -180,3 +180,14 @@ def test_bad_parameters_are_named():
         ServingQ(slo_penalty=-1)
     with pytest.raises(PolicyError, match="params.epsilon_"):
         ServingQ(epsilon_start=2.0)
+
+
+def test_the_one_request_state_path_matches_the_discretizer():
+    p = ServingQ()
+    rng = np.random.default_rng(5)
+    edges = [np.array(v) for v in p.disc.edges.values()]
+    for _ in range(300):
+        # values drawn around the edges, some exactly on one (which goes to the bin above)
+        f = {name: np.array([rng.choice(np.r_[e, e - 1e-9, e + 1e-9, e[0] - 1.0, e[-1] + 1.0, np.inf])])
+             for name, e in zip(p.disc.names, edges)}
+        assert p.states(f).tolist() == p.disc.index(f).tolist()
