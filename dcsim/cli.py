@@ -295,7 +295,7 @@ def _cmd_train_serving(args: argparse.Namespace, scenario, references: dict) -> 
     def on_episode(row: dict) -> None:
         if bar is not None:
             bar.n = row["episode"] + 1
-            bar.set_postfix(profit=f"{row['profit_usd']:.2f}", eps=f"{row['epsilon_end']:.3f}")
+            bar.set_postfix(profit=f"{row['profit_usd']:.2f}", eps=f"{row['epsilon']:.3f}")
             bar.refresh()
 
     try:

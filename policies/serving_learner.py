@@ -99,8 +99,9 @@ class ServingQ(Policy):
         learn: Explore (epsilon-greedy) and record decisions for :meth:`learn_from`; False: greedy, frozen.
         checkpoint: A checkpoint folder (or its ``serving_q.npz``) written by :meth:`save_checkpoint` to start from.
         slo_penalty: Share of a request's full value (USD) charged when it is dropped or misses an SLO (>= 0).
-        epsilon_start, epsilon_end, epsilon_decay_decisions: The exploration schedule over decisions made
-            (exponential, :class:`policies.qtable.EpsilonSchedule`), carried across episodes and checkpoints.
+        epsilon_start, epsilon_end, epsilon_decay_decisions: The exploration schedule (exponential,
+            :class:`policies.qtable.EpsilonSchedule`) over the requests learnt from so far (the table's visit
+            count), carried across episodes and checkpoints.
     """
 
     name = "serving_q"
@@ -121,6 +122,7 @@ class ServingQ(Policy):
         self._edges = [self.disc.edges[name].tolist() for name in self.disc.names]
         self.table: QTable | None = None
         self.decisions = 0
+        self.learnt = 0
         self.price_lo, self.price_hi = math.inf, -math.inf
         self._source: Path | None = None
         self._prior: np.ndarray | None = None
@@ -156,6 +158,11 @@ class ServingQ(Policy):
                 "prompt_tokens": np.asarray(obs.prompt_tokens, dtype=float),
                 "output_tokens": np.asarray(obs.output_tokens, dtype=float),
                 "hour_utc": np.full(m, v.hour_utc)}
+
+    def exploration_rate(self) -> float:
+        """ε now: the schedule read at the number of requests learnt from so far (the table's visits), so
+        exploration lasts until learning has happened; learning is between episodes, so ε is constant in one."""
+        return float(self.epsilon.value(self.learnt))
 
     def states(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """State indices of feature columns: :meth:`policies.qtable.Discretizer.index`'s bins and mixed-radix order
@@ -204,7 +211,7 @@ class ServingQ(Policy):
         values = self.greedy_values(state)
         action = np.argmax(values, axis=1).astype(np.int64)  # ties: the lowest action index
         if self.learn:
-            eps = float(self.epsilon.value(self.decisions))
+            eps = self.exploration_rate()
             explore = self.rng.random(m) < eps
             random_action = np.minimum((self.rng.random(m) * table.n_actions).astype(np.int64), table.n_actions - 1)
             action = np.where(explore, random_action, action)
@@ -242,6 +249,7 @@ class ServingQ(Policy):
         """Bandit updates ``Q(s, a) ← Q(s, a) + (r − Q(s, a)) / n(s, a)``, in the order given."""
         n = np.asarray(state).size
         self._prior = None
+        self.learnt += n
         self.table.update(0, state, action, reward_usd, state, np.zeros(n), terminal=True)
 
     # ------------------------------------------------------------------------------------ checkpoints
@@ -287,6 +295,7 @@ class ServingQ(Policy):
             raise PolicyError(f"{meta_path}: field 'feature_edges': got {edges!r}; expected {FEATURE_EDGES!r} "
                               "(the bins of this version of policies/serving_learner.py)")
         self.decisions = int(meta.get("decisions", 0))
+        self.learnt = int(self.table.visits.sum())
         lo, hi = meta.get("price_lo_usd_per_mwh"), meta.get("price_hi_usd_per_mwh")
         self.price_lo = math.inf if lo is None else float(lo)
         self.price_hi = -math.inf if hi is None else float(hi)

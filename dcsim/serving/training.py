@@ -72,6 +72,7 @@ def train_serving(scenario: Any, episodes: int, out: Path, *, params: dict[str, 
     for episode in range(int(episodes)):
         sc = scenario.model_copy(update={"seed": scenario.seed + episode})
         wall0 = time.perf_counter()
+        epsilon = policy.exploration_rate()  # constant within an episode: the table changes only between them
         run = run_scenario(sc, policy=policy)
         stats = policy.learn_from(run.result)
         s = run.summary
@@ -79,7 +80,7 @@ def train_serving(scenario: Any, episodes: int, out: Path, *, params: dict[str, 
                "energy_cost_usd": s["energy_cost_usd"], "success_rate": s["success_rate"],
                "denial_rate": s["denial_rate"], "mean_quality": s["mean_quality"],
                "learner_reward_usd": stats["reward_usd"], "learner_penalty_usd": stats["penalty_usd"],
-               "updates": stats["updates"], "epsilon_end": float(policy.epsilon.value(policy.decisions)),
+               "updates": stats["updates"], "epsilon": epsilon,
                "wall_s": time.perf_counter() - wall0}
         row |= {k: v for k, v in stats.items() if k.startswith("share_")}
         rows.append(row)
@@ -112,8 +113,8 @@ def plot_serving_curve(curve: pd.DataFrame, path: Path, title: str) -> Path:
     ax.set_title(title)
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
-    ax2.plot(ep, curve["epsilon_end"], color="tab:gray")
-    ax2.set_ylabel("ε at episode end")
+    ax2.plot(ep, curve["epsilon"], color="tab:gray")
+    ax2.set_ylabel("ε in the episode")
     ax2.set_xlabel("episode")
     ax2.grid(alpha=0.3)
     fig.tight_layout()
