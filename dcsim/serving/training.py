@@ -27,6 +27,9 @@ BASELINES = {"serving_full_kv": "policies.serving:FullKV",
              "serving_quality_floor": "policies.serving:QualityFloor",
              "serving_price_aware": "policies.serving:PriceAware",
              "serving_deny_over_slo": "policies.serving:DenyOverSlo"}
+#: Files a training writes into its folder (``checkpoint/`` holds the two checkpoint files).
+OUTPUT_FILES = ("learning_curve.csv", "learning_curve.png", "train_state.json", "evaluation.md", "evaluation.csv",
+                "evaluation_runs.csv", "checkpoint/serving_q.npz", "checkpoint/serving_q.json")
 #: Headline columns of an evaluation row.
 EVAL_COLUMNS = ("profit_usd", "revenue_usd", "energy_cost_usd", "success_rate", "denial_rate", "mean_quality",
                 "slo_ttft")
@@ -65,6 +68,8 @@ def train_serving(scenario: Any, episodes: int, out: Path, *, params: dict[str, 
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise DcsimError(f"{out}: already exists; give --overwrite to replace it, or another --out")
     out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUT_FILES:  # --overwrite: no file of an earlier training is left to be mistaken for this one's
+        (out / name).unlink(missing_ok=True)
     params = dict(params or {})
     params["learn"] = True
     policy = load_policy(LEARNER, params)
