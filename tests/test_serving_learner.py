@@ -135,6 +135,7 @@ def test_trained_policy_picks_the_best_configuration_and_beats_full_kv(trained):
         mix = json.loads(learner.loc[seed, "served_by_config"])
         served = sum(mix.values())
         assert mix.get("snap_b", 0) / served > 0.8  # the clearly best row in most decisions
+        assert learner.loc[seed, "denial_rate"] < 0.05  # and it serves, since snap_b is worth more than denying
         assert learner.loc[seed, "profit_usd"] > full.loc[seed, "profit_usd"]  # paired: same requests per seed
     # exploration decays, and the share of greedy choices of config 2 grows over training
     # exploration is full until something is learnt, then decays with the requests learnt from
