@@ -112,6 +112,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``train --baselines`` default: the GPU-job rule policies (a serving scenario uses the serving rules instead).
+JOB_BASELINES = ("always_on", "race_to_idle", "renewable_follower", "price_threshold", "deadline_slack", "truthful")
+
+
 def _policy_overrides(args: argparse.Namespace, path: Path, overrides: list[str]) -> None:
     """``--policy``: the scenario's params are kept only for its own policy. Goes before the ``--set`` items, so
     ``--set policy.params.K=V`` sets a parameter of the ``--policy`` whatever the order on the command line."""
@@ -198,9 +202,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.horizon is not None:
         overrides.append(f"horizon_s={args.horizon}")
     scenario = _load(path, overrides, _typed_options(args))
-    if scenario.workload.llm_serving is not None:  # before the progress bar: train() refuses it too
-        raise DcsimError("workload.llm_serving: the learning policies do not choose serving configurations yet; "
-                         "train on a GPU-job scenario (docs/serving.md, 'Not built')")
+    if scenario.workload.llm_serving is not None:  # the serving learner has its own small trainer
+        return _cmd_train_serving(args, scenario, references)
     name = args.policy
     if args.out:
         out = Path(args.out)
@@ -258,6 +261,62 @@ def cmd_train(args: argparse.Namespace) -> int:
               + (f"; TensorBoard logs in {tb.folder}" if tb is not None else ""))
         if "md" in evaluation:
             print(evaluation["md"])
+    return 0
+
+
+def _cmd_train_serving(args: argparse.Namespace, scenario, references: dict) -> int:
+    """``train`` on a serving scenario: the serving learner (policies/serving_learner.py), evaluated against the
+    serving rule baselines (dcsim/serving/training.py)."""
+    from dcsim.outputs import choose_run_dir
+    from dcsim.serving.training import BASELINES, LEARNER_NAMES, evaluate_serving, train_serving, \
+        write_serving_evaluation
+
+    if args.policy not in LEARNER_NAMES:
+        raise DcsimError(f"--policy {args.policy}: a serving scenario (workload.llm_serving) trains the serving "
+                         f"learner only; allowed: {' or '.join(LEARNER_NAMES)} (qlearning and dqn do not choose "
+                         "serving configurations; docs/serving.md)")
+    for flag, given in (("--resume", args.resume), ("--reference", references), ("--learner", args.learner),
+                        ("--learner-option", args.learner_option)):
+        if given:
+            raise DcsimError(f"{flag}: not supported when training the serving learner (docs/serving.md, "
+                             "'Learning policy'); allowed: --episodes, --eval-seeds, --eval-offset, --baselines, "
+                             "--init-from, --out, --overwrite, --set policy.params.K=V")
+    params = dict(scenario.policy.params)
+    if args.init_from:
+        params["checkpoint"] = str(Path(args.init_from).resolve())
+    baselines = list(BASELINES) if list(args.baselines) == list(JOB_BASELINES) else list(args.baselines)
+    out = Path(args.out) if args.out else choose_run_dir(Path("runs"), f"train-{scenario.name}-serving_q")
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=args.episodes, unit="episode", file=sys.stderr)
+
+    def on_episode(row: dict) -> None:
+        if bar is not None:
+            bar.n = row["episode"] + 1
+            bar.set_postfix(profit=f"{row['profit_usd']:.2f}", eps=f"{row['epsilon']:.3f}")
+            bar.refresh()
+
+    try:
+        curve = train_serving(scenario, args.episodes, out, params=params, on_episode=on_episode,
+                              overwrite=args.overwrite, command="python -m dcsim " + " ".join(sys.argv[1:]))
+    finally:
+        if bar is not None:
+            bar.close()
+    md = None
+    if args.eval_seeds:
+        seeds = list(range(scenario.seed + args.eval_offset, scenario.seed + args.eval_offset + args.eval_seeds))
+        runs = evaluate_serving(scenario, (out / "checkpoint").resolve(), seeds, baselines)
+        md = write_serving_evaluation(out, runs, seeds)
+    if not args.quiet:
+        last = curve.tail(max(1, len(curve) // 10))
+        print(f"trained serving_q for {len(curve)} episodes; profit over the last {len(last)}: "
+              f"{last['profit_usd'].mean():,.2f} USD (first episode: {curve['profit_usd'].iloc[0]:,.2f} USD)")
+        print(f"wrote {out}: learning_curve.csv/.png, checkpoint/, train_state.json"
+              + (", evaluation.md/.csv, evaluation_runs.csv" if md is not None else ""))
+        if md is not None:
+            print(md)
     return 0
 
 
@@ -798,7 +857,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -m dcsim run SCENARIO --policy dqn --checkpoint runs/train-learn_solar-dqn/checkpoint\n"
                "  python -m dcsim train scenarios/learn_solar.yaml --algo sb3:PPO --timesteps 50000 --eval-seeds 10")
     trn.add_argument("scenario", help="scenario YAML file")
-    trn.add_argument("--policy", choices=["qlearning", "dqn"], help="the learning policy (or --algo)")
+    trn.add_argument("--policy", choices=["qlearning", "dqn", "serving_q"],
+                     help="the learning policy (or --algo); serving_q on a serving scenario (docs/serving.md)")
     trn.add_argument("--algo", metavar="sb3:ALGO",
                      help="a Stable-Baselines3 learner through the Gymnasium env instead of --policy: sb3:PPO, sb3:A2C "
                           "or sb3:DQN; or mappo, multi-agent PPO through the PettingZoo env, for --episodes "
@@ -834,9 +894,9 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--eval-offset", type=int, default=10_000, metavar="K",
                      help="evaluation seeds start at seed + K (default 10000, away from training seeds)")
     trn.add_argument("--baselines", nargs="+", metavar="POLICY",
-                     default=["always_on", "race_to_idle", "renewable_follower", "price_threshold", "deadline_slack",
-                              "truthful"],
-                     help="rule-based policies to evaluate against (default: all six)")
+                     default=list(JOB_BASELINES),
+                     help="rule-based policies to evaluate against (default: all six; on a serving scenario the "
+                          "four serving rules)")
     trn.add_argument("--reference", action="append", metavar="NAME[:KEY=VALUE,...]",
                      help="also evaluate a fixed rule over the learners' own actions (policies/reference.py), e.g. "
                           "full_cheap_else_min, floor_limit, pace, or rule:cheap=FULL,dear=MIN_CAP,price_multiple=2; "

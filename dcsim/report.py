@@ -29,6 +29,15 @@ RUN_SECTIONS = {
     "scenario": "Scenario",
 }
 
+#: Section titles of a serving run's report (``summary.json`` kind ``llm_serving``), in page order.
+SERVING_SECTIONS = {
+    "summary": "Summary",
+    "timeline": "Configuration and denials against the energy price",
+    "latency": "Latency against the SLOs",
+    "steps": "Price steps: energy, cost and decisions",
+    "scenario": "Scenario",
+}
+
 #: Section titles of a comparison report, in page order.
 COMPARISON_SECTIONS = {
     "overview": "Overview",
@@ -290,6 +299,8 @@ def write_report(run_dir: str | Path) -> Path:
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     meta_path = run_dir / "metadata.yaml"
     meta_text = meta_path.read_text(encoding="utf-8") if meta_path.is_file() else None
+    if summary.get("kind") == "llm_serving":
+        return _write_serving_report(run_dir, summary, meta_text)
     rounds = read_table(run_dir, "rounds")
     ts = read_table(run_dir, "timeseries")
     jobs = read_table(run_dir, "jobs")
@@ -315,6 +326,83 @@ def write_report(run_dir: str | Path) -> Path:
     page = _page("dcsim run report", subtitle, RUN_SECTIONS, bodies)
     out = run_dir / "report.html"
     out.write_text(page, encoding="utf-8")
+    return out
+
+
+def _serving_config_names(requests: pd.DataFrame) -> list[str]:
+    """Configuration names of a serving run's request table, from the best quality down (ties by name): the table's
+    own row order is not in the run directory."""
+    served = requests[requests["config"].notna() & (requests["config"].astype(str) != "")]
+    q = served.groupby(served["config"].astype(str))["quality"].mean()
+    return sorted(q.index, key=lambda name: (-q[name], name))
+
+
+def _serving_summary_section(summary: dict[str, Any]) -> str:
+    q = summary.get("requests", {})
+    lat = summary.get("latency_s", {})
+    slo = summary.get("slo_attainment", {})
+    en = summary.get("energy", {})
+    headline = [
+        ("requests arrived / served / denied / dropped / pending",
+         " / ".join(_fmt(q.get(s)) for s in ("arrived", "served", "denied", "dropped", "pending"))),
+        ("success rate / denial rate / drop rate",
+         " / ".join(_fmt(summary.get(s)) for s in ("success_rate", "denial_rate", "drop_rate"))),
+        ("mean quality (served)", summary.get("mean_quality")),
+        ("SLO attainment TTFT / e2e", f"{_fmt(slo.get('ttft'))} / {_fmt(slo.get('e2e'))}"),
+        ("TTFT p50 / p95 / p99 (s)", " / ".join(_fmt(lat.get("ttft", {}).get(s)) for s in ("p50", "p95", "p99"))),
+        ("e2e p50 / p95 / p99 (s)", " / ".join(_fmt(lat.get("e2e", {}).get(s)) for s in ("p50", "p95", "p99"))),
+        ("energy consumed (kWh)", en.get("consumed_kwh")),
+        ("mean price paid (USD/MWh)", en.get("mean_price_paid_usd_per_mwh")),
+        ("revenue / energy cost / profit (USD)",
+         " / ".join(_fmt(summary.get(s)) for s in ("revenue_usd", "energy_cost_usd", "profit_usd"))),
+        ("served by configuration", ", ".join(f"{k}: {v}" for k, v in q.get("served_by_config", {}).items())),
+    ]
+    full = _table(["key", "value"], _flatten(summary))
+    return (_table(["metric", "value"], headline)
+            + f"\n<details><summary>every entry of summary.json</summary>\n{full}\n</details>")
+
+
+def _write_serving_report(run_dir: Path, summary: dict[str, Any], meta_text: str | None) -> Path:
+    """``report.html`` of a serving run (docs/serving.md): summary, action timeline against the price, latency
+    CDFs against the SLOs, the price-step table and the scenario."""
+    from dcsim.serving import plots as splots
+
+    requests = read_table(run_dir, "requests")
+    steps = read_table(run_dir, "price_steps")
+    slo = summary.get("slo_attainment", {})
+    if requests is None or steps is None:
+        timeline = _missing("requests.csv" if requests is None else "price_steps.csv")
+        latency = _missing("requests.csv") if requests is None else None
+    else:
+        names = _serving_config_names(requests)
+        timeline = _png(splots.timeline_figure_of(requests, steps, names, "configuration chosen against the price"),
+                        SERVING_SECTIONS["timeline"]) + (
+            "<p>Per price step, the share of the requests arriving in it served with each configuration (legend from "
+            "the best quality down) and denied; the red line is the energy price.</p>")
+    if requests is not None:
+        latency = _png(splots.latency_figure(requests, slo.get("ttft_s"), slo.get("e2e_s")), SERVING_SECTIONS["latency"])
+    if steps is None:
+        table = _missing("price_steps.csv")
+    else:
+        table = _table(["start (s)", "end (s)", "price (USD/MWh)", "energy (kWh)", "cost (USD)", "arrivals", "admitted",
+                        "denied", "mean quality admitted"],
+                       [[r.start_s, r.end_s, r.price_usd_per_mwh, r.energy_j / 3.6e6, r.energy_cost_usd, r.arrivals,
+                         r.admitted, r.denied, r.mean_quality_admitted] for r in steps.itertuples(index=False)])
+    bodies = {
+        "summary": _serving_summary_section(summary),
+        "timeline": timeline,
+        "latency": latency,
+        "steps": table,
+        "scenario": (f"<details><summary>metadata.yaml (resolved scenario, seed, policy state, versions)</summary>"
+                     f"<pre>{_esc(meta_text)}</pre></details>" if meta_text is not None
+                     else _missing("metadata.yaml")),
+    }
+    horizon = summary.get("horizon_s")
+    subtitle = (f"serving run · scenario <b>{_esc(summary.get('scenario'))}</b> · policy "
+                f"<b>{_esc(summary.get('policy'))}</b> · seed {_esc(summary.get('seed'))} · horizon "
+                f"{_esc(_fmt(horizon))} s{'' if horizon is None else f' ({horizon / 3600:.3g} h)'}")
+    out = run_dir / "report.html"
+    out.write_text(_page("dcsim serving run report", subtitle, SERVING_SECTIONS, bodies), encoding="utf-8")
     return out
 
 

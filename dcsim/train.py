@@ -84,8 +84,9 @@ def train(scenario: Scenario, policy_name: str, episodes: int, out: Path, *, res
     """
     if scenario.workload.llm_serving is not None:
 
-        raise DcsimError("workload.llm_serving: the learning policies do not choose serving configurations yet; "
-                         "train on a GPU-job scenario (docs/serving.md, 'Not built')")
+        raise DcsimError("workload.llm_serving: qlearning and dqn do not choose serving configurations; train "
+                         "the serving learner instead (--policy serving_q, dcsim.serving.training.train_serving; "
+                         "docs/serving.md)")
     if policy_name not in LEARNING_POLICIES and ":" not in policy_name:
         raise PolicyError(f"train --policy {policy_name!r}: allowed: {', '.join(LEARNING_POLICIES)} "
                           "(or 'package.module:Class' of a LearningPolicy)")

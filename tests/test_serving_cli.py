@@ -73,4 +73,54 @@ def test_the_shipped_scenario_says_when_the_shared_traces_are_absent(tmp_path):
 def test_training_on_a_serving_scenario_is_refused_clearly(tmp_path):
     proc = user_error(dcsim_cli("train", _poisson_scenario(tmp_path), "--policy", "qlearning", "--episodes", "1",
                                 "--out", "tr", cwd=tmp_path))
-    assert "workload.llm_serving" in proc.stderr and "learning policies" in proc.stderr
+    assert "workload.llm_serving" in proc.stderr and "serving_q" in proc.stderr
+    assert "qlearning and dqn do not choose serving configurations" in proc.stderr
+
+
+def test_train_serving_q_writes_the_curve_checkpoint_and_paired_evaluation(tmp_path):
+    proc = ok(dcsim_cli("train", _poisson_scenario(tmp_path), "--policy", "serving_q", "--episodes", "2",
+                        "--eval-seeds", "2", "--out", "tr", "--quiet", cwd=tmp_path, timeout=300))
+    out = tmp_path / "tr"
+    for name in ("learning_curve.csv", "learning_curve.png", "checkpoint/serving_q.npz", "checkpoint/serving_q.json",
+                 "train_state.json", "evaluation.md", "evaluation.csv", "evaluation_runs.csv"):
+        assert (out / name).is_file(), name
+    curve = pd.read_csv(out / "learning_curve.csv")
+    assert curve["episode"].tolist() == [0, 1] and curve["seed"].tolist() == [0, 1]
+    runs = pd.read_csv(out / "evaluation_runs.csv")
+    arms = {"serving_q", "serving_full_kv", "serving_quality_floor", "serving_price_aware", "serving_deny_over_slo"}
+    assert set(runs["arm"]) == arms
+    assert sorted(runs["seed"].unique().tolist()) == [10_000, 10_001]  # held out: seed + --eval-offset
+    table = pd.read_csv(out / "evaluation.csv").set_index("arm")
+    # the paired difference is the mean over seeds of (learner − arm) profit, from the runs table
+    wide = runs.pivot(index="seed", columns="arm", values="profit_usd")
+    for arm in arms - {"serving_q"}:
+        assert table.loc[arm, "learner_minus_arm"] == pytest.approx((wide["serving_q"] - wide[arm]).mean())
+    assert "paired profit difference" in (out / "evaluation.md").read_text()
+    # the checkpoint runs frozen through `run --checkpoint`
+    ok(dcsim_cli("run", _poisson_scenario(tmp_path), "--policy", "policies.serving_learner:ServingQ",
+                 "--checkpoint", out / "checkpoint", "--out", "ev", cwd=tmp_path))
+    assert json.loads((tmp_path / "ev" / "summary.json").read_text())["policy"] == "serving_q"
+
+
+def test_train_serving_q_refuses_what_it_does_not_support(tmp_path):
+    proc = user_error(dcsim_cli("train", _poisson_scenario(tmp_path), "--policy", "serving_q", "--episodes", "1",
+                                "--out", "tr", "--resume", cwd=tmp_path))
+    assert "--resume: not supported when training the serving learner" in proc.stderr
+
+
+def test_report_of_a_serving_run_shows_the_serving_figures(tmp_path):
+    ok(dcsim_cli("run", _poisson_scenario(tmp_path), "--out", "sv", cwd=tmp_path))
+    ok(dcsim_cli("report", "sv", cwd=tmp_path))
+    page = (tmp_path / "sv" / "report.html").read_text(encoding="utf-8")
+    for title in ("Configuration and denials against the energy price", "Latency against the SLOs",
+                  "Price steps: energy, cost and decisions"):
+        assert title in page
+    assert page.count("<img") == 2  # the timeline and the latency CDFs
+    summary = json.loads((tmp_path / "sv" / "summary.json").read_text())
+    steps = pd.read_csv(tmp_path / "sv" / "price_steps.csv")
+    assert page.count("<tr>") >= len(steps)  # one table row per price step (and the summary's rows)
+    assert f"{summary['requests']['arrived']:,}".replace(",", "") in page.replace(",", "")
+    # without the request table the sections say so instead of failing
+    (tmp_path / "sv" / "requests.csv").unlink()
+    ok(dcsim_cli("report", "sv", cwd=tmp_path))
+    assert "requests.csv is not in this run directory" in (tmp_path / "sv" / "report.html").read_text()

@@ -33,9 +33,14 @@ def action_timeline(requests: pd.DataFrame, steps: pd.DataFrame, configs: list[s
 
 def timeline_figure(result):
     """Stacked shares of each configuration (and denials) per price step, with the price on a second axis."""
+    return timeline_figure_of(result.requests, result.steps, [c.name for c in result.configs],
+                              f"{result.scenario.name} / {result.policy.name}: configuration chosen against the price")
+
+
+def timeline_figure_of(requests: pd.DataFrame, steps: pd.DataFrame, names: list[str], title: str):
+    """:func:`timeline_figure` from the tables (``requests.csv``, ``price_steps.csv``) and configuration names."""
     plt = pyplot()
-    names = [c.name for c in result.configs]
-    tl = action_timeline(result.requests, result.steps, names)
+    tl = action_timeline(requests, steps, names)
     fig, ax = plt.subplots(figsize=(10, 4.5))
     t0 = tl["start_s"].to_numpy(float) / 3600.0
     width = (tl["end_s"] - tl["start_s"]).to_numpy(float) / 3600.0
@@ -53,7 +58,7 @@ def timeline_figure(result):
                   where="post", color="crimson", label="price")
     price_ax.set_ylabel("energy price (USD/MWh)", color="crimson")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, ncols=min(6, len(names) + 1), frameon=False)
-    ax.set_title(f"{result.scenario.name} / {result.policy.name}: configuration chosen against the price")
+    ax.set_title(title)
     fig.tight_layout()
     return fig
 
@@ -67,3 +72,22 @@ def plot_serving(result, folder: Path) -> list[Path]:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return [path]
+
+
+def latency_figure(requests: pd.DataFrame, slo_ttft_s: float | None, slo_e2e_s: float | None):
+    """Empirical CDFs of TTFT and end-to-end latency of the served requests, with the SLOs marked."""
+    plt = pyplot()
+    served = requests["status"].astype(str).to_numpy() == "served"
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, col, slo, label in ((axes[0], "ttft_s", slo_ttft_s, "TTFT (s)"), (axes[1], "e2e_s", slo_e2e_s, "end to end (s)")):
+        x = np.sort(requests.loc[served, col].to_numpy(float))
+        if x.size:
+            ax.step(x, np.arange(1, x.size + 1) / x.size, where="post")
+        if slo is not None:
+            ax.axvline(slo, color="crimson", linestyle="--", label=f"SLO {slo:g} s")
+            ax.legend(loc="lower right")
+        ax.set_xlabel(label)
+        ax.set_ylabel("share of served requests")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
