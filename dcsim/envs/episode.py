@@ -4,7 +4,9 @@ A step is one engine decision (:class:`~dcsim.envs.bridge.Decision`); an admissi
 deferrable jobs than the env has slots becomes several steps at the same instant (``dt_s`` = 0 after the first).
 Actions arrive as named enums per decider and are turned into what the engine's policy call returns:
 :class:`~dcsim.learning.BidAction` → :class:`~dcsim.policy.Bids` (via :func:`dcsim.learning.bids_from_actions`),
-:class:`~dcsim.policy.Admission` and :class:`~dcsim.policy.IdleAction` arrays as they are.
+:class:`~dcsim.policy.Admission` and :class:`~dcsim.policy.IdleAction` arrays as they are, and (with
+``facility.battery``) :class:`~dcsim.envs.facility.DispatchAction` → :class:`~dcsim.policy.BatteryCommand` (via
+:func:`dcsim.envs.facility.command_of`).
 """
 from __future__ import annotations
 
@@ -16,13 +18,15 @@ import numpy as np
 from dcsim.config import Scenario, load_scenario
 from dcsim.engine import RunResult
 from dcsim.envs.bridge import Decision, DecisionKind, EpisodeEnd, SimulationBridge
+from dcsim.envs.facility import DispatchAction, command_of
 from dcsim.errors import DcsimError
 from dcsim.learning import BidAction, bids_from_actions
 from dcsim.policy import Admission, IdleAction
 from dcsim.supply import build_supply
 
 #: The enum each decision kind's actions come from.
-ACTION_ENUMS = {DecisionKind.BID: BidAction, DecisionKind.ADMIT: Admission, DecisionKind.IDLE: IdleAction}
+ACTION_ENUMS = {DecisionKind.BID: BidAction, DecisionKind.ADMIT: Admission, DecisionKind.IDLE: IdleAction,
+                DecisionKind.DISPATCH: DispatchAction}
 
 
 @dataclass
@@ -32,7 +36,8 @@ class Step:
     Attributes:
         decision: The paused engine decision, or None at the end.
         first_job: For admission, the first of the waiting jobs this step asks about.
-        deciders: ``(k,)`` GPUs (BID, IDLE) or job ids (ADMIT) this step decides for.
+        deciders: ``(k,)`` GPUs (BID, IDLE), job ids (ADMIT) or ``[0]``, the facility agent (DISPATCH), this step
+            decides for.
         rewards: ``(n_gpus,)`` each GPU agent's reward since the previous step.
         dt_s: Simulated time since the previous step, s.
         time_s: Simulated time now, s.
@@ -76,6 +81,8 @@ class Episodes:
         self.n_gpus = scenario.cluster.gpus
         self.slots = admission_slots
         self.supply = build_supply(scenario)  # independent of the seed: built once
+        #: Whether the scenario has a dispatchable battery (``facility.battery``): then DISPATCH steps come too.
+        self.facility = scenario.facility.battery is not None
         self._bridge: SimulationBridge | None = None
         self.step: Step | None = None
         self._admit_actions: list[np.ndarray] = []
@@ -113,6 +120,8 @@ class Episodes:
             self._admit_actions = []
         elif d.kind is DecisionKind.BID:
             answer = bids_from_actions(a, d.observation)
+        elif d.kind is DecisionKind.DISPATCH:
+            answer = command_of(int(a[0]), d.observation)
         else:
             answer = a.astype(np.int8)
         self.step = self._from(self._bridge.answer(answer))
