@@ -55,8 +55,8 @@ class Decision:
         rewards: ``(n_gpus,)`` each GPU agent's reward since the previous decision (the scenario's ``reward:``
             with its ``team_fraction`` mix), from the engine's reward meter.
         dt_s: Simulated time since the previous decision (since t = 0 for the first), s.
-        facility: With ``facility.battery``, the facility agent's observation now (at every decision, for the
-            facility features), else None.
+        facility: With ``facility.battery`` and a bridge that dispatches, the facility agent's observation now (at
+            every decision, for the facility features), else None.
     """
 
     kind: DecisionKind
@@ -109,12 +109,16 @@ class BridgePolicy(Policy):
     def on_idle(self, obs: AgentObservation) -> np.ndarray:
         return self._bridge._decide(DecisionKind.IDLE, obs.gpu_ids, obs)
 
-    def dispatch(self, obs: FacilityObservation) -> BatteryCommand:
-        # asked by the engine only with facility.battery: without it, runs are as before
-        return self._bridge._decide(DecisionKind.DISPATCH, _FACILITY_AGENT, obs)
-
     def end_episode(self, obs: AgentObservation) -> None:
         self._bridge._absorb(obs.feedback)
+
+
+class DispatchingBridgePolicy(BridgePolicy):
+    """A :class:`BridgePolicy` that also forwards the battery's dispatch (the engine asks it only with
+    ``facility.battery``; a plain :class:`BridgePolicy` leaves the battery on its fixed rule)."""
+
+    def dispatch(self, obs: FacilityObservation) -> BatteryCommand:
+        return self._bridge._decide(DecisionKind.DISPATCH, _FACILITY_AGENT, obs)
 
 
 class SimulationBridge:
@@ -128,10 +132,13 @@ class SimulationBridge:
     Args:
         scenario: The scenario, with the episode's seed.
         supply: Supply series already built for this scenario (reused across episodes), or None.
+        dispatch: Pause at the battery's dispatch too (DISPATCH decisions; with ``facility.battery`` only), instead
+            of leaving the battery on its fixed rule.
     """
 
-    def __init__(self, scenario: Scenario, supply: SupplyInputs | None = None):
+    def __init__(self, scenario: Scenario, supply: SupplyInputs | None = None, *, dispatch: bool = False):
         self.scenario = scenario
+        self.dispatch = dispatch
         self._supply = supply
         self._to_sim: queue.Queue = queue.Queue(maxsize=1)
         self._from_sim: queue.Queue = queue.Queue(maxsize=1)
@@ -149,7 +156,8 @@ class SimulationBridge:
         jobs = build_jobs(self.scenario, streams)
         supply = self._supply if self._supply is not None else build_supply(self.scenario)
         self.supply = supply
-        self.sim = Simulation(self.scenario, BridgePolicy(self), jobs, supply, streams)
+        self.sim = Simulation(self.scenario, (DispatchingBridgePolicy if self.dispatch else BridgePolicy)(self), jobs,
+                              supply, streams)
         self._thread = threading.Thread(target=self._work, name="dcsim-env-simulation", daemon=True)
         self._thread.start()
         return self._receive()
@@ -213,7 +221,7 @@ class SimulationBridge:
         self._absorb(cluster.feedback)
         rewards, self._pending = self._pending, np.zeros_like(self._pending)
         facility = None
-        if sim.meter.battery is not None:
+        if self.dispatch and sim.meter.battery is not None:
             facility = obs if kind is DecisionKind.DISPATCH else sim.decisions.facility_obs()
         decision = Decision(kind, now, np.asarray(agents), obs, cluster, rewards, now - self._last_s, facility)
         self._last_s = now

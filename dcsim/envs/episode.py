@@ -72,9 +72,11 @@ class Episodes:
     Args:
         scenario: The scenario (its ``policy:`` is ignored: the env's caller decides).
         admission_slots: Deferrable jobs asked about per step.
+        facility_agent: With ``facility.battery``, the battery's dispatch is a step too (DISPATCH); False leaves
+            the battery on its fixed rule (the env as before the facility agent). Without a battery: no effect.
     """
 
-    def __init__(self, scenario: Scenario, admission_slots: int):
+    def __init__(self, scenario: Scenario, admission_slots: int, facility_agent: bool = True):
         if not isinstance(admission_slots, int) or admission_slots < 1:
             raise DcsimError(f"admission_slots={admission_slots!r}: allowed: an integer >= 1")
         self.scenario = scenario
@@ -82,7 +84,7 @@ class Episodes:
         self.slots = admission_slots
         self.supply = build_supply(scenario)  # independent of the seed: built once
         #: Whether the scenario has a dispatchable battery (``facility.battery``): then DISPATCH steps come too.
-        self.facility = scenario.facility.battery is not None
+        self.facility = bool(facility_agent) and scenario.facility.battery is not None
         self._bridge: SimulationBridge | None = None
         self.step: Step | None = None
         self._admit_actions: list[np.ndarray] = []
@@ -90,7 +92,8 @@ class Episodes:
     def reset(self, seed: int) -> Step:
         """Start an episode with root seed ``seed`` (abandoning any running one) and return its first step."""
         self.close()
-        self._bridge = SimulationBridge(self.scenario.model_copy(update={"seed": int(seed)}), self.supply)
+        self._bridge = SimulationBridge(self.scenario.model_copy(update={"seed": int(seed)}), self.supply,
+                                        dispatch=self.facility)
         first = self._bridge.start()
         if isinstance(first, EpisodeEnd):
             raise DcsimError(f"scenario {self.scenario.name!r}: the run made no decision before its horizon; "

@@ -66,6 +66,8 @@ class DcsimEnv(gym.Env):
         overrides: ``key=value`` overrides of the scenario file (as ``--set`` on the command line).
         admission_slots: Deferrable jobs per admission step.
         forecast_hours: Hours ahead of the renewable-forecast features.
+        facility_agent: With ``facility.battery``, decide the battery's dispatch too (False: the battery keeps its
+            fixed rule and the spaces are those of a scenario without one).
         action_layout: ``"per_agent"`` or ``"shared"``.
     """
 
@@ -73,11 +75,11 @@ class DcsimEnv(gym.Env):
 
     def __init__(self, scenario: str | Path | Scenario, overrides: list[str] | None = None, *,
                  admission_slots: int = 8, forecast_hours: tuple[float, ...] = (1.0, 2.0, 3.0),
-                 action_layout: str = "per_agent"):
+                 action_layout: str = "per_agent", facility_agent: bool = True):
         if action_layout not in ACTION_LAYOUTS:
             raise DcsimError(f"action_layout={action_layout!r}: allowed: {', '.join(ACTION_LAYOUTS)}")
         self.scenario = resolve_scenario(scenario, overrides)
-        self.episodes = Episodes(self.scenario, admission_slots)
+        self.episodes = Episodes(self.scenario, admission_slots, facility_agent)
         self.n_gpus = n = self.scenario.cluster.gpus
         self.slots = admission_slots
         self.forecast_hours = tuple(float(h) for h in forecast_hours)
