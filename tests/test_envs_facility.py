@@ -235,6 +235,24 @@ def test_sb3_expected_space_matches_the_env_with_a_battery():
         env.close()
 
 
+def test_sb3_action_set_check_accepts_a_battery_model_and_refuses_it_without_one(tmp_path):
+    from dcsim.config import scenario_to_dict
+    from dcsim.envs.sb3 import ALGOS, check_action_set
+
+    for algo, layout in ALGOS.items():
+        battery_env, plain_env = DcsimEnv(with_battery(), action_layout=layout), DcsimEnv(tiny(), action_layout=layout)
+        meta = {"algo": algo, "action_layout": layout, "scenario": scenario_to_dict(with_battery())}
+        check_action_set(meta, battery_env.action_space, tmp_path / "m.yaml")  # a model trained with the battery
+        with pytest.raises(DcsimError, match="action space has sizes"):
+            check_action_set(meta, plain_env.action_space, tmp_path / "m.yaml")
+        plain_meta = {"algo": algo, "action_layout": layout, "scenario": scenario_to_dict(tiny())}
+        check_action_set(plain_meta, plain_env.action_space, tmp_path / "m.yaml")
+        with pytest.raises(DcsimError, match="action space has sizes"):
+            check_action_set(plain_meta, battery_env.action_space, tmp_path / "m.yaml")
+        battery_env.close()
+        plain_env.close()
+
+
 # ------------------------------------------------------------------------------------------------ PettingZoo
 def test_parallel_api_test_passes_with_a_battery():
     from pettingzoo.test import parallel_api_test
