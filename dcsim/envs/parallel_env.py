@@ -32,10 +32,10 @@ class DcsimParallelEnv(ParallelEnv):
     lives for the whole episode. At each step only some agents decide (those the engine asks at that instant:
     every GPU at a market round, the GPUs of a starting job, the GPUs just idle, the admission agent, or the
     facility agent); ``infos[agent]["deciding"]`` and the ``deciding`` (``decision_dispatch``) observation
-    feature say which. The ``actions``
-    dict needs entries only for deciding agents; an absent or non-deciding agent's action is ignored. (The
-    PettingZoo parallel API and its ``parallel_api_test`` require an observation for every live agent, so
-    non-deciding agents are present in the observation dicts, with their current state.)
+    feature say which. The ``actions`` dict needs entries only for deciding agents; an absent or non-deciding
+    agent's action is ignored. (The PettingZoo parallel API and its ``parallel_api_test`` require an observation
+    for every live agent and never let an agent come back once gone, so non-deciding agents, the facility agent
+    between rounds too, are present in the observation dicts, with their current state.)
 
     A GPU agent observes the global block and its own row of the per-GPU block; it acts with
     ``MultiDiscrete([8, 3])``: a :class:`~dcsim.learning.BidAction` (used at BID decisions) and an
@@ -46,7 +46,8 @@ class DcsimParallelEnv(ParallelEnv):
 
     Rewards: each GPU agent's reward since the previous step from the engine's reward meter, which mixes its own
     accruals and the cluster's by the scenario's ``reward.team_fraction``; the admission and facility agents
-    receive the team reward (the mean over GPU agents). ``infos[agent]["dt_s"]`` is the simulated time since the previous step.
+    receive the team reward (the mean over GPU agents). ``infos[agent]["dt_s"]`` is the simulated time since the
+    previous step.
 
     Args:
         scenario: A scenario file (path) or :class:`~dcsim.config.Scenario`.
