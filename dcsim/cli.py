@@ -150,6 +150,30 @@ def _checkpoint_overrides(args: argparse.Namespace, overrides: list[str]) -> Non
             raise DcsimError(f"--checkpoint {args.checkpoint}: no such file or folder (give the checkpoint folder "
                              "or file written by `python -m dcsim train`, e.g. runs/train-.../checkpoint)")
         overrides += [f"policy.params.checkpoint={json.dumps(str(ckpt))}", "policy.params.learn=false"]
+        layout = _checkpoint_layout(ckpt)
+        chosen = any(item.partition("=")[0].strip() == "policy.params.actions" for item in args.set or [])
+        if layout is not None and not chosen:  # an explicit --set wins (a mismatch is then the loader's error)
+            overrides.append(f"policy.params.actions={json.dumps(layout)}")
+
+
+#: The JSON spec a learner's checkpoint folder holds, by policy (``qlearning.npz`` / ``dqn.pt`` beside it).
+_CHECKPOINT_SPECS = ("qlearning.json", "dqn.json")
+
+
+def _checkpoint_layout(ckpt: Path) -> str | None:
+    """The action layout (``policy.params.actions``) a qlearning / dqn checkpoint records, or None when it records
+    none (the default ``bid`` layout, as before layouts) or is not such a checkpoint (then the policy's loader
+    reports what is wrong with it)."""
+    specs = [ckpt / name for name in _CHECKPOINT_SPECS] if ckpt.is_dir() else [ckpt.with_suffix(".json")]
+    for spec in specs:
+        try:
+            saved = json.loads(spec.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(saved, dict) and saved.get("policy") in ("qlearning", "dqn") \
+                and isinstance(saved.get("actions"), str):
+            return saved["actions"]
+    return None
 
 
 def _check_checkpoint_policy(name: str) -> None:
@@ -839,7 +863,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write events.csv: every event (time, kind, agent, details), to replay a run step by step")
     run.add_argument("--checkpoint", metavar="PATH",
                      help="evaluate a trained learning policy (with --policy qlearning|dqn): its checkpoint folder "
-                          "or file from `train`; the policy acts greedily and does not learn")
+                          "or file from `train`; the policy acts greedily and does not learn, with the action "
+                          "layout the checkpoint records (policy.params.actions; --set overrides it)")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary table")
     run.set_defaults(func=cmd_run)
 

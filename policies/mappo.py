@@ -266,7 +266,8 @@ class MappoTrainer:
 
         self.scenario, self.config = scenario, config
         self.env = DcsimParallelEnv(scenario, admission_slots=config.admission_slots,
-                                    forecast_hours=config.forecast_hours)
+                                    forecast_hours=config.forecast_hours,
+                                    facility_agent=False)  # no facility actor: the battery keeps its fixed rule
         self.g = len(self.env.global_names)
         self.dims = {"gpu_in": self.g + len(GPU_FEATURES), "slot_in": self.g + len(JOB_FEATURES),
                      "critic_in": self.g + 2 * len(GPU_FEATURES) + len(JOB_FEATURES)}

@@ -335,8 +335,8 @@ def test_the_cli_names_both_layouts_when_a_checkpoint_does_not_fit(tmp_path, cap
     train(sc, "qlearning", 1, tmp_path / "t", keep_transitions=0)
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(sc.model_dump(mode="json", exclude={"policy"})))
-    code = main(["run", str(path), "--policy", "qlearning", "--checkpoint", str(tmp_path / "t" / "checkpoint"), "-q",
-                 "--out", str(tmp_path / "r")])
+    code = main(["run", str(path), "--policy", "qlearning", "--set", "policy.params.actions=bid", "--checkpoint",
+                 str(tmp_path / "t" / "checkpoint"), "-q", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err, err
     assert "qlearning.json" in err and "'all' (13 actions" in err and "'bid' (8 actions" in err, err
@@ -344,3 +344,44 @@ def test_the_cli_names_both_layouts_when_a_checkpoint_does_not_fit(tmp_path, cap
     # with the layout it was trained with, it runs
     assert main(["run", str(path), "--policy", "qlearning", "--set", "policy.params.actions=all", "--checkpoint",
                  str(tmp_path / "t" / "checkpoint"), "-q", "--out", str(tmp_path / "r")]) == 0
+
+
+@pytest.mark.parametrize("name", ["qlearning", "dqn"])
+def test_run_checkpoint_reads_the_action_layout_from_the_checkpoint(tmp_path, name):
+    """``run --checkpoint`` without ``--set policy.params.actions``: the layout the checkpoint records, so the run is
+    the one with the layout given explicitly (same decisions and job table); a default-layout checkpoint needs
+    nothing either."""
+    import json
+
+    import yaml
+
+    from dcsim.cli import main
+
+    if name == "dqn":
+        pytest.importorskip("torch")
+    params = {"actions": "bid+idle"} | (DQN_SMALL if name == "dqn" else {})
+    sc = scenario(**TINY, policy={"name": name, "params": params})
+    train(sc, name, 1, tmp_path / "t", keep_transitions=0)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(sc.model_dump(mode="json", exclude={"policy"})))
+    ckpt = tmp_path / "t" / "checkpoint"
+    small = [f"policy.params.{k}={json.dumps(v)}" for k, v in params.items() if k != "actions"]
+    sets = [a for s in small for a in ("--set", s)]
+    assert main(["run", str(path), "--policy", name, *sets, "--checkpoint", str(ckpt), "-q",
+                 "--out", str(tmp_path / "auto")]) == 0
+    assert main(["run", str(path), "--policy", name, *sets, "--set", "policy.params.actions=bid+idle", "--checkpoint",
+                 str(ckpt), "-q", "--out", str(tmp_path / "given")]) == 0
+    meta = yaml.safe_load((tmp_path / "auto" / "metadata.yaml").read_text())
+    assert "bid+idle" in json.dumps(meta)
+    for table in ("jobs.csv", "decisions.csv"):
+        assert (tmp_path / "auto" / table).read_bytes() == (tmp_path / "given" / table).read_bytes()
+    assert "on_idle" in (tmp_path / "auto" / "decisions.csv").read_text()  # the bid+idle layout decides idle GPUs
+    # the file itself (not its folder) as --checkpoint: the spec beside it
+    file = ckpt / ("qlearning.npz" if name == "qlearning" else "dqn.pt")
+    assert main(["run", str(path), "--policy", name, *sets, "--checkpoint", str(file), "-q",
+                 "--out", str(tmp_path / "file")]) == 0
+    # a default-layout checkpoint records no layout and runs as before
+    plain = scenario(**TINY, policy={"name": name, "params": {k: v for k, v in params.items() if k != "actions"}})
+    train(plain, name, 1, tmp_path / "p", keep_transitions=0)
+    assert main(["run", str(path), "--policy", name, *sets, "--checkpoint", str(tmp_path / "p" / "checkpoint"), "-q",
+                 "--out", str(tmp_path / "plain")]) == 0

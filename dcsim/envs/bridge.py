@@ -25,7 +25,7 @@ from dcsim.config import Scenario
 from dcsim.engine import RunResult, Simulation
 from dcsim.errors import DcsimError
 from dcsim.learning import Feedback
-from dcsim.policy import AgentObservation, GpuSpecView, JobObservation, Policy
+from dcsim.policy import AgentObservation, BatteryCommand, FacilityObservation, GpuSpecView, JobObservation, Policy
 from dcsim.seeding import Streams
 from dcsim.supply import SupplyInputs, build_supply
 from dcsim.workload import build_jobs
@@ -37,6 +37,7 @@ class DecisionKind(str, Enum):
     BID = "bid"  # GPU agents bid for the coming round (or for a job starting between rounds)
     ADMIT = "admit"  # deferrable jobs wait for run / defer
     IDLE = "on_idle"  # idle GPUs with nothing queued: stay idle / sleep / power off
+    DISPATCH = "dispatch"  # the facility agent commands the battery (each market round; only with facility.battery)
 
 
 @dataclass(frozen=True)
@@ -46,21 +47,26 @@ class Decision:
     Attributes:
         kind: The decision.
         time_s: Simulated time of the decision, s.
-        agents: ``(n,)`` the GPUs deciding (BID, IDLE), or the job ids awaiting admission (ADMIT).
-        observation: The engine's observation of the deciders.
+        agents: ``(n,)`` the GPUs deciding (BID, IDLE), the job ids awaiting admission (ADMIT), or ``[0]``, the
+            one facility agent (DISPATCH).
+        observation: The engine's observation of the deciders (a :class:`~dcsim.policy.FacilityObservation` for
+            DISPATCH).
         cluster: The observation of every GPU at the decision (for per-GPU features).
         rewards: ``(n_gpus,)`` each GPU agent's reward since the previous decision (the scenario's ``reward:``
             with its ``team_fraction`` mix), from the engine's reward meter.
         dt_s: Simulated time since the previous decision (since t = 0 for the first), s.
+        facility: With ``facility.battery`` and a bridge that dispatches, the facility agent's observation now (at
+            every decision, for the facility features), else None.
     """
 
     kind: DecisionKind
     time_s: float
     agents: np.ndarray
-    observation: AgentObservation | JobObservation
+    observation: AgentObservation | JobObservation | FacilityObservation
     cluster: AgentObservation
     rewards: np.ndarray
     dt_s: float
+    facility: FacilityObservation | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,7 @@ class _Stop(BaseException):
 
 
 _STOP = object()
+_FACILITY_AGENT = np.zeros(1, dtype=np.int64)
 
 
 class BridgePolicy(Policy):
@@ -106,20 +113,32 @@ class BridgePolicy(Policy):
         self._bridge._absorb(obs.feedback)
 
 
+class DispatchingBridgePolicy(BridgePolicy):
+    """A :class:`BridgePolicy` that also forwards the battery's dispatch (the engine asks it only with
+    ``facility.battery``; a plain :class:`BridgePolicy` leaves the battery on its fixed rule)."""
+
+    def dispatch(self, obs: FacilityObservation) -> BatteryCommand:
+        return self._bridge._decide(DecisionKind.DISPATCH, _FACILITY_AGENT, obs)
+
+
 class SimulationBridge:
     """One episode of a scenario, run in a worker thread that pauses at every policy call.
 
     Usage: :meth:`start` returns the first :class:`Decision` (or :class:`EpisodeEnd`); :meth:`answer` with the
-    policy method's return value (a :class:`~dcsim.policy.Bids` for BID, an action array for ADMIT and IDLE)
+    policy method's return value (a :class:`~dcsim.policy.Bids` for BID, an action array for ADMIT and IDLE, a
+    :class:`~dcsim.policy.BatteryCommand` for DISPATCH)
     returns the next. :meth:`close` abandons a run that has not ended.
 
     Args:
         scenario: The scenario, with the episode's seed.
         supply: Supply series already built for this scenario (reused across episodes), or None.
+        dispatch: Pause at the battery's dispatch too (DISPATCH decisions; with ``facility.battery`` only), instead
+            of leaving the battery on its fixed rule.
     """
 
-    def __init__(self, scenario: Scenario, supply: SupplyInputs | None = None):
+    def __init__(self, scenario: Scenario, supply: SupplyInputs | None = None, *, dispatch: bool = False):
         self.scenario = scenario
+        self.dispatch = dispatch
         self._supply = supply
         self._to_sim: queue.Queue = queue.Queue(maxsize=1)
         self._from_sim: queue.Queue = queue.Queue(maxsize=1)
@@ -137,7 +156,8 @@ class SimulationBridge:
         jobs = build_jobs(self.scenario, streams)
         supply = self._supply if self._supply is not None else build_supply(self.scenario)
         self.supply = supply
-        self.sim = Simulation(self.scenario, BridgePolicy(self), jobs, supply, streams)
+        self.sim = Simulation(self.scenario, (DispatchingBridgePolicy if self.dispatch else BridgePolicy)(self), jobs,
+                              supply, streams)
         self._thread = threading.Thread(target=self._work, name="dcsim-env-simulation", daemon=True)
         self._thread.start()
         return self._receive()
@@ -186,12 +206,13 @@ class SimulationBridge:
         if feedback is not None and feedback.reward.size:
             np.add.at(self._pending, self._fb_agents, feedback.reward)
 
-    def _decide(self, kind: DecisionKind, agents: np.ndarray, obs: AgentObservation | JobObservation) -> Any:
+    def _decide(self, kind: DecisionKind, agents: np.ndarray,
+                obs: AgentObservation | JobObservation | FacilityObservation) -> Any:
         if self._stopping:  # SimPy turns the first _Stop into a failed process event that surfaces only when
             raise _Stop()   # it is processed; same-instant events before it may call the policy again
         sim = self.sim
         now = sim.env.now
-        if kind is not DecisionKind.ADMIT:  # the deciders' feedback came with their observation
+        if kind is DecisionKind.BID or kind is DecisionKind.IDLE:  # the deciders' feedback came with their observation
             self._fb_agents = agents
             self._absorb(obs.feedback)
         everyone = np.arange(sim.n_gpus)
@@ -199,7 +220,10 @@ class SimulationBridge:
         self._fb_agents = everyone
         self._absorb(cluster.feedback)
         rewards, self._pending = self._pending, np.zeros_like(self._pending)
-        decision = Decision(kind, now, np.asarray(agents), obs, cluster, rewards, now - self._last_s)
+        facility = None
+        if self.dispatch and sim.meter.battery is not None:
+            facility = obs if kind is DecisionKind.DISPATCH else sim.decisions.facility_obs()
+        decision = Decision(kind, now, np.asarray(agents), obs, cluster, rewards, now - self._last_s, facility)
         self._last_s = now
         self._from_sim.put(decision)
         action = self._to_sim.get()

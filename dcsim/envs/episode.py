@@ -4,7 +4,9 @@ A step is one engine decision (:class:`~dcsim.envs.bridge.Decision`); an admissi
 deferrable jobs than the env has slots becomes several steps at the same instant (``dt_s`` = 0 after the first).
 Actions arrive as named enums per decider and are turned into what the engine's policy call returns:
 :class:`~dcsim.learning.BidAction` → :class:`~dcsim.policy.Bids` (via :func:`dcsim.learning.bids_from_actions`),
-:class:`~dcsim.policy.Admission` and :class:`~dcsim.policy.IdleAction` arrays as they are.
+:class:`~dcsim.policy.Admission` and :class:`~dcsim.policy.IdleAction` arrays as they are, and (with
+``facility.battery``) :class:`~dcsim.envs.facility.DispatchAction` → :class:`~dcsim.policy.BatteryCommand` (via
+:func:`dcsim.envs.facility.command_of`).
 """
 from __future__ import annotations
 
@@ -16,13 +18,15 @@ import numpy as np
 from dcsim.config import Scenario, load_scenario
 from dcsim.engine import RunResult
 from dcsim.envs.bridge import Decision, DecisionKind, EpisodeEnd, SimulationBridge
+from dcsim.envs.facility import DispatchAction, command_of
 from dcsim.errors import DcsimError
 from dcsim.learning import BidAction, bids_from_actions
 from dcsim.policy import Admission, IdleAction
 from dcsim.supply import build_supply
 
 #: The enum each decision kind's actions come from.
-ACTION_ENUMS = {DecisionKind.BID: BidAction, DecisionKind.ADMIT: Admission, DecisionKind.IDLE: IdleAction}
+ACTION_ENUMS = {DecisionKind.BID: BidAction, DecisionKind.ADMIT: Admission, DecisionKind.IDLE: IdleAction,
+                DecisionKind.DISPATCH: DispatchAction}
 
 
 @dataclass
@@ -32,7 +36,8 @@ class Step:
     Attributes:
         decision: The paused engine decision, or None at the end.
         first_job: For admission, the first of the waiting jobs this step asks about.
-        deciders: ``(k,)`` GPUs (BID, IDLE) or job ids (ADMIT) this step decides for.
+        deciders: ``(k,)`` GPUs (BID, IDLE), job ids (ADMIT) or ``[0]``, the facility agent (DISPATCH), this step
+            decides for.
         rewards: ``(n_gpus,)`` each GPU agent's reward since the previous step.
         dt_s: Simulated time since the previous step, s.
         time_s: Simulated time now, s.
@@ -67,15 +72,19 @@ class Episodes:
     Args:
         scenario: The scenario (its ``policy:`` is ignored: the env's caller decides).
         admission_slots: Deferrable jobs asked about per step.
+        facility_agent: With ``facility.battery``, the battery's dispatch is a step too (DISPATCH); False leaves
+            the battery on its fixed rule (the env as before the facility agent). Without a battery: no effect.
     """
 
-    def __init__(self, scenario: Scenario, admission_slots: int):
+    def __init__(self, scenario: Scenario, admission_slots: int, facility_agent: bool = True):
         if not isinstance(admission_slots, int) or admission_slots < 1:
             raise DcsimError(f"admission_slots={admission_slots!r}: allowed: an integer >= 1")
         self.scenario = scenario
         self.n_gpus = scenario.cluster.gpus
         self.slots = admission_slots
         self.supply = build_supply(scenario)  # independent of the seed: built once
+        #: Whether the scenario has a dispatchable battery (``facility.battery``): then DISPATCH steps come too.
+        self.facility = bool(facility_agent) and scenario.facility.battery is not None
         self._bridge: SimulationBridge | None = None
         self.step: Step | None = None
         self._admit_actions: list[np.ndarray] = []
@@ -83,7 +92,8 @@ class Episodes:
     def reset(self, seed: int) -> Step:
         """Start an episode with root seed ``seed`` (abandoning any running one) and return its first step."""
         self.close()
-        self._bridge = SimulationBridge(self.scenario.model_copy(update={"seed": int(seed)}), self.supply)
+        self._bridge = SimulationBridge(self.scenario.model_copy(update={"seed": int(seed)}), self.supply,
+                                        dispatch=self.facility)
         first = self._bridge.start()
         if isinstance(first, EpisodeEnd):
             raise DcsimError(f"scenario {self.scenario.name!r}: the run made no decision before its horizon; "
@@ -113,6 +123,8 @@ class Episodes:
             self._admit_actions = []
         elif d.kind is DecisionKind.BID:
             answer = bids_from_actions(a, d.observation)
+        elif d.kind is DecisionKind.DISPATCH:
+            answer = command_of(int(a[0]), d.observation)
         else:
             answer = a.astype(np.int8)
         self.step = self._from(self._bridge.answer(answer))

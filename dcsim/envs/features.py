@@ -8,7 +8,8 @@ Three blocks, each with its column names (what ``docs/rl.md`` documents):
 - :data:`GPU_FEATURES`: per GPU, :data:`dcsim.learning.FEATURES` (job slack, remaining work, wallet, ...)
   plus its power state and whether it is deciding now;
 - :data:`JOB_FEATURES`: per admission slot, the deferrable job waiting there (GPUs, duration, slack, wait,
-  value), or zeros with ``present`` = 0.
+  value), or zeros with ``present`` = 0;
+- with ``facility.battery`` only, :data:`dcsim.envs.facility.FACILITY_FEATURES`: the facility agent's block.
 
 Every value is clipped to ``[-FEATURE_BOUND, FEATURE_BOUND]``.
 """
@@ -22,7 +23,10 @@ from dcsim.policy import AgentObservation, GpuState, JobObservation, MarketView
 from dcsim.supply import SupplyInputs
 
 FEATURE_BOUND = 10.0
-DECISION_KINDS = tuple(DecisionKind)
+#: The decisions of the global block's one-hot ``decision_*`` columns. DISPATCH (only with ``facility.battery``) is
+#: flagged in the facility block instead (:data:`dcsim.envs.facility.FACILITY_FEATURES`), so that scenarios
+#: without a battery keep today's columns; at a DISPATCH step these three read 0.
+DECISION_KINDS = (DecisionKind.BID, DecisionKind.ADMIT, DecisionKind.IDLE)
 GPU_FEATURES = FEATURES + ("power_state", "deciding")
 JOB_FEATURES = ("present", "gpus_frac", "duration_h", "slack_h", "waited_h", "value_log")
 
@@ -63,7 +67,7 @@ def gpu_features(d: Decision, interval_s: float) -> np.ndarray:
     obs = d.cluster
     n = obs.gpu_ids.size
     deciding = np.zeros(n)
-    if d.kind is not DecisionKind.ADMIT:
+    if d.kind is DecisionKind.BID or d.kind is DecisionKind.IDLE:
         deciding[d.agents] = 1.0
     return gpu_rows(obs, n, interval_s, deciding)
 

@@ -11,6 +11,7 @@ from gymnasium import spaces
 from dcsim.config import Scenario
 from dcsim.envs.bridge import DecisionKind
 from dcsim.envs.episode import Episodes, Step, resolve_scenario
+from dcsim.envs.facility import FACILITY_FEATURES, DispatchAction, facility_features
 from dcsim.envs.features import (FEATURE_BOUND, GPU_FEATURES, JOB_FEATURES, global_feature_names, global_features,
                                  gpu_features, job_features)
 from dcsim.errors import DcsimError
@@ -18,28 +19,38 @@ from dcsim.learning import BidAction
 from dcsim.policy import Admission, IdleAction
 
 ACTION_LAYOUTS = ("per_agent", "shared")
-_N_BID, _N_IDLE, _N_ADMIT = len(BidAction), len(IdleAction), len(Admission)
+_N_BID, _N_IDLE, _N_ADMIT, _N_DISPATCH = len(BidAction), len(IdleAction), len(Admission), len(DispatchAction)
+_N_SHARED = _N_BID * _N_IDLE * _N_ADMIT  # the shared layout without a battery
 
 
 class DcsimEnv(gym.Env):
     """A dcsim scenario as a Gymnasium env: each step is one engine decision (a market round's bids, a job
-    starting between rounds, deferrable jobs waiting for admission, idle GPUs).
+    starting between rounds, deferrable jobs waiting for admission, idle GPUs, and with ``facility.battery`` the
+    facility agent's battery dispatch at each market round).
 
     Observation: a flat ``float32`` Box, the concatenation of the global block, the per-GPU block (row-major,
-    ``n_gpus × len(GPU_FEATURES)``) and the admission block (``admission_slots × len(JOB_FEATURES)``); the column
-    names are :attr:`observation_names` (see :mod:`dcsim.envs.features`).
+    ``n_gpus × len(GPU_FEATURES)``), the admission block (``admission_slots × len(JOB_FEATURES)``) and, only with
+    ``facility.battery``, the facility block (``FACILITY_FEATURES``, names ``facility.<name>``); the column names
+    are :attr:`observation_names` (see :mod:`dcsim.envs.features` and :mod:`dcsim.envs.facility`).
 
     Action (``action_layout``):
 
-    - ``"per_agent"``: ``MultiDiscrete`` of a :class:`~dcsim.learning.BidAction` per GPU, then an
-      :class:`~dcsim.policy.IdleAction` per GPU, then an :class:`~dcsim.policy.Admission` per slot. A step reads
-      only the part of its decision (``decision_*`` in the observation), and of it only the rows deciding
-      (``deciding`` per GPU, ``present`` per slot); the rest is ignored.
+    - ``"per_agent"``: ``MultiDiscrete`` of a :class:`~dcsim.learning.BidAction` (8) per GPU, then an
+      :class:`~dcsim.policy.IdleAction` (3) per GPU, then an :class:`~dcsim.policy.Admission` (2) per slot, then
+      (only with ``facility.battery``) one :class:`~dcsim.envs.facility.DispatchAction` (7). A step reads only
+      the part of its decision (``decision_*`` in the observation, ``facility.decision_dispatch`` for dispatch),
+      and of it only the rows deciding (``deciding`` per GPU, ``present`` per slot); the rest is ignored.
     - ``"shared"``: ``Discrete(48)``, one choice for every decider: ``a = 6·bid + 2·idle + admit`` (for learners
-      that need a discrete action, such as DQN).
+      that need a discrete action, such as DQN); with ``facility.battery`` ``Discrete(336)``,
+      ``a = 48·dispatch + 6·bid + 2·idle + admit`` (so ``a < 48`` means the same as without a battery, and HOLD).
 
-    The power cap of a running job is its bid level: FULL, HALF (half the range above idle) and MIN_CAP (the
-    board's minimum cap); PAUSE stops it; FULL_IF_CHEAP takes full power only at a price up to 1.1 × p0.
+    The power cap of a running job is its bid (:class:`~dcsim.learning.BidAction`): FULL, HALF (half the range
+    above idle) and MIN_CAP (the board's minimum cap) at any price; PAUSE stops it; FULL_IF_CHEAP takes full
+    power only at a price up to ``cheap_multiple`` × p0 (1.1); FLOOR_THEN_VALUE and FLOOR_THEN_LIMIT bid the
+    minimum cap at any price plus the rest up to full power at the job's value per kWh or at
+    ``block_limit_multiple`` × p0 (2); PACE runs at the lowest power that still meets the deadline.
+    The battery's command (:class:`~dcsim.envs.facility.DispatchAction`) is HOLD, or CHARGE / DISCHARGE at 25,
+    50 or 100 % of its power limit until the next round.
 
     Reward: the scenario's ``reward:`` summed over all GPU agents, accrued since the previous step (read off the
     engine's reward meter); over an episode it sums to the run's reward (``summary.json`` ``reward.total``).
@@ -55,6 +66,8 @@ class DcsimEnv(gym.Env):
         overrides: ``key=value`` overrides of the scenario file (as ``--set`` on the command line).
         admission_slots: Deferrable jobs per admission step.
         forecast_hours: Hours ahead of the renewable-forecast features.
+        facility_agent: With ``facility.battery``, decide the battery's dispatch too (False: the battery keeps its
+            fixed rule and the spaces are those of a scenario without one).
         action_layout: ``"per_agent"`` or ``"shared"``.
     """
 
@@ -62,23 +75,26 @@ class DcsimEnv(gym.Env):
 
     def __init__(self, scenario: str | Path | Scenario, overrides: list[str] | None = None, *,
                  admission_slots: int = 8, forecast_hours: tuple[float, ...] = (1.0, 2.0, 3.0),
-                 action_layout: str = "per_agent"):
+                 action_layout: str = "per_agent", facility_agent: bool = True):
         if action_layout not in ACTION_LAYOUTS:
             raise DcsimError(f"action_layout={action_layout!r}: allowed: {', '.join(ACTION_LAYOUTS)}")
         self.scenario = resolve_scenario(scenario, overrides)
-        self.episodes = Episodes(self.scenario, admission_slots)
+        self.episodes = Episodes(self.scenario, admission_slots, facility_agent)
         self.n_gpus = n = self.scenario.cluster.gpus
         self.slots = admission_slots
         self.forecast_hours = tuple(float(h) for h in forecast_hours)
         self.action_layout = action_layout
+        self.facility = facility = self.episodes.facility
         self.observation_names = (list(global_feature_names(self.forecast_hours))
                                   + [f"gpu{g}.{f}" for g in range(n) for f in GPU_FEATURES]
-                                  + [f"slot{s}.{f}" for s in range(admission_slots) for f in JOB_FEATURES])
+                                  + [f"slot{s}.{f}" for s in range(admission_slots) for f in JOB_FEATURES]
+                                  + ([f"facility.{f}" for f in FACILITY_FEATURES] if facility else []))
         self.observation_space = spaces.Box(-FEATURE_BOUND, FEATURE_BOUND, (len(self.observation_names),), np.float32)
         if action_layout == "per_agent":
-            self.action_space = spaces.MultiDiscrete([_N_BID] * n + [_N_IDLE] * n + [_N_ADMIT] * admission_slots)
+            self.action_space = spaces.MultiDiscrete([_N_BID] * n + [_N_IDLE] * n + [_N_ADMIT] * admission_slots
+                                                     + ([_N_DISPATCH] if facility else []))
         else:
-            self.action_space = spaces.Discrete(_N_BID * _N_IDLE * _N_ADMIT)
+            self.action_space = spaces.Discrete(_N_SHARED * (_N_DISPATCH if facility else 1))
         self._next_seed = self.scenario.seed
         self._full_power_w = None
         self.last_result = None
@@ -116,13 +132,17 @@ class DcsimEnv(gym.Env):
             a = int(np.asarray(action).reshape(()))
             if not 0 <= a < self.action_space.n:
                 raise DcsimError(f"action {a!r}: allowed: an integer in [0, {self.action_space.n})")
-            value = {DecisionKind.BID: a // (_N_IDLE * _N_ADMIT), DecisionKind.IDLE: (a // _N_ADMIT) % _N_IDLE,
-                     DecisionKind.ADMIT: a % _N_ADMIT}[kind]
+            value = {DecisionKind.BID: (a % _N_SHARED) // (_N_IDLE * _N_ADMIT),
+                     DecisionKind.IDLE: (a // _N_ADMIT) % _N_IDLE, DecisionKind.ADMIT: a % _N_ADMIT,
+                     DecisionKind.DISPATCH: a // _N_SHARED}[kind]
             return np.full(k, value, dtype=np.int64)
         a = np.asarray(action)
         if a.shape != self.action_space.shape:
             raise DcsimError(f"action of shape {a.shape}: expected {self.action_space.shape} (a BidAction per GPU, "
-                             "an IdleAction per GPU, an Admission per slot)")
+                             "an IdleAction per GPU, an Admission per slot"
+                             + (", a DispatchAction)" if self.facility else ")"))
+        if kind is DecisionKind.DISPATCH:
+            return a[-1:]
         if kind is DecisionKind.BID:
             return a[:n][step.deciders]
         if kind is DecisionKind.IDLE:
@@ -137,6 +157,8 @@ class DcsimEnv(gym.Env):
                                  self._full_power_w),
                  gpu_features(d, self.scenario.market.interval_s).ravel(),
                  job_features(d, self.slots, self.n_gpus, step.first_job).ravel()]
+        if self.facility:
+            parts.append(facility_features(d.facility, d.kind is DecisionKind.DISPATCH, self._full_power_w))
         return np.concatenate(parts).astype(np.float32)
 
     @staticmethod

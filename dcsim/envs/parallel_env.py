@@ -1,4 +1,5 @@
-"""The PettingZoo ParallelEnv: one agent per GPU plus an admission agent, each step one engine decision."""
+"""The PettingZoo ParallelEnv: one agent per GPU, an admission agent (and a facility agent with a battery), each step
+one engine decision."""
 from __future__ import annotations
 
 import functools
@@ -12,6 +13,7 @@ from pettingzoo import ParallelEnv
 from dcsim.config import Scenario
 from dcsim.envs.bridge import DecisionKind
 from dcsim.envs.episode import Episodes, Step, resolve_scenario
+from dcsim.envs.facility import FACILITY_FEATURES, DispatchAction, facility_features
 from dcsim.envs.features import (FEATURE_BOUND, GPU_FEATURES, JOB_FEATURES, global_feature_names, global_features,
                                  gpu_features, job_features)
 from dcsim.errors import DcsimError
@@ -19,46 +21,56 @@ from dcsim.learning import BidAction
 from dcsim.policy import Admission, IdleAction
 
 ADMISSION_AGENT = "admission"
+FACILITY_AGENT = "facility"
 
 
 class DcsimParallelEnv(ParallelEnv):
     """A dcsim scenario as a PettingZoo ParallelEnv.
 
-    Agents: ``gpu_0`` … ``gpu_{n-1}`` (one per GPU) and ``admission`` (the deferrable jobs waiting at an instant).
-    Every agent lives for the whole episode. At each step only some agents decide (those the engine asks at
-    that instant: every GPU at a market round, the GPUs of a starting job, the GPUs just idle, or the admission
-    agent); ``infos[agent]["deciding"]`` and the ``deciding`` observation feature say which. The ``actions``
-    dict needs entries only for deciding agents; an absent or non-deciding agent's action is ignored. (The
-    PettingZoo parallel API and its ``parallel_api_test`` require an observation for every live agent, so
-    non-deciding agents are present in the observation dicts, with their current state.)
+    Agents: ``gpu_0`` … ``gpu_{n-1}`` (one per GPU), ``admission`` (the deferrable jobs waiting at an instant)
+    and, only with ``facility.battery``, ``facility`` (the battery's dispatch at each market round). Every agent
+    lives for the whole episode. At each step only some agents decide (those the engine asks at that instant:
+    every GPU at a market round, the GPUs of a starting job, the GPUs just idle, the admission agent, or the
+    facility agent); ``infos[agent]["deciding"]`` and the ``deciding`` (``decision_dispatch``) observation
+    feature say which. The ``actions`` dict needs entries only for deciding agents; an absent or non-deciding
+    agent's action is ignored. (The PettingZoo parallel API and its ``parallel_api_test`` require an observation
+    for every live agent and never let an agent come back once gone, so non-deciding agents, the facility agent
+    between rounds too, are present in the observation dicts, with their current state.)
 
     A GPU agent observes the global block and its own row of the per-GPU block; it acts with
     ``MultiDiscrete([8, 3])``: a :class:`~dcsim.learning.BidAction` (used at BID decisions) and an
     :class:`~dcsim.policy.IdleAction` (used at IDLE decisions). The admission agent observes the global block and
-    the admission slots and acts with an :class:`~dcsim.policy.Admission` per slot.
+    the admission slots and acts with an :class:`~dcsim.policy.Admission` per slot. The facility agent observes
+    the global block and the facility block (:data:`~dcsim.envs.facility.FACILITY_FEATURES`) and acts with
+    ``Discrete(7)``, a :class:`~dcsim.envs.facility.DispatchAction`.
 
     Rewards: each GPU agent's reward since the previous step from the engine's reward meter, which mixes its own
-    accruals and the cluster's by the scenario's ``reward.team_fraction``; the admission agent receives the team
-    reward (the mean over GPU agents). ``infos[agent]["dt_s"]`` is the simulated time since the previous step.
+    accruals and the cluster's by the scenario's ``reward.team_fraction``; the admission and facility agents
+    receive the team reward (the mean over GPU agents). ``infos[agent]["dt_s"]`` is the simulated time since the
+    previous step.
 
     Args:
         scenario: A scenario file (path) or :class:`~dcsim.config.Scenario`.
         overrides: ``key=value`` overrides of the scenario file.
         admission_slots: Deferrable jobs per admission step.
         forecast_hours: Hours ahead of the renewable-forecast features.
+        facility_agent: With ``facility.battery``, decide the battery's dispatch too (False: the battery keeps its
+            fixed rule and the spaces are those of a scenario without one).
     """
 
     metadata = {"name": "dcsim_cluster_v0", "render_modes": []}
 
     def __init__(self, scenario: str | Path | Scenario, overrides: list[str] | None = None, *,
-                 admission_slots: int = 8, forecast_hours: tuple[float, ...] = (1.0, 2.0, 3.0)):
+                 admission_slots: int = 8, forecast_hours: tuple[float, ...] = (1.0, 2.0, 3.0),
+                 facility_agent: bool = True):
         self.scenario = resolve_scenario(scenario, overrides)
-        self.episodes = Episodes(self.scenario, admission_slots)
+        self.episodes = Episodes(self.scenario, admission_slots, facility_agent)
         self.n_gpus = n = self.scenario.cluster.gpus
         self.slots = admission_slots
         self.forecast_hours = tuple(float(h) for h in forecast_hours)
         self.gpu_agents = [f"gpu_{g}" for g in range(n)]
-        self.possible_agents = self.gpu_agents + [ADMISSION_AGENT]
+        self.facility = self.episodes.facility
+        self.possible_agents = self.gpu_agents + [ADMISSION_AGENT] + ([FACILITY_AGENT] if self.facility else [])
         self.agents: list[str] = []
         self.global_names = global_feature_names(self.forecast_hours)
         g = len(self.global_names)
@@ -68,6 +80,10 @@ class DcsimParallelEnv(ParallelEnv):
                                                        (g + admission_slots * len(JOB_FEATURES),), np.float32)
         self._act_spaces = {a: spaces.MultiDiscrete([len(BidAction), len(IdleAction)]) for a in self.gpu_agents}
         self._act_spaces[ADMISSION_AGENT] = spaces.MultiDiscrete([len(Admission)] * admission_slots)
+        if self.facility:
+            self._obs_spaces[FACILITY_AGENT] = spaces.Box(-FEATURE_BOUND, FEATURE_BOUND,
+                                                          (g + len(FACILITY_FEATURES),), np.float32)
+            self._act_spaces[FACILITY_AGENT] = spaces.Discrete(len(DispatchAction))
         self._next_seed = self.scenario.seed
         self._full_power_w = None
         self.last_result = None
@@ -93,6 +109,8 @@ class DcsimParallelEnv(ParallelEnv):
         kind = step.decision.kind
         if kind is DecisionKind.ADMIT:
             chosen = np.asarray(self._action_of(actions, ADMISSION_AGENT)).reshape(-1)[:step.deciders.size]
+        elif kind is DecisionKind.DISPATCH:
+            chosen = np.asarray(self._action_of(actions, FACILITY_AGENT)).reshape(-1)[:1]
         else:
             col = 0 if kind is DecisionKind.BID else 1
             chosen = np.array([int(np.asarray(self._action_of(actions, f"gpu_{g}")).reshape(-1)[col])
@@ -100,6 +118,8 @@ class DcsimParallelEnv(ParallelEnv):
         step = self.episodes.act(chosen.astype(np.int64))
         rewards = {a: float(r) for a, r in zip(self.gpu_agents, step.rewards)}
         rewards[ADMISSION_AGENT] = float(step.rewards.mean())
+        if self.facility:
+            rewards[FACILITY_AGENT] = rewards[ADMISSION_AGENT]
         done = step.done
         terminations = {a: done for a in self.agents}
         truncations = {a: False for a in self.agents}
@@ -133,6 +153,9 @@ class DcsimParallelEnv(ParallelEnv):
         per_gpu = gpu_features(d, self.scenario.market.interval_s)
         obs = {a: np.concatenate([glob, per_gpu[g]]) for g, a in enumerate(self.gpu_agents)}
         obs[ADMISSION_AGENT] = np.concatenate([glob, job_features(d, self.slots, self.n_gpus, step.first_job).ravel()])
+        if self.facility:
+            obs[FACILITY_AGENT] = np.concatenate([glob, facility_features(d.facility, d.kind is DecisionKind.DISPATCH,
+                                                                          self._full_power_w)])
         return obs
 
     def _infos(self, step: Step) -> dict[str, dict[str, Any]]:
@@ -140,6 +163,8 @@ class DcsimParallelEnv(ParallelEnv):
         if not step.done:
             if step.decision.kind is DecisionKind.ADMIT:
                 deciding = {ADMISSION_AGENT}
+            elif step.decision.kind is DecisionKind.DISPATCH:
+                deciding = {FACILITY_AGENT}
             else:
                 deciding = {f"gpu_{g}" for g in step.deciders.tolist()}
         kind = None if step.done else step.decision.kind.value

@@ -49,14 +49,19 @@ def action_set() -> dict[str, list[str]]:
             "Admission": list(Admission.__members__)}
 
 
-def expected_action_space(action_layout: str, n_gpus: int, admission_slots: int = 8) -> list[int]:
+def expected_action_space(action_layout: str, n_gpus: int, admission_slots: int = 8,
+                          facility: bool = False) -> list[int]:
     """The sizes of the env's action space with this dcsim's enums: ``MultiDiscrete`` ``nvec`` (``per_agent``) or
-    ``[n]`` of ``Discrete(n)`` (``shared``)."""
+    ``[n]`` of ``Discrete(n)`` (``shared``); ``facility``: the scenario has ``facility.battery`` (a
+    :class:`~dcsim.envs.facility.DispatchAction` more)."""
+    from dcsim.envs.facility import DispatchAction
+
     names = action_set()
     n_bid, n_idle, n_admit = (len(names[k]) for k in ("BidAction", "IdleAction", "Admission"))
+    n_dispatch = len(DispatchAction) if facility else 1
     if action_layout == "per_agent":
-        return [n_bid] * n_gpus + [n_idle] * n_gpus + [n_admit] * admission_slots
-    return [n_bid * n_idle * n_admit]
+        return [n_bid] * n_gpus + [n_idle] * n_gpus + [n_admit] * admission_slots + ([n_dispatch] if facility else [])
+    return [n_bid * n_idle * n_admit * n_dispatch]
 
 
 def _space_sizes(space) -> list[int]:
@@ -106,10 +111,12 @@ def check_action_set(meta: dict[str, Any], model_space, where: Path, n_gpus: int
     if saved is not None and saved != action_set():
         raise DcsimError(f"{where}: field 'action_set': the model chooses among {saved}; this dcsim's actions are "
                          f"{action_set()}: {retrain}")
-    n = n_gpus if n_gpus is not None else int((meta.get("scenario") or {}).get("cluster", {}).get("gpus", 0))
+    trained_on = meta.get("scenario") or {}
+    n = n_gpus if n_gpus is not None else int(trained_on.get("cluster", {}).get("gpus", 0))
+    facility = (trained_on.get("facility") or {}).get("battery") is not None  # the env's facility agent
     got = _space_sizes(model_space)
-    slots = max(len(got) - 2 * n, 0)
-    want = expected_action_space(layout, n, slots)
+    slots = max(len(got) - 2 * n - (facility and layout == "per_agent"), 0)
+    want = expected_action_space(layout, n, slots, facility)
     if got != want:
         shown = (lambda v: v if len(v) <= 6 else v[:3] + ["..."] + v[-3:])
         enums = ", ".join(f"{k}: {len(v)}" for k, v in action_set().items())
