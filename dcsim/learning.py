@@ -16,6 +16,12 @@ from dcsim.config import RewardConfig
 from dcsim.errors import PolicyError
 from dcsim.policy import Admission, AgentObservation, Bids, GpuSpecView, IdleAction, JobObservation
 
+#: Batches of at most this many rows take the Python-number paths of the learners (features, bins, bids, the
+#: Q-table update): a per-job decision is one row, where numpy's per-call overhead dominates. Each such path does
+#: the numpy path's float64 operations in the same order (transcendental functions stay in numpy), so results are
+#: bit-identical; ``tests/test_learning_fast_path.py`` checks both paths against each other. 0 turns them off.
+SMALL_BATCH = 16
+
 #: Quantities metered per agent between decisions, in this order (columns of ``Feedback.components``).
 REWARD_COMPONENTS = ("value_tokens", "spent_tokens", "energy_kwh", "carbon_kg", "latency_s", "deadline_misses",
                      "dropped_jobs")

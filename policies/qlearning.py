@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from dcsim import learning as _learning
 from dcsim.errors import PolicyError
 from dcsim.learning import FEATURES, ActionKind, Transitions, decision_kinds
 from policies.learning import LearningPolicy, read_spec, write_spec
@@ -51,7 +52,9 @@ def pace_needed(features: np.ndarray) -> np.ndarray:
     remaining), from the ``slack_h`` and ``remaining_h`` feature columns; 2 where the deadline has passed or
     cannot be met at full clock (slack < 0), 0 without a deadline or a job. Both columns are clipped (slack to
     [−4, 8] h, remaining work to 8 h), so the value is exact for jobs within those ranges."""
-    col = {name: FEATURES.index(name) for name in ("has_job", "has_deadline", "slack_h", "remaining_h")}
+    col = _PACE_COLUMNS
+    if features.ndim == 2 and features.shape[0] <= _learning.SMALL_BATCH:
+        return _pace_needed_small(features)
     slack_h = 4.0 * features[:, col["slack_h"]].astype(float)
     remaining_h = 4.0 * features[:, col["remaining_h"]].astype(float)
     left_h = slack_h + remaining_h
@@ -59,6 +62,24 @@ def pace_needed(features: np.ndarray) -> np.ndarray:
         need = np.where(left_h > 0, remaining_h / np.where(left_h > 0, left_h, 1.0), 2.0)
     need = np.where(slack_h < 0, 2.0, need)
     return np.where((features[:, col["has_deadline"]] > 0) & (features[:, col["has_job"]] > 0), need, 0.0)
+
+
+_PACE_COLUMNS = {name: FEATURES.index(name) for name in ("has_job", "has_deadline", "slack_h", "remaining_h")}
+
+
+def _pace_needed_small(features: np.ndarray) -> np.ndarray:
+    """:func:`pace_needed` as Python numbers for a few rows: the same float64 operations in the same order."""
+    col = _PACE_COLUMNS
+    out = []
+    for has, deadline, slack, remaining in features[:, [col["has_job"], col["has_deadline"], col["slack_h"],
+                                                        col["remaining_h"]]].tolist():
+        slack_h, remaining_h = 4.0 * slack, 4.0 * remaining
+        left_h = slack_h + remaining_h
+        need = remaining_h / left_h if left_h > 0 else 2.0
+        if slack_h < 0:
+            need = 2.0
+        out.append(need if deadline > 0 and has > 0 else 0.0)
+    return np.array(out, dtype=float)
 
 
 class QLearning(LearningPolicy):
