@@ -7,6 +7,7 @@ that decided at that instant.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -167,11 +168,32 @@ class QLearning(LearningPolicy):
     def choose(self, features: np.ndarray, agents: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
         if self.table_b is None:
             return self.table.greedy(self._tables(agents), self.states(features), allowed)
+        states = self.states(features)
+        if states.size <= _learning.SMALL_BATCH:
+            return self._choose_double_small(agents, states, allowed)
         t = np.broadcast_to(np.asarray(self._tables(agents)), agents.shape)
-        q = self.acting_q()[t, self.states(features)]
+        q = self.acting_q()[t, states]
         if allowed is not None:
             q = np.where(allowed, q, -np.inf)
         return np.argmax(q, axis=1).astype(np.int64)
+
+    def _choose_double_small(self, agents: np.ndarray, states: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
+        """:meth:`choose` with two tables as Python numbers for a few rows: ``argmax`` (first maximum) of
+        ``0.5 * (A + B)`` over the allowed actions, the numpy path's operations on the rows it reads."""
+        n_actions = self.n_actions
+        a, b = self.table.q, self.table_b.q
+        tables = agents.tolist() if self.per_agent else [0] * states.size
+        masks = allowed.tolist() if allowed is not None else None
+        out = []
+        for i, s in enumerate(states.tolist()):
+            row_a, row_b = a[tables[i], s].tolist(), b[tables[i], s].tolist()
+            best, best_value = 0, -math.inf
+            for k in range(n_actions):
+                v = 0.5 * (row_a[k] + row_b[k]) if masks is None or masks[i][k] else -math.inf
+                if k == 0 or v > best_value:
+                    best, best_value = k, v
+            out.append(best)
+        return np.array(out, dtype=np.int64)
 
     def learn(self, tr: Transitions) -> None:
         tables, s, s2 = self._tables(tr.agent), self.states(tr.obs), self.states(tr.next_obs)

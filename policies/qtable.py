@@ -570,6 +570,9 @@ def double_q_update(tables: tuple[QTable, QTable], first: np.ndarray, table: int
             greedy next action is picked among them (learners whose decision kinds have their own actions).
     """
     a, b = tables
+    if _double_q_update_small(tables, first, table, state, action, reward, next_state, dt_s, terminal, consistent,
+                              next_allowed):
+        return
     n = np.asarray(state).size
     first = np.broadcast_to(np.asarray(first, dtype=bool), (n,))
     t = np.broadcast_to(np.asarray(table), (n,))
@@ -582,6 +585,64 @@ def double_q_update(tables: tuple[QTable, QTable], first: np.ndarray, table: int
             best = own.greedy(t[rows], next_state[rows], None if next_allowed is None else next_allowed[rows])
             own.update(t[rows], state[rows], action[rows], reward[rows], next_state[rows], dt_s[rows], terminal[rows],
                        consistent=consistent, bootstrap=other.q[t[rows], next_state[rows], best])
+
+
+def _greedy_small(q_flat: np.ndarray, start: int, n_actions: int, allowed: list | None) -> int | None:
+    """``np.argmax`` of one Q row (``-inf`` where not allowed): the first maximum; None if nothing is allowed."""
+    row = q_flat[start:start + n_actions].tolist()
+    best, best_value = -1, 0.0
+    for k, v in enumerate(row):
+        if allowed is not None and not allowed[k]:
+            continue
+        if best < 0 or v > best_value:
+            best, best_value = k, v
+    return best if best >= 0 else None
+
+
+def _double_q_update_small(tables: tuple[QTable, QTable], first: Any, table: Any, state: Any, action: Any,
+                           reward: Any, next_state: Any, dt_s: Any, terminal: Any, consistent: bool,
+                           next_allowed: np.ndarray | None) -> bool:
+    """:func:`double_q_update` as Python numbers for a small batch; False (nothing done) where the numpy path
+    must run. Each table's half is the numpy path's, in its order (A's rows first, then B's against the updated
+    A); a half that :meth:`QTable._update_rows` declines runs through :meth:`QTable.update`."""
+    a, b = tables
+    rows = _small_rows(state, table, action, next_state, reward, dt_s, terminal, None)
+    if rows is None or a.q.shape != b.q.shape:
+        return False
+    n, state_l, table_l, action_l, next_l, reward_l, dt_l, terminal_l, _ = rows
+    if type(first) is not np.ndarray or first.dtype != bool or first.shape != (n,):
+        return False
+    if next_allowed is not None:
+        if type(next_allowed) is not np.ndarray or next_allowed.dtype != bool or next_allowed.shape != (n, a.n_actions):
+            return False
+        allowed_l = next_allowed.tolist()
+    else:
+        allowed_l = None
+    n_states, n_actions = a.n_states, a.n_actions
+    next_l = [0 if terminal_l[i] else next_l[i] for i in range(n)]
+    for i in range(n):
+        if not (0 <= table_l[i] < a.n_tables and 0 <= next_l[i] < n_states):
+            return False
+        if allowed_l is not None and not any(allowed_l[i]):
+            return False
+    first_l = first.tolist()
+    for own, other, pick in ((a, b, True), (b, a, False)):
+        idx = [i for i in range(n) if first_l[i] is pick]
+        if not idx:
+            continue
+        own_flat, other_flat = own.q.reshape(-1), other.q.reshape(-1)
+        boot = []
+        for i in idx:
+            start = (table_l[i] * n_states + next_l[i]) * n_actions
+            best = _greedy_small(own_flat, start, n_actions, None if allowed_l is None else allowed_l[i])
+            boot.append(float(other_flat[start + best]))
+        sub = [[col[i] for i in idx] for col in (table_l, state_l, action_l, reward_l, next_l, dt_l, terminal_l)]
+        if own._update_rows(len(idx), *sub, consistent, boot) is None:
+            t, s, act, r, s2, dt, term = (np.array(c) for c in sub)
+            own.update(t.astype(np.int64), s.astype(np.int64), act.astype(np.int64), r.astype(float),
+                       s2.astype(np.int64), dt.astype(float), term.astype(bool), consistent=consistent,
+                       bootstrap=np.array(boot, dtype=float))
+    return True
 
 
 _STATE_KEYS = ("q", "visits", "alpha", "gamma", "tau_s", "initial_q", "alpha_schedule", "alpha_decay_exponent")
