@@ -7,6 +7,7 @@ stream of feedback into semi-Markov transitions ``(obs, action, reward, next_obs
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -190,6 +191,10 @@ def observation_features(obs: AgentObservation, n_gpus: int, interval_s: float) 
     p0 = m.base_price_tokens_per_kwh
     # a headline price can be 0 or infinite (an auction cleared by price-blind bids): keep features finite
     price = float(np.clip(m.price_tokens_per_kwh, 1e-6 * p0, 1e6 * p0))
+    if len(obs) <= SMALL_BATCH:
+        small = _observation_features_small(obs, n_gpus, interval_s, span_kw, p0, price)
+        if small is not None:
+            return small
     has = obs.has_job.astype(float)
     deadline = np.isfinite(obs.job_slack_s)
     slack_h = np.where(deadline, np.clip(obs.job_slack_s / 3600.0, -4.0, 8.0) / 4.0, 2.0)
@@ -208,6 +213,52 @@ def observation_features(obs: AgentObservation, n_gpus: int, interval_s: float) 
             np.full(n, np.log1p(m.queue_length / max(n_gpus, 1))), obs.job_clock_sensitivity * has,
             np.log2(np.maximum(obs.job_gpus, 1)) / 5.0, np.full(n, left)]
     return np.stack(cols, axis=1).astype(np.float32)
+
+
+def _clip(x: float, lo: float, hi: float) -> float:
+    """``np.clip`` of one float64 (numpy's rule: ``lo`` only if ``x < lo``, so −0.0 and NaN pass through)."""
+    return lo if x < lo else (hi if x > hi else x)
+
+
+def _observation_features_small(obs: AgentObservation, n_gpus: int, interval_s: float, span_kw: float, p0: float,
+                                price: float) -> np.ndarray | None:
+    """:func:`observation_features` as Python numbers for a few rows: each float64 operation of the numpy path
+    in its order; the logarithms are numpy's, one call over all rows as there. None where a division by zero
+    (numpy: inf and a warning) would raise in Python: the numpy path runs then."""
+    m = obs.market
+    n = len(obs)
+    has_job = obs.has_job.tolist()
+    remaining_s = obs.job_remaining_s.tolist()
+    slack_s = obs.job_slack_s.tolist()
+    value = obs.job_value_tokens.tolist()
+    gpus = obs.job_gpus.tolist()
+    wallet = obs.wallet_tokens.tolist()
+    beta = obs.job_clock_sensitivity.tolist()
+    p_span = price * span_kw
+    round_cost = p_span * interval_s / 3600.0
+    try:
+        ratio = [max(value[i] / max(gpus[i], 1), 1e-12) / (p_span * max(remaining_s[i], 1.0) / 3600.0)
+                 for i in range(n)]
+        wallet_ratio = [w / round_cost for w in wallet]
+    except ZeroDivisionError:
+        return None
+    log_ratio = np.log(np.array(ratio, dtype=float)).tolist()
+    wallet_rounds = (np.log1p(np.array(wallet_ratio, dtype=float)) / 5.0).tolist()
+    gpus_log2 = (np.log2(np.maximum(obs.job_gpus, 1)) / 5.0).tolist()
+    hour = 2.0 * np.pi * m.hour_utc / 24.0
+    left = float(np.clip((m.next_round_s - m.time_s) / interval_s, 0.0, 1.0))
+    shared = [float(np.log(price / p0) / 2.0), float(m.renewable_fraction), float(np.sin(hour)),
+              float(np.cos(hour)), float(m.battery_soc), float(np.log1p(m.queue_length / max(n_gpus, 1)))]
+    rows = []
+    for i in range(n):
+        has = 1.0 if has_job[i] else 0.0
+        deadline = math.isfinite(slack_s[i])
+        slack_h = _clip(slack_s[i] / 3600.0, -4.0, 8.0) / 4.0 if deadline else 2.0
+        remaining_h = _clip(remaining_s[i] / 3600.0, 0.0, 8.0) / 4.0
+        value_over_cost = _clip(log_ratio[i], -3.0, 3.0) if has_job[i] else 0.0
+        rows.append([has, 1.0 if deadline else 0.0, slack_h, remaining_h, value_over_cost / 3.0, wallet_rounds[i],
+                     *shared, beta[i] * has, gpus_log2[i], left])
+    return np.array(rows, dtype=float).reshape(n, len(FEATURES)).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------- action layouts
