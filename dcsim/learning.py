@@ -185,6 +185,11 @@ def observation_features(obs: AgentObservation, n_gpus: int, interval_s: float) 
     current price), clipped to ±3: above 0 the job is worth running now. ``wallet_rounds`` is ln(1 + wallet ÷
     the cost of one round at full power). ``price_log_ratio`` is ln(price ÷ p0) / 2.
     """
+    return _observation_features64(obs, n_gpus, interval_s).astype(np.float32)
+
+
+def _observation_features64(obs: AgentObservation, n_gpus: int, interval_s: float) -> np.ndarray:
+    """:func:`observation_features` before the cast to float32."""
     m = obs.market
     gpu = obs.gpu
     span_kw = (gpu.full_power_w - gpu.idle_w) / 1000.0
@@ -212,7 +217,7 @@ def observation_features(obs: AgentObservation, n_gpus: int, interval_s: float) 
             np.full(n, np.sin(hour)), np.full(n, np.cos(hour)), np.full(n, m.battery_soc),
             np.full(n, np.log1p(m.queue_length / max(n_gpus, 1))), obs.job_clock_sensitivity * has,
             np.log2(np.maximum(obs.job_gpus, 1)) / 5.0, np.full(n, left)]
-    return np.stack(cols, axis=1).astype(np.float32)
+    return np.stack(cols, axis=1)
 
 
 def _clip(x: float, lo: float, hi: float) -> float:
@@ -258,7 +263,7 @@ def _observation_features_small(obs: AgentObservation, n_gpus: int, interval_s: 
         value_over_cost = _clip(log_ratio[i], -3.0, 3.0) if has_job[i] else 0.0
         rows.append([has, 1.0 if deadline else 0.0, slack_h, remaining_h, value_over_cost / 3.0, wallet_rounds[i],
                      *shared, beta[i] * has, gpus_log2[i], left])
-    return np.array(rows, dtype=float).reshape(n, len(FEATURES)).astype(np.float32)
+    return np.array(rows, dtype=float).reshape(n, len(FEATURES))
 
 
 # --------------------------------------------------------------------------------------------- action layouts

@@ -103,8 +103,11 @@ def random_obs(rng: np.random.Generator, n: int) -> AgentObservation:
 def test_observation_features_small_path_equals_numpy(monkeypatch, seed):
     rng = np.random.default_rng(seed)
     obs = random_obs(rng, int(rng.integers(1, 17)))
+    # before the cast to float32, which would hide a difference in the last bits
+    fast, slow = both(monkeypatch, lambda: learning._observation_features64(obs, 64, 300.0))
+    assert fast.dtype == np.float64 and same(fast, slow)
     fast, slow = both(monkeypatch, lambda: observation_features(obs, 64, 300.0))
-    assert same(fast, slow)
+    assert fast.dtype == np.float32 and same(fast, slow)
 
 
 def random_update(rng: np.random.Generator, schedule: str, n_tables: int):
