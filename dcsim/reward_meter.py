@@ -7,6 +7,7 @@ import simpy
 from dcsim.cluster import Cluster
 from dcsim.config import Scenario
 from dcsim.dispatch import RUNNING, Dispatcher
+from dcsim import learning as _learning
 from dcsim.learning import REWARD_COMPONENTS, Feedback, reward_weights
 from dcsim.market import J_PER_KWH
 from dcsim.market_round import MarketRound
@@ -106,6 +107,10 @@ class RewardMeter:
         """Rewards of agents ``idx`` since their previous decision; starts their next interval now."""
         now = self.env.now
         self.meter.advance()
+        if idx.size <= _learning.SMALL_BATCH:
+            ids = idx.tolist()
+            if len(set(ids)) == len(ids):
+                return self._feedback_small(idx, ids, now)
         own = self._own(idx)
         d_own = own - self.snap[idx]
         d_shared = (self.shared[None, :] - self.snap_shared[idx]) / self.n
@@ -124,6 +129,49 @@ class RewardMeter:
             self.snap_team[idx] = team
         fb = Feedback(reward, now - self.last_s[idx], self.first[idx].copy(), comps)
         self.snap[idx] = own
+        self.snap_shared[idx] = self.shared
+        self.snap_cluster[idx] = cluster
+        self.last_s[idx] = now
+        self.first[idx] = False
+        self.returns[idx] += reward
+        return fb
+
+    def _feedback_small(self, idx: np.ndarray, ids: list[int], now: float) -> Feedback:
+        """:meth:`feedback` for a few distinct agents, read one by one: each float64 operation of the numpy
+        path in its order; the weighted sum is the numpy path's matrix product over the same ``(n, 7)`` block."""
+        cl, market = self.cluster, self.market
+        boff, bw, eoff, pw = cl._boff, cl._bw, cl._eoff, cl._pw
+        owed, aprice = market._owed, market._aprice
+        value, settled, lat_off, lat_rate, misses = (a.tolist() for a in (self.value[idx], self.settled[idx],
+                                                     self.lat_off[idx], self.lat_rate[idx], self.misses[idx]))
+        snap, snap_shared, snap_cluster = (self.snap[idx].tolist(), self.snap_shared[idx].tolist(),
+                                           self.snap_cluster[idx].tolist())
+        shared = self.shared.tolist()
+        books = self.meter.books.totals
+        cluster = np.array([books.consumed_j, books.carbon_g])
+        consumed_j, carbon_g = cluster.tolist()
+        n_agents = self.n
+        own_rows, comps_rows = [], []
+        for i, g in enumerate(ids):
+            used = boff[g] + bw[g] * now
+            liability = owed[g] + (aprice[g] * used if used > 0 else 0.0) / J_PER_KWH
+            own = (value[i], settled[i] + liability, eoff[g] + pw[g] * now, lat_off[i] + lat_rate[i] * now, misses[i])
+            own_rows.append(own)
+            d_own = [own[k] - snap[i][k] for k in range(5)]
+            d_shared = [(shared[k] - snap_shared[i][k]) / n_agents for k in range(3)]
+            d_consumed, d_carbon = consumed_j - snap_cluster[i][0], carbon_g - snap_cluster[i][1]
+            carbon_kg = (d_own[2] * d_carbon / d_consumed if d_consumed > 0 else 0.0) / 1000.0
+            comps_rows.append((d_own[0], d_own[1], d_own[2] / J_PER_KWH, carbon_kg, d_own[3] + d_shared[0],
+                               d_own[4] + d_shared[1], d_shared[2]))
+        comps = np.array(comps_rows, dtype=np.float64).reshape(len(ids), len(REWARD_COMPONENTS))
+        reward = comps @ self.weights
+        if self.team_fraction > 0:
+            team = self._team_now()
+            team_reward = ((team[None, :] - self.snap_team[idx]) @ self.weights) / self.n
+            reward = (1.0 - self.team_fraction) * reward + self.team_fraction * team_reward
+            self.snap_team[idx] = team
+        fb = Feedback(reward, now - self.last_s[idx], self.first[idx].copy(), comps)
+        self.snap[idx] = np.array(own_rows, dtype=np.float64).reshape(len(ids), 5)
         self.snap_shared[idx] = self.shared
         self.snap_cluster[idx] = cluster
         self.last_s[idx] = now

@@ -174,12 +174,12 @@ def test_bad_updates_raise_the_numpy_paths_errors():
     assert not table.q.any() and not table.visits.any()
 
 
-def training(name: str, params: dict) -> dict:
+def training(name: str, params: dict, overrides: tuple[str, ...] = ()) -> dict:
     from dcsim.config import load_scenario
     from dcsim.policy import load_policy
     from dcsim.runner import run_scenario
     from pathlib import Path
-    sc = load_scenario(Path(__file__).resolve().parents[1] / "scenarios" / "learn_solar.yaml", ["horizon_s=3h"])
+    sc = load_scenario(Path(__file__).resolve().parents[1] / "scenarios" / "learn_solar.yaml", ["horizon_s=3h", *overrides])
     pol = load_policy(name, {"epsilon_decay_decisions": 300.0} | params)
     out = []
     for k in range(2):
@@ -195,4 +195,10 @@ def training(name: str, params: dict) -> dict:
                                     {"tables": "per_agent", "consistent": True}])
 def test_qlearning_trains_identically_with_and_without_the_fast_paths(monkeypatch, params):
     fast, slow = both(monkeypatch, lambda: training("qlearning", params))
+    assert fast == slow
+
+
+def test_team_reward_feedback_is_identical_with_and_without_the_fast_paths(monkeypatch):
+    """The reward meter's small-batch path with a team share of the reward (``reward.team_fraction``)."""
+    fast, slow = both(monkeypatch, lambda: training("qlearning", {}, ("reward.team_fraction=0.3",)))
     assert fast == slow
