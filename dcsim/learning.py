@@ -132,6 +132,10 @@ def pace_power_w(obs: AgentObservation, safety: float = 1.25) -> np.ndarray:
                     g.full_power_w)
 
 
+#: Actions whose bids :func:`bids_from_actions` always builds with numpy (pacing powers, two-block curves).
+_NUMPY_BID_ACTIONS = frozenset(int(a) for a in (BidAction.PACE, *TWO_BLOCK_ACTIONS))
+
+
 def bids_from_actions(actions: np.ndarray, obs: AgentObservation, cheap_multiple: float = 1.1,
                       block_limit_multiple: float = 2.0, pace_safety: float = 1.25) -> Bids:
     """Turn :class:`BidAction` values into the engine's :class:`~dcsim.policy.Bids`.
@@ -151,6 +155,14 @@ def bids_from_actions(actions: np.ndarray, obs: AgentObservation, cheap_multiple
     actions = np.asarray(actions)
     span = gpu.full_power_w - gpu.idle_w
     floor_w = max(gpu.min_cap_w, gpu.idle_w)
+    if actions.ndim == 1 and actions.size <= SMALL_BATCH and actions.dtype.kind in "iu":
+        chosen = actions.tolist()
+        if all(0 <= a < len(BidAction) and a not in _NUMPY_BID_ACTIONS for a in chosen):
+            # single-block, non-pacing bids as Python numbers: the same levels and price
+            levels = (gpu.full_power_w, gpu.full_power_w, gpu.idle_w + 0.5 * span, floor_w, gpu.idle_w)
+            cheap = cheap_multiple * obs.market.base_price_tokens_per_kwh
+            return Bids(np.array([levels[a] for a in chosen], dtype=float),
+                        np.array([cheap if a == BidAction.FULL_IF_CHEAP else math.inf for a in chosen], dtype=float))
     levels = np.array([gpu.full_power_w, gpu.full_power_w, gpu.idle_w + 0.5 * span, floor_w, gpu.idle_w,
                        gpu.full_power_w, gpu.full_power_w, gpu.full_power_w])
     request = levels[actions]

@@ -202,3 +202,16 @@ def test_team_reward_feedback_is_identical_with_and_without_the_fast_paths(monke
     """The reward meter's small-batch path with a team share of the reward (``reward.team_fraction``)."""
     fast, slow = both(monkeypatch, lambda: training("qlearning", {}, ("reward.team_fraction=0.3",)))
     assert fast == slow
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_bids_from_actions_small_path_equals_numpy(monkeypatch, seed):
+    rng = np.random.default_rng(seed)
+    obs = random_obs(rng, int(rng.integers(1, 17)))
+    # single-block actions mostly (the Python path); now and then a pacing or two-block one (numpy throughout)
+    high = len(learning.BidAction) if seed % 4 == 0 else int(learning.BidAction.PAUSE) + 1
+    actions = rng.integers(0, high, len(obs))
+    fast, slow = both(monkeypatch, lambda: learning.bids_from_actions(actions, obs, 1.1, 2.0, 1.25))
+    for field in ("request_w", "max_price_tokens_per_kwh", "steps_w", "steps_price"):
+        a, b = getattr(fast, field), getattr(slow, field)
+        assert (a is None and b is None) or same(a, b), field
