@@ -132,8 +132,45 @@ def pace_power_w(obs: AgentObservation, safety: float = 1.25) -> np.ndarray:
                     g.full_power_w)
 
 
-#: Actions whose bids :func:`bids_from_actions` always builds with numpy (pacing powers, two-block curves).
-_NUMPY_BID_ACTIONS = frozenset(int(a) for a in (BidAction.PACE, *TWO_BLOCK_ACTIONS))
+_PACE = int(BidAction.PACE)  # its power (a ``**``) is always taken by numpy
+_TWO_BLOCK = frozenset(int(a) for a in TWO_BLOCK_ACTIONS)
+
+
+def _bids_small(chosen: list[int], obs: AgentObservation, span: float, floor_w: float, cheap_multiple: float,
+                block_limit_multiple: float) -> Bids:
+    """:func:`bids_from_actions` for a few rows without ``PACE``, as Python numbers: the numpy path's levels,
+    prices and (where a row takes a two-block action) demand curves, operation for operation."""
+    gpu = obs.gpu
+    levels = (gpu.full_power_w, gpu.full_power_w, gpu.idle_w + 0.5 * span, floor_w, gpu.idle_w,
+              gpu.full_power_w, gpu.full_power_w, gpu.full_power_w)
+    p0 = obs.market.base_price_tokens_per_kwh
+    cheap = cheap_multiple * p0
+    request = [float(levels[a]) for a in chosen]
+    price = [cheap if a == BidAction.FULL_IF_CHEAP else math.inf for a in chosen]
+    n = len(chosen)
+    if not any(a in _TWO_BLOCK for a in chosen):
+        return Bids(np.array(request, dtype=float), np.array(price, dtype=float))
+    # job_value_per_kwh, row by row
+    energy_span = gpu.full_power_w - gpu.idle_w
+    has, remaining, value, gpus = (obs.has_job.tolist(), obs.job_remaining_s.tolist(), obs.job_value_tokens.tolist(),
+                                   obs.job_gpus.tolist())
+    limit = block_limit_multiple * p0
+    steps_w, steps_price = [], []
+    for i, a in enumerate(chosen):
+        if a in _TWO_BLOCK:
+            if a == BidAction.FLOOR_THEN_VALUE:
+                energy_kwh = remaining[i] * energy_span / 3.6e6
+                share = value[i] / max(gpus[i], 1)
+                rest = share / energy_kwh if has[i] and energy_kwh > 0 else 0.0
+            else:
+                rest = limit
+            steps_w.append((floor_w - gpu.idle_w, gpu.full_power_w - floor_w))
+            steps_price.append((math.inf, rest))
+        else:
+            steps_w.append((request[i] - gpu.idle_w, 0.0))
+            steps_price.append((price[i], 0.0))
+    return Bids(np.array(request, dtype=float), np.array(price, dtype=float),
+                np.array(steps_w, dtype=float).reshape(n, 2), np.array(steps_price, dtype=float).reshape(n, 2))
 
 
 def bids_from_actions(actions: np.ndarray, obs: AgentObservation, cheap_multiple: float = 1.1,
@@ -157,12 +194,8 @@ def bids_from_actions(actions: np.ndarray, obs: AgentObservation, cheap_multiple
     floor_w = max(gpu.min_cap_w, gpu.idle_w)
     if actions.ndim == 1 and actions.size <= SMALL_BATCH and actions.dtype.kind in "iu":
         chosen = actions.tolist()
-        if all(0 <= a < len(BidAction) and a not in _NUMPY_BID_ACTIONS for a in chosen):
-            # single-block, non-pacing bids as Python numbers: the same levels and price
-            levels = (gpu.full_power_w, gpu.full_power_w, gpu.idle_w + 0.5 * span, floor_w, gpu.idle_w)
-            cheap = cheap_multiple * obs.market.base_price_tokens_per_kwh
-            return Bids(np.array([levels[a] for a in chosen], dtype=float),
-                        np.array([cheap if a == BidAction.FULL_IF_CHEAP else math.inf for a in chosen], dtype=float))
+        if all(0 <= a < len(BidAction) and a != _PACE for a in chosen):
+            return _bids_small(chosen, obs, span, floor_w, cheap_multiple, block_limit_multiple)
     levels = np.array([gpu.full_power_w, gpu.full_power_w, gpu.idle_w + 0.5 * span, floor_w, gpu.idle_w,
                        gpu.full_power_w, gpu.full_power_w, gpu.full_power_w])
     request = levels[actions]

@@ -55,6 +55,11 @@ class EpsilonSchedule:
 
     def value(self, decisions: int | np.ndarray) -> float | np.ndarray:
         """Epsilon after ``decisions`` decisions (a scalar gives a float, an array an array)."""
+        if type(decisions) is int and decisions >= 0:  # the learners' count: the same operations on one float64
+            d = np.float64(decisions)
+            if self.kind == "exponential":
+                return float(self.end + (self.start - self.end) * np.exp(-d / self.decay_decisions))
+            return float(self.start + (self.end - self.start) * min(d / self.decay_decisions, 1.0))
         d = np.asarray(decisions, dtype=float)
         if np.any(d < 0):
             raise ValueError(f"EpsilonSchedule.value: decisions must be >= 0, got {decisions!r}")

@@ -208,10 +208,23 @@ def test_team_reward_feedback_is_identical_with_and_without_the_fast_paths(monke
 def test_bids_from_actions_small_path_equals_numpy(monkeypatch, seed):
     rng = np.random.default_rng(seed)
     obs = random_obs(rng, int(rng.integers(1, 17)))
-    # single-block actions mostly (the Python path); now and then a pacing or two-block one (numpy throughout)
-    high = len(learning.BidAction) if seed % 4 == 0 else int(learning.BidAction.PAUSE) + 1
+    # single-block actions; two-block ones from seed 10 (Python too); PACE from seed 20 (numpy throughout)
+    high = int(learning.BidAction.PAUSE) + 1 if seed < 10 else len(learning.BidAction) - (seed < 20)
     actions = rng.integers(0, high, len(obs))
     fast, slow = both(monkeypatch, lambda: learning.bids_from_actions(actions, obs, 1.1, 2.0, 1.25))
     for field in ("request_w", "max_price_tokens_per_kwh", "steps_w", "steps_price"):
         a, b = getattr(fast, field), getattr(slow, field)
         assert (a is None and b is None) or same(a, b), field
+
+
+@pytest.mark.parametrize("kind", ["exponential", "linear"])
+def test_epsilon_of_an_int_count_equals_the_array_path(kind):
+    from policies.qtable import EpsilonSchedule
+    sched = EpsilonSchedule(1.0, 0.05, 777.7, kind)
+    counts = [0, 1, 2, 3, 500, 777, 778, 10_000, 123_457, 2_000_001]
+    counts += np.random.default_rng(0).integers(0, 50_000, 200).tolist()
+    for d in counts:
+        fast = sched.value(d)
+        assert type(fast) is float and fast == float(sched.value(np.array(d))) == float(sched.value(np.array([d]))[0])
+    with pytest.raises(ValueError, match="must be >= 0"):
+        sched.value(-1)
