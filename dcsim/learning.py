@@ -7,6 +7,7 @@ stream of feedback into semi-Markov transitions ``(obs, action, reward, next_obs
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -15,6 +16,12 @@ import numpy as np
 from dcsim.config import RewardConfig
 from dcsim.errors import PolicyError
 from dcsim.policy import Admission, AgentObservation, Bids, GpuSpecView, IdleAction, JobObservation
+
+#: Batches of at most this many rows take the Python-number paths of the learners (features, bins, bids, the
+#: Q-table update): a per-job decision is one row, where numpy's per-call overhead dominates. Each such path does
+#: the numpy path's float64 operations in the same order (transcendental functions stay in numpy), so results are
+#: bit-identical; ``tests/test_learning_fast_path.py`` checks both paths against each other. 0 turns them off.
+SMALL_BATCH = 16
 
 #: Quantities metered per agent between decisions, in this order (columns of ``Feedback.components``).
 REWARD_COMPONENTS = ("value_tokens", "spent_tokens", "energy_kwh", "carbon_kg", "latency_s", "deadline_misses",
@@ -125,6 +132,47 @@ def pace_power_w(obs: AgentObservation, safety: float = 1.25) -> np.ndarray:
                     g.full_power_w)
 
 
+_PACE = int(BidAction.PACE)  # its power (a ``**``) is always taken by numpy
+_TWO_BLOCK = frozenset(int(a) for a in TWO_BLOCK_ACTIONS)
+
+
+def _bids_small(chosen: list[int], obs: AgentObservation, span: float, floor_w: float, cheap_multiple: float,
+                block_limit_multiple: float) -> Bids:
+    """:func:`bids_from_actions` for a few rows without ``PACE``, as Python numbers: the numpy path's levels,
+    prices and (where a row takes a two-block action) demand curves, operation for operation."""
+    gpu = obs.gpu
+    levels = (gpu.full_power_w, gpu.full_power_w, gpu.idle_w + 0.5 * span, floor_w, gpu.idle_w,
+              gpu.full_power_w, gpu.full_power_w, gpu.full_power_w)
+    p0 = obs.market.base_price_tokens_per_kwh
+    cheap = cheap_multiple * p0
+    request = [float(levels[a]) for a in chosen]
+    price = [cheap if a == BidAction.FULL_IF_CHEAP else math.inf for a in chosen]
+    n = len(chosen)
+    if not any(a in _TWO_BLOCK for a in chosen):
+        return Bids(np.array(request, dtype=float), np.array(price, dtype=float))
+    # job_value_per_kwh, row by row
+    energy_span = gpu.full_power_w - gpu.idle_w
+    has, remaining, value, gpus = (obs.has_job.tolist(), obs.job_remaining_s.tolist(), obs.job_value_tokens.tolist(),
+                                   obs.job_gpus.tolist())
+    limit = block_limit_multiple * p0
+    steps_w, steps_price = [], []
+    for i, a in enumerate(chosen):
+        if a in _TWO_BLOCK:
+            if a == BidAction.FLOOR_THEN_VALUE:
+                energy_kwh = remaining[i] * energy_span / 3.6e6
+                share = value[i] / max(gpus[i], 1)
+                rest = share / energy_kwh if has[i] and energy_kwh > 0 else 0.0
+            else:
+                rest = limit
+            steps_w.append((floor_w - gpu.idle_w, gpu.full_power_w - floor_w))
+            steps_price.append((math.inf, rest))
+        else:
+            steps_w.append((request[i] - gpu.idle_w, 0.0))
+            steps_price.append((price[i], 0.0))
+    return Bids(np.array(request, dtype=float), np.array(price, dtype=float),
+                np.array(steps_w, dtype=float).reshape(n, 2), np.array(steps_price, dtype=float).reshape(n, 2))
+
+
 def bids_from_actions(actions: np.ndarray, obs: AgentObservation, cheap_multiple: float = 1.1,
                       block_limit_multiple: float = 2.0, pace_safety: float = 1.25) -> Bids:
     """Turn :class:`BidAction` values into the engine's :class:`~dcsim.policy.Bids`.
@@ -144,6 +192,10 @@ def bids_from_actions(actions: np.ndarray, obs: AgentObservation, cheap_multiple
     actions = np.asarray(actions)
     span = gpu.full_power_w - gpu.idle_w
     floor_w = max(gpu.min_cap_w, gpu.idle_w)
+    if actions.ndim == 1 and actions.size <= SMALL_BATCH and actions.dtype.kind in "iu":
+        chosen = actions.tolist()
+        if all(0 <= a < len(BidAction) and a != _PACE for a in chosen):
+            return _bids_small(chosen, obs, span, floor_w, cheap_multiple, block_limit_multiple)
     levels = np.array([gpu.full_power_w, gpu.full_power_w, gpu.idle_w + 0.5 * span, floor_w, gpu.idle_w,
                        gpu.full_power_w, gpu.full_power_w, gpu.full_power_w])
     request = levels[actions]
@@ -178,12 +230,21 @@ def observation_features(obs: AgentObservation, n_gpus: int, interval_s: float) 
     current price), clipped to ±3: above 0 the job is worth running now. ``wallet_rounds`` is ln(1 + wallet ÷
     the cost of one round at full power). ``price_log_ratio`` is ln(price ÷ p0) / 2.
     """
+    return _observation_features64(obs, n_gpus, interval_s).astype(np.float32)
+
+
+def _observation_features64(obs: AgentObservation, n_gpus: int, interval_s: float) -> np.ndarray:
+    """:func:`observation_features` before the cast to float32."""
     m = obs.market
     gpu = obs.gpu
     span_kw = (gpu.full_power_w - gpu.idle_w) / 1000.0
     p0 = m.base_price_tokens_per_kwh
     # a headline price can be 0 or infinite (an auction cleared by price-blind bids): keep features finite
     price = float(np.clip(m.price_tokens_per_kwh, 1e-6 * p0, 1e6 * p0))
+    if len(obs) <= SMALL_BATCH:
+        small = _observation_features_small(obs, n_gpus, interval_s, span_kw, p0, price)
+        if small is not None:
+            return small
     has = obs.has_job.astype(float)
     deadline = np.isfinite(obs.job_slack_s)
     slack_h = np.where(deadline, np.clip(obs.job_slack_s / 3600.0, -4.0, 8.0) / 4.0, 2.0)
@@ -201,7 +262,53 @@ def observation_features(obs: AgentObservation, n_gpus: int, interval_s: float) 
             np.full(n, np.sin(hour)), np.full(n, np.cos(hour)), np.full(n, m.battery_soc),
             np.full(n, np.log1p(m.queue_length / max(n_gpus, 1))), obs.job_clock_sensitivity * has,
             np.log2(np.maximum(obs.job_gpus, 1)) / 5.0, np.full(n, left)]
-    return np.stack(cols, axis=1).astype(np.float32)
+    return np.stack(cols, axis=1)
+
+
+def _clip(x: float, lo: float, hi: float) -> float:
+    """``np.clip`` of one float64 (numpy's rule: ``lo`` only if ``x < lo``, so −0.0 and NaN pass through)."""
+    return lo if x < lo else (hi if x > hi else x)
+
+
+def _observation_features_small(obs: AgentObservation, n_gpus: int, interval_s: float, span_kw: float, p0: float,
+                                price: float) -> np.ndarray | None:
+    """:func:`observation_features` as Python numbers for a few rows: each float64 operation of the numpy path
+    in its order; the logarithms are numpy's, one call over all rows as there. None where a division by zero
+    (numpy: inf and a warning) would raise in Python: the numpy path runs then."""
+    m = obs.market
+    n = len(obs)
+    has_job = obs.has_job.tolist()
+    remaining_s = obs.job_remaining_s.tolist()
+    slack_s = obs.job_slack_s.tolist()
+    value = obs.job_value_tokens.tolist()
+    gpus = obs.job_gpus.tolist()
+    wallet = obs.wallet_tokens.tolist()
+    beta = obs.job_clock_sensitivity.tolist()
+    p_span = price * span_kw
+    round_cost = p_span * interval_s / 3600.0
+    try:
+        ratio = [max(value[i] / max(gpus[i], 1), 1e-12) / (p_span * max(remaining_s[i], 1.0) / 3600.0)
+                 for i in range(n)]
+        wallet_ratio = [w / round_cost for w in wallet]
+    except ZeroDivisionError:
+        return None
+    log_ratio = np.log(np.array(ratio, dtype=float)).tolist()
+    wallet_rounds = (np.log1p(np.array(wallet_ratio, dtype=float)) / 5.0).tolist()
+    gpus_log2 = (np.log2(np.maximum(obs.job_gpus, 1)) / 5.0).tolist()
+    hour = 2.0 * np.pi * m.hour_utc / 24.0
+    left = float(np.clip((m.next_round_s - m.time_s) / interval_s, 0.0, 1.0))
+    shared = [float(np.log(price / p0) / 2.0), float(m.renewable_fraction), float(np.sin(hour)),
+              float(np.cos(hour)), float(m.battery_soc), float(np.log1p(m.queue_length / max(n_gpus, 1)))]
+    rows = []
+    for i in range(n):
+        has = 1.0 if has_job[i] else 0.0
+        deadline = math.isfinite(slack_s[i])
+        slack_h = _clip(slack_s[i] / 3600.0, -4.0, 8.0) / 4.0 if deadline else 2.0
+        remaining_h = _clip(remaining_s[i] / 3600.0, 0.0, 8.0) / 4.0
+        value_over_cost = _clip(log_ratio[i], -3.0, 3.0) if has_job[i] else 0.0
+        rows.append([has, 1.0 if deadline else 0.0, slack_h, remaining_h, value_over_cost / 3.0, wallet_rounds[i],
+                     *shared, beta[i] * has, gpus_log2[i], left])
+    return np.array(rows, dtype=float).reshape(n, len(FEATURES))
 
 
 # --------------------------------------------------------------------------------------------- action layouts

@@ -7,6 +7,7 @@ import simpy
 from dcsim.cluster import Cluster
 from dcsim.config import Scenario
 from dcsim.dispatch import RUNNING, Dispatcher
+from dcsim import learning as _learning
 from dcsim.learning import REWARD_COMPONENTS, Feedback, reward_weights
 from dcsim.market import J_PER_KWH
 from dcsim.market_round import MarketRound
@@ -106,6 +107,10 @@ class RewardMeter:
         """Rewards of agents ``idx`` since their previous decision; starts their next interval now."""
         now = self.env.now
         self.meter.advance()
+        if idx.size <= _learning.SMALL_BATCH:
+            ids = idx.tolist()
+            if len(set(ids)) == len(ids):
+                return self._feedback_small(idx, ids, now)
         own = self._own(idx)
         d_own = own - self.snap[idx]
         d_shared = (self.shared[None, :] - self.snap_shared[idx]) / self.n
@@ -129,4 +134,55 @@ class RewardMeter:
         self.last_s[idx] = now
         self.first[idx] = False
         self.returns[idx] += reward
+        return fb
+
+    def _feedback_small(self, idx: np.ndarray, ids: list[int], now: float) -> Feedback:
+        """:meth:`feedback` for a few distinct agents, read one by one: each float64 operation of the numpy
+        path in its order; the weighted sum is the numpy path's matrix product over the same ``(n, 7)`` block."""
+        cl, market = self.cluster, self.market
+        boff, bw, eoff, pw = cl._boff, cl._bw, cl._eoff, cl._pw
+        owed, aprice = market._owed, market._aprice
+        value, settled, lat_off, lat_rate, misses = self.value, self.settled, self.lat_off, self.lat_rate, self.misses
+        snap, snap_shared, snap_cluster = self.snap, self.snap_shared, self.snap_cluster
+        last_s, first = self.last_s, self.first
+        shared = self.shared.tolist()
+        books = self.meter.books.totals
+        cluster = np.array([books.consumed_j, books.carbon_g])
+        consumed_j, carbon_g = cluster.tolist()
+        n_agents = self.n
+        own_rows, comps_rows, dt_s, was_first = [], [], [], []
+        for g in ids:
+            used = boff[g] + bw[g] * now
+            liability = owed[g] + (aprice[g] * used if used > 0 else 0.0) / J_PER_KWH
+            own = (value.item(g), settled.item(g) + liability, eoff[g] + pw[g] * now,
+                   lat_off.item(g) + lat_rate.item(g) * now, misses.item(g))
+            own_rows.append(own)
+            s0, s1, s2, s3, s4 = snap[g].tolist()
+            h0, h1, h2 = snap_shared[g].tolist()
+            c0, c1 = snap_cluster[g].tolist()
+            d_own = (own[0] - s0, own[1] - s1, own[2] - s2, own[3] - s3, own[4] - s4)
+            d_shared = ((shared[0] - h0) / n_agents, (shared[1] - h1) / n_agents, (shared[2] - h2) / n_agents)
+            d_consumed, d_carbon = consumed_j - c0, carbon_g - c1
+            carbon_kg = (d_own[2] * d_carbon / d_consumed if d_consumed > 0 else 0.0) / 1000.0
+            comps_rows.append((d_own[0], d_own[1], d_own[2] / J_PER_KWH, carbon_kg, d_own[3] + d_shared[0],
+                               d_own[4] + d_shared[1], d_shared[2]))
+            dt_s.append(now - last_s.item(g))
+            was_first.append(first.item(g))
+        n = len(ids)
+        comps = np.array(comps_rows, dtype=np.float64).reshape(n, len(REWARD_COMPONENTS))
+        reward = comps @ self.weights
+        if self.team_fraction > 0:
+            team = self._team_now()
+            team_reward = ((team[None, :] - self.snap_team[idx]) @ self.weights) / self.n
+            reward = (1.0 - self.team_fraction) * reward + self.team_fraction * team_reward
+            self.snap_team[idx] = team
+        fb = Feedback(reward, np.array(dt_s, dtype=np.float64), np.array(was_first, dtype=bool), comps)
+        returns = self.returns
+        for i, (g, r) in enumerate(zip(ids, reward.tolist())):
+            snap[g] = own_rows[i]
+            snap_shared[g] = shared
+            snap_cluster[g] = (consumed_j, carbon_g)
+            last_s[g] = now
+            first[g] = False
+            returns[g] = returns.item(g) + r
         return fb

@@ -7,11 +7,13 @@ that decided at that instant.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dcsim import learning as _learning
 from dcsim.errors import PolicyError
 from dcsim.learning import FEATURES, ActionKind, Transitions, decision_kinds
 from policies.learning import LearningPolicy, read_spec, write_spec
@@ -51,7 +53,9 @@ def pace_needed(features: np.ndarray) -> np.ndarray:
     remaining), from the ``slack_h`` and ``remaining_h`` feature columns; 2 where the deadline has passed or
     cannot be met at full clock (slack < 0), 0 without a deadline or a job. Both columns are clipped (slack to
     [−4, 8] h, remaining work to 8 h), so the value is exact for jobs within those ranges."""
-    col = {name: FEATURES.index(name) for name in ("has_job", "has_deadline", "slack_h", "remaining_h")}
+    col = _PACE_COLUMNS
+    if features.ndim == 2 and features.shape[0] <= _learning.SMALL_BATCH:
+        return _pace_needed_small(features)
     slack_h = 4.0 * features[:, col["slack_h"]].astype(float)
     remaining_h = 4.0 * features[:, col["remaining_h"]].astype(float)
     left_h = slack_h + remaining_h
@@ -59,6 +63,24 @@ def pace_needed(features: np.ndarray) -> np.ndarray:
         need = np.where(left_h > 0, remaining_h / np.where(left_h > 0, left_h, 1.0), 2.0)
     need = np.where(slack_h < 0, 2.0, need)
     return np.where((features[:, col["has_deadline"]] > 0) & (features[:, col["has_job"]] > 0), need, 0.0)
+
+
+_PACE_COLUMNS = {name: FEATURES.index(name) for name in ("has_job", "has_deadline", "slack_h", "remaining_h")}
+
+
+def _pace_needed_small(features: np.ndarray) -> np.ndarray:
+    """:func:`pace_needed` as Python numbers for a few rows: the same float64 operations in the same order."""
+    col = _PACE_COLUMNS
+    out = []
+    for has, deadline, slack, remaining in features[:, [col["has_job"], col["has_deadline"], col["slack_h"],
+                                                        col["remaining_h"]]].tolist():
+        slack_h, remaining_h = 4.0 * slack, 4.0 * remaining
+        left_h = slack_h + remaining_h
+        need = remaining_h / left_h if left_h > 0 else 2.0
+        if slack_h < 0:
+            need = 2.0
+        out.append(need if deadline > 0 and has > 0 else 0.0)
+    return np.array(out, dtype=float)
 
 
 class QLearning(LearningPolicy):
@@ -146,11 +168,32 @@ class QLearning(LearningPolicy):
     def choose(self, features: np.ndarray, agents: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
         if self.table_b is None:
             return self.table.greedy(self._tables(agents), self.states(features), allowed)
+        states = self.states(features)
+        if states.size <= _learning.SMALL_BATCH:
+            return self._choose_double_small(agents, states, allowed)
         t = np.broadcast_to(np.asarray(self._tables(agents)), agents.shape)
-        q = self.acting_q()[t, self.states(features)]
+        q = self.acting_q()[t, states]
         if allowed is not None:
             q = np.where(allowed, q, -np.inf)
         return np.argmax(q, axis=1).astype(np.int64)
+
+    def _choose_double_small(self, agents: np.ndarray, states: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
+        """:meth:`choose` with two tables as Python numbers for a few rows: ``argmax`` (first maximum) of
+        ``0.5 * (A + B)`` over the allowed actions, the numpy path's operations on the rows it reads."""
+        n_actions = self.n_actions
+        a, b = self.table.q, self.table_b.q
+        tables = agents.tolist() if self.per_agent else [0] * states.size
+        masks = allowed.tolist() if allowed is not None else None
+        out = []
+        for i, s in enumerate(states.tolist()):
+            row_a, row_b = a[tables[i], s].tolist(), b[tables[i], s].tolist()
+            best, best_value = 0, -math.inf
+            for k in range(n_actions):
+                v = 0.5 * (row_a[k] + row_b[k]) if masks is None or masks[i][k] else -math.inf
+                if k == 0 or v > best_value:
+                    best, best_value = k, v
+            out.append(best)
+        return np.array(out, dtype=np.int64)
 
     def learn(self, tr: Transitions) -> None:
         tables, s, s2 = self._tables(tr.agent), self.states(tr.obs), self.states(tr.next_obs)

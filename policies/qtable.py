@@ -9,16 +9,19 @@ the caller passes in.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dcsim import learning as _learning
 from dcsim.atomic import replacing
 from dcsim.errors import PolicyError
 
 ALPHA_SCHEDULES = ("constant", "visits")
+
 EPSILON_KINDS = ("exponential", "linear")
 
 
@@ -52,6 +55,11 @@ class EpsilonSchedule:
 
     def value(self, decisions: int | np.ndarray) -> float | np.ndarray:
         """Epsilon after ``decisions`` decisions (a scalar gives a float, an array an array)."""
+        if type(decisions) is int and decisions >= 0:  # the learners' count: the same operations on one float64
+            d = np.float64(decisions)
+            if self.kind == "exponential":
+                return float(self.end + (self.start - self.end) * np.exp(-d / self.decay_decisions))
+            return float(self.start + (self.end - self.start) * min(d / self.decay_decisions, 1.0))
         d = np.asarray(decisions, dtype=float)
         if np.any(d < 0):
             raise ValueError(f"EpsilonSchedule.value: decisions must be >= 0, got {decisions!r}")
@@ -239,6 +247,9 @@ class QTable:
         Returns:
             ``(n,)`` TD errors ``y - Q[t, s, a]`` measured against the table before the batch.
         """
+        small = self._update_small(table, state, action, reward, next_state, dt_s, terminal, consistent, bootstrap)
+        if small is not None:
+            return small
         table, state = self._rows(table, state)
         n = state.size
         action = self._index("action", action, n, self.n_actions)
@@ -295,6 +306,71 @@ class QTable:
         np.add.at(q_flat, flat, weight * td_error)
         np.add.at(visits_flat, flat, 1)
         return td_error
+
+    def _update_small(self, table: Any, state: Any, action: Any, reward: Any, next_state: Any, dt_s: Any,
+                      terminal: Any, consistent: bool, bootstrap: Any) -> np.ndarray | None:
+        """:meth:`update` as Python numbers for a batch of at most :data:`dcsim.learning.SMALL_BATCH` rows with
+        distinct entries ``(t, s, a)``; None (the caller takes the numpy path) for anything else, invalid input
+        included, so errors stay the numpy path's. Every float64 operation is the numpy path's, in its order;
+        the two powers (the discount and the visits rate) are taken by the same numpy calls on arrays of the same
+        length and order."""
+        rows = _small_rows(state, table, action, next_state, reward, dt_s, terminal, bootstrap)
+        if rows is None:
+            return None
+        n, state, table, action, next_state, reward, dt_s, terminal, bootstrap = rows
+        return self._update_rows(n, table, state, action, reward, next_state, dt_s, terminal, consistent, bootstrap)
+
+    def _update_rows(self, n: int, table: list, state: list, action: list, reward: list, next_state: list,
+                     dt_s: list, terminal: list, consistent: bool, bootstrap: list | None) -> np.ndarray | None:
+        """The rows of :meth:`_update_small` as Python lists (None where the numpy path must run)."""
+        n_states, n_actions = self.n_states, self.n_actions
+        for i in range(n):
+            if terminal[i] is True or terminal[i] == 1:
+                next_state[i] = 0
+            if not (type(table[i]) is int and type(state[i]) is int and type(action[i]) is int
+                    and type(next_state[i]) is int and 0 <= table[i] < self.n_tables and 0 <= state[i] < n_states
+                    and 0 <= action[i] < n_actions and 0 <= next_state[i] < n_states):
+                return None
+            if not (math.isfinite(reward[i]) and math.isfinite(dt_s[i]) and dt_s[i] >= 0):
+                return None
+            if bootstrap is not None and not terminal[i] and not math.isfinite(bootstrap[i]):
+                return None
+        flat = [(table[i] * n_states + state[i]) * n_actions + action[i] for i in range(n)]
+        if len(set(flat)) != n:
+            return None  # an entry updated twice in one batch: the numpy path composes the rates
+        q_flat = self.q.reshape(-1)
+        visits_flat = self.visits.reshape(-1)
+        if bootstrap is None:
+            best_next = []
+            for i in range(n):
+                start = (table[i] * n_states + next_state[i]) * n_actions
+                row = q_flat[start:start + n_actions].tolist()
+                best = max(row)
+                if best == 0.0 and any(v == 0.0 and math.copysign(1.0, v) < 0 for v in row):
+                    return None  # which zero numpy's max returns is its own business
+                best_next.append(best)
+        else:
+            best_next = list(bootstrap)
+        discount = np.power(self.gamma, np.array(dt_s, dtype=float) / self.tau_s).tolist()
+        td_error = []
+        for i in range(n):
+            boot = best_next[i]
+            if consistent and next_state[i] == state[i]:
+                boot = float(q_flat[flat[i]])
+            if terminal[i]:
+                boot = 0.0
+            td_error.append(reward[i] + discount[i] * boot - float(q_flat[flat[i]]))
+        # the numpy path takes the rates in the order of the stably sorted entries: so do we
+        order = sorted(range(n), key=flat.__getitem__)
+        visit_number = np.array([int(visits_flat[flat[i]]) + 1 for i in order], dtype=np.int64)
+        rate_sorted = self._rates(visit_number).tolist()
+        rate = [0.0] * n
+        for k, i in enumerate(order):
+            rate[i] = rate_sorted[k]
+        for i in range(n):
+            q_flat[flat[i]] = float(q_flat[flat[i]]) + rate[i] * td_error[i]
+            visits_flat[flat[i]] += 1
+        return np.array(td_error, dtype=float)
 
     def _rates(self, visit_number: np.ndarray) -> np.ndarray:
         if self.alpha_schedule == "constant":
@@ -425,6 +501,60 @@ class QTable:
         return allowed
 
 
+def _small_ints(values: Any, n: int) -> list | None:
+    """``(n,)`` integer array (or, for a table, one integer) as a list of Python ints; None otherwise."""
+    if type(values) is np.ndarray:
+        if values.dtype.kind not in "iu":
+            return None
+        if values.shape == (n,):
+            return values.tolist()
+        return [int(values)] * n if values.ndim == 0 else None
+    if isinstance(values, (int, np.integer)) and not isinstance(values, bool):
+        return [int(values)] * n
+    return None
+
+
+def _small_floats(values: Any, n: int) -> list | None:
+    """``(n,)`` array or a scalar as a list of n Python floats (float64, as ``np.asarray(..., dtype=float)``)."""
+    if type(values) is np.ndarray:
+        if values.dtype.kind not in "fiu":
+            return None
+        if values.shape == (n,):
+            return [float(v) for v in values.tolist()]
+        return [float(values)] * n if values.ndim == 0 else None
+    if isinstance(values, (int, float, np.integer, np.floating)) and not isinstance(values, bool):
+        return [float(values)] * n
+    return None
+
+
+def _small_rows(state: Any, table: Any, action: Any, next_state: Any, reward: Any, dt_s: Any, terminal: Any,
+                bootstrap: Any) -> tuple | None:
+    """The arguments of :meth:`QTable.update` as Python lists for a small batch (None: take the numpy path)."""
+    if type(state) is not np.ndarray or state.ndim != 1 or state.dtype.kind not in "iu":
+        return None
+    n = state.shape[0]
+    if n == 0 or n > _learning.SMALL_BATCH:
+        return None
+    if type(terminal) is np.ndarray:
+        if terminal.dtype != bool or terminal.shape not in ((n,), ()):
+            return None
+        terminal = terminal.tolist() if terminal.ndim else [bool(terminal)] * n
+    elif isinstance(terminal, (bool, np.bool_)):
+        terminal = [bool(terminal)] * n
+    else:
+        return None
+    cols = (_small_ints(table, n), _small_ints(action, n), _small_ints(next_state, n) if type(next_state) is
+            np.ndarray and next_state.shape == (n,) else None, _small_floats(reward, n), _small_floats(dt_s, n))
+    if any(c is None for c in cols):
+        return None
+    if bootstrap is not None:
+        bootstrap = _small_floats(bootstrap, n)
+        if bootstrap is None:
+            return None
+    table, action, next_state, reward, dt_s = cols
+    return n, state.tolist(), table, action, next_state, reward, dt_s, terminal, bootstrap
+
+
 def double_q_update(tables: tuple[QTable, QTable], first: np.ndarray, table: int | np.ndarray, state: np.ndarray,
                     action: np.ndarray, reward: np.ndarray, next_state: np.ndarray, dt_s: np.ndarray,
                     terminal: np.ndarray | bool = False, consistent: bool = False,
@@ -445,6 +575,9 @@ def double_q_update(tables: tuple[QTable, QTable], first: np.ndarray, table: int
             greedy next action is picked among them (learners whose decision kinds have their own actions).
     """
     a, b = tables
+    if _double_q_update_small(tables, first, table, state, action, reward, next_state, dt_s, terminal, consistent,
+                              next_allowed):
+        return
     n = np.asarray(state).size
     first = np.broadcast_to(np.asarray(first, dtype=bool), (n,))
     t = np.broadcast_to(np.asarray(table), (n,))
@@ -457,6 +590,64 @@ def double_q_update(tables: tuple[QTable, QTable], first: np.ndarray, table: int
             best = own.greedy(t[rows], next_state[rows], None if next_allowed is None else next_allowed[rows])
             own.update(t[rows], state[rows], action[rows], reward[rows], next_state[rows], dt_s[rows], terminal[rows],
                        consistent=consistent, bootstrap=other.q[t[rows], next_state[rows], best])
+
+
+def _greedy_small(q_flat: np.ndarray, start: int, n_actions: int, allowed: list | None) -> int | None:
+    """``np.argmax`` of one Q row (``-inf`` where not allowed): the first maximum; None if nothing is allowed."""
+    row = q_flat[start:start + n_actions].tolist()
+    best, best_value = -1, 0.0
+    for k, v in enumerate(row):
+        if allowed is not None and not allowed[k]:
+            continue
+        if best < 0 or v > best_value:
+            best, best_value = k, v
+    return best if best >= 0 else None
+
+
+def _double_q_update_small(tables: tuple[QTable, QTable], first: Any, table: Any, state: Any, action: Any,
+                           reward: Any, next_state: Any, dt_s: Any, terminal: Any, consistent: bool,
+                           next_allowed: np.ndarray | None) -> bool:
+    """:func:`double_q_update` as Python numbers for a small batch; False (nothing done) where the numpy path
+    must run. Each table's half is the numpy path's, in its order (A's rows first, then B's against the updated
+    A); a half that :meth:`QTable._update_rows` declines runs through :meth:`QTable.update`."""
+    a, b = tables
+    rows = _small_rows(state, table, action, next_state, reward, dt_s, terminal, None)
+    if rows is None or a.q.shape != b.q.shape:
+        return False
+    n, state_l, table_l, action_l, next_l, reward_l, dt_l, terminal_l, _ = rows
+    if type(first) is not np.ndarray or first.dtype != bool or first.shape != (n,):
+        return False
+    if next_allowed is not None:
+        if type(next_allowed) is not np.ndarray or next_allowed.dtype != bool or next_allowed.shape != (n, a.n_actions):
+            return False
+        allowed_l = next_allowed.tolist()
+    else:
+        allowed_l = None
+    n_states, n_actions = a.n_states, a.n_actions
+    next_l = [0 if terminal_l[i] else next_l[i] for i in range(n)]
+    for i in range(n):
+        if not (0 <= table_l[i] < a.n_tables and 0 <= next_l[i] < n_states):
+            return False
+        if allowed_l is not None and not any(allowed_l[i]):
+            return False
+    first_l = first.tolist()
+    for own, other, pick in ((a, b, True), (b, a, False)):
+        idx = [i for i in range(n) if first_l[i] is pick]
+        if not idx:
+            continue
+        own_flat, other_flat = own.q.reshape(-1), other.q.reshape(-1)
+        boot = []
+        for i in idx:
+            start = (table_l[i] * n_states + next_l[i]) * n_actions
+            best = _greedy_small(own_flat, start, n_actions, None if allowed_l is None else allowed_l[i])
+            boot.append(float(other_flat[start + best]))
+        sub = [[col[i] for i in idx] for col in (table_l, state_l, action_l, reward_l, next_l, dt_l, terminal_l)]
+        if own._update_rows(len(idx), *sub, consistent, boot) is None:
+            t, s, act, r, s2, dt, term = (np.array(c) for c in sub)
+            own.update(t.astype(np.int64), s.astype(np.int64), act.astype(np.int64), r.astype(float),
+                       s2.astype(np.int64), dt.astype(float), term.astype(bool), consistent=consistent,
+                       bootstrap=np.array(boot, dtype=float))
+    return True
 
 
 _STATE_KEYS = ("q", "visits", "alpha", "gamma", "tau_s", "initial_q", "alpha_schedule", "alpha_decay_exponent")
@@ -493,6 +684,13 @@ class Discretizer:
         self.names: tuple[str, ...] = tuple(self.edges)
         self.radices: tuple[int, ...] = tuple(e.size + 1 for e in self.edges.values())
         self.n_states: int = int(np.prod(self.radices))
+        # the small-batch path: edges as Python floats and each feature's stride in the mixed-radix index
+        self._edge_lists = tuple(e.tolist() for e in self.edges.values())
+        strides, stride = [], self.n_states
+        for r in self.radices:
+            stride //= r
+            strides.append(stride)
+        self._strides = tuple(strides)
 
     def index(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """State indices (int64) for feature columns that broadcast to a common shape.
@@ -504,6 +702,9 @@ class Discretizer:
         if missing or unknown:
             raise ValueError(f"Discretizer.index: missing features {sorted(missing)}, unknown features {sorted(unknown)}; "
                              f"expected {list(self.names)}")
+        small = self._index_small([features[name] for name in self.names])
+        if small is not None:
+            return small
         columns = np.broadcast_arrays(*(np.asarray(features[name], dtype=float) for name in self.names))
         digits = []
         for name, column in zip(self.names, columns):
@@ -511,6 +712,27 @@ class Discretizer:
                 raise ValueError(f"Discretizer.index: feature {name!r} contains NaN")
             digits.append(np.digitize(column, self.edges[name]))
         return np.ravel_multi_index(tuple(digits), self.radices).astype(np.int64)
+
+    def _index_small(self, columns: list[Any]) -> np.ndarray | None:
+        """:meth:`index` as Python numbers for 1-D numpy columns of one length <=
+        :data:`dcsim.learning.SMALL_BATCH` (None for anything else). ``np.digitize`` over increasing edges is ``searchsorted(edges, x, side="right")``, i.e.
+        ``bisect_right``; comparing float64 values is exact, so the bins are the same."""
+        n = -1
+        for column in columns:
+            if type(column) is not np.ndarray or column.ndim != 1 or column.dtype.kind not in "fiub" \
+                    or (n >= 0 and column.shape[0] != n):
+                return None
+            n = column.shape[0]
+        if n > _learning.SMALL_BATCH or n < 0:
+            return None
+        index = [0] * n
+        for name, column, edges, stride in zip(self.names, columns, self._edge_lists, self._strides):
+            values = column.tolist()  # float32 and int values convert to float64 exactly, as np.digitize does
+            for i, x in enumerate(values):
+                if x != x:
+                    raise ValueError(f"Discretizer.index: feature {name!r} contains NaN")
+                index[i] += bisect_right(edges, x) * stride
+        return np.array(index, dtype=np.int64)
 
     def describe(self) -> list[str]:
         """Human-readable bin table: one line per feature with its stride and bins."""
