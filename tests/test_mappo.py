@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from blocked_imports import import_blocker
 from test_cli import dcsim_cli, ok, user_error
 from tiny_scenarios import tiny_rl_yaml
 
@@ -317,15 +318,7 @@ def test_module_imports_without_torch_and_says_what_to_install(tiny_path, tmp_pa
 
     from test_cli import REPO
 
-    block = tmp_path / "block"
-    block.mkdir()
-    (block / "sitecustomize.py").write_text(
-        "import sys\n"
-        "class _Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'torch':\n"
-        "            raise ImportError('No module named ' + repr(name))\n"
-        "sys.meta_path.insert(0, _Block())\n", encoding="utf-8")
+    block = import_blocker(tmp_path, "torch")
     env = {"PYTHONPATH": f"{REPO}:{block}", "PATH": "/usr/bin:/bin"}
     code = ("import sys, policies.mappo as m; a, r = m.semi_markov_gae([1.0], [0.0, 0.0], [1.0], [1.0], 0.9); "
             "assert a[0] == 1.0; assert 'torch' not in sys.modules; print('ok')")

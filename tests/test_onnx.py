@@ -16,6 +16,7 @@ from dcsim.errors import DcsimError, PolicyError
 from dcsim.learning import FEATURES, BidAction
 from dcsim.policy import load_policy
 from dcsim.runner import run_scenario
+from blocked_imports import import_blocker
 from test_cli import dcsim_cli, ok, user_error
 from tiny_scenarios import tiny_rl_yaml
 
@@ -251,15 +252,7 @@ def test_setup_cfg_registers_the_onnx_policy():
 
 
 def test_without_the_onnx_extra_the_core_imports_and_export_says_what_to_install(trained, tmp_path):
-    block = tmp_path / "block"
-    block.mkdir()
-    (block / "sitecustomize.py").write_text(
-        "import sys\n"
-        "class _Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('onnx', 'onnxruntime', 'onnxscript'):\n"
-        "            raise ImportError('No module named ' + repr(name))\n"
-        "sys.meta_path.insert(0, _Block())\n", encoding="utf-8")
+    block = import_blocker(tmp_path, "onnx", "onnxruntime", "onnxscript")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(block), str(ROOT)]))
     code = "import dcsim, dcsim.cli, dcsim.runner, policies.onnx_policy, policies.onnx_export; print('ok')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from blocked_imports import import_blocker
 from test_cli import dcsim_cli, ok, user_error
 from tiny_scenarios import tiny_rl_yaml
 
@@ -78,15 +79,7 @@ def test_unknown_algo_is_a_user_error(tiny_rl, tmp_path):
 
 
 def test_missing_extra_says_install_dcsim_rl(tiny_rl, tmp_path):
-    block = tmp_path / "block"
-    block.mkdir()
-    (block / "sitecustomize.py").write_text(
-        "import sys\n"
-        "class _Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'stable_baselines3':\n"
-        "            raise ImportError('No module named ' + repr(name))\n"
-        "sys.meta_path.insert(0, _Block())\n", encoding="utf-8")
+    block = import_blocker(tmp_path, "stable_baselines3")
     proc = user_error(dcsim_cli("train", tiny_rl, "--algo", "sb3:PPO", cwd=tmp_path, env={"PYTHONPATH": str(block)}))
     assert "install dcsim[rl]" in proc.stderr and "stable_baselines3" in proc.stderr
 

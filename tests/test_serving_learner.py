@@ -7,11 +7,12 @@ import pytest
 
 from dcsim.config import parse_scenario
 from dcsim.errors import PolicyError
-from dcsim.policy import Policy, ServingAdmission, ServingDecision
+from dcsim.policy import ServingAdmission
 from dcsim.runner import run_scenario
 from dcsim.serving.training import evaluate_serving, train_serving
 from policies.qtable import QTable
 from policies.serving_learner import TABLE_FILE, ServingQ, request_rewards
+from test_serving_model import Scripted
 
 # config 2 (snap_b) gives the most revenue − energy cost at the test's price (worked out in
 # test_config_2_is_clearly_best_by_hand); full KV has the best quality, so FullKV always picks row 0
@@ -58,19 +59,6 @@ def test_hand_worked_bandit_update_and_prior():
     # a seen state reads its own Q where the action was tried, the prior where not
     assert g[7].tolist() == pytest.approx([0.0, 0.5, -2.0])
     assert int(np.argmax(g[9])) == 1
-
-
-class Scripted(Policy):
-    name = "scripted"
-
-    def __init__(self, admission, config):
-        super().__init__()
-        self.a, self.k = admission, config
-
-    def serve(self, obs):
-        ids = obs.request_ids
-        return ServingDecision(np.array([self.a[i] for i in ids], dtype=np.int8),
-                               np.array([self.k[i] for i in ids], dtype=np.int64))
 
 
 def test_hand_worked_request_rewards(tmp_path):
