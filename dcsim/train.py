@@ -406,8 +406,10 @@ def _prepare_resume(out: Path, work: Path, scenario: Scenario,
     return work, state, rows
 
 
-def plot_learning_curve(curve: pd.DataFrame, path: Path, title: str) -> Path:
-    """Return per GPU by episode (with a moving average), and ε and loss, as a PNG."""
+def plot_learning_curve(curve: pd.DataFrame, path: Path, title: str, *, value: str = "return_per_gpu",
+                        value_label: str = "return per GPU (reward units)", point_label: str = "episode",
+                        epsilon: str = "epsilon_end", epsilon_label: str = "ε") -> Path:
+    """``value`` by episode (with a moving average), and ε (and the loss, where the curve has one), as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -415,17 +417,17 @@ def plot_learning_curve(curve: pd.DataFrame, path: Path, title: str) -> Path:
 
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, height_ratios=[2, 1])
     ep = curve["episode"] + 1
-    ax.plot(ep, curve["return_per_gpu"], ".", alpha=0.5, label="episode")
+    ax.plot(ep, curve[value], ".", alpha=0.5, label=point_label)
     window = max(1, len(curve) // 10)
-    ax.plot(ep, curve["return_per_gpu"].rolling(window, min_periods=1).mean(), "-", label=f"mean of {window}")
-    ax.set_ylabel("return per GPU (reward units)")
+    ax.plot(ep, curve[value].rolling(window, min_periods=1).mean(), "-", label=f"mean of {window}")
+    ax.set_ylabel(value_label)
     ax.set_title(title)
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
-    ax2.plot(ep, curve["epsilon_end"], color="tab:gray", label="ε at episode end")
-    ax2.set_ylabel("ε")
+    ax2.plot(ep, curve[epsilon], color="tab:gray", label="ε at episode end")
+    ax2.set_ylabel(epsilon_label)
     ax2.set_xlabel("episode")
-    if curve["loss_mean"].notna().any():
+    if "loss_mean" in curve and curve["loss_mean"].notna().any():
         ax3 = ax2.twinx()
         ax3.plot(ep, curve["loss_mean"], color="tab:red", label="mean Huber loss")
         ax3.set_ylabel("loss", color="tab:red")

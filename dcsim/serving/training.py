@@ -18,6 +18,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from dcsim.errors import DcsimError
+from dcsim.train import plot_learning_curve
 
 #: The learner's import target, and the names ``train --policy`` accepts for it.
 LEARNER = "policies.serving_learner:ServingQ"
@@ -94,38 +95,14 @@ def train_serving(scenario: Any, episodes: int, out: Path, *, params: dict[str, 
     curve = pd.DataFrame(rows)
     policy.save_checkpoint(out / "checkpoint")
     curve.to_csv(out / "learning_curve.csv", index=False)
-    plot_serving_curve(curve, out / "learning_curve.png", f"{scenario.name}: serving_q")
+    plot_learning_curve(curve, out / "learning_curve.png", f"{scenario.name}: serving_q", value="profit_usd",
+                        value_label="profit (USD)", point_label="profit (episode)", epsilon="epsilon",
+                        epsilon_label="ε in the episode")
     state = {"kind": "llm_serving", "policy": "serving_q", "target": LEARNER, "episodes_done": int(episodes),
              "scenario": scenario.name, "seed": scenario.seed, "params": {k: v for k, v in params.items()},
              "decisions": policy.decisions, "command": command}
     (out / "train_state.json").write_text(json.dumps(state, indent=2, default=str) + "\n", encoding="utf-8")
     return curve
-
-
-def plot_serving_curve(curve: pd.DataFrame, path: Path, title: str) -> Path:
-    """Profit per episode (USD, with a moving average) and ε, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, height_ratios=[2, 1])
-    ep = curve["episode"] + 1
-    ax.plot(ep, curve["profit_usd"], ".", alpha=0.5, label="profit (episode)")
-    window = max(1, len(curve) // 10)
-    ax.plot(ep, curve["profit_usd"].rolling(window, min_periods=1).mean(), "-", label=f"mean of {window}")
-    ax.set_ylabel("profit (USD)")
-    ax.set_title(title)
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
-    ax2.plot(ep, curve["epsilon"], color="tab:gray")
-    ax2.set_ylabel("ε in the episode")
-    ax2.set_xlabel("episode")
-    ax2.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def evaluate_serving(scenario: Any, checkpoint: Path, seeds: list[int], baselines: list[str] | None = None,
