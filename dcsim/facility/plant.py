@@ -9,6 +9,7 @@ weather step is split there.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -43,6 +44,10 @@ class CoolingPlant:
                  horizon_s: float):
         self.model = CoolingModel(config.params(design_it_power_w))
         p = self.model.params
+        self.config = config
+        self.supply_air_c = p.supply_air_c  # the setpoints in force (fixed without facility.cooling.setpoint_control)
+        self.chilled_water_c = p.chilled_water_c
+        self.conductance_w_per_k = p.conductance_w_per_k
         self.tau_s = p.time_constant_s
         self.fan_w = p.fan_w
         self.overhead_w = p.overhead_w
@@ -56,6 +61,14 @@ class CoolingPlant:
         self._t = 0.0
         self.it_j = self.cooling_j = self.overhead_j = self.facility_j = 0.0
         self.pue_time_integral_s = self.it_on_s = 0.0
+        self.control = config.setpoint_control
+        if self.control is not None:
+            self._k_by_setpoint: dict[float, list[float]] = {self.supply_air_c: self.k}
+            self.setpoint_integral_c_s = 0.0  # ∫ T_supply dt
+            self.inlet_over_s = 0.0  # time with the inlet (supply air) above inlet_limit_c
+            self.inlet_over_k_s = 0.0  # ∫ max(T_supply − limit, 0) dt
+            self.setpoint_changes = 0
+            self._interval = self._interval_tracking
 
     # ------------------------------------------------------------------------------------------- books
     def energy_to(self, now_s: float, it_power_w: float) -> float:
@@ -96,6 +109,65 @@ class CoolingPlant:
             self.it_on_s += dt_s
         return facility_j
 
+    def _interval_tracking(self, dt_s: float, it_w: float) -> float:
+        """:meth:`_interval` with setpoint control: also the setpoint's time integral and the inlet violations."""
+        if dt_s <= 0.0:
+            return 0.0
+        over_k = self.supply_air_c - self.control.inlet_limit_c
+        self.setpoint_integral_c_s += self.supply_air_c * dt_s
+        if over_k > 0.0:
+            self.inlet_over_s += dt_s
+            self.inlet_over_k_s += over_k * dt_s
+        return CoolingPlant._interval(self, dt_s, it_w)
+
+    # ------------------------------------------------------------------------------------------- setpoint
+    def electric_per_heat_at(self, supply_air_c: float) -> list[float]:
+        """``k`` at every weather step with supply-air setpoint ``supply_air_c`` (chilled water as
+        ``setpoint_control.chilled_water`` says), cached; the configured setpoint gives today's table exactly."""
+        table = self._k_by_setpoint.get(supply_air_c)
+        if table is None:
+            p = self.model.params
+            chilled = self.control.chilled_water_at(supply_air_c, p.supply_air_c, p.chilled_water_c)
+            model = CoolingModel(dataclasses.replace(p, supply_air_c=float(supply_air_c), chilled_water_c=chilled))
+            wet = self.wet_bulb_c if p.needs_wet_bulb else None
+            table = np.asarray(model.electric_per_heat(self.dry_bulb_c, wet), dtype=float).tolist()
+            self._k_by_setpoint[supply_air_c] = table
+        return table
+
+    def set_supply_air(self, supply_air_c: float) -> None:
+        """Put a new supply-air setpoint in force from now (book energy up to now first: :meth:`energy_to`).
+
+        Quasi-steady: the setpoint changes ``k`` (chiller COP, economiser share) and the room temperature
+        ``T_supply + Q/G`` at once; the heat ``C·ΔT_supply`` the room's mass stores or gives back when the setpoint
+        steps is neglected (docs/facility.md).
+        """
+        supply_air_c = float(supply_air_c)
+        if supply_air_c != self.supply_air_c:
+            self.setpoint_changes += 1
+        p = self.model.params
+        self.k = self.electric_per_heat_at(supply_air_c)
+        self._k = self.k[self._i]
+        self.supply_air_c = supply_air_c
+        self.chilled_water_c = self.control.chilled_water_at(supply_air_c, p.supply_air_c, p.chilled_water_c)
+
+    def electric_per_heat_now(self) -> float:
+        """``k`` now: cooling-plant electric W per W of heat removed at the setpoint and weather now."""
+        return self._k
+
+    def setpoint_summary(self) -> dict[str, float]:
+        """``summary.json`` → ``facility.setpoint``: the time-mean setpoint and the inlet violations."""
+        span = self._t
+        c = self.control
+        return {
+            "mean_supply_air_c": self.setpoint_integral_c_s / span if span > 0 else self.supply_air_c,
+            "final_supply_air_c": self.supply_air_c,
+            "setpoint_changes": self.setpoint_changes,
+            "inlet_limit_c": c.inlet_limit_c,
+            "inlet_violation_s": self.inlet_over_s,
+            "inlet_violation_fraction": self.inlet_over_s / span if span > 0 else 0.0,
+            "inlet_violation_k_h": self.inlet_over_k_s / _HOUR_S,
+        }
+
     # ------------------------------------------------------------------------------------------- now
     def cooling_power_w(self) -> float:
         """Cooling power now (chiller + economiser auxiliaries + fans), W, at the heat removal now."""
@@ -107,7 +179,7 @@ class CoolingPlant:
 
     def room_temperature_c(self) -> float:
         """Room (return) air temperature now, °C."""
-        return float(self.model.room_temperature_c(self.heat_w))
+        return self.supply_air_c + self.heat_w / self.conductance_w_per_k
 
     def outdoor_dry_bulb_c(self) -> float:
         """Outdoor dry-bulb temperature now, °C."""
