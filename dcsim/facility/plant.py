@@ -68,6 +68,7 @@ class CoolingPlant:
             self.inlet_over_s = 0.0  # time with the inlet (supply air) above inlet_limit_c
             self.inlet_over_k_s = 0.0  # ∫ max(T_supply − limit, 0) dt
             self.setpoint_changes = 0
+            self.heat_removed_j = 0.0
             self._interval = self._interval_tracking
 
     # ------------------------------------------------------------------------------------------- books
@@ -110,7 +111,14 @@ class CoolingPlant:
         return facility_j
 
     def _interval_tracking(self, dt_s: float, it_w: float) -> float:
-        """:meth:`_interval` with setpoint control: also the setpoint's time integral and the inlet violations."""
+        """:meth:`_interval` with setpoint control: the same books (the same arithmetic), plus the setpoint's time
+        integral, the inlet violations, the heat removed, and a coil-off phase after a setpoint step up.
+
+        A step up by ``Δ`` leaves the room temperature where it was, so ``Q = G·(T_room − T_supply)`` falls by
+        ``G·Δ``; when that takes ``Q`` below 0 the room is colder than the new supply air, the coil removes nothing
+        (``Q = 0``) and the room warms at ``P_IT/C`` until it reaches the setpoint, after ``−Q·τ/P_IT`` seconds;
+        then the usual ``Q(t) = P_IT + (Q_0 − P_IT)·e^(−t/τ)`` from ``Q_0 = 0``.
+        """
         if dt_s <= 0.0:
             return 0.0
         over_k = self.supply_air_c - self.control.inlet_limit_c
@@ -118,7 +126,41 @@ class CoolingPlant:
         if over_k > 0.0:
             self.inlet_over_s += dt_s
             self.inlet_over_k_s += over_k * dt_s
-        return CoolingPlant._interval(self, dt_s, it_w)
+        total = 0.0
+        q0 = self.heat_w
+        if q0 < 0.0:  # coil off (only after a step up, with τ > 0): the room warms towards the setpoint
+            warm_s = -q0 * self.tau_s / it_w if it_w > 0.0 else math.inf
+            if warm_s >= dt_s:
+                self.heat_w = q0 + it_w * dt_s / self.tau_s
+                return self._book(dt_s, it_w, 0.0)
+            self.heat_w = 0.0
+            total = self._book(warm_s, it_w, 0.0)
+            dt_s -= warm_s
+            q0 = 0.0
+        if self.tau_s > 0.0:
+            decayed = -math.expm1(-dt_s / self.tau_s)
+            heat_j = it_w * dt_s + (q0 - it_w) * self.tau_s * decayed
+            self.heat_w = it_w + (q0 - it_w) * (1.0 - decayed)
+        else:
+            heat_j = it_w * dt_s
+            self.heat_w = it_w
+        return total + self._book(dt_s, it_w, heat_j)
+
+    def _book(self, dt_s: float, it_w: float, heat_j: float) -> float:
+        """Add ``dt_s`` seconds at IT power ``it_w`` removing ``heat_j`` to the books; return the facility energy."""
+        self.heat_removed_j += heat_j
+        it_j = it_w * dt_s
+        cooling_j = self._k * heat_j + self.fan_w * dt_s
+        overhead_j = self.overhead_w * dt_s
+        facility_j = it_j + cooling_j + overhead_j
+        self.it_j += it_j
+        self.cooling_j += cooling_j
+        self.overhead_j += overhead_j
+        self.facility_j += facility_j
+        if it_w > 0.0:
+            self.pue_time_integral_s += facility_j / it_w
+            self.it_on_s += dt_s
+        return facility_j
 
     # ------------------------------------------------------------------------------------------- setpoint
     def electric_per_heat_at(self, supply_air_c: float) -> list[float]:
@@ -137,13 +179,18 @@ class CoolingPlant:
     def set_supply_air(self, supply_air_c: float) -> None:
         """Put a new supply-air setpoint in force from now (book energy up to now first: :meth:`energy_to`).
 
-        Quasi-steady: the setpoint changes ``k`` (chiller COP, economiser share) and the room temperature
-        ``T_supply + Q/G`` at once; the heat ``C·ΔT_supply`` the room's mass stores or gives back when the setpoint
-        steps is neglected (docs/facility.md).
+        The setpoint changes ``k`` (chiller COP, economiser share) at once. The room's air and equipment keep their
+        temperature, so the heat removal ``Q = G·(T_room − T_supply)`` steps by ``−G·Δ`` and then relaxes to
+        ``P_IT`` with the time constant ``τ``: a step down costs the heat ``C·Δ`` (``C = G·τ``) taken out of the
+        room's mass, a step up stores it (and, where ``Q`` would fall below 0, turns the coil off until the room
+        has warmed to the new setpoint; see :meth:`_interval_tracking`). With ``τ = 0`` the room has no mass: ``Q``
+        stays ``P_IT``.
         """
         supply_air_c = float(supply_air_c)
         if supply_air_c != self.supply_air_c:
             self.setpoint_changes += 1
+            if self.tau_s > 0.0:
+                self.heat_w -= self.conductance_w_per_k * (supply_air_c - self.supply_air_c)
         p = self.model.params
         self.k = self.electric_per_heat_at(supply_air_c)
         self._k = self.k[self._i]
@@ -171,14 +218,14 @@ class CoolingPlant:
     # ------------------------------------------------------------------------------------------- now
     def cooling_power_w(self) -> float:
         """Cooling power now (chiller + economiser auxiliaries + fans), W, at the heat removal now."""
-        return self._k * self.heat_w + self.fan_w
+        return self._k * max(self.heat_w, 0.0) + self.fan_w  # Q < 0 only with the coil off (setpoint_control)
 
     def extra_power_w(self) -> float:
         """Facility power above IT now (cooling + fixed overhead), W: the market's extra base load."""
-        return self._k * self.heat_w + self.fan_w + self.overhead_w
+        return self._k * max(self.heat_w, 0.0) + self.fan_w + self.overhead_w
 
     def room_temperature_c(self) -> float:
-        """Room (return) air temperature now, °C."""
+        """Room (return) air temperature now, °C: ``T_supply + Q/G`` (below the setpoint while the coil is off)."""
         return self.supply_air_c + self.heat_w / self.conductance_w_per_k
 
     def outdoor_dry_bulb_c(self) -> float:
