@@ -275,18 +275,17 @@ class DecisionDispatcher:
                                 + (f" clipped_by={row[5]}" if row[5] else "")))
 
     def cooling_obs(self) -> CoolingObservation:
-        """What the facility agent sees when it sets the cooling setpoint (needs ``facility.cooling.setpoint_control``)."""
+        """What the facility agent sees when it sets the cooling setpoint (needs ``setpoint_control``)."""
         plant = self.meter.cooling
         c = plant.control
-        i = plant._i
         return CoolingObservation(
-            market=self.market_view(), outdoor_dry_bulb_c=float(plant.dry_bulb_c[i]),
-            outdoor_wet_bulb_c=float(plant.wet_bulb_c[i]), supply_air_c=plant.supply_air_c,
+            market=self.market_view(), outdoor_dry_bulb_c=plant.outdoor_dry_bulb_c(),
+            outdoor_wet_bulb_c=plant.outdoor_wet_bulb_c(), supply_air_c=plant.supply_air_c,
             chilled_water_c=plant.chilled_water_c, room_temp_c=plant.room_temperature_c(),
             it_power_w=max(0.0, self.cluster.total_power_w), cooling_power_w=plant.cooling_power_w(),
             electric_per_heat=plant.electric_per_heat_now(), levels_c=tuple(c.levels_c),
-            electric_per_heat_by_level=tuple(plant.electric_per_heat_at(x)[i] for x in c.levels_c),
-            min_c=c.min_c, max_c=c.max_c, inlet_limit_c=c.inlet_limit_c)
+            electric_per_heat_by_level=plant.electric_per_heat_by_level(), min_c=c.min_c, max_c=c.max_c,
+            inlet_limit_c=c.inlet_limit_c)
 
     def set_cooling(self) -> None:
         """Ask the facility agent for the supply-air setpoint until the next round, check it and put it in force

@@ -629,11 +629,12 @@ def check_dispatch(command: Any, who: str) -> BatteryCommand:
 
 
 def check_cooling(command: Any, min_c: float, max_c: float, who: str) -> CoolingCommand:
-    """Validate a policy's cooling command: a :class:`CoolingCommand` with a finite setpoint in ``[min_c, max_c]`` °C."""
+    """Validate a policy's cooling command: a :class:`CoolingCommand` with a finite setpoint in ``[min_c, max_c]``."""
     if not isinstance(command, CoolingCommand):
         raise PolicyError(f"{who} returned {type(command).__name__}; expected dcsim.policy.CoolingCommand")
     raw = command.supply_air_c
-    value = float(raw) if isinstance(raw, (int, float, np.integer, np.floating)) and not isinstance(raw, bool) else math.nan
+    number = isinstance(raw, (int, float, np.integer, np.floating)) and not isinstance(raw, bool)
+    value = float(raw) if number else math.nan
     if not (math.isfinite(value) and min_c <= value <= max_c):
         raise PolicyError(f"{who} returned supply_air_c = {command.supply_air_c!r}; allowed: a number of °C within "
                           f"facility.cooling.setpoint_control's [min_c, max_c] = [{min_c:g}, {max_c:g}]")

@@ -288,3 +288,13 @@ def test_sb3_checkpoint_of_another_dispatch_action_set_is_refused(tmp_path):
     older = {k: v for k, v in action_set().items() if k != "DispatchAction"}  # recorded before the facility agent
     check_action_set(meta | {"action_set": older}, env.action_space, tmp_path / "m.yaml")
     env.close()
+
+
+def test_action_set_differs_only_on_a_recorded_enum():
+    from dcsim.envs.sb3 import action_set, action_set_differs
+
+    now = action_set()
+    assert not action_set_differs(now)
+    assert not action_set_differs({k: v for k, v in now.items() if k != "DispatchAction"})
+    assert action_set_differs(now | {"DispatchAction": now["DispatchAction"][:3]})
+    assert action_set_differs(now | {"SomethingElse": ["A"]}) and action_set_differs(["BidAction"])

@@ -124,7 +124,7 @@ def test_inlet_violations_are_the_time_above_the_limit():
 
 # ------------------------------------------------------------------------------------------------ stored heat
 def _ode_reference(cooling: dict, it_w: float, schedule: list[tuple[float, float]], end_s: float):
-    """The room's temperature ODE ``C·dT/dt = P − max(G·(T − T_supply(t)), 0)`` by solve_ivp: heat removed, final T."""
+    """The room's ODE ``C·dT/dt = P − max(G·(T − T_supply(t)), 0)`` by solve_ivp: heat removed, final T."""
     design, dt_k, tau = 2000.0, 12.0, cooling["time_constant_s"]
     g = design / dt_k
     c = g * tau

@@ -123,7 +123,8 @@ class Episodes:
         else:
             enum = ACTION_ENUMS[d.kind]
             n_choices, allowed, what = len(enum), [f"{m.value}={m.name}" for m in enum], enum.__name__
-        if a.shape != step.deciders.shape or a.dtype.kind not in "iu" or (a.size and (a.min() < 0 or a.max() >= n_choices)):
+        out_of_range = a.size and (a.min() < 0 or a.max() >= n_choices)
+        if a.shape != step.deciders.shape or a.dtype.kind not in "iu" or out_of_range:
             raise DcsimError(f"{d.kind.value} action {a.tolist()!r}: expected {step.deciders.size} integer "
                              f"{what} values in {allowed}")
         a = a.astype(np.int64)

@@ -52,6 +52,15 @@ def action_set() -> dict[str, list[str]]:
             "Admission": list(Admission.__members__), "DispatchAction": list(DispatchAction.__members__)}
 
 
+def action_set_differs(saved: Any) -> bool:
+    """Whether a recorded action set (``train_metadata.yaml`` ``action_set``, an ONNX export's ``actions``) differs
+    from :func:`action_set`: an enum it records with other members, or one this dcsim does not have. An enum it does
+    not record (an older dcsim recorded fewer; the facility's ``DispatchAction`` among them) is not a difference
+    here; the action space's sizes check it."""
+    current = action_set()
+    return not isinstance(saved, dict) or any(current.get(k) != v for k, v in saved.items())
+
+
 def expected_action_space(action_layout: str, n_gpus: int, admission_slots: int = 8,
                           facility: bool = False, setpoint_levels: int = 0) -> list[int]:
     """The sizes of the env's action space with this dcsim's enums: ``MultiDiscrete`` ``nvec`` (``per_agent``) or
@@ -126,12 +135,9 @@ def check_action_set(meta: dict[str, Any], model_space, where: Path, n_gpus: int
         raise DcsimError(f"{where}: field 'action_layout': {algo} trained with {layout!r}; this dcsim's {algo} uses "
                          f"{ALGOS[algo]!r}: {retrain}")
     saved = meta.get("action_set")
-    current = action_set()
-    # every enum the model recorded must be this dcsim's; one it does not record (an older dcsim recorded fewer, the
-    # facility's DispatchAction among them) is checked by the action space's sizes below
-    if saved is not None and (not isinstance(saved, dict) or any(current.get(k) != v for k, v in saved.items())):
+    if saved is not None and action_set_differs(saved):  # an enum it does not record: the sizes below check it
         raise DcsimError(f"{where}: field 'action_set': the model chooses among {saved}; this dcsim's actions are "
-                         f"{current}: {retrain}")
+                         f"{action_set()}: {retrain}")
     trained_on = meta.get("scenario") or {}
     n = n_gpus if n_gpus is not None else int(trained_on.get("cluster", {}).get("gpus", 0))
     facility = (trained_on.get("facility") or {}).get("battery") is not None  # the env's facility agent

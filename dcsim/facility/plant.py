@@ -5,7 +5,8 @@ outdoor temperatures are constant between weather steps (hourly EPW records, or 
 heat removal ``Q`` follows the closed form ``Q(t) = P_IT + (Q_0 − P_IT)·e^(−t/τ)`` and the facility energy
 of an interval is exact (:meth:`CoolingModel.advance`'s formula, evaluated here on plain floats because it
 runs at every event; ``tests/test_facility_plant.py`` checks the two agree). An interval that spans a
-weather step is split there.
+weather step is split there. With ``facility.cooling.setpoint_control`` the supply-air setpoint (and with it ``k``
+and the room's stored heat) changes at the facility agent's decisions (:meth:`CoolingPlant.set_supply_air`).
 """
 from __future__ import annotations
 
@@ -44,7 +45,6 @@ class CoolingPlant:
                  horizon_s: float):
         self.model = CoolingModel(config.params(design_it_power_w))
         p = self.model.params
-        self.config = config
         self.supply_air_c = p.supply_air_c  # the setpoints in force (fixed without facility.cooling.setpoint_control)
         self.chilled_water_c = p.chilled_water_c
         self.conductance_w_per_k = p.conductance_w_per_k
@@ -197,6 +197,11 @@ class CoolingPlant:
         self.supply_air_c = supply_air_c
         self.chilled_water_c = self.control.chilled_water_at(supply_air_c, p.supply_air_c, p.chilled_water_c)
 
+    def electric_per_heat_by_level(self) -> tuple[float, ...]:
+        """``k`` now, at the weather now, at each of ``setpoint_control.levels_c``."""
+        i = self._i
+        return tuple(self.electric_per_heat_at(c)[i] for c in self.control.levels_c)
+
     def electric_per_heat_now(self) -> float:
         """``k`` now: cooling-plant electric W per W of heat removed at the setpoint and weather now."""
         return self._k
@@ -231,6 +236,10 @@ class CoolingPlant:
     def outdoor_dry_bulb_c(self) -> float:
         """Outdoor dry-bulb temperature now, °C."""
         return float(self.dry_bulb_c[self._i])
+
+    def outdoor_wet_bulb_c(self) -> float:
+        """Outdoor wet-bulb temperature now, °C (the dry-bulb for constant weather without ``wet_bulb_c``)."""
+        return float(self.wet_bulb_c[self._i])
 
     def summary(self) -> dict[str, float]:
         """PUE (energy-weighted and time-mean) and the energy by part, for ``summary.json``."""
