@@ -13,6 +13,7 @@ from dcsim.policy import (
     Admission,
     AgentObservation,
     Bids,
+    CoolingObservation,
     FacilityObservation,
     IdleAction,
     JobObservation,
@@ -20,6 +21,7 @@ from dcsim.policy import (
     Policy,
     check_actions,
     check_bids,
+    check_cooling,
     check_dispatch,
 )
 
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from dcsim.market_round import MarketRound
     from dcsim.reward_meter import RewardMeter
 
+#: The policy methods of GPU-job runs the engine calls when a policy overrides them.
+_METHODS = ("bid", "admit", "on_idle", "dispatch", "cooling_setpoint")
 _SLEEP_ACTION, _OFF_ACTION = int(IdleAction.SLEEP), int(IdleAction.POWER_OFF)
 _INF = float("inf")
 # Up to this many deciding agents, observations are read agent by agent from the shared buffers (a few µs);
@@ -74,10 +78,11 @@ class DecisionDispatcher:
         self._hour0 = hour0
         self.tick_s = tick_s
         self._trace = trace
-        self.calls = {name: policy.overrides(name) for name in ("bid", "admit", "on_idle", "dispatch")}
+        self.calls = {name: policy.overrides(name) for name in _METHODS}
         self.tick_bids: Bids | None = None  # fixed-step timing: the last tick's bids, cleared at the next round
         self.decision_rows: list[tuple] = []
-        self._who = {m: f"policy {policy.name!r} {m}" for m in ("bid", "admit", "on_idle", "dispatch")}
+        self.setpoint_rows: list[tuple] = []  # (time_s, supply_air_c, chilled_water_c) of each cooling decision
+        self._who = {m: f"policy {policy.name!r} {m}" for m in _METHODS}
         # the per-job buffers' scalar twins (Python numbers, no numpy scalars on the per-job path)
         self._job_rem, self._job_rate, self._job_last = jobs._rem, jobs._rate, jobs._last
         self._job_deadline, self._job_gpus = jobs._deadline, jobs._k
@@ -268,6 +273,33 @@ class DecisionDispatcher:
         if self._trace is not None:
             self._trace.append((self.env.now, "dispatch", -1, f"{row[1]} rate_w={row[3]:.6g}"
                                 + (f" clipped_by={row[5]}" if row[5] else "")))
+
+    def cooling_obs(self) -> CoolingObservation:
+        """What the facility agent sees when it sets the cooling setpoint (needs ``setpoint_control``)."""
+        plant = self.meter.cooling
+        c = plant.control
+        return CoolingObservation(
+            market=self.market_view(), outdoor_dry_bulb_c=plant.outdoor_dry_bulb_c(),
+            outdoor_wet_bulb_c=plant.outdoor_wet_bulb_c(), supply_air_c=plant.supply_air_c,
+            chilled_water_c=plant.chilled_water_c, room_temp_c=plant.room_temperature_c(),
+            it_power_w=max(0.0, self.cluster.total_power_w), cooling_power_w=plant.cooling_power_w(),
+            electric_per_heat=plant.electric_per_heat_now(), levels_c=tuple(c.levels_c),
+            electric_per_heat_by_level=plant.electric_per_heat_by_level(), min_c=c.min_c, max_c=c.max_c,
+            inlet_limit_c=c.inlet_limit_c)
+
+    def set_cooling(self) -> None:
+        """Ask the facility agent for the supply-air setpoint until the next round, check it and put it in force
+        (call after booking energy up to now)."""
+        self.log_decision("cooling_setpoint", 1)
+        plant = self.meter.cooling
+        c = plant.control
+        command = check_cooling(self.policy.cooling_setpoint(self.cooling_obs()), c.min_c, c.max_c,
+                                self._who["cooling_setpoint"])
+        plant.set_supply_air(command.supply_air_c)
+        self.setpoint_rows.append((self.env.now, plant.supply_air_c, plant.chilled_water_c))
+        if self._trace is not None:
+            self._trace.append((self.env.now, "cooling_setpoint", -1, f"supply_air_c={plant.supply_air_c:.6g} "
+                                f"chilled_water_c={plant.chilled_water_c:.6g}"))
 
     def log_decision(self, method: str, agents: int) -> None:
         self.decision_rows.append((self.env.now, method, agents))

@@ -37,7 +37,8 @@ from dcsim.reward_meter import RewardMeter
 from dcsim.seeding import Streams
 from dcsim.supply import SupplyInputs
 
-__all__ = ["BATTERY_COLUMNS", "COOLING_COLUMNS", "DropReason", "JobStatus", "RunResult", "SAME_INSTANT_ULPS", "Simulation", "TIMESERIES_COLUMNS"]
+__all__ = ["BATTERY_COLUMNS", "COOLING_COLUMNS", "DropReason", "JobStatus", "RunResult", "SAME_INSTANT_ULPS",
+           "SETPOINT_COLUMNS", "Simulation", "TIMESERIES_COLUMNS"]
 
 
 @dataclass
@@ -96,6 +97,7 @@ class Simulation:
         self.n_events = 0
         self.ts_rows: list[tuple] = []
         self.cooling_rows: list[tuple] = []  # with facility.cooling: COOLING_COLUMNS of each time-series row
+        self.setpoint_rows: list[tuple] = []  # with its setpoint_control: SETPOINT_COLUMNS of each row
 
         self.cluster = cluster = Cluster(scenario, env, self._trace)
         self.n_gpus = cluster.n_gpus
@@ -125,6 +127,11 @@ class Simulation:
         # the facility agent dispatches the battery at every round, if the policy decides it (else: the fixed rule)
         dispatches = meter.battery is not None and self.decisions.calls["dispatch"]
         self._dispatch = self.decisions.dispatch_battery if dispatches else None
+        # the facility agent sets the cooling setpoint at every round, if the policy decides it (else: the fixed one)
+        plant = meter.cooling
+        self._setpoint = plant is not None and plant.control is not None
+        sets_cooling = self._setpoint and self.decisions.calls["cooling_setpoint"]
+        self._set_cooling = self.decisions.set_cooling if sets_cooling else None
         if self.rewards is not None and hasattr(policy, "use_reward"):
             # learners that decide admissions charge a held job's wait with the scenario's own reward weights
             policy.use_reward(scenario.reward, scenario.workload.drop_expired)
@@ -227,6 +234,8 @@ class Simulation:
 
     def _round(self, trigger: str) -> None:
         self._event()
+        if self._set_cooling is not None:  # first: the battery and the market see the cooling load it gives
+            self._set_cooling()
         if self._dispatch is not None:  # before clearing, so the supply curve sells what the battery will deliver
             self._dispatch()
         self.market.run_round(trigger)
@@ -336,6 +345,9 @@ class Simulation:
             facility_w = it_w + plant.extra_power_w()
             self.cooling_rows.append((facility_w, plant.cooling_power_w(), facility_w / it_w if it_w > 0 else np.nan,
                                       plant.room_temperature_c(), plant.outdoor_dry_bulb_c()))
+            if self._setpoint:
+                self.setpoint_rows.append((plant.supply_air_c, plant.chilled_water_c, plant.supply_air_c
+                                           > plant.control.inlet_limit_c, plant.inlet_over_s))
         battery = meter.battery
         if battery is not None:
             g = battery.totals
@@ -344,6 +356,10 @@ class Simulation:
 
     def _facility_summary(self) -> dict | None:
         parts = {} if self.meter.cooling is None else dict(self.meter.cooling.summary())  # PUE, energy by part
+        if self._setpoint:
+            parts["setpoint"] = self.meter.cooling.setpoint_summary() | {
+                "control": "policy" if self._set_cooling is not None else "fixed",
+                "decisions": len(self.decisions.setpoint_rows)}
         if self.power is not None:
             parts["power_delivery"] = self.power.summary()
         if self.outages is not None:
@@ -406,6 +422,8 @@ class Simulation:
         ts = pd.DataFrame(self.ts_rows, columns=TIMESERIES_COLUMNS)
         if self.meter.cooling is not None:  # power_w stays the IT power; the books' columns are facility energy
             ts = pd.concat([ts, pd.DataFrame(self.cooling_rows, columns=COOLING_COLUMNS)], axis=1)
+            if self._setpoint:
+                ts = pd.concat([ts, pd.DataFrame(self.setpoint_rows, columns=SETPOINT_COLUMNS)], axis=1)
         if self.meter.battery is not None:
             ts = pd.concat([ts, pd.DataFrame(self.battery_rows, columns=BATTERY_COLUMNS)], axis=1)
         return ts
@@ -419,6 +437,10 @@ TIMESERIES_COLUMNS = [
 #: Time-series columns added with ``facility.cooling``: the facility power, cooling power and PUE at the row's
 #: instant (PUE = facility / IT power; NaN when IT power is 0), the room air and the outdoor dry-bulb, °C.
 COOLING_COLUMNS = ["facility_power_w", "cooling_power_w", "pue", "room_temp_c", "outdoor_dry_bulb_c"]
+#: Time-series columns added with ``facility.cooling.setpoint_control``: the supply-air (IT inlet) and chilled-water
+#: setpoints in force after the row's event, °C, whether the inlet is above ``inlet_limit_c`` then, and the
+#: cumulative time it has been above it, s.
+SETPOINT_COLUMNS = ["supply_air_c", "chilled_water_c", "inlet_over_limit", "inlet_violation_s"]
 #: Time-series columns added with ``facility.battery``: the battery command in force after the row's event ("fixed" =
 #: the fixed rule) and its rate, W; cumulative grid import and export, charging from the grid, J; export revenue, USD.
 BATTERY_COLUMNS = ["battery_command", "battery_rate_w", "grid_import_j", "grid_export_j", "charge_from_grid_j",

@@ -205,6 +205,12 @@ def summary_table(summary: dict[str, Any]) -> str:
     if "pue_energy_weighted" in fac:  # facility.cooling: energy above is facility energy (IT + cooling + overhead)
         rows.insert(2, ("  PUE energy-weighted / time mean", f"{f(fac['pue_energy_weighted'], '.4f')} / "
                                                              f"{f(fac['pue_time_mean'], '.4f')}"))
+    if "setpoint" in fac:  # facility.cooling.setpoint_control: the setpoint the facility agent kept, and its cost
+        sp = fac["setpoint"]
+        at = next(i for i, (k, _) in enumerate(rows) if k.startswith("  PUE")) + 1
+        rows.insert(at, ("  supply-air setpoint mean / inlet violations",
+                         f"{f(sp['mean_supply_air_c'], '.2f')} °C ({sp['control']}) / "
+                         f"{f(sp['inlet_violation_s'] / 3600, ',.2f')} h above {sp['inlet_limit_c']:g} °C"))
     if "battery" in fac:  # facility.battery: the grid's two directions and the tariffs
         bat = fac["battery"]
         at = next(i for i, (k, _) in enumerate(rows) if k == "grid cost") + 1

@@ -156,6 +156,53 @@ class FacilityObservation:
 
 
 @dataclass(frozen=True)
+class CoolingCommand:
+    """A facility agent's cooling decision: the supply-air (IT inlet) setpoint until its next decision, °C.
+
+    It must lie within ``facility.cooling.setpoint_control``'s ``[min_c, max_c]``; the chilled water follows it
+    (or stays, with ``chilled_water: fixed``).
+    """
+
+    supply_air_c: float
+
+
+@dataclass(frozen=True)
+class CoolingObservation:
+    """What the facility agent sees when it sets the cooling setpoint (at every market round), all scalars.
+
+    Attributes:
+        market: The shared state every agent sees (time, renewable power, IT demand, grid price, ...).
+        outdoor_dry_bulb_c, outdoor_wet_bulb_c: Outdoor temperatures now, °C (the wet-bulb equals the dry-bulb
+            for a constant weather without ``wet_bulb_c``).
+        supply_air_c: Supply-air (IT inlet) setpoint in force, °C.
+        chilled_water_c: Chilled-water temperature in force, °C.
+        room_temp_c: Room (return) air temperature now, °C.
+        it_power_w: IT power now (the cluster's draw), W.
+        cooling_power_w: Cooling power now (chiller, economiser auxiliaries, fans), W.
+        electric_per_heat: ``k`` now: cooling-plant electric W per W of heat removed (chiller and economiser).
+        levels_c: The setpoints an RL facility agent chooses among, °C, increasing.
+        electric_per_heat_by_level: ``k`` now at each of ``levels_c`` (same weather).
+        min_c, max_c: The range a command must lie in, °C.
+        inlet_limit_c: Inlet temperature above which time counts as a violation, °C.
+    """
+
+    market: MarketView
+    outdoor_dry_bulb_c: float
+    outdoor_wet_bulb_c: float
+    supply_air_c: float
+    chilled_water_c: float
+    room_temp_c: float
+    it_power_w: float
+    cooling_power_w: float
+    electric_per_heat: float
+    levels_c: tuple[float, ...]
+    electric_per_heat_by_level: tuple[float, ...]
+    min_c: float
+    max_c: float
+    inlet_limit_c: float
+
+
+@dataclass(frozen=True)
 class GpuSpecView:
     """Power figures of the cluster's GPUs (one model per cluster), W."""
 
@@ -341,9 +388,10 @@ class Bids:
 class Policy:
     """Base class of decision policies. Every method is batched over the agents deciding at that instant.
 
-    Override any of :meth:`bid`, :meth:`admit`, :meth:`on_idle`, :meth:`dispatch` (GPU-job runs) and :meth:`serve`
-    (LLM serving runs); the defaults are "full power at any price", "run every job now", "stay idle", (not
-    overriding :meth:`dispatch`) the battery's fixed rule and "serve every request with the reference
+    Override any of :meth:`bid`, :meth:`admit`, :meth:`on_idle`, :meth:`dispatch`, :meth:`cooling_setpoint` (GPU-job
+    runs) and :meth:`serve` (LLM serving runs); the defaults are "full power at any price", "run every job now",
+    "stay idle", (not overriding :meth:`dispatch`) the battery's fixed rule, (not overriding
+    :meth:`cooling_setpoint`) the configured fixed setpoint and "serve every request with the reference
     configuration". The engine skips calling a method a subclass does not override, so a policy pays only for the
     decisions it makes.
 
@@ -381,6 +429,12 @@ class Policy:
         ``facility.battery``). A policy that does not override this keeps the fixed rule (docs/model.md: charge from
         surplus renewable power, discharge on a deficit); this default, never called by the engine, holds."""
         return BatteryCommand(Dispatch.HOLD)
+
+    def cooling_setpoint(self, obs: CoolingObservation) -> CoolingCommand:
+        """The facility agent's supply-air setpoint until the next market round (asked at every round, and only with
+        ``facility.cooling.setpoint_control``). A policy that does not override this keeps the configured
+        ``facility.cooling.supply_air_c``; this default, never called by the engine, keeps the setpoint in force."""
+        return CoolingCommand(obs.supply_air_c)
 
     def serve(self, obs: RequestObservation) -> ServingDecision:
         """Admission and configuration of each LLM request arriving now (serving runs): by default serve every
@@ -572,6 +626,19 @@ def check_dispatch(command: Any, who: str) -> BatteryCommand:
     if not (math.isfinite(rate) and rate >= 0):
         raise PolicyError(f"{who} returned rate_w = {command.rate_w!r}; expected a finite number of W >= 0")
     return BatteryCommand(kind, rate)
+
+
+def check_cooling(command: Any, min_c: float, max_c: float, who: str) -> CoolingCommand:
+    """Validate a policy's cooling command: a :class:`CoolingCommand` with a finite setpoint in ``[min_c, max_c]``."""
+    if not isinstance(command, CoolingCommand):
+        raise PolicyError(f"{who} returned {type(command).__name__}; expected dcsim.policy.CoolingCommand")
+    raw = command.supply_air_c
+    number = isinstance(raw, (int, float, np.integer, np.floating)) and not isinstance(raw, bool)
+    value = float(raw) if number else math.nan
+    if not (math.isfinite(value) and min_c <= value <= max_c):
+        raise PolicyError(f"{who} returned supply_air_c = {command.supply_air_c!r}; allowed: a number of °C within "
+                          f"facility.cooling.setpoint_control's [min_c, max_c] = [{min_c:g}, {max_c:g}]")
+    return CoolingCommand(value)
 
 
 def check_serving(decision: Any, m: int, k: int, who: str) -> tuple[np.ndarray, np.ndarray]:

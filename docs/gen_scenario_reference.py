@@ -102,6 +102,8 @@ UNITS.update({
     "mean_time_between_s": "s", "mean_duration_s": "s", "duration_shape": "–",
     "min_soc": "fraction", "max_soc": "fraction", "grid_charging": "–", "export_price_usd_per_mwh": "USD/MWh",
     "export_cap_w": "W", "demand_charge_usd_per_kw": "USD/kW", "demand_interval_s": "s", "billing_window_s": "s",
+    "setpoint_control": "–", "levels_c": "°C", "min_c": "°C", "max_c": "°C", "inlet_limit_c": "°C",
+    "chilled_water": "–",
 })
 
 #: What a field means, for fields whose pydantic ``Field`` carries no description.
@@ -387,7 +389,11 @@ RULES: dict[str, list[str]] = {
     "TopologyConfig": ["Either `graphml` or the regular tree's fields, not both."],
     "WeatherConfig": ["Exactly one of `epw` and `dry_bulb_c`; `wet_bulb_c` only with `dry_bulb_c`, and at most it."],
     "CoolingConfig": ["`chilled_water_c < supply_air_c`.",
-                      "A `water` condenser or economiser with constant weather needs `weather.wet_bulb_c`."],
+                      "A `water` condenser or economiser with constant weather needs `weather.wet_bulb_c`.",
+                      "With `setpoint_control`: `supply_air_c` within its `[min_c, max_c]`; with `chilled_water: "
+                      "fixed`, `min_c > chilled_water_c`; with `follow`, the chilled water at `min_c` is at least "
+                      "1 °C."],
+    "SetpointControlConfig": ["`levels_c` strictly increasing, each within `[min_c, max_c]`; `min_c < max_c`."],
     "BatteryDispatchConfig": ["`min_soc < max_soc`.", "`billing_window_s` is a whole multiple of `demand_interval_s`.",
                               "`export_cap_w` needs `export_price_usd_per_mwh`."],
 }

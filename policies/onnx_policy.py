@@ -206,7 +206,9 @@ class OnnxEnvModel:
                               f"{self.metadata.get('kind')!r}; expected {KIND_SB3!r} (an export of a `train --algo "
                               "sb3:...` model; a DQN export runs as `--policy onnx`)")
         actions = _json_field(self.path, self.metadata, "actions")
-        if actions != enum_names():
+        from dcsim.envs.sb3 import action_set_differs
+
+        if action_set_differs(actions):  # an export that predates DispatchAction in the set: the env's width checks
             raise PolicyError(f"{self.path}: exported for actions {actions}; this dcsim's are {enum_names()}: a "
                               "model of another action set cannot be run; retrain and export again")
         self.algo = self.metadata.get("algo")

@@ -1,5 +1,6 @@
 """Rule-based baseline policies: always-on, race-to-idle, renewable-follower, price-threshold, deadline-slack, truthful,
-and a battery rule for the facility agent (grid-price thresholds and peak shaving)."""
+a battery rule for the facility agent (grid-price thresholds and peak shaving) and a cooling-setpoint rule (follow the
+outdoor temperature)."""
 from __future__ import annotations
 
 import math
@@ -12,6 +13,8 @@ from dcsim.policy import (
     AgentObservation,
     BatteryCommand,
     Bids,
+    CoolingCommand,
+    CoolingObservation,
     Dispatch,
     FacilityObservation,
     IdleAction,
@@ -241,3 +244,46 @@ class BatteryThreshold(Policy):
     def state_dict(self) -> dict:
         return {"charge_below_usd_per_mwh": self.charge_below, "discharge_above_usd_per_mwh": self.discharge_above,
                 "shave_above_w": self.shave_above_w}
+
+
+class CoolingFollowOutdoor(Policy):
+    """The facility agent's cooling rule: the coolest setpoint level that costs no more cooling than the cheapest.
+
+    At each market round it reads ``k`` (cooling-plant electric W per W of heat) of every setpoint level at the
+    outdoor temperature now (``CoolingObservation.electric_per_heat_by_level``), keeps the levels at or below
+    ``highest_c`` (default: the inlet limit, so the rule never causes an inlet violation), and picks the lowest of
+    those whose ``k`` is within ``tolerance`` (relative) of the smallest. So it follows the outdoor temperature:
+
+    - where the outdoor air gives full free cooling (an economiser at its share 1, ``k`` the economiser's auxiliary
+      power alone) it takes the lowest setpoint that still has it, keeping the IT cooler at no cost;
+    - when the chiller works (``k`` falls as the setpoint, and with it the chilled water, rises) it raises the
+      setpoint to ``highest_c``.
+
+    The GPUs run as :class:`AlwaysOn` (the rule decides only the cooling).
+
+    Args:
+        highest_c: Highest setpoint level the rule chooses, °C; None: ``inlet_limit_c``.
+        tolerance: Relative extra ``k`` accepted for a cooler setpoint (0: only levels exactly as cheap).
+    """
+
+    name = "cooling_follow_outdoor"
+
+    def __init__(self, highest_c: float | None = None, tolerance: float = 0.0):
+        super().__init__()
+        if highest_c is not None and not math.isfinite(highest_c):
+            raise ValueError(f"highest_c must be a finite number of °C or null, got {highest_c!r}")
+        if not (math.isfinite(tolerance) and tolerance >= 0):
+            raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
+        self.highest_c = None if highest_c is None else float(highest_c)
+        self.tolerance = float(tolerance)
+
+    def cooling_setpoint(self, obs: CoolingObservation) -> CoolingCommand:
+        cap = obs.inlet_limit_c if self.highest_c is None else self.highest_c
+        allowed = [(c, k) for c, k in zip(obs.levels_c, obs.electric_per_heat_by_level) if c <= cap]
+        if not allowed:  # every level lies above the cap: the lowest one
+            return CoolingCommand(obs.levels_c[0])
+        cheapest = min(k for _, k in allowed)
+        return CoolingCommand(next(c for c, k in allowed if k <= cheapest * (1.0 + self.tolerance)))
+
+    def state_dict(self) -> dict:
+        return {"highest_c": self.highest_c, "tolerance": self.tolerance}

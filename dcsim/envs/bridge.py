@@ -25,7 +25,8 @@ from dcsim.config import Scenario
 from dcsim.engine import RunResult, Simulation
 from dcsim.errors import DcsimError
 from dcsim.learning import Feedback
-from dcsim.policy import AgentObservation, BatteryCommand, FacilityObservation, GpuSpecView, JobObservation, Policy
+from dcsim.policy import (AgentObservation, BatteryCommand, CoolingCommand, CoolingObservation, FacilityObservation,
+                          GpuSpecView, JobObservation, Policy)
 from dcsim.seeding import Streams
 from dcsim.supply import SupplyInputs, build_supply
 from dcsim.workload import build_jobs
@@ -38,6 +39,7 @@ class DecisionKind(str, Enum):
     ADMIT = "admit"  # deferrable jobs wait for run / defer
     IDLE = "on_idle"  # idle GPUs with nothing queued: stay idle / sleep / power off
     DISPATCH = "dispatch"  # the facility agent commands the battery (each market round; only with facility.battery)
+    COOLING = "cooling_setpoint"  # the facility agent sets the supply air (each round; with its setpoint_control)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class Decision:
         dt_s: Simulated time since the previous decision (since t = 0 for the first), s.
         facility: With ``facility.battery`` and a bridge that dispatches, the facility agent's observation now (at
             every decision, for the facility features), else None.
+        cooling: With ``facility.cooling.setpoint_control`` and a bridge that sets it, the facility agent's cooling
+            observation now (at every decision), else None.
     """
 
     kind: DecisionKind
@@ -67,6 +71,7 @@ class Decision:
     rewards: np.ndarray
     dt_s: float
     facility: FacilityObservation | None = None
+    cooling: CoolingObservation | None = None
 
 
 @dataclass(frozen=True)
@@ -121,12 +126,32 @@ class DispatchingBridgePolicy(BridgePolicy):
         return self._bridge._decide(DecisionKind.DISPATCH, _FACILITY_AGENT, obs)
 
 
+class _Cooling:
+    """Mixin: forwards the cooling setpoint too (the engine asks it only with ``facility.cooling.setpoint_control``)."""
+
+    def cooling_setpoint(self, obs: CoolingObservation) -> CoolingCommand:
+        return self._bridge._decide(DecisionKind.COOLING, _FACILITY_AGENT, obs)
+
+
+class CoolingBridgePolicy(_Cooling, BridgePolicy):
+    """A :class:`BridgePolicy` that forwards the cooling setpoint (the battery, if any, on its fixed rule)."""
+
+
+class DispatchingCoolingBridgePolicy(_Cooling, DispatchingBridgePolicy):
+    """A :class:`DispatchingBridgePolicy` that forwards the cooling setpoint too."""
+
+
+def _bridge_policy(dispatch: bool, cooling: bool) -> type[BridgePolicy]:
+    return {(False, False): BridgePolicy, (True, False): DispatchingBridgePolicy,
+            (False, True): CoolingBridgePolicy, (True, True): DispatchingCoolingBridgePolicy}[(dispatch, cooling)]
+
+
 class SimulationBridge:
     """One episode of a scenario, run in a worker thread that pauses at every policy call.
 
     Usage: :meth:`start` returns the first :class:`Decision` (or :class:`EpisodeEnd`); :meth:`answer` with the
     policy method's return value (a :class:`~dcsim.policy.Bids` for BID, an action array for ADMIT and IDLE, a
-    :class:`~dcsim.policy.BatteryCommand` for DISPATCH)
+    :class:`~dcsim.policy.BatteryCommand` for DISPATCH, a :class:`~dcsim.policy.CoolingCommand` for COOLING)
     returns the next. :meth:`close` abandons a run that has not ended.
 
     Args:
@@ -134,11 +159,15 @@ class SimulationBridge:
         supply: Supply series already built for this scenario (reused across episodes), or None.
         dispatch: Pause at the battery's dispatch too (DISPATCH decisions; with ``facility.battery`` only), instead
             of leaving the battery on its fixed rule.
+        cooling: Pause at the cooling setpoint too (COOLING decisions; with ``facility.cooling.setpoint_control``
+            only), instead of keeping the configured setpoint.
     """
 
-    def __init__(self, scenario: Scenario, supply: SupplyInputs | None = None, *, dispatch: bool = False):
+    def __init__(self, scenario: Scenario, supply: SupplyInputs | None = None, *, dispatch: bool = False,
+                 cooling: bool = False):
         self.scenario = scenario
         self.dispatch = dispatch
+        self.cooling = cooling
         self._supply = supply
         self._to_sim: queue.Queue = queue.Queue(maxsize=1)
         self._from_sim: queue.Queue = queue.Queue(maxsize=1)
@@ -156,8 +185,7 @@ class SimulationBridge:
         jobs = build_jobs(self.scenario, streams)
         supply = self._supply if self._supply is not None else build_supply(self.scenario)
         self.supply = supply
-        self.sim = Simulation(self.scenario, (DispatchingBridgePolicy if self.dispatch else BridgePolicy)(self), jobs,
-                              supply, streams)
+        self.sim = Simulation(self.scenario, _bridge_policy(self.dispatch, self.cooling)(self), jobs, supply, streams)
         self._thread = threading.Thread(target=self._work, name="dcsim-env-simulation", daemon=True)
         self._thread.start()
         return self._receive()
@@ -223,7 +251,11 @@ class SimulationBridge:
         facility = None
         if self.dispatch and sim.meter.battery is not None:
             facility = obs if kind is DecisionKind.DISPATCH else sim.decisions.facility_obs()
-        decision = Decision(kind, now, np.asarray(agents), obs, cluster, rewards, now - self._last_s, facility)
+        cooling = None
+        if self.cooling and sim._setpoint:
+            cooling = obs if kind is DecisionKind.COOLING else sim.decisions.cooling_obs()
+        decision = Decision(kind, now, np.asarray(agents), obs, cluster, rewards, now - self._last_s, facility,
+                            cooling)
         self._last_s = now
         self._from_sim.put(decision)
         action = self._to_sim.get()

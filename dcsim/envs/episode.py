@@ -6,7 +6,8 @@ Actions arrive as named enums per decider and are turned into what the engine's 
 :class:`~dcsim.learning.BidAction` → :class:`~dcsim.policy.Bids` (via :func:`dcsim.learning.bids_from_actions`),
 :class:`~dcsim.policy.Admission` and :class:`~dcsim.policy.IdleAction` arrays as they are, and (with
 ``facility.battery``) :class:`~dcsim.envs.facility.DispatchAction` → :class:`~dcsim.policy.BatteryCommand` (via
-:func:`dcsim.envs.facility.command_of`).
+:func:`dcsim.envs.facility.command_of`), and (with ``facility.cooling.setpoint_control``) a setpoint level's index →
+:class:`~dcsim.policy.CoolingCommand` (via :func:`dcsim.envs.facility.setpoint_of`).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import numpy as np
 from dcsim.config import Scenario, load_scenario
 from dcsim.engine import RunResult
 from dcsim.envs.bridge import Decision, DecisionKind, EpisodeEnd, SimulationBridge
-from dcsim.envs.facility import DispatchAction, command_of
+from dcsim.envs.facility import DispatchAction, command_of, setpoint_of
 from dcsim.errors import DcsimError
 from dcsim.learning import BidAction, bids_from_actions
 from dcsim.policy import Admission, IdleAction
@@ -36,8 +37,8 @@ class Step:
     Attributes:
         decision: The paused engine decision, or None at the end.
         first_job: For admission, the first of the waiting jobs this step asks about.
-        deciders: ``(k,)`` GPUs (BID, IDLE), job ids (ADMIT) or ``[0]``, the facility agent (DISPATCH), this step
-            decides for.
+        deciders: ``(k,)`` GPUs (BID, IDLE), job ids (ADMIT) or ``[0]``, the facility agent (DISPATCH, COOLING),
+            this step decides for.
         rewards: ``(n_gpus,)`` each GPU agent's reward since the previous step.
         dt_s: Simulated time since the previous step, s.
         time_s: Simulated time now, s.
@@ -72,8 +73,9 @@ class Episodes:
     Args:
         scenario: The scenario (its ``policy:`` is ignored: the env's caller decides).
         admission_slots: Deferrable jobs asked about per step.
-        facility_agent: With ``facility.battery``, the battery's dispatch is a step too (DISPATCH); False leaves
-            the battery on its fixed rule (the env as before the facility agent). Without a battery: no effect.
+        facility_agent: With ``facility.battery``, the battery's dispatch is a step too (DISPATCH), and with
+            ``facility.cooling.setpoint_control`` the cooling setpoint (COOLING); False leaves the battery on its
+            fixed rule and the setpoint fixed (the env as before the facility agent). Without either: no effect.
     """
 
     def __init__(self, scenario: Scenario, admission_slots: int, facility_agent: bool = True):
@@ -85,6 +87,12 @@ class Episodes:
         self.supply = build_supply(scenario)  # independent of the seed: built once
         #: Whether the scenario has a dispatchable battery (``facility.battery``): then DISPATCH steps come too.
         self.facility = bool(facility_agent) and scenario.facility.battery is not None
+        cooling = scenario.facility.cooling
+        control = None if cooling is None else cooling.setpoint_control
+        #: Whether the facility agent sets the cooling setpoint (``facility.cooling.setpoint_control``): COOLING steps.
+        self.cooling = bool(facility_agent) and control is not None
+        #: The setpoint levels a COOLING step's action indexes, °C (empty without setpoint control).
+        self.setpoint_levels: tuple[float, ...] = tuple(control.levels_c) if self.cooling else ()
         self._bridge: SimulationBridge | None = None
         self.step: Step | None = None
         self._admit_actions: list[np.ndarray] = []
@@ -93,7 +101,7 @@ class Episodes:
         """Start an episode with root seed ``seed`` (abandoning any running one) and return its first step."""
         self.close()
         self._bridge = SimulationBridge(self.scenario.model_copy(update={"seed": int(seed)}), self.supply,
-                                        dispatch=self.facility)
+                                        dispatch=self.facility, cooling=self.cooling)
         first = self._bridge.start()
         if isinstance(first, EpisodeEnd):
             raise DcsimError(f"scenario {self.scenario.name!r}: the run made no decision before its horizon; "
@@ -107,11 +115,18 @@ class Episodes:
         if step is None or step.done:
             raise DcsimError("the episode has ended: call reset() before step()")
         d = step.decision
-        enum = ACTION_ENUMS[d.kind]
         a = np.asarray(actions)
-        if a.shape != step.deciders.shape or a.dtype.kind not in "iu" or (a.size and (a.min() < 0 or a.max() >= len(enum))):
+        if d.kind is DecisionKind.COOLING:
+            n_choices = len(self.setpoint_levels)
+            allowed = [f"{i}={c:g} °C" for i, c in enumerate(self.setpoint_levels)]
+            what = "setpoint level"
+        else:
+            enum = ACTION_ENUMS[d.kind]
+            n_choices, allowed, what = len(enum), [f"{m.value}={m.name}" for m in enum], enum.__name__
+        out_of_range = a.size and (a.min() < 0 or a.max() >= n_choices)
+        if a.shape != step.deciders.shape or a.dtype.kind not in "iu" or out_of_range:
             raise DcsimError(f"{d.kind.value} action {a.tolist()!r}: expected {step.deciders.size} integer "
-                             f"{enum.__name__} values in {[f'{m.value}={m.name}' for m in enum]}")
+                             f"{what} values in {allowed}")
         a = a.astype(np.int64)
         if d.kind is DecisionKind.ADMIT:
             self._admit_actions.append(a)
@@ -125,6 +140,8 @@ class Episodes:
             answer = bids_from_actions(a, d.observation)
         elif d.kind is DecisionKind.DISPATCH:
             answer = command_of(int(a[0]), d.observation)
+        elif d.kind is DecisionKind.COOLING:
+            answer = setpoint_of(int(a[0]), self.setpoint_levels)
         else:
             answer = a.astype(np.int8)
         self.step = self._from(self._bridge.answer(answer))

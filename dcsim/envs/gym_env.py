@@ -11,7 +11,8 @@ from gymnasium import spaces
 from dcsim.config import Scenario
 from dcsim.envs.bridge import DecisionKind
 from dcsim.envs.episode import Episodes, Step, resolve_scenario
-from dcsim.envs.facility import FACILITY_FEATURES, DispatchAction, facility_features
+from dcsim.envs.facility import (COOLING_FEATURES, FACILITY_FEATURES, DispatchAction, cooling_features,
+                                 facility_features)
 from dcsim.envs.features import (FEATURE_BOUND, GPU_FEATURES, JOB_FEATURES, global_feature_names, global_features,
                                  gpu_features, job_features)
 from dcsim.errors import DcsimError
@@ -26,23 +27,29 @@ _N_SHARED = _N_BID * _N_IDLE * _N_ADMIT  # the shared layout without a battery
 class DcsimEnv(gym.Env):
     """A dcsim scenario as a Gymnasium env: each step is one engine decision (a market round's bids, a job
     starting between rounds, deferrable jobs waiting for admission, idle GPUs, and with ``facility.battery`` the
-    facility agent's battery dispatch at each market round).
+    facility agent's battery dispatch and, with ``facility.cooling.setpoint_control``, its cooling setpoint at each
+    market round).
 
     Observation: a flat ``float32`` Box, the concatenation of the global block, the per-GPU block (row-major,
     ``n_gpus × len(GPU_FEATURES)``), the admission block (``admission_slots × len(JOB_FEATURES)``) and, only with
-    ``facility.battery``, the facility block (``FACILITY_FEATURES``, names ``facility.<name>``); the column names
-    are :attr:`observation_names` (see :mod:`dcsim.envs.features` and :mod:`dcsim.envs.facility`).
+    ``facility.battery``, the facility block (``FACILITY_FEATURES``, names ``facility.<name>``) and, only with
+    ``facility.cooling.setpoint_control``, the cooling block (``COOLING_FEATURES``, names ``cooling.<name>``); the
+    column names are :attr:`observation_names` (see :mod:`dcsim.envs.features` and :mod:`dcsim.envs.facility`).
 
     Action (``action_layout``):
 
     - ``"per_agent"``: ``MultiDiscrete`` of a :class:`~dcsim.learning.BidAction` (8) per GPU, then an
       :class:`~dcsim.policy.IdleAction` (3) per GPU, then an :class:`~dcsim.policy.Admission` (2) per slot, then
-      (only with ``facility.battery``) one :class:`~dcsim.envs.facility.DispatchAction` (7). A step reads only
-      the part of its decision (``decision_*`` in the observation, ``facility.decision_dispatch`` for dispatch),
-      and of it only the rows deciding (``deciding`` per GPU, ``present`` per slot); the rest is ignored.
+      (only with ``facility.battery``) one :class:`~dcsim.envs.facility.DispatchAction` (7), then (only with
+      ``facility.cooling.setpoint_control``) one setpoint level (an index into its ``levels_c``). A step reads only
+      the part of its decision (``decision_*`` in the observation, ``facility.decision_dispatch`` for dispatch,
+      ``cooling.decision_setpoint`` for the setpoint), and of it only the rows deciding (``deciding`` per GPU,
+      ``present`` per slot); the rest is ignored.
     - ``"shared"``: ``Discrete(48)``, one choice for every decider: ``a = 6·bid + 2·idle + admit`` (for learners
       that need a discrete action, such as DQN); with ``facility.battery`` ``Discrete(336)``,
-      ``a = 48·dispatch + 6·bid + 2·idle + admit`` (so ``a < 48`` means the same as without a battery, and HOLD).
+      ``a = 48·dispatch + 6·bid + 2·idle + admit`` (so ``a < 48`` means the same as without a battery, and HOLD);
+      with ``L`` setpoint levels the size is multiplied by ``L`` and ``a = 48·D·level + ...`` (``D`` = 7 with a
+      battery, else 1).
 
     The power cap of a running job is its bid (:class:`~dcsim.learning.BidAction`): FULL, HALF (half the range
     above idle) and MIN_CAP (the board's minimum cap) at any price; PAUSE stops it; FULL_IF_CHEAP takes full
@@ -66,8 +73,9 @@ class DcsimEnv(gym.Env):
         overrides: ``key=value`` overrides of the scenario file (as ``--set`` on the command line).
         admission_slots: Deferrable jobs per admission step.
         forecast_hours: Hours ahead of the renewable-forecast features.
-        facility_agent: With ``facility.battery``, decide the battery's dispatch too (False: the battery keeps its
-            fixed rule and the spaces are those of a scenario without one).
+        facility_agent: With ``facility.battery``, decide the battery's dispatch too, and with
+            ``facility.cooling.setpoint_control`` the cooling setpoint (False: the battery keeps its fixed rule, the
+            setpoint stays, and the spaces are those of a scenario without either).
         action_layout: ``"per_agent"`` or ``"shared"``.
     """
 
@@ -85,16 +93,21 @@ class DcsimEnv(gym.Env):
         self.forecast_hours = tuple(float(h) for h in forecast_hours)
         self.action_layout = action_layout
         self.facility = facility = self.episodes.facility
+        self.cooling = cooling = self.episodes.cooling
+        self._n_levels = n_levels = len(self.episodes.setpoint_levels)
         self.observation_names = (list(global_feature_names(self.forecast_hours))
                                   + [f"gpu{g}.{f}" for g in range(n) for f in GPU_FEATURES]
                                   + [f"slot{s}.{f}" for s in range(admission_slots) for f in JOB_FEATURES]
-                                  + ([f"facility.{f}" for f in FACILITY_FEATURES] if facility else []))
+                                  + ([f"facility.{f}" for f in FACILITY_FEATURES] if facility else [])
+                                  + ([f"cooling.{f}" for f in COOLING_FEATURES] if cooling else []))
         self.observation_space = spaces.Box(-FEATURE_BOUND, FEATURE_BOUND, (len(self.observation_names),), np.float32)
+        self._n_dispatch = _N_DISPATCH if facility else 1
         if action_layout == "per_agent":
             self.action_space = spaces.MultiDiscrete([_N_BID] * n + [_N_IDLE] * n + [_N_ADMIT] * admission_slots
-                                                     + ([_N_DISPATCH] if facility else []))
+                                                     + ([_N_DISPATCH] if facility else [])
+                                                     + ([n_levels] if cooling else []))
         else:
-            self.action_space = spaces.Discrete(_N_SHARED * (_N_DISPATCH if facility else 1))
+            self.action_space = spaces.Discrete(_N_SHARED * self._n_dispatch * (n_levels if cooling else 1))
         self._next_seed = self.scenario.seed
         self._full_power_w = None
         self.last_result = None
@@ -134,14 +147,19 @@ class DcsimEnv(gym.Env):
                 raise DcsimError(f"action {a!r}: allowed: an integer in [0, {self.action_space.n})")
             value = {DecisionKind.BID: (a % _N_SHARED) // (_N_IDLE * _N_ADMIT),
                      DecisionKind.IDLE: (a // _N_ADMIT) % _N_IDLE, DecisionKind.ADMIT: a % _N_ADMIT,
-                     DecisionKind.DISPATCH: a // _N_SHARED}[kind]
+                     DecisionKind.DISPATCH: (a // _N_SHARED) % self._n_dispatch,
+                     DecisionKind.COOLING: a // (_N_SHARED * self._n_dispatch)}[kind]
             return np.full(k, value, dtype=np.int64)
         a = np.asarray(action)
         if a.shape != self.action_space.shape:
             raise DcsimError(f"action of shape {a.shape}: expected {self.action_space.shape} (a BidAction per GPU, "
                              "an IdleAction per GPU, an Admission per slot"
-                             + (", a DispatchAction)" if self.facility else ")"))
+                             + (", a DispatchAction" if self.facility else "")
+                             + (", a setpoint level" if self.cooling else "") + ")")
+        facility_at = 2 * n + self.slots
         if kind is DecisionKind.DISPATCH:
+            return a[facility_at:facility_at + 1]
+        if kind is DecisionKind.COOLING:
             return a[-1:]
         if kind is DecisionKind.BID:
             return a[:n][step.deciders]
@@ -159,6 +177,8 @@ class DcsimEnv(gym.Env):
                  job_features(d, self.slots, self.n_gpus, step.first_job).ravel()]
         if self.facility:
             parts.append(facility_features(d.facility, d.kind is DecisionKind.DISPATCH, self._full_power_w))
+        if self.cooling:
+            parts.append(cooling_features(d.cooling, d.kind is DecisionKind.COOLING, self._full_power_w))
         return np.concatenate(parts).astype(np.float32)
 
     @staticmethod

@@ -41,27 +41,54 @@ MODEL_FILE = "model.zip"
 
 
 def action_set() -> dict[str, list[str]]:
-    """The env's action enums' member names in index order: what a trained model's actions mean."""
+    """The env's action enums' member names in index order: what a trained model's actions mean (the facility
+    agent's :class:`~dcsim.envs.facility.DispatchAction` included; its setpoint levels are the scenario's
+    ``facility.cooling.setpoint_control.levels_c``, recorded with the scenario)."""
+    from dcsim.envs.facility import DispatchAction
     from dcsim.learning import BidAction
     from dcsim.policy import Admission, IdleAction
 
     return {"BidAction": list(BidAction.__members__), "IdleAction": list(IdleAction.__members__),
-            "Admission": list(Admission.__members__)}
+            "Admission": list(Admission.__members__), "DispatchAction": list(DispatchAction.__members__)}
+
+
+def action_set_differs(saved: Any) -> bool:
+    """Whether a recorded action set (``train_metadata.yaml`` ``action_set``, an ONNX export's ``actions``) differs
+    from :func:`action_set`: an enum it records with other members, or one this dcsim does not have. An enum it does
+    not record (an older dcsim recorded fewer; the facility's ``DispatchAction`` among them) is not a difference
+    here; the action space's sizes check it."""
+    current = action_set()
+    return not isinstance(saved, dict) or any(current.get(k) != v for k, v in saved.items())
 
 
 def expected_action_space(action_layout: str, n_gpus: int, admission_slots: int = 8,
-                          facility: bool = False) -> list[int]:
+                          facility: bool = False, setpoint_levels: int = 0) -> list[int]:
     """The sizes of the env's action space with this dcsim's enums: ``MultiDiscrete`` ``nvec`` (``per_agent``) or
     ``[n]`` of ``Discrete(n)`` (``shared``); ``facility``: the scenario has ``facility.battery`` (a
-    :class:`~dcsim.envs.facility.DispatchAction` more)."""
-    from dcsim.envs.facility import DispatchAction
-
+    :class:`~dcsim.envs.facility.DispatchAction` more); ``setpoint_levels``: the number of
+    ``facility.cooling.setpoint_control.levels_c`` (0: no setpoint control; else a setpoint level more)."""
     names = action_set()
-    n_bid, n_idle, n_admit = (len(names[k]) for k in ("BidAction", "IdleAction", "Admission"))
-    n_dispatch = len(DispatchAction) if facility else 1
+    n_bid, n_idle, n_admit, n_dispatch = (len(names[k]) for k in ("BidAction", "IdleAction", "Admission",
+                                                                   "DispatchAction"))
+    n_dispatch = n_dispatch if facility else 1
     if action_layout == "per_agent":
-        return [n_bid] * n_gpus + [n_idle] * n_gpus + [n_admit] * admission_slots + ([n_dispatch] if facility else [])
-    return [n_bid * n_idle * n_admit * n_dispatch]
+        return ([n_bid] * n_gpus + [n_idle] * n_gpus + [n_admit] * admission_slots + ([n_dispatch] if facility else [])
+                + ([setpoint_levels] if setpoint_levels else []))
+    return [n_bid * n_idle * n_admit * n_dispatch * max(setpoint_levels, 1)]
+
+
+def setpoint_levels_of(scenario: dict[str, Any]) -> int:
+    """How many setpoint levels the facility agent of a (dumped) scenario chooses among (0: no setpoint control)."""
+    cooling = (scenario.get("facility") or {}).get("cooling") or {}
+    control = cooling.get("setpoint_control")
+    if control is None:
+        return 0
+    levels = control.get("levels_c")
+    if levels is None:  # a scenario written by hand with the defaults
+        from dcsim.facility.config import SetpointControlConfig
+
+        levels = SetpointControlConfig().levels_c
+    return len(levels)
 
 
 def _space_sizes(space) -> list[int]:
@@ -108,18 +135,20 @@ def check_action_set(meta: dict[str, Any], model_space, where: Path, n_gpus: int
         raise DcsimError(f"{where}: field 'action_layout': {algo} trained with {layout!r}; this dcsim's {algo} uses "
                          f"{ALGOS[algo]!r}: {retrain}")
     saved = meta.get("action_set")
-    if saved is not None and saved != action_set():
+    if saved is not None and action_set_differs(saved):  # an enum it does not record: the sizes below check it
         raise DcsimError(f"{where}: field 'action_set': the model chooses among {saved}; this dcsim's actions are "
                          f"{action_set()}: {retrain}")
     trained_on = meta.get("scenario") or {}
     n = n_gpus if n_gpus is not None else int(trained_on.get("cluster", {}).get("gpus", 0))
     facility = (trained_on.get("facility") or {}).get("battery") is not None  # the env's facility agent
+    levels = setpoint_levels_of(trained_on)
     got = _space_sizes(model_space)
-    slots = max(len(got) - 2 * n - (facility and layout == "per_agent"), 0)
-    want = expected_action_space(layout, n, slots, facility)
+    slots = max(len(got) - 2 * n - (facility and layout == "per_agent") - (bool(levels) and layout == "per_agent"), 0)
+    want = expected_action_space(layout, n, slots, facility, levels)
     if got != want:
         shown = (lambda v: v if len(v) <= 6 else v[:3] + ["..."] + v[-3:])
-        enums = ", ".join(f"{k}: {len(v)}" for k, v in action_set().items())
+        enums = ", ".join(f"{k}: {len(v)}" for k, v in action_set().items()) + (f", setpoint levels: {levels}"
+                                                                                 if levels else "")
         raise DcsimError(f"{where}: the model's action space has sizes {shown(got)}; this dcsim's {layout!r} "
                          f"layout for {n} GPUs gives {shown(want)} ({enums}): {retrain}")
 

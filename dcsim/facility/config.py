@@ -100,6 +100,47 @@ class WeatherConfig(_Model):
         return self
 
 
+class SetpointControlConfig(_Model):
+    """The facility agent's supply-air setpoint: asked at every market round (``Policy.cooling_setpoint``).
+
+    The supply air is the IT inlet (cold-aisle) temperature in this one-zone model. ASHRAE TC 9.9 (2021 thermal
+    guidelines) recommends 18-27 °C at the inlet and allows 15-32 °C for class A1 equipment; time with the
+    setpoint above ``inlet_limit_c`` is recorded as inlet violations (summary.json, the time series).
+    """
+
+    levels_c: list[float] = Field([18.0, 21.0, 24.0, 27.0], min_length=2, max_length=64,
+                                  description="the setpoints an RL facility agent chooses among, °C, increasing")
+    min_c: float = Field(18.0, ge=5, le=45, description="lowest setpoint a policy may command, °C")
+    max_c: float = Field(27.0, ge=5, le=45, description="highest setpoint a policy may command, °C (A1 allows 32)")
+    inlet_limit_c: float = Field(27.0, ge=5, le=45, description="inlet temperature above which time counts as a "
+                                                                "violation, °C (ASHRAE recommended upper: 27)")
+    chilled_water: Literal["follow", "fixed"] = Field(
+        "follow", description="follow: chilled_water_c moves with the setpoint (same coil offset); fixed: it stays")
+
+    @field_validator("levels_c")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        if any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"levels must be strictly increasing, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _in_range(self) -> "SetpointControlConfig":
+        if self.min_c >= self.max_c:
+            raise ValueError(f"min_c ({self.min_c:g}) must be below max_c ({self.max_c:g})")
+        outside = [x for x in self.levels_c if not self.min_c <= x <= self.max_c]
+        if outside:
+            raise ValueError(f"levels_c {outside} lie outside [min_c, max_c] = [{self.min_c:g}, {self.max_c:g}]")
+        return self
+
+    def chilled_water_at(self, supply_air_c: float, base_supply_air_c: float, base_chilled_water_c: float) -> float:
+        """Chilled-water temperature at setpoint ``supply_air_c``, °C (``base_*``: the configured fixed setpoints;
+        exactly ``base_chilled_water_c`` at ``base_supply_air_c``)."""
+        if self.chilled_water == "fixed":
+            return base_chilled_water_c
+        return base_chilled_water_c + (supply_air_c - base_supply_air_c)
+
+
 class CoolingConfig(_Model):
     """The cooling plant and room (see docs/facility.md for each default's source or assumption)."""
 
@@ -119,12 +160,26 @@ class CoolingConfig(_Model):
     economiser_power_per_w: float = Field(0.03, ge=0, le=10)
     fan_power_w: float | None = Field(None, ge=0, le=MAX_QUANTITY, description="null: 5 % of design_it_power_w")
     overhead_w: float = Field(0.0, ge=0, le=MAX_QUANTITY)
+    setpoint_control: SetpointControlConfig | None = Field(
+        None, description="the facility agent chooses supply_air_c at each market round; null: fixed setpoints")
 
     @model_validator(mode="after")
     def _consistent(self) -> "CoolingConfig":
         if self.chilled_water_c >= self.supply_air_c:
             raise ValueError(f"chilled_water_c ({self.chilled_water_c:g}) must be below supply_air_c "
                              f"({self.supply_air_c:g}): the coil cools the air with colder water")
+        sc = self.setpoint_control
+        if sc is not None:
+            if not sc.min_c <= self.supply_air_c <= sc.max_c:
+                raise ValueError(f"supply_air_c ({self.supply_air_c:g}), the setpoint until the first decision, must "
+                                 f"lie within setpoint_control's [min_c, max_c] = [{sc.min_c:g}, {sc.max_c:g}]")
+            if sc.chilled_water == "fixed" and sc.min_c <= self.chilled_water_c:
+                raise ValueError(f"setpoint_control.min_c ({sc.min_c:g}) must be above chilled_water_c "
+                                 f"({self.chilled_water_c:g}) with chilled_water 'fixed'")
+            lowest = sc.chilled_water_at(sc.min_c, self.supply_air_c, self.chilled_water_c)
+            if lowest < 1.0:
+                raise ValueError(f"at setpoint_control.min_c ({sc.min_c:g}) the chilled water following the setpoint "
+                                 f"would be {lowest:g} °C, below 1 °C; raise min_c or use chilled_water 'fixed'")
         wants_wet = [f"{name} 'water'" for name in ("condenser", "economiser") if getattr(self, name) == "water"]
         if wants_wet and self.weather.dry_bulb_c is not None and self.weather.wet_bulb_c is None:
             raise ValueError(f"{' and '.join(wants_wet)} needs the outdoor wet-bulb: give weather.wet_bulb_c, "
@@ -133,7 +188,7 @@ class CoolingConfig(_Model):
 
     def params(self, design_it_power_w: float) -> CoolingParams:
         """:class:`CoolingParams` with ``design_it_power_w`` filled in where this config leaves it null."""
-        fields = self.model_dump(exclude={"weather", "design_it_power_w"})
+        fields = self.model_dump(exclude={"weather", "design_it_power_w", "setpoint_control"})
         return CoolingParams(design_it_power_w=self.design_it_power_w or float(design_it_power_w), **fields)
 
 
