@@ -538,9 +538,11 @@ def _validate_data(path: Path, scenario) -> dict:
 
     try:
         if scenario.workload.llm_serving is not None:  # a serving run reads its own inputs (docs/serving.md)
-            from dcsim.serving.runner import read_serving_data
+            from dcsim.serving.runner import read_carbon, read_serving_data
 
-            return read_serving_data(scenario, Streams(scenario.seed))[3]
+            quality = read_serving_data(scenario, Streams(scenario.seed))[3]
+            read_carbon(scenario, quality)  # the market's carbon adder reads the grid carbon file, when it has one
+            return quality
         jobs = build_jobs(scenario, Streams(scenario.seed))
         supply = build_supply(scenario)
     except ScenarioError as exc:

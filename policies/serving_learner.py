@@ -21,6 +21,10 @@ The learner ignores the effect of its decision on later requests (a served reque
 others see) except through the SLO penalty that later, slower requests then pay: an honest simplification.
 Rewards are booked after a run from its request table (:meth:`ServingQ.learn_from`), so learning happens
 between episodes, not within one (docs/serving.md, "Learning policy"). numpy only; no torch.
+
+:class:`ServingLearner` holds what every serving learner shares (actions, context, epsilon-greedy acting, the
+decision log, the rewards booked after a run); :class:`ServingQ` adds the table, and
+:class:`policies.serving_dqn.ServingDQN` an MLP value function in its place.
 """
 from __future__ import annotations
 
