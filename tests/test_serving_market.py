@@ -81,6 +81,20 @@ def test_allocation_below_min_cap_pauses_the_gpu_until_a_round_grants_power(tmp_
     assert (run.result.rounds["paused_gpus"] == 1).all()
 
 
+def test_an_empty_wallet_pauses_the_gpu_and_the_endowment_resumes_it(tmp_path):
+    # Posted price 1 token/kWh over 50 s rounds: a wallet of w tokens buys w × 3.6e6 / 50 W. 5.5e-4 tokens buy
+    # 39.6 W, below the 50 W the minimum cap needs: paused from t = 0. At t = 50 the endowment (1 token) buys far
+    # more than the 300 W asked: the GPU resumes at full clock, so requests finish at 60, 70, 80, 90 s.
+    market = {"mechanism": "posted_price", "base_price_tokens_per_kwh": 1.0, "scarcity_kappa": 0.0,
+              "interval_s": 50.0, "endowment_interval_s": 50.0, "endowment_tokens": 1.0, "initial_tokens": 5.5e-4}
+    run = run_scenario(_tiny(tmp_path, market=market))
+    r, s = run.result.requests, run.summary
+    assert run.result.rounds["allocated_w"].tolist() == pytest.approx([0.0, 300.0])
+    assert r["finish_s"].tolist()[:4] == pytest.approx([60.0, 70.0, 80.0, 90.0])
+    assert s["requests"]["served"] == 4 and s["market"]["paused_gpu_s"] == pytest.approx(50.0)
+    assert s["energy_cost_tokens"] == pytest.approx(300 * 45 / 3.6e6, rel=1e-12)  # billed from t = 50 only
+
+
 def test_uniform_price_token_price_is_the_usd_price_at_the_exchange_rate(tmp_path):
     # unlimited grid: the auction clears at the grid block's cost, 10 tokens/USD × 100 $/MWh / 1000 = 1 token/kWh
     market = {"mechanism": "uniform_price", "interval_s": 50.0, "endowment_interval_s": 50.0,
@@ -118,10 +132,11 @@ def test_serving_run_directory_has_the_market_tables(tmp_path):
        max_batch=st.integers(1, 8), horizon=st.floats(30.0, 400.0),
        cap_w=st.one_of(st.none(), st.floats(0.0, 3000.0)),
        mechanism=st.sampled_from(["posted_price", "uniform_price", "pay_as_bid", "kelly", "vcg"]),
-       initial=st.floats(0.0, 2.0), interval=st.sampled_from([20.0, 60.0]))
+       initial=st.floats(0.0, 2.0), interval=st.sampled_from([20.0, 60.0]),
+       max_queue=st.one_of(st.none(), st.integers(0, 20)), max_wait=st.one_of(st.none(), st.floats(1.0, 60.0)))
 def test_tokens_conserved_and_allocations_within_supply(tmp_path, seed, rate, gpus, max_batch, horizon, cap_w,
-                                                        mechanism, initial, interval):
-    sc = _random_scenario(tmp_path, seed, rate, gpus, max_batch, None, None, horizon)
+                                                        mechanism, initial, interval, max_queue, max_wait):
+    sc = _random_scenario(tmp_path, seed, rate, gpus, max_batch, max_queue, max_wait, horizon)
     sc = parse_scenario({**_dump(sc), "market": {"mechanism": mechanism, "initial_tokens": initial,
                                                   "interval_s": interval, "endowment_interval_s": 2 * interval},
                          "supply": {"fill": "hold", "grid": {"import_cap_w": cap_w}}})
@@ -135,6 +150,11 @@ def test_tokens_conserved_and_allocations_within_supply(tmp_path, seed, rate, gp
     rounds = run.result.rounds
     assert (rounds["allocated_w"] <= rounds["sellable_w"] * (1 + 1e-9) + 1e-9).all()
     assert q["served"] + q["denied"] + q["dropped"] + q["pending"] == q["arrived"]
+    r = run.result.requests
+    if max_wait is not None:  # a request waits at most max_wait_s, paused GPUs or not
+        assert (r["wait_s"].dropna() <= max_wait + 1e-9).all()
+    in_batch = r[r["status"].astype(str) == "in_service"].groupby("gpu").size()
+    assert (in_batch <= max_batch).all()
     e = run.summary["energy"]
     assert e["consumed_j"] == pytest.approx(e["idle_j"] + e["requests_j"], rel=1e-9)
     assert math.isfinite(run.summary["energy_cost_tokens"])
