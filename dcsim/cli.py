@@ -292,13 +292,15 @@ def _cmd_train_serving(args: argparse.Namespace, scenario, references: dict) -> 
     """``train`` on a serving scenario: the serving learner (policies/serving_learner.py), evaluated against the
     serving rule baselines (dcsim/serving/training.py)."""
     from dcsim.outputs import choose_run_dir
-    from dcsim.serving.training import BASELINES, LEARNER_NAMES, evaluate_serving, train_serving, \
+    from dcsim.serving.training import BASELINES, LEARNER_NAMES, evaluate_serving, learner_name, train_serving, \
         write_serving_evaluation
 
     if args.policy not in LEARNER_NAMES:
-        raise DcsimError(f"--policy {args.policy}: a serving scenario (workload.llm_serving) trains the serving "
+        raise DcsimError(f"--policy {args.policy}: a serving scenario (workload.llm_serving) trains a serving "
                          f"learner only; allowed: {' or '.join(LEARNER_NAMES)} (qlearning and dqn do not choose "
-                         "serving configurations; docs/serving.md)")
+                         "serving configurations; serving_q and serving_dqn are their serving counterparts; "
+                         "docs/serving.md)")
+    name = learner_name(args.policy)
     for flag, given in (("--resume", args.resume), ("--reference", references), ("--learner", args.learner),
                         ("--learner-option", args.learner_option)):
         if given:
@@ -309,7 +311,7 @@ def _cmd_train_serving(args: argparse.Namespace, scenario, references: dict) -> 
     if args.init_from:
         params["checkpoint"] = str(Path(args.init_from).resolve())
     baselines = list(BASELINES) if list(args.baselines) == list(JOB_BASELINES) else list(args.baselines)
-    out = Path(args.out) if args.out else choose_run_dir(Path("runs"), f"train-{scenario.name}-serving_q")
+    out = Path(args.out) if args.out else choose_run_dir(Path("runs"), f"train-{scenario.name}-{name}")
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -324,18 +326,19 @@ def _cmd_train_serving(args: argparse.Namespace, scenario, references: dict) -> 
 
     try:
         curve = train_serving(scenario, args.episodes, out, params=params, on_episode=on_episode,
-                              overwrite=args.overwrite, command="python -m dcsim " + " ".join(sys.argv[1:]))
+                              overwrite=args.overwrite, command="python -m dcsim " + " ".join(sys.argv[1:]),
+                              learner=name)
     finally:
         if bar is not None:
             bar.close()
     md = None
     if args.eval_seeds:
         seeds = list(range(scenario.seed + args.eval_offset, scenario.seed + args.eval_offset + args.eval_seeds))
-        runs = evaluate_serving(scenario, (out / "checkpoint").resolve(), seeds, baselines)
-        md = write_serving_evaluation(out, runs, seeds)
+        runs = evaluate_serving(scenario, (out / "checkpoint").resolve(), seeds, baselines, learner=name)
+        md = write_serving_evaluation(out, runs, seeds, name)
     if not args.quiet:
         last = curve.tail(max(1, len(curve) // 10))
-        print(f"trained serving_q for {len(curve)} episodes; profit over the last {len(last)}: "
+        print(f"trained {name} for {len(curve)} episodes; profit over the last {len(last)}: "
               f"{last['profit_usd'].mean():,.2f} USD (first episode: {curve['profit_usd'].iloc[0]:,.2f} USD)")
         print(f"wrote {out}: learning_curve.csv/.png, checkpoint/, train_state.json"
               + (", evaluation.md/.csv, evaluation_runs.csv" if md is not None else ""))
@@ -535,9 +538,11 @@ def _validate_data(path: Path, scenario) -> dict:
 
     try:
         if scenario.workload.llm_serving is not None:  # a serving run reads its own inputs (docs/serving.md)
-            from dcsim.serving.runner import read_serving_data
+            from dcsim.serving.runner import read_carbon, read_serving_data
 
-            return read_serving_data(scenario, Streams(scenario.seed))[3]
+            quality = read_serving_data(scenario, Streams(scenario.seed))[3]
+            read_carbon(scenario, quality)  # the market's carbon adder reads the grid carbon file, when it has one
+            return quality
         jobs = build_jobs(scenario, Streams(scenario.seed))
         supply = build_supply(scenario)
     except ScenarioError as exc:
@@ -882,8 +887,9 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -m dcsim run SCENARIO --policy dqn --checkpoint runs/train-learn_solar-dqn/checkpoint\n"
                "  python -m dcsim train scenarios/learn_solar.yaml --algo sb3:PPO --timesteps 50000 --eval-seeds 10")
     trn.add_argument("scenario", help="scenario YAML file")
-    trn.add_argument("--policy", choices=["qlearning", "dqn", "serving_q"],
-                     help="the learning policy (or --algo); serving_q on a serving scenario (docs/serving.md)")
+    trn.add_argument("--policy", choices=["qlearning", "dqn", "serving_q", "serving_dqn"],
+                     help="the learning policy (or --algo); serving_q or serving_dqn on a serving scenario "
+                          "(docs/serving.md)")
     trn.add_argument("--algo", metavar="sb3:ALGO",
                      help="a Stable-Baselines3 learner through the Gymnasium env instead of --policy: sb3:PPO, sb3:A2C "
                           "or sb3:DQN; or mappo, multi-agent PPO through the PettingZoo env, for --episodes "

@@ -54,6 +54,7 @@ HEADLINE_METRICS: dict[str, str] = {
     "slo_attainment.e2e": "e2e SLO attainment (fraction)",
     "revenue_usd": "revenue (USD)",
     "energy_cost_usd": "energy cost (USD)",
+    "energy_cost_tokens": "energy billed by the market (tokens)",
     "profit_usd": "profit (USD)",
 }
 

@@ -53,6 +53,23 @@ def _nanmean(rounds: pd.DataFrame, column: str) -> float:
     return float(rounds[column].mean())
 
 
+def token_flows(tokens: dict[str, float]) -> dict[str, float]:
+    """``summary.json``'s token flows of a run's market (:attr:`dcsim.market_round.MarketRound.tokens` + held)."""
+    return {k: tokens[k] for k in ("minted", "spent", "held", "burned", "debit_shortfall")}
+
+
+def market_statistics(scenario: Any, rounds: pd.DataFrame, wallets: np.ndarray) -> dict[str, Any]:
+    """``summary.json``'s market block: mechanism, rounds, rationed rounds, fairness, welfare, wallet inequality."""
+    return {
+        "mechanism": scenario.market.mechanism,
+        "rounds": int(len(rounds)),
+        "rationed_rounds": int(rounds["rationed"].sum()) if not rounds.empty else 0,
+        "jain_fairness_mean": _nanmean(rounds, "jain_allocation_over_request"),
+        "welfare_ratio_mean": _nanmean(rounds, "welfare_ratio"),
+        "gini_wallets_end": gini(wallets),
+    }
+
+
 def energy_cost_tokens(result: RunResult) -> float:
     """What the energy consumed cost at the merit-order token prices: renewable and battery energy at their
     configured costs, grid energy at the exchange rate times its USD cost plus the carbon adder."""
@@ -127,21 +144,8 @@ def summarize(result: RunResult) -> dict[str, Any]:
             "p95": _pct(slowdown, 95), "p99": _pct(slowdown, 99),
         },
         "token_price": price_statistics(result.rounds),
-        "tokens": {
-            "minted": result.tokens["minted"],
-            "spent": result.tokens["spent"],
-            "held": result.tokens["held"],
-            "burned": result.tokens["burned"],
-            "debit_shortfall": result.tokens["debit_shortfall"],
-        },
-        "market": {
-            "mechanism": sc.market.mechanism,
-            "rounds": int(len(rounds)),
-            "rationed_rounds": int(rounds["rationed"].sum()) if not rounds.empty else 0,
-            "jain_fairness_mean": _nanmean(rounds, "jain_allocation_over_request"),
-            "welfare_ratio_mean": _nanmean(rounds, "welfare_ratio"),
-            "gini_wallets_end": gini(result.wallets),
-        },
+        "tokens": token_flows(result.tokens),
+        "market": market_statistics(sc, rounds, result.wallets),
         "welfare_tokens": {
             "value_of_completed_jobs": value_done,
             "energy_cost": energy_cost,

@@ -50,6 +50,14 @@ def write_tables(tables: dict[str, pd.DataFrame], out: Path, fmt: str) -> list[P
     return [write_table(df, out, stem, chosen) for stem, df in tables.items()]
 
 
+def _write_allocations(out: Path, alloc_w: np.ndarray, rounds: pd.DataFrame) -> Path:
+    """``allocations.npz``: each GPU's allocation (W above idle) at every round, with the round times."""
+    path = out / "allocations.npz"
+    time_s = rounds["time_s"].to_numpy(float) if not rounds.empty else np.zeros(0)
+    np.savez_compressed(path, alloc_w=alloc_w, time_s=time_s)
+    return path
+
+
 def write_run(run: Run, out: Path, plots: bool = False) -> list[Path]:
     """Write everything about ``run`` into ``out`` (created if needed); returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
@@ -70,8 +78,13 @@ def write_run(run: Run, out: Path, plots: bool = False) -> list[Path]:
     path.write_text(json.dumps(run.summary, indent=2) + "\n", encoding="utf-8")
     written.append(path)
     if run.summary.get("kind") == "llm_serving":  # a serving run (dcsim.serving.model.ServingResult)
-        written.extend(write_tables({"requests": r.requests, "price_steps": r.steps, "decisions": r.decisions},
-                                    out, sc.outputs.format))
+        tables = {"requests": (True, r.requests), "price_steps": (True, r.steps),
+                  "decisions": (True, r.decisions), "rounds": (sc.outputs.rounds_table, r.rounds),
+                  "ledger": (sc.outputs.ledger_table, r.ledger)}
+        written.extend(write_tables({stem: df for stem, (wanted, df) in tables.items() if wanted}, out,
+                                    sc.outputs.format))
+        if r.allocations_w is not None:
+            written.append(_write_allocations(out, r.allocations_w, r.rounds))
         if plots or sc.outputs.plots:
             from dcsim.serving.plots import plot_serving
 
@@ -87,9 +100,7 @@ def write_run(run: Run, out: Path, plots: bool = False) -> list[Path]:
     written.extend(write_tables({stem: df for stem, (wanted, df) in tables.items() if wanted}, out,
                                 sc.outputs.format))
     if r.allocations_w is not None:
-        path = out / "allocations.npz"
-        np.savez_compressed(path, alloc_w=r.allocations_w, time_s=r.rounds["time_s"].to_numpy(float))
-        written.append(path)
+        written.append(_write_allocations(out, r.allocations_w, r.rounds))
     if plots or sc.outputs.plots:
         from dcsim.plots import plot_run
 

@@ -35,6 +35,9 @@ SERVING_SECTIONS = {
     "timeline": "Configuration and denials against the energy price",
     "latency": "Latency against the SLOs",
     "steps": "Price steps: energy, cost and decisions",
+    "wallets": "Token market: wallets over time",
+    "allocations": "Token market: per-GPU allocation heatmap",
+    "ledger": "Token market: ledger",
     "scenario": "Scenario",
 }
 
@@ -355,6 +358,12 @@ def _serving_summary_section(summary: dict[str, Any]) -> str:
         ("mean price paid (USD/MWh)", en.get("mean_price_paid_usd_per_mwh")),
         ("revenue / energy cost / profit (USD)",
          " / ".join(_fmt(summary.get(s)) for s in ("revenue_usd", "energy_cost_usd", "profit_usd"))),
+        ("energy billed by the market (tokens) / mean token price (tokens/kWh)",
+         f"{_fmt(summary.get('energy_cost_tokens'))} / {_fmt(summary.get('token_price', {}).get('mean'))}"),
+        ("tokens minted / spent / held",
+         " / ".join(_fmt(summary.get("tokens", {}).get(s)) for s in ("minted", "spent", "held"))),
+        ("GPU-s throttled / paused by the market",
+         " / ".join(_fmt(summary.get("market", {}).get(s)) for s in ("throttled_gpu_s", "paused_gpu_s"))),
         ("served by configuration", ", ".join(f"{k}: {v}" for k, v in q.get("served_by_config", {}).items())),
     ]
     full = _table(["key", "value"], _flatten(summary))
@@ -393,6 +402,10 @@ def _write_serving_report(run_dir: Path, summary: dict[str, Any], meta_text: str
         "timeline": timeline,
         "latency": latency,
         "steps": table,
+        # the Token Manager's rounds run in serving runs too (docs/serving.md, "The token market")
+        "wallets": _wallets_section(read_table(run_dir, "rounds"), read_table(run_dir, "ledger")),
+        "allocations": _allocations_section(run_dir / "allocations.npz"),
+        "ledger": _ledger_section(read_table(run_dir, "ledger")),
         "scenario": (f"<details><summary>metadata.yaml (resolved scenario, seed, policy state, versions)</summary>"
                      f"<pre>{_esc(meta_text)}</pre></details>" if meta_text is not None
                      else _missing("metadata.yaml")),

@@ -21,6 +21,10 @@ The learner ignores the effect of its decision on later requests (a served reque
 others see) except through the SLO penalty that later, slower requests then pay: an honest simplification.
 Rewards are booked after a run from its request table (:meth:`ServingQ.learn_from`), so learning happens
 between episodes, not within one (docs/serving.md, "Learning policy"). numpy only; no torch.
+
+:class:`ServingLearner` holds what every serving learner shares (actions, context, epsilon-greedy acting, the
+decision log, the rewards booked after a run); :class:`ServingQ` adds the table, and
+:class:`policies.serving_dqn.ServingDQN` an MLP value function in its place.
 """
 from __future__ import annotations
 
@@ -92,43 +96,51 @@ def request_rewards(result: Any, slo_penalty: float) -> pd.DataFrame:
     return out[closed]
 
 
-class ServingQ(Policy):
-    """Tabular contextual-bandit admission and configuration choice for serving runs (module docstring).
+class ServingLearner(Policy):
+    """What the serving learners share: per-request deny / serve-with-configuration actions, the request context
+    (:meth:`features`), epsilon-greedy acting, the decision log and the per-request rewards booked after a run
+    (:meth:`learn_from`). A subclass says how a context is encoded (:meth:`encode`), valued (:meth:`action_values`)
+    and learnt from (:meth:`fit`), and how it is checkpointed.
 
     Args:
         learn: Explore (epsilon-greedy) and record decisions for :meth:`learn_from`; False: greedy, frozen.
-        checkpoint: A checkpoint folder (or its ``serving_q.npz``) written by :meth:`save_checkpoint` to start from.
         slo_penalty: Share of a request's full value (USD) charged when it is dropped or misses an SLO (>= 0).
         epsilon_start, epsilon_end, epsilon_decay_decisions: The exploration schedule (exponential,
-            :class:`policies.qtable.EpsilonSchedule`) over the requests learnt from so far (the table's visit
-            count), carried across episodes and checkpoints.
+            :class:`policies.qtable.EpsilonSchedule`) over the requests learnt from so far, carried across
+            episodes and checkpoints.
     """
 
-    name = "serving_q"
     wants_feedback = True  # a learning policy: `run --checkpoint` and `train` take it
 
-    def __init__(self, learn: bool = True, checkpoint: str | None = None, slo_penalty: float = 1.0,
-                 epsilon_start: float = 1.0, epsilon_end: float = 0.02, epsilon_decay_decisions: float = 20_000.0):
+    def __init__(self, learn: bool = True, slo_penalty: float = 1.0, epsilon_start: float = 1.0,
+                 epsilon_end: float = 0.02, epsilon_decay_decisions: float = 20_000.0):
         super().__init__()
         if not (math.isfinite(float(slo_penalty)) and float(slo_penalty) >= 0):
-            raise PolicyError(f"policy serving_q: params.slo_penalty: got {slo_penalty!r}; expected a number >= 0")
+            raise PolicyError(f"policy {self.name}: params.slo_penalty: got {slo_penalty!r}; expected a number >= 0")
         try:
             self.epsilon = EpsilonSchedule(float(epsilon_start), float(epsilon_end), float(epsilon_decay_decisions))
         except ValueError as exc:
-            raise PolicyError(f"policy serving_q: params.epsilon_*: {exc}") from None
+            raise PolicyError(f"policy {self.name}: params.epsilon_*: {exc}") from None
         self.learn = bool(learn)
         self.slo_penalty = float(slo_penalty)
-        self.disc = _discretizer()
-        self._edges = [self.disc.edges[name].tolist() for name in self.disc.names]
-        self.table: QTable | None = None
         self.decisions = 0
         self.learnt = 0
         self.price_lo, self.price_hi = math.inf, -math.inf
-        self._source: Path | None = None
-        self._prior: np.ndarray | None = None
         self._log: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        if checkpoint is not None:
-            self.load_checkpoint(checkpoint)
+
+    # ------------------------------------------------------------------------------------ what a subclass says
+    def encode(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """The requests' contexts as the learner keeps them (rows: one per request)."""
+        raise NotImplementedError
+
+    def action_values(self, context: np.ndarray, n_configs: int) -> np.ndarray:
+        """``(m, 1 + n_configs)`` values of deny and serve-with-each-row for the contexts (the greedy choice
+        reads them; ties go to the lowest action)."""
+        raise NotImplementedError
+
+    def fit(self, context: np.ndarray, action: np.ndarray, reward_usd: np.ndarray) -> None:
+        """Learn from closed requests: their contexts, actions and rewards (USD), in decision order."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------------------------ acting
     def reset(self, rng: np.random.Generator, gpu: Any, n_gpus: int) -> None:
@@ -163,6 +175,86 @@ class ServingQ(Policy):
         """ε now: the schedule read at the number of requests learnt from so far (the table's visits), so
         exploration lasts until learning has happened; learning is between episodes, so ε is constant in one."""
         return float(self.epsilon.value(self.learnt))
+
+    def serve(self, obs: RequestObservation) -> ServingDecision:
+        m = len(obs)
+        context = self.encode(self.features(obs))
+        values = self.action_values(context, obs.config_quality.size)
+        n_actions = values.shape[1]
+        action = np.argmax(values, axis=1).astype(np.int64)  # ties: the lowest action index
+        if self.learn:
+            eps = self.exploration_rate()
+            explore = self.rng.random(m) < eps
+            random_action = np.minimum((self.rng.random(m) * n_actions).astype(np.int64), n_actions - 1)
+            action = np.where(explore, random_action, action)
+            self._log.append((np.asarray(obs.request_ids, dtype=np.int64).copy(), context, action))
+        self.decisions += m
+        admission = np.where(action == DENY_ACTION, ServingAdmission.DENY, ServingAdmission.SERVE).astype(np.int8)
+        return ServingDecision(admission, np.maximum(action - 1, 0))
+
+    # ------------------------------------------------------------------------------------ learning
+    def learn_from(self, result: Any) -> dict[str, float]:
+        """Book every closed request of a finished run (:meth:`fit` on each, in decision order).
+
+        Returns:
+            ``updates`` (requests learnt from), ``reward_usd`` (their total reward), ``penalty_usd`` and the share
+            of each action among the logged decisions (``share_deny``, ``share_config_<k>``).
+        """
+        if not self._log:
+            return {"updates": 0, "reward_usd": 0.0, "penalty_usd": 0.0}
+        ids = np.concatenate([x[0] for x in self._log])
+        context = np.concatenate([x[1] for x in self._log])
+        action = np.concatenate([x[2] for x in self._log])
+        self._log = []
+        rewards = request_rewards(result, self.slo_penalty)
+        keep = np.isin(ids, rewards.index.to_numpy())
+        r = rewards.loc[ids[keep], "reward_usd"].to_numpy(float)
+        self.fit(context[keep], action[keep], r)
+        n_actions = 1 + len(result.configs)
+        share = np.bincount(action, minlength=n_actions) / action.size
+        out = {"updates": int(keep.sum()), "reward_usd": float(r.sum()),
+               "penalty_usd": float(rewards.loc[ids[keep], "penalty_usd"].sum()), "share_deny": float(share[0])}
+        out |= {f"share_config_{k}": float(share[1 + k]) for k in range(n_actions - 1)}
+        return out
+
+    def state_dict(self) -> dict:
+        return {"learn": self.learn, "slo_penalty": self.slo_penalty, "decisions": self.decisions}
+
+
+class ServingQ(ServingLearner):
+    """Tabular contextual-bandit admission and configuration choice for serving runs (module docstring).
+
+    Args:
+        learn: Explore (epsilon-greedy) and record decisions for :meth:`learn_from`; False: greedy, frozen.
+        checkpoint: A checkpoint folder (or its ``serving_q.npz``) written by :meth:`save_checkpoint` to start from.
+        slo_penalty: Share of a request's full value (USD) charged when it is dropped or misses an SLO (>= 0).
+        epsilon_start, epsilon_end, epsilon_decay_decisions: The exploration schedule (exponential,
+            :class:`policies.qtable.EpsilonSchedule`) over the requests learnt from so far (the table's visit
+            count), carried across episodes and checkpoints.
+    """
+
+    name = "serving_q"
+
+    def __init__(self, learn: bool = True, checkpoint: str | None = None, slo_penalty: float = 1.0,
+                 epsilon_start: float = 1.0, epsilon_end: float = 0.02, epsilon_decay_decisions: float = 20_000.0):
+        super().__init__(learn, slo_penalty, epsilon_start, epsilon_end, epsilon_decay_decisions)
+        self.disc = _discretizer()
+        self._edges = [self.disc.edges[name].tolist() for name in self.disc.names]
+        self.table: QTable | None = None
+        self._source: Path | None = None
+        self._prior: np.ndarray | None = None
+        if checkpoint is not None:
+            self.load_checkpoint(checkpoint)
+
+    def encode(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        return self.states(features)
+
+    def action_values(self, context: np.ndarray, n_configs: int) -> np.ndarray:
+        self._table_for(n_configs)
+        return self.greedy_values(context)
+
+    def fit(self, context: np.ndarray, action: np.ndarray, reward_usd: np.ndarray) -> None:
+        self.update(context, action, reward_usd)
 
     def states(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """State indices of feature columns: :meth:`policies.qtable.Discretizer.index`'s bins and mixed-radix order
@@ -203,47 +295,6 @@ class ServingQ(Policy):
         if state is not None:
             q, n = q[state], n[state]
         return np.where(n > 0, q, self.prior()[None, :])
-
-    def serve(self, obs: RequestObservation) -> ServingDecision:
-        m = len(obs)
-        table = self._table_for(obs.config_quality.size)
-        state = self.states(self.features(obs))
-        values = self.greedy_values(state)
-        action = np.argmax(values, axis=1).astype(np.int64)  # ties: the lowest action index
-        if self.learn:
-            eps = self.exploration_rate()
-            explore = self.rng.random(m) < eps
-            random_action = np.minimum((self.rng.random(m) * table.n_actions).astype(np.int64), table.n_actions - 1)
-            action = np.where(explore, random_action, action)
-            self._log.append((np.asarray(obs.request_ids, dtype=np.int64).copy(), state, action))
-        self.decisions += m
-        admission = np.where(action == DENY_ACTION, ServingAdmission.DENY, ServingAdmission.SERVE).astype(np.int8)
-        return ServingDecision(admission, np.maximum(action - 1, 0))
-
-    # ------------------------------------------------------------------------------------ learning
-    def learn_from(self, result: Any) -> dict[str, float]:
-        """Book every closed request of a finished run into the table (one bandit update each).
-
-        Returns:
-            ``updates`` (requests learnt from), ``reward_usd`` (their total reward), ``penalty_usd`` and the share
-            of each action among the logged decisions (``share_deny``, ``share_config_<k>``).
-        """
-        if not self._log:
-            return {"updates": 0, "reward_usd": 0.0, "penalty_usd": 0.0}
-        ids = np.concatenate([x[0] for x in self._log])
-        state = np.concatenate([x[1] for x in self._log])
-        action = np.concatenate([x[2] for x in self._log])
-        self._log = []
-        rewards = request_rewards(result, self.slo_penalty)
-        keep = np.isin(ids, rewards.index.to_numpy())
-        r = rewards.loc[ids[keep], "reward_usd"].to_numpy(float)
-        self.update(state[keep], action[keep], r)
-        n_actions = self.table.n_actions
-        share = np.bincount(action, minlength=n_actions) / action.size
-        out = {"updates": int(keep.sum()), "reward_usd": float(r.sum()),
-               "penalty_usd": float(rewards.loc[ids[keep], "penalty_usd"].sum()), "share_deny": float(share[0])}
-        out |= {f"share_config_{k}": float(share[1 + k]) for k in range(n_actions - 1)}
-        return out
 
     def update(self, state: np.ndarray, action: np.ndarray, reward_usd: np.ndarray) -> None:
         """Bandit updates ``Q(s, a) ← Q(s, a) + (r − Q(s, a)) / n(s, a)``, in the order given."""
@@ -301,6 +352,5 @@ class ServingQ(Policy):
         self.price_hi = -math.inf if hi is None else float(hi)
 
     def state_dict(self) -> dict:
-        return {"learn": self.learn, "slo_penalty": self.slo_penalty, "decisions": self.decisions,
-                "n_states": self.disc.n_states,
-                "n_actions": None if self.table is None else self.table.n_actions}
+        return super().state_dict() | {"n_states": self.disc.n_states,
+                                       "n_actions": None if self.table is None else self.table.n_actions}

@@ -113,9 +113,11 @@ def test_report_of_a_serving_run_shows_the_serving_figures(tmp_path):
     ok(dcsim_cli("report", "sv", cwd=tmp_path))
     page = (tmp_path / "sv" / "report.html").read_text(encoding="utf-8")
     for title in ("Configuration and denials against the energy price", "Latency against the SLOs",
-                  "Price steps: energy, cost and decisions"):
+                  "Price steps: energy, cost and decisions", "Token market: wallets over time",
+                  "Token market: ledger"):
         assert title in page
-    assert page.count("<img") == 2  # the timeline and the latency CDFs
+    # the timeline, the latency CDFs and the token market's wallets and allocation heatmap
+    assert page.count("<img") == 4
     summary = json.loads((tmp_path / "sv" / "summary.json").read_text())
     steps = pd.read_csv(tmp_path / "sv" / "price_steps.csv")
     assert page.count("<tr>") >= len(steps)  # one table row per price step (and the summary's rows)

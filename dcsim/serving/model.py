@@ -16,6 +16,11 @@ A separate SimPy model from the GPU-job engine (:mod:`dcsim.engine`), chosen whe
   between events and the price changes only at its series' steps (events too), so energy is ``P·Δt`` per interval
   and its cost ``P·Δt / 3.6e9 × price`` (J → MWh × USD/MWh), exactly. A request's revenue is paid when it
   completes.
+* **The token market.** The Token Manager's rounds run over the GPUs as in a job run (:mod:`dcsim.serving.market`):
+  wallets, prices, settlement for the energy above idle each GPU draws, revenue minted into wallets. A GPU's
+  round allocation ``a_g`` caps its power above idle: a batch drawing ``D_g > a_g`` at full clock runs at clock
+  ``f = (a_g / D_g)^(1/γ)`` (all its requests ``f`` times slower, drawing ``a_g``); below the minimum cap the GPU
+  pauses and takes no new request. An allocation that covers the draw changes nothing.
 * **Admission.** At each arrival instant the policy decides once for every request arriving then
   (:meth:`dcsim.policy.Policy.serve`): serve with a configuration, or deny. A served request starts at once if a
   slot is free, else waits in a FIFO queue; it is dropped if the queue is full (``max_queue``) or once it has
@@ -38,6 +43,7 @@ import simpy
 from dcsim.policy import GpuSpecView, Policy, RequestObservation, ServingAdmission, ServingView, check_serving
 from dcsim.serving.arrivals import Requests
 from dcsim.serving.configurations import ServingConfig
+from dcsim.serving.market import ServingMarket
 from dcsim.timeseries import StepSeries
 
 #: Request states in the request table.
@@ -49,6 +55,8 @@ DROP_REASONS = ("", "queue_full", "max_wait")
 RATE_WINDOW_S = 60.0
 #: Relative tolerance under which a request's work target counts as reached (float rounding of V).
 _TOL = 1e-12
+#: A GPU's draw within this factor of its allocation fits it (float rounding of the sums): full clock.
+_FITS = 1.0 + 1e-9
 #: The configuration a serving run uses without a configuration table.
 REFERENCE = ServingConfig("reference", 1.0, 1.0, 1.0)
 
@@ -66,6 +74,12 @@ class ServingResult:
         decisions: One row per policy call: time and requests deciding.
         totals: Energy (J, idle and dynamic), cost, revenue (USD).
         counters: ``events`` and ``wall_s``.
+        rounds: One row per market round (the job engine's ``rounds`` columns).
+        ledger: The token flows (``round, time_s, kind, agent, tokens``).
+        tokens: ``minted``, ``spent``, ``burned``, ``debit_shortfall`` and ``held`` tokens at the horizon.
+        wallets: Each GPU's wallet at the horizon, tokens.
+        allocations_w: Each GPU's allocation (W above idle) at every round, ``(rounds, gpus)``, or None.
+        clock: Per GPU: seconds run below full clock (``throttled_s``) and paused (``paused_s``).
     """
 
     scenario: Any
@@ -76,6 +90,12 @@ class ServingResult:
     decisions: pd.DataFrame
     totals: dict[str, float]
     counters: dict[str, float]
+    rounds: pd.DataFrame | None = None
+    ledger: pd.DataFrame | None = None
+    tokens: dict[str, float] | None = None
+    wallets: np.ndarray | None = None
+    allocations_w: np.ndarray | None = None
+    clock: dict[str, np.ndarray] | None = None
 
 
 def _gpu_view(scenario: Any) -> GpuSpecView:
@@ -99,13 +119,16 @@ class ServingSimulation:
         configs: The configuration table (at least one row).
         price: The energy price series, USD/MWh, aligned to t = 0.
         streams: The run's named streams.
+        carbon: The grid carbon intensity series, g/kWh (the market's carbon adder); None: a constant 0.
         progress: Called with the simulated time now and then (a progress bar), or None.
     """
 
     def __init__(self, scenario: Any, policy: Policy, requests: Requests, configs: list[ServingConfig],
-                 price: StepSeries, streams: Any, progress: Callable[[float], None] | None = None):
+                 price: StepSeries, streams: Any, progress: Callable[[float], None] | None = None,
+                 carbon: StepSeries | None = None):
         cfg = scenario.workload.llm_serving
         self.scenario, self.policy, self.cfg = scenario, policy, cfg
+        self.env = simpy.Environment()
         self.configs = list(configs) or [REFERENCE]
         self.price = price
         self.progress = progress
@@ -161,6 +184,23 @@ class ServingSimulation:
         self._version = [0] * c
         self._gpu_dyn_w = [0.0] * c
         self.in_service = 0
+        # the market's hold on each GPU: its clock f (progress rate factor), its power factor f^γ, whether it is
+        # paused, and its allocation above idle; open batch slots on GPUs that are not paused
+        self._speed = [1.0] * c
+        self._pfrac = [1.0] * c
+        self._paused = [False] * c
+        self._capacity = c * self.max_batch
+        self._throttled_s = [0.0] * c
+        self._paused_s = [0.0] * c
+        self._clock_t = [0.0] * c
+        self._gamma = float(scenario.cluster.power_spec()["gamma"])
+        dyn_max = max(power[b] - self.idle_w for b in range(1, self.max_batch + 1)) * max(self._phi_k)
+        self.market = ServingMarket(scenario, streams, self.env, dyn_max, price,
+                                    carbon if carbon is not None else StepSeries.constant("carbon", 0.0),
+                                    self._apply_caps)
+        self._cap_w = [self.market.cluster.span_w] * c
+        self._bw, self._boff = self.market.cluster._bw, self.market.cluster._boff
+        self._credit_usd = [0.0] * c  # revenue of completions since the last round, minted at the next round
         self.queue: deque[int] = deque()
 
         # the meter: total power, energy and cost, booked per price step
@@ -174,7 +214,6 @@ class ServingSimulation:
         self._step = [0.0, 0.0, 0.0, 0, 0, 0, 0.0]  # start, energy, cost, arrivals, served, denied, quality sum
         self._rate, self._rate_t = 0.0, 0.0
         self.decision_rows: list[tuple[float, int]] = []
-        self.env = simpy.Environment()
         self.events = 0
         policy.reset(streams.generator("policy"), _gpu_view(scenario), self.c)
 
@@ -221,7 +260,10 @@ class ServingSimulation:
             return
         b = self._b[g]
         if b:
-            rate = self._rate_of[b]
+            rate = self._rate_of[b] * self._speed[g]
+            if rate == 0.0:  # paused by the market: no progress, idle power
+                self._last[g] = now
+                return
             v0 = self._v[g]
             v1 = v0 + rate * dt
             heap = self._prefill_heap[g]
@@ -231,22 +273,59 @@ class ServingSimulation:
                 target, i = heapq.heappop(heap)
                 self.first_token[i] = min(now, last + max(0.0, target - v0) / rate)
             self._v[g] = v1
-            self._u[g] += self._dyn_of[b] * dt
+            self._u[g] += self._dyn_of[b] * self._pfrac[g] * dt
         self._last[g] = now
 
     def _set_power(self, g: int) -> None:
+        """GPU ``g``'s draw from now on (its batch or its allocation changed; it is advanced to now): full clock if
+        its batch's draw fits its allocation, else the clock that makes it draw the allocation (paused: idle)."""
         b = self._b[g]
-        new = self._dyn_of[b] * self._phi_sum[g] if b else 0.0
+        demand = self._dyn_of[b] * self._phi_sum[g] if b else 0.0
+        if self._paused[g]:
+            speed = pfrac = 0.0
+        elif demand <= self._cap_w[g] * _FITS:
+            speed = pfrac = 1.0
+        else:
+            pfrac = self._cap_w[g] / demand
+            speed = pfrac ** (1.0 / self._gamma)
+        if speed != self._speed[g]:
+            self._set_clock(g, speed)
+        self._pfrac[g] = pfrac
+        new = demand * pfrac
         self._power_w += new - self._gpu_dyn_w[g]
         self._gpu_dyn_w[g] = new
+        bw = self._bw  # the market's meter of the GPU's billable energy: E = billable_off + billable_w·t
+        old = bw[g]
+        if old != new:
+            self._boff[g] += (old - new) * self.env.now
+            bw[g] = new
+
+    def _mint_credits(self) -> None:
+        """Mint the revenue each GPU earned since the last round into its wallet (before a round and at the end)."""
+        credit = self._credit_usd
+        for g, usd in enumerate(credit):
+            if usd:
+                self.market.credit(g, usd)
+                credit[g] = 0.0
+
+    def _set_clock(self, g: int, speed: float) -> None:
+        """Book the time GPU ``g`` spent at its old clock (throttled or paused) and switch to ``speed``."""
+        now = self.env.now
+        old = self._speed[g]
+        self.market.cluster._ck[g] = speed
+        if old < 1.0:
+            (self._paused_s if old == 0.0 else self._throttled_s)[g] += now - self._clock_t[g]
+        self._clock_t[g] = now
+        self._speed[g] = speed
 
     def _schedule(self, g: int) -> None:
         """(Re)schedule GPU ``g``'s next completion from its virtual progress (older timers are ignored)."""
         self._version[g] += 1
         heap = self._finish_heap[g]
-        if not heap:
+        rate = self._rate_of[self._b[g]] * self._speed[g]
+        if not heap or rate == 0.0:  # nothing to finish, or paused until a round grants power
             return
-        delay = max(0.0, (heap[0][0] - self._v[g]) / self._rate_of[self._b[g]])
+        delay = max(0.0, (heap[0][0] - self._v[g]) / rate)
         version = self._version[g]
         ev = self.env.timeout(delay)
         ev.callbacks.append(lambda _ev, g=g, version=version: self._on_timer(g, version))
@@ -278,7 +357,7 @@ class ServingSimulation:
         changed: set[int] = set()
         self._expire(now)
         queue = self.queue
-        while queue and self.in_service < self.c * self.max_batch:
+        while queue and self.in_service < self._capacity:
             g = int(self._b_np.argmin())
             if g not in changed:
                 self._advance(g, now)
@@ -317,7 +396,7 @@ class ServingSimulation:
             _, i = heapq.heappop(heap)
             self._complete(i, g, now, u)
             done += 1
-        if not done and heap and now + (heap[0][0] - v) / self._rate_of[self._b[g]] == now:
+        if not done and heap and now + (heap[0][0] - v) / (self._rate_of[self._b[g]] * self._speed[g]) == now:
             # the rest of the work is below the resolution of the clock at this time: it is done now (else a
             # zero delay would fire again with nothing to advance)
             _, i = heapq.heappop(heap)
@@ -350,8 +429,61 @@ class ServingSimulation:
             value *= self._q_k[k]
         self.revenue[i] = value
         self.revenue_usd += value
+        self._credit_usd[g] += value
         self._rate = self._rate * math.exp(-(now - self._rate_t) / RATE_WINDOW_S) + 1.0 / RATE_WINDOW_S
         self._rate_t = now
+
+    # ------------------------------------------------------------------------------------ the market
+    def _apply_caps(self, alloc_w: np.ndarray) -> np.ndarray:
+        """A round's allocations (W above idle per GPU) hold from now: re-clock, pause or resume the GPUs whose
+        draw they change (a GPU whose allocation covers its draw before and after is left as it is). Returns the
+        allocation each GPU holds (0 for a paused one)."""
+        now = self.env.now
+        market = self.market
+        held = np.asarray(alloc_w, dtype=float).copy()
+        metered = resumed = False
+        for g, a in enumerate(held.tolist()):
+            paused = market.below_min_cap(a)
+            if paused:
+                held[g] = 0.0
+            if a == self._cap_w[g] and paused == self._paused[g]:
+                continue
+            b = self._b[g]
+            demand = self._dyn_of[b] * self._phi_sum[g] if b else 0.0
+            old_cap, self._cap_w[g] = self._cap_w[g], a
+            if paused == self._paused[g] and not paused and demand <= a * _FITS and demand <= old_cap * _FITS:
+                continue  # full clock before and after
+            if not metered:
+                self._meter(now)
+                metered = True
+            self._advance(g, now)
+            if paused != self._paused[g]:
+                self._paused[g] = paused
+                free = self.max_batch - b
+                if paused:
+                    self._b_np[g] += self.max_batch  # never the least-loaded GPU while paused
+                    self._capacity -= free
+                else:
+                    self._b_np[g] -= self.max_batch
+                    self._capacity += free
+                    resumed = True
+            self._set_power(g)
+            self._schedule(g)
+        if resumed:  # queued requests may start on the GPUs that run again
+            for h in self._fill(now):
+                self._set_power(h)
+                self._schedule(h)
+        return held
+
+    def _rounds(self):
+        """The Token Manager's periodic rounds (:class:`dcsim.serving.market.ServingMarket`)."""
+        env, market = self.env, self.market
+        for k, t in enumerate(market.round.round_times.tolist()):
+            if t > env.now:
+                yield env.timeout(t - env.now)
+            self.events += 1
+            self._mint_credits()
+            market.run_round(k)
 
     # ------------------------------------------------------------------------------------ arrivals
     def _view(self, now: float) -> ServingView:
@@ -359,7 +491,7 @@ class ServingSimulation:
         return ServingView(
             time_s=now, hour_utc=(self._hour0 + now / 3600.0) % 24.0, price_usd_per_mwh=self._price_now,
             queue_length=len(self.queue), in_service=self.in_service,
-            free_slots=self.c * self.max_batch - self.in_service, gpus=self.c, max_batch=self.max_batch,
+            free_slots=self._capacity - self.in_service, gpus=self.c, max_batch=self.max_batch,
             completion_rate_per_s=self._rate * math.exp(-(now - self._rate_t) / RATE_WINDOW_S),
             slo_ttft_s=slo.ttft_s, slo_e2e_s=slo.e2e_s)
 
@@ -377,7 +509,7 @@ class ServingSimulation:
         step = self._step
         step[3] += hi - lo
         max_queue = self.cfg.max_queue
-        slots = self.c * self.max_batch
+        slots = self._capacity
         changed: set[int] = set()
         queue = self.queue
         for i, a, k in zip(range(lo, hi), admission.tolist(), config.tolist()):
@@ -424,6 +556,7 @@ class ServingSimulation:
         wall0 = time.perf_counter()
         self.env.process(self._arrivals())
         self.env.process(self._prices())
+        self.env.process(self._rounds())
         self.env.run(until=self.horizon_s)
         end = self.horizon_s
         self._meter(end)
@@ -433,6 +566,9 @@ class ServingSimulation:
             u = self._u[g]
             for _, i in self._finish_heap[g]:
                 self.energy_j[i] = self._phi[i] * (u - self._u0[i])  # energy so far of a request still in service
+            self._set_clock(g, self._speed[g])  # book the time at a lowered clock up to the horizon
+        self._mint_credits()
+        self.market.close()
         self._close_step(end)
         wall = time.perf_counter() - wall0
         return self._result(wall)
@@ -473,5 +609,14 @@ class ServingSimulation:
         totals = {"energy_j": self.energy_j_total, "idle_energy_j": idle_j,
                   "dynamic_energy_j": self.energy_j_total - idle_j, "energy_cost_usd": self.cost_usd,
                   "revenue_usd": self.revenue_usd}
-        return ServingResult(self.scenario, self.policy, self.configs, requests, steps, decisions, totals,
-                             {"events": self.events, "wall_s": wall})
+        mr = self.market.round
+        alloc = mr.alloc_rows
+        return ServingResult(
+            self.scenario, self.policy, self.configs, requests, steps, decisions, totals,
+            {"events": self.events, "wall_s": wall},
+            rounds=pd.DataFrame(mr.round_rows),
+            ledger=pd.DataFrame(mr.ledger_rows, columns=["round", "time_s", "kind", "agent", "tokens"]),
+            tokens=dict(mr.tokens) | {"held": float(mr.wallet.sum())}, wallets=mr.wallet.copy(),
+            allocations_w=None if alloc is None else
+            (np.stack(alloc) if alloc else np.zeros((0, self.c), dtype=np.float32)),
+            clock={"throttled_s": np.array(self._throttled_s), "paused_s": np.array(self._paused_s)})

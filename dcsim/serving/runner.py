@@ -34,6 +34,18 @@ def price_series(scenario: Any, quality: dict[str, dict]) -> StepSeries:
     return series
 
 
+def carbon_series(scenario: Any, quality: dict[str, dict]) -> StepSeries:
+    """The grid carbon intensity the serving run's market prices through its carbon adder (g/kWh): read only when
+    ``market.supply_curve.carbon_adder_tokens_per_kg`` is set (else the series is never used: a constant 0)."""
+    from dcsim.supply import _grid_series
+
+    source = scenario.supply.grid.carbon_g_per_kwh
+    if scenario.market.supply_curve.carbon_adder_tokens_per_kg == 0 and source.constant is None:
+        return StepSeries.constant("grid carbon_g_per_kwh", 0.0)
+    return _grid_series("carbon_g_per_kwh", source, "carbon", pd.Timestamp(scenario.start), scenario.supply,
+                        quality, "supply.grid.carbon_g_per_kwh")
+
+
 def read_serving_data(scenario: Any, streams: Any):
     """Read every input of a serving run: the requests, the configuration table and the price series.
 
@@ -56,12 +68,25 @@ def read_serving_data(scenario: Any, streams: Any):
     return requests, configs, price, quality
 
 
+def read_carbon(scenario: Any, quality: dict[str, dict]) -> StepSeries:
+    """:func:`carbon_series`, its range checked against the horizon like the price's."""
+    series = carbon_series(scenario, quality)
+    try:
+        series.change_times(0.0, scenario.horizon_s)
+    except SeriesRangeError as exc:
+        raise ScenarioError(None, [("supply.grid.carbon_g_per_kwh", f"{series.start_s:.0f}..{series.end_s:.0f} s",
+                                    str(exc))]) from None
+    return series
+
+
 def simulate_serving(scenario: Any, policy: Policy, streams: Any,
                      progress: Callable[[float], None] | None = None) -> tuple[ServingResult, dict]:
     """Build the requests, configurations and price of ``scenario`` and simulate; returns the result and the
     data-quality records of the files read."""
     requests, configs, price, quality = read_serving_data(scenario, streams)
-    result = ServingSimulation(scenario, policy, requests, configs, price, streams, progress=progress).run()
+    carbon = read_carbon(scenario, quality)
+    result = ServingSimulation(scenario, policy, requests, configs, price, streams, progress=progress,
+                               carbon=carbon).run()
     return result, quality
 
 
@@ -80,7 +105,7 @@ def summarize_serving(result: ServingResult) -> dict[str, Any]:
     Rates are over the requests that arrived; quality, latency and SLO attainment over the served (completed)
     requests that arrived at or after ``warmup_s``.
     """
-    from dcsim.metrics import _nan_to_none
+    from dcsim.metrics import _nan_to_none, market_statistics, price_statistics, token_flows
 
     sc = result.scenario
     cfg = sc.workload.llm_serving
@@ -117,6 +142,8 @@ def summarize_serving(result: ServingResult) -> dict[str, Any]:
                            "ttft_s": cfg.slo.ttft_s, "e2e_s": cfg.slo.e2e_s},
         "revenue_usd": revenue,
         "energy_cost_usd": cost,
+        # what the Token Manager charged the GPUs for their energy above idle, at its round prices (tokens)
+        "energy_cost_tokens": result.tokens["spent"],
         "profit_usd": revenue - cost,
         "requests": {"arrived": arrived, **{k: counts[k] for k in ("served", "denied", "dropped")},
                      "dropped_by_reason": {str(k): int(v) for k, v in drops.items()},
@@ -128,9 +155,15 @@ def summarize_serving(result: ServingResult) -> dict[str, Any]:
         "energy": {"consumed_j": energy, "consumed_kwh": energy / 3.6e6,
                    "idle_j": result.totals["idle_energy_j"], "requests_j": float(r["energy_j"].sum()),
                    "mean_price_paid_usd_per_mwh": cost / energy * J_PER_MWH if energy > 0 else math.nan},
-        # tokens are dcsim's internal currency, USD the external one: the market's exchange rate converts
+        # tokens are dcsim's internal currency, USD the external one: revenue, energy_cost and profit are the USD
+        # figures at the market's exchange rate; minted ... debit_shortfall are the market's own flows
         "tokens": {"tokens_per_usd": tokens_per_usd, "revenue": revenue * tokens_per_usd,
-                   "energy_cost": cost * tokens_per_usd, "profit": (revenue - cost) * tokens_per_usd},
+                   "energy_cost": cost * tokens_per_usd, "profit": (revenue - cost) * tokens_per_usd,
+                   **token_flows(result.tokens)},
+        "token_price": price_statistics(result.rounds),
+        "market": market_statistics(sc, result.rounds, result.wallets)
+        | {"throttled_gpu_s": float(result.clock["throttled_s"].sum()),
+           "paused_gpu_s": float(result.clock["paused_s"].sum())},
         "performance": {"events": int(result.counters["events"]), "wall_s": wall,
                         "requests_per_wall_s": arrived / wall if wall > 0 else math.nan,
                         "simulated_s_per_wall_s": sc.horizon_s / wall if wall > 0 else math.nan},
@@ -162,6 +195,10 @@ def serving_table(summary: dict[str, Any]) -> str:
                             f"(mean price {f(summary['energy']['mean_price_paid_usd_per_mwh'], ',.2f')} $/MWh)"),
         ("revenue / energy cost / profit", f"${f(summary['revenue_usd'], ',.2f')} / ${f(summary['energy_cost_usd'], ',.2f')} / "
                                            f"${f(summary['profit_usd'], ',.2f')}"),
+        ("tokens spent on energy / mean token price", f"{f(summary['energy_cost_tokens'], ',.3f')} tokens / "
+                                                      f"{f(summary['token_price']['mean'], ',.3f')} tokens/kWh"),
+        ("GPU-s throttled / paused by the market", f"{f(summary['market']['throttled_gpu_s'], ',.0f')} / "
+                                                   f"{f(summary['market']['paused_gpu_s'], ',.0f')}"),
         ("requests / wall-second", f"{f(summary['performance']['requests_per_wall_s'], ',.0f')}"),
     ]
     width = max(len(k) for k, _ in rows)

@@ -1,16 +1,18 @@
-"""Trains the serving learner (policies/serving_learner.py) on a serving scenario and evaluates it against the rules.
+"""Trains a serving learner (``serving_q`` or ``serving_dqn``) on a serving scenario and evaluates it against the rules.
 
 A small trainer of its own beside :func:`dcsim.train.train` (which is written around the GPU-job engine's
 per-agent feedback): each episode is one serving run on seed ``scenario.seed + episode`` with the learner
-exploring; after it the run's closed requests are booked into the table (a contextual-bandit update per request,
-:meth:`policies.serving_learner.ServingQ.learn_from`). It writes what ``train`` writes for job runs —
-``learning_curve.csv/.png``, ``checkpoint/``, ``train_state.json`` and, with evaluation seeds,
+exploring; after it the run's closed requests are booked into the learner
+(:meth:`policies.serving_learner.ServingLearner.learn_from`: a contextual-bandit update per request for the table
+of ``serving_q``, replay and minibatch steps for the network of ``serving_dqn``). It writes what ``train`` writes
+for job runs — ``learning_curve.csv/.png``, ``checkpoint/``, ``train_state.json`` and, with evaluation seeds,
 ``evaluation.md/.csv`` and ``evaluation_runs.csv`` with paired 95% CIs of profit against the serving rule
 baselines — but has no ``--resume`` and keeps no transitions file (docs/serving.md, "Learning policy").
 """
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -20,17 +22,20 @@ import pandas as pd
 from dcsim.errors import DcsimError
 from dcsim.train import plot_learning_curve
 
-#: The learner's import target, and the names ``train --policy`` accepts for it.
-LEARNER = "policies.serving_learner:ServingQ"
-LEARNER_NAMES = ("serving_q", LEARNER)
+#: The serving learners by name, and their import targets.
+LEARNERS = {"serving_q": "policies.serving_learner:ServingQ", "serving_dqn": "policies.serving_dqn:ServingDQN"}
+#: The tabular learner's import target (the default learner).
+LEARNER = LEARNERS["serving_q"]
+#: The names ``train --policy`` accepts on a serving scenario.
+LEARNER_NAMES = tuple(LEARNERS) + tuple(LEARNERS.values())
 #: The serving rule baselines (policies/serving.py) the evaluation compares against by default.
 BASELINES = {"serving_full_kv": "policies.serving:FullKV",
              "serving_quality_floor": "policies.serving:QualityFloor",
              "serving_price_aware": "policies.serving:PriceAware",
              "serving_deny_over_slo": "policies.serving:DenyOverSlo"}
-#: Files a training writes into its folder (``checkpoint/`` holds the two checkpoint files).
+#: Files a training writes into its folder, beside ``checkpoint/`` (the learner's checkpoint files).
 OUTPUT_FILES = ("learning_curve.csv", "learning_curve.png", "train_state.json", "evaluation.md", "evaluation.csv",
-                "evaluation_runs.csv", "checkpoint/serving_q.npz", "checkpoint/serving_q.json")
+                "evaluation_runs.csv")
 #: Headline columns of an evaluation row.
 EVAL_COLUMNS = ("profit_usd", "revenue_usd", "energy_cost_usd", "success_rate", "denial_rate", "mean_quality",
                 "slo_ttft")
@@ -40,10 +45,18 @@ def _target(name: str) -> str:
     return BASELINES.get(name, name)
 
 
+def learner_name(name: str) -> str:
+    """The serving learner ``name`` (a registered name or its import target) stands for."""
+    for short, target in LEARNERS.items():
+        if name in (short, target):
+            return short
+    raise DcsimError(f"--policy {name}: allowed on a serving scenario: {', '.join(LEARNER_NAMES)}")
+
+
 def train_serving(scenario: Any, episodes: int, out: Path, *, params: dict[str, Any] | None = None,
                   on_episode: Callable[[dict[str, Any]], None] | None = None, overwrite: bool = False,
-                  command: str = "") -> pd.DataFrame:
-    """Train :class:`policies.serving_learner.ServingQ` for ``episodes`` serving runs; write ``out``.
+                  command: str = "", learner: str = "serving_q") -> pd.DataFrame:
+    """Train a serving learner for ``episodes`` serving runs; write ``out``.
 
     Args:
         scenario: A scenario with ``workload.llm_serving``.
@@ -53,6 +66,8 @@ def train_serving(scenario: Any, episodes: int, out: Path, *, params: dict[str, 
         on_episode: Called with each learning-curve row.
         overwrite: Replace an existing ``out``.
         command: The command line, recorded in ``train_state.json``.
+        learner: ``serving_q`` (:class:`policies.serving_learner.ServingQ`) or ``serving_dqn``
+            (:class:`policies.serving_dqn.ServingDQN`, needs torch).
 
     Returns:
         The learning curve: one row per episode (profit, the learner's reward, epsilon, action shares).
@@ -60,8 +75,9 @@ def train_serving(scenario: Any, episodes: int, out: Path, *, params: dict[str, 
     from dcsim.policy import load_policy
     from dcsim.runner import run_scenario
 
+    name = learner_name(learner)
     if scenario.workload.llm_serving is None:
-        raise DcsimError("train --policy serving_q: the scenario has no workload.llm_serving section; the serving "
+        raise DcsimError(f"train --policy {name}: the scenario has no workload.llm_serving section; the serving "
                          "learner trains on serving scenarios only (docs/serving.md)")
     if int(episodes) != episodes or episodes < 1:
         raise DcsimError(f"--episodes {episodes}: allowed: an integer >= 1")
@@ -69,11 +85,13 @@ def train_serving(scenario: Any, episodes: int, out: Path, *, params: dict[str, 
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise DcsimError(f"{out}: already exists; give --overwrite to replace it, or another --out")
     out.mkdir(parents=True, exist_ok=True)
-    for name in OUTPUT_FILES:  # --overwrite: no file of an earlier training is left to be mistaken for this one's
-        (out / name).unlink(missing_ok=True)
+    for file in OUTPUT_FILES:  # --overwrite: no file of an earlier training is left to be mistaken for this one's
+        (out / file).unlink(missing_ok=True)
+    if (out / "checkpoint").is_dir():
+        shutil.rmtree(out / "checkpoint")
     params = dict(params or {})
     params["learn"] = True
-    policy = load_policy(LEARNER, params)
+    policy = load_policy(LEARNERS[name], params)
     rows = []
     for episode in range(int(episodes)):
         sc = scenario.model_copy(update={"seed": scenario.seed + episode})
@@ -95,10 +113,10 @@ def train_serving(scenario: Any, episodes: int, out: Path, *, params: dict[str, 
     curve = pd.DataFrame(rows)
     policy.save_checkpoint(out / "checkpoint")
     curve.to_csv(out / "learning_curve.csv", index=False)
-    plot_learning_curve(curve, out / "learning_curve.png", f"{scenario.name}: serving_q", value="profit_usd",
+    plot_learning_curve(curve, out / "learning_curve.png", f"{scenario.name}: {name}", value="profit_usd",
                         value_label="profit (USD)", point_label="profit (episode)", epsilon="epsilon",
                         epsilon_label="ε in the episode")
-    state = {"kind": "llm_serving", "policy": "serving_q", "target": LEARNER, "episodes_done": int(episodes),
+    state = {"kind": "llm_serving", "policy": name, "target": LEARNERS[name], "episodes_done": int(episodes),
              "scenario": scenario.name, "seed": scenario.seed, "params": {k: v for k, v in params.items()},
              "decisions": policy.decisions, "command": command}
     (out / "train_state.json").write_text(json.dumps(state, indent=2, default=str) + "\n", encoding="utf-8")
@@ -106,7 +124,7 @@ def train_serving(scenario: Any, episodes: int, out: Path, *, params: dict[str, 
 
 
 def evaluate_serving(scenario: Any, checkpoint: Path, seeds: list[int], baselines: list[str] | None = None,
-                     on_run: Callable[[], None] | None = None) -> pd.DataFrame:
+                     on_run: Callable[[], None] | None = None, learner: str = "serving_q") -> pd.DataFrame:
     """Run the frozen learner (greedy, from ``checkpoint``) and each baseline on every seed; one row per run.
 
     Every arm sees the same requests on a seed (arrivals draw from their own streams, not the policy's).
@@ -114,7 +132,8 @@ def evaluate_serving(scenario: Any, checkpoint: Path, seeds: list[int], baseline
     from dcsim.policy import load_policy
     from dcsim.runner import run_scenario
 
-    arms = {"serving_q": (LEARNER, {"checkpoint": str(checkpoint), "learn": False})}
+    name = learner_name(learner)
+    arms = {name: (LEARNERS[name], {"checkpoint": str(checkpoint), "learn": False})}
     arms |= {b: (_target(b), {}) for b in (baselines if baselines is not None else list(BASELINES))}
     for label, (target, params) in arms.items():  # an unknown baseline fails before any run
         load_policy(target, params)
@@ -164,11 +183,11 @@ def serving_evaluation_table(runs: pd.DataFrame, learned: str = "serving_q") -> 
     return table, md + ("\n\n" + "\n".join(lines) if lines else "")
 
 
-def write_serving_evaluation(out: Path, runs: pd.DataFrame, seeds: list[int]) -> str:
+def write_serving_evaluation(out: Path, runs: pd.DataFrame, seeds: list[int], learned: str = "serving_q") -> str:
     """Write ``evaluation_runs.csv``, ``evaluation.csv`` and ``evaluation.md`` into ``out``; returns the Markdown."""
-    table, md = serving_evaluation_table(runs)
+    table, md = serving_evaluation_table(runs, learned)
     runs.to_csv(out / "evaluation_runs.csv", index=False)
     table.to_csv(out / "evaluation.csv", index=False)
-    (out / "evaluation.md").write_text(f"Evaluation on seeds {seeds[0]}..{seeds[-1]} (serving_q greedy, frozen):\n\n"
+    (out / "evaluation.md").write_text(f"Evaluation on seeds {seeds[0]}..{seeds[-1]} ({learned} greedy, frozen):\n\n"
                                        + md + "\n", encoding="utf-8")
     return md
