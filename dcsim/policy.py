@@ -201,7 +201,63 @@ class AgentObservation:
     feedback: Feedback | None = None
 
     def __len__(self) -> int:
-        return int(self.gpu_ids.size)
+        few = self.__dict__.get("_few")
+        return len(few["gpu_ids"]) if few is not None else int(self.gpu_ids.size)
+
+    def as_list(self, name: str) -> list:
+        """Field ``name`` (an array field) as a list of Python numbers: ``getattr(obs, name).tolist()``, without
+        building the array when the engine made this observation from Python values (a few deciding agents)."""
+        few = self.__dict__.get("_few")
+        if few is not None and name in few and name not in self.__dict__:
+            return list(few[name])
+        return getattr(self, name).tolist()
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for a field not yet in the instance: an observation of a few agents keeps the Python values
+        # read at its decision instant and builds each array (and the market view) on first access.
+        d = self.__dict__
+        few = d.get("_few")
+        if few is not None:
+            if name in few:
+                value = d[name] = np.array(few[name], dtype=_FEW_DTYPES[name])
+                return value
+            if name == "market":
+                value = d[name] = _market_view(d["_market"])
+                return value
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __getstate__(self) -> dict:
+        for f in _AGENT_FIELDS:  # an observation of a few agents: build what is still lazy
+            getattr(self, f)
+        return {k: v for k, v in self.__dict__.items() if k in _AGENT_FIELDS}
+
+
+_FEW_DTYPES = {"gpu_ids": np.int64, "state": np.int8, "has_job": np.bool_, "job_remaining_s": np.float64,
+               "job_slack_s": np.float64, "job_clock_sensitivity": np.float64, "job_value_tokens": np.float64,
+               "job_gpus": np.int64, "wallet_tokens": np.float64}
+_AGENT_FIELDS = ("gpu_ids", "state", "has_job", "job_remaining_s", "job_slack_s", "job_clock_sensitivity",
+                 "job_value_tokens", "job_gpus", "wallet_tokens", "market", "gpu", "feedback")
+_MARKET_FIELDS = ("time_s", "hour_utc", "renewable_w", "demand_w", "renewable_fraction", "price_tokens_per_kwh",
+                  "base_price_tokens_per_kwh", "grid_carbon_g_per_kwh", "grid_price_usd_per_mwh", "battery_soc",
+                  "queue_length", "deferred_jobs", "next_round_s")
+
+
+def _market_view(values: tuple) -> MarketView:
+    """A :class:`MarketView` of the field values ``values`` (in field order), built without its generated
+    ``__init__``; equal, field for field, to ``MarketView(*values)``."""
+    view = object.__new__(MarketView)
+    view.__dict__.update(zip(_MARKET_FIELDS, values))
+    return view
+
+
+def few_agent_observation(fields: dict, market: tuple, gpu: GpuSpecView, feedback: Feedback | None) -> AgentObservation:
+    """An :class:`AgentObservation` of a few agents from Python values read at the decision instant: ``fields``
+    maps every array field to its list of values, ``market`` holds the :class:`MarketView`'s field values in field
+    order. The arrays and the market view are built on first access (equal, dtype included, to those of an
+    observation built from arrays); :meth:`AgentObservation.as_list` reads the lists without building them."""
+    obs = object.__new__(AgentObservation)
+    obs.__dict__.update(_few=fields, _market=market, gpu=gpu, feedback=feedback)
+    return obs
 
 
 @dataclass(frozen=True)
@@ -554,6 +610,60 @@ def check_bids(bids: Any, n: int, who: str) -> Bids:
         if kelly.shape != (n,) or np.any(~np.isfinite(kelly)) or np.any(kelly < 0):
             raise PolicyError(f"{who}: Bids.kelly_tokens must be finite, >= 0 and of shape ({n},)")
     return Bids(req, price, steps_w, steps_price, kelly)
+
+
+_F8 = np.dtype(np.float64)
+
+
+def few_actions(values: Any, n: int, enum: type[IntEnum]) -> list[int] | None:
+    """For a few agents: the actions :func:`check_actions` would accept, as a list of Python ints (what
+    ``check_actions(values, n, enum, who).tolist()`` gives), for an integer array of shape ``(n,)``; None for
+    anything else, valid or not (then :func:`check_actions` decides, and names the error)."""
+    if type(values) is not np.ndarray or values.shape != (n,) or values.dtype.kind not in "iu":
+        return None
+    vals = values.tolist()
+    size = _enum_size(enum)
+    for v in vals:
+        if not 0 <= v < size:
+            return None
+    return vals
+
+
+def few_bid_values(bids: Any, n: int) -> tuple[list[float], list[float], list | None] | None:
+    """For a few agents: the values of bids :func:`check_bids` would accept, as Python floats: ``(request_w,
+    max_price, steps)``, ``steps`` None or one ``(steps_w row, steps_price row)`` pair per agent. Only for a
+    :class:`Bids` of float64 arrays with at most two blocks and no ``kelly_tokens``; None for anything else,
+    valid or not (then :func:`check_bids` decides, and names the error)."""
+    if type(bids) is not Bids or bids.kelly_tokens is not None:
+        return None
+    req, price = bids.request_w, bids.max_price_tokens_per_kwh
+    if (type(req) is not np.ndarray or type(price) is not np.ndarray or req.dtype is not _F8
+            or price.dtype is not _F8 or req.shape != (n,) or price.shape != (n,)):
+        return None
+    r, p = req.tolist(), price.tolist()
+    for v in r:
+        if not v >= 0:  # NaN or negative
+            return None
+    for v in p:
+        if not v >= 0:
+            return None
+    sw, sp = bids.steps_w, bids.steps_price
+    if sw is None and sp is None:
+        return r, p, None
+    if (type(sw) is not np.ndarray or type(sp) is not np.ndarray or sw.dtype is not _F8 or sp.dtype is not _F8
+            or sw.ndim != 2 or sw.shape != sp.shape or sw.shape[0] != n or sw.shape[1] > 2):
+        return None
+    steps = list(zip(sw.tolist(), sp.tolist()))
+    for w_row, p_row in steps:
+        for w in w_row:
+            if not (math.isfinite(w) and w >= 0):
+                return None
+        for v in p_row:
+            if not v >= 0:  # NaN or negative (inf allowed)
+                return None
+        if len(p_row) == 2 and p_row[1] - p_row[0] > 0:  # np.diff(steps_price, axis=1) > 0
+            return None
+    return r, p, steps
 
 
 def check_dispatch(command: Any, who: str) -> BatteryCommand:
