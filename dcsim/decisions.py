@@ -108,50 +108,20 @@ class DecisionDispatcher:
         now = self.env.now
         asg, st, wal = self.cluster._asg, self.cluster._st, self.market._wal
         rem_s, rate, last_s = self._job_rem, self._job_rate, self._job_last
-        deadline, beta_of, value_of, gpus_of = self._job_deadline, self._job_beta, self._job_value, self._job_gpus
-        if len(ids) == 1:  # the common case: one GPU
-            g = ids[0]
+        rows = []
+        for g in ids:  # one tuple per agent, in dcsim.policy.ROW_FIELDS order
             j = asg[g]
             if j >= 0:
                 r = rem_s[j] - rate[j] * (now - last_s[j])
                 r = r if r > 0.0 else 0.0  # max(0.0, r)
-                fields = {"state": [st[g]], "has_job": [True], "job_remaining_s": [r],
-                          "job_slack_s": [deadline[j] - now - r], "job_clock_sensitivity": [beta_of[j]],
-                          "job_value_tokens": [value_of[j]], "job_gpus": [gpus_of[j]], "wallet_tokens": [wal[g]]}
+                rows.append((st[g], True, r, self._job_deadline[j] - now - r, self._job_beta[j], self._job_value[j],
+                             self._job_gpus[j], wal[g]))
             else:
-                fields = {"state": [st[g]], "has_job": [False], "job_remaining_s": [0.0], "job_slack_s": [_INF],
-                          "job_clock_sensitivity": [1.0], "job_value_tokens": [0.0], "job_gpus": [0],
-                          "wallet_tokens": [wal[g]]}
-        else:
-            states, has, rems, slacks, betas, values, gpus, wallets = [], [], [], [], [], [], [], []
-            for g in ids:
-                j = asg[g]
-                states.append(st[g])
-                wallets.append(wal[g])
-                if j >= 0:
-                    r = rem_s[j] - rate[j] * (now - last_s[j])
-                    r = r if r > 0.0 else 0.0
-                    has.append(True)
-                    rems.append(r)
-                    slacks.append(deadline[j] - now - r)
-                    betas.append(beta_of[j])
-                    values.append(value_of[j])
-                    gpus.append(gpus_of[j])
-                else:
-                    has.append(False)
-                    rems.append(0.0)
-                    slacks.append(_INF)
-                    betas.append(1.0)
-                    values.append(0.0)
-                    gpus.append(0)
-            fields = {"state": states, "has_job": has, "job_remaining_s": rems, "job_slack_s": slacks,
-                      "job_clock_sensitivity": betas, "job_value_tokens": values, "job_gpus": gpus,
-                      "wallet_tokens": wallets}
-        fields["gpu_ids"] = ids
+                rows.append((st[g], False, 0.0, _INF, 1.0, 0.0, 0, wal[g]))
         feedback = None
         if self.rewards is not None:
             feedback = self.rewards.feedback(np.array(ids, dtype=np.int64) if idx is None else idx)
-        obs = few_agent_observation(fields, self._market_values(), self.cluster.gpu_view, feedback)
+        obs = few_agent_observation(ids, rows, self._market_values(), self.cluster.gpu_view, feedback)
         if idx is not None:
             obs.__dict__["gpu_ids"] = idx
         return obs
@@ -193,7 +163,12 @@ class DecisionDispatcher:
         values = few_bid_values(bids, n)
         if values is None:
             return self.market._wants_at_price(check_bids(bids, n, self._who["bid"]), price)
-        return self.market.few_wants_at_price(*values, price)
+        request_w, max_price, steps = values
+        if steps is None:  # one block each (MarketRound.few_wants_at_price, inlined)
+            cl = self.cluster
+            idle_w, span_w = cl.idle_w, cl.span_w
+            return [min(max(r - idle_w if p >= price else 0.0, 0.0), span_w) for r, p in zip(request_w, max_price)]
+        return self.market.few_wants_at_price(request_w, max_price, steps, price)
 
     def round_bids(self) -> Bids | None:
         """Bids for a market round: every agent bids at the round (event timing), or the round uses the last

@@ -142,9 +142,9 @@ def _pace_power_small(obs: AgentObservation, safety: float) -> np.ndarray:
     """:func:`pace_power_w` for a few rows, operation for operation (Python's ``max``/``min`` keep their first
     argument on ties and NaN, as ``np.maximum``/``np.clip`` do here; see tests/test_rule_fast_paths.py)."""
     g = obs.gpu
-    slack, remaining = obs.as_list("job_slack_s"), obs.as_list("job_remaining_s")
+    rows = obs.rows("job_slack_s", "job_remaining_s", "job_clock_sensitivity", "has_job")
     clipped, exponent = [], []
-    for sl, r, b in zip(slack, remaining, obs.as_list("job_clock_sensitivity")):
+    for sl, r, b, _ in rows:
         time_left_s = (sl + r) / safety
         rate = r / time_left_s if time_left_s > 0 else math.inf
         clipped.append(min(max(rate, 0.0), 1.0))
@@ -154,7 +154,7 @@ def _pace_power_small(obs: AgentObservation, safety: float) -> np.ndarray:
     scale = (g.tdp_w - g.idle_w) * g.utilisation
     lo, hi, full = g.min_cap_w, g.full_power_w, g.full_power_w
     out = []
-    for sl, has, fg in zip(slack, obs.as_list("has_job"), (f ** g.gamma).tolist()):
+    for (sl, _, _, has), fg in zip(rows, (f ** g.gamma).tolist()):
         out.append(min(max(g.idle_w + scale * fg, lo), hi) if has and math.isfinite(sl) else full)
     return np.array(out, dtype=np.float64)
 

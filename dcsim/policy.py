@@ -201,25 +201,53 @@ class AgentObservation:
     feedback: Feedback | None = None
 
     def __len__(self) -> int:
-        few = self.__dict__.get("_few")
-        return len(few["gpu_ids"]) if few is not None else int(self.gpu_ids.size)
+        ids = self.__dict__.get("_ids")
+        return len(ids) if ids is not None else int(self.gpu_ids.size)
 
     def as_list(self, name: str) -> list:
-        """Field ``name`` (an array field) as a list of Python numbers: ``getattr(obs, name).tolist()``, without
-        building the array when the engine made this observation from Python values (a few deciding agents)."""
-        few = self.__dict__.get("_few")
-        if few is not None and name in few and name not in self.__dict__:
-            return list(few[name])
+        """Array field ``name`` as a list of Python numbers, ``getattr(obs, name).tolist()``, without building the
+        array when the engine made this observation from Python values (a few deciding agents)."""
+        d = self.__dict__
+        rows = d.get("_rows")
+        if rows is not None and name not in d:
+            if name == "gpu_ids":
+                return list(d["_ids"])
+            k = _ROW_INDEX[name]
+            return [r[k] for r in rows]
         return getattr(self, name).tolist()
+
+    def rows(self, *names: str) -> list[tuple]:
+        """Per agent, a tuple of the named array fields' Python values: ``list(zip(*(obs.as_list(n) for n in
+        names)))``, for policies that decide a few agents one by one."""
+        d = self.__dict__
+        rows = d.get("_rows")
+        if rows is not None:
+            ks = []
+            for n in names:
+                k = _ROW_INDEX.get(n)
+                if k is None or n in d:  # gpu_ids, or an array already built: read it as the arrays
+                    break
+                ks.append(k)
+            else:
+                if len(rows) == 1:
+                    r = rows[0]
+                    return [tuple([r[k] for k in ks])]
+                return [tuple([r[k] for k in ks]) for r in rows]
+        return list(zip(*(self.as_list(n) for n in names)))
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for a field not yet in the instance: an observation of a few agents keeps the Python values
-        # read at its decision instant and builds each array (and the market view) on first access.
+        # read at its decision instant (one tuple per agent) and builds each array, and the market view, on first
+        # access.
         d = self.__dict__
-        few = d.get("_few")
-        if few is not None:
-            if name in few:
-                value = d[name] = np.array(few[name], dtype=_FEW_DTYPES[name])
+        rows = d.get("_rows")
+        if rows is not None:
+            k = _ROW_INDEX.get(name)
+            if k is not None:
+                value = d[name] = np.array([r[k] for r in rows], dtype=_ROW_DTYPES[k])
+                return value
+            if name == "gpu_ids":
+                value = d[name] = np.array(d["_ids"], dtype=np.int64)
                 return value
             if name == "market":
                 value = d[name] = _market_view(d["_market"])
@@ -232,9 +260,11 @@ class AgentObservation:
         return {k: v for k, v in self.__dict__.items() if k in _AGENT_FIELDS}
 
 
-_FEW_DTYPES = {"gpu_ids": np.int64, "state": np.int8, "has_job": np.bool_, "job_remaining_s": np.float64,
-               "job_slack_s": np.float64, "job_clock_sensitivity": np.float64, "job_value_tokens": np.float64,
-               "job_gpus": np.int64, "wallet_tokens": np.float64}
+#: The fields of a few-agent observation's per-agent tuples (:func:`few_agent_observation`), in order, and dtypes.
+ROW_FIELDS = ("state", "has_job", "job_remaining_s", "job_slack_s", "job_clock_sensitivity", "job_value_tokens",
+              "job_gpus", "wallet_tokens")
+_ROW_INDEX = {name: k for k, name in enumerate(ROW_FIELDS)}
+_ROW_DTYPES = (np.int8, np.bool_, np.float64, np.float64, np.float64, np.float64, np.int64, np.float64)
 _AGENT_FIELDS = ("gpu_ids", "state", "has_job", "job_remaining_s", "job_slack_s", "job_clock_sensitivity",
                  "job_value_tokens", "job_gpus", "wallet_tokens", "market", "gpu", "feedback")
 _MARKET_FIELDS = ("time_s", "hour_utc", "renewable_w", "demand_w", "renewable_fraction", "price_tokens_per_kwh",
@@ -250,13 +280,18 @@ def _market_view(values: tuple) -> MarketView:
     return view
 
 
-def few_agent_observation(fields: dict, market: tuple, gpu: GpuSpecView, feedback: Feedback | None) -> AgentObservation:
-    """An :class:`AgentObservation` of a few agents from Python values read at the decision instant: ``fields``
-    maps every array field to its list of values, ``market`` holds the :class:`MarketView`'s field values in field
-    order. The arrays and the market view are built on first access (equal, dtype included, to those of an
-    observation built from arrays); :meth:`AgentObservation.as_list` reads the lists without building them."""
-    obs = object.__new__(AgentObservation)
-    obs.__dict__.update(_few=fields, _market=market, gpu=gpu, feedback=feedback)
+_new = object.__new__
+
+
+def few_agent_observation(ids: list[int], rows: list[tuple], market: tuple, gpu: GpuSpecView,
+                          feedback: Feedback | None) -> AgentObservation:
+    """An :class:`AgentObservation` of a few agents ``ids`` from Python values read at the decision instant:
+    ``rows`` holds one tuple per agent of the :data:`ROW_FIELDS` values, ``market`` the :class:`MarketView`'s field
+    values in field order. The arrays and the market view are built on first access (equal, dtype included, to
+    those of an observation built from arrays); :meth:`AgentObservation.as_list` and
+    :meth:`AgentObservation.rows` read the values without building them."""
+    obs = _new(AgentObservation)
+    obs.__dict__.update(_ids=ids, _rows=rows, _market=market, gpu=gpu, feedback=feedback)
     return obs
 
 
@@ -360,7 +395,7 @@ class ServingDecision:
     config: np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Bids:
     """What each agent asks of the market for the coming round.
 
@@ -386,6 +421,12 @@ class Bids:
     steps_w: np.ndarray | None = None
     steps_price: np.ndarray | None = None
     kelly_tokens: np.ndarray | None = None
+
+    def __init__(self, request_w: np.ndarray, max_price_tokens_per_kwh: np.ndarray, steps_w: np.ndarray | None = None,
+                 steps_price: np.ndarray | None = None, kelly_tokens: np.ndarray | None = None):
+        # the dataclass's own __init__, without its five object.__setattr__ calls (a bid per job start)
+        self.__dict__.update(request_w=request_w, max_price_tokens_per_kwh=max_price_tokens_per_kwh, steps_w=steps_w,
+                             steps_price=steps_price, kelly_tokens=kelly_tokens)
 
     @classmethod
     def full_power(cls, obs: AgentObservation) -> "Bids":

@@ -180,8 +180,7 @@ class Truthful(Policy):
         n = len(obs)
         if n <= _FEW:  # a job starting: the same arithmetic on Python numbers (numpy's fixed cost dominates)
             span_w, price = g.full_power_w - g.idle_w, []
-            for rem, v, k, has in zip(obs.as_list("job_remaining_s"), obs.as_list("job_value_tokens"),
-                                      obs.as_list("job_gpus"), obs.as_list("has_job")):
+            for rem, v, k, has in obs.rows("job_remaining_s", "job_value_tokens", "job_gpus", "has_job"):
                 e = rem * span_w / 3.6e6
                 price.append(v / max(k, 1) / e if has and e > 0 else 0.0)
             return Bids(_floats(n, g.full_power_w), np.array(price, dtype=np.float64))
