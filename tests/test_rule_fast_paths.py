@@ -23,6 +23,7 @@ from dcsim.policy import (
     Bids,
     GpuSpecView,
     IdleAction,
+    ROW_FIELDS,
     MarketView,
     check_actions,
     check_bids,
@@ -76,8 +77,10 @@ def _same_obs(a: AgentObservation, b: AgentObservation) -> None:
     for f in dataclasses.fields(AgentObservation):
         x, y = getattr(a, f.name), getattr(b, f.name)
         if isinstance(x, np.ndarray):
-            assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(_bits(x) if x.dtype.kind == "f" else x,
-                                                                               _bits(y) if y.dtype.kind == "f" else y), f.name
+            assert x.dtype == y.dtype and x.shape == y.shape, f.name
+            if x.dtype.kind == "f":
+                x, y = _bits(x), _bits(y)
+            assert np.array_equal(x, y), f.name
         else:
             assert x == y, f.name
 
@@ -268,7 +271,8 @@ def _random_obs(rng: np.random.Generator, n: int) -> AgentObservation:
     market = MarketView(1_000.0, 7.3, 1e5, 2e5, float(rng.choice([0.0, 0.3, 0.5, 1.0])), 1.2, 1.0, 300.0, 40.0,
                         0.0, 3, 1, 1_200.0)
     return AgentObservation(np.arange(n, dtype=np.int64), rng.integers(0, 8, size=n).astype(np.int8), has,
-                            np.where(has, col(900.0), 0.0), np.where(has, col(1_800.0), np.inf), np.where(has, beta, 1.0),
+                            np.where(has, col(900.0), 0.0), np.where(has, col(1_800.0), np.inf),
+                            np.where(has, beta, 1.0),
                             np.where(has, col(50.0), 0.0), np.where(has, rng.integers(1, 9, size=n), 0),
                             col(20.0), market, GPU)
 
@@ -299,7 +303,7 @@ def test_each_rule_decides_a_few_agents_as_it_decides_many(name):
         n = int(rng.integers(0, 17))
         rows = np.sort(rng.choice(40, size=n, replace=False))
         few = _rows(many, rows)
-        lazy = few_agent_observation(few.gpu_ids.tolist(), list(zip(*(few.as_list(f) for f in dcsim.policy.ROW_FIELDS))),
+        lazy = few_agent_observation(few.gpu_ids.tolist(), list(zip(*(few.as_list(f) for f in ROW_FIELDS))),
                                      tuple(getattr(few.market, f) for f in dcsim.policy._MARKET_FIELDS), GPU, None)
         for method in ("bid", "on_idle"):
             if not policy.overrides(method):
