@@ -159,7 +159,7 @@ class DecisionDispatcher:
         if n > _SMALL_N:
             return self.market._wants_at_price(self.ask_bids(np.asarray(gpus, dtype=np.int64)), price)
         self.log_decision("bid", n)
-        bids = self.policy.bid(self._few_obs(gpus))
+        bids = self.policy.bid(self._few_obs(list(gpus)))  # a copy: the observation may outlive the job's list
         values = few_bid_values(bids, n)
         if values is None:
             return self.market._wants_at_price(check_bids(bids, n, self._who["bid"]), price)
