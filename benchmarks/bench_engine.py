@@ -10,6 +10,7 @@ and posted-price market rounds every 5 minutes. The 100k size runs a shorter hor
     python benchmarks/bench_engine.py --json results.json
     python benchmarks/bench_engine.py --sizes 10000 --cooling   # facility.cooling on
     python benchmarks/bench_engine.py --side-by-side --sizes 10000 --horizon 7200   # every policy vs always_on
+    python benchmarks/bench_engine.py --side-by-side --sizes 10000 --horizon 3600 --policies qlearning dqn --greedy
     python benchmarks/bench_engine.py --target --sizes 10000 100000 --horizon 86400  # the target workload
 
 ``--side-by-side`` runs every registered policy (or ``--policies``) on the same world in this process, one after
@@ -79,7 +80,8 @@ FACILITY = {"topology": {"gpus_per_node": 8, "nodes_per_rack": 4, "racks_per_pdu
 
 
 def bench_scenario(gpus: int, horizon_s: float, policy: str, mechanism: str = "posted_price",
-                   target: bool = False, cooling: bool = False, facility: bool = False, battery: bool = False):
+                   target: bool = False, cooling: bool = False, facility: bool = False, battery: bool = False,
+                   params: dict | None = None):
     """The benchmark world at ``gpus`` GPUs; ``target``: the target workload's arrivals and work instead;
     ``cooling``: facility.cooling on at a constant outdoor temperature; ``facility``: the power-delivery
     tree with binding rack limits (:data:`FACILITY`); ``battery``: a battery (1 kWh, 0.5 kW each way per GPU) under
@@ -99,7 +101,7 @@ def bench_scenario(gpus: int, horizon_s: float, policy: str, mechanism: str = "p
         # Solar peaks near half the cluster's full power, so prices move through the day.
         "supply": {"solar": {"capacity_w": 400.0 * gpus, "latitude": 37.36, "longitude": -121.93}},
         "market": {"interval_s": 300, "initial_tokens": 1000.0, "mechanism": mechanism},
-        "policy": {"name": policy},
+        "policy": {"name": policy, "params": dict(params or {})},
         "outputs": {"jobs_table": False, "timeseries_table": False},
     }
     if cooling:  # facility.cooling at a constant outdoor temperature: the per-event facility-energy path
@@ -116,7 +118,7 @@ def bench_scenario(gpus: int, horizon_s: float, policy: str, mechanism: str = "p
 
 
 def timed_run(gpus: int, horizon_s: float, policy: str, mechanism: str = "posted_price",
-              target: bool = False, facility: bool = False) -> dict:
+              target: bool = False, facility: bool = False, params: dict | None = None) -> dict:
     """Build the world (jobs, supply) and run it, timing the build and ``Simulation.run()`` by wall and CPU time."""
     from dcsim.engine import Simulation
     from dcsim.policy import load_policy
@@ -124,7 +126,7 @@ def timed_run(gpus: int, horizon_s: float, policy: str, mechanism: str = "posted
     from dcsim.supply import build_supply
     from dcsim.workload import build_jobs
 
-    sc = bench_scenario(gpus, horizon_s, policy, mechanism, target, facility=facility)
+    sc = bench_scenario(gpus, horizon_s, policy, mechanism, target, facility=facility, params=params)
     wall0, cpu0 = time.perf_counter(), time.process_time()
     streams = Streams(sc.seed)
     sim = Simulation(sc, load_policy(sc.policy.name, sc.policy.params), build_jobs(sc, streams), build_supply(sc),
@@ -140,10 +142,17 @@ def timed_run(gpus: int, horizon_s: float, policy: str, mechanism: str = "posted
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
 
-def side_by_side(sizes: list[int], horizon_s: float, policies: list[str], mechanism: str) -> list[dict]:
+def side_by_side(sizes: list[int], horizon_s: float, policies: list[str], mechanism: str,
+                 greedy: bool = False) -> list[dict]:
     """Every policy on the same world in this process; jobs per CPU-second of ``Simulation.run()`` and the
-    ratio to ``always_on``'s (run first)."""
-    policies = ["always_on"] + [p for p in policies if p != "always_on"]
+    ratio to ``always_on``'s (run first). ``greedy``: each learning policy also runs frozen (``learn: false``:
+    greedy actions, no updates; an untrained policy, so this times evaluation, not a trained policy's choices)."""
+    from dcsim.policy import policy_class
+
+    runs = [(p, p, None) for p in ["always_on"] + [p for p in policies if p != "always_on"]]
+    if greedy:
+        runs = [r for p, _, _ in runs for r in ([(p, p, None), (f"{p} (greedy)", p, {"learn": False})]
+                                               if policy_class(p).wants_feedback else [(p, p, None)])]
     header = f"{'GPUs':>7} {'policy':>19} {'jobs':>9} {'events':>9} {'decisions':>9} {'run cpu s':>9} " \
              f"{'run wall s':>10} {'jobs/cpu-s':>10} {'vs always_on':>12}"
     print(header)
@@ -151,13 +160,14 @@ def side_by_side(sizes: list[int], horizon_s: float, policies: list[str], mechan
     rows = []
     for gpus in sizes:
         base = None
-        for policy in policies:
-            row = timed_run(gpus, horizon_s, policy, mechanism)
+        for label, policy, params in runs:
+            row = timed_run(gpus, horizon_s, policy, mechanism, params=params)
+            row["policy"] = label
             row["jobs_per_cpu_s"] = row["jobs"] / row["run_cpu_s"]
             base = base or row["jobs_per_cpu_s"]
             row["ratio_to_always_on"] = row["jobs_per_cpu_s"] / base
             rows.append(row)
-            print(f"{gpus:>7,} {policy:>19} {row['jobs']:>9,} {row['events']:>9,} {row['decisions']:>9,} "
+            print(f"{gpus:>7,} {label:>19} {row['jobs']:>9,} {row['events']:>9,} {row['decisions']:>9,} "
                   f"{row['run_cpu_s']:>9.2f} {row['run_wall_s']:>10.2f} {row['jobs_per_cpu_s']:>10,.0f} "
                   f"{row['ratio_to_always_on']:>12.2f}")
             sys.stdout.flush()
@@ -202,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--side-by-side", action="store_true",
                         help="run every policy (or --policies) on the same world; jobs/s and ratio to always_on")
     parser.add_argument("--policies", nargs="+", help="with --side-by-side: these policies (default: all registered)")
+    parser.add_argument("--greedy", action="store_true",
+                        help="with --side-by-side: also run each learning policy frozen (learn: false, greedy)")
     parser.add_argument("--target", action="store_true", help="the target workload, with peak RSS per size")
     parser.add_argument("--battery", action="store_true",
                         help="add supply.battery under facility.battery (grid charging, export, demand charge)")
@@ -215,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.side_by_side or args.target:
         if args.side_by_side:
             from dcsim.policy import registered_policies
-            rows = side_by_side(args.sizes, args.horizon, args.policies or list(registered_policies()), args.mechanism)
+            rows = side_by_side(args.sizes, args.horizon, args.policies or list(registered_policies()), args.mechanism,
+                                greedy=args.greedy)
         else:
             rows = target_runs(args.sizes, args.horizon, args.policy)
         print(f"load average at the end {os.getloadavg()[0]:.1f}")

@@ -21,8 +21,12 @@ from dcsim.policy import (
     Policy,
     check_actions,
     check_bids,
+    _market_view,
     check_cooling,
     check_dispatch,
+    few_actions,
+    few_agent_observation,
+    few_bid_values,
 )
 
 if TYPE_CHECKING:
@@ -36,16 +40,6 @@ _INF = float("inf")
 # Up to this many deciding agents, observations are read agent by agent from the shared buffers (a few µs);
 # above it, whole-array numpy is cheaper.
 _SMALL_N = 16
-_new = object.__new__
-
-
-def _frozen(cls: type, fields: dict) -> object:
-    """An instance of the frozen dataclass ``cls`` with every field given in ``fields``, built without running its
-    generated ``__init__`` (a per-field ``object.__setattr__``: half the cost of an observation for one agent).
-    Equal, field for field, to ``cls(**fields)``."""
-    obj = _new(cls)
-    obj.__dict__.update(fields)
-    return obj
 
 
 class DecisionDispatcher:
@@ -90,55 +84,52 @@ class DecisionDispatcher:
 
     # ------------------------------------------------------------------------------------ observations
     def market_view(self) -> MarketView:
+        return _market_view(self._market_values())
+
+    def _market_values(self) -> tuple:
+        """The :class:`MarketView`'s field values now, in field order."""
         now = self.env.now
         meter, jobs, market = self.meter, self.jobs, self.market
         demand = max(0.0, self.cluster.total_power_w)
         renewable_w = meter.renewable_w
-        return _frozen(MarketView, {
-            "time_s": now, "hour_utc": (self._hour0 + now / 3600.0) % 24.0, "renewable_w": renewable_w,
-            "demand_w": demand, "renewable_fraction": 1.0 if demand <= 0 else min(1.0, renewable_w / demand),
-            "price_tokens_per_kwh": market.round_price, "base_price_tokens_per_kwh": self._p0,
-            "grid_carbon_g_per_kwh": meter.carbon, "grid_price_usd_per_mwh": meter.grid_price,
-            "battery_soc": meter.books.soc_fraction, "queue_length": len(jobs.queue),
-            "deferred_jobs": len(jobs.deferred), "next_round_s": market.next_round_s,
-        })
+        return (now, (self._hour0 + now / 3600.0) % 24.0, renewable_w, demand,
+                1.0 if demand <= 0 else min(1.0, renewable_w / demand), market.round_price, self._p0, meter.carbon,
+                meter.grid_price, meter.books.soc_fraction, len(jobs.queue), len(jobs.deferred), market.next_round_s)
 
     def agent_obs(self, idx: np.ndarray) -> AgentObservation:
         """The observation of agents (GPUs) ``idx``; for learning policies it carries their feedback since
         their previous decision (which starts their next interval).
 
         A few agents (the per-job decisions: a job starting, a completion freeing its GPUs) are read one by one
-        from the shared buffers; many agents (market rounds, ticks) with whole-array numpy. Both give the same
-        values and dtypes."""
-        n = idx.size
-        if n > _SMALL_N:
+        from the shared buffers into Python values, their arrays built only when the policy reads them
+        (:func:`dcsim.policy.few_agent_observation`); many agents (market rounds, ticks) with whole-array numpy.
+        Both give the same values and dtypes."""
+        if idx.size > _SMALL_N:
             return self._agent_obs_arrays(idx)
-        ids = idx.tolist()
+        return self._few_obs(idx.tolist(), idx)
+
+    def _few_obs(self, ids: list[int], idx: np.ndarray | None = None) -> AgentObservation:
+        """:meth:`agent_obs` for a few agents ``ids`` (``idx``: the same as an int64 array, if the caller has it)."""
         now = self.env.now
         asg, st, wal = self.cluster._asg, self.cluster._st, self.market._wal
         rem_s, rate, last_s = self._job_rem, self._job_rate, self._job_last
-        deadline, beta_of, value_of, gpus_of = self._job_deadline, self._job_beta, self._job_value, self._job_gpus
-        states, has, gpus, cols = [], [], [], []
-        for g in ids:
+        rows = []
+        for g in ids:  # one tuple per agent, in dcsim.policy.ROW_FIELDS order
             j = asg[g]
-            states.append(st[g])
             if j >= 0:
-                r = max(0.0, rem_s[j] - rate[j] * (now - last_s[j]))
-                has.append(True)
-                gpus.append(gpus_of[j])
-                cols.append((r, deadline[j] - now - r, beta_of[j], value_of[j], wal[g]))
+                r = rem_s[j] - rate[j] * (now - last_s[j])
+                r = r if r > 0.0 else 0.0  # max(0.0, r)
+                rows.append((st[g], True, r, self._job_deadline[j] - now - r, self._job_beta[j], self._job_value[j],
+                             self._job_gpus[j], wal[g]))
             else:
-                has.append(False)
-                gpus.append(0)
-                cols.append((0.0, _INF, 1.0, 0.0, wal[g]))
-        # one float block, its rows the five float fields (transposed so each field is contiguous)
-        block = np.array(cols, dtype=np.float64).T.copy() if n else np.zeros((5, 0))
-        feedback = None if self.rewards is None else self.rewards.feedback(idx)
-        return _frozen(AgentObservation, {
-            "gpu_ids": idx, "state": np.array(states, dtype=np.int8), "has_job": np.array(has, dtype=bool),
-            "job_remaining_s": block[0], "job_slack_s": block[1], "job_clock_sensitivity": block[2],
-            "job_value_tokens": block[3], "job_gpus": np.array(gpus, dtype=np.int64), "wallet_tokens": block[4],
-            "market": self.market_view(), "gpu": self.cluster.gpu_view, "feedback": feedback})
+                rows.append((st[g], False, 0.0, _INF, 1.0, 0.0, 0, wal[g]))
+        feedback = None
+        if self.rewards is not None:
+            feedback = self.rewards.feedback(np.array(ids, dtype=np.int64) if idx is None else idx)
+        obs = few_agent_observation(ids, rows, self._market_values(), self.cluster.gpu_view, feedback)
+        if idx is not None:
+            obs.__dict__["gpu_ids"] = idx
+        return obs
 
     def _agent_obs_arrays(self, idx: np.ndarray) -> AgentObservation:
         """:meth:`agent_obs` for many agents, with whole-array numpy."""
@@ -164,6 +155,25 @@ class DecisionDispatcher:
         """The bids of agents ``idx``, checked."""
         self.log_decision("bid", idx.size)
         return check_bids(self.policy.bid(self.agent_obs(idx)), idx.size, self._who["bid"])
+
+    def start_wants(self, gpus: list[int], price: float) -> list[float]:
+        """A job starts on ``gpus`` between rounds: its agents bid now (a decision); returns the power above idle
+        each buys at the round's ``price``. A few agents' bids are checked and priced as Python numbers
+        (:func:`dcsim.policy.few_bid_values`), anything else as arrays (:func:`dcsim.policy.check_bids`)."""
+        n = len(gpus)
+        if n > _SMALL_N:
+            return self.market._wants_at_price(self.ask_bids(np.asarray(gpus, dtype=np.int64)), price)
+        self.log_decision("bid", n)
+        bids = self.policy.bid(self._few_obs(list(gpus)))  # a copy: the observation may outlive the job's list
+        values = few_bid_values(bids, n)
+        if values is None:
+            return self.market._wants_at_price(check_bids(bids, n, self._who["bid"]), price)
+        request_w, max_price, steps = values
+        if steps is None:  # one block each (MarketRound.few_wants_at_price, inlined)
+            cl = self.cluster
+            idle_w, span_w = cl.idle_w, cl.span_w
+            return [min(max(r - idle_w if p >= price else 0.0, 0.0), span_w) for r, p in zip(request_w, max_price)]
+        return self.market.few_wants_at_price(request_w, max_price, steps, price)
 
     def round_bids(self) -> Bids | None:
         """Bids for a market round: every agent bids at the round (event timing), or the round uses the last
@@ -225,20 +235,25 @@ class DecisionDispatcher:
         cl = self.cluster
         if not self.calls["on_idle"] or not cl.free_idle or self.jobs.queue or (self.tick_s is not None and not at_tick):
             return
+        free_idle = cl.free_idle
         if freed is None:
-            idx = np.fromiter(cl.free_idle.keys(), dtype=np.int64, count=len(cl.free_idle))
+            ids = list(free_idle) if len(free_idle) <= _SMALL_N else None
         else:
-            idx = np.array([g for g in freed if g in cl.free_idle], dtype=np.int64)
-            if idx.size == 0:
+            ids = [g for g in freed if g in free_idle]
+            if not ids:
                 return
-        actions = self.idle_actions(idx)
-        if idx.size <= _SMALL_N:
-            ids, acts = idx.tolist(), actions.tolist()
+        if ids is not None and len(ids) <= _SMALL_N:  # a few GPUs (a completion): Python numbers throughout
+            acts = self._few_idle_actions(ids)
             for action, state in ((_SLEEP_ACTION, ENTERING_SLEEP), (_OFF_ACTION, SHUTTING_DOWN)):
                 chosen = [g for g, a in zip(ids, acts) if a == action]
                 if chosen:
                     cl.power_down(chosen, state)
             return
+        if ids is None:
+            idx = np.fromiter(free_idle.keys(), dtype=np.int64, count=len(free_idle))
+        else:
+            idx = np.array(ids, dtype=np.int64)
+        actions = self.idle_actions(idx)
         for action, state in ((_SLEEP_ACTION, ENTERING_SLEEP), (_OFF_ACTION, SHUTTING_DOWN)):
             chosen = idx[actions == action].tolist()
             if chosen:
@@ -248,6 +263,16 @@ class DecisionDispatcher:
         """The :class:`IdleAction` of idle agents ``idx``, asked of the policy and checked (logged as a decision)."""
         self.log_decision("on_idle", idx.size)
         return check_actions(self.policy.on_idle(self.agent_obs(idx)), idx.size, IdleAction, self._who["on_idle"])
+
+    def _few_idle_actions(self, ids: list[int]) -> list[int]:
+        """:meth:`idle_actions` for a few agents ``ids``, as a list of Python ints."""
+        n = len(ids)
+        self.log_decision("on_idle", n)
+        actions = self.policy.on_idle(self._few_obs(ids))
+        acts = few_actions(actions, n, IdleAction)
+        if acts is None:
+            acts = check_actions(actions, n, IdleAction, self._who["on_idle"]).tolist()
+        return acts
 
     def facility_obs(self) -> FacilityObservation:
         """What the facility agent sees now (needs ``facility.battery``: the meter's dispatched battery)."""

@@ -106,7 +106,7 @@ class Simulation:
                                self._trace)
         self.decisions = DecisionDispatcher(policy, env, cluster, self.jobs, meter,
                                             scenario.market.base_price_tokens_per_kwh, hour0, self.tick_s, self._trace)
-        self.market = MarketRound(scenario, streams, env, cluster, meter, self.jobs, self.decisions.ask_bids,
+        self.market = MarketRound(scenario, streams, env, cluster, meter, self.jobs, self.decisions.start_wants,
                                   self.decisions.round_bids,
                                   bids_at_start=self.decisions.calls["bid"] and self.tick_s is None)
         self.rewards = RewardMeter(scenario, env, cluster, self.jobs, self.market, meter) if policy.wants_feedback else None

@@ -120,8 +120,14 @@ def job_value_per_kwh(obs: AgentObservation) -> np.ndarray:
 def pace_power_w(obs: AgentObservation, safety: float = 1.25) -> np.ndarray:
     """Board power that finishes each job by ``now + (deadline − now) / safety``, W: the work rate needed is
     remaining ÷ time left, the clock ``f = rate^(1/β)`` and ``P = P_idle + (P_tdp − P_idle)·u·f^γ``, at least
-    the minimum cap; full power for a job without a deadline or already past what the safety allows."""
+    the minimum cap; full power for a job without a deadline or already past what the safety allows.
+
+    For a few rows (:data:`SMALL_BATCH`) the same operations run on Python numbers, except the two powers, which
+    stay numpy's on arrays of the same length (numpy's ``**`` may dispatch SIMD kernels that differ from
+    Python's ``pow`` in the last bit)."""
     g = obs.gpu
+    if len(obs) <= SMALL_BATCH:
+        return _pace_power_small(obs, safety)
     time_left_s = (obs.job_slack_s + obs.job_remaining_s) / safety
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = np.where(time_left_s > 0, obs.job_remaining_s / np.where(time_left_s > 0, time_left_s, 1.0), np.inf)
@@ -130,6 +136,27 @@ def pace_power_w(obs: AgentObservation, safety: float = 1.25) -> np.ndarray:
     power_w = g.idle_w + (g.tdp_w - g.idle_w) * g.utilisation * f ** g.gamma
     return np.where(np.isfinite(obs.job_slack_s) & obs.has_job, np.clip(power_w, g.min_cap_w, g.full_power_w),
                     g.full_power_w)
+
+
+def _pace_power_small(obs: AgentObservation, safety: float) -> np.ndarray:
+    """:func:`pace_power_w` for a few rows, operation for operation (Python's ``max``/``min`` keep their first
+    argument on ties and NaN, as ``np.maximum``/``np.clip`` do here; see tests/test_rule_fast_paths.py)."""
+    g = obs.gpu
+    rows = obs.rows("job_slack_s", "job_remaining_s", "job_clock_sensitivity", "has_job")
+    clipped, exponent = [], []
+    for sl, r, b, _ in rows:
+        time_left_s = (sl + r) / safety
+        rate = r / time_left_s if time_left_s > 0 else math.inf
+        clipped.append(min(max(rate, 0.0), 1.0))
+        exponent.append(1.0 / max(b, 1e-6))
+    # bases in [0, 1] (or NaN), exponents > 0: no floating-point warning to silence
+    f = np.array(clipped, dtype=np.float64) ** np.array(exponent, dtype=np.float64)
+    scale = (g.tdp_w - g.idle_w) * g.utilisation
+    lo, hi, full = g.min_cap_w, g.full_power_w, g.full_power_w
+    out = []
+    for (sl, _, _, has), fg in zip(rows, (f ** g.gamma).tolist()):
+        out.append(min(max(g.idle_w + scale * fg, lo), hi) if has and math.isfinite(sl) else full)
+    return np.array(out, dtype=np.float64)
 
 
 _PACE = int(BidAction.PACE)  # its power (a ``**``) is always taken by numpy

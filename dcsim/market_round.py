@@ -45,20 +45,21 @@ class MarketRound:
         cluster: The GPUs (their billable energy meters and allocations).
         meter: The energy meter (the supply now).
         jobs: The dispatcher that applies a round's allocations to running jobs.
-        ask_bids: Asks the policy for the bids of agents ``idx`` (the decision dispatcher's).
+        start_wants: Asks the agents of a job starting now for their bids and returns the power above idle each
+            buys at a price (the decision dispatcher's :meth:`~dcsim.decisions.DecisionDispatcher.start_wants`).
         round_bids: Every agent's bids for a round, called once the round's end is known (None when the
             policy does not bid: the standing bids stay).
         bids_at_start: Whether a starting job's agents bid at its start (event timing with a bidding policy).
     """
 
     def __init__(self, scenario: Scenario, streams: Streams, env: simpy.Environment, cluster: Cluster,
-                 meter: EnergyMeter, jobs: "Dispatcher", ask_bids: Callable[[np.ndarray], Bids],
+                 meter: EnergyMeter, jobs: "Dispatcher", start_wants: Callable[[list[int], float], list[float]],
                  round_bids: Callable[[], Bids | None], bids_at_start: bool):
         self.env = env
         self.cluster = cluster
         self.meter = meter
         self.jobs = jobs
-        self._ask_bids = ask_bids
+        self._start_wants = start_wants
         self._round_bids = round_bids
         self._bids_at_start = bids_at_start
         self.rewards: RewardMeter | None = None  # wired by the core for learning policies
@@ -224,8 +225,7 @@ class MarketRound:
         now = self.env.now
         left_s = max(self.next_round_s - now, math.ulp(self.next_round_s))  # > 0 even at the round itself
         if self._bids_at_start:  # a job start is a decision point: its agents bid now
-            bids = self._ask_bids(np.asarray(gpus, dtype=np.int64))
-            for g, want in zip(gpus, self._wants_at_price(bids, price)):
+            for g, want in zip(gpus, self._start_wants(gpus, price)):
                 self.want_w[g] = want
         cl = self.cluster
         boff, bw = cl._boff, cl._bw
@@ -261,6 +261,24 @@ class MarketRound:
         idle_w, span_w = cl.idle_w, cl.span_w
         return [min(max(r - idle_w if p >= price else 0.0, 0.0), span_w)
                 for r, p in zip(bids.request_w.tolist(), bids.max_price_tokens_per_kwh.tolist())]
+
+    def few_wants_at_price(self, request_w: list[float], max_price: list[float], steps: list | None,
+                           price: float) -> list[float]:
+        """:meth:`want_at_price` of a few checked bids given as Python numbers (:func:`dcsim.policy.few_bid_values`),
+        operation for operation: a row's blocks priced at or above ``price``, summed (at most two, so in numpy's
+        order), clipped to ``[0, span]``."""
+        cl = self.cluster
+        idle_w, span_w = cl.idle_w, cl.span_w
+        if steps is None:
+            return [min(max(r - idle_w if p >= price else 0.0, 0.0), span_w) for r, p in zip(request_w, max_price)]
+        wants = []
+        for w_row, p_row in steps:
+            want = 0.0
+            for k, (w, p) in enumerate(zip(w_row, p_row)):
+                x = w if p >= price else 0.0
+                want = x if k == 0 else want + x
+            wants.append(min(max(want, 0.0), span_w))
+        return wants
 
     def _reprice(self, g: int, price: float, now: float) -> None:
         """Book what agent ``g`` owes for billable energy so far at its old price, then switch its price."""

@@ -248,7 +248,98 @@ class AgentObservation:
     feedback: Feedback | None = None
 
     def __len__(self) -> int:
-        return int(self.gpu_ids.size)
+        ids = self.__dict__.get("_ids")
+        return len(ids) if ids is not None else int(self.gpu_ids.size)
+
+    def as_list(self, name: str) -> list:
+        """Array field ``name`` as a list of Python numbers, ``getattr(obs, name).tolist()``, without building the
+        array when the engine made this observation from Python values (a few deciding agents)."""
+        d = self.__dict__
+        rows = d.get("_rows")
+        if rows is not None and name not in d:
+            if name == "gpu_ids":
+                return list(d["_ids"])
+            k = _ROW_INDEX[name]
+            return [r[k] for r in rows]
+        return getattr(self, name).tolist()
+
+    def rows(self, *names: str) -> list[tuple]:
+        """Per agent, a tuple of the named array fields' Python values: ``list(zip(*(obs.as_list(n) for n in
+        names)))``, for policies that decide a few agents one by one."""
+        d = self.__dict__
+        rows = d.get("_rows")
+        if rows is not None:
+            ks = []
+            for n in names:
+                k = _ROW_INDEX.get(n)
+                if k is None or n in d:  # gpu_ids, or an array already built: read it as the arrays
+                    break
+                ks.append(k)
+            else:
+                if len(rows) == 1:
+                    r = rows[0]
+                    return [tuple([r[k] for k in ks])]
+                return [tuple([r[k] for k in ks]) for r in rows]
+        return list(zip(*(self.as_list(n) for n in names)))
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for a field not yet in the instance: an observation of a few agents keeps the Python values
+        # read at its decision instant (one tuple per agent) and builds each array, and the market view, on first
+        # access.
+        d = self.__dict__
+        rows = d.get("_rows")
+        if rows is not None:
+            k = _ROW_INDEX.get(name)
+            if k is not None:
+                value = d[name] = np.array([r[k] for r in rows], dtype=_ROW_DTYPES[k])
+                return value
+            if name == "gpu_ids":
+                value = d[name] = np.array(d["_ids"], dtype=np.int64)
+                return value
+            if name == "market":
+                value = d[name] = _market_view(d["_market"])
+                return value
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __getstate__(self) -> dict:
+        for f in _AGENT_FIELDS:  # an observation of a few agents: build what is still lazy
+            getattr(self, f)
+        return {k: v for k, v in self.__dict__.items() if k in _AGENT_FIELDS}
+
+
+#: The fields of a few-agent observation's per-agent tuples (:func:`few_agent_observation`), in order, and dtypes.
+ROW_FIELDS = ("state", "has_job", "job_remaining_s", "job_slack_s", "job_clock_sensitivity", "job_value_tokens",
+              "job_gpus", "wallet_tokens")
+_ROW_INDEX = {name: k for k, name in enumerate(ROW_FIELDS)}
+_ROW_DTYPES = (np.int8, np.bool_, np.float64, np.float64, np.float64, np.float64, np.int64, np.float64)
+_AGENT_FIELDS = ("gpu_ids", "state", "has_job", "job_remaining_s", "job_slack_s", "job_clock_sensitivity",
+                 "job_value_tokens", "job_gpus", "wallet_tokens", "market", "gpu", "feedback")
+_MARKET_FIELDS = ("time_s", "hour_utc", "renewable_w", "demand_w", "renewable_fraction", "price_tokens_per_kwh",
+                  "base_price_tokens_per_kwh", "grid_carbon_g_per_kwh", "grid_price_usd_per_mwh", "battery_soc",
+                  "queue_length", "deferred_jobs", "next_round_s")
+
+
+def _market_view(values: tuple) -> MarketView:
+    """A :class:`MarketView` of the field values ``values`` (in field order), built without its generated
+    ``__init__``; equal, field for field, to ``MarketView(*values)``."""
+    view = object.__new__(MarketView)
+    view.__dict__.update(zip(_MARKET_FIELDS, values))
+    return view
+
+
+_new = object.__new__
+
+
+def few_agent_observation(ids: list[int], rows: list[tuple], market: tuple, gpu: GpuSpecView,
+                          feedback: Feedback | None) -> AgentObservation:
+    """An :class:`AgentObservation` of a few agents ``ids`` from Python values read at the decision instant:
+    ``rows`` holds one tuple per agent of the :data:`ROW_FIELDS` values, ``market`` the :class:`MarketView`'s field
+    values in field order. The arrays and the market view are built on first access (equal, dtype included, to
+    those of an observation built from arrays); :meth:`AgentObservation.as_list` and
+    :meth:`AgentObservation.rows` read the values without building them."""
+    obs = _new(AgentObservation)
+    obs.__dict__.update(_ids=ids, _rows=rows, _market=market, gpu=gpu, feedback=feedback)
+    return obs
 
 
 @dataclass(frozen=True)
@@ -351,7 +442,7 @@ class ServingDecision:
     config: np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Bids:
     """What each agent asks of the market for the coming round.
 
@@ -377,6 +468,12 @@ class Bids:
     steps_w: np.ndarray | None = None
     steps_price: np.ndarray | None = None
     kelly_tokens: np.ndarray | None = None
+
+    def __init__(self, request_w: np.ndarray, max_price_tokens_per_kwh: np.ndarray, steps_w: np.ndarray | None = None,
+                 steps_price: np.ndarray | None = None, kelly_tokens: np.ndarray | None = None):
+        # the dataclass's own __init__, without its five object.__setattr__ calls (a bid per job start)
+        self.__dict__.update(request_w=request_w, max_price_tokens_per_kwh=max_price_tokens_per_kwh, steps_w=steps_w,
+                             steps_price=steps_price, kelly_tokens=kelly_tokens)
 
     @classmethod
     def full_power(cls, obs: AgentObservation) -> "Bids":
@@ -608,6 +705,60 @@ def check_bids(bids: Any, n: int, who: str) -> Bids:
         if kelly.shape != (n,) or np.any(~np.isfinite(kelly)) or np.any(kelly < 0):
             raise PolicyError(f"{who}: Bids.kelly_tokens must be finite, >= 0 and of shape ({n},)")
     return Bids(req, price, steps_w, steps_price, kelly)
+
+
+_F8 = np.dtype(np.float64)
+
+
+def few_actions(values: Any, n: int, enum: type[IntEnum]) -> list[int] | None:
+    """For a few agents: the actions :func:`check_actions` would accept, as a list of Python ints (what
+    ``check_actions(values, n, enum, who).tolist()`` gives), for an integer array of shape ``(n,)``; None for
+    anything else, valid or not (then :func:`check_actions` decides, and names the error)."""
+    if type(values) is not np.ndarray or values.shape != (n,) or values.dtype.kind not in "iu":
+        return None
+    vals = values.tolist()
+    size = _enum_size(enum)
+    for v in vals:
+        if not 0 <= v < size:
+            return None
+    return vals
+
+
+def few_bid_values(bids: Any, n: int) -> tuple[list[float], list[float], list | None] | None:
+    """For a few agents: the values of bids :func:`check_bids` would accept, as Python floats: ``(request_w,
+    max_price, steps)``, ``steps`` None or one ``(steps_w row, steps_price row)`` pair per agent. Only for a
+    :class:`Bids` of float64 arrays with at most two blocks and no ``kelly_tokens``; None for anything else,
+    valid or not (then :func:`check_bids` decides, and names the error)."""
+    if type(bids) is not Bids or bids.kelly_tokens is not None:
+        return None
+    req, price = bids.request_w, bids.max_price_tokens_per_kwh
+    if (type(req) is not np.ndarray or type(price) is not np.ndarray or req.dtype is not _F8
+            or price.dtype is not _F8 or req.shape != (n,) or price.shape != (n,)):
+        return None
+    r, p = req.tolist(), price.tolist()
+    for v in r:
+        if not v >= 0:  # NaN or negative
+            return None
+    for v in p:
+        if not v >= 0:
+            return None
+    sw, sp = bids.steps_w, bids.steps_price
+    if sw is None and sp is None:
+        return r, p, None
+    if (type(sw) is not np.ndarray or type(sp) is not np.ndarray or sw.dtype is not _F8 or sp.dtype is not _F8
+            or sw.ndim != 2 or sw.shape != sp.shape or sw.shape[0] != n or sw.shape[1] > 2):
+        return None
+    steps = list(zip(sw.tolist(), sp.tolist()))
+    for w_row, p_row in steps:
+        for w in w_row:
+            if not (math.isfinite(w) and w >= 0):
+                return None
+        for v in p_row:
+            if not v >= 0:  # NaN or negative (inf allowed)
+                return None
+        if len(p_row) == 2 and p_row[1] - p_row[0] > 0:  # np.diff(steps_price, axis=1) > 0
+            return None
+    return r, p, steps
 
 
 def check_dispatch(command: Any, who: str) -> BatteryCommand:

@@ -22,7 +22,20 @@ from dcsim.policy import (
     Policy,
 )
 
-_FEW = 16  # up to this many agents, Truthful prices bids as Python numbers
+_FEW = 16  # up to this many agents (a job starting, a completion), the rules decide as Python numbers
+_INF = math.inf
+_SLEEP, _STAY = int(IdleAction.SLEEP), int(IdleAction.STAY_IDLE)
+_RUN, _DEFER = int(Admission.RUN), int(Admission.DEFER)
+
+
+def _int8s(n: int, value: int) -> np.ndarray:
+    """``np.full(n, value, dtype=np.int8)``, for a few agents without ``np.full``'s fixed cost."""
+    return np.array([value] * n, dtype=np.int8) if n <= _FEW else np.full(n, value, dtype=np.int8)
+
+
+def _floats(n: int, value: float) -> np.ndarray:
+    """``np.full(n, value)`` (float64), for a few agents without ``np.full``'s fixed cost."""
+    return np.array([value] * n, dtype=np.float64) if n <= _FEW else np.full(n, value, dtype=np.float64)
 
 
 class AlwaysOn(Policy):
@@ -37,7 +50,7 @@ class RaceToIdle(Policy):
     name = "race_to_idle"
 
     def on_idle(self, obs: AgentObservation) -> np.ndarray:
-        return np.full(len(obs), IdleAction.SLEEP, dtype=np.int8)
+        return _int8s(len(obs), _SLEEP)
 
 
 class RenewableFollower(Policy):
@@ -63,15 +76,15 @@ class RenewableFollower(Policy):
         share = max(self.min_power_fraction, obs.market.renewable_fraction)
         g = obs.gpu
         request = g.idle_w + share * (g.full_power_w - g.idle_w)
-        return Bids(np.full(len(obs), request), np.full(len(obs), np.inf))
+        n = len(obs)
+        return Bids(_floats(n, request), _floats(n, _INF))
 
     def admit(self, obs: JobObservation) -> np.ndarray:
         low = obs.market.renewable_fraction < self.defer_below_fraction
-        return np.full(len(obs), Admission.DEFER if low else Admission.RUN, dtype=np.int8)
+        return _int8s(len(obs), _DEFER if low else _RUN)
 
     def on_idle(self, obs: AgentObservation) -> np.ndarray:
-        action = IdleAction.SLEEP if self.sleep_when_idle else IdleAction.STAY_IDLE
-        return np.full(len(obs), action, dtype=np.int8)
+        return _int8s(len(obs), _SLEEP if self.sleep_when_idle else _STAY)
 
     def state_dict(self) -> dict:
         return {"min_power_fraction": self.min_power_fraction, "defer_below_fraction": self.defer_below_fraction,
@@ -100,13 +113,18 @@ class PriceThreshold(Policy):
         only at or below the threshold (or at any price when ``throttle_to_min_cap`` is off)."""
         g, n = obs.gpu, len(obs)
         floor_w = g.min_cap_w - g.idle_w
-        steps_w = np.tile([floor_w, g.full_power_w - g.min_cap_w], (n, 1))
-        steps_price = np.tile([np.inf, self.threshold if self.throttle else np.inf], (n, 1))
-        return Bids(np.full(n, g.full_power_w), np.full(n, np.inf), steps_w, steps_price)
+        w_row, price_row = [floor_w, g.full_power_w - g.min_cap_w], [_INF, self.threshold if self.throttle else _INF]
+        if n <= _FEW:  # np.tile's rows, without its fixed cost
+            steps_w, steps_price = np.array([w_row] * n, dtype=np.float64), np.array([price_row] * n, dtype=np.float64)
+            if n == 0:
+                steps_w, steps_price = steps_w.reshape(0, 2), steps_price.reshape(0, 2)
+        else:
+            steps_w, steps_price = np.tile(w_row, (n, 1)), np.tile(price_row, (n, 1))
+        return Bids(_floats(n, g.full_power_w), _floats(n, _INF), steps_w, steps_price)
 
     def admit(self, obs: JobObservation) -> np.ndarray:
         high = obs.market.price_tokens_per_kwh > self.threshold
-        return np.full(len(obs), Admission.DEFER if high else Admission.RUN, dtype=np.int8)
+        return _int8s(len(obs), _DEFER if high else _RUN)
 
     def state_dict(self) -> dict:
         return {"threshold_tokens_per_kwh": self.threshold, "throttle_to_min_cap": self.throttle}
@@ -132,7 +150,7 @@ class DeadlineSlack(Policy):
 
     def bid(self, obs: AgentObservation) -> Bids:
         # the learners' PACE action bids the same power (dcsim.learning.pace_power_w)
-        return Bids(pace_power_w(obs, self.safety), np.full(len(obs), np.inf))
+        return Bids(pace_power_w(obs, self.safety), _floats(len(obs), _INF))
 
     def admit(self, obs: JobObservation) -> np.ndarray:
         scarce = obs.market.price_tokens_per_kwh > obs.market.base_price_tokens_per_kwh * self.defer_price_ratio
@@ -165,11 +183,10 @@ class Truthful(Policy):
         n = len(obs)
         if n <= _FEW:  # a job starting: the same arithmetic on Python numbers (numpy's fixed cost dominates)
             span_w, price = g.full_power_w - g.idle_w, []
-            for rem, v, k, has in zip(obs.job_remaining_s.tolist(), obs.job_value_tokens.tolist(),
-                                      obs.job_gpus.tolist(), obs.has_job.tolist()):
+            for rem, v, k, has in obs.rows("job_remaining_s", "job_value_tokens", "job_gpus", "has_job"):
                 e = rem * span_w / 3.6e6
                 price.append(v / max(k, 1) / e if has and e > 0 else 0.0)
-            return Bids(np.full(n, g.full_power_w), np.array(price, dtype=np.float64))
+            return Bids(_floats(n, g.full_power_w), np.array(price, dtype=np.float64))
         energy_kwh = obs.job_remaining_s * (g.full_power_w - g.idle_w) / 3.6e6  # this GPU's share
         share = obs.job_value_tokens / np.maximum(obs.job_gpus, 1)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -177,8 +194,7 @@ class Truthful(Policy):
         return Bids(np.full(len(obs), g.full_power_w), value)
 
     def on_idle(self, obs: AgentObservation) -> np.ndarray:
-        action = IdleAction.SLEEP if self.sleep_when_idle else IdleAction.STAY_IDLE
-        return np.full(len(obs), action, dtype=np.int8)
+        return _int8s(len(obs), _SLEEP if self.sleep_when_idle else _STAY)
 
     def state_dict(self) -> dict:
         return {"sleep_when_idle": self.sleep_when_idle}
