@@ -121,7 +121,8 @@ def _summary(result) -> dict:
 
 
 CASES = [  # scenario, overrides, policy: drops (queue full, expired deadlines), deferrals, pauses, failures, a tree
-    ("quickstart", ["horizon_s=6h", "workload.max_queue=3", "workload.drop_expired=true"], "deadline_slack"),
+    ("quickstart", ["horizon_s=6h", "cluster.gpus=6", "workload.max_queue=4", "workload.drop_expired=true"],
+     "deadline_slack"),
     ("teach_market", [], "price_threshold"),
     ("facility_failures", ["horizon_s=4h"], "always_on"),
     ("facility_failures", ["horizon_s=4h", "facility.failures.on_failure=lose"], "race_to_idle"),
