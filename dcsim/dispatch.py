@@ -172,11 +172,21 @@ class Dispatcher:
 
     def _end(self, j: int) -> None:
         """Slot ``j``'s job ended (completed, dropped or killed): write its results into its chunk, free the slot."""
-        self._write_results(j)
-        chunk = self.log.chunks[self._gid[j] // self.chunk_jobs]
+        g = self._gid[j]
+        index = g // self.chunk_jobs
+        log = self.log
+        chunk = log.chunks[index]
+        i = g - chunk.base
+        chunk.status[i] = self._stat[j]
+        chunk.reason[i] = self._why[j]
+        chunk.start[i] = self._start[j]
+        chunk.finish[i] = self._finish[j]
+        chunk.energy[i] = self._jen[j]
+        if chunk.requeues is not None:
+            chunk.requeues[i] = self._req[j]
         chunk.live -= 1
         if chunk.live == 0:
-            self.log.chunk_ended(self._gid[j] // self.chunk_jobs)
+            log.chunk_ended(index)
         self._gid[j] = -1
         self._stat[j] = FUTURE
         self._ver[j] += 1  # any completion entry of the old job is stale for the next one
