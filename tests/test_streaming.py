@@ -183,3 +183,17 @@ def test_run_and_write_stream_the_jobs_table_into_the_run_folder(tmp_path):
     for s in (a, b):
         s.pop("performance")
     assert a == b
+
+
+def test_a_trace_replay_streams_its_output_from_the_whole_table(tmp_path):
+    """A trace stays a whole table in memory, but its job table can still be written as jobs end."""
+    from dcsim.outputs import write_run
+    from dcsim.runner import run_scenario
+
+    sc = _scenario("example_jobs")
+    whole = run_scenario(sc)
+    streamed = run_scenario(sc.model_copy(update={"outputs": sc.outputs.model_copy(update={"stream_jobs": True})}))
+    assert streamed.result.jobs is None and len(whole.result.jobs) > 0
+    write_run(whole, tmp_path / "whole")
+    write_run(streamed, tmp_path / "streamed")
+    assert (tmp_path / "streamed" / "jobs.csv").read_bytes() == (tmp_path / "whole" / "jobs.csv").read_bytes()
