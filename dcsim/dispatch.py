@@ -48,7 +48,7 @@ _NP = {"d": np.float64, "q": np.int64, "b": np.int8}
 #: The slot buffers: (array attribute, numpy view attribute or None, typecode, fill).
 _SLOT_BUFFERS = (
     ("_gid", "gid", "q", -1), ("_arr", "arrival_s", "d", 0.0), ("_k", "job_gpus_n", "q", 1),
-    ("_deadline", "deadline_s", "d", math.inf), ("_dfr", "deferrable", "b", 0), ("_value", "value_tokens", "d", 0.0),
+    ("_deadline", "deadline_s", "d", math.inf), ("_value", "value_tokens", "d", 0.0),
     ("_beta", "beta", "d", 1.0), ("_dur", "duration_full_s", "d", 0.0), ("_stat", "status", "b", int(JobStatus.FUTURE)),
     ("_why", "drop_reason", "b", 0), ("_start", "start_s", "d", math.nan), ("_finish", "finish_s", "d", math.nan),
     ("_rem", "remaining_s", "d", 0.0), ("_rate", "rate", "d", 0.0), ("_last", "last_s", "d", 0.0),
@@ -154,19 +154,18 @@ class Dispatcher:
         if not self._free:
             self._grow(2 * self._cap)
         j = self._free.pop()
-        _, base, arrival, k, deadline, deferrable, value, beta, duration = self._rows
+        _, base, arrival, k, deadline, _, value, beta, duration = self._rows
+        # A freed slot is FUTURE with no drop reason (see _end); the finish time, the allocation and the last clock
+        # change of its previous job are never read before this job sets them (the table masks pending finishes).
         self._gid[j] = base + i
         self._arr[j] = arrival[i]
         self._k[j] = k[i]
         self._deadline[j] = deadline[i]
-        self._dfr[j] = deferrable[i]
         self._value[j] = value[i]
         self._beta[j] = beta[i]
         self._dur[j] = self._rem[j] = duration[i]
-        self._stat[j] = FUTURE
-        self._why[j] = 0
-        self._start[j] = self._finish[j] = math.nan
-        self._rate[j] = self._last[j] = self._jal[j] = self._jen[j] = 0.0
+        self._start[j] = math.nan
+        self._rate[j] = self._jen[j] = 0.0
         self._req[j] = 0
         return j
 
@@ -178,7 +177,10 @@ class Dispatcher:
         chunk = log.chunks[index]
         i = g - chunk.base
         chunk.status[i] = self._stat[j]
-        chunk.reason[i] = self._why[j]
+        why = self._why[j]
+        if why:
+            chunk.reason[i] = why
+            self._why[j] = 0
         chunk.start[i] = self._start[j]
         chunk.finish[i] = self._finish[j]
         chunk.energy[i] = self._jen[j]
