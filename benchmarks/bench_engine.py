@@ -118,25 +118,35 @@ def bench_scenario(gpus: int, horizon_s: float, policy: str, mechanism: str = "p
 
 
 def timed_run(gpus: int, horizon_s: float, policy: str, mechanism: str = "posted_price",
-              target: bool = False, facility: bool = False, params: dict | None = None) -> dict:
-    """Build the world (jobs, supply) and run it, timing the build and ``Simulation.run()`` by wall and CPU time."""
+              target: bool = False, facility: bool = False, jobs_table: bool = False,
+              params: dict | None = None) -> dict:
+    """Build the world (jobs, supply) and run it, timing the build and ``Simulation.run()`` by wall and CPU time.
+
+    The jobs come from :func:`dcsim.workload.build_job_source`: above a million jobs they are streamed in chunks
+    (``outputs.stream_jobs: auto``). ``jobs_table``: the run also writes its job table (streamed runs append it to
+    a temporary Parquet file as jobs end, which is part of the run's time; the file is removed afterwards)."""
     from dcsim.engine import Simulation
     from dcsim.policy import load_policy
     from dcsim.seeding import Streams
     from dcsim.supply import build_supply
-    from dcsim.workload import build_jobs
+    from dcsim.workload import build_job_source
 
     sc = bench_scenario(gpus, horizon_s, policy, mechanism, target, facility=facility, params=params)
+    if jobs_table:
+        sc = sc.model_copy(update={"outputs": sc.outputs.model_copy(update={"jobs_table": True})})
     wall0, cpu0 = time.perf_counter(), time.process_time()
     streams = Streams(sc.seed)
-    sim = Simulation(sc, load_policy(sc.policy.name, sc.policy.params), build_jobs(sc, streams), build_supply(sc),
-                     streams)
+    sim = Simulation(sc, load_policy(sc.policy.name, sc.policy.params), build_job_source(sc, streams),
+                     build_supply(sc), streams)
     wall1, cpu1 = time.perf_counter(), time.process_time()
     result = sim.run()
     wall2, cpu2 = time.perf_counter(), time.process_time()
-    arrived = int((result.jobs["arrival_s"] < horizon_s).sum())
+    counts = result.job_totals.status_counts
+    arrived = sum(counts.values()) - counts["future"]
     return {"gpus": gpus, "policy": policy, "mechanism": mechanism, "horizon_s": horizon_s, "jobs": arrived,
-            "completed": int((result.jobs["status"] == "completed").sum()), "events": result.counters["events"],
+            "streamed": sim.streamed, "jobs_table": jobs_table,
+            "jobs_file_mib": None if result.job_file is None else result.job_file.path.stat().st_size / 2**20,
+            "completed": counts["completed"], "events": result.counters["events"],
             "decisions": int(len(result.decisions)), "build_wall_s": wall1 - wall0, "build_cpu_s": cpu1 - cpu0,
             "run_wall_s": wall2 - wall1, "run_cpu_s": cpu2 - cpu1,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
@@ -174,7 +184,7 @@ def side_by_side(sizes: list[int], horizon_s: float, policies: list[str], mechan
     return rows
 
 
-def target_runs(sizes: list[int], horizon_s: float, policy: str) -> list[dict]:
+def target_runs(sizes: list[int], horizon_s: float, policy: str, jobs_table: bool = False) -> list[dict]:
     """The target workload at each size, each in a fresh process (its own peak RSS)."""
     header = f"{'GPUs':>8} {'sim h':>6} {'jobs':>11} {'events':>11} {'build s':>8} {'run wall s':>10} " \
              f"{'run cpu s':>9} {'total wall s':>12} {'jobs/s':>8} {'peak RSS MiB':>12}"
@@ -186,7 +196,7 @@ def target_runs(sizes: list[int], horizon_s: float, policy: str) -> list[dict]:
     code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
             "from bench_engine import timed_run; print(json.dumps(timed_run(*json.loads(sys.argv[1]))))")
     for gpus in sizes:
-        args = json.dumps([gpus, horizon_s, policy, "posted_price", True])
+        args = json.dumps([gpus, horizon_s, policy, "posted_price", True, False, jobs_table])
         proc = subprocess.run([sys.executable, "-c", code, args], check=True, capture_output=True, text=True,
                               env=dict(os.environ, MPLBACKEND="Agg"))
         row = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -195,7 +205,8 @@ def target_runs(sizes: list[int], horizon_s: float, policy: str) -> list[dict]:
         rows.append(row)
         print(f"{gpus:>8,} {horizon_s / 3600:>6.1f} {row['jobs']:>11,} {row['events']:>11,} {row['build_wall_s']:>8.1f} "
               f"{row['run_wall_s']:>10.1f} {row['run_cpu_s']:>9.1f} {row['total_wall_s']:>12.1f} "
-              f"{row['jobs_per_s']:>8,.0f} {row['peak_rss_mib']:>12,.0f}")
+              f"{row['jobs_per_s']:>8,.0f} {row['peak_rss_mib']:>12,.0f}  streamed={row['streamed']}"
+              + ("" if row["jobs_file_mib"] is None else f" jobs file {row['jobs_file_mib']:,.0f} MiB"))
         sys.stdout.flush()
     return rows
 
@@ -215,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--greedy", action="store_true",
                         help="with --side-by-side: also run each learning policy frozen (learn: false, greedy)")
     parser.add_argument("--target", action="store_true", help="the target workload, with peak RSS per size")
+    parser.add_argument("--jobs-table", action="store_true",
+                        help="with --target: also write the job table (streamed runs: Parquet appends as jobs end)")
     parser.add_argument("--battery", action="store_true",
                         help="add supply.battery under facility.battery (grid charging, export, demand charge)")
     parser.add_argument("--facility", action="store_true",
@@ -230,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = side_by_side(args.sizes, args.horizon, args.policies or list(registered_policies()), args.mechanism,
                                 greedy=args.greedy)
         else:
-            rows = target_runs(args.sizes, args.horizon, args.policy)
+            rows = target_runs(args.sizes, args.horizon, args.policy, args.jobs_table)
         print(f"load average at the end {os.getloadavg()[0]:.1f}")
         if args.json:
             Path(args.json).write_text(json.dumps({"runs": rows}, indent=2), encoding="utf-8")

@@ -146,7 +146,10 @@ def run_summary(scenario: Scenario) -> tuple[dict[str, Any], str]:
         raise DcsimError(f"policy {scenario.policy.name!r}, seed {scenario.seed}: {exc}") from None
     if run.summary.get("kind") == "llm_serving":
         return run.summary, request_hash(run.result.requests)
-    return run.summary, workload_hash(run.result.jobs)
+    jobs = run.result.jobs
+    if jobs is None:  # streamed: read the workload columns back from its file
+        jobs = run.result.job_file.read(list(WORKLOAD_COLUMNS))
+    return run.summary, workload_hash(jobs)
 
 
 def _run_one(scenario: Scenario) -> tuple[dict[str, float], str]:

@@ -527,6 +527,9 @@ class OutputConfig(_Model):
     format: Literal["auto", "csv", "parquet"] = Field(
         "auto", description="jobs/rounds/timeseries/ledger/decisions/events tables: csv, parquet (needs pyarrow) or "
                             "auto (parquet when the run's tables hold more than 1,000,000 rows, csv below)")
+    stream_jobs: bool | Literal["auto"] = Field(
+        "auto", description="write ended jobs' rows to the jobs table as the run goes (memory for the jobs in the "
+                            "system, not all jobs); auto: for synthetic workloads of more than 1,000,000 jobs")
 
 
 # Imported here, not at the top: dcsim.facility.config builds on the models above (see its docstring).

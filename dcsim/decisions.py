@@ -77,7 +77,13 @@ class DecisionDispatcher:
         self.decision_rows: list[tuple] = []
         self.setpoint_rows: list[tuple] = []  # (time_s, supply_air_c, chilled_water_c) of each cooling decision
         self._who = {m: f"policy {policy.name!r} {m}" for m in _METHODS}
-        # the per-job buffers' scalar twins (Python numbers, no numpy scalars on the per-job path)
+        self._bind_job_buffers()
+        jobs.on_grow.append(self._bind_job_buffers)
+
+    def _bind_job_buffers(self) -> None:
+        """The per-job buffers' scalar twins (Python numbers, no numpy scalars on the per-job path), bound again
+        whenever the dispatcher reallocates them."""
+        jobs = self.jobs
         self._job_rem, self._job_rate, self._job_last = jobs._rem, jobs._rate, jobs._last
         self._job_deadline, self._job_gpus = jobs._deadline, jobs._k
         self._job_beta, self._job_value = jobs._beta, jobs._value
@@ -210,7 +216,7 @@ class DecisionDispatcher:
             return []
         self.log_decision("admit", idx.size)
         obs = JobObservation(
-            idx, jobs.job_gpus_n[idx], jobs.duration_full_s[idx],
+            jobs.gid[idx], jobs.job_gpus_n[idx], jobs.duration_full_s[idx],
             jobs.deadline_s[idx] - now - jobs.duration_full_s[idx], now - jobs.arrival_s[idx],
             jobs.value_tokens[idx], self.market_view(),
         )

@@ -1,6 +1,7 @@
 """Job queue, dispatch and placement: per-job state, FCFS starts on free GPUs, clocks and completion times."""
 from __future__ import annotations
 
+import array
 import heapq
 import math
 from collections import deque
@@ -11,10 +12,10 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from dcsim.buffers import buffer
 from dcsim.cluster import ACTIVE, IDLE, OFF, SLEEP, WAKING, BOOTING, Cluster
 
 if TYPE_CHECKING:
+    from dcsim.job_log import JobLog
     from dcsim.market_round import MarketRound
     from dcsim.power_delivery import PowerDelivery
     from dcsim.reward_meter import RewardMeter
@@ -40,8 +41,20 @@ class DropReason(IntEnum):
     DEADLINE_EXPIRED = 3  # deadline passed while waiting or deferred
 
 
+FUTURE = int(JobStatus.FUTURE)
 QUEUED, DEFERRED, STARTING = int(JobStatus.QUEUED), int(JobStatus.DEFERRED), int(JobStatus.STARTING)
 RUNNING, COMPLETED, DROPPED = int(JobStatus.RUNNING), int(JobStatus.COMPLETED), int(JobStatus.DROPPED)
+_NP = {"d": np.float64, "q": np.int64, "b": np.int8}
+#: The slot buffers: (array attribute, numpy view attribute or None, typecode, fill).
+_SLOT_BUFFERS = (
+    ("_gid", "gid", "q", -1), ("_arr", "arrival_s", "d", 0.0), ("_k", "job_gpus_n", "q", 1),
+    ("_deadline", "deadline_s", "d", math.inf), ("_value", "value_tokens", "d", 0.0),
+    ("_beta", "beta", "d", 1.0), ("_dur", "duration_full_s", "d", 0.0), ("_stat", "status", "b", int(JobStatus.FUTURE)),
+    ("_why", "drop_reason", "b", 0), ("_start", "start_s", "d", math.nan), ("_finish", "finish_s", "d", math.nan),
+    ("_rem", "remaining_s", "d", 0.0), ("_rate", "rate", "d", 0.0), ("_last", "last_s", "d", 0.0),
+    ("_jal", "job_alloc_w", "d", 0.0), ("_jen", "job_energy_j", "d", 0.0), ("_mark", None, "d", 0.0),
+    ("_req", None, "q", 0),
+)
 # Completions due within this many ulps of the timer's time happen at that instant (``now + remaining / rate``
 # computed for different jobs can differ in the last bits); anything further apart completes later.
 SAME_INSTANT_ULPS = 4
@@ -54,16 +67,18 @@ class Dispatcher:
     by version, so nothing is polled. A k-GPU job is gang-scheduled: it runs at its slowest GPU's pace.
 
     Args:
-        jobs: The job table (see :mod:`dcsim.jobs`).
+        log: Where ended jobs' results go (the job table's chunks).
+        chunk_jobs: Rows per chunk of the job table.
         env: The SimPy environment.
         cluster: The GPUs jobs are placed on.
         drop_expired: Drop waiting jobs whose deadline has passed.
         max_queue: Longest queue (None = unbounded); arrivals beyond it are dropped.
         trace: The event trace, or None.
+        initial_slots: Jobs in the system the buffers first have room for (they grow as needed).
     """
 
-    def __init__(self, jobs: pd.DataFrame, env: simpy.Environment, cluster: Cluster, drop_expired: bool,
-                 max_queue: int | None, trace: list[tuple] | None):
+    def __init__(self, log: JobLog, chunk_jobs: int, env: simpy.Environment, cluster: Cluster, drop_expired: bool,
+                 max_queue: int | None, trace: list[tuple] | None, initial_slots: int = 1024):
         self.env = env
         self.cluster = cluster
         self._trace = trace
@@ -73,41 +88,129 @@ class Dispatcher:
         self.rewards: RewardMeter | None = None  # wired by the core for learning policies
         self.on_due: Callable[[simpy.Event], None] | None = None  # the core's completion-timer handler
         self.power: PowerDelivery | None = None  # wired by the core with a power-delivery tree: places jobs
-        self.placed: dict[int, list[int]] = {}  # with a tree: every job's GPUs, kept after it ends
-        self.requeued: np.ndarray | None = None  # with failures: how often each job was requeued
 
-        # static columns as numpy (vector work) and lists (scalar work)
-        self.jobs_in = jobs
-        m = len(jobs)
-        self.arrival_s = jobs["arrival_s"].to_numpy(float)
-        self.job_gpus_n = jobs["gpus"].to_numpy(np.int64)
-        self.deadline_s = np.nan_to_num(jobs["deadline_s"].to_numpy(float), nan=np.inf)
-        self.deferrable = jobs["deferrable"].to_numpy(bool)
-        self.value_tokens = jobs["value_tokens"].to_numpy(float)
-        self.beta = jobs["clock_sensitivity"].to_numpy(float)
-        self.duration_full_s = jobs["work_gpu_s"].to_numpy(float) / self.job_gpus_n
-        self._k, self._deadline = self.job_gpus_n.tolist(), self.deadline_s.tolist()
-        self._beta, self._value = self.beta.tolist(), self.value_tokens.tolist()
-        # dynamic state
-        self._stat, self.status = buffer(m, "b", int(JobStatus.FUTURE))
-        self._why, self.drop_reason = buffer(m, "b", 0)
-        self._start, self.start_s = buffer(m, "d", math.nan)
-        self._finish, self.finish_s = buffer(m, "d", math.nan)
-        self._rem, self.remaining_s = buffer(m, "d", 0.0)  # full-clock seconds left as of last_s
-        self.remaining_s[:] = self.duration_full_s
-        self._rate, self.rate = buffer(m, "d", 0.0)
-        self._last, self.last_s = buffer(m, "d", 0.0)
-        self._jal, self.job_alloc_w = buffer(m, "d", 0.0)
-        self._jen, self.job_energy_j = buffer(m, "d", 0.0)
-        self._mark = buffer(m, "d", 0.0)[0]  # GPUs' energy meters at the start
-        self._ver = [0] * m
-        self._pending = [0] * m  # GPUs still waking before the job can start
+        self.on_grow: list[Callable[[], None]] = []  # called after the slot buffers were reallocated
+        self.requeued: np.ndarray | None = None  # with failures (track_requeues): how often each slot's job was requeued
+
+        # Per-job state lives in slots: a job takes a free slot when it arrives and gives it back when it ends, so
+        # the buffers hold the jobs in the system, not every job of the run. ``gid`` maps a slot to the job's row
+        # in the job table (its id in traces, observations and outputs); ties between jobs are broken by it.
+        self.log = log
+        self.chunk_jobs = chunk_jobs
+        self._cap = 0
+        for a, v, tc, fill in _SLOT_BUFFERS:
+            setattr(self, a, array.array(tc))
+            if v is not None:
+                setattr(self, v, np.frombuffer(getattr(self, a), dtype=_NP[tc]))
+        self._ver: list[int] = []
+        self._pending: list[int] = []  # GPUs still waking before the job can start
+        self._free: list[int] = []
+        self._scratch = np.zeros(0)
+        self._grow(initial_slots)
         self.job_gpus: dict[int, list[int]] = {}  # running or starting jobs' GPUs
         self.queue: deque[int] = deque()
         self.deferred: list[int] = []
-        self.heap: list[tuple[float, int, int]] = []  # (completion time, job, version)
+        self.heap: list[tuple[float, int, int, int]] = []  # (completion time, job id, version, slot)
         self._timers: list[float] = []
-        self._scratch = np.zeros(m)
+        self._rows: tuple | None = None  # the current chunk's columns as lists, for arrive()
+
+    # ------------------------------------------------------------------------------------ slots
+    def _grow(self, slots: int) -> None:
+        """Reallocate the slot buffers with room for ``slots`` jobs (more than now) and tell ``on_grow``."""
+        old = self._cap
+        new = max(slots, 2 * old, 16)
+        for a, v, tc, fill in _SLOT_BUFFERS:
+            buf = array.array(tc, getattr(self, a))
+            buf.extend(array.array(tc, [fill]) * (new - old))
+            setattr(self, a, buf)
+            if v is not None:
+                setattr(self, v, np.frombuffer(buf, dtype=_NP[tc]))
+        self._ver.extend([0] * (new - old))
+        self._pending.extend([0] * (new - old))
+        self._scratch = np.zeros(new)
+        self._free.extend(range(new - 1, old - 1, -1))  # the lowest slot is taken first
+        self._cap = new
+        if self.requeued is not None:
+            self.requeued = np.frombuffer(self._req, dtype=np.int64)
+        for f in self.on_grow:
+            f()
+
+    def track_requeues(self) -> None:
+        """Count requeues per job (failures are configured): ``requeued[slot]`` and the table's ``requeues``."""
+        self.requeued = np.frombuffer(self._req, dtype=np.int64)
+
+    def open_chunk(self, index: int, frame: pd.DataFrame) -> None:
+        """The arrivals reached chunk ``index`` of the job table: open its results and read its columns."""
+        chunk = self.log.open(index, frame, index * self.chunk_jobs)
+        gpus = frame["gpus"].to_numpy(np.int64)
+        self._rows = (chunk, chunk.base, frame["arrival_s"].to_numpy(float).tolist(), gpus.tolist(),
+                      np.nan_to_num(frame["deadline_s"].to_numpy(float), nan=np.inf).tolist(),
+                      frame["deferrable"].to_numpy(bool).tolist(), frame["value_tokens"].to_numpy(float).tolist(),
+                      frame["clock_sensitivity"].to_numpy(float).tolist(),
+                      (frame["work_gpu_s"].to_numpy(float) / gpus).tolist())
+
+    def arrive(self, i: int) -> int:
+        """Row ``i`` of the open chunk arrives: give it a slot (returned) holding its columns."""
+        if not self._free:
+            self._grow(2 * self._cap)
+        j = self._free.pop()
+        _, base, arrival, k, deadline, _, value, beta, duration = self._rows
+        # A freed slot is FUTURE with no drop reason (see _end); the finish time, the allocation and the last clock
+        # change of its previous job are never read before this job sets them (the table masks pending finishes).
+        self._gid[j] = base + i
+        self._arr[j] = arrival[i]
+        self._k[j] = k[i]
+        self._deadline[j] = deadline[i]
+        self._value[j] = value[i]
+        self._beta[j] = beta[i]
+        self._dur[j] = self._rem[j] = duration[i]
+        self._start[j] = math.nan
+        self._rate[j] = self._jen[j] = 0.0
+        self._req[j] = 0
+        return j
+
+    def _end(self, j: int) -> None:
+        """Slot ``j``'s job ended (completed, dropped or killed): write its results into its chunk, free the slot."""
+        g = self._gid[j]
+        index = g // self.chunk_jobs
+        log = self.log
+        chunk = log.chunks[index]
+        i = g - chunk.base
+        chunk.status[i] = self._stat[j]
+        why = self._why[j]
+        if why:
+            chunk.reason[i] = why
+            self._why[j] = 0
+        chunk.start[i] = self._start[j]
+        chunk.finish[i] = self._finish[j]
+        chunk.energy[i] = self._jen[j]
+        if chunk.requeues is not None:
+            chunk.requeues[i] = self._req[j]
+        chunk.live -= 1
+        if chunk.live == 0:
+            log.chunk_ended(index)
+        self._gid[j] = -1
+        self._stat[j] = FUTURE
+        self._ver[j] += 1  # any completion entry of the old job is stale for the next one
+        self._free.append(j)
+
+    def _write_results(self, j: int) -> None:
+        g = self._gid[j]
+        chunk = self.log.chunks[g // self.chunk_jobs]
+        i = g - chunk.base
+        chunk.status[i] = self._stat[j]
+        chunk.reason[i] = self._why[j]
+        chunk.start[i] = self._start[j]
+        chunk.finish[i] = self._finish[j]
+        chunk.energy[i] = self._jen[j]
+        if chunk.requeues is not None:
+            chunk.requeues[i] = self._req[j]
+
+    def close(self) -> None:
+        """At the horizon: write the results so far of every job still in the system (pending jobs)."""
+        for j in range(self._cap):
+            if self._gid[j] >= 0:
+                self._write_results(j)
 
     # ------------------------------------------------------------------------------------ queue
     def enqueue(self, jobs: list[int]) -> None:
@@ -124,7 +227,7 @@ class Dispatcher:
         for j in jobs:
             self._stat[j] = DEFERRED
             if self._trace is not None:
-                self._trace.append((self.env.now, "defer", j, ""))
+                self._trace.append((self.env.now, "defer", self._gid[j], ""))
 
     def hold(self, j: int) -> None:
         """Fixed-step timing: arrived deferrable job ``j`` waits, held, for the next tick's admission decision."""
@@ -133,12 +236,13 @@ class Dispatcher:
 
     def drop(self, j: int, reason: DropReason) -> None:
         if self._trace is not None:
-            self._trace.append((self.env.now, "drop", j, reason.name.lower()))
+            self._trace.append((self.env.now, "drop", self._gid[j], reason.name.lower()))
         self._stat[j] = DROPPED
         self._why[j] = int(reason)
         if self.rewards is not None:
             self.rewards.drop(j, self.env.now, reason == DropReason.DEADLINE_EXPIRED)
         self._finish[j] = self.env.now
+        self._end(j)
 
     def dispatch(self) -> None:
         """Start queued jobs in arrival order while enough GPUs are free (strict FCFS, no backfilling)."""
@@ -199,8 +303,10 @@ class Dispatcher:
     def _claim_placed(self, j: int, taken: list[int]) -> None:
         """Give job ``j`` the GPUs ``taken`` (already out of the free pools): start it, or wake them first."""
         cl = self.cluster
-        if self.power is not None:
-            self.placed[j] = taken
+        if self.power is not None:  # the job table's node: the node of its first GPU, where it was placed last
+            g = self._gid[j]
+            chunk = self.log.chunks[g // self.chunk_jobs]
+            chunk.node[g - chunk.base] = self.power.node_of_gpu(taken[0])
         st, asg = cl._st, cl._asg
         for g in taken:
             asg[g] = j
@@ -235,7 +341,7 @@ class Dispatcher:
         gpus = self.job_gpus[j]
         now = self.env.now
         if self._trace is not None:
-            self._trace.append((now, "start", j, "gpus=" + " ".join(map(str, gpus))))
+            self._trace.append((now, "start", self._gid[j], "gpus=" + " ".join(map(str, gpus))))
         self._stat[j] = RUNNING
         self._start[j] = now
         if self.rewards is not None:
@@ -279,7 +385,7 @@ class Dispatcher:
             self._rate[j] = rate
             self._ver[j] += 1
             if rate > 0:
-                heapq.heappush(self.heap, (now + remaining / rate, j, self._ver[j]))
+                heapq.heappush(self.heap, (now + remaining / rate, self._gid[j], self._ver[j], j))
 
     def apply_allocations(self, alloc_w: np.ndarray, active: np.ndarray) -> None:
         """Set every running job's power above idle from a per-GPU allocation: each job gets its GPUs' minimum
@@ -288,6 +394,7 @@ class Dispatcher:
         owners = cl.assigned[active]
         if owners.size:
             running = np.unique(owners)
+            running = running[np.argsort(self.gid[running])]  # in job order (slots are not)
             scratch = self._scratch
             scratch[running] = np.inf
             np.minimum.at(scratch, owners, alloc_w[active])
@@ -307,7 +414,7 @@ class Dispatcher:
         """Make sure a timer is pending at the earliest valid completion."""
         heap, ver, stat = self.heap, self._ver, self._stat
         while heap:
-            _, j, v = heap[0]
+            _, _, v, j = heap[0]
             if ver[j] == v and stat[j] == RUNNING:
                 break
             heapq.heappop(heap)
@@ -328,7 +435,7 @@ class Dispatcher:
         heap, ver, stat = self.heap, self._ver, self._stat
         freed: list[int] = []
         while heap and heap[0][0] <= due:
-            _, j, v = heapq.heappop(heap)
+            _, _, v, j = heapq.heappop(heap)
             if ver[j] == v and stat[j] == RUNNING:
                 freed.extend(self.job_gpus[j])
                 self._complete(j)
@@ -338,7 +445,7 @@ class Dispatcher:
         gpus = self.job_gpus.pop(j)
         now = self.env.now
         if self._trace is not None:
-            self._trace.append((now, "complete", j, ""))
+            self._trace.append((now, "complete", self._gid[j], ""))
         self._stat[j] = COMPLETED
         self._finish[j] = now
         self._rem[j] = 0.0
@@ -365,32 +472,7 @@ class Dispatcher:
         if self.rewards is not None:
             self.rewards.complete(gpus, share, now, now > self._deadline[j])
         self.market.credit_job_value(gpus, share, value)
-
-    # ------------------------------------------------------------------------------------ output
-    def job_table(self, horizon_s: float) -> pd.DataFrame:
-        """The per-job table: the input columns plus status, times, slowdown, deadline misses and energy."""
-        status = self.status
-        done = status == COMPLETED
-        killed = status == int(JobStatus.KILLED)
-        ended = done | (status == DROPPED) | killed
-        df = self.jobs_in.copy()
-        df["status"] = pd.Categorical.from_codes(status, categories=[s.name.lower() for s in JobStatus])
-        df["drop_reason"] = pd.Categorical.from_codes(self.drop_reason, categories=[r.name.lower() for r in DropReason])
-        df["start_s"] = self.start_s
-        df["finish_s"] = np.where(ended, self.finish_s, np.nan)
-        df["wait_s"] = self.start_s - self.arrival_s
-        df["duration_full_clock_s"] = self.duration_full_s
-        df["slowdown"] = np.where(done, (self.finish_s - self.arrival_s) / self.duration_full_s, np.nan)
-        pending = ~ended & (status != int(JobStatus.FUTURE))
-        df["deadline_missed"] = np.isfinite(self.deadline_s) & (
-            (done & (self.finish_s > self.deadline_s)) | (self.drop_reason == int(DropReason.DEADLINE_EXPIRED))
-            | (pending & (self.deadline_s < horizon_s)))
-        df["energy_j"] = np.where(done | killed, self.job_energy_j, np.nan)
-        if self.power is not None:  # with a power-delivery tree: the node each job ran on (-1: not placed)
-            df["node"] = self.power.node_of_jobs(self.placed, len(df))
-        if self.requeued is not None:  # with failures: how often each job was stopped and queued again
-            df["requeues"] = self.requeued
-        return df
+        self._end(j)
 
 
 def delay_to(now: float, t: float) -> float:

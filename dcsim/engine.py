@@ -27,7 +27,9 @@ from dcsim.cluster import ACTIVE, SLEEP, Cluster
 from dcsim.config import Scenario
 from dcsim.decisions import DecisionDispatcher
 from dcsim.dispatch import SAME_INSTANT_ULPS, Dispatcher, DropReason, JobStatus, delay_to
+from dcsim.arrivals import job_source, streams_jobs
 from dcsim.facility.dispatch_battery import DISPATCH_COLUMNS
+from dcsim.job_log import JobFile, JobLog, JobTotals
 from dcsim.market_round import MarketRound
 from dcsim.meter import EnergyMeter
 from dcsim.outages import Outages
@@ -47,7 +49,7 @@ class RunResult:
 
     scenario: Scenario
     policy: Policy
-    jobs: pd.DataFrame
+    jobs: pd.DataFrame | None  # None when streamed to ``job_file``
     rounds: pd.DataFrame
     timeseries: pd.DataFrame
     energy: dict[str, float]
@@ -63,6 +65,16 @@ class RunResult:
     elements: pd.DataFrame | None = None  # with a power-delivery tree: power through every element, W
     facility: dict | None = None  # with facility parts on: PUE and energy by part (cooling), counts
     dispatch: pd.DataFrame | None = None  # with facility.battery: the facility agent's decisions (DISPATCH_COLUMNS)
+    job_totals: JobTotals | None = None  # what the summary reads from the job table, collected as jobs ended
+    job_file: JobFile | None = None  # a streamed run's job table (``jobs`` is None then), until written out
+
+    def jobs_table(self) -> pd.DataFrame:
+        """The job table: ``jobs``, or a streamed run's read back from its file (all of it in memory)."""
+        if self.jobs is not None:
+            return self.jobs
+        if self.job_file is None:
+            raise ValueError("this run kept no job table (outputs.jobs_table: false with streamed jobs)")
+        return self.job_file.read()
 
 
 class Simulation:
@@ -75,14 +87,16 @@ class Simulation:
     Args:
         scenario: The validated scenario.
         policy: The decision policy.
-        jobs: The job table (see :mod:`dcsim.jobs`).
+        jobs: The job table (see :mod:`dcsim.jobs`), or a source handing it out in chunks (:mod:`dcsim.arrivals`).
         supply: Supply series aligned to the scenario start.
         streams: The run's random streams.
         progress: Called with the simulated time at each periodic round, or None.
+        stream_jobs: Write ended jobs' rows to a file as the run goes instead of keeping the job table (the
+            result's ``jobs`` is then None and ``job_file`` holds it); None: as ``outputs.stream_jobs`` says.
     """
 
     def __init__(self, scenario: Scenario, policy: Policy, jobs: pd.DataFrame, supply: SupplyInputs,
-                 streams: Streams, progress: Callable[[float], None] | None = None):
+                 streams: Streams, progress: Callable[[float], None] | None = None, stream_jobs: bool | None = None):
         self.scenario = scenario
         self.policy = policy
         self.supply = supply
@@ -102,8 +116,19 @@ class Simulation:
         self.cluster = cluster = Cluster(scenario, env, self._trace)
         self.n_gpus = cluster.n_gpus
         self.meter = meter = EnergyMeter(scenario, supply, env, cluster)
-        self.jobs = Dispatcher(jobs, env, cluster, scenario.workload.drop_expired, scenario.workload.max_queue,
-                               self._trace)
+        self.source = source = job_source(jobs)
+        self._chunks = enumerate(source.chunks())
+        self.streamed = streams_jobs(scenario, source) if stream_jobs is None else stream_jobs
+        spool = None
+        if self.streamed and scenario.outputs.jobs_table:
+            from dcsim.tables import choose_format
+
+            spool = JobFile(choose_format(scenario.outputs.format, source.n_jobs))
+        self.job_log = JobLog(scenario.horizon_s, scenario.warmup_s, with_node=scenario.facility.topology is not None,
+                              with_requeues=scenario.facility.failures is not None, keep=not self.streamed, spool=spool)
+        self.jobs = Dispatcher(self.job_log, source.chunk_jobs, env, cluster, scenario.workload.drop_expired,
+                               scenario.workload.max_queue, self._trace,
+                               initial_slots=min(max(source.n_jobs, 16), 2 * cluster.n_gpus + 1024))
         self.decisions = DecisionDispatcher(policy, env, cluster, self.jobs, meter,
                                             scenario.market.base_price_tokens_per_kwh, hour0, self.tick_s, self._trace)
         self.market = MarketRound(scenario, streams, env, cluster, meter, self.jobs, self.decisions.start_wants,
@@ -164,7 +189,7 @@ class Simulation:
         tree = None if self.power is None else self.power.tree
         self.outages = out = Outages(self.scenario, streams, self.env, self.cluster, self.jobs, self.meter,
                                      self.supply, tree)
-        self.jobs.requeued = np.zeros(len(self.jobs.status), dtype=np.int64)
+        self.jobs.track_requeues()
         begin = self.cluster.begin_transition
 
         def begin_noting_transition(gpus: list[int], state: int) -> None:
@@ -252,31 +277,34 @@ class Simulation:
     # ------------------------------------------------------------------------------------ processes
     def _arrivals(self):
         jobs, decisions = self.jobs, self.decisions
-        arrival = jobs.arrival_s.tolist()
         horizon = self.horizon_s
         env = self.env
         n_gpus = self.n_gpus
-        k, deferrable = jobs._k, jobs.deferrable.tolist()
         trace = self._trace
         screen = decisions.calls["admit"]
-        for j, t in enumerate(arrival):
-            if t >= horizon:
-                break
-            if t > env.now:
-                yield env.timeout(delay_to(env.now, t))
-            self._advance()  # _event() inlined on the per-job path
-            self.n_events += 1
-            if k[j] > n_gpus:
-                jobs.drop(j, DropReason.TOO_LARGE)
-                continue
-            if trace is not None:
-                trace.append((env.now, "arrival", j, f"gpus={k[j]}"))
-            if screen and deferrable[j]:
-                decisions.admit_arrival(j)
-            else:
-                jobs.enqueue((j,))
-            jobs.dispatch()
-            jobs.arm()
+        arrive = jobs.arrive
+        for index, frame in self._chunks:
+            jobs.open_chunk(index, frame)
+            _, _, arrival, k, _, deferrable, *_ = jobs._rows
+            for i, t in enumerate(arrival):
+                if t >= horizon:
+                    return
+                if t > env.now:
+                    yield env.timeout(delay_to(env.now, t))
+                self._advance()  # _event() inlined on the per-job path
+                self.n_events += 1
+                j = arrive(i)
+                if k[i] > n_gpus:
+                    jobs.drop(j, DropReason.TOO_LARGE)
+                    continue
+                if trace is not None:
+                    trace.append((env.now, "arrival", jobs._gid[j], f"gpus={k[i]}"))
+                if screen and deferrable[i]:
+                    decisions.admit_arrival(j)
+                else:
+                    jobs.enqueue((j,))
+                jobs.dispatch()
+                jobs.arm()
 
     def _supply_changes(self):
         times = self.supply.change_times(self.horizon_s)
@@ -381,6 +409,10 @@ class Simulation:
             self.env.process(self._failures())
         self.env.run(until=self.horizon_s)
         self._advance()
+        self.jobs.close()
+        for index, frame in self._chunks:  # jobs that never arrived (a trace's rows past the horizon)
+            self.job_log.open(index, frame, index * self.source.chunk_jobs)
+        jobs_table = self.job_log.close(self.source.empty())
         if self.meter.battery is not None:
             self.meter.battery.close()
         market, cl, books = self.market, self.cluster, self.meter.books
@@ -398,7 +430,7 @@ class Simulation:
             self.power.close()
             elements = self.power.element_table()
         return RunResult(
-            scenario=self.scenario, policy=self.policy, jobs=self.jobs.job_table(self.horizon_s),
+            scenario=self.scenario, policy=self.policy, jobs=jobs_table,
             rounds=pd.DataFrame(market.round_rows),
             timeseries=self._timeseries(),
             energy=books.totals.as_dict() | {"battery_soc_start_j": books.initial_soc_j, "battery_soc_end_j": books.soc_j},
@@ -416,6 +448,7 @@ class Simulation:
             facility=self._facility_summary(),
             dispatch=None if self.meter.battery is None else
             pd.DataFrame(self.meter.battery.decision_rows, columns=DISPATCH_COLUMNS),
+            job_totals=self.job_log.totals, job_file=self.job_log.spool,
         )
 
     def _timeseries(self) -> pd.DataFrame:

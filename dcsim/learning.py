@@ -62,20 +62,17 @@ def episode_totals(result) -> dict[str, float]:
     deadline misses as the job table counts them (late completions, expired drops, jobs pending past their
     deadline at the horizon) and drops.
     """
-    jobs, energy, tokens = result.jobs, result.energy, result.tokens
-    status = jobs["status"].astype(str)
-    done = (status == "completed").to_numpy()
-    arrived = (status != "future").to_numpy()
-    finish = jobs["finish_s"].to_numpy(float)
-    end = np.where(np.isnan(finish), result.scenario.horizon_s, finish)
+    from dcsim.metrics import job_totals
+
+    totals, energy, tokens = job_totals(result), result.energy, result.tokens
     return {
-        "value_tokens": float(jobs.loc[done, "value_tokens"].sum()),
+        "value_tokens": totals.value_completed(),
         "spent_tokens": float(tokens["spent"]),
         "energy_kwh": float(energy["consumed_j"]) / 3.6e6,
         "carbon_kg": float(energy["carbon_g"]) / 1000.0,
-        "latency_s": float((end[arrived] - jobs["arrival_s"].to_numpy(float)[arrived]).sum()),
-        "deadline_misses": float(jobs["deadline_missed"].sum()),
-        "dropped_jobs": float((status == "dropped").sum()),
+        "latency_s": totals.latency_s(),
+        "deadline_misses": float(totals.deadline_misses),
+        "dropped_jobs": float(totals.status_counts["dropped"]),
     }
 
 

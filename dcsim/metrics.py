@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from dcsim.engine import RunResult
+from dcsim.job_log import JobTotals
 from dcsim.learning import episode_reward, episode_totals
 from dcsim.market import J_PER_KWH, gini
 
@@ -80,23 +81,28 @@ def energy_cost_tokens(result: RunResult) -> float:
             + sc.grid_tokens_per_usd * e["cost_usd"] + sc.carbon_adder_tokens_per_kg * e["carbon_g"] / 1000.0)
 
 
+def job_totals(result: RunResult) -> JobTotals:
+    """What the summary reads from the job table: collected by the run as jobs ended, or from ``result.jobs``."""
+    if result.job_totals is not None:
+        return result.job_totals
+    return JobTotals.of_table(result.jobs, result.scenario.warmup_s, result.scenario.horizon_s)
+
+
 def summarize(result: RunResult) -> dict[str, Any]:
     """Build ``summary.json``'s content from a run. Every number is computed from the run's own tables."""
     sc = result.scenario
     e = result.energy
-    jobs = result.jobs
-    status = jobs["status"].astype(str)
-    counted = jobs["arrival_s"] >= sc.warmup_s
-    completed = status == "completed"
-    waits = jobs.loc[counted & jobs["start_s"].notna(), "wait_s"].to_numpy(float)
-    slowdown = jobs.loc[counted & completed, "slowdown"].to_numpy(float)
+    totals = job_totals(result)
+    counts = totals.status_counts
+    waits = totals.waits()
+    slowdown = totals.slowdowns()
     consumed = e["consumed_j"]
     generated = e["renewable_generated_j"]
-    drops = jobs.loc[status == "dropped", "drop_reason"].astype(str).value_counts()
-    pending = {s: int((status == s).sum()) for s in ("deferred", "queued", "starting", "running")}
+    drops = totals.drops_by_reason()
+    pending = {s: counts[s] for s in ("deferred", "queued", "starting", "running")}
     wall = result.counters["wall_s"]
     rounds = result.rounds
-    value_done = float(jobs.loc[completed, "value_tokens"].sum())
+    value_done = totals.value_completed()
     energy_cost = energy_cost_tokens(result)
     summary = {
         "scenario": sc.name,
@@ -126,14 +132,14 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "carbon_kg": e["carbon_g"] / 1000.0,
         "grid_cost_usd": e["cost_usd"],
         "jobs": {
-            "arrived": int((status != "future").sum()),
-            "completed": int(completed.sum()),
-            "dropped": int((status == "dropped").sum()),
+            "arrived": int(sum(counts.values()) - counts["future"]),
+            "completed": counts["completed"],
+            "dropped": counts["dropped"],
             "dropped_by_reason": {str(k): int(v) for k, v in drops.items()},
             "pending": int(sum(pending.values())),
             "pending_by_state": pending,
-            "deadline_misses": int(jobs["deadline_missed"].sum()),
-            "counted_after_warmup": int(counted.sum()),
+            "deadline_misses": totals.deadline_misses,
+            "counted_after_warmup": totals.counted,
         },
         "wait_s": {
             "mean": float(waits.mean()) if waits.size else math.nan,
@@ -162,7 +168,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
     if result.facility is not None:
         summary["facility"] = dict(result.facility)
     if sc.facility.failures is not None:  # every job accounted for: arrived = completed + dropped + pending + killed
-        summary["jobs"]["killed"] = int((status == "killed").sum())
+        summary["jobs"]["killed"] = counts["killed"]
     return _nan_to_none(summary)
 
 

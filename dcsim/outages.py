@@ -216,7 +216,9 @@ class Outages:
             if jobs.rewards is not None:
                 jobs.rewards.drop(j, now, False)
         if jobs._trace is not None:
-            jobs._trace.append((now, "requeue" if self.requeue else "kill", j, "gpu failure"))
+            jobs._trace.append((now, "requeue" if self.requeue else "kill", jobs._gid[j], "gpu failure"))
+        if not self.requeue:
+            jobs._end(j)
 
     # ------------------------------------------------------------------------------------ transitions
     def began_transition(self, gpus: list[int]) -> None:

@@ -58,6 +58,20 @@ def _write_allocations(out: Path, alloc_w: np.ndarray, rounds: pd.DataFrame) -> 
     return path
 
 
+def _write_streamed_jobs(r, out: Path, tables: dict[str, pd.DataFrame]) -> list[Path]:
+    """A streamed run: its job table is already written (in the format chosen when the run began); move it in and
+    write the other tables in the same format."""
+    from dcsim.tables import write_table
+
+    chosen = r.job_file.format
+    path = r.job_file.move_to(out)
+    for suffix in (".csv", ".parquet"):  # a folder never holds two versions of a table
+        stale = path.with_suffix(suffix)
+        if stale != path and stale.is_file():
+            stale.unlink()
+    return [path] + [write_table(df, out, stem, chosen) for stem, df in tables.items()]
+
+
 def write_run(run: Run, out: Path, plots: bool = False) -> list[Path]:
     """Write everything about ``run`` into ``out`` (created if needed); returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
@@ -97,8 +111,12 @@ def write_run(run: Run, out: Path, plots: bool = False) -> list[Path]:
               "events": (sc.outputs.trace_events and r.events is not None, r.events),
               "elements": (r.elements is not None, r.elements),
               "dispatch": (r.dispatch is not None, r.dispatch)}
-    written.extend(write_tables({stem: df for stem, (wanted, df) in tables.items() if wanted}, out,
-                                sc.outputs.format))
+    wanted_tables = {stem: df for stem, (wanted, df) in tables.items() if wanted}
+    if r.jobs is None and "jobs" in wanted_tables and r.job_file is not None:  # streamed as the run went
+        del wanted_tables["jobs"]
+        written.extend(_write_streamed_jobs(r, out, wanted_tables))
+    else:
+        written.extend(write_tables(wanted_tables, out, sc.outputs.format))
     if r.allocations_w is not None:
         written.append(_write_allocations(out, r.allocations_w, r.rounds))
     if plots or sc.outputs.plots:

@@ -190,7 +190,7 @@ def plot_run(result: RunResult, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     title = f"Power by source — {result.scenario.name} / {result.policy.name}"
     figures = {"power_by_source.png": power_figure(result.timeseries, title),
-               "queue_and_waits.png": queue_figure(result.timeseries, result.jobs)}
+               "queue_and_waits.png": queue_figure(result.timeseries, result.jobs_table())}
     if "pue" in result.timeseries.columns:
         figures["pue_vs_outdoor.png"] = pue_figure(result.timeseries)
     if not result.rounds.empty:

@@ -130,12 +130,9 @@ class PowerDelivery:
                 else:
                     free_any.discard(g)
 
-    def node_of_jobs(self, gpus_of_job: dict[int, list[int]], n_jobs: int) -> np.ndarray:
-        """Each job's node (the node of its first GPU; -1 when never placed or not under a node)."""
-        node = np.full(n_jobs, -1, dtype=np.int64)
-        for j, gpus in gpus_of_job.items():
-            node[j] = self._node_of_gpu[gpus[0]]
-        return node
+    def node_of_gpu(self, g: int) -> int:
+        """The node GPU ``g`` is under (-1 when it is not under a node)."""
+        return int(self._node_of_gpu[g])
 
     # ------------------------------------------------------------------------------------ the safety layer
     def limit_current(self) -> np.ndarray:

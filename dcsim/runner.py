@@ -11,7 +11,7 @@ from dcsim.metrics import summarize
 from dcsim.policy import Policy, load_policy
 from dcsim.seeding import Streams
 from dcsim.supply import build_supply
-from dcsim.workload import build_jobs
+from dcsim.workload import build_job_source
 
 
 @dataclass
@@ -35,7 +35,7 @@ def run_scenario(scenario: Scenario, policy: Policy | None = None,
         summary = summarize_serving(serving)
         summary["data_quality"] = quality
         return Run(serving, summary)
-    jobs = build_jobs(scenario, streams)
+    jobs = build_job_source(scenario, streams)  # a streamed source or the whole table
     supply = build_supply(scenario)
     quality = run_report(jobs.attrs, supply.data_quality)  # before the engine: it may not keep the attrs
     result = Simulation(scenario, policy, jobs, supply, streams, progress=progress).run()

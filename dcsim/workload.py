@@ -97,6 +97,14 @@ def synthetic_jobs(cfg: WorkloadConfig, horizon_s: float, start: pd.Timestamp, s
     gpus = service_rng.choice(np.asarray(cfg.gpus_per_job.values), size=n, p=weights)
     duration_s = sample(cfg.duration_s, n, service_rng)
     deferrable = service_rng.random(n) < cfg.deferrable_fraction
+    return job_frame(cfg, times, gpus, duration_s, deferrable)
+
+
+def job_frame(cfg: WorkloadConfig, times: np.ndarray, gpus: np.ndarray, duration_s: np.ndarray,
+              deferrable: np.ndarray) -> pd.DataFrame:
+    """The synthetic job table of jobs arriving at ``times`` (sorted) with these draws (the whole table, or one
+    chunk of it streamed by :mod:`dcsim.arrivals`: the same expressions, so the same numbers)."""
+    n = times.size
     work = duration_s * gpus
     deadline = times + cfg.deadline_slack * duration_s if cfg.deadline_slack else np.full(n, np.nan)
     df = pd.DataFrame(
@@ -174,3 +182,17 @@ def build_jobs(scenario: Scenario, streams: Streams) -> pd.DataFrame:
     attrs["jobs"] = int(len(kept))
     kept.attrs = attrs
     return kept
+
+
+def build_job_source(scenario: Scenario, streams: Streams):
+    """The run's jobs for the engine: a :class:`~dcsim.arrivals.SyntheticSource` streaming the synthetic table in
+    chunks when the run streams its jobs (``outputs.stream_jobs``), else the whole table of :func:`build_jobs`."""
+    from dcsim.arrivals import SyntheticSource, streams_jobs
+
+    cfg = scenario.workload
+    if cfg.llm_serving is None and cfg.arrivals is not None and scenario.outputs.stream_jobs is not False:
+        source = SyntheticSource(cfg, scenario.horizon_s, pd.Timestamp(scenario.start), streams)
+        if streams_jobs(scenario, source):
+            return source
+    return build_jobs(scenario, streams)
+

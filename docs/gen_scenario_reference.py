@@ -82,6 +82,7 @@ UNITS: dict[str, str] = {
     # policy, outputs
     "params": "–", "jobs_table": "–", "rounds_table": "–", "timeseries_table": "–", "plots": "–",
     "ledger_table": "–", "ledger_detail": "–", "decision_log": "–", "trace_events": "–", "allocations": "–",
+    "stream_jobs": "–",
 }
 #: Units of the facility section's fields (dcsim/facility/config.py).
 UNITS.update({
@@ -338,6 +339,7 @@ MORE: dict[str, str] = {
     "OutputConfig.ledger_detail": "[model.md](model.md#token-conservation-and-the-ledger)",
     "OutputConfig.decision_log": "[model.md](model.md#decision-log)",
     "OutputConfig.trace_events": "also `run --trace-events`; [model.md](model.md#event-trace)",
+    "OutputConfig.stream_jobs": "[performance.md](performance.md#the-target-workload)",
     "OutputConfig.allocations": "[model.md](model.md#run-outputs)",
 }
 
