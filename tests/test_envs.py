@@ -145,6 +145,31 @@ def test_actions_change_the_run():
     assert busy > 0 and stalled < busy
 
 
+@pytest.mark.parametrize("slots", [8, 1])
+def test_observation_built_in_one_buffer_is_the_block_functions_bit_for_bit(slots):
+    """The env's one-buffer observation equals the concatenated blocks of dcsim.envs.features at every step
+    (byte for byte, so -0.0 and 0.0 are told apart too), admission split over several steps included."""
+    env = DcsimEnv(tiny(), admission_slots=slots)
+    env.action_space.seed(5)
+    obs, _ = env.reset(seed=11)
+    kinds, done = set(), False
+    while not done:
+        step = env.episodes.step
+        kinds.add(step.decision.kind.value)
+        assert env._observe(step).tobytes() == env._observe_by_blocks(step).tobytes()
+        obs, _, done, _, _ = env.step(env.action_space.sample())
+    env.close()
+    assert kinds == {"bid", "admit", "on_idle"}  # every block was exercised
+
+
+def test_clip_in_place_is_the_block_clip():
+    from dcsim.envs.features import _clip, clip_in_place
+
+    x = np.array([np.nan, np.inf, -np.inf, 1e30, -1e30, -0.0, 0.5, -11.0, 3e38], dtype=np.float64)
+    assert clip_in_place(x.astype(np.float32)).tobytes() == _clip(x).tobytes()
+    assert _clip(x).tolist() == [0.0, 10.0, -10.0, 10.0, -10.0, 0.0, 0.5, -10.0, 10.0]
+
+
 def test_observation_names_cover_the_space_and_forecast_reads_the_supply():
     env = DcsimEnv(tiny(), forecast_hours=(1.0,))
     obs, _ = env.reset(seed=0)

@@ -298,3 +298,18 @@ def test_action_set_differs_only_on_a_recorded_enum():
     assert not action_set_differs({k: v for k, v in now.items() if k != "DispatchAction"})
     assert action_set_differs(now | {"DispatchAction": now["DispatchAction"][:3]})
     assert action_set_differs(now | {"SomethingElse": ["A"]}) and action_set_differs(["BidAction"])
+
+
+@pytest.mark.parametrize("battery", [False, True])
+def test_observation_built_in_one_buffer_is_the_block_functions_with_setpoint_control(battery):
+    env = DcsimEnv(with_cooling(battery))
+    env.action_space.seed(3)
+    env.reset(seed=5)
+    done, cooling_steps = False, 0
+    while not done:
+        step = env.episodes.step
+        cooling_steps += step.decision.kind.value == "cooling_setpoint"
+        assert env._observe(step).tobytes() == env._observe_by_blocks(step).tobytes()
+        _, _, done, _, _ = env.step(env.action_space.sample())
+    env.close()
+    assert cooling_steps > 0

@@ -200,6 +200,20 @@ def test_facility_observation_reads_the_battery():
     env.close()
 
 
+def test_observation_built_in_one_buffer_is_the_block_functions_with_a_battery():
+    env = DcsimEnv(with_battery())
+    env.action_space.seed(2)
+    env.reset(seed=4)
+    done, dispatch_steps = False, 0
+    while not done:
+        step = env.episodes.step
+        dispatch_steps += step.decision.kind.value == "dispatch"
+        assert env._observe(step).tobytes() == env._observe_by_blocks(step).tobytes()
+        _, _, done, _, _ = env.step(env.action_space.sample())
+    env.close()
+    assert dispatch_steps > 0
+
+
 def test_without_the_facility_agent_the_battery_keeps_its_fixed_rule():
     sc = with_battery()
     env = DcsimEnv(sc, action_layout="shared", facility_agent=False)

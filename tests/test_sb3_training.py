@@ -210,3 +210,68 @@ def old_action_set_training(sc, real_training: Path, folder: Path) -> Path:
     (folder / "train_metadata.yaml").write_text(yaml.safe_dump(meta))
     (folder / "learning_curve.csv").write_text((real_training / "learning_curve.csv").read_text())
     return folder
+
+
+# ------------------------------------------------------------------------------------------------ speed without change
+def test_equal_runs_groups_consecutive_equal_sizes():
+    from dcsim.envs.sb3_policy import equal_runs
+
+    assert equal_runs([8, 8, 8, 3, 3, 2]) == [(8, 3), (3, 2), (2, 1)]
+    assert equal_runs([2, 3, 2]) == [(2, 1), (3, 1), (2, 1)]  # only consecutive ones: the order is kept
+    assert equal_runs([]) == []
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_grouped_distribution_is_sb3s_multicategorical_bit_for_bit(batch):
+    """Samples (same generator state), log-probabilities, entropies, modes and gradients are SB3's own."""
+    import torch
+    from stable_baselines3.common.distributions import MultiCategoricalDistribution
+
+    from dcsim.envs.sb3_policy import GroupedMultiCategoricalDistribution
+
+    dims = [8] * 4 + [3] * 4 + [2] * 3 + [8]
+    gen = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(batch, sum(dims), generator=gen)).requires_grad_()
+    stock, grouped = MultiCategoricalDistribution(dims), GroupedMultiCategoricalDistribution(dims)
+    torch.manual_seed(7)
+    a = stock.proba_distribution(logits).sample()
+    torch.manual_seed(7)
+    assert torch.equal(grouped.proba_distribution(logits).sample(), a)
+    assert torch.equal(grouped.mode(), stock.mode())
+    weights = torch.randn(batch, generator=gen)
+    grads = []
+    for dist in (stock, grouped):
+        dist.proba_distribution(logits)  # a fresh distribution, as each minibatch of a training
+        logp, ent = dist.log_prob(a), dist.entropy()
+        grads.append((logp, ent, torch.autograd.grad((weights * logp).mean() + 0.01 * ent.mean(), logits)[0]))
+    for s, g in zip(*grads):
+        assert torch.equal(s, g)
+    # and against the definition: log p(a) is the sum over dimensions of log softmax(logits of the dimension)[a]
+    parts = torch.split(logits.detach(), dims, dim=1)
+    by_hand = sum(torch.log_softmax(p, dim=1)[torch.arange(batch), a[:, i]] for i, p in enumerate(parts))
+    assert torch.allclose(grads[1][0].detach(), by_hand, atol=1e-5)
+
+
+def test_ppo_with_the_grouped_policy_trains_exactly_as_mlppolicy(tiny_rl):
+    """The speed-up changes nothing: the same seed gives the same weights and the same episodes."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.monitor import Monitor
+
+    from dcsim.config import load_scenario
+    from dcsim.envs.gym_env import DcsimEnv
+    from dcsim.envs.sb3 import policy_for, torch_threads
+
+    sc = load_scenario(tiny_rl)
+    trained = []
+    for policy in ("MlpPolicy", policy_for("sb3:PPO")):
+        env = Monitor(DcsimEnv(sc))
+        with torch_threads():
+            model = PPO(policy, env, seed=sc.seed, device="cpu", n_steps=32, batch_size=16, n_epochs=2)
+            model.learn(total_timesteps=96)
+        trained.append((model.policy.state_dict(), env.get_episode_rewards()))
+        env.close()
+    (stock, stock_returns), (grouped, grouped_returns) = trained
+    assert type(model.policy).__name__ == "GroupedMlpPolicy"
+    assert stock.keys() == grouped.keys() and all(torch.equal(stock[k], grouped[k]) for k in stock)
+    assert stock_returns == grouped_returns and len(stock_returns) >= 1

@@ -3,9 +3,11 @@
 The engine calls its policy synchronously from inside SimPy callbacks (``docs/engine.md``); an environment needs
 the opposite: return control to the caller at a decision and continue when it brings an action. The
 :class:`SimulationBridge` runs :meth:`dcsim.engine.Simulation.run` in a worker thread whose policy, a
-:class:`BridgePolicy`, hands each decision to the caller through a queue and blocks until the caller answers.
-Exactly one of the two threads runs at any time (strict alternation), so a run is as deterministic as a plain
-one: the same seed and the same actions give the same decisions and the same results.
+:class:`BridgePolicy`, hands each decision to the caller and blocks until the caller answers. The hand-off is a
+baton of two locks (each side releases the other's and waits on its own; the item handed over lies in one slot),
+one lock operation per side and step instead of a queue's condition variables. Exactly one of the two threads
+runs at any time (strict alternation), so a run is as deterministic as a plain one: the same seed and the same
+actions give the same decisions and the same results.
 
 At every decision the bridge also reads every agent's reward since the previous decision off the engine's
 reward meter (:class:`dcsim.reward_meter.RewardMeter`), so the rewards handed out over an episode sum to the
@@ -13,7 +15,6 @@ scenario's reward of the whole run (:func:`dcsim.learning.episode_reward`).
 """
 from __future__ import annotations
 
-import queue
 import threading
 from dataclasses import dataclass
 from enum import Enum
@@ -169,8 +170,12 @@ class SimulationBridge:
         self.dispatch = dispatch
         self.cooling = cooling
         self._supply = supply
-        self._to_sim: queue.Queue = queue.Queue(maxsize=1)
-        self._from_sim: queue.Queue = queue.Queue(maxsize=1)
+        # the baton: the worker waits on _sim_turn, the caller on _caller_turn; each side releases the other's
+        self._sim_turn = threading.Lock()
+        self._sim_turn.acquire()
+        self._caller_turn = threading.Lock()
+        self._caller_turn.acquire()
+        self._slot: Any = None  # what the side that last released the baton handed over
         self._thread: threading.Thread | None = None
         self.sim: Simulation | None = None
         self._pending = np.zeros(scenario.cluster.gpus)
@@ -194,20 +199,25 @@ class SimulationBridge:
         """Resume the paused run with ``action`` and run it to its next decision or its end."""
         if self.finished or self._thread is None:
             raise DcsimError("the episode has ended: call reset() before step()")
-        self._to_sim.put(action)
+        self._hand_to_sim(action)
         return self._receive()
 
     def close(self) -> None:
         """Abandon the run (if it is paused at a decision) and wait for its thread to end."""
         thread = self._thread
         if thread is not None and thread.is_alive() and not self.finished:
-            self._to_sim.put(_STOP)
+            self._hand_to_sim(_STOP)
             thread.join()
         self._thread = None
         self.finished = True
 
+    def _hand_to_sim(self, item: Any) -> None:
+        self._slot = item
+        self._sim_turn.release()
+
     def _receive(self) -> Decision | EpisodeEnd:
-        item = self._from_sim.get()
+        self._caller_turn.acquire()
+        item, self._slot = self._slot, None
         if isinstance(item, BaseException):
             self.finished = True
             self._thread.join()
@@ -224,11 +234,15 @@ class SimulationBridge:
         except _Stop:
             return
         except BaseException as exc:  # a bad action or a model error: re-raised in the caller's thread
-            self._from_sim.put(exc)
+            self._hand_to_caller(exc)
             return
         now = self.sim.env.now
         rewards, self._pending = self._pending, np.zeros_like(self._pending)
-        self._from_sim.put(EpisodeEnd(now, rewards, now - self._last_s, result))
+        self._hand_to_caller(EpisodeEnd(now, rewards, now - self._last_s, result))
+
+    def _hand_to_caller(self, item: Any) -> None:
+        self._slot = item
+        self._caller_turn.release()
 
     def _absorb(self, feedback: Feedback | None) -> None:
         if feedback is not None and feedback.reward.size:
@@ -257,8 +271,9 @@ class SimulationBridge:
         decision = Decision(kind, now, np.asarray(agents), obs, cluster, rewards, now - self._last_s, facility,
                             cooling)
         self._last_s = now
-        self._from_sim.put(decision)
-        action = self._to_sim.get()
+        self._hand_to_caller(decision)
+        self._sim_turn.acquire()  # the caller's answer (or _STOP) is in the slot
+        action, self._slot = self._slot, None
         if action is _STOP:
             self._stopping = True
             raise _Stop()

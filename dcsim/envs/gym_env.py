@@ -13,8 +13,9 @@ from dcsim.envs.bridge import DecisionKind
 from dcsim.envs.episode import Episodes, Step, resolve_scenario
 from dcsim.envs.facility import (COOLING_FEATURES, FACILITY_FEATURES, DispatchAction, cooling_features,
                                  facility_features)
-from dcsim.envs.features import (FEATURE_BOUND, GPU_FEATURES, JOB_FEATURES, global_feature_names, global_features,
-                                 gpu_features, job_features)
+from dcsim.envs.features import (FEATURE_BOUND, GPU_FEATURES, JOB_FEATURES, clip_in_place, global_feature_names,
+                                 global_features, global_values, gpu_features, gpu_values_into, job_features,
+                                 job_values)
 from dcsim.errors import DcsimError
 from dcsim.learning import BidAction
 from dcsim.policy import Admission, IdleAction
@@ -102,6 +103,9 @@ class DcsimEnv(gym.Env):
                                   + ([f"cooling.{f}" for f in COOLING_FEATURES] if cooling else []))
         self.observation_space = spaces.Box(-FEATURE_BOUND, FEATURE_BOUND, (len(self.observation_names),), np.float32)
         self._n_dispatch = _N_DISPATCH if facility else 1
+        g = len(global_feature_names(self.forecast_hours))  # where the blocks of the flat observation end
+        j = g + n * len(GPU_FEATURES) + admission_slots * len(JOB_FEATURES)
+        self._blocks = (g, g + n * len(GPU_FEATURES), j, j + (len(FACILITY_FEATURES) if facility else 0))
         if action_layout == "per_agent":
             self.action_space = spaces.MultiDiscrete([_N_BID] * n + [_N_IDLE] * n + [_N_ADMIT] * admission_slots
                                                      + ([_N_DISPATCH] if facility else [])
@@ -168,9 +172,34 @@ class DcsimEnv(gym.Env):
         return a[2 * n:2 * n + k]
 
     def _observe(self, step: Step) -> np.ndarray:
+        """The flat observation of ``step``: each block written into one new float32 array, then clipped once
+        (the values :meth:`_observe_by_blocks` gives, with fewer intermediate arrays)."""
         d = step.decision
         if self._full_power_w is None:
             self._full_power_w = d.cluster.gpu.full_power_w * self.n_gpus
+        g, c, j, f = self._blocks
+        out = np.empty(self.observation_space.shape, np.float32)
+        out[:g] = global_values(d.kind, d.cluster.market, d.cluster.gpu_ids.size, self.episodes.supply,
+                                self.scenario.horizon_s, self.forecast_hours, self._full_power_w)
+        deciding = np.zeros(self.n_gpus)
+        if d.kind is DecisionKind.BID or d.kind is DecisionKind.IDLE:
+            deciding[d.agents] = 1.0
+        gpu_values_into(out[g:c].reshape(self.n_gpus, len(GPU_FEATURES)), d.cluster, self.n_gpus,
+                        self.scenario.market.interval_s, deciding)
+        if d.kind is DecisionKind.ADMIT:
+            out[c:j] = job_values(d.observation, self.slots, self.n_gpus, step.first_job).ravel()
+        else:
+            out[c:j] = 0.0
+        if self.facility:
+            out[j:f] = facility_features(d.facility, d.kind is DecisionKind.DISPATCH, self._full_power_w)
+        if self.cooling:
+            out[f:] = cooling_features(d.cooling, d.kind is DecisionKind.COOLING, self._full_power_w)
+        return clip_in_place(out)
+
+    def _observe_by_blocks(self, step: Step) -> np.ndarray:
+        """:meth:`_observe` from the block functions of :mod:`dcsim.envs.features` (the reference it is tested
+        against)."""
+        d = step.decision
         parts = [global_features(d, self.episodes.supply, self.scenario.horizon_s, self.forecast_hours,
                                  self._full_power_w),
                  gpu_features(d, self.scenario.market.interval_s).ravel(),

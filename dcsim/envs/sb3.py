@@ -23,6 +23,7 @@ bit-for-bit run an uninterrupted training gives, and a resumed ``sb3:DQN`` start
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,6 +39,38 @@ from dcsim.errors import DcsimError
 #: ``--algo`` values → the env's action layout for that learner.
 ALGOS = {"sb3:PPO": "per_agent", "sb3:A2C": "per_agent", "sb3:DQN": "shared"}
 MODEL_FILE = "model.zip"
+#: Torch's intra-op threads while training and evaluating. The networks are tiny (batches of 1 to 64 rows of a
+#: few hundred features), and torch's thread pool made small ops many times slower on the shared 2-core machine (a
+#: softmax of 32×8 logits: 176 µs of CPU on 2 threads, 6 µs on 1; docs/performance.md). The thread count also
+#: changes a training's floating-point results, so fixing it makes a training independent of the core count.
+TORCH_THREADS = 1
+
+
+@contextmanager
+def torch_threads(n: int = TORCH_THREADS):
+    """Run the block with torch's intra-op thread count set to ``n`` (restored afterwards; no torch: no-op)."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def policy_for(algo: str) -> Any:
+    """The SB3 policy ``algo`` trains: ``MlpPolicy``, for the ``per_agent`` layout with the grouped
+    ``MultiDiscrete`` distribution (:class:`dcsim.envs.sb3_policy.GroupedMlpPolicy`: the same training, faster)."""
+    if ALGOS[algo] == "per_agent":
+        from dcsim.envs.sb3_policy import GroupedMlpPolicy
+
+        return GroupedMlpPolicy
+    return "MlpPolicy"
 
 
 def action_set() -> dict[str, list[str]]:
@@ -197,7 +230,9 @@ def train_sb3(scenario: Scenario, algo: str, timesteps: int, out: Path, *, overw
                  list(meta.get("resumed_at_timesteps", [])) + [done]}
     else:
         try:  # before the output folder: a bad option leaves nothing behind
-            model = cls("MlpPolicy", env, seed=scenario.seed, device="cpu", verbose=0, tensorboard_log=tb, **options)
+            with torch_threads():  # the network's initial weights come from torch's RNG, not its threads
+                model = cls(policy_for(algo), env, seed=scenario.seed, device="cpu", verbose=0, tensorboard_log=tb,
+                            **options)
         except (TypeError, ValueError, AssertionError) as exc:
             env.close()
             raise DcsimError(f"--algo-option {options}: {algo} rejects it ({exc})") from None
@@ -207,8 +242,9 @@ def train_sb3(scenario: Scenario, algo: str, timesteps: int, out: Path, *, overw
     with atomic_output_dir(out, overwrite=overwrite or resume) as work:
         write_text_atomic(work / "train_metadata.yaml", yaml.safe_dump(meta, sort_keys=False))
         try:
-            model.learn(total_timesteps=timesteps - done, tb_log_name=algo.split(":", 1)[1],
-                        reset_num_timesteps=not resume)
+            with torch_threads():
+                model.learn(total_timesteps=timesteps - done, tb_log_name=algo.split(":", 1)[1],
+                            reset_num_timesteps=not resume)
         finally:
             env.close()
         model.save(work / MODEL_FILE)
@@ -294,9 +330,10 @@ def evaluate_model(model: Any, scenario: Scenario, seeds: list[int], label: str,
         for seed in seeds:
             obs, _ = env.reset(seed=seed)
             done = False
-            while not done:
-                action, _ = model.predict(obs, deterministic=True)
-                obs, _, done, _, _ = env.step(action)
+            with torch_threads():
+                while not done:
+                    action, _ = model.predict(obs, deterministic=True)
+                    obs, _, done, _, _ = env.step(action)
             rows.append(evaluation_row(label, algo, seed, summarize(env.last_result)))
     finally:
         env.close()
