@@ -899,7 +899,7 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--algo-option", action="append", metavar="KEY=VALUE",
                      help="--algo: a keyword of the SB3 class, e.g. --algo-option n_steps=256, or a MappoConfig "
                           "field for mappo, e.g. --algo-option update_epochs=8 (repeatable)")
-    trn.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard logs into DIR/<policy or Algo>_<n> (needs dcsim[rl])")
+    trn.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard logs into DIR/<policy>_<n>, or DIR/<out>-<Algo>_<n> for --algo sb3:* (needs dcsim[rl])")
     trn.add_argument("--episodes", type=int, default=50, metavar="N", help="episodes in total (default: 50)")
     trn.add_argument("--learner", choices=["torch", "cerebras-cpu", "csx"],
                      help="DQN learner: torch (CPU, or CUDA when present; default), cerebras-cpu (cerebras.pytorch "

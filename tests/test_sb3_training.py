@@ -39,7 +39,7 @@ def test_ppo_smoke_training_with_evaluation_and_tensorboard(tiny_rl, tmp_path):
     assert sorted(runs["seed"].unique()) == [10003, 10004]  # held out: seed + 10000 onwards
     table = pd.read_csv(out / "evaluation.csv")
     assert table.loc[table.arm == "sb3:PPO", "vs"].item() == "always_on"
-    events = list((tmp_path / "tb").glob("PPO_*/events.out.tfevents.*"))
+    events = list((tmp_path / "tb").glob("out-PPO_*/events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
 
 
@@ -275,3 +275,21 @@ def test_ppo_with_the_grouped_policy_trains_exactly_as_mlppolicy(tiny_rl):
     assert type(model.policy).__name__ == "GroupedMlpPolicy"
     assert stock.keys() == grouped.keys() and all(torch.equal(stock[k], grouped[k]) for k in stock)
     assert stock_returns == grouped_returns and len(stock_returns) >= 1
+
+
+def test_a_resumed_training_logs_to_its_own_tensorboard_run(tiny_rl, tmp_path):
+    """Two trainings share a TensorBoard folder; resuming the first appends to the first's run, not the newest."""
+    from dcsim.config import load_scenario
+    from dcsim.envs.sb3 import train_sb3
+
+    sc = load_scenario(tiny_rl)
+    tb = tmp_path / "tb"
+    options = {"n_steps": 16, "batch_size": 16}
+    train_sb3(sc, "sb3:PPO", 16, tmp_path / "first", algo_options=options, tensorboard=tb)
+    train_sb3(sc, "sb3:PPO", 16, tmp_path / "second", algo_options=options, tensorboard=tb)
+    assert sorted(d.name for d in tb.iterdir()) == ["first-PPO_1", "second-PPO_1"]
+    second = sorted(f.name for f in (tb / "second-PPO_1").iterdir())
+    train_sb3(sc, "sb3:PPO", 32, tmp_path / "first", tensorboard=tb, resume=True)
+    assert sorted(d.name for d in tb.iterdir()) == ["first-PPO_1", "second-PPO_1"]
+    assert len(list((tb / "first-PPO_1").iterdir())) == 2  # the first run's events, then the resumed run's
+    assert sorted(f.name for f in (tb / "second-PPO_1").iterdir()) == second

@@ -11,7 +11,8 @@ the same seeds; a run through the env is the run a plain policy making the same 
 
 Writes into ``--out``: ``model.zip`` (``<Algo>.load``), ``learning_curve.csv`` (one row per finished training
 episode), ``train_metadata.yaml``, and with ``--eval-seeds`` ``evaluation.md/.csv`` and ``evaluation_runs.csv``;
-with ``--tensorboard DIR`` SB3's TensorBoard event files go to ``DIR/<Algo>_<n>``.
+with ``--tensorboard DIR`` SB3's TensorBoard event files go to ``DIR/<out>-<Algo>_<n>`` (``<out>`` the name of
+``--out``, so a resumed training appends to its own run's folder, not to the newest of another training's).
 
 ``--resume`` continues the training in ``--out`` from its ``model.zip`` up to ``--timesteps`` in total: the same
 algorithm, scenario and action set (``train_metadata.yaml`` records the action layout and the enums' member
@@ -195,6 +196,12 @@ def algo_class(algo: str) -> type:
     return getattr(sb3, algo.split(":", 1)[1])
 
 
+def tb_log_name(out: Path, algo: str) -> str:
+    """The TensorBoard run name of the training in ``out``: SB3 writes ``DIR/<name>_<n>`` and, resuming (without
+    resetting its step count), appends to the newest ``<name>_<n>``, so the name carries the output folder's."""
+    return f"{Path(out).name}-{algo.split(':', 1)[1]}"
+
+
 def train_sb3(scenario: Scenario, algo: str, timesteps: int, out: Path, *, overwrite: bool = False,
               algo_options: dict[str, Any] | None = None, tensorboard: Path | None = None,
               finish: Callable[[Path, Any], None] | None = None, command: str = "",
@@ -243,7 +250,7 @@ def train_sb3(scenario: Scenario, algo: str, timesteps: int, out: Path, *, overw
         write_text_atomic(work / "train_metadata.yaml", yaml.safe_dump(meta, sort_keys=False))
         try:
             with torch_threads():
-                model.learn(total_timesteps=timesteps - done, tb_log_name=algo.split(":", 1)[1],
+                model.learn(total_timesteps=timesteps - done, tb_log_name=tb_log_name(out, algo),
                             reset_num_timesteps=not resume)
         finally:
             env.close()
