@@ -12,7 +12,7 @@ Import order: this module builds on models of :mod:`dcsim.config`, which imports
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
 
@@ -108,8 +108,9 @@ class SetpointControlConfig(_Model):
     setpoint above ``inlet_limit_c`` is recorded as inlet violations (summary.json, the time series).
     """
 
-    levels_c: list[float] = Field([18.0, 21.0, 24.0, 27.0], min_length=2, max_length=64,
-                                  description="the setpoints an RL facility agent chooses among, °C, increasing")
+    levels_c: list[Annotated[float, Field(ge=5, le=45)]] = Field(
+        [18.0, 21.0, 24.0, 27.0], min_length=2, max_length=64,
+        description="the setpoints an RL facility agent chooses among, °C, increasing")
     min_c: float = Field(18.0, ge=5, le=45, description="lowest setpoint a policy may command, °C")
     max_c: float = Field(27.0, ge=5, le=45, description="highest setpoint a policy may command, °C (A1 allows 32)")
     inlet_limit_c: float = Field(27.0, ge=5, le=45, description="inlet temperature above which time counts as a "
