@@ -104,6 +104,8 @@ class Dispatcher:
                 setattr(self, v, np.frombuffer(getattr(self, a), dtype=_NP[tc]))
         self._ver: list[int] = []
         self._pending: list[int] = []  # GPUs still waking before the job can start
+        self._chunk_of: list = []  # each slot's job's chunk of the job table and its row there (set by arrive)
+        self._row_of: list[int] = []
         self._free: list[int] = []
         self._scratch = np.zeros(0)
         self._rows: tuple | None = None  # the current chunk's columns as lists, for arrive()
@@ -127,6 +129,8 @@ class Dispatcher:
                 setattr(self, v, np.frombuffer(buf, dtype=_NP[tc]))
         self._ver.extend([0] * (new - old))
         self._pending.extend([0] * (new - old))
+        self._chunk_of.extend([None] * (new - old))
+        self._row_of.extend([0] * (new - old))
         self._scratch = np.zeros(new)
         self._free.extend(range(new - 1, old - 1, -1))  # the lowest slot is taken first
         self._cap = new
@@ -164,8 +168,8 @@ class Dispatcher:
 
     def _bind_arrive(self) -> None:
         """Bind ``self.arrive`` to the open chunk's columns and the current slot buffers."""
-        _, base, arrival, k, deadline, _, value, beta, duration = self._rows
-        free, grow = self._free, self._grow
+        chunk, base, arrival, k, deadline, _, value, beta, duration = self._rows
+        free, grow, chunk_of, row_of = self._free, self._grow, self._chunk_of, self._row_of
         gid, arr, kk, dl, val, bt = self._gid, self._arr, self._k, self._deadline, self._value, self._beta
         dur, rem, start, rate, jen, req = self._dur, self._rem, self._start, self._rate, self._jen, self._req
         tracked = self.requeued is not None  # requeues are counted only with failures; else _req stays 0
@@ -180,6 +184,8 @@ class Dispatcher:
             # clock change of its previous job are never read before this job sets them (the table masks pending
             # finishes).
             gid[j] = base + i
+            chunk_of[j] = chunk
+            row_of[j] = i
             arr[j] = arrival[i]
             kk[j] = k[i]
             dl[j] = deadline[i]
@@ -196,11 +202,8 @@ class Dispatcher:
 
     def _end(self, j: int) -> None:
         """Slot ``j``'s job ended (completed, dropped or killed): write its results into its chunk, free the slot."""
-        g = self._gid[j]
-        index = g // self.chunk_jobs
-        log = self.log
-        chunk = log.chunks[index]
-        i = g - chunk.base
+        chunk = self._chunk_of[j]
+        i = self._row_of[j]
         chunk.status[i] = self._stat[j]
         why = self._why[j]
         if why:
@@ -213,26 +216,8 @@ class Dispatcher:
             chunk.requeues[i] = self._req[j]
         chunk.live -= 1
         if chunk.live == 0:
-            log.chunk_ended(index)
-        self._gid[j] = -1
-        self._stat[j] = FUTURE
-        self._ver[j] += 1  # any completion entry of the old job is stale for the next one
-        self._free.append(j)
-
-    def _end_completed(self, j: int, g: int, now: float, energy: float) -> None:
-        """:meth:`_end` for job ``g`` in slot ``j`` completing at ``now`` with ``energy`` J: its results go
-        straight into its chunk (the slot's status, finish and energy are not written first)."""
-        chunk = self.log.chunks[g // self.chunk_jobs]
-        i = g - chunk.base
-        chunk.status[i] = COMPLETED
-        chunk.start[i] = self._start[j]
-        chunk.finish[i] = now
-        chunk.energy[i] = energy
-        if chunk.requeues is not None:
-            chunk.requeues[i] = self._req[j]
-        chunk.live -= 1
-        if chunk.live == 0:
-            self.log.chunk_ended(g // self.chunk_jobs)
+            self.log.chunk_ended(self._gid[j] // self.chunk_jobs)
+        self._chunk_of[j] = None  # a free slot holds no chunk (the table hands chunks on and lets them go)
         self._gid[j] = -1
         self._stat[j] = FUTURE
         self._ver[j] += 1  # any completion entry of the old job is stale for the next one
@@ -492,7 +477,7 @@ class Dispatcher:
         if self._trace is not None:
             self._trace.append((now, "complete", g, ""))
         # The slot is freed below, so its status, finish and remaining work are not written: the results go
-        # straight into the job table's chunk (_end_completed).
+        # straight into the job table's chunk (as _end would).
         value = self._value[j]
         share = value / len(gpus)
         energy = 0.0
@@ -516,7 +501,23 @@ class Dispatcher:
         if self.rewards is not None:
             self.rewards.complete(gpus, share, now, now > self._deadline[j])
         self.market.credit_job_value(gpus, share, value)
-        self._end_completed(j, g, now, energy)
+        # _end, with what is known here written straight into the chunk
+        chunk = self._chunk_of[j]
+        i = self._row_of[j]
+        chunk.status[i] = COMPLETED
+        chunk.start[i] = self._start[j]
+        chunk.finish[i] = now
+        chunk.energy[i] = energy
+        if chunk.requeues is not None:
+            chunk.requeues[i] = self._req[j]
+        chunk.live -= 1
+        if chunk.live == 0:
+            self.log.chunk_ended(g // self.chunk_jobs)
+        self._chunk_of[j] = None  # a free slot holds no chunk (the table hands chunks on and lets them go)
+        self._gid[j] = -1
+        self._stat[j] = FUTURE
+        self._ver[j] += 1  # any completion entry of the old job is stale for the next one
+        self._free.append(j)
 
 
 def delay_to(now: float, t: float) -> float:
