@@ -104,15 +104,17 @@ class Dispatcher:
                 setattr(self, v, np.frombuffer(getattr(self, a), dtype=_NP[tc]))
         self._ver: list[int] = []
         self._pending: list[int] = []  # GPUs still waking before the job can start
+        self._chunk_of: list = []  # each slot's job's chunk of the job table and its row there (set by arrive)
+        self._row_of: list[int] = []
         self._free: list[int] = []
         self._scratch = np.zeros(0)
+        self._rows: tuple | None = None  # the current chunk's columns as lists, for arrive()
         self._grow(initial_slots)
         self.job_gpus: dict[int, list[int]] = {}  # running or starting jobs' GPUs
         self.queue: deque[int] = deque()
         self.deferred: list[int] = []
         self.heap: list[tuple[float, int, int, int]] = []  # (completion time, job id, version, slot)
         self._timers: list[float] = []
-        self._rows: tuple | None = None  # the current chunk's columns as lists, for arrive()
 
     # ------------------------------------------------------------------------------------ slots
     def _grow(self, slots: int) -> None:
@@ -127,17 +129,23 @@ class Dispatcher:
                 setattr(self, v, np.frombuffer(buf, dtype=_NP[tc]))
         self._ver.extend([0] * (new - old))
         self._pending.extend([0] * (new - old))
+        self._chunk_of.extend([None] * (new - old))
+        self._row_of.extend([0] * (new - old))
         self._scratch = np.zeros(new)
         self._free.extend(range(new - 1, old - 1, -1))  # the lowest slot is taken first
         self._cap = new
         if self.requeued is not None:
             self.requeued = np.frombuffer(self._req, dtype=np.int64)
+        if self._rows is not None:
+            self._bind_arrive()
         for f in self.on_grow:
             f()
 
     def track_requeues(self) -> None:
         """Count requeues per job (failures are configured): ``requeued[slot]`` and the table's ``requeues``."""
         self.requeued = np.frombuffer(self._req, dtype=np.int64)
+        if self._rows is not None:
+            self._bind_arrive()
 
     def open_chunk(self, index: int, frame: pd.DataFrame) -> None:
         """The arrivals reached chunk ``index`` of the job table: open its results and read its columns."""
@@ -148,34 +156,54 @@ class Dispatcher:
                       frame["deferrable"].to_numpy(bool).tolist(), frame["value_tokens"].to_numpy(float).tolist(),
                       frame["clock_sensitivity"].to_numpy(float).tolist(),
                       (frame["work_gpu_s"].to_numpy(float) / gpus).tolist())
+        self._bind_arrive()
 
     def arrive(self, i: int) -> int:
-        """Row ``i`` of the open chunk arrives: give it a slot (returned) holding its columns."""
-        if not self._free:
-            self._grow(2 * self._cap)
-        j = self._free.pop()
-        _, base, arrival, k, deadline, _, value, beta, duration = self._rows
-        # A freed slot is FUTURE with no drop reason (see _end); the finish time, the allocation and the last clock
-        # change of its previous job are never read before this job sets them (the table masks pending finishes).
-        self._gid[j] = base + i
-        self._arr[j] = arrival[i]
-        self._k[j] = k[i]
-        self._deadline[j] = deadline[i]
-        self._value[j] = value[i]
-        self._beta[j] = beta[i]
-        self._dur[j] = self._rem[j] = duration[i]
-        self._start[j] = math.nan
-        self._rate[j] = self._jen[j] = 0.0
-        self._req[j] = 0
-        return j
+        """Row ``i`` of the open chunk arrives: give it a slot (returned) holding its columns.
+
+        :meth:`open_chunk` replaces this with a closure bound to the chunk's columns and the slot buffers (rebound
+        when they grow), so the per-job path reads no attributes; this method is what it does."""
+        self._bind_arrive()
+        return self.arrive(i)
+
+    def _bind_arrive(self) -> None:
+        """Bind ``self.arrive`` to the open chunk's columns and the current slot buffers."""
+        chunk, base, arrival, k, deadline, _, value, beta, duration = self._rows
+        free, grow, chunk_of, row_of = self._free, self._grow, self._chunk_of, self._row_of
+        gid, arr, kk, dl, val, bt = self._gid, self._arr, self._k, self._deadline, self._value, self._beta
+        dur, rem, start, rate, jen, req = self._dur, self._rem, self._start, self._rate, self._jen, self._req
+        tracked = self.requeued is not None  # requeues are counted only with failures; else _req stays 0
+        nan = math.nan
+
+        def arrive(i: int) -> int:
+            if not free:
+                grow(2 * self._cap)  # rebinds self.arrive to the new buffers
+                return self.arrive(i)
+            j = free.pop()
+            # A freed slot is FUTURE with no drop reason (see _end); the finish time, the allocation and the last
+            # clock change of its previous job are never read before this job sets them (the table masks pending
+            # finishes).
+            gid[j] = base + i
+            chunk_of[j] = chunk
+            row_of[j] = i
+            arr[j] = arrival[i]
+            kk[j] = k[i]
+            dl[j] = deadline[i]
+            val[j] = value[i]
+            bt[j] = beta[i]
+            dur[j] = rem[j] = duration[i]
+            start[j] = nan
+            rate[j] = jen[j] = 0.0
+            if tracked:
+                req[j] = 0
+            return j
+
+        self.arrive = arrive
 
     def _end(self, j: int) -> None:
         """Slot ``j``'s job ended (completed, dropped or killed): write its results into its chunk, free the slot."""
-        g = self._gid[j]
-        index = g // self.chunk_jobs
-        log = self.log
-        chunk = log.chunks[index]
-        i = g - chunk.base
+        chunk = self._chunk_of[j]
+        i = self._row_of[j]
         chunk.status[i] = self._stat[j]
         why = self._why[j]
         if why:
@@ -188,7 +216,8 @@ class Dispatcher:
             chunk.requeues[i] = self._req[j]
         chunk.live -= 1
         if chunk.live == 0:
-            log.chunk_ended(index)
+            self.log.chunk_ended(self._gid[j] // self.chunk_jobs)
+        self._chunk_of[j] = None  # a free slot holds no chunk (the table hands chunks on and lets them go)
         self._gid[j] = -1
         self._stat[j] = FUTURE
         self._ver[j] += 1  # any completion entry of the old job is stale for the next one
@@ -444,11 +473,11 @@ class Dispatcher:
     def _complete(self, j: int) -> None:
         gpus = self.job_gpus.pop(j)
         now = self.env.now
+        g = self._gid[j]
         if self._trace is not None:
-            self._trace.append((now, "complete", self._gid[j], ""))
-        self._stat[j] = COMPLETED
-        self._finish[j] = now
-        self._rem[j] = 0.0
+            self._trace.append((now, "complete", g, ""))
+        # The slot is freed below, so its status, finish and remaining work are not written: the results go
+        # straight into the job table's chunk (as _end would).
         value = self._value[j]
         share = value / len(gpus)
         energy = 0.0
@@ -457,22 +486,38 @@ class Dispatcher:
         free = cl.free_idle
         eoff, pw, al, ck, st, asg = cl._eoff, cl._pw, cl._al, cl._ck, cl._st, cl._asg
         set_power = cl.set_power
-        for g in gpus:
-            energy += eoff[g] + pw[g] * now
-            set_power(g, idle, 0.0, now)
-            cl.allocated_sum_w -= al[g]
-            al[g] = 0.0
-            ck[g] = 0.0
-            st[g] = IDLE
-            asg[g] = -1
-            free[g] = None
+        for gpu in gpus:
+            energy += eoff[gpu] + pw[gpu] * now
+            set_power(gpu, idle, 0.0, now)
+            cl.allocated_sum_w -= al[gpu]
+            al[gpu] = 0.0
+            ck[gpu] = 0.0
+            st[gpu] = IDLE
+            asg[gpu] = -1
+            free[gpu] = None
         if cl.on_pools_changed is not None:
             cl.on_pools_changed(gpus)
-        self._jen[j] += energy - self._mark[j]  # += : a requeued job's earlier attempts count too
+        energy = self._jen[j] + (energy - self._mark[j])  # + : a requeued job's earlier attempts count too
         if self.rewards is not None:
             self.rewards.complete(gpus, share, now, now > self._deadline[j])
         self.market.credit_job_value(gpus, share, value)
-        self._end(j)
+        # _end, with what is known here written straight into the chunk
+        chunk = self._chunk_of[j]
+        i = self._row_of[j]
+        chunk.status[i] = COMPLETED
+        chunk.start[i] = self._start[j]
+        chunk.finish[i] = now
+        chunk.energy[i] = energy
+        if chunk.requeues is not None:
+            chunk.requeues[i] = self._req[j]
+        chunk.live -= 1
+        if chunk.live == 0:
+            self.log.chunk_ended(g // self.chunk_jobs)
+        self._chunk_of[j] = None  # a free slot holds no chunk (the table hands chunks on and lets them go)
+        self._gid[j] = -1
+        self._stat[j] = FUTURE
+        self._ver[j] += 1  # any completion entry of the old job is stale for the next one
+        self._free.append(j)
 
 
 def delay_to(now: float, t: float) -> float:

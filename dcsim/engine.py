@@ -282,7 +282,6 @@ class Simulation:
         n_gpus = self.n_gpus
         trace = self._trace
         screen = decisions.calls["admit"]
-        arrive = jobs.arrive
         for index, frame in self._chunks:
             jobs.open_chunk(index, frame)
             _, _, arrival, k, _, deferrable, *_ = jobs._rows
@@ -293,7 +292,7 @@ class Simulation:
                     yield env.timeout(delay_to(env.now, t))
                 self._advance()  # _event() inlined on the per-job path
                 self.n_events += 1
-                j = arrive(i)
+                j = jobs.arrive(i)  # bound to the chunk's columns and the slot buffers (open_chunk)
                 if k[i] > n_gpus:
                     jobs.drop(j, DropReason.TOO_LARGE)
                     continue
