@@ -61,6 +61,7 @@ class CoolingPlant:
         self._t = 0.0
         self.it_j = self.cooling_j = self.overhead_j = self.facility_j = 0.0
         self.pue_time_integral_s = self.it_on_s = 0.0
+        self.heat_removed_j = 0.0
         self.control = config.setpoint_control
         if self.control is not None:
             self._k_by_setpoint: dict[float, list[float]] = {self.supply_air_c: self.k}
@@ -68,7 +69,6 @@ class CoolingPlant:
             self.inlet_over_s = 0.0  # time with the inlet (supply air) above inlet_limit_c
             self.inlet_over_k_s = 0.0  # ∫ max(T_supply − limit, 0) dt
             self.setpoint_changes = 0
-            self.heat_removed_j = 0.0
             self._interval = self._interval_tracking
 
     # ------------------------------------------------------------------------------------------- books
@@ -87,6 +87,7 @@ class CoolingPlant:
         return total
 
     def _interval(self, dt_s: float, it_w: float) -> float:
+        """``dt_s`` seconds at IT power ``it_w`` from the heat removal now: the closed-form exchange, then the books."""
         if dt_s <= 0.0:
             return 0.0
         q0 = self.heat_w
@@ -97,18 +98,9 @@ class CoolingPlant:
         else:
             heat_j = it_w * dt_s
             self.heat_w = it_w
-        it_j = it_w * dt_s
-        cooling_j = self._k * heat_j + self.fan_w * dt_s
-        overhead_j = self.overhead_w * dt_s
-        facility_j = it_j + cooling_j + overhead_j
-        self.it_j += it_j
-        self.cooling_j += cooling_j
-        self.overhead_j += overhead_j
-        self.facility_j += facility_j
-        if it_w > 0.0:
-            self.pue_time_integral_s += facility_j / it_w
-            self.it_on_s += dt_s
-        return facility_j
+        return self._book(dt_s, it_w, heat_j)
+
+    _exchange = _interval  # the plain interval, also under a name that setpoint control does not rebind
 
     def _interval_tracking(self, dt_s: float, it_w: float) -> float:
         """:meth:`_interval` with setpoint control: the same books (the same arithmetic), plus the setpoint's time
@@ -136,15 +128,7 @@ class CoolingPlant:
             self.heat_w = 0.0
             total = self._book(warm_s, it_w, 0.0)
             dt_s -= warm_s
-            q0 = 0.0
-        if self.tau_s > 0.0:
-            decayed = -math.expm1(-dt_s / self.tau_s)
-            heat_j = it_w * dt_s + (q0 - it_w) * self.tau_s * decayed
-            self.heat_w = it_w + (q0 - it_w) * (1.0 - decayed)
-        else:
-            heat_j = it_w * dt_s
-            self.heat_w = it_w
-        return total + self._book(dt_s, it_w, heat_j)
+        return total + self._exchange(dt_s, it_w)
 
     def _book(self, dt_s: float, it_w: float, heat_j: float) -> float:
         """Add ``dt_s`` seconds at IT power ``it_w`` removing ``heat_j`` to the books; return the facility energy."""
