@@ -131,11 +131,8 @@ class ServingDQN(ServingLearner):
                                         huber_delta=self.huber_delta, device="cpu", seed=self.seed)
             self._refresh()
         elif self.learner.n_actions != n_actions:
-            where = self._source if self._source is not None else "the policy's network"
-            raise PolicyError(f"{where}: field 'architecture.n_actions': {self.learner.n_actions} actions (deny + "
-                              f"{self.learner.n_actions - 1} configurations); this run's configuration table has "
-                              f"{n_configs} rows, so expected {n_actions} actions: train on this table, or run with "
-                              "the table the checkpoint was trained on")
+            self._refuse_action_count("the policy's network", "architecture.n_actions", self.learner.n_actions,
+                                      n_configs)
 
     def _refresh(self) -> None:
         """Copy the online network's weights for acting in numpy."""

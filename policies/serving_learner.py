@@ -142,6 +142,13 @@ class ServingLearner(Policy):
         """Learn from closed requests: their contexts, actions and rewards (USD), in decision order."""
         raise NotImplementedError
 
+    def _refuse_action_count(self, default_where: str, field: str, have: int, n_configs: int) -> None:
+        """Raise: a loaded table or network of ``have`` actions does not fit this run's ``n_configs`` rows."""
+        where = self._source if self._source is not None else default_where
+        raise PolicyError(f"{where}: field '{field}': {have} actions (deny + {have - 1} configurations); this run's "
+                          f"configuration table has {n_configs} rows, so expected {1 + n_configs} actions: train on "
+                          "this table, or run with the table the checkpoint was trained on")
+
     # ------------------------------------------------------------------------------------ acting
     def reset(self, rng: np.random.Generator, gpu: Any, n_gpus: int) -> None:
         super().reset(rng, gpu, n_gpus)
@@ -272,11 +279,7 @@ class ServingQ(ServingLearner):
         if self.table is None:
             self.table = QTable(self.disc.n_states, n_actions, gamma=0.0, alpha_schedule="visits")
         elif self.table.n_actions != n_actions:
-            where = self._source if self._source is not None else "the policy's table"
-            raise PolicyError(f"{where}: field 'q': {self.table.n_actions} actions (deny + "
-                              f"{self.table.n_actions - 1} configurations); this run's configuration table has {k} "
-                              f"rows, so expected {n_actions} actions: train on this table, or run with the table "
-                              "the checkpoint was trained on")
+            self._refuse_action_count("the policy's table", "q", self.table.n_actions, k)
         return self.table
 
     def prior(self) -> np.ndarray:
