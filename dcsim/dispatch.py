@@ -242,6 +242,13 @@ class Dispatcher:
                 self._write_results(j)
 
     # ------------------------------------------------------------------------------------ queue
+    def queue_length(self) -> int:
+        return len(self.queue)
+
+    def running_count(self) -> int:
+        """Jobs running or starting (their GPUs claimed)."""
+        return len(self.job_gpus)
+
     def enqueue(self, jobs: list[int]) -> None:
         cap = self._max_queue
         for j in jobs:

@@ -28,6 +28,7 @@ from dcsim.config import Scenario
 from dcsim.decisions import DecisionDispatcher
 from dcsim.dispatch import SAME_INSTANT_ULPS, Dispatcher, DropReason, JobStatus, delay_to
 from dcsim.arrivals import job_source, streams_jobs
+from dcsim.compiled import CompiledDispatcher, KernelEnvironment, use_compiled
 from dcsim.facility.dispatch_battery import DISPATCH_COLUMNS
 from dcsim.job_log import JobFile, JobLog, JobTotals
 from dcsim.market_round import MarketRound
@@ -67,6 +68,7 @@ class RunResult:
     dispatch: pd.DataFrame | None = None  # with facility.battery: the facility agent's decisions (DISPATCH_COLUMNS)
     job_totals: JobTotals | None = None  # what the summary reads from the job table, collected as jobs ended
     job_file: JobFile | None = None  # a streamed run's job table (``jobs`` is None then), until written out
+    engine: str = "python"  # the per-job path the run took: "python" or "compiled" (dcsim.compiled)
 
     def jobs_table(self) -> pd.DataFrame:
         """The job table: ``jobs``, or a streamed run's read back from its file (all of it in memory)."""
@@ -93,15 +95,25 @@ class Simulation:
         progress: Called with the simulated time at each periodic round, or None.
         stream_jobs: Write ended jobs' rows to a file as the run goes instead of keeping the job table (the
             result's ``jobs`` is then None and ``job_file`` holds it); None: as ``outputs.stream_jobs`` says.
+        compiled: Take the compiled per-job path (:mod:`dcsim.compiled`): None = when the run can and numba is
+            installed, True = must (an error if it cannot), False = the Python path. Both give identical results.
     """
 
     def __init__(self, scenario: Scenario, policy: Policy, jobs: pd.DataFrame, supply: SupplyInputs,
-                 streams: Streams, progress: Callable[[float], None] | None = None, stream_jobs: bool | None = None):
+                 streams: Streams, progress: Callable[[float], None] | None = None, stream_jobs: bool | None = None,
+                 compiled: bool | None = None):
         self.scenario = scenario
         self.policy = policy
         self.supply = supply
         self.progress = progress
-        self.env = env = simpy.Environment()
+        self.compiled = use_compiled(scenario, policy, compiled)
+        if self.compiled:
+            from dcsim import kernel
+
+            kernel_state = np.zeros(kernel.N_IST, dtype=np.int64)  # the kernel's ints; [0] the shared event ids
+            self.env = env = KernelEnvironment(kernel_state)
+        else:
+            self.env = env = simpy.Environment()
         self.horizon_s = scenario.horizon_s
         start = pd.Timestamp(scenario.start)
         hour0 = start.hour + start.minute / 60 + start.second / 3600
@@ -126,9 +138,14 @@ class Simulation:
             spool = JobFile(choose_format(scenario.outputs.format, source.n_jobs))
         self.job_log = JobLog(scenario.horizon_s, scenario.warmup_s, with_node=scenario.facility.topology is not None,
                               with_requeues=scenario.facility.failures is not None, keep=not self.streamed, spool=spool)
-        self.jobs = Dispatcher(self.job_log, source.chunk_jobs, env, cluster, scenario.workload.drop_expired,
-                               scenario.workload.max_queue, self._trace,
-                               initial_slots=min(max(source.n_jobs, 16), 2 * cluster.n_gpus + 1024))
+        initial_slots = min(max(source.n_jobs, 16), 2 * cluster.n_gpus + 1024)
+        if self.compiled:
+            self.jobs = CompiledDispatcher(self.job_log, source.chunk_jobs, env, cluster, scenario.workload.drop_expired,
+                                           scenario.workload.max_queue, self._trace, initial_slots=initial_slots,
+                                           state=kernel_state, chunks=self._chunks, meter=meter)
+        else:
+            self.jobs = Dispatcher(self.job_log, source.chunk_jobs, env, cluster, scenario.workload.drop_expired,
+                                   scenario.workload.max_queue, self._trace, initial_slots=initial_slots)
         self.decisions = DecisionDispatcher(policy, env, cluster, self.jobs, meter,
                                             scenario.market.base_price_tokens_per_kwh, hour0, self.tick_s, self._trace)
         self.market = MarketRound(scenario, streams, env, cluster, meter, self.jobs, self.decisions.start_wants,
@@ -305,6 +322,12 @@ class Simulation:
                 jobs.dispatch()
                 jobs.arm()
 
+    def _kernel_arrivals(self):
+        """The compiled path's arrivals process: it only starts them; the kernel takes every arrival after."""
+        self.jobs.begin_arrivals()
+        return
+        yield  # a process: SimPy needs a generator
+
     def _supply_changes(self):
         times = self.supply.change_times(self.horizon_s)
         renewable = np.atleast_1d(self.supply.renewable_w.value_at(times)).tolist()
@@ -362,7 +385,7 @@ class Simulation:
         b = meter.books.totals
         self.ts_rows.append((
             self.env.now, event, max(0.0, cl.total_power_w), meter.renewable_w, meter.books.soc_j,
-            self.market.round_price, meter.carbon, meter.grid_price, len(jobs.queue), len(jobs.job_gpus),
+            self.market.round_price, meter.carbon, meter.grid_price, jobs.queue_length(), jobs.running_count(),
             int(np.count_nonzero(cl.state == ACTIVE)), int(np.count_nonzero(cl.state == SLEEP)), b.consumed_j,
             b.renewable_used_j, b.battery_out_j, b.grid_j, b.unserved_j, b.curtailed_j, b.charged_j,
         ))
@@ -403,10 +426,18 @@ class Simulation:
         if self.tick_s is not None:  # the tick at t = 0 comes first, so round 0 clears the policy's bids
             self.env.process(self._ticks())
         self.env.process(self._market())
-        self.env.process(self._arrivals())
+        if self.compiled:
+            self.jobs.start()
+            self.env.catch_up = self.jobs.catch_up
+            self.env.process(self._kernel_arrivals())
+        else:
+            self.env.process(self._arrivals())
         if self.outages is not None:
             self.env.process(self._failures())
         self.env.run(until=self.horizon_s)
+        if self.compiled:  # every job event before the horizon is handled (the stop event orders after them)
+            self.env.catch_up = None
+            self.n_events += self.jobs.kernel_events()
         self._advance()
         self.jobs.close()
         for index, frame in self._chunks:  # jobs that never arrived (a trace's rows past the horizon)
@@ -448,6 +479,7 @@ class Simulation:
             dispatch=None if self.meter.battery is None else
             pd.DataFrame(self.meter.battery.decision_rows, columns=DISPATCH_COLUMNS),
             job_totals=self.job_log.totals, job_file=self.job_log.spool,
+            engine="compiled" if self.compiled else "python",
         )
 
     def _timeseries(self) -> pd.DataFrame:

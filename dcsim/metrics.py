@@ -163,6 +163,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
             "wall_s": wall,
             "events_per_wall_s": result.counters["events"] / wall if wall > 0 else math.nan,
             "simulated_s_per_wall_s": sc.horizon_s / wall if wall > 0 else math.nan,
+            "per_job_path": result.engine,  # "compiled" (numba, dcsim/kernel.py) or "python": the same results
         },
     }
     if result.facility is not None:

@@ -1,0 +1,417 @@
+"""The compiled per-job path: when a run takes it, and how it stays in step with SimPy.
+
+A policy that decides nothing at events (``always_on``, or any policy overriding none of ``bid``, ``admit``,
+``on_idle``) leaves the engine a fixed per-job path: an arrival queues and starts a job, a completion frees its
+GPUs and starts the next. :mod:`dcsim.kernel` does that path in numba-compiled code, bit for bit as the Python
+path (:class:`dcsim.dispatch.Dispatcher` and friends) does it, while everything else (supply changes, market
+rounds, the time series) stays in SimPy processes as before.
+
+Ordering is SimPy's, exactly: SimPy handles events by ``(time, priority, event id)``, ids counting every
+scheduling. :class:`KernelEnvironment` takes its ids from a counter shared with the kernel, which draws one
+wherever the Python path would schedule a timeout (the next arrival, a completion timer), and before each SimPy
+event it lets the kernel handle every job event that orders before it. Same-instant ties between jobs and rounds
+therefore come out as on the Python path, and so do the event counts.
+
+Which runs (:func:`compiled_reason`): event-timed decisions, no learning feedback, no event trace, the round-level
+ledger, GPUs starting idle, and none of the facility parts (power-delivery tree, failures, cooling, dispatched
+battery) or a supply battery. numba is an optional dependency (``pip install 'dcsim[fast]'``); without it, or with
+``DCSIM_COMPILED=0`` in the environment, every run takes the Python path. ``tests/test_compiled.py`` checks that
+both paths write identical outputs.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from heapq import heappush
+
+import numpy as np
+import simpy
+
+from dcsim.dispatch import Dispatcher
+from dcsim.errors import DcsimError
+
+#: Set to 0 (or false/off/no) to make every run take the Python path.
+ENV_SWITCH = "DCSIM_COMPILED"
+_METHODS = ("bid", "admit", "on_idle")
+
+
+def numba_available() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def compiled_reason(scenario, policy) -> str | None:
+    """Why a run of ``scenario`` under ``policy`` cannot take the compiled path; None when it can."""
+    decides = [m for m in _METHODS if policy.overrides(m)]
+    if decides:
+        return f"the policy decides at events ({', '.join(decides)})"
+    if policy.wants_feedback:
+        return "the policy learns from per-event feedback"
+    if scenario.decision_timing != "event":
+        return "decision_timing is fixed_step"
+    if scenario.outputs.trace_events:
+        return "outputs.trace_events is on"
+    if scenario.outputs.ledger_detail != "round":
+        return "outputs.ledger_detail is agent"
+    if scenario.cluster.initial_state != "idle":
+        return f"cluster.initial_state is {scenario.cluster.initial_state}"
+    fac = scenario.facility
+    for name in ("topology", "failures", "cooling", "battery"):
+        if getattr(fac, name) is not None:
+            return f"facility.{name} is configured"
+    if scenario.supply.battery is not None:
+        return "supply.battery is configured"
+    return None
+
+
+def use_compiled(scenario, policy, compiled: bool | None) -> bool:
+    """Whether this run takes the compiled path. ``compiled``: None = when it can (numba installed, the run
+    eligible, ``DCSIM_COMPILED`` not 0); True = it must (a clear error otherwise); False = never."""
+    if compiled is False:
+        return False
+    reason = compiled_reason(scenario, policy)
+    if compiled is None:
+        if os.environ.get(ENV_SWITCH, "").strip().lower() in ("0", "false", "off", "no"):
+            return False
+        return reason is None and numba_available()
+    if reason is not None:
+        raise DcsimError(f"this run cannot take the compiled per-job path: {reason}")
+    if not numba_available():
+        raise DcsimError("the compiled per-job path needs numba: pip install 'dcsim[fast]'")
+    return True
+
+
+class KernelEnvironment(simpy.Environment):
+    """A SimPy environment whose event ids come from the kernel's shared counter and which lets the kernel handle
+    the job events due before each event it processes."""
+
+    def __init__(self, state: np.ndarray):
+        super().__init__()
+        self._seq = state  # element 0 (kernel.SEQ): the next event id
+        self.catch_up = None  # (time, priority, event id) -> None, set when the run starts
+
+    def schedule(self, event, priority=simpy.events.NORMAL, delay=0) -> None:
+        seq = self._seq
+        eid = int(seq[0])
+        seq[0] = eid + 1
+        heappush(self._queue, (self._now + delay, priority, eid, event))
+
+    def step(self) -> None:
+        if self.catch_up is not None and self._queue:
+            t, priority, eid, _ = self._queue[0]
+            self.catch_up(t, priority, eid)
+        super().step()
+
+
+class CompiledDispatcher(Dispatcher):
+    """:class:`Dispatcher` whose per-job path runs in :mod:`dcsim.kernel`.
+
+    The per-slot buffers are the Python dispatcher's own (so pending jobs' results are written as before); the
+    queue, the completion heap, the timers, the job → GPUs map, the free slots and the idle pool live in arrays
+    the kernel owns. Round-time calls (:meth:`dispatch`, :meth:`apply_allocations`, :meth:`arm`,
+    :meth:`drop_expired_queued`) go to the kernel too.
+    """
+
+    def __init__(self, *args, state: np.ndarray, chunks, meter, **kwargs):
+        from dcsim import kernel as K
+
+        self._K = K
+        self.ist = state
+        self.fst = np.zeros(K.N_FST)
+        self._kmax = 1
+        self._kver = None
+        self._chunk_iter = chunks
+        self.meter = meter
+        self._started = False
+        super().__init__(*args, **kwargs)
+        n = self.cluster.n_gpus
+        heap = max(1024, 4 * n + 16)
+        self._H = (np.zeros(heap), np.zeros(heap, np.int64), np.zeros(heap, np.int64), np.zeros(heap, np.int64))
+        self._T = (np.zeros(256), np.zeros(256), np.zeros(256, np.int64))
+        self._C = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0))
+        self._idle = np.zeros(n, np.int64)
+
+    # the queue and the running jobs, for anything that reads them (the engine uses the counts)
+    @property
+    def queue(self) -> deque:
+        ist, q = self.ist, self._kqueue
+        head, size = int(ist[self._K.Q_HEAD]), q.size
+        return deque(int(q[(head + i) % size]) for i in range(int(ist[self._K.Q_LEN])))
+
+    @queue.setter
+    def queue(self, value) -> None:
+        if len(value):
+            raise ValueError("the compiled dispatcher's queue is the kernel's")
+
+    @property
+    def job_gpus(self) -> dict[int, list[int]]:
+        stat = self.status
+        running = np.flatnonzero((stat == 3) | (stat == 4)).tolist()
+        return {j: self._kjg[j, :int(self.job_gpus_n[j])].tolist() for j in running}
+
+    @job_gpus.setter
+    def job_gpus(self, value) -> None:
+        if len(value):
+            raise ValueError("the compiled dispatcher's jobs are the kernel's")
+
+    def queue_length(self) -> int:
+        return int(self.ist[self._K.Q_LEN])
+
+    def running_count(self) -> int:
+        return int(self.ist[self._K.RUNNING_N])
+
+    def kernel_events(self) -> int:
+        """Job events (arrivals, completion timers) the kernel handled."""
+        return int(self.ist[self._K.N_EVENTS])
+
+    # ------------------------------------------------------------------------------------ buffers
+    def _grow(self, slots: int) -> None:
+        K = self._K
+        old = self._cap
+        super()._grow(slots)
+        new = self._cap
+        ist = self.ist
+        ver = np.zeros(new, np.int64)
+        jg = np.full((new, self._kmax), -1, np.int64)
+        free = np.zeros(new, np.int64)
+        queue = np.zeros(new, np.int64)
+        nfree = int(ist[K.N_FREE])
+        if self._kver is not None:
+            ver[:old] = self._kver
+            jg[:old] = self._kjg
+            free[:nfree] = self._kfree[:nfree]
+            head, n, size = int(ist[K.Q_HEAD]), int(ist[K.Q_LEN]), self._kqueue.size
+            queue[:n] = self._kqueue[(head + np.arange(n)) % size]
+            ist[K.Q_HEAD] = 0
+        free[nfree:nfree + new - old] = np.arange(new - 1, old - 1, -1)  # the lowest new slot is taken first
+        ist[K.N_FREE] = nfree + new - old
+        self._kver, self._kjg, self._kfree, self._kqueue = ver, jg, free, queue
+        out = 2 * new + 2 * self.cluster.n_gpus + 64
+        kept = int(ist[K.OUT_N])
+        old_out = getattr(self, "_O", None)
+        self._O = (np.zeros(out, np.int64), np.zeros(out, np.int8), np.zeros(out, np.int8), np.zeros(out),
+                   np.zeros(out), np.zeros(out))
+        if old_out is not None and kept:
+            for a, b in zip(self._O, old_out):
+                a[:kept] = b[:kept]
+        self._mark_view = np.frombuffer(self._mark, dtype=np.float64)
+        self._S = (self.gid, self.arrival_s, self.job_gpus_n, self.deadline_s, self.value_tokens, self.beta,
+                   self.duration_full_s, self.status, self.drop_reason, self.start_s, self.finish_s, self.remaining_s,
+                   self.rate, self.last_s, self.job_alloc_w, self.job_energy_j, self._mark_view, self._kver, self._kjg,
+                   self._kfree, self._kqueue)
+
+    def _widen(self, kmax: int) -> None:
+        jg = np.full((self._cap, kmax), -1, np.int64)
+        jg[:, :self._kmax] = self._kjg
+        self._kjg, self._kmax = jg, kmax
+        S = list(self._S)
+        S[18] = jg
+        self._S = tuple(S)
+
+    def _grow_heap(self) -> None:
+        n = int(self.ist[self._K.HEAP_N])
+        size = 2 * self._H[0].size + 2 * self.cluster.n_gpus
+        H = tuple(np.zeros(size, a.dtype) for a in self._H)
+        for a, b in zip(H, self._H):
+            a[:n] = b[:n]
+        self._H = H
+
+    def _grow_timers(self) -> None:
+        n = int(self.ist[self._K.TIMER_N])
+        size = 2 * self._T[0].size
+        T = tuple(np.zeros(size, a.dtype) for a in self._T)
+        for a, b in zip(T, self._T):
+            a[:n] = b[:n]
+        self._T = T
+
+    def _room(self, pushes: int) -> None:
+        """Room in the heap for ``pushes`` more entries and in the timers for one more."""
+        K = self._K
+        while int(self.ist[K.HEAP_N]) + pushes + 2 > self._H[0].size:
+            self._grow_heap()
+        while int(self.ist[K.TIMER_N]) + 2 > self._T[0].size:
+            self._grow_timers()
+
+    # ------------------------------------------------------------------------------------ state in and out
+    def start(self) -> None:
+        """At the start of the run (everything wired): the kernel's constants and the idle pool."""
+        K, cl, mk = self._K, self.cluster, self.market
+        if cl.free_sleep or cl.free_off:
+            raise RuntimeError("the compiled path needs every free GPU idle")
+        idle = list(cl.free_idle)  # insertion order: popitem() takes from the end
+        self._idle[:len(idle)] = idle
+        ist, f = self.ist, self.fst
+        ist[K.N_IDLE] = len(idle)
+        ist[K.N_GPUS] = cl.n_gpus
+        ist[K.MAX_QUEUE] = -1 if self._max_queue is None else int(self._max_queue)
+        ist[K.DROP_EXPIRED] = int(bool(self.drop_expired))
+        f[K.IDLE_W], f[K.SPAN_W], f[K.MIN_CAP_FLOOR], f[K.GAMMA] = cl.idle_w, cl.span_w, cl._min_cap_floor_w, cl.gamma
+        f[K.HORIZON] = self.log.horizon_s
+        f[K.IMPORT_CAP] = self.meter.books.import_cap_w
+        self._want = np.asarray(mk.want_w, dtype=np.float64)
+        self._G = (cl.state, cl.assigned, cl.power_w, cl.billable_w, cl.energy_off, cl.billable_off, cl.alloc_w,
+                   cl.clock, self._idle, mk.wallet, mk.agent_price, mk.owed_tokens, self._want)
+        self._started = True
+
+    def _pack(self) -> None:
+        K, f, cl, mk, meter = self._K, self.fst, self.cluster, self.market, self.meter
+        f[K.TOTAL_W], f[K.ALLOC_W] = cl.total_power_w, cl.allocated_sum_w
+        f[K.T_BOOKS], f[K.RENEW_W], f[K.CARBON], f[K.GRID_PRICE] = (meter._t_books, meter.renewable_w, meter.carbon,
+                                                                    meter.grid_price)
+        totals = meter.books.totals
+        for i, name in enumerate(K.BOOK_FIELDS):
+            f[K.CONSUMED + i] = getattr(totals, name)
+        f[K.PRICE], f[K.NEXT_ROUND], f[K.NEXT_ROUND_ULP] = mk.round_price, mk.next_round_s, math.ulp(mk.next_round_s)
+        f[K.SELLABLE], f[K.PEAK_OVER] = mk.round_sellable_w, mk.peak_overallocation_w
+        f[K.CREDITED], f[K.MINTED] = mk._credited_since_round, mk.tokens["minted"]
+
+    def _unpack(self) -> None:
+        K, f, cl, mk, meter = self._K, self.fst, self.cluster, self.market, self.meter
+        cl.total_power_w, cl.allocated_sum_w = float(f[K.TOTAL_W]), float(f[K.ALLOC_W])
+        meter._t_books = float(f[K.T_BOOKS])
+        totals = meter.books.totals
+        for i, name in enumerate(K.BOOK_FIELDS):
+            setattr(totals, name, float(f[K.CONSUMED + i]))
+        mk.peak_overallocation_w = float(f[K.PEAK_OVER])
+        mk._credited_since_round, mk.tokens["minted"] = float(f[K.CREDITED]), float(f[K.MINTED])
+
+    def _flush(self) -> None:
+        """Write the jobs that ended in the kernel into their chunks of the job table; hand on finished chunks."""
+        K = self._K
+        n = int(self.ist[K.OUT_N])
+        if n == 0:
+            return
+        gid, status, reason, start, finish, energy = (a[:n] for a in self._O)
+        index = gid // self.chunk_jobs
+        chunks = self.log.chunks
+        ended = False
+        for c in np.unique(index).tolist():
+            m = index == c
+            chunk = chunks[c]
+            rows = gid[m] - chunk.base
+            np.frombuffer(chunk.status, dtype=np.int8)[rows] = status[m]
+            np.frombuffer(chunk.reason, dtype=np.int8)[rows] = reason[m]
+            np.frombuffer(chunk.start, dtype=np.float64)[rows] = start[m]
+            np.frombuffer(chunk.finish, dtype=np.float64)[rows] = finish[m]
+            np.frombuffer(chunk.energy, dtype=np.float64)[rows] = energy[m]
+            chunk.live -= int(rows.size)
+            ended |= chunk.live == 0
+        self.ist[K.OUT_N] = 0
+        if ended:
+            self.log.chunk_ended(int(index[-1]))
+
+    # ------------------------------------------------------------------------------------ arrivals
+    def open_chunk(self, index: int, frame) -> None:
+        K = self._K
+        chunk = self.log.open(index, frame, index * self.chunk_jobs)
+        gpus = np.ascontiguousarray(frame["gpus"].to_numpy(np.int64))
+        self._C = (np.ascontiguousarray(frame["arrival_s"].to_numpy(float)), gpus,
+                   np.ascontiguousarray(np.nan_to_num(frame["deadline_s"].to_numpy(float), nan=np.inf)),
+                   np.ascontiguousarray(frame["value_tokens"].to_numpy(float)),
+                   np.ascontiguousarray(frame["clock_sensitivity"].to_numpy(float)),
+                   np.ascontiguousarray(frame["work_gpu_s"].to_numpy(float) / gpus))
+        if gpus.size and int(gpus.max()) > self._kmax:
+            self._widen(int(min(gpus.max(), self.cluster.n_gpus)))
+        ist = self.ist
+        ist[K.ARR_I], ist[K.ARR_N], ist[K.ARR_BASE] = 0, len(frame), chunk.base
+
+    def _next_chunk(self) -> None:
+        """The arrivals reached the end of a chunk: open the next (the first one at the start) and schedule its
+        first arrival."""
+        K = self._K
+        for index, frame in self._chunk_iter:
+            self.open_chunk(index, frame)
+            if K.schedule_arrival(self._C, self.ist, self.fst) != K.NEED_CHUNK:
+                return
+        self.ist[K.ARR_WAIT] = 0
+        self.ist[K.ARR_DONE] = 1
+
+    def begin_arrivals(self) -> None:
+        """The arrivals process starts (at t = 0, after the first round): open the first chunk and take the
+        arrivals due now, in this step."""
+        K = self._K
+        self.fst[K.ARR_NOW] = self.env.now
+        self._next_chunk()
+        self.catch_up(self.env.now, simpy.events.NORMAL, 0)  # only same-step arrivals order before id 0
+
+    # ------------------------------------------------------------------------------------ the kernel's turn
+    def catch_up(self, t: float, priority: int, eid: int) -> None:
+        """Handle every job event SimPy would handle before the event ``(t, priority, eid)``."""
+        if not self._started:
+            return
+        K = self._K
+        self._pack()
+        while True:
+            code = K.run_until(self._G, self._S, self._H, self._T, self._C, self._O, self.ist, self.fst,
+                               t, priority, eid)
+            if code == K.DONE:
+                break
+            if code == K.NEED_CHUNK:
+                self._next_chunk()
+            elif code == K.NEED_SLOTS:
+                self._grow(2 * self._cap)
+            elif code == K.NEED_HEAP:
+                self._grow_heap()
+            elif code == K.NEED_TIMERS:
+                self._grow_timers()
+            else:
+                self._flush()
+        self._flush()
+        self._unpack()
+
+    # ------------------------------------------------------------------------------------ round-time calls
+    def dispatch(self) -> None:
+        K = self._K
+        if self.ist[K.Q_LEN] == 0:
+            return
+        self._flush()
+        self._room(self.cluster.n_gpus)
+        self._pack()
+        K.dispatch(self._G, self._S, self._H, self._O, self.ist, self.fst, self.env.now)
+        self._flush()
+        self._unpack()
+
+    def drop_expired_queued(self) -> None:
+        K = self._K
+        if not self.drop_expired or self.ist[K.Q_LEN] == 0:
+            return
+        self._flush()
+        K.drop_expired_queued(self._S, self._O, self.ist, self.env.now)
+        self._flush()
+
+    def arm(self) -> None:
+        self._room(0)
+        self._K.arm(self._H, self._T, self._S, self.ist, self.env.now)
+
+    def apply_allocations(self, alloc_w: np.ndarray, active: np.ndarray) -> None:
+        """:meth:`Dispatcher.apply_allocations`: the moved jobs found as there, their allocations set by the kernel."""
+        cl = self.cluster
+        owners = cl.assigned[active]
+        if owners.size:
+            running = np.unique(owners)
+            running = running[np.argsort(self.gid[running])]  # in job order (slots are not)
+            scratch = self._scratch
+            scratch[running] = np.inf
+            np.minimum.at(scratch, owners, alloc_w[active])
+            new = scratch[running]
+            new = np.where(cl.below_min_cap(new), 0.0, new)  # below min cap: paused
+            moved = new != self.job_alloc_w[running]
+            jobs = np.ascontiguousarray(running[moved], dtype=np.int64)
+            allocs = np.ascontiguousarray(new[moved], dtype=np.float64)
+            self._room(jobs.size)
+            self._pack()
+            self._K.set_allocs(self._G, self._S, self._H, self._T, self.ist, self.fst, jobs, allocs, self.env.now)
+            self._unpack()
+
+    def close(self) -> None:
+        """At the horizon: the kernel's ended jobs written, then every pending job's results (as the Python path),
+        and the idle pool handed back to the cluster."""
+        self._flush()
+        super().close()
+        cl = self.cluster
+        cl.free_idle.clear()
+        cl.free_idle.update(dict.fromkeys(self._idle[:int(self.ist[self._K.N_IDLE])].tolist()))

@@ -1,0 +1,547 @@
+"""The per-job path compiled with numba: arrivals, FCFS starts, clocks, completions and the energy books.
+
+These functions do, operation for operation and in the same order, what :class:`dcsim.dispatch.Dispatcher`,
+:class:`dcsim.cluster.Cluster` (``set_power``, ``cap``), :class:`dcsim.market_round.MarketRound`
+(``spot_allocation``, ``_reprice``, ``credit_job_value``) and :class:`dcsim.energy.EnergyBooks` (no battery) do
+in Python for a run whose policy decides nothing at events (see :mod:`dcsim.compiled` for when that is and how the
+SimPy side is kept in step). Floating-point operations are IEEE (no fast-math), Python's ``min``/``max`` are
+spelled out with their tie rules, and ``**`` is the C library's ``pow`` as in CPython, so both paths give the same
+bits. numba is an optional dependency (extra ``fast``); this module is imported only when it is installed.
+
+State lives in arrays shared with the Python objects: per-GPU and per-slot buffers (the same memory as the
+``array.array`` buffers), and two small state vectors (``ist``: int64, ``fst``: float64) indexed by the constants
+below. Job events carry SimPy's ordering key ``(time, NORMAL, eid)``; ``ist[SEQ]`` is the environment's event-id
+counter, shared with :class:`dcsim.compiled.KernelEnvironment`.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from dcsim.cluster import ACTIVE, IDLE
+from dcsim.dispatch import COMPLETED, DROPPED, FUTURE, QUEUED, RUNNING, SAME_INSTANT_ULPS, DropReason
+from dcsim.energy import J_PER_KWH, J_PER_MWH
+
+_TOO_LARGE, _QUEUE_FULL, _EXPIRED = int(DropReason.TOO_LARGE), int(DropReason.QUEUE_FULL), int(DropReason.DEADLINE_EXPIRED)
+_NORMAL = 1  # simpy.events.NORMAL
+_INF = np.inf
+
+# ist: int64 state
+SEQ, N_EVENTS, N_FREE, N_IDLE, Q_HEAD, Q_LEN, HEAP_N, TIMER_N = 0, 1, 2, 3, 4, 5, 6, 7
+ARR_I, ARR_N, ARR_BASE, ARR_PENDING, ARR_SEQ, OUT_N, RUNNING_N, ARR_DONE = 8, 9, 10, 11, 12, 13, 14, 15
+MAX_QUEUE, DROP_EXPIRED, N_GPUS, ARR_WAIT = 16, 17, 18, 19
+N_IST = 20
+# fst: float64 state
+NOW, TOTAL_W, ALLOC_W, T_BOOKS, RENEW_W, CARBON, GRID_PRICE, IMPORT_CAP = 0, 1, 2, 3, 4, 5, 6, 7
+CONSUMED, RENEW_USED, RENEW_GEN, CURTAILED, CHARGED, BATT_OUT, BATT_LOSS, GRID_J, UNSERVED, CARBON_G, COST = range(8, 19)
+PRICE, NEXT_ROUND, NEXT_ROUND_ULP, SELLABLE, PEAK_OVER, CREDITED, MINTED = range(19, 26)
+ARR_T, HORIZON, IDLE_W, SPAN_W, MIN_CAP_FLOOR, GAMMA, ARR_NOW = range(26, 33)
+N_FST = 33
+#: The books' totals in ``fst`` order, by :class:`dcsim.energy.EnergyTotals` field.
+BOOK_FIELDS = ("consumed_j", "renewable_used_j", "renewable_generated_j", "curtailed_j", "charged_j", "battery_out_j",
+               "battery_loss_j", "grid_j", "unserved_j", "carbon_g", "cost_usd")
+
+# return codes of run_until and schedule_arrival
+DONE, NEED_CHUNK, NEED_SLOTS, NEED_HEAP, NEED_FLUSH, NEED_TIMERS = 0, 1, 2, 3, 4, 5
+
+# The tuples of arrays (see dcsim.compiled.CompiledDispatcher._views):
+# G: st, asg, pw, bw, eoff, boff, al, ck, idle stack, wallet, agent price, owed, want
+# S: gid, arrival, k, deadline, value, beta, duration, status, why, start, finish, remaining, rate, last, job alloc,
+#    job energy, mark, version, job gpus (slots x kmax), free-slot stack, queue ring
+# H: heap time, heap gid, heap version, heap slot;  T: timer time, timer event time, timer eid
+# C: the open chunk's arrival, gpus, deadline, value, beta, duration;  O: out gid, status, reason, start, finish, energy
+
+
+@njit(cache=True)
+def _pmin(a, b):
+    """Python's ``min(a, b)`` on floats: ``a`` unless ``b < a``."""
+    return b if b < a else a
+
+
+@njit(cache=True)
+def _pmax(a, b):
+    """Python's ``max(a, b)`` on floats: ``a`` unless ``b > a``."""
+    return b if b > a else a
+
+
+@njit(cache=True)
+def ulp(x):
+    """``math.ulp(x)`` for finite ``x >= 0``."""
+    return np.nextafter(x, _INF) - x
+
+
+@njit(cache=True)
+def delay_to(now, t):
+    """:func:`dcsim.dispatch.delay_to`."""
+    delay = t - now if t > now else 0.0
+    while now + delay < t:
+        delay = np.nextafter(delay, _INF)
+    return delay
+
+
+# ---------------------------------------------------------------------------------------------- heap (Python heapq)
+@njit(cache=True)
+def _hless(H, a, b):
+    ht, hg, hv, hs = H
+    if ht[a] != ht[b]:
+        return ht[a] < ht[b]
+    if hg[a] != hg[b]:
+        return hg[a] < hg[b]
+    if hv[a] != hv[b]:
+        return hv[a] < hv[b]
+    return hs[a] < hs[b]
+
+
+@njit(cache=True)
+def _hswap(H, a, b):
+    ht, hg, hv, hs = H
+    ht[a], ht[b] = ht[b], ht[a]
+    hg[a], hg[b] = hg[b], hg[a]
+    hv[a], hv[b] = hv[b], hv[a]
+    hs[a], hs[b] = hs[b], hs[a]
+
+
+@njit(cache=True)
+def heap_push(H, ist, t, g, v, j):
+    ht, hg, hv, hs = H
+    i = ist[HEAP_N]
+    ht[i], hg[i], hv[i], hs[i] = t, g, v, j
+    ist[HEAP_N] = i + 1
+    while i > 0:
+        p = (i - 1) >> 1
+        if _hless(H, i, p):
+            _hswap(H, i, p)
+            i = p
+        else:
+            break
+
+
+@njit(cache=True)
+def heap_pop(H, ist):
+    """Remove the smallest entry (the caller read it at index 0)."""
+    n = ist[HEAP_N] - 1
+    ist[HEAP_N] = n
+    if n == 0:
+        return
+    _hswap(H, 0, n)
+    i = 0
+    while True:
+        a = 2 * i + 1
+        if a >= n:
+            break
+        b = a + 1
+        c = b if b < n and _hless(H, b, a) else a
+        if _hless(H, c, i):
+            _hswap(H, c, i)
+            i = c
+        else:
+            break
+
+
+# ---------------------------------------------------------------------------------------------- cluster and market
+@njit(cache=True)
+def _set_power(G, fst, g, power, billable, now):
+    pw, bw, eoff, boff = G[2], G[3], G[4], G[5]
+    old = pw[g]
+    if old != power:
+        eoff[g] += (old - power) * now
+        pw[g] = power
+        fst[TOTAL_W] += power - old
+    old = bw[g]
+    if old != billable:
+        boff[g] += (old - billable) * now
+        bw[g] = billable
+
+
+@njit(cache=True)
+def _reprice(G, g, price, now):
+    bw, boff, aprice, owed = G[3], G[5], G[10], G[11]
+    if aprice[g] != price:
+        used = boff[g] + bw[g] * now
+        if used > 0:
+            owed[g] += aprice[g] * used / J_PER_KWH
+        boff[g] = -bw[g] * now
+        aprice[g] = price
+
+
+@njit(cache=True)
+def _spot_allocation(G, S, fst, j, now):
+    bw, boff, wal, owed, want = G[3], G[5], G[9], G[11], G[12]
+    jg, k = S[18], S[2][j]
+    price = fst[PRICE]
+    left = _pmax(fst[NEXT_ROUND] - now, fst[NEXT_ROUND_ULP])
+    a = fst[SPAN_W]
+    for q in range(k):
+        g = jg[j, q]
+        _reprice(G, g, price, now)
+        if price > 0:
+            owes = owed[g] + price * (boff[g] + bw[g] * now) / J_PER_KWH
+            afford = _pmax(wal[g] - owes, 0.0) * J_PER_KWH / (price * left)
+        else:
+            afford = _INF
+        a = _pmin(_pmin(a, want[g]), afford)
+    headroom = _pmax(0.0, fst[SELLABLE] - fst[ALLOC_W])
+    return _pmax(0.0, _pmin(a, headroom / k))
+
+
+@njit(cache=True)
+def set_job_alloc(G, S, H, ist, fst, j, alloc, now):
+    """:meth:`Dispatcher.set_job_alloc` with :meth:`Cluster.cap`."""
+    al, ck = G[6], G[7]
+    gid, beta_, rem, rate_, last, jal, ver, jg = S[0], S[5], S[11], S[12], S[13], S[14], S[17], S[18]
+    idle = fst[IDLE_W]
+    if idle + alloc < fst[MIN_CAP_FLOOR] or alloc <= 0:
+        f, power, a = 0.0, idle, 0.0
+    else:
+        span = fst[SPAN_W]
+        ratio = _pmin(alloc / span, 1.0)
+        f, power, a = ratio ** (1.0 / fst[GAMMA]), idle + span * ratio, alloc
+    billable = power - idle
+    for q in range(S[2][j]):
+        g = jg[j, q]
+        _set_power(G, fst, g, power, billable, now)
+        fst[ALLOC_W] += a - al[g]
+        al[g] = a
+        ck[g] = f
+    jal[j] = a
+    beta = beta_[j]
+    rate = 0.0 if f == 0.0 else (f if beta == 1.0 else f ** beta)
+    old = rate_[j]
+    if rate != old:
+        remaining = rem[j] - old * (now - last[j])
+        remaining = remaining if remaining > 0.0 else 0.0
+        rem[j] = remaining
+        last[j] = now
+        rate_[j] = rate
+        ver[j] += 1
+        if rate > 0:
+            heap_push(H, ist, now + remaining / rate, gid[j], ver[j], j)
+
+
+# ---------------------------------------------------------------------------------------------- jobs
+@njit(cache=True)
+def _end(S, O, ist, j):
+    """A job ended (dropped): its results to the out buffer, its slot freed (Dispatcher._end)."""
+    gid, stat, why, start, finish, jen, ver, free = S[0], S[7], S[8], S[9], S[10], S[15], S[17], S[19]
+    n = ist[OUT_N]
+    O[0][n], O[1][n], O[2][n], O[3][n], O[4][n], O[5][n] = gid[j], stat[j], why[j], start[j], finish[j], jen[j]
+    ist[OUT_N] = n + 1
+    why[j] = 0
+    gid[j] = -1
+    stat[j] = FUTURE
+    ver[j] += 1
+    free[ist[N_FREE]] = j
+    ist[N_FREE] += 1
+
+
+@njit(cache=True)
+def _drop(S, O, ist, j, reason, now):
+    S[7][j] = DROPPED
+    S[8][j] = reason
+    S[10][j] = now
+    _end(S, O, ist, j)
+
+
+@njit(cache=True)
+def _start_job(G, S, H, ist, fst, j, now):
+    st, pw, eoff = G[0], G[2], G[4]
+    S[7][j] = RUNNING
+    S[9][j] = now
+    S[13][j] = now
+    jg = S[18]
+    mark = 0.0
+    for q in range(S[2][j]):
+        g = jg[j, q]
+        st[g] = ACTIVE
+        mark += eoff[g] + pw[g] * now
+    S[16][j] = mark
+    set_job_alloc(G, S, H, ist, fst, j, _spot_allocation(G, S, fst, j, now), now)
+    over = fst[ALLOC_W] - fst[SELLABLE]
+    if over > fst[PEAK_OVER]:
+        fst[PEAK_OVER] = over
+
+
+@njit(cache=True)
+def _qpop(S, ist):
+    queue = S[20]
+    j = queue[ist[Q_HEAD]]
+    ist[Q_HEAD] = (ist[Q_HEAD] + 1) % queue.size
+    ist[Q_LEN] -= 1
+    return j
+
+
+@njit(cache=True)
+def dispatch(G, S, H, O, ist, fst, now):
+    """:meth:`Dispatcher.dispatch`: strict FCFS while enough GPUs are free (all free GPUs are idle here)."""
+    if ist[Q_LEN] == 0:
+        return
+    asg, idle = G[1], G[8]
+    deadline, kk, jg, queue = S[3], S[2], S[18], S[20]
+    free = ist[N_IDLE]
+    while ist[Q_LEN] > 0:
+        j = queue[ist[Q_HEAD]]
+        if ist[DROP_EXPIRED] != 0 and deadline[j] < now:
+            _qpop(S, ist)
+            _drop(S, O, ist, j, _EXPIRED, now)
+            continue
+        k = kk[j]
+        if k > free:
+            break
+        _qpop(S, ist)
+        free -= k
+        for q in range(k):  # popitem() of the idle pool: the last GPU that became idle
+            n = ist[N_IDLE] - 1
+            g = idle[n]
+            ist[N_IDLE] = n
+            asg[g] = j
+            jg[j, q] = g
+        ist[RUNNING_N] += 1
+        _start_job(G, S, H, ist, fst, j, now)
+
+
+@njit(cache=True)
+def drop_expired_queued(S, O, ist, now):
+    """:meth:`Dispatcher.drop_expired_queued` (the caller checked ``drop_expired``)."""
+    deadline, queue = S[3], S[20]
+    n, head, size = ist[Q_LEN], ist[Q_HEAD], queue.size
+    any_expired = False
+    for q in range(n):
+        if deadline[queue[(head + q) % size]] < now:
+            any_expired = True
+            break
+    if not any_expired:
+        return
+    kept = 0
+    for q in range(n):
+        j = queue[(head + q) % size]
+        if deadline[j] < now:
+            _drop(S, O, ist, j, _EXPIRED, now)
+        else:
+            queue[(head + kept) % size] = j
+            kept += 1
+    ist[Q_LEN] = kept
+
+
+@njit(cache=True)
+def arm(H, T, S, ist, now):
+    """:meth:`Dispatcher.arm`: a timer (its event id drawn now) at the earliest valid completion, unless an
+    earlier one is pending. Timers only ever go in earlier than every pending one, so they form a stack."""
+    ver, stat = S[17], S[7]
+    hv, hs = H[2], H[3]
+    while ist[HEAP_N] > 0:
+        j = hs[0]
+        if ver[j] == hv[0] and stat[j] == RUNNING:
+            break
+        heap_pop(H, ist)
+    if ist[HEAP_N] == 0:
+        return
+    t = H[0][0]
+    traw, tev, tseq = T
+    n = ist[TIMER_N]
+    if n > 0 and t >= traw[n - 1]:
+        return
+    traw[n] = t
+    tev[n] = now + delay_to(now, t)
+    tseq[n] = ist[SEQ]
+    ist[SEQ] += 1
+    ist[TIMER_N] = n + 1
+
+
+@njit(cache=True)
+def set_allocs(G, S, H, T, ist, fst, jobs, allocs, now):
+    """The end of :meth:`Dispatcher.apply_allocations`: set each moved job's allocation in order, then arm."""
+    for q in range(jobs.size):
+        set_job_alloc(G, S, H, ist, fst, jobs[q], allocs[q], now)
+    arm(H, T, S, ist, now)
+
+
+@njit(cache=True)
+def _complete(G, S, O, ist, fst, j, now):
+    st, asg, pw, eoff, al, ck, idle, wal = G[0], G[1], G[2], G[4], G[6], G[7], G[8], G[9]
+    gid, kk, val, stat, start, jen, mark, ver, jg, free = S[0], S[2], S[4], S[7], S[9], S[15], S[16], S[17], S[18], S[19]
+    k = kk[j]
+    value = val[j]
+    share = value / k
+    energy = 0.0
+    idle_w = fst[IDLE_W]
+    for q in range(k):
+        g = jg[j, q]
+        energy += eoff[g] + pw[g] * now
+        _set_power(G, fst, g, idle_w, 0.0, now)
+        fst[ALLOC_W] -= al[g]
+        al[g] = 0.0
+        ck[g] = 0.0
+        st[g] = IDLE
+        asg[g] = -1
+        idle[ist[N_IDLE]] = g
+        ist[N_IDLE] += 1
+    ist[RUNNING_N] -= 1
+    energy = jen[j] + (energy - mark[j])
+    for q in range(k):  # MarketRound.credit_job_value (round-level ledger)
+        wal[jg[j, q]] += share
+    fst[MINTED] += value
+    fst[CREDITED] += value
+    n = ist[OUT_N]
+    O[0][n], O[1][n], O[2][n], O[3][n], O[4][n], O[5][n] = gid[j], COMPLETED, 0, start[j], now, energy
+    ist[OUT_N] = n + 1
+    gid[j] = -1
+    stat[j] = FUTURE
+    ver[j] += 1
+    free[ist[N_FREE]] = j
+    ist[N_FREE] += 1
+
+
+@njit(cache=True)
+def _advance(fst, now):
+    """:meth:`EnergyMeter.advance` with :meth:`EnergyBooks.advance` of a run without a battery."""
+    dt = now - fst[T_BOOKS]
+    if dt > 0:
+        demand = _pmax(0.0, fst[TOTAL_W])
+        renewable, carbon, price, cap = fst[RENEW_W], fst[CARBON], fst[GRID_PRICE], fst[IMPORT_CAP]
+        if renewable >= demand or demand - renewable <= cap:
+            used = _pmin(renewable, demand)
+            grid = demand - used
+            fst[CONSUMED] += demand * dt
+            fst[RENEW_USED] += used * dt
+            fst[RENEW_GEN] += renewable * dt
+            fst[CURTAILED] += (renewable - used) * dt
+            if grid > 0.0:
+                fst[GRID_J] += grid * dt
+                fst[CARBON_G] += grid * dt * carbon / J_PER_KWH
+                fst[COST] += grid * dt * price / J_PER_MWH
+        else:  # a shortfall beyond the import cap, no battery: the books' loop, one step
+            need = demand - renewable
+            grid = _pmin(need, cap)
+            unserved = need - grid
+            fst[CONSUMED] += demand * dt
+            fst[RENEW_USED] += renewable * dt
+            fst[RENEW_GEN] += renewable * dt
+            fst[CURTAILED] += 0.0 * dt
+            fst[CHARGED] += 0.0 * dt
+            fst[BATT_OUT] += 0.0 * dt
+            fst[BATT_LOSS] += (0.0 * (1 - 1.0) + 0.0 * (1 / 1.0 - 1)) * dt
+            fst[GRID_J] += grid * dt
+            fst[UNSERVED] += unserved * dt
+            fst[CARBON_G] += grid * dt * carbon / J_PER_KWH
+            fst[COST] += grid * dt * price / J_PER_MWH
+        fst[T_BOOKS] = now
+
+
+@njit(cache=True)
+def schedule_arrival(C, ist, fst):
+    """The arrivals process moves to the open chunk's next row after an arrival at ``fst[ARR_NOW]``: return
+    at the horizon, take it at once when it is due (no event of its own), or wait for it (an event id drawn)."""
+    i = ist[ARR_I]
+    if i >= ist[ARR_N]:
+        ist[ARR_WAIT] = 1
+        return NEED_CHUNK
+    ist[ARR_WAIT] = 0
+    t = C[0][i]
+    now = fst[ARR_NOW]
+    if t >= fst[HORIZON]:
+        ist[ARR_DONE] = 1
+        return DONE
+    ist[ARR_PENDING] = 1
+    if t > now:
+        fst[ARR_T] = now + delay_to(now, t)
+        ist[ARR_SEQ] = ist[SEQ]
+        ist[SEQ] += 1
+    else:  # in the same step as the last arrival: before anything else at this instant
+        fst[ARR_T] = now
+        ist[ARR_SEQ] = -1
+    return DONE
+
+
+@njit(cache=True)
+def _arrival(G, S, H, T, C, O, ist, fst, now):
+    _advance(fst, now)
+    ist[N_EVENTS] += 1
+    i = ist[ARR_I]
+    ist[ARR_I] = i + 1
+    ist[ARR_PENDING] = 0
+    free = S[19]
+    ist[N_FREE] -= 1
+    j = free[ist[N_FREE]]
+    S[0][j] = ist[ARR_BASE] + i
+    S[1][j] = C[0][i]
+    S[2][j] = C[1][i]
+    S[3][j] = C[2][i]
+    S[4][j] = C[3][i]
+    S[5][j] = C[4][i]
+    S[6][j] = S[11][j] = C[5][i]
+    S[9][j] = np.nan
+    S[12][j] = S[15][j] = 0.0
+    if S[2][j] > ist[N_GPUS]:
+        _drop(S, O, ist, j, _TOO_LARGE, now)
+    else:
+        if ist[MAX_QUEUE] >= 0 and ist[Q_LEN] >= ist[MAX_QUEUE]:
+            _drop(S, O, ist, j, _QUEUE_FULL, now)
+        else:
+            S[7][j] = QUEUED
+            queue = S[20]
+            queue[(ist[Q_HEAD] + ist[Q_LEN]) % queue.size] = j
+            ist[Q_LEN] += 1
+        dispatch(G, S, H, O, ist, fst, now)
+        arm(H, T, S, ist, now)
+    fst[ARR_NOW] = now
+    return schedule_arrival(C, ist, fst)
+
+
+@njit(cache=True)
+def _timer(G, S, H, T, O, ist, fst, now):
+    _advance(fst, now)
+    ist[N_EVENTS] += 1
+    ist[TIMER_N] -= 1
+    due = now + SAME_INSTANT_ULPS * ulp(now)
+    ht, hg, hv, hs = H
+    ver, stat = S[17], S[7]
+    freed = False
+    while ist[HEAP_N] > 0 and ht[0] <= due:
+        v, j = hv[0], hs[0]
+        heap_pop(H, ist)
+        if ver[j] == v and stat[j] == RUNNING:
+            freed = True
+            _complete(G, S, O, ist, fst, j, now)
+    if freed:
+        dispatch(G, S, H, O, ist, fst, now)
+    arm(H, T, S, ist, now)
+
+
+@njit(cache=True)
+def run_until(G, S, H, T, C, O, ist, fst, t_stop, prio_stop, eid_stop):
+    """Handle every job event that SimPy would handle before the event ``(t_stop, prio_stop, eid_stop)``, in
+    SimPy's order ``(time, priority, eid)``. Returns DONE, or what the caller must do first (at an event boundary,
+    or after an arrival whose successor is in the next chunk) before calling again."""
+    tev, tseq = T[1], T[2]
+    n_gpus = ist[N_GPUS]
+    while True:
+        if ist[ARR_WAIT] != 0:
+            return NEED_CHUNK
+        have_a = ist[ARR_PENDING] != 0
+        nt = ist[TIMER_N]
+        if not have_a and nt == 0:
+            return DONE
+        use_a = have_a
+        if have_a and nt > 0:
+            ta, tt = fst[ARR_T], tev[nt - 1]
+            use_a = ta < tt or (ta == tt and ist[ARR_SEQ] < tseq[nt - 1])
+        if use_a:
+            te, se = fst[ARR_T], ist[ARR_SEQ]
+        else:
+            te, se = tev[nt - 1], tseq[nt - 1]
+        if te > t_stop or (te == t_stop and (prio_stop < _NORMAL or (prio_stop == _NORMAL and se > eid_stop))):
+            return DONE
+        # room for the most one event can need (every GPU starting a job, every job in the system ending)
+        if use_a and ist[N_FREE] == 0:
+            return NEED_SLOTS
+        if ist[HEAP_N] + n_gpus + 2 > H[0].size:
+            return NEED_HEAP
+        if ist[TIMER_N] + 2 > T[0].size:
+            return NEED_TIMERS
+        if ist[OUT_N] + (S[0].size - ist[N_FREE]) + 2 > O[0].size:
+            return NEED_FLUSH
+        fst[NOW] = te
+        if use_a:
+            _arrival(G, S, H, T, C, O, ist, fst, te)
+        else:
+            _timer(G, S, H, T, O, ist, fst, te)
