@@ -119,12 +119,14 @@ def bench_scenario(gpus: int, horizon_s: float, policy: str, mechanism: str = "p
 
 def timed_run(gpus: int, horizon_s: float, policy: str, mechanism: str = "posted_price",
               target: bool = False, facility: bool = False, jobs_table: bool = False,
-              params: dict | None = None) -> dict:
+              params: dict | None = None, compiled: bool | None = None) -> dict:
     """Build the world (jobs, supply) and run it, timing the build and ``Simulation.run()`` by wall and CPU time.
 
     The jobs come from :func:`dcsim.workload.build_job_source`: above a million jobs they are streamed in chunks
     (``outputs.stream_jobs: auto``). ``jobs_table``: the run also writes its job table (streamed runs append it to
-    a temporary Parquet file as jobs end, which is part of the run's time; the file is removed afterwards)."""
+    a temporary Parquet file as jobs end, which is part of the run's time; the file is removed afterwards).
+    ``compiled``: the per-job path (``Simulation``'s argument: None = compiled where the run can be and numba is
+    installed; the first compiled run of a process also loads numba's cached machine code, ~0.5 s, inside the run)."""
     from dcsim.engine import Simulation
     from dcsim.policy import load_policy
     from dcsim.seeding import Streams
@@ -137,14 +139,14 @@ def timed_run(gpus: int, horizon_s: float, policy: str, mechanism: str = "posted
     wall0, cpu0 = time.perf_counter(), time.process_time()
     streams = Streams(sc.seed)
     sim = Simulation(sc, load_policy(sc.policy.name, sc.policy.params), build_job_source(sc, streams),
-                     build_supply(sc), streams)
+                     build_supply(sc), streams, compiled=compiled)
     wall1, cpu1 = time.perf_counter(), time.process_time()
     result = sim.run()
     wall2, cpu2 = time.perf_counter(), time.process_time()
     counts = result.job_totals.status_counts
     arrived = sum(counts.values()) - counts["future"]
     return {"gpus": gpus, "policy": policy, "mechanism": mechanism, "horizon_s": horizon_s, "jobs": arrived,
-            "streamed": sim.streamed, "jobs_table": jobs_table,
+            "streamed": sim.streamed, "jobs_table": jobs_table, "per_job_path": result.engine,
             "jobs_file_mib": None if result.job_file is None else result.job_file.path.stat().st_size / 2**20,
             "completed": counts["completed"], "events": result.counters["events"],
             "decisions": int(len(result.decisions)), "build_wall_s": wall1 - wall0, "build_cpu_s": cpu1 - cpu0,
@@ -159,27 +161,54 @@ def side_by_side(sizes: list[int], horizon_s: float, policies: list[str], mechan
     greedy actions, no updates; an untrained policy, so this times evaluation, not a trained policy's choices)."""
     from dcsim.policy import policy_class
 
-    runs = [(p, p, None) for p in ["always_on"] + [p for p in policies if p != "always_on"]]
+    from dcsim.compiled import numba_available
+
+    # always_on first, on the Python per-job path and (numba installed) on the compiled one; every other policy
+    # decides at events and so always takes the Python path
+    compiled = numba_available()
+    runs = [("always_on (python)", "always_on", None, False)] + (
+        [("always_on", "always_on", None, None)] if compiled else [])
+    from dcsim.errors import DcsimError
+    from dcsim.policy import load_policy
+
+    for p in policies:
+        if p == "always_on":
+            continue
+        try:
+            pol = load_policy(p, {})
+        except DcsimError as exc:  # e.g. mappo without a checkpoint: not something to time here
+            print(f"skipped {p}: {str(exc).splitlines()[0]}")
+            continue
+        if pol.overrides("serve"):
+            print(f"skipped {p}: an LLM-serving policy (it decides nothing in a GPU-job run)")
+            continue
+        runs.append((p, p, None, None))
     if greedy:
-        runs = [r for p, _, _ in runs for r in ([(p, p, None), (f"{p} (greedy)", p, {"learn": False})]
-                                               if policy_class(p).wants_feedback else [(p, p, None)])]
+        runs = [r for run in runs for r in ([run, (f"{run[0]} (greedy)", run[1], {"learn": False}, None)]
+                                            if policy_class(run[1]).wants_feedback else [run])]
+    if compiled:  # load (or compile) the kernel's machine code before anything is timed
+        timed_run(4, 600.0, "always_on", mechanism, compiled=True)
     header = f"{'GPUs':>7} {'policy':>19} {'jobs':>9} {'events':>9} {'decisions':>9} {'run cpu s':>9} " \
-             f"{'run wall s':>10} {'jobs/cpu-s':>10} {'vs always_on':>12}"
+             f"{'run wall s':>10} {'jobs/cpu-s':>10} {'vs python always_on':>19} {'vs compiled':>11}"
     print(header)
     print("-" * len(header))
     rows = []
     for gpus in sizes:
-        base = None
-        for label, policy, params in runs:
-            row = timed_run(gpus, horizon_s, policy, mechanism, params=params)
+        base = base_compiled = None
+        for label, policy, params, path in runs:
+            row = timed_run(gpus, horizon_s, policy, mechanism, params=params, compiled=path)
             row["policy"] = label
             row["jobs_per_cpu_s"] = row["jobs"] / row["run_cpu_s"]
             base = base or row["jobs_per_cpu_s"]
-            row["ratio_to_always_on"] = row["jobs_per_cpu_s"] / base
+            if label == "always_on" and row["per_job_path"] == "compiled":
+                base_compiled = row["jobs_per_cpu_s"]
+            row["ratio_to_always_on"] = row["jobs_per_cpu_s"] / base  # always_on on the Python path
+            row["ratio_to_compiled_always_on"] = None if base_compiled is None else row["jobs_per_cpu_s"] / base_compiled
             rows.append(row)
+            vs_compiled = "" if base_compiled is None else f"{row['ratio_to_compiled_always_on']:.2f}"
             print(f"{gpus:>7,} {label:>19} {row['jobs']:>9,} {row['events']:>9,} {row['decisions']:>9,} "
                   f"{row['run_cpu_s']:>9.2f} {row['run_wall_s']:>10.2f} {row['jobs_per_cpu_s']:>10,.0f} "
-                  f"{row['ratio_to_always_on']:>12.2f}")
+                  f"{row['ratio_to_always_on']:>19.2f} {vs_compiled:>11}  {row['per_job_path']}")
             sys.stdout.flush()
     return rows
 
