@@ -14,8 +14,9 @@ therefore come out as on the Python path, and so do the event counts.
 
 Which runs (:func:`compiled_reason`): event-timed decisions, no learning feedback, no event trace, the round-level
 ledger, GPUs starting idle, and none of the facility parts (power-delivery tree, failures, cooling, dispatched
-battery) or a supply battery. numba is an optional dependency (``pip install 'dcsim[fast]'``); without it, or with
-``DCSIM_COMPILED=0`` in the environment, every run takes the Python path. ``tests/test_compiled.py`` checks that
+battery); a supply battery is fine. By default only runs of at least :data:`MIN_JOBS` jobs take it. numba is an
+optional dependency (``pip install 'dcsim[fast]'``); without it, or with ``DCSIM_COMPILED=0`` in the environment,
+every run takes the Python path. ``tests/test_compiled.py`` checks that
 both paths write identical outputs.
 """
 from __future__ import annotations
@@ -31,8 +32,12 @@ import simpy
 from dcsim.dispatch import Dispatcher
 from dcsim.errors import DcsimError
 
-#: Set to 0 (or false/off/no) to make every run take the Python path.
+#: Set to 0 (or false/off/no) to make every run take the Python path; to 1 (true/on/yes) to make every run that can
+#: take the compiled one, however few its jobs.
 ENV_SWITCH = "DCSIM_COMPILED"
+#: With neither, a run takes the compiled path from this many jobs on: loading numba and the kernel's cached machine
+#: code costs ~0.5 s, which the Python path spends on ~10k jobs (~45 µs a job).
+MIN_JOBS = 10_000
 _METHODS = ("bid", "admit", "on_idle")
 
 
@@ -63,21 +68,22 @@ def compiled_reason(scenario, policy) -> str | None:
     for name in ("topology", "failures", "cooling", "battery"):
         if getattr(fac, name) is not None:
             return f"facility.{name} is configured"
-    if scenario.supply.battery is not None:
-        return "supply.battery is configured"
     return None
 
 
-def use_compiled(scenario, policy, compiled: bool | None) -> bool:
+def use_compiled(scenario, policy, compiled: bool | None, n_jobs: int | None = None) -> bool:
     """Whether this run takes the compiled path. ``compiled``: None = when it can (numba installed, the run
-    eligible, ``DCSIM_COMPILED`` not 0); True = it must (a clear error otherwise); False = never."""
+    eligible) and it pays (at least :data:`MIN_JOBS` jobs, or ``DCSIM_COMPILED=1``), unless ``DCSIM_COMPILED=0``;
+    True = it must (a clear error otherwise); False = never. ``n_jobs``: the run's jobs (None: unknown, many)."""
     if compiled is False:
         return False
     reason = compiled_reason(scenario, policy)
     if compiled is None:
-        if os.environ.get(ENV_SWITCH, "").strip().lower() in ("0", "false", "off", "no"):
+        switch = os.environ.get(ENV_SWITCH, "").strip().lower()
+        if switch in ("0", "false", "off", "no"):
             return False
-        return reason is None and numba_available()
+        big = n_jobs is None or n_jobs >= MIN_JOBS or switch in ("1", "true", "on", "yes")
+        return reason is None and big and numba_available()
     if reason is not None:
         raise DcsimError(f"this run cannot take the compiled per-job path: {reason}")
     if not numba_available():
@@ -251,7 +257,10 @@ class CompiledDispatcher(Dispatcher):
         ist[K.DROP_EXPIRED] = int(bool(self.drop_expired))
         f[K.IDLE_W], f[K.SPAN_W], f[K.MIN_CAP_FLOOR], f[K.GAMMA] = cl.idle_w, cl.span_w, cl._min_cap_floor_w, cl.gamma
         f[K.HORIZON] = self.log.horizon_s
-        f[K.IMPORT_CAP] = self.meter.books.import_cap_w
+        books = self.meter.books
+        f[K.IMPORT_CAP] = books.import_cap_w
+        f[K.CAPACITY], f[K.MAX_CHARGE], f[K.MAX_DISCHARGE] = books.capacity_j, books.max_charge_w, books.max_discharge_w
+        f[K.ETA_C], f[K.ETA_D] = books.eta_c, books.eta_d
         self._want = np.asarray(mk.want_w, dtype=np.float64)
         self._G = (cl.state, cl.assigned, cl.power_w, cl.billable_w, cl.energy_off, cl.billable_off, cl.alloc_w,
                    cl.clock, self._idle, mk.wallet, mk.agent_price, mk.owed_tokens, self._want)
@@ -265,6 +274,7 @@ class CompiledDispatcher(Dispatcher):
         totals = meter.books.totals
         for i, name in enumerate(K.BOOK_FIELDS):
             f[K.CONSUMED + i] = getattr(totals, name)
+        f[K.SOC] = meter.books.soc_j
         f[K.PRICE], f[K.NEXT_ROUND], f[K.NEXT_ROUND_ULP] = mk.round_price, mk.next_round_s, math.ulp(mk.next_round_s)
         f[K.SELLABLE], f[K.PEAK_OVER] = mk.round_sellable_w, mk.peak_overallocation_w
         f[K.CREDITED], f[K.MINTED] = mk._credited_since_round, mk.tokens["minted"]
@@ -276,6 +286,7 @@ class CompiledDispatcher(Dispatcher):
         totals = meter.books.totals
         for i, name in enumerate(K.BOOK_FIELDS):
             setattr(totals, name, float(f[K.CONSUMED + i]))
+        meter.books.soc_j = float(f[K.SOC])
         mk.peak_overallocation_w = float(f[K.PEAK_OVER])
         mk._credited_since_round, mk.tokens["minted"] = float(f[K.CREDITED]), float(f[K.MINTED])
 

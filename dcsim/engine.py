@@ -95,8 +95,9 @@ class Simulation:
         progress: Called with the simulated time at each periodic round, or None.
         stream_jobs: Write ended jobs' rows to a file as the run goes instead of keeping the job table (the
             result's ``jobs`` is then None and ``job_file`` holds it); None: as ``outputs.stream_jobs`` says.
-        compiled: Take the compiled per-job path (:mod:`dcsim.compiled`): None = when the run can and numba is
-            installed, True = must (an error if it cannot), False = the Python path. Both give identical results.
+        compiled: Take the compiled per-job path (:mod:`dcsim.compiled`): None = when the run can, numba is
+            installed and the run has enough jobs to repay loading it; True = must (an error if it cannot); False =
+            the Python path. Both give identical results.
     """
 
     def __init__(self, scenario: Scenario, policy: Policy, jobs: pd.DataFrame, supply: SupplyInputs,
@@ -106,7 +107,8 @@ class Simulation:
         self.policy = policy
         self.supply = supply
         self.progress = progress
-        self.compiled = use_compiled(scenario, policy, compiled)
+        self.source = source = job_source(jobs)
+        self.compiled = use_compiled(scenario, policy, compiled, source.n_jobs)
         if self.compiled:
             from dcsim import kernel
 
@@ -128,7 +130,6 @@ class Simulation:
         self.cluster = cluster = Cluster(scenario, env, self._trace)
         self.n_gpus = cluster.n_gpus
         self.meter = meter = EnergyMeter(scenario, supply, env, cluster)
-        self.source = source = job_source(jobs)
         self._chunks = enumerate(source.chunks())
         self.streamed = streams_jobs(scenario, source) if stream_jobs is None else stream_jobs
         spool = None

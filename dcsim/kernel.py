@@ -36,7 +36,8 @@ NOW, TOTAL_W, ALLOC_W, T_BOOKS, RENEW_W, CARBON, GRID_PRICE, IMPORT_CAP = 0, 1, 
 CONSUMED, RENEW_USED, RENEW_GEN, CURTAILED, CHARGED, BATT_OUT, BATT_LOSS, GRID_J, UNSERVED, CARBON_G, COST = range(8, 19)
 PRICE, NEXT_ROUND, NEXT_ROUND_ULP, SELLABLE, PEAK_OVER, CREDITED, MINTED = range(19, 26)
 ARR_T, HORIZON, IDLE_W, SPAN_W, MIN_CAP_FLOOR, GAMMA, ARR_NOW = range(26, 33)
-N_FST = 33
+SOC, CAPACITY, MAX_CHARGE, MAX_DISCHARGE, ETA_C, ETA_D = range(33, 39)
+N_FST = 39
 #: The books' totals in ``fst`` order, by :class:`dcsim.energy.EnergyTotals` field.
 BOOK_FIELDS = ("consumed_j", "renewable_used_j", "renewable_generated_j", "curtailed_j", "charged_j", "battery_out_j",
                "battery_loss_j", "grid_j", "unserved_j", "carbon_g", "cost_usd")
@@ -393,12 +394,14 @@ def _complete(G, S, O, ist, fst, j, now):
 
 @njit(cache=True)
 def _advance(fst, now):
-    """:meth:`EnergyMeter.advance` with :meth:`EnergyBooks.advance` of a run without a battery."""
+    """:meth:`EnergyMeter.advance` with :meth:`EnergyBooks.advance` (a battery or none; not the dispatched one)."""
     dt = now - fst[T_BOOKS]
     if dt > 0:
         demand = _pmax(0.0, fst[TOTAL_W])
         renewable, carbon, price, cap = fst[RENEW_W], fst[CARBON], fst[GRID_PRICE], fst[IMPORT_CAP]
-        if renewable >= demand or demand - renewable <= cap:
+        capacity = fst[CAPACITY]
+        if capacity == 0.0 and (renewable >= demand or demand - renewable <= cap):
+            # no battery and no shortfall: one interval, no splitting
             used = _pmin(renewable, demand)
             grid = demand - used
             fst[CONSUMED] += demand * dt
@@ -409,21 +412,48 @@ def _advance(fst, now):
                 fst[GRID_J] += grid * dt
                 fst[CARBON_G] += grid * dt * carbon / J_PER_KWH
                 fst[COST] += grid * dt * price / J_PER_MWH
-        else:  # a shortfall beyond the import cap, no battery: the books' loop, one step
-            need = demand - renewable
-            grid = _pmin(need, cap)
-            unserved = need - grid
-            fst[CONSUMED] += demand * dt
-            fst[RENEW_USED] += renewable * dt
-            fst[RENEW_GEN] += renewable * dt
-            fst[CURTAILED] += 0.0 * dt
-            fst[CHARGED] += 0.0 * dt
-            fst[BATT_OUT] += 0.0 * dt
-            fst[BATT_LOSS] += (0.0 * (1 - 1.0) + 0.0 * (1 / 1.0 - 1)) * dt
-            fst[GRID_J] += grid * dt
-            fst[UNSERVED] += unserved * dt
-            fst[CARBON_G] += grid * dt * carbon / J_PER_KWH
-            fst[COST] += grid * dt * price / J_PER_MWH
+        else:
+            eta_c, eta_d = fst[ETA_C], fst[ETA_D]
+            while dt > 0:
+                step = dt
+                charge = discharge = 0.0
+                soc = fst[SOC]
+                if renewable >= demand:
+                    used = demand
+                    surplus = renewable - demand
+                    if soc < capacity:
+                        charge = _pmin(surplus, fst[MAX_CHARGE])
+                        if charge > 0:
+                            step = _pmin(step, (capacity - soc) / (charge * eta_c))
+                    curtailed = surplus - charge
+                    need = 0.0
+                else:
+                    used = renewable
+                    curtailed = 0.0
+                    deficit = demand - renewable
+                    if soc > 0:
+                        discharge = _pmin(deficit, fst[MAX_DISCHARGE])
+                        if discharge > 0:
+                            step = _pmin(step, soc * eta_d / discharge)
+                    need = deficit - discharge
+                grid = _pmin(need, cap)
+                unserved = need - grid
+                fst[CONSUMED] += demand * step
+                fst[RENEW_USED] += used * step
+                fst[RENEW_GEN] += renewable * step
+                fst[CURTAILED] += curtailed * step
+                fst[CHARGED] += charge * step
+                fst[BATT_OUT] += discharge * step
+                fst[BATT_LOSS] += (charge * (1 - eta_c) + discharge * (1 / eta_d - 1)) * step
+                fst[GRID_J] += grid * step
+                fst[UNSERVED] += unserved * step
+                fst[CARBON_G] += grid * step * carbon / J_PER_KWH
+                fst[COST] += grid * step * price / J_PER_MWH
+                if step < dt:  # the battery hit a limit inside the interval: pin it exactly and go on
+                    fst[SOC] = capacity if charge > 0 else 0.0
+                else:
+                    fst[SOC] = _pmin(capacity, _pmax(0.0, soc + (charge * eta_c - discharge / eta_d) * step))
+                dt -= step
         fst[T_BOOKS] = now
 
 

@@ -4,7 +4,8 @@ for bit.
 An exact regression test: the kernel does the Python path's operations in the same order, and orders job events
 against rounds and supply changes by SimPy's own (time, priority, event id), so every file of a run must be the
 same. The worlds here push the parts where the two could part: queues and every kind of drop, gang jobs, caps
-and pauses under scarce supply, shortfalls beyond the import cap, all four mechanisms, endowments with burns,
+and pauses under scarce supply, shortfalls beyond the import cap, a battery filling and emptying inside intervals,
+all four mechanisms, endowments with burns,
 tiny chunks and slots that must grow, and hand-made traces whose arrivals, completions and rounds fall on the
 same instants.
 """
@@ -103,6 +104,16 @@ CASES = {
 
     # at night-level sun the grid cap is below the idle draw: unserved demand, booked by the books' shortfall branch
     "shortfall": dict(solar_w=300.0, import_cap_w=1000.0),
+    # a supply battery that fills in the afternoon sun and empties after sunset, inside intervals (split steps)
+    "battery": dict(horizon_s=14 * 3600, rate=0.01, supply={
+        "solar": {"capacity_w": 30_000.0, "latitude": 37.36, "longitude": -121.93},
+        "battery": {"capacity_wh": 3000.0, "max_charge_w": 4000.0, "max_discharge_w": 3000.0,
+                    "round_trip_efficiency": 0.9, "initial_soc": 0.2}}),
+    # a battery and an import cap: discharge limited, then unserved
+    "battery_and_cap": dict(solar_w=3000.0, import_cap_w=1500.0, supply={
+        "solar": {"capacity_w": 3000.0, "latitude": 37.36, "longitude": -121.93},
+        "grid": {"import_cap_w": 1500.0},
+        "battery": {"capacity_wh": 2000.0, "max_charge_w": 1000.0, "max_discharge_w": 800.0, "initial_soc": 1.0}}),
 }
 
 # What each case is there for, seen in its outputs (so a case that stopped exercising its part fails).
@@ -115,6 +126,9 @@ FEATURES = {
     "scarce_supply_kelly": lambda r: r.rounds["rationed"].sum() > 0,
     "budgets_and_burns": lambda r: r.tokens["burned"] > 100 and r.tokens["debit_shortfall"] > 0,
     "shortfall": lambda r: r.energy["unserved_j"] > 1e6,
+    "battery": lambda r: r.energy["charged_j"] > 0 and r.energy["battery_out_j"] > 0
+    and r.timeseries["battery_soc_j"].max() == 3000.0 * 3600 and r.timeseries["battery_soc_j"].min() == 0.0,
+    "battery_and_cap": lambda r: r.energy["battery_out_j"] > 0 and r.energy["unserved_j"] > 0,
 }
 
 
@@ -186,16 +200,19 @@ def test_which_runs_take_the_compiled_path(monkeypatch):
     sc = _world(horizon_s=600)
     assert compiled_reason(sc, load_policy("always_on", {})) is None
     assert "decides at events" in compiled_reason(sc, load_policy("truthful", {}))
-    battery = _world(horizon_s=600, supply={"solar": {"capacity_w": 1000.0, "latitude": 37.0, "longitude": -122.0},
-                                            "battery": {"capacity_wh": 1000.0, "max_charge_w": 500.0,
-                                                        "max_discharge_w": 500.0}})
-    assert compiled_reason(battery, load_policy("always_on", {})) == "supply.battery is configured"
+    cooled = _world(horizon_s=600, facility={"cooling": {"weather": {"dry_bulb_c": 25.0}, "economiser": "air"}})
+    assert compiled_reason(cooled, load_policy("always_on", {})) == "facility.cooling is configured"
+    assert compiled_reason(_world(**dict(CASES["battery"], horizon_s=600)), load_policy("always_on", {})) is None
     with pytest.raises(DcsimError, match="decides at events"):
         use_compiled(sc, load_policy("truthful", {}), True)
-    assert use_compiled(sc, load_policy("always_on", {}), None)
-    assert not use_compiled(sc, load_policy("truthful", {}), None)
+    assert use_compiled(sc, load_policy("always_on", {}), None, 10_000)
+    assert not use_compiled(sc, load_policy("always_on", {}), None, 9_999)  # too few jobs to repay loading numba
+    assert not use_compiled(sc, load_policy("truthful", {}), None, 10**6)
+    monkeypatch.setenv("DCSIM_COMPILED", "1")
+    assert use_compiled(sc, load_policy("always_on", {}), None, 10)
+    assert not use_compiled(sc, load_policy("truthful", {}), None, 10)
     monkeypatch.setenv("DCSIM_COMPILED", "0")
-    assert not use_compiled(sc, load_policy("always_on", {}), None)
+    assert not use_compiled(sc, load_policy("always_on", {}), None, 10**6)
 
 
 @needs_numba
@@ -216,7 +233,7 @@ def test_without_numba_the_same_run_takes_the_python_path(tmp_path):
             "r = t._run(t._world(**t.CASES['queues_and_drops']), None); "
             "print(json.dumps({'engine': r.engine, 'jobs': r.jobs_table().to_csv(index=False), "
             "'summary': t._summary(r)}))")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(block), str(root)]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(block), str(root)]), DCSIM_COMPILED="1")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
