@@ -400,19 +400,10 @@ class CompiledDispatcher(Dispatcher):
 
     def apply_allocations(self, alloc_w: np.ndarray, active: np.ndarray) -> None:
         """:meth:`Dispatcher.apply_allocations`: the moved jobs found as there, their allocations set by the kernel."""
-        cl = self.cluster
-        owners = cl.assigned[active]
-        if owners.size:
-            running = np.unique(owners)
-            running = running[np.argsort(self.gid[running])]  # in job order (slots are not)
-            scratch = self._scratch
-            scratch[running] = np.inf
-            np.minimum.at(scratch, owners, alloc_w[active])
-            new = scratch[running]
-            new = np.where(cl.below_min_cap(new), 0.0, new)  # below min cap: paused
-            moved = new != self.job_alloc_w[running]
-            jobs = np.ascontiguousarray(running[moved], dtype=np.int64)
-            allocs = np.ascontiguousarray(new[moved], dtype=np.float64)
+        moved = self.moved_allocations(alloc_w, active)
+        if moved is not None:
+            jobs = np.ascontiguousarray(moved[0], dtype=np.int64)
+            allocs = np.ascontiguousarray(moved[1], dtype=np.float64)
             self._room(jobs.size)
             self._pack()
             self._K.set_allocs(self._G, self._S, self._H, self._T, self.ist, self.fst, jobs, allocs, self.env.now)

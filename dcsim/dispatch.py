@@ -426,20 +426,28 @@ class Dispatcher:
     def apply_allocations(self, alloc_w: np.ndarray, active: np.ndarray) -> None:
         """Set every running job's power above idle from a per-GPU allocation: each job gets its GPUs' minimum
         (gang scheduling); below the minimum cap it pauses."""
-        cl = self.cluster
-        owners = cl.assigned[active]
-        if owners.size:
-            running = np.unique(owners)
-            running = running[np.argsort(self.gid[running])]  # in job order (slots are not)
-            scratch = self._scratch
-            scratch[running] = np.inf
-            np.minimum.at(scratch, owners, alloc_w[active])
-            new = scratch[running]
-            new = np.where(cl.below_min_cap(new), 0.0, new)  # below min cap: paused
-            moved = new != self.job_alloc_w[running]
-            for j, a in zip(running[moved].tolist(), new[moved].tolist()):
+        moved = self.moved_allocations(alloc_w, active)
+        if moved is not None:
+            for j, a in zip(moved[0].tolist(), moved[1].tolist()):
                 self.set_job_alloc(j, a)
             self.arm()
+
+    def moved_allocations(self, alloc_w: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The running jobs whose allocation a per-GPU allocation changes, in job order, and their new allocations
+        (their GPUs' minimum; 0 below the minimum cap); None when no GPU is active."""
+        cl = self.cluster
+        owners = cl.assigned[active]
+        if not owners.size:
+            return None
+        running = np.unique(owners)
+        running = running[np.argsort(self.gid[running])]  # in job order (slots are not)
+        scratch = self._scratch
+        scratch[running] = np.inf
+        np.minimum.at(scratch, owners, alloc_w[active])
+        new = scratch[running]
+        new = np.where(cl.below_min_cap(new), 0.0, new)  # below min cap: paused
+        moved = new != self.job_alloc_w[running]
+        return running[moved], new[moved]
 
     def remaining_now(self, jobs: np.ndarray) -> np.ndarray:
         """Full-clock seconds of work left now for ``jobs``."""
