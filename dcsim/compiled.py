@@ -13,8 +13,8 @@ event it lets the kernel handle every job event that orders before it. Same-inst
 therefore come out as on the Python path, and so do the event counts.
 
 Which runs (:func:`compiled_reason`): event-timed decisions, no learning feedback, no event trace, the round-level
-ledger, GPUs starting idle, and none of the facility parts (power-delivery tree, failures, cooling, dispatched
-battery); a supply battery is fine. By default only runs of at least :data:`MIN_JOBS` jobs take it. numba is an
+ledger, GPUs starting idle, and none of the facility parts (power-delivery tree, failures, dispatched battery,
+cooling setpoint control); a supply battery and the cooling plant with fixed setpoints are fine. By default only runs of at least :data:`MIN_JOBS` jobs take it. numba is an
 optional dependency (``pip install 'dcsim[fast]'``); without it, or with ``DCSIM_COMPILED=0`` in the environment,
 every run takes the Python path. ``tests/test_compiled.py`` checks that
 both paths write identical outputs.
@@ -65,9 +65,11 @@ def compiled_reason(scenario, policy) -> str | None:
     if scenario.cluster.initial_state != "idle":
         return f"cluster.initial_state is {scenario.cluster.initial_state}"
     fac = scenario.facility
-    for name in ("topology", "failures", "cooling", "battery"):
+    for name in ("topology", "failures", "battery"):
         if getattr(fac, name) is not None:
             return f"facility.{name} is configured"
+    if fac.cooling is not None and fac.cooling.setpoint_control is not None:
+        return "facility.cooling.setpoint_control is configured"
     return None
 
 
@@ -261,6 +263,13 @@ class CompiledDispatcher(Dispatcher):
         f[K.IMPORT_CAP] = books.import_cap_w
         f[K.CAPACITY], f[K.MAX_CHARGE], f[K.MAX_DISCHARGE] = books.capacity_j, books.max_charge_w, books.max_discharge_w
         f[K.ETA_C], f[K.ETA_D] = books.eta_c, books.eta_d
+        plant = self.meter.cooling
+        if plant is None:
+            self._P = (np.zeros(0), np.zeros(0))
+        else:
+            self._P = (np.asarray(plant.k, dtype=np.float64), np.asarray(plant.change_s, dtype=np.float64))
+            f[K.COOLING] = 1.0
+            f[K.P_TAU], f[K.P_FAN], f[K.P_OVERHEAD] = plant.tau_s, plant.fan_w, plant.overhead_w
         self._want = np.asarray(mk.want_w, dtype=np.float64)
         self._G = (cl.state, cl.assigned, cl.power_w, cl.billable_w, cl.energy_off, cl.billable_off, cl.alloc_w,
                    cl.clock, self._idle, mk.wallet, mk.agent_price, mk.owed_tokens, self._want)
@@ -275,6 +284,11 @@ class CompiledDispatcher(Dispatcher):
         for i, name in enumerate(K.BOOK_FIELDS):
             f[K.CONSUMED + i] = getattr(totals, name)
         f[K.SOC] = meter.books.soc_j
+        plant = meter.cooling
+        if plant is not None:
+            for i, name in enumerate(K.PLANT_FIELDS):
+                f[K.P_T + i] = getattr(plant, name)
+            self.ist[K.P_I] = plant._i
         f[K.PRICE], f[K.NEXT_ROUND], f[K.NEXT_ROUND_ULP] = mk.round_price, mk.next_round_s, math.ulp(mk.next_round_s)
         f[K.SELLABLE], f[K.PEAK_OVER] = mk.round_sellable_w, mk.peak_overallocation_w
         f[K.CREDITED], f[K.MINTED] = mk._credited_since_round, mk.tokens["minted"]
@@ -287,6 +301,11 @@ class CompiledDispatcher(Dispatcher):
         for i, name in enumerate(K.BOOK_FIELDS):
             setattr(totals, name, float(f[K.CONSUMED + i]))
         meter.books.soc_j = float(f[K.SOC])
+        plant = meter.cooling
+        if plant is not None:
+            for i, name in enumerate(K.PLANT_FIELDS):
+                setattr(plant, name, float(f[K.P_T + i]))
+            plant._i = int(self.ist[K.P_I])
         mk.peak_overallocation_w = float(f[K.PEAK_OVER])
         mk._credited_since_round, mk.tokens["minted"] = float(f[K.CREDITED]), float(f[K.MINTED])
 
@@ -357,7 +376,7 @@ class CompiledDispatcher(Dispatcher):
         K = self._K
         self._pack()
         while True:
-            code = K.run_until(self._G, self._S, self._H, self._T, self._C, self._O, self.ist, self.fst,
+            code = K.run_until(self._G, self._S, self._H, self._T, self._C, self._O, self._P, self.ist, self.fst,
                                t, priority, eid)
             if code == K.DONE:
                 break

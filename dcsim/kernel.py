@@ -2,7 +2,8 @@
 
 These functions do, operation for operation and in the same order, what :class:`dcsim.dispatch.Dispatcher`,
 :class:`dcsim.cluster.Cluster` (``set_power``, ``cap``), :class:`dcsim.market_round.MarketRound`
-(``spot_allocation``, ``_reprice``, ``credit_job_value``) and :class:`dcsim.energy.EnergyBooks` (no battery) do
+(``spot_allocation``, ``_reprice``, ``credit_job_value``), :class:`dcsim.energy.EnergyBooks` and
+:class:`dcsim.facility.plant.CoolingPlant` (fixed setpoints) do
 in Python for a run whose policy decides nothing at events (see :mod:`dcsim.compiled` for when that is and how the
 SimPy side is kept in step). Floating-point operations are IEEE (no fast-math), Python's ``min``/``max`` are
 spelled out with their tie rules, and ``**`` is the C library's ``pow`` as in CPython, so both paths give the same
@@ -14,6 +15,8 @@ below. Job events carry SimPy's ordering key ``(time, NORMAL, eid)``; ``ist[SEQ]
 counter, shared with :class:`dcsim.compiled.KernelEnvironment`.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import njit
@@ -29,15 +32,21 @@ _INF = np.inf
 # ist: int64 state
 SEQ, N_EVENTS, N_FREE, N_IDLE, Q_HEAD, Q_LEN, HEAP_N, TIMER_N = 0, 1, 2, 3, 4, 5, 6, 7
 ARR_I, ARR_N, ARR_BASE, ARR_PENDING, ARR_SEQ, OUT_N, RUNNING_N, ARR_DONE = 8, 9, 10, 11, 12, 13, 14, 15
-MAX_QUEUE, DROP_EXPIRED, N_GPUS, ARR_WAIT = 16, 17, 18, 19
-N_IST = 20
+MAX_QUEUE, DROP_EXPIRED, N_GPUS, ARR_WAIT, P_I = 16, 17, 18, 19, 20
+N_IST = 21
 # fst: float64 state
 NOW, TOTAL_W, ALLOC_W, T_BOOKS, RENEW_W, CARBON, GRID_PRICE, IMPORT_CAP = 0, 1, 2, 3, 4, 5, 6, 7
 CONSUMED, RENEW_USED, RENEW_GEN, CURTAILED, CHARGED, BATT_OUT, BATT_LOSS, GRID_J, UNSERVED, CARBON_G, COST = range(8, 19)
 PRICE, NEXT_ROUND, NEXT_ROUND_ULP, SELLABLE, PEAK_OVER, CREDITED, MINTED = range(19, 26)
 ARR_T, HORIZON, IDLE_W, SPAN_W, MIN_CAP_FLOOR, GAMMA, ARR_NOW = range(26, 33)
 SOC, CAPACITY, MAX_CHARGE, MAX_DISCHARGE, ETA_C, ETA_D = range(33, 39)
-N_FST = 39
+# with facility.cooling (CoolingPlant's state and constants; COOLING = 1.0 when on)
+COOLING, P_T, P_K, P_NEXT, P_HEAT, P_IT_J, P_COOL_J, P_OVER_J, P_FAC_J, P_PUE_INT, P_IT_ON, P_HEAT_J = range(39, 51)
+P_TAU, P_FAN, P_OVERHEAD = range(51, 54)
+N_FST = 54
+#: CoolingPlant's float state in ``fst`` order (P_T .. P_HEAT_J)
+PLANT_FIELDS = ("_t", "_k", "_next_change_s", "heat_w", "it_j", "cooling_j", "overhead_j", "facility_j",
+                "pue_time_integral_s", "it_on_s", "heat_removed_j")
 #: The books' totals in ``fst`` order, by :class:`dcsim.energy.EnergyTotals` field.
 BOOK_FIELDS = ("consumed_j", "renewable_used_j", "renewable_generated_j", "curtailed_j", "charged_j", "battery_out_j",
                "battery_loss_j", "grid_j", "unserved_j", "carbon_g", "cost_usd")
@@ -51,6 +60,7 @@ DONE, NEED_CHUNK, NEED_SLOTS, NEED_HEAP, NEED_FLUSH, NEED_TIMERS = 0, 1, 2, 3, 4
 #    job energy, mark, version, job gpus (slots x kmax), free-slot stack, queue ring
 # H: heap time, heap gid, heap version, heap slot;  T: timer time, timer event time, timer eid
 # C: the open chunk's arrival, gpus, deadline, value, beta, duration;  O: out gid, status, reason, start, finish, energy
+# P: the cooling plant's electric-per-heat k and weather step times (empty without facility.cooling)
 
 
 @njit(cache=True)
@@ -393,11 +403,67 @@ def _complete(G, S, O, ist, fst, j, now):
 
 
 @njit(cache=True)
-def _advance(fst, now):
-    """:meth:`EnergyMeter.advance` with :meth:`EnergyBooks.advance` (a battery or none; not the dispatched one)."""
+def _plant_book(fst, dt, it_w, heat_j):
+    """:meth:`CoolingPlant._book`."""
+    fst[P_HEAT_J] += heat_j
+    it_j = it_w * dt
+    cooling_j = fst[P_K] * heat_j + fst[P_FAN] * dt
+    overhead_j = fst[P_OVERHEAD] * dt
+    facility_j = it_j + cooling_j + overhead_j
+    fst[P_IT_J] += it_j
+    fst[P_COOL_J] += cooling_j
+    fst[P_OVER_J] += overhead_j
+    fst[P_FAC_J] += facility_j
+    if it_w > 0.0:
+        fst[P_PUE_INT] += facility_j / it_w
+        fst[P_IT_ON] += dt
+    return facility_j
+
+
+@njit(cache=True)
+def _plant_interval(fst, dt, it_w):
+    """:meth:`CoolingPlant._interval` (fixed setpoints)."""
+    if dt <= 0.0:
+        return 0.0
+    q0 = fst[P_HEAT]
+    tau = fst[P_TAU]
+    if tau > 0.0:
+        decayed = -math.expm1(-dt / tau)
+        heat_j = it_w * dt + (q0 - it_w) * tau * decayed
+        fst[P_HEAT] = it_w + (q0 - it_w) * (1.0 - decayed)
+    else:
+        heat_j = it_w * dt
+        fst[P_HEAT] = it_w
+    return _plant_book(fst, dt, it_w, heat_j)
+
+
+@njit(cache=True)
+def _plant_energy_to(P, ist, fst, now, it_w):
+    """:meth:`CoolingPlant.energy_to`: the facility energy of ``[last call, now]`` at IT power ``it_w``."""
+    k, change = P
+    total = 0.0
+    while fst[P_NEXT] <= now:  # the weather changes inside the interval: split there
+        total += _plant_interval(fst, fst[P_NEXT] - fst[P_T], it_w)
+        fst[P_T] = fst[P_NEXT]
+        i = ist[P_I] + 1
+        ist[P_I] = i
+        fst[P_K] = k[i]
+        fst[P_NEXT] = change[i + 1] if i + 1 < change.size else _INF
+    if now > fst[P_T]:
+        total += _plant_interval(fst, now - fst[P_T], it_w)
+        fst[P_T] = now
+    return total
+
+
+@njit(cache=True)
+def _advance(P, ist, fst, now):
+    """:meth:`EnergyMeter.advance` (or, with cooling, its ``_advance_facility``) with :meth:`EnergyBooks.advance`
+    (a battery or none; not the dispatched one)."""
     dt = now - fst[T_BOOKS]
     if dt > 0:
         demand = _pmax(0.0, fst[TOTAL_W])
+        if fst[COOLING] != 0.0:  # the books take the interval's mean facility power
+            demand = _plant_energy_to(P, ist, fst, now, demand) / dt
         renewable, carbon, price, cap = fst[RENEW_W], fst[CARBON], fst[GRID_PRICE], fst[IMPORT_CAP]
         capacity = fst[CAPACITY]
         if capacity == 0.0 and (renewable >= demand or demand - renewable <= cap):
@@ -483,8 +549,8 @@ def schedule_arrival(C, ist, fst):
 
 
 @njit(cache=True)
-def _arrival(G, S, H, T, C, O, ist, fst, now):
-    _advance(fst, now)
+def _arrival(G, S, H, T, C, O, P, ist, fst, now):
+    _advance(P, ist, fst, now)
     ist[N_EVENTS] += 1
     i = ist[ARR_I]
     ist[ARR_I] = i + 1
@@ -518,8 +584,8 @@ def _arrival(G, S, H, T, C, O, ist, fst, now):
 
 
 @njit(cache=True)
-def _timer(G, S, H, T, O, ist, fst, now):
-    _advance(fst, now)
+def _timer(G, S, H, T, O, P, ist, fst, now):
+    _advance(P, ist, fst, now)
     ist[N_EVENTS] += 1
     ist[TIMER_N] -= 1
     due = now + SAME_INSTANT_ULPS * ulp(now)
@@ -538,7 +604,7 @@ def _timer(G, S, H, T, O, ist, fst, now):
 
 
 @njit(cache=True)
-def run_until(G, S, H, T, C, O, ist, fst, t_stop, prio_stop, eid_stop):
+def run_until(G, S, H, T, C, O, P, ist, fst, t_stop, prio_stop, eid_stop):
     """Handle every job event that SimPy would handle before the event ``(t_stop, prio_stop, eid_stop)``, in
     SimPy's order ``(time, priority, eid)``. Returns DONE, or what the caller must do first (at an event boundary,
     or after an arrival whose successor is in the next chunk) before calling again."""
@@ -572,6 +638,6 @@ def run_until(G, S, H, T, C, O, ist, fst, t_stop, prio_stop, eid_stop):
             return NEED_FLUSH
         fst[NOW] = te
         if use_a:
-            _arrival(G, S, H, T, C, O, ist, fst, te)
+            _arrival(G, S, H, T, C, O, P, ist, fst, te)
         else:
-            _timer(G, S, H, T, O, ist, fst, te)
+            _timer(G, S, H, T, O, P, ist, fst, te)

@@ -5,7 +5,7 @@ An exact regression test: the kernel does the Python path's operations in the sa
 against rounds and supply changes by SimPy's own (time, priority, event id), so every file of a run must be the
 same. The worlds here push the parts where the two could part: queues and every kind of drop, gang jobs, caps
 and pauses under scarce supply, shortfalls beyond the import cap, a battery filling and emptying inside intervals,
-all four mechanisms, endowments with burns,
+the cooling plant, all four mechanisms, endowments with burns,
 tiny chunks and slots that must grow, and hand-made traces whose arrivals, completions and rounds fall on the
 same instants.
 """
@@ -82,6 +82,7 @@ def _assert_same(a, b) -> None:
         pd.testing.assert_frame_equal(getattr(a, name), getattr(b, name), check_exact=True)
     assert a.energy == b.energy and a.tokens == b.tokens
     assert np.array_equal(a.gpu_energy_j, b.gpu_energy_j) and np.array_equal(a.wallets, b.wallets)
+    assert a.facility == b.facility
     assert _summary(a) == _summary(b)
 
 
@@ -109,6 +110,12 @@ CASES = {
         "solar": {"capacity_w": 30_000.0, "latitude": 37.36, "longitude": -121.93},
         "battery": {"capacity_wh": 3000.0, "max_charge_w": 4000.0, "max_discharge_w": 3000.0,
                     "round_trip_efficiency": 0.9, "initial_soc": 0.2}}),
+    # the cooling plant at fixed setpoints: facility energy between events (the room's closed form), books on it
+    "cooling": dict(facility={"cooling": {"weather": {"dry_bulb_c": 31.0}, "economiser": "air",
+                                          "overhead_w": 500.0}}, solar_w=6000.0),
+    "cooling_no_lag": dict(facility={"cooling": {"weather": {"dry_bulb_c": 18.0, "wet_bulb_c": 12.0},
+                                                 "economiser": "water", "condenser": "water",
+                                                 "time_constant_s": 0}}),
     # a battery and an import cap: discharge limited, then unserved
     "battery_and_cap": dict(solar_w=3000.0, import_cap_w=1500.0, supply={
         "solar": {"capacity_w": 3000.0, "latitude": 37.36, "longitude": -121.93},
@@ -129,6 +136,8 @@ FEATURES = {
     "battery": lambda r: r.energy["charged_j"] > 0 and r.energy["battery_out_j"] > 0
     and r.timeseries["battery_soc_j"].max() == 3000.0 * 3600 and r.timeseries["battery_soc_j"].min() == 0.0,
     "battery_and_cap": lambda r: r.energy["battery_out_j"] > 0 and r.energy["unserved_j"] > 0,
+    "cooling": lambda r: r.facility["pue_energy_weighted"] > 1.05,
+    "cooling_no_lag": lambda r: r.facility["pue_energy_weighted"] > 1.0,
 }
 
 
@@ -181,6 +190,21 @@ def test_jobs_and_rounds_at_the_same_instants_order_as_on_the_python_path(solar_
 
 
 @needs_numba
+def test_the_cooling_plant_under_a_weather_file_gives_the_same_outputs():
+    """Hourly EPW weather (the shared San Jose typical year): intervals split at weather steps."""
+    from pathlib import Path
+
+    epw = Path(__file__).resolve().parents[2] / "shared" / "traces" / "weather" / "USA_CA_San.Jose-Mineta.epw"
+    if not epw.exists():
+        pytest.skip(f"{epw} is absent (the shared traces)")
+    sc = _world(horizon_s=10 * 3600, facility={"cooling": {"weather": {"epw": str(epw)}, "economiser": "air"}})
+    compiled, python = _run(sc, True), _run(sc, False)
+    assert python.timeseries["outdoor_dry_bulb_c"].nunique() > 3
+    _assert_same(compiled, python)
+    assert compiled.facility == python.facility
+
+
+@needs_numba
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(gpus=st.integers(1, 20), rate=st.floats(0.001, 0.1), mean_s=st.floats(30.0, 3000.0),
        mechanism=st.sampled_from(["posted_price", "uniform_price", "vcg", "kelly"]),
@@ -200,8 +224,9 @@ def test_which_runs_take_the_compiled_path(monkeypatch):
     sc = _world(horizon_s=600)
     assert compiled_reason(sc, load_policy("always_on", {})) is None
     assert "decides at events" in compiled_reason(sc, load_policy("truthful", {}))
-    cooled = _world(horizon_s=600, facility={"cooling": {"weather": {"dry_bulb_c": 25.0}, "economiser": "air"}})
-    assert compiled_reason(cooled, load_policy("always_on", {})) == "facility.cooling is configured"
+    topology = _world(horizon_s=600, facility={"topology": {"gpus_per_node": 8, "nodes_per_rack": 3}})
+    assert compiled_reason(topology, load_policy("always_on", {})) == "facility.topology is configured"
+    assert compiled_reason(_world(**dict(CASES["cooling"], horizon_s=600)), load_policy("always_on", {})) is None
     assert compiled_reason(_world(**dict(CASES["battery"], horizon_s=600)), load_policy("always_on", {})) is None
     with pytest.raises(DcsimError, match="decides at events"):
         use_compiled(sc, load_policy("truthful", {}), True)
