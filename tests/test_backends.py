@@ -23,6 +23,10 @@ from dcsim.train import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = [11, 12, 13]
+# Under `pytest -n N --dist loadgroup` the tests that start Ray (in this process or in a CLI subprocess) run on one
+# worker in this file's order: the module's Ray starts once, two Rays never share the machine's cores, and the
+# no-cluster test runs before the module's Ray is up (it skips if a session is running in its process).
+RAY = pytest.mark.xdist_group("ray")
 
 
 class FailsOnIdle(Policy):
@@ -72,6 +76,7 @@ def test_bad_backend_settings_are_user_errors(args, message):
         make_backend(*args)
 
 
+@RAY
 def test_an_address_where_no_cluster_listens_fails_fast_with_a_user_error():
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
@@ -111,6 +116,7 @@ def ray_session():
     ray.shutdown()
 
 
+@RAY
 def test_compare_on_ray_is_identical_to_the_local_pool(ray_session):
     args = (small(), ["always_on", "race_to_idle", "renewable_follower"], SEEDS)
     local = compare(*args, jobs=2, backend="local")
@@ -121,6 +127,7 @@ def test_compare_on_ray_is_identical_to_the_local_pool(ray_session):
     assert ray_session.is_initialized()  # a session the caller started is left running
 
 
+@RAY
 def test_sweep_on_ray_is_identical_to_the_local_pool(ray_session, tmp_path):
     grid = {"market.scarcity_kappa": ["0.5", "3"]}
     local = sweep(small(), grid, ["always_on", "race_to_idle"], SEEDS, tmp_path / "local", jobs=2, backend="local")
@@ -130,6 +137,7 @@ def test_sweep_on_ray_is_identical_to_the_local_pool(ray_session, tmp_path):
     pd.testing.assert_frame_equal(on_ray.cells, local.cells, check_exact=True)
 
 
+@RAY
 def test_evaluation_on_ray_is_identical_in_this_process(ray_session):
     arms = {"always_on": ("always_on", {}), "follower": ("renewable_follower", {"min_power_fraction": 0.3})}
     serial = evaluate(small(), arms, SEEDS)
@@ -138,12 +146,14 @@ def test_evaluation_on_ray_is_identical_in_this_process(ray_session):
     assert list(on_ray["seed"]) == SEEDS * 2 and np.isfinite(on_ray["return_per_gpu"]).all()
 
 
+@RAY
 def test_a_failed_run_on_ray_is_a_user_error_with_its_own_message(ray_session):
     with pytest.raises(DcsimError, match=r"^policy 'test_backends:FailsOnIdle', seed 1\d: fails_on_idle") as info:
         compare(small(), ["test_backends:FailsOnIdle"], SEEDS, jobs=2, backend="ray")
     assert "Traceback" not in str(info.value)
 
 
+@RAY
 def test_compare_command_starts_its_own_ray_and_matches_the_local_pool(tmp_path):
     """The CLI path: no Ray running, `--backend ray` starts an embedded one (2 CPUs) and shuts it down."""
     pytest.importorskip("ray")

@@ -93,6 +93,11 @@ def tiny_dir(tmp_path_factory) -> Path:
     return folder
 
 
+# The module fixture `base_run` takes seconds: under `pytest -n N --dist loadgroup` the tests that use it
+# form one xdist group, so it is built once, on one worker (without xdist the mark does nothing).
+CLI_BASE_RUN = pytest.mark.xdist_group("cli_base_run")
+
+
 @pytest.fixture(scope="module")
 def base_run(tiny_dir):
     """One full run of the tiny scenario with ``--seed 5 --plots`` (shared by the tests that only read it)."""
@@ -103,6 +108,7 @@ def base_run(tiny_dir):
 # ------------------------------------------------------------------------------------------ run outputs
 
 
+@CLI_BASE_RUN
 def test_run_writes_the_run_directory(base_run):
     proc, out = base_run
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
@@ -124,6 +130,7 @@ def test_run_writes_the_run_directory(base_run):
     assert "tiny / always_on / 5" in proc.stdout  # the summary table
 
 
+@CLI_BASE_RUN
 def test_metadata_holds_the_resolved_scenario_seed_and_versions(base_run, tiny_dir):
     _, out = base_run
     meta = yaml.safe_load((out / "metadata.yaml").read_text(encoding="utf-8"))
@@ -136,6 +143,7 @@ def test_metadata_holds_the_resolved_scenario_seed_and_versions(base_run, tiny_d
                                 "numpy": numpy.__version__, "pandas": pd.__version__, "simpy": simpy.__version__}
 
 
+@CLI_BASE_RUN
 def test_tables_read_in_one_line_and_account_for_every_job(base_run, tiny_dir):
     _, out = base_run
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
@@ -179,6 +187,7 @@ def test_seed_policy_set_and_horizon_options_take_effect(tiny_dir):
     assert pd.read_csv(out / "timeseries.csv")["time_s"].iloc[-1] == 3600.0
 
 
+@CLI_BASE_RUN
 def test_a_second_run_into_a_non_empty_out_fails_and_leaves_it_untouched(base_run, tiny_dir):
     _, out = base_run
     before = snapshot(out)

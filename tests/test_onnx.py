@@ -23,6 +23,9 @@ from tiny_scenarios import tiny_rl_yaml
 ort = pytest.importorskip("onnxruntime")
 ROOT = Path(__file__).resolve().parents[1]
 ONNX_POLICY = "policies.onnx_policy:OnnxPolicy"
+# Nearly every test here shares the module fixtures `trained`, `exported` and `sb3_trainings` (seconds each): under
+# `pytest -n N --dist loadgroup` the module is one xdist group, so they are built once (without xdist: no effect).
+pytestmark = pytest.mark.xdist_group("onnx_trained")
 
 # Solar in the afternoon, deferrable jobs with deadlines and a tight wallet: the features move over the run, so a
 # DQN's greedy actions vary (checked below: a run where every agent always chose FULL would prove little).

@@ -26,6 +26,11 @@ from policies.serving_dqn import FEATURES, META_FILE, WEIGHTS_FILE, ServingDQN, 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# The module fixture `trained` takes seconds: under `pytest -n N --dist loadgroup` the tests that use it
+# form one xdist group, so it is built once, on one worker (without xdist the mark does nothing).
+SERVING_DQN_TRAINED = pytest.mark.xdist_group("serving_dqn_trained")
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("servdqn")
@@ -34,6 +39,7 @@ def trained(tmp_path_factory):
     return sc, tmp / "train", curve
 
 
+@SERVING_DQN_TRAINED
 def test_trained_dqn_picks_the_best_configuration_and_beats_full_kv(trained):
     # row 2 (snap_b) is the clearly best configuration, worked by hand in test_config_2_is_clearly_best_by_hand
     sc, out, curve = trained
@@ -53,6 +59,7 @@ def test_trained_dqn_picks_the_best_configuration_and_beats_full_kv(trained):
     assert "**serving_dqn** beats **serving_full_kv**" in md
 
 
+@SERVING_DQN_TRAINED
 def test_numpy_acting_is_the_online_network(trained):
     _, out, _ = trained
     p = ServingDQN(checkpoint=str(out / "checkpoint"), learn=False)
@@ -72,6 +79,7 @@ def test_feature_matrix_scales_the_context():
     assert x[1, 3] == pytest.approx(0.1) and x[:, 5].tolist() == pytest.approx([0.0, 1.0, 0.0], abs=1e-7)
 
 
+@SERVING_DQN_TRAINED
 def test_checkpoint_round_trip_and_refusals(trained, tmp_path):
     sc, out, _ = trained
     a = ServingDQN(checkpoint=str(out / "checkpoint"), learn=False)

@@ -24,6 +24,11 @@ def erlang_c(c: int, a: float) -> float:
     return top / (sum(a**k / math.factorial(k) for k in range(c)) + top)
 
 
+# The module fixture `replications` takes seconds: under `pytest -n N --dist loadgroup` the tests that use it
+# form one xdist group, so it is built once, on one worker (without xdist the mark does nothing).
+THEORY_REPLICATIONS = pytest.mark.xdist_group("theory_replications")
+
+
 @pytest.fixture(scope="module")
 def replications():
     out = []
@@ -50,6 +55,7 @@ def test_erlang_c_formula_on_a_known_value():
     assert erlang_c(2, 1.0) == pytest.approx(1 / 3)
 
 
+@THEORY_REPLICATIONS
 def test_mean_wait_matches_erlang_c(replications):
     mu = 1 / MEAN_S
     a = LAM / mu
@@ -62,6 +68,7 @@ def test_mean_wait_matches_erlang_c(replications):
     assert abs(mean - wq) < 3 * se, f"mean wait {mean:.2f} s vs Erlang C {wq:.2f} s (SE {se:.2f})"
 
 
+@THEORY_REPLICATIONS
 def test_probability_of_waiting_matches_erlang_c(replications):
     fractions = []
     for r in replications:
@@ -72,6 +79,7 @@ def test_probability_of_waiting_matches_erlang_c(replications):
     assert abs(mean - expected) < 3 * se, f"P(wait) {mean:.4f} vs {expected:.4f} (SE {se:.4f})"
 
 
+@THEORY_REPLICATIONS
 def test_littles_law_number_in_system(replications):
     mu = 1 / MEAN_S
     wq = erlang_c(C, LAM / mu) / (C * mu - LAM)
@@ -87,6 +95,7 @@ def test_littles_law_number_in_system(replications):
     assert abs(mean - expected_l) < 3 * se, f"L {mean:.3f} vs λW {expected_l:.3f} (SE {se:.3f})"
 
 
+@THEORY_REPLICATIONS
 def test_utilisation_matches_offered_load(replications):
     busy = []
     for r in replications:

@@ -94,6 +94,11 @@ def test_truthful_bidder_buys_only_when_value_exceeds_price(value_tokens, runs):
 MECHANISMS = ["posted_price", "uniform_price", "pay_as_bid", "vcg", "kelly"]
 
 
+# The module fixture `mechanism_runs` takes seconds: under `pytest -n N --dist loadgroup` the tests that use it
+# form one xdist group, so it is built once, on one worker (without xdist the mark does nothing).
+TOKEN_ECONOMY_MECHANISM_RUNS = pytest.mark.xdist_group("token_economy_mechanism_runs")
+
+
 @pytest.fixture(scope="module")
 def mechanism_runs():
     runs = {}
@@ -104,6 +109,7 @@ def mechanism_runs():
     return runs
 
 
+@TOKEN_ECONOMY_MECHANISM_RUNS
 @pytest.mark.parametrize("mech", MECHANISMS)
 def test_each_mechanism_end_to_end_and_deterministic(mechanism_runs, mech):
     a, b = mechanism_runs[mech]
@@ -120,6 +126,7 @@ def test_each_mechanism_end_to_end_and_deterministic(mechanism_runs, mech):
     assert a.summary["jobs"]["completed"] > 0
 
 
+@TOKEN_ECONOMY_MECHANISM_RUNS
 def test_mechanisms_differ_on_the_same_world(mechanism_runs):
     # Uniform price, pay-as-bid and VCG share the headline (marginal) price when supply sets it, but VCG
     # winners pay their externality (never more than the uniform price) and pay-as-bid winners their own

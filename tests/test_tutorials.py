@@ -22,6 +22,11 @@ SCRIPT = REPO / "tools" / "make_tutorials.py"
 COMMITTED = REPO / "docs" / "tutorials"
 HORIZON = "2h"
 IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+# Each build is a module fixture of 2-3 CPU-minutes. Under `pytest -n N --dist loadgroup` (the README's command) the
+# tests sharing one build form one xdist group, so that build runs once, on one worker, rather than once on every
+# worker that gets one of its tests; without xdist the marks do nothing.
+FULL_BUILD = pytest.mark.xdist_group("tutorials_full_build")
+QUICK_BUILD = pytest.mark.xdist_group("tutorials_quick_build")
 
 
 def _load_script():
@@ -85,6 +90,7 @@ def _numbers(text: str) -> list[tuple[str, str]]:
     return [(m.group(), line) for line in text.splitlines() for m in NUMBER.finditer(line)]
 
 
+@FULL_BUILD
 @pytest.mark.parametrize("name", [l.filename for l in LESSONS] + ["README.md"])
 def test_every_committed_tutorial_number_reproduces(full_build, name):
     """Every number make_tutorials writes into a committed page (tables, console output, prose) equals the one a
@@ -105,6 +111,7 @@ def test_number_masking_keeps_model_numbers():
     assert [n for n, _ in _numbers(page)] == ["350.8", "13.87", "0.0011", "-38.59"]
 
 
+@QUICK_BUILD
 def test_build_at_reduced_horizon_succeeds(quick_build):
     out, proc = quick_build
     assert proc.returncode == 0, f"make_tutorials failed\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
@@ -113,6 +120,7 @@ def test_build_at_reduced_horizon_succeeds(quick_build):
         assert f"lesson {lesson.number}: wrote" in proc.stdout
 
 
+@QUICK_BUILD
 @pytest.mark.parametrize("lesson", LESSONS, ids=[l.filename for l in LESSONS])
 def test_quick_page_shows_its_commands_tables_and_images(quick_build, lesson):
     out, proc = quick_build
@@ -132,6 +140,7 @@ def test_quick_page_shows_its_commands_tables_and_images(quick_build, lesson):
     assert "{" + "fmt(" not in text and "{diff_text" not in text  # no template left unfilled
 
 
+@QUICK_BUILD
 def test_quick_build_writes_only_pages_and_images(quick_build):
     out, proc = quick_build
     assert proc.returncode == 0, proc.stderr
