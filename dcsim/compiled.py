@@ -29,7 +29,7 @@ from heapq import heappush
 import numpy as np
 import simpy
 
-from dcsim.dispatch import Dispatcher
+from dcsim.dispatch import RUNNING, STARTING, Dispatcher
 from dcsim.errors import DcsimError
 
 #: Set to 0 (or false/off/no) to make every run take the Python path; to 1 (true/on/yes) to make every run that can
@@ -158,7 +158,7 @@ class CompiledDispatcher(Dispatcher):
     @property
     def job_gpus(self) -> dict[int, list[int]]:
         stat = self.status
-        running = np.flatnonzero((stat == 3) | (stat == 4)).tolist()
+        running = np.flatnonzero((stat == STARTING) | (stat == RUNNING)).tolist()
         return {j: self._kjg[j, :int(self.job_gpus_n[j])].tolist() for j in running}
 
     @job_gpus.setter

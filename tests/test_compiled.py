@@ -268,3 +268,23 @@ def test_without_numba_the_same_run_takes_the_python_path(tmp_path):
     compiled = _run(_world(**CASES["queues_and_drops"]), True)
     assert out["engine"] == "python"
     assert out["jobs"] == compiled.jobs_table().to_csv(index=False) and out["summary"] == _summary(compiled)
+
+
+@needs_numba
+def test_the_kernels_queue_and_placements_are_the_python_dispatchers():
+    """At the horizon of an overloaded run the queue (slots, in order), every running job's GPUs and the free
+    pool are the same on both paths: the kernel takes slots and GPUs in the Python path's order."""
+    sc = _world(**CASES["queues_and_drops"])
+    sims = []
+    for compiled in (True, False):
+        streams = Streams(sc.seed)
+        sim = Simulation(sc, load_policy("always_on", {}), build_job_source(sc, streams), build_supply(sc), streams,
+                         compiled=compiled)
+        sim.run()
+        sims.append(sim)
+    c, p = sims
+    assert len(p.jobs.queue) > 0 and len(p.jobs.job_gpus) > 0
+    assert list(c.jobs.queue) == list(p.jobs.queue)
+    assert c.jobs.job_gpus == p.jobs.job_gpus
+    assert c.jobs.queue_length() == len(p.jobs.queue) and c.jobs.running_count() == len(p.jobs.job_gpus)
+    assert list(c.cluster.free_idle) == list(p.cluster.free_idle)
