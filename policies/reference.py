@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from dcsim import learning
 from dcsim.errors import PolicyError
 from dcsim.learning import BidAction, bids_from_actions
 from dcsim.policy import AgentObservation, Bids, GpuState, Policy
@@ -80,8 +81,13 @@ class ReferenceRule(Policy):
         """The rule's :class:`BidAction` per row (``FULL`` where there is no running job: that bid is ignored)."""
         m = obs.market
         cheap = m.price_tokens_per_kwh <= self.price_multiple * m.base_price_tokens_per_kwh
+        chosen = int(self.cheap if cheap else self.dear)
+        if len(obs) <= learning.SMALL_BATCH:  # a job starting: the same choice row by row, as Python values
+            full, active = int(BidAction.FULL), int(GpuState.ACTIVE)
+            return np.array([chosen if has and state == active else full
+                             for state, has in obs.rows("state", "has_job")], dtype=np.int64)
         deciding = obs.has_job & (obs.state == GpuState.ACTIVE)
-        return np.where(deciding, int(self.cheap if cheap else self.dear), int(BidAction.FULL)).astype(np.int64)
+        return np.where(deciding, chosen, int(BidAction.FULL)).astype(np.int64)
 
     def bid(self, obs: AgentObservation) -> Bids:
         return bids_from_actions(self.actions(obs), obs, self.cheap_multiple, self.block_limit_multiple,

@@ -37,7 +37,7 @@ from dcsim.seeding import Streams
 from dcsim.supply import build_supply
 from dcsim.workload import build_jobs
 
-RULES = ["truthful", "deadline_slack", "renewable_follower", "price_threshold", "race_to_idle"]
+RULES = ["truthful", "deadline_slack", "renewable_follower", "price_threshold", "race_to_idle", "reference"]
 GPU = GpuSpecView(idle_w=70.0, tdp_w=700.0, min_cap_w=200.0, full_power_w=700.0, gamma=1.7, utilisation=1.0)
 F64_BITS = np.uint64
 
@@ -316,6 +316,37 @@ def test_each_rule_decides_a_few_agents_as_it_decides_many(name):
                         _same_bids(part, whole, rows)
                     else:
                         assert part.dtype == whole.dtype and np.array_equal(part, whole[rows])
+
+
+@pytest.mark.parametrize("rule", ["full_cheap_else_min", "floor_value", "floor_limit"])
+def test_reference_rules_choose_for_a_few_agents_as_for_many(rule, monkeypatch):
+    """The reference rules' few-row choice (Python values) against a batch of 40, at cheap and dear prices, rows
+    with and without a running job: the same actions; and the same bids as with every few-row path off (a bid's
+    form depends on its own rows' actions, so it is compared on the same rows)."""
+    policy = load_policy("reference", {"rule": rule})
+    rng = np.random.default_rng(len(rule))
+    seen = set()
+    for _ in range(150):
+        many = _random_obs(rng, 40)  # its price 1.2 p0 is cheap for these rules; half the time make it dear
+        price = float(rng.choice([1.2, 5.0]))
+        many = dataclasses.replace(many, market=dataclasses.replace(many.market, price_tokens_per_kwh=price))
+        n = int(rng.integers(0, 17))
+        rows = np.sort(rng.choice(40, size=n, replace=False))
+        few = _rows(many, rows)
+        lazy = few_agent_observation(few.gpu_ids.tolist(), list(zip(*(few.as_list(f) for f in ROW_FIELDS))),
+                                     tuple(getattr(few.market, f) for f in dcsim.policy._MARKET_FIELDS), GPU, None)
+        with np.errstate(all="ignore"):
+            whole_actions = policy.actions(many)
+            fast = [(policy.actions(obs), policy.bid(obs)) for obs in (few, lazy)]
+            monkeypatch.setattr(dcsim.learning, "SMALL_BATCH", -1)
+            slow = [(policy.actions(obs), policy.bid(obs)) for obs in (few, lazy)]
+            monkeypatch.undo()
+        for (a_fast, b_fast), (a_slow, b_slow) in zip(fast, slow):
+            assert a_fast.dtype == whole_actions.dtype and np.array_equal(a_fast, whole_actions[rows])
+            assert np.array_equal(a_fast, a_slow)
+            _same_bids(b_fast, b_slow, np.arange(n))
+        seen.update(whole_actions.tolist())
+    assert len(seen) >= 2  # both actions of the rule were chosen
 
 
 def test_pace_power_of_a_few_rows_is_the_numpy_one_bit_for_bit():
