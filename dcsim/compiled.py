@@ -357,8 +357,7 @@ class CompiledDispatcher(Dispatcher):
             self.open_chunk(index, frame)
             if K.schedule_arrival(self._C, self.ist, self.fst) != K.NEED_CHUNK:
                 return
-        self.ist[K.ARR_WAIT] = 0
-        self.ist[K.ARR_DONE] = 1
+        self.ist[K.ARR_WAIT] = 0  # no chunk left: no more arrivals
 
     def begin_arrivals(self) -> None:
         """The arrivals process starts (at t = 0, after the first round): open the first chunk and take the

@@ -31,11 +31,11 @@ _INF = np.inf
 
 # ist: int64 state
 SEQ, N_EVENTS, N_FREE, N_IDLE, Q_HEAD, Q_LEN, HEAP_N, TIMER_N = 0, 1, 2, 3, 4, 5, 6, 7
-ARR_I, ARR_N, ARR_BASE, ARR_PENDING, ARR_SEQ, OUT_N, RUNNING_N, ARR_DONE = 8, 9, 10, 11, 12, 13, 14, 15
-MAX_QUEUE, DROP_EXPIRED, N_GPUS, ARR_WAIT, P_I = 16, 17, 18, 19, 20
-N_IST = 21
+ARR_I, ARR_N, ARR_BASE, ARR_PENDING, ARR_SEQ, OUT_N, RUNNING_N = 8, 9, 10, 11, 12, 13, 14
+MAX_QUEUE, DROP_EXPIRED, N_GPUS, ARR_WAIT, P_I = 15, 16, 17, 18, 19
+N_IST = 20
 # fst: float64 state
-NOW, TOTAL_W, ALLOC_W, T_BOOKS, RENEW_W, CARBON, GRID_PRICE, IMPORT_CAP = 0, 1, 2, 3, 4, 5, 6, 7
+TOTAL_W, ALLOC_W, T_BOOKS, RENEW_W, CARBON, GRID_PRICE, IMPORT_CAP = 1, 2, 3, 4, 5, 6, 7  # 0: unused
 CONSUMED, RENEW_USED, RENEW_GEN, CURTAILED, CHARGED, BATT_OUT, BATT_LOSS, GRID_J, UNSERVED, CARBON_G, COST = range(8, 19)
 PRICE, NEXT_ROUND, NEXT_ROUND_ULP, SELLABLE, PEAK_OVER, CREDITED, MINTED = range(19, 26)
 ARR_T, HORIZON, IDLE_W, SPAN_W, MIN_CAP_FLOOR, GAMMA, ARR_NOW = range(26, 33)
@@ -534,8 +534,7 @@ def schedule_arrival(C, ist, fst):
     ist[ARR_WAIT] = 0
     t = C[0][i]
     now = fst[ARR_NOW]
-    if t >= fst[HORIZON]:
-        ist[ARR_DONE] = 1
+    if t >= fst[HORIZON]:  # no more arrivals: none pending, none waited for
         return DONE
     ist[ARR_PENDING] = 1
     if t > now:
@@ -636,7 +635,6 @@ def run_until(G, S, H, T, C, O, P, ist, fst, t_stop, prio_stop, eid_stop):
             return NEED_TIMERS
         if ist[OUT_N] + (S[0].size - ist[N_FREE]) + 2 > O[0].size:
             return NEED_FLUSH
-        fst[NOW] = te
         if use_a:
             _arrival(G, S, H, T, C, O, P, ist, fst, te)
         else:

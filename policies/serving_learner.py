@@ -28,6 +28,7 @@ decision log, the rewards booked after a run); :class:`ServingQ` adds the table,
 """
 from __future__ import annotations
 
+import abc
 import bisect
 import json
 import math
@@ -96,7 +97,7 @@ def request_rewards(result: Any, slo_penalty: float) -> pd.DataFrame:
     return out[closed]
 
 
-class ServingLearner(Policy):
+class ServingLearner(Policy, abc.ABC):
     """What the serving learners share: per-request deny / serve-with-configuration actions, the request context
     (:meth:`features`), epsilon-greedy acting, the decision log and the per-request rewards booked after a run
     (:meth:`learn_from`). A subclass says how a context is encoded (:meth:`encode`), valued (:meth:`action_values`)
@@ -129,18 +130,18 @@ class ServingLearner(Policy):
         self._log: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     # ------------------------------------------------------------------------------------ what a subclass says
+    @abc.abstractmethod
     def encode(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """The requests' contexts as the learner keeps them (rows: one per request)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def action_values(self, context: np.ndarray, n_configs: int) -> np.ndarray:
         """``(m, 1 + n_configs)`` values of deny and serve-with-each-row for the contexts (the greedy choice
         reads them; ties go to the lowest action)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def fit(self, context: np.ndarray, action: np.ndarray, reward_usd: np.ndarray) -> None:
         """Learn from closed requests: their contexts, actions and rewards (USD), in decision order."""
-        raise NotImplementedError
 
     def _refuse_action_count(self, default_where: str, field: str, have: int, n_configs: int) -> None:
         """Raise: a loaded table or network of ``have`` actions does not fit this run's ``n_configs`` rows."""

@@ -281,6 +281,12 @@ def _rows(obs: AgentObservation, keep: np.ndarray) -> AgentObservation:
     return dataclasses.replace(obs, **{f: getattr(obs, f)[keep] for f in dcsim.policy._AGENT_FIELDS[:9]})
 
 
+def _lazy(obs: AgentObservation) -> AgentObservation:
+    """``obs`` as the engine builds a few agents' observation: from Python values, each array built when read."""
+    return few_agent_observation(obs.gpu_ids.tolist(), list(zip(*(obs.as_list(f) for f in ROW_FIELDS))),
+                                 tuple(getattr(obs.market, f) for f in dcsim.policy._MARKET_FIELDS), GPU, None)
+
+
 def _same_bids(a: Bids, b: Bids, rows: np.ndarray) -> None:
     for name in ("request_w", "max_price_tokens_per_kwh", "steps_w", "steps_price", "kelly_tokens"):
         x, y = getattr(a, name), getattr(b, name)
@@ -303,8 +309,7 @@ def test_each_rule_decides_a_few_agents_as_it_decides_many(name):
         n = int(rng.integers(0, 17))
         rows = np.sort(rng.choice(40, size=n, replace=False))
         few = _rows(many, rows)
-        lazy = few_agent_observation(few.gpu_ids.tolist(), list(zip(*(few.as_list(f) for f in ROW_FIELDS))),
-                                     tuple(getattr(few.market, f) for f in dcsim.policy._MARKET_FIELDS), GPU, None)
+        lazy = _lazy(few)
         for method in ("bid", "on_idle"):
             if not policy.overrides(method):
                 continue
@@ -333,8 +338,7 @@ def test_reference_rules_choose_for_a_few_agents_as_for_many(rule, monkeypatch):
         n = int(rng.integers(0, 17))
         rows = np.sort(rng.choice(40, size=n, replace=False))
         few = _rows(many, rows)
-        lazy = few_agent_observation(few.gpu_ids.tolist(), list(zip(*(few.as_list(f) for f in ROW_FIELDS))),
-                                     tuple(getattr(few.market, f) for f in dcsim.policy._MARKET_FIELDS), GPU, None)
+        lazy = _lazy(few)
         with np.errstate(all="ignore"):
             whole_actions = policy.actions(many)
             fast = [(policy.actions(obs), policy.bid(obs)) for obs in (few, lazy)]
