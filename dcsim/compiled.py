@@ -29,8 +29,11 @@ from heapq import heappush
 import numpy as np
 import simpy
 
+from dcsim import kernel_rules as kr
+from dcsim.cluster import ENTERING_SLEEP, SLEEP, WAKING
 from dcsim.dispatch import RUNNING, STARTING, Dispatcher
 from dcsim.errors import DcsimError
+from dcsim.kernel_rules import KernelRule, kernel_rule_of
 
 #: Set to 0 (or false/off/no) to make every run take the Python path; to 1 (true/on/yes) to make every run that can
 #: take the compiled one, however few its jobs.
@@ -38,7 +41,6 @@ ENV_SWITCH = "DCSIM_COMPILED"
 #: With neither, a run takes the compiled path from this many jobs on: loading numba and the kernel's cached machine
 #: code costs ~0.5 s, which the Python path spends on ~10k jobs (~45 µs a job).
 MIN_JOBS = 10_000
-_METHODS = ("bid", "admit", "on_idle")
 
 
 def numba_available() -> bool:
@@ -49,11 +51,57 @@ def numba_available() -> bool:
     return True
 
 
+def _numpy_pow_is_pow(gamma: float) -> bool:
+    """Whether numpy's ``**`` on short float64 arrays gives the C library's ``pow`` bits on this machine, for the
+    two powers of :func:`dcsim.learning.pace_power_w` (numpy may take SIMD kernels that differ in the last bit; the
+    kernel computes them with ``pow``). Probed once per process on values of the ranges the rules meet."""
+    key = float(gamma)
+    if key not in _POW_PROBES:
+        rng = np.random.default_rng(20261203)
+        same = True
+        for n in range(1, 17):
+            base = rng.random(n)
+            exponent = 1.0 / np.maximum(rng.random(n) * 3.0, 1e-6)
+            want = [math.pow(b, e) for b, e in zip(base.tolist(), exponent.tolist())]
+            same &= (base ** exponent).tolist() == want
+            powered = (base ** key).tolist()
+            same &= powered == [_scalar_pow(b, key) for b in base.tolist()]
+        _POW_PROBES[key] = bool(same)
+    return _POW_PROBES[key]
+
+
+_POW_PROBES: dict[float, bool] = {}
+
+
+def _scalar_pow(x: float, e: float) -> float:
+    """:func:`dcsim.kernel._scalar_pow` in Python (numpy's fast paths, else ``pow``)."""
+    if e == 2.0:
+        return x * x
+    if e == 1.0:
+        return x
+    if e == 0.5:
+        return math.sqrt(x)
+    if e == -1.0:
+        return 1.0 / x
+    if e == 0.0:
+        return 1.0
+    return math.pow(x, e)
+
+
 def compiled_reason(scenario, policy) -> str | None:
     """Why a run of ``scenario`` under ``policy`` cannot take the compiled path; None when it can."""
-    decides = [m for m in _METHODS if policy.overrides(m)]
-    if decides:
-        return f"the policy decides at events ({', '.join(decides)})"
+    rule, why = kernel_rule_of(policy)
+    if rule is None:
+        return why
+    spec = scenario.cluster.power_spec()
+    tr = scenario.cluster.transitions
+    if rule.on_idle == kr.IDLE_SLEEP and not (tr.sleep_s > 0 and tr.wake_s > 0):
+        return "the policy puts GPUs to sleep and a power-state transition takes no time (cluster.transitions)"
+    if rule.bid == kr.BID_TWO_BLOCKS and not spec["min_cap_w"] >= spec["idle_w"]:
+        return "the policy bids a block up to the minimum cap, which lies below idle power"
+    paces = rule.bid == kr.BID_PACE or (rule.bid == kr.BID_ACTIONS and kr.ACTION_PACE in rule.bid_params[1:3])
+    if paces and not _numpy_pow_is_pow(spec["gamma"]):
+        return "numpy's float64 power differs from the C library's on this machine (the pace bid's clock)"
     if policy.wants_feedback:
         return "the policy learns from per-event feedback"
     if scenario.decision_timing != "event":
@@ -124,7 +172,7 @@ class CompiledDispatcher(Dispatcher):
     :meth:`drop_expired_queued`) go to the kernel too.
     """
 
-    def __init__(self, *args, state: np.ndarray, chunks, meter, **kwargs):
+    def __init__(self, *args, state: np.ndarray, chunks, meter, rule: KernelRule | None = None, **kwargs):
         from dcsim import kernel as K
 
         self._K = K
@@ -134,13 +182,23 @@ class CompiledDispatcher(Dispatcher):
         self._kver = None
         self._chunk_iter = chunks
         self.meter = meter
+        self.rule = rule or KernelRule()
+        self.decision_rows: list[tuple] = []  # the decision log the kernel's rows go to (wired by the core)
         self._started = False
+        self._want_src = None
+        n = max(1, args[3].n_gpus if len(args) > 3 else kwargs["cluster"].n_gpus)
+        # pending wakes and held jobs are per slot (grown with the slots); the rest per GPU
+        self._D = [np.zeros(0, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(0, np.int64),
+                   np.zeros(2 * n + 64), np.zeros(2 * n + 64, np.int64), np.zeros(2 * n + 64, np.int64),
+                   np.zeros((2, n)), np.zeros((2, n), np.int64), np.zeros((2, n), np.int64),
+                   np.zeros((2, n), np.int64), np.zeros((2, n), np.int64)]
         super().__init__(*args, **kwargs)
-        n = self.cluster.n_gpus
+        self._D = tuple(self._D)
         heap = max(1024, 4 * n + 16)
         self._H = (np.zeros(heap), np.zeros(heap, np.int64), np.zeros(heap, np.int64), np.zeros(heap, np.int64))
         self._T = (np.zeros(256), np.zeros(256), np.zeros(256, np.int64))
-        self._C = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0))
+        self._C = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0),
+                   np.zeros(0, np.int8))
         self._idle = np.zeros(n, np.int64)
 
     # the queue and the running jobs, for anything that reads them (the engine uses the counts)
@@ -165,6 +223,16 @@ class CompiledDispatcher(Dispatcher):
     def job_gpus(self, value) -> None:
         if len(value):
             raise ValueError("the compiled dispatcher's jobs are the kernel's")
+
+    # the jobs the policy holds back (kernel-owned: an arrival's admission adds to them, a round rewrites them)
+    @property
+    def deferred(self) -> list[int]:
+        return self._D[3][:int(self.ist[self._K.DEF_N])].tolist()
+
+    @deferred.setter
+    def deferred(self, value) -> None:
+        self._D[3][:len(value)] = value
+        self.ist[self._K.DEF_N] = len(value)
 
     def queue_length(self) -> int:
         return int(self.ist[self._K.Q_LEN])
@@ -198,6 +266,12 @@ class CompiledDispatcher(Dispatcher):
         free[nfree:nfree + new - old] = np.arange(new - 1, old - 1, -1)  # the lowest new slot is taken first
         ist[K.N_FREE] = nfree + new - old
         self._kver, self._kjg, self._kfree, self._kqueue = ver, jg, free, queue
+        D = list(self._D)
+        for i in (0, 3):  # pending wakes, held jobs: per slot
+            grown = np.zeros(new, np.int64)
+            grown[:D[i].size] = D[i]
+            D[i] = grown
+        self._D = tuple(D) if isinstance(self._D, tuple) else D
         out = 2 * new + 2 * self.cluster.n_gpus + 64
         kept = int(ist[K.OUT_N])
         old_out = getattr(self, "_O", None)
@@ -271,6 +345,15 @@ class CompiledDispatcher(Dispatcher):
             f[K.COOLING] = 1.0
             f[K.P_TAU], f[K.P_FAN], f[K.P_OVERHEAD] = plant.tau_s, plant.fan_w, plant.overhead_w
         self._want = np.asarray(mk.want_w, dtype=np.float64)
+        self._want_src = mk.want_w
+        rule = self.rule
+        ist[K.BID_KIND], ist[K.ADMIT_KIND], ist[K.IDLE_KIND] = rule.bid, rule.admit, rule.on_idle
+        f[K.RP0:K.AP0 + 2] = rule.params()
+        f[K.P0] = mk.config.base_price_tokens_per_kwh
+        f[K.FULL_W], f[K.MIN_CAP_W], f[K.TDP_W], f[K.UTIL] = cl.full_power_w, cl.min_cap_w, cl.tdp_w, cl.util
+        f[K.TR_S], f[K.TR_S + 1] = cl.transition_s[ENTERING_SLEEP], cl.transition_s[WAKING]
+        f[K.PW_ENTER], f[K.PW_SLEEP] = cl.state_power_w[ENTERING_SLEEP], cl.state_power_w[SLEEP]
+        f[K.PW_WAKE] = cl.state_power_w[WAKING]
         self._G = (cl.state, cl.assigned, cl.power_w, cl.billable_w, cl.energy_off, cl.billable_off, cl.alloc_w,
                    cl.clock, self._idle, mk.wallet, mk.agent_price, mk.owed_tokens, self._want)
         self._started = True
@@ -292,6 +375,9 @@ class CompiledDispatcher(Dispatcher):
         f[K.PRICE], f[K.NEXT_ROUND], f[K.NEXT_ROUND_ULP] = mk.round_price, mk.next_round_s, math.ulp(mk.next_round_s)
         f[K.SELLABLE], f[K.PEAK_OVER] = mk.round_sellable_w, mk.peak_overallocation_w
         f[K.CREDITED], f[K.MINTED] = mk._credited_since_round, mk.tokens["minted"]
+        if mk.want_w is not self._want_src:  # a round's bids replaced what each agent buys at its price
+            self._want[:] = mk.want_w
+            self._want_src = mk.want_w
 
     def _unpack(self) -> None:
         K, f, cl, mk, meter = self._K, self.fst, self.cluster, self.market, self.meter
@@ -310,8 +396,17 @@ class CompiledDispatcher(Dispatcher):
         mk._credited_since_round, mk.tokens["minted"] = float(f[K.CREDITED]), float(f[K.MINTED])
 
     def _flush(self) -> None:
-        """Write the jobs that ended in the kernel into their chunks of the job table; hand on finished chunks."""
+        """Write the jobs that ended in the kernel into their chunks of the job table, hand on finished chunks, and
+        append the kernel's decisions to the decision log."""
         K = self._K
+        n = int(self.ist[K.DR_N])
+        if n:
+            D, names = self._D, K.LOG_METHODS
+            times = D[4][:n].tolist()
+            if times[0] == 0.0 and self.env.now == 0:  # the Python path logs SimPy's clock, an int before it moves
+                times = [self.env.now if t == 0.0 else t for t in times]
+            self.decision_rows.extend(zip(times, [names[m] for m in D[5][:n].tolist()], D[6][:n].tolist()))
+            self.ist[K.DR_N] = 0
         n = int(self.ist[K.OUT_N])
         if n == 0:
             return
@@ -343,7 +438,8 @@ class CompiledDispatcher(Dispatcher):
                    np.ascontiguousarray(np.nan_to_num(frame["deadline_s"].to_numpy(float), nan=np.inf)),
                    np.ascontiguousarray(frame["value_tokens"].to_numpy(float)),
                    np.ascontiguousarray(frame["clock_sensitivity"].to_numpy(float)),
-                   np.ascontiguousarray(frame["work_gpu_s"].to_numpy(float) / gpus))
+                   np.ascontiguousarray(frame["work_gpu_s"].to_numpy(float) / gpus),
+                   np.ascontiguousarray(frame["deferrable"].to_numpy(bool).astype(np.int8)))
         if gpus.size and int(gpus.max()) > self._kmax:
             self._widen(int(min(gpus.max(), self.cluster.n_gpus)))
         ist = self.ist
@@ -375,8 +471,8 @@ class CompiledDispatcher(Dispatcher):
         K = self._K
         self._pack()
         while True:
-            code = K.run_until(self._G, self._S, self._H, self._T, self._C, self._O, self._P, self.ist, self.fst,
-                               t, priority, eid)
+            code = K.run_until(self._G, self._S, self._H, self._T, self._C, self._O, self._P, self._D, self.ist,
+                               self.fst, t, priority, eid)
             if code == K.DONE:
                 break
             if code == K.NEED_CHUNK:
@@ -400,7 +496,29 @@ class CompiledDispatcher(Dispatcher):
         self._flush()
         self._room(self.cluster.n_gpus)
         self._pack()
-        K.dispatch(self._G, self._S, self._H, self._O, self.ist, self.fst, self.env.now)
+        K.dispatch(self._G, self._S, self._H, self._O, self._D, self.ist, self.fst, self.env.now)
+        self._flush()
+        self._unpack()
+
+    def enqueue(self, jobs: list[int]) -> None:
+        if jobs:
+            self._flush()
+            self._K.enqueue(self._S, self._O, self.ist, np.asarray(jobs, dtype=np.int64), self.env.now)
+            self._flush()
+
+    def drop(self, j: int, reason) -> None:
+        self._flush()
+        self._K.drop(self._S, self._O, self.ist, j, int(reason), self.env.now)
+        self._flush()
+
+    def idle_decisions(self, at_tick: bool = False, freed: list[int] | None = None) -> None:
+        """:meth:`DecisionDispatcher.idle_decisions` at a round, by the compiled rule (completions' are the
+        kernel's own)."""
+        if at_tick or freed is not None:
+            raise RuntimeError("the compiled path decides idle GPUs at rounds only")
+        self._flush()
+        self._pack()
+        self._K.idle_decision(self._G, self._D, self.ist, self.fst, 0, self.env.now)
         self._flush()
         self._unpack()
 
@@ -435,3 +553,5 @@ class CompiledDispatcher(Dispatcher):
         cl = self.cluster
         cl.free_idle.clear()
         cl.free_idle.update(dict.fromkeys(self._idle[:int(self.ist[self._K.N_IDLE])].tolist()))
+        cl.free_sleep.clear()
+        cl.free_sleep.update(dict.fromkeys(self._D[2][:int(self.ist[self._K.N_SLEEP])].tolist()))

@@ -25,12 +25,13 @@ import simpy
 
 from dcsim.cluster import ACTIVE, SLEEP, Cluster
 from dcsim.config import Scenario
-from dcsim.decisions import DecisionDispatcher
+from dcsim.decisions import DecisionDispatcher, decision_frame
 from dcsim.dispatch import SAME_INSTANT_ULPS, Dispatcher, DropReason, JobStatus, delay_to
 from dcsim.arrivals import job_source, streams_jobs
 from dcsim.compiled import CompiledDispatcher, KernelEnvironment, use_compiled
 from dcsim.facility.dispatch_battery import DISPATCH_COLUMNS
 from dcsim.job_log import JobFile, JobLog, JobTotals
+from dcsim.kernel_rules import IDLE_NONE, kernel_rule_of
 from dcsim.market_round import MarketRound
 from dcsim.meter import EnergyMeter
 from dcsim.outages import Outages
@@ -143,7 +144,8 @@ class Simulation:
         if self.compiled:
             self.jobs = CompiledDispatcher(self.job_log, source.chunk_jobs, env, cluster, scenario.workload.drop_expired,
                                            scenario.workload.max_queue, self._trace, initial_slots=initial_slots,
-                                           state=kernel_state, chunks=self._chunks, meter=meter)
+                                           state=kernel_state, chunks=self._chunks, meter=meter,
+                                           rule=kernel_rule_of(policy)[0])
         else:
             self.jobs = Dispatcher(self.job_log, source.chunk_jobs, env, cluster, scenario.workload.drop_expired,
                                    scenario.workload.max_queue, self._trace, initial_slots=initial_slots)
@@ -155,6 +157,10 @@ class Simulation:
         self.rewards = RewardMeter(scenario, env, cluster, self.jobs, self.market, meter) if policy.wants_feedback else None
         # the seams: components call one another through these links, and the core through its handlers
         self.jobs.market = self.decisions.market = self.market
+        if self.compiled:  # the kernel logs the rule's decisions at events, and decides idle GPUs at rounds too
+            self.jobs.decision_rows = self.decisions.decision_rows
+            if self.jobs.rule.on_idle != IDLE_NONE:
+                self.decisions.idle_decisions = self.jobs.idle_decisions
         self.jobs.rewards = self.decisions.rewards = self.market.rewards = self.rewards
         self.jobs.on_due = self._on_completion_timer
         self._advance = meter.advance
@@ -469,7 +475,7 @@ class Simulation:
             gpu_energy_j=cl.gpu_energy_now(),
             ledger=pd.DataFrame(market.ledger_rows, columns=["round", "time_s", "kind", "agent", "tokens"]),
             wallets=market.wallet.copy(),
-            decisions=pd.DataFrame(self.decisions.decision_rows, columns=["time_s", "method", "agents"]),
+            decisions=decision_frame(self.decisions.decision_rows),
             allocations_w=None if alloc_rows is None else
             (np.stack(alloc_rows) if alloc_rows else np.zeros((0, self.n_gpus), dtype=np.float32)),
             events=None if self._trace is None else pd.DataFrame(self._trace, columns=["time_s", "kind", "agent", "details"]),

@@ -21,8 +21,9 @@ import math
 import numpy as np
 from numba import njit
 
-from dcsim.cluster import ACTIVE, IDLE
-from dcsim.dispatch import COMPLETED, DROPPED, FUTURE, QUEUED, RUNNING, SAME_INSTANT_ULPS, DropReason
+from dcsim import kernel_rules as kr
+from dcsim.cluster import ACTIVE, ENTERING_SLEEP, IDLE, SLEEP, WAKING
+from dcsim.dispatch import COMPLETED, DEFERRED, DROPPED, FUTURE, QUEUED, RUNNING, SAME_INSTANT_ULPS, STARTING, DropReason
 from dcsim.energy import J_PER_KWH, J_PER_MWH
 
 _TOO_LARGE, _QUEUE_FULL, _EXPIRED = int(DropReason.TOO_LARGE), int(DropReason.QUEUE_FULL), int(DropReason.DEADLINE_EXPIRED)
@@ -33,7 +34,11 @@ _INF = np.inf
 SEQ, N_EVENTS, N_FREE, N_IDLE, Q_HEAD, Q_LEN, HEAP_N, TIMER_N = 0, 1, 2, 3, 4, 5, 6, 7
 ARR_I, ARR_N, ARR_BASE, ARR_PENDING, ARR_SEQ, OUT_N, RUNNING_N = 8, 9, 10, 11, 12, 13, 14
 MAX_QUEUE, DROP_EXPIRED, N_GPUS, ARR_WAIT, P_I = 15, 16, 17, 18, 19
-N_IST = 20
+# with a rule that decides at events (dcsim.kernel_rules): its kinds, the sleep pool, held jobs, the decision log,
+# and the two transition FIFOs (0: entering sleep, 1: waking), each its events and its ring of GPUs
+N_SLEEP, BID_KIND, ADMIT_KIND, IDLE_KIND, DEF_N, DR_N = 20, 21, 22, 23, 24, 25
+EV_HEAD, EV_LEN, GR_HEAD, GR_LEN = 26, 28, 30, 32  # + FIFO
+N_IST = 34
 # fst: float64 state
 TOTAL_W, ALLOC_W, T_BOOKS, RENEW_W, CARBON, GRID_PRICE, IMPORT_CAP = 1, 2, 3, 4, 5, 6, 7  # 0: unused
 CONSUMED, RENEW_USED, RENEW_GEN, CURTAILED, CHARGED, BATT_OUT, BATT_LOSS, GRID_J, UNSERVED, CARBON_G, COST = range(8, 19)
@@ -43,7 +48,14 @@ SOC, CAPACITY, MAX_CHARGE, MAX_DISCHARGE, ETA_C, ETA_D = range(33, 39)
 # with facility.cooling (CoolingPlant's state and constants; COOLING = 1.0 when on)
 COOLING, P_T, P_K, P_NEXT, P_HEAT, P_IT_J, P_COOL_J, P_OVER_J, P_FAC_J, P_PUE_INT, P_IT_ON, P_HEAT_J = range(39, 51)
 P_TAU, P_FAN, P_OVERHEAD = range(51, 54)
-N_FST = 54
+# the rule's numbers (KernelRule.params), the GPU's figures the rules read, the transitions' lengths and draws
+P0, FULL_W, MIN_CAP_W, TDP_W, UTIL = range(54, 59)
+TR_S, PW_ENTER, PW_SLEEP, PW_WAKE = 59, 61, 62, 63  # TR_S + FIFO: entering sleep, waking
+RP0 = 64  # KernelRule.params(): the bid's six numbers (RP0..RP0+5), then the admission's two (AP0, AP0+1)
+AP0 = RP0 + 6
+N_FST = AP0 + 2
+# decision-log method codes (DecisionDispatcher.log_decision's names, in this order)
+LOG_METHODS = ("bid", "admit", "on_idle")
 #: CoolingPlant's float state in ``fst`` order (P_T .. P_HEAT_J)
 PLANT_FIELDS = ("_t", "_k", "_next_change_s", "heat_w", "it_j", "cooling_j", "overhead_j", "facility_j",
                 "pue_time_integral_s", "it_on_s", "heat_removed_j")
@@ -59,8 +71,11 @@ DONE, NEED_CHUNK, NEED_SLOTS, NEED_HEAP, NEED_FLUSH, NEED_TIMERS = 0, 1, 2, 3, 4
 # S: gid, arrival, k, deadline, value, beta, duration, status, why, start, finish, remaining, rate, last, job alloc,
 #    job energy, mark, version, job gpus (slots x kmax), free-slot stack, queue ring
 # H: heap time, heap gid, heap version, heap slot;  T: timer time, timer event time, timer eid
-# C: the open chunk's arrival, gpus, deadline, value, beta, duration;  O: out gid, status, reason, start, finish, energy
+# C: the open chunk's arrival, gpus, deadline, value, beta, duration, deferrable
+# O: out gid, status, reason, start, finish, energy
 # P: the cooling plant's electric-per-heat k and weather step times (empty without facility.cooling)
+# D: pending wakes per slot, wake-after per GPU, sleep pool (stack), held jobs, decision log (time, method, agents),
+#    transition events (2 x GPUs: end time, event id, first ring index, GPU count) and rings (2 x GPUs)
 
 
 @njit(cache=True)
@@ -175,10 +190,186 @@ def _reprice(G, g, price, now):
         aprice[g] = price
 
 
+# ---------------------------------------------------------------------------------------------- rules (kernel_rules)
 @njit(cache=True)
-def _spot_allocation(G, S, fst, j, now):
+def _log(D, ist, now, method, agents):
+    """:meth:`DecisionDispatcher.log_decision`: a row of the decision log (method: index of LOG_METHODS)."""
+    i = ist[DR_N]
+    D[4][i], D[5][i], D[6][i] = now, method, agents
+    ist[DR_N] = i + 1
+
+
+@njit(cache=True)
+def _renewable_fraction(fst):
+    """The market view's ``renewable_fraction`` now."""
+    demand = _pmax(0.0, fst[TOTAL_W])
+    return 1.0 if demand <= 0 else _pmin(1.0, fst[RENEW_W] / demand)
+
+
+@njit(cache=True)
+def _scalar_pow(x, e):
+    """numpy's ``array ** e`` for a float scalar ``e``, element by element: its fast paths (0, 1, 2, 0.5, -1),
+    else the C library's ``pow``."""
+    if e == 2.0:
+        return x * x
+    if e == 1.0:
+        return x
+    if e == 0.5:
+        return math.sqrt(x)
+    if e == -1.0:
+        return 1.0 / x
+    if e == 0.0:
+        return 1.0
+    return x ** e
+
+
+@njit(cache=True)
+def _start_wants(G, S, D, ist, fst, j, now):
+    """:meth:`DecisionDispatcher.start_wants` under a compiled rule: the starting job's agents bid (a decision),
+    each buys its bid's power at the round's price (``want``)."""
+    kind = ist[BID_KIND]
+    k = S[2][j]
+    _log(D, ist, now, 0, k)
+    want, jg = G[12], S[18]
+    price = fst[PRICE]
+    action = -1
+    if kind == kr.BID_ACTIONS:  # ReferenceRule.actions: every starting agent takes the price test's action
+        action = int(fst[RP0 + 1] if price <= fst[RP0] * fst[P0] else fst[RP0 + 2])
+    for q in range(k):
+        want[jg[j, q]] = _agent_want(S, ist, fst, j, k, kind, action, price, now)
+
+
+@njit(cache=True)
+def _agent_want(S, ist, fst, j, k, kind, action, price, now):
+    """What one agent of starting job ``j`` buys at the round's ``price`` under the compiled rule's bid."""
+    idle, span, full = fst[IDLE_W], fst[SPAN_W], fst[FULL_W]
+    if kind == kr.BID_TWO_BLOCKS:  # Python's few_wants_at_price over PriceThreshold's two blocks
+        return _two_blocks(fst[MIN_CAP_W] - idle, full - fst[MIN_CAP_W], fst[RP0], price, span)
+    if kind == kr.BID_RENEWABLE_SHARE:
+        return _one_block(idle + _pmax(fst[RP0], _renewable_fraction(fst)) * (full - idle), _INF, price, idle, span)
+    if kind == kr.BID_ACTIONS and action != kr.ACTION_PACE and action != kr.ACTION_FLOOR_THEN_VALUE:
+        # dcsim.learning.bids_from_actions' levels and prices (its few-row form)
+        floor = _pmax(fst[MIN_CAP_W], idle)
+        if action == kr.ACTION_FLOOR_THEN_LIMIT:
+            return _two_blocks(floor - idle, full - floor, fst[RP0 + 4] * fst[P0], price, span)
+        if action == kr.ACTION_HALF:
+            request = idle + 0.5 * (full - idle)
+        elif action == kr.ACTION_MIN_CAP:
+            request = floor
+        elif action == kr.ACTION_PAUSE:
+            request = idle
+        else:
+            request = full
+        limit = fst[RP0 + 3] * fst[P0] if action == kr.ACTION_FULL_IF_CHEAP else _INF
+        return _one_block(request, limit, price, idle, span)
+    r = S[11][j] - S[12][j] * (now - S[13][j])  # the observation's remaining work
+    r = r if r > 0.0 else 0.0
+    if kind == kr.BID_TRUTHFUL or action == kr.ACTION_FLOOR_THEN_VALUE:  # the job's value per kWh
+        e = r * (full - idle) / 3.6e6
+        value = S[4][j] / _pmax_int(k, 1) / e if e > 0 else 0.0
+        if kind == kr.BID_TRUTHFUL:
+            return _one_block(full, value, price, idle, span)
+        floor = _pmax(fst[MIN_CAP_W], idle)
+        return _two_blocks(floor - idle, full - floor, value, price, span)
+    # BID_PACE, or ACTION_PACE: dcsim.learning.pace_power_w with safety RP0 (RP0 + 5 for the actions)
+    safety = fst[RP0] if kind == kr.BID_PACE else fst[RP0 + 5]
+    sl = S[3][j] - now - r
+    time_left = (sl + r) / safety
+    rate = r / time_left if time_left > 0 else _INF
+    f = _pmin(_pmax(rate, 0.0), 1.0) ** (1.0 / _pmax(S[5][j], 1e-6))
+    fg = _scalar_pow(f, fst[GAMMA])
+    scale = (fst[TDP_W] - idle) * fst[UTIL]
+    request = _pmin(_pmax(idle + scale * fg, fst[MIN_CAP_W]), full) if np.isfinite(sl) else full
+    return _one_block(request, _INF, price, idle, span)
+
+
+@njit(cache=True)
+def _one_block(request, max_price, price, idle, span):
+    """:meth:`MarketRound.few_wants_at_price` of a one-block bid."""
+    return _pmin(_pmax(request - idle if max_price >= price else 0.0, 0.0), span)
+
+
+@njit(cache=True)
+def _two_blocks(first_w, second_w, second_price, price, span):
+    """:meth:`MarketRound.few_wants_at_price` of a two-block bid whose first block is price-blind."""
+    x0 = first_w if _INF >= price else 0.0
+    x1 = second_w if second_price >= price else 0.0
+    return _pmin(_pmax(x0 + x1, 0.0), span)
+
+
+@njit(cache=True)
+def _pmax_int(a, b):
+    return b if b > a else a
+
+
+@njit(cache=True)
+def _defers(S, ist, fst, j, now):
+    """The compiled rule's admission of arrived deferrable job ``j``: True to hold it."""
+    kind = ist[ADMIT_KIND]
+    if kind == kr.ADMIT_PRICE_ABOVE:
+        return fst[PRICE] > fst[AP0]
+    if kind == kr.ADMIT_RENEWABLE_BELOW:
+        return _renewable_fraction(fst) < fst[AP0]
+    scarce = fst[PRICE] > fst[P0] * fst[AP0 + 1]  # ADMIT_SLACK (DeadlineSlack.admit)
+    wait_s = _pmax(fst[NEXT_ROUND] - now, 0.0)
+    duration = S[6][j]
+    slack = S[3][j] - now - duration
+    return scarce and slack - wait_s > (fst[AP0] - 1) * duration
+
+
+@njit(cache=True)
+def _tr_add(G, D, ist, fst, f, g, now):
+    """GPU ``g`` joins the transition being begun on FIFO ``f`` (:meth:`Cluster.begin_transition`'s loop)."""
+    ring = D[11]
+    n = ring.shape[1]
+    ring[f, (ist[GR_HEAD + f] + ist[GR_LEN + f]) % n] = g
+    ist[GR_LEN + f] += 1
+    G[0][g] = ENTERING_SLEEP if f == 0 else WAKING
+    _set_power(G, fst, g, fst[PW_ENTER] if f == 0 else fst[PW_WAKE], 0.0, now)
+
+
+@njit(cache=True)
+def _tr_begin(D, ist, fst, f, count, now):
+    """The transition of the last ``count`` GPUs added on FIFO ``f`` begins: its end is a timeout (id drawn now)."""
+    et, es, e0, en = D[7], D[8], D[9], D[10]
+    n = et.shape[1]
+    i = (ist[EV_HEAD + f] + ist[EV_LEN + f]) % n
+    et[f, i] = now + fst[TR_S + f]
+    es[f, i] = ist[SEQ]
+    ist[SEQ] += 1
+    e0[f, i] = (ist[GR_HEAD + f] + ist[GR_LEN + f] - count) % n
+    en[f, i] = count
+    ist[EV_LEN + f] += 1
+
+
+@njit(cache=True)
+def idle_decision(G, D, ist, fst, lo, now):
+    """:meth:`DecisionDispatcher.idle_decisions` for the idle pool's GPUs from ``lo`` up (those a completion
+    freed, or all at a round): one decision; under ``IDLE_SLEEP`` they go to sleep (:meth:`Cluster.power_down`)."""
+    n_idle = ist[N_IDLE]
+    m = n_idle - lo
+    if m <= 0 or ist[Q_LEN] > 0:
+        return
+    _log(D, ist, now, 2, m)
+    if ist[IDLE_KIND] != kr.IDLE_SLEEP:
+        return
+    idle, pool = G[8], D[2]
+    for q in range(lo, n_idle):
+        g = idle[q]
+        pool[ist[N_SLEEP]] = g
+        ist[N_SLEEP] += 1
+    ist[N_IDLE] = lo
+    for q in range(lo, n_idle):
+        _tr_add(G, D, ist, fst, 0, idle[q], now)
+    _tr_begin(D, ist, fst, 0, m, now)
+
+
+@njit(cache=True)
+def _spot_allocation(G, S, D, ist, fst, j, now):
     bw, boff, wal, owed, want = G[3], G[5], G[9], G[11], G[12]
     jg, k = S[18], S[2][j]
+    if ist[BID_KIND] != kr.BID_NONE:
+        _start_wants(G, S, D, ist, fst, j, now)
     price = fst[PRICE]
     left = _pmax(fst[NEXT_ROUND] - now, fst[NEXT_ROUND_ULP])
     a = fst[SPAN_W]
@@ -254,7 +445,7 @@ def _drop(S, O, ist, j, reason, now):
 
 
 @njit(cache=True)
-def _start_job(G, S, H, ist, fst, j, now):
+def _start_job(G, S, H, D, ist, fst, j, now):
     st, pw, eoff = G[0], G[2], G[4]
     S[7][j] = RUNNING
     S[9][j] = now
@@ -266,7 +457,7 @@ def _start_job(G, S, H, ist, fst, j, now):
         st[g] = ACTIVE
         mark += eoff[g] + pw[g] * now
     S[16][j] = mark
-    set_job_alloc(G, S, H, ist, fst, j, _spot_allocation(G, S, fst, j, now), now)
+    set_job_alloc(G, S, H, ist, fst, j, _spot_allocation(G, S, D, ist, fst, j, now), now)
     over = fst[ALLOC_W] - fst[SELLABLE]
     if over > fst[PEAK_OVER]:
         fst[PEAK_OVER] = over
@@ -282,13 +473,14 @@ def _qpop(S, ist):
 
 
 @njit(cache=True)
-def dispatch(G, S, H, O, ist, fst, now):
-    """:meth:`Dispatcher.dispatch`: strict FCFS while enough GPUs are free (all free GPUs are idle here)."""
+def dispatch(G, S, H, O, D, ist, fst, now):
+    """:meth:`Dispatcher.dispatch`: strict FCFS while enough GPUs are free (idle ones first, then sleeping ones,
+    which wake: :meth:`Dispatcher._claim_placed`)."""
     if ist[Q_LEN] == 0:
         return
-    asg, idle = G[1], G[8]
+    st, asg, idle, sleep_pool = G[0], G[1], G[8], D[2]
     deadline, kk, jg, queue = S[3], S[2], S[18], S[20]
-    free = ist[N_IDLE]
+    free = ist[N_IDLE] + ist[N_SLEEP]
     while ist[Q_LEN] > 0:
         j = queue[ist[Q_HEAD]]
         if ist[DROP_EXPIRED] != 0 and deadline[j] < now:
@@ -300,14 +492,39 @@ def dispatch(G, S, H, O, ist, fst, now):
             break
         _qpop(S, ist)
         free -= k
-        for q in range(k):  # popitem() of the idle pool: the last GPU that became idle
-            n = ist[N_IDLE] - 1
-            g = idle[n]
-            ist[N_IDLE] = n
+        not_ready = 0
+        for q in range(k):  # popitem() of the idle pool (the last GPU that became idle), then of the sleep pool
+            if ist[N_IDLE] > 0:
+                n = ist[N_IDLE] - 1
+                g = idle[n]
+                ist[N_IDLE] = n
+            else:
+                n = ist[N_SLEEP] - 1
+                g = sleep_pool[n]
+                ist[N_SLEEP] = n
             asg[g] = j
             jg[j, q] = g
+            if st[g] != IDLE:
+                not_ready += 1
         ist[RUNNING_N] += 1
-        _start_job(G, S, H, ist, fst, j, now)
+        if not_ready == 0:
+            _start_job(G, S, H, D, ist, fst, j, now)
+            continue
+        D[0][j] = not_ready
+        S[7][j] = STARTING
+        wake_after = D[1]
+        asleep = 0
+        for q in range(k):
+            g = jg[j, q]
+            if st[g] != IDLE and st[g] != SLEEP:  # mid-transition to sleep: wake as soon as it settles
+                wake_after[g] = 1
+        for q in range(k):
+            g = jg[j, q]
+            if st[g] == SLEEP:
+                _tr_add(G, D, ist, fst, 1, g, now)
+                asleep += 1
+        if asleep:
+            _tr_begin(D, ist, fst, 1, asleep, now)
 
 
 @njit(cache=True)
@@ -548,7 +765,32 @@ def schedule_arrival(C, ist, fst):
 
 
 @njit(cache=True)
-def _arrival(G, S, H, T, C, O, P, ist, fst, now):
+def _enqueue(S, O, ist, j, now):
+    """:meth:`Dispatcher.enqueue` of one job: it queues, or is dropped when the queue is full."""
+    if ist[MAX_QUEUE] >= 0 and ist[Q_LEN] >= ist[MAX_QUEUE]:
+        _drop(S, O, ist, j, _QUEUE_FULL, now)
+    else:
+        S[7][j] = QUEUED
+        queue = S[20]
+        queue[(ist[Q_HEAD] + ist[Q_LEN]) % queue.size] = j
+        ist[Q_LEN] += 1
+
+
+@njit(cache=True)
+def enqueue(S, O, ist, jobs, now):
+    """:meth:`Dispatcher.enqueue` (a round admitting held jobs)."""
+    for q in range(jobs.size):
+        _enqueue(S, O, ist, jobs[q], now)
+
+
+@njit(cache=True)
+def drop(S, O, ist, j, reason, now):
+    """:meth:`Dispatcher.drop` (a round dropping a held job whose deadline passed)."""
+    _drop(S, O, ist, j, reason, now)
+
+
+@njit(cache=True)
+def _arrival(G, S, H, T, C, O, P, D, ist, fst, now):
     _advance(P, ist, fst, now)
     ist[N_EVENTS] += 1
     i = ist[ARR_I]
@@ -569,24 +811,31 @@ def _arrival(G, S, H, T, C, O, P, ist, fst, now):
     if S[2][j] > ist[N_GPUS]:
         _drop(S, O, ist, j, _TOO_LARGE, now)
     else:
-        if ist[MAX_QUEUE] >= 0 and ist[Q_LEN] >= ist[MAX_QUEUE]:
-            _drop(S, O, ist, j, _QUEUE_FULL, now)
+        if ist[ADMIT_KIND] != kr.ADMIT_NONE and C[6][i] != 0:  # DecisionDispatcher.admit_arrival (event timing)
+            if ist[DROP_EXPIRED] != 0 and S[3][j] < now:
+                _drop(S, O, ist, j, _EXPIRED, now)
+            else:
+                _log(D, ist, now, 1, 1)
+                if _defers(S, ist, fst, j, now):
+                    S[7][j] = DEFERRED
+                    D[3][ist[DEF_N]] = j
+                    ist[DEF_N] += 1
+                else:
+                    _enqueue(S, O, ist, j, now)
         else:
-            S[7][j] = QUEUED
-            queue = S[20]
-            queue[(ist[Q_HEAD] + ist[Q_LEN]) % queue.size] = j
-            ist[Q_LEN] += 1
-        dispatch(G, S, H, O, ist, fst, now)
+            _enqueue(S, O, ist, j, now)
+        dispatch(G, S, H, O, D, ist, fst, now)
         arm(H, T, S, ist, now)
     fst[ARR_NOW] = now
     return schedule_arrival(C, ist, fst)
 
 
 @njit(cache=True)
-def _timer(G, S, H, T, O, P, ist, fst, now):
+def _timer(G, S, H, T, O, P, D, ist, fst, now):
     _advance(P, ist, fst, now)
     ist[N_EVENTS] += 1
     ist[TIMER_N] -= 1
+    lo = ist[N_IDLE]  # the GPUs the completions free go on the idle pool from here
     due = now + SAME_INSTANT_ULPS * ulp(now)
     ht, hg, hv, hs = H
     ver, stat = S[17], S[7]
@@ -598,32 +847,84 @@ def _timer(G, S, H, T, O, P, ist, fst, now):
             freed = True
             _complete(G, S, O, ist, fst, j, now)
     if freed:
-        dispatch(G, S, H, O, ist, fst, now)
+        dispatch(G, S, H, O, D, ist, fst, now)
+        if ist[IDLE_KIND] != kr.IDLE_NONE:  # those still idle (dispatch takes from the top) decide
+            idle_decision(G, D, ist, fst, lo, now)
     arm(H, T, S, ist, now)
 
 
 @njit(cache=True)
-def run_until(G, S, H, T, C, O, P, ist, fst, t_stop, prio_stop, eid_stop):
+def _transition_end(G, S, H, T, O, P, D, ist, fst, f, now):
+    """The transition at the head of FIFO ``f`` ends (the engine's ``_on_transition_end``): its GPUs settle
+    asleep (those a job claimed meanwhile wake at once) or idle (the jobs waiting only for them start)."""
+    _advance(P, ist, fst, now)
+    ist[N_EVENTS] += 1
+    e0, en, ring = D[9], D[10], D[11]
+    n = ring.shape[1]
+    h = ist[EV_HEAD + f]
+    first, count = e0[f, h], en[f, h]
+    ist[EV_HEAD + f] = (h + 1) % n
+    ist[EV_LEN + f] -= 1
+    ist[GR_HEAD + f] = (first + count) % n  # the ring's head entries are this event's GPUs
+    ist[GR_LEN + f] -= count
+    st, asg = G[0], G[1]
+    if f == 0:  # Cluster.end_transition to SLEEP
+        for q in range(count):
+            g = ring[0, (first + q) % n]
+            st[g] = SLEEP
+            _set_power(G, fst, g, fst[PW_SLEEP], 0.0, now)
+        wake_after = D[1]
+        again = 0
+        for q in range(count):
+            g = ring[0, (first + q) % n]
+            if wake_after[g] != 0:
+                wake_after[g] = 0
+                _tr_add(G, D, ist, fst, 1, g, now)
+                again += 1
+        if again:
+            _tr_begin(D, ist, fst, 1, again, now)
+    else:  # to IDLE, then Dispatcher.gpus_ready
+        for q in range(count):
+            g = ring[1, (first + q) % n]
+            st[g] = IDLE
+            _set_power(G, fst, g, fst[IDLE_W], 0.0, now)
+        pending = D[0]
+        for q in range(count):
+            j = asg[ring[1, (first + q) % n]]
+            if j >= 0:
+                pending[j] -= 1
+                if pending[j] == 0:
+                    _start_job(G, S, H, D, ist, fst, j, now)
+    arm(H, T, S, ist, now)
+
+
+@njit(cache=True)
+def run_until(G, S, H, T, C, O, P, D, ist, fst, t_stop, prio_stop, eid_stop):
     """Handle every job event that SimPy would handle before the event ``(t_stop, prio_stop, eid_stop)``, in
     SimPy's order ``(time, priority, eid)``. Returns DONE, or what the caller must do first (at an event boundary,
     or after an arrival whose successor is in the next chunk) before calling again."""
     tev, tseq = T[1], T[2]
+    et, es = D[7], D[8]
     n_gpus = ist[N_GPUS]
     while True:
         if ist[ARR_WAIT] != 0:
             return NEED_CHUNK
-        have_a = ist[ARR_PENDING] != 0
+        # the earliest of: the next arrival (0), the earliest completion timer (1), each transition FIFO's head (2, 3)
+        which = -1
+        te, se = _INF, 0
+        if ist[ARR_PENDING] != 0:
+            which, te, se = 0, fst[ARR_T], ist[ARR_SEQ]
         nt = ist[TIMER_N]
-        if not have_a and nt == 0:
+        if nt > 0 and (which < 0 or tev[nt - 1] < te or (tev[nt - 1] == te and tseq[nt - 1] < se)):
+            which, te, se = 1, tev[nt - 1], tseq[nt - 1]
+        for f in range(2):
+            if ist[EV_LEN + f] > 0:
+                h = ist[EV_HEAD + f]
+                if which < 0 or et[f, h] < te or (et[f, h] == te and es[f, h] < se):
+                    which, te, se = 2 + f, et[f, h], es[f, h]
+        if which < 0:
             return DONE
-        use_a = have_a
-        if have_a and nt > 0:
-            ta, tt = fst[ARR_T], tev[nt - 1]
-            use_a = ta < tt or (ta == tt and ist[ARR_SEQ] < tseq[nt - 1])
-        if use_a:
-            te, se = fst[ARR_T], ist[ARR_SEQ]
-        else:
-            te, se = tev[nt - 1], tseq[nt - 1]
+        use_a = which == 0
         if te > t_stop or (te == t_stop and (prio_stop < _NORMAL or (prio_stop == _NORMAL and se > eid_stop))):
             return DONE
         # room for the most one event can need (every GPU starting a job, every job in the system ending)
@@ -633,9 +934,11 @@ def run_until(G, S, H, T, C, O, P, ist, fst, t_stop, prio_stop, eid_stop):
             return NEED_HEAP
         if ist[TIMER_N] + 2 > T[0].size:
             return NEED_TIMERS
-        if ist[OUT_N] + (S[0].size - ist[N_FREE]) + 2 > O[0].size:
+        if ist[OUT_N] + (S[0].size - ist[N_FREE]) + 2 > O[0].size or ist[DR_N] + n_gpus + 4 > D[4].size:
             return NEED_FLUSH
         if use_a:
-            _arrival(G, S, H, T, C, O, P, ist, fst, te)
+            _arrival(G, S, H, T, C, O, P, D, ist, fst, te)
+        elif which == 1:
+            _timer(G, S, H, T, O, P, D, ist, fst, te)
         else:
-            _timer(G, S, H, T, O, P, ist, fst, te)
+            _transition_end(G, S, H, T, O, P, D, ist, fst, which - 2, te)

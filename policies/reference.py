@@ -18,6 +18,7 @@ import numpy as np
 
 from dcsim import learning
 from dcsim.errors import PolicyError
+from dcsim.kernel_rules import BID_ACTIONS, KernelRule
 from dcsim.learning import BidAction, bids_from_actions
 from dcsim.policy import AgentObservation, Bids, GpuState, Policy
 
@@ -92,6 +93,12 @@ class ReferenceRule(Policy):
     def bid(self, obs: AgentObservation) -> Bids:
         return bids_from_actions(self.actions(obs), obs, self.cheap_multiple, self.block_limit_multiple,
                                  self.pace_safety)
+
+    def kernel_rule(self) -> KernelRule:
+        """The compiled form (dcsim.kernel_rules.BID_ACTIONS): the same price test and bids, in the kernel."""
+        return KernelRule(bid=BID_ACTIONS, bid_params=(self.price_multiple, int(self.cheap), int(self.dear),
+                                                       self.cheap_multiple, self.block_limit_multiple,
+                                                       self.pace_safety))
 
     def state_dict(self) -> dict[str, Any]:
         return {"rule": self.rule, "cheap": self.cheap.name, "dear": self.dear.name,

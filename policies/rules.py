@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from dcsim import kernel_rules as kr
 from dcsim.learning import pace_power_w
 from dcsim.policy import (
     Admission,
@@ -52,6 +53,9 @@ class RaceToIdle(Policy):
     def on_idle(self, obs: AgentObservation) -> np.ndarray:
         return _int8s(len(obs), _SLEEP)
 
+    def kernel_rule(self) -> kr.KernelRule:
+        return kr.KernelRule(on_idle=kr.IDLE_SLEEP)
+
 
 class RenewableFollower(Policy):
     """Follows renewable supply: caps power to the renewable fraction and holds deferrable jobs when it is low.
@@ -89,6 +93,11 @@ class RenewableFollower(Policy):
     def state_dict(self) -> dict:
         return {"min_power_fraction": self.min_power_fraction, "defer_below_fraction": self.defer_below_fraction,
                 "sleep_when_idle": self.sleep_when_idle}
+
+    def kernel_rule(self) -> kr.KernelRule:
+        return kr.KernelRule(bid=kr.BID_RENEWABLE_SHARE, bid_params=(self.min_power_fraction,),
+                             admit=kr.ADMIT_RENEWABLE_BELOW, admit_params=(self.defer_below_fraction,),
+                             on_idle=kr.IDLE_SLEEP if self.sleep_when_idle else kr.IDLE_STAY)
 
 
 class PriceThreshold(Policy):
@@ -129,6 +138,10 @@ class PriceThreshold(Policy):
     def state_dict(self) -> dict:
         return {"threshold_tokens_per_kwh": self.threshold, "throttle_to_min_cap": self.throttle}
 
+    def kernel_rule(self) -> kr.KernelRule:
+        return kr.KernelRule(bid=kr.BID_TWO_BLOCKS, bid_params=(self.threshold if self.throttle else _INF,),
+                             admit=kr.ADMIT_PRICE_ABOVE, admit_params=(self.threshold,))
+
 
 class DeadlineSlack(Policy):
     """Uses deadline slack: runs each job at the lowest power that still meets its deadline, and holds
@@ -161,6 +174,10 @@ class DeadlineSlack(Policy):
 
     def state_dict(self) -> dict:
         return {"safety": self.safety, "defer_price_ratio": self.defer_price_ratio}
+
+    def kernel_rule(self) -> kr.KernelRule:
+        return kr.KernelRule(bid=kr.BID_PACE, bid_params=(self.safety,), admit=kr.ADMIT_SLACK,
+                             admit_params=(self.safety, self.defer_price_ratio))
 
 
 class Truthful(Policy):
@@ -198,6 +215,9 @@ class Truthful(Policy):
 
     def state_dict(self) -> dict:
         return {"sleep_when_idle": self.sleep_when_idle}
+
+    def kernel_rule(self) -> kr.KernelRule:
+        return kr.KernelRule(bid=kr.BID_TRUTHFUL, on_idle=kr.IDLE_SLEEP if self.sleep_when_idle else kr.IDLE_STAY)
 
 
 class BatteryThreshold(Policy):
