@@ -163,8 +163,8 @@ def side_by_side(sizes: list[int], horizon_s: float, policies: list[str], mechan
 
     from dcsim.compiled import numba_available
 
-    # always_on first, on the Python per-job path and (numba installed) on the compiled one; every other policy
-    # decides at events and so always takes the Python path
+    # always_on first, on the Python per-job path and (numba installed) on the compiled one; the built-in rules take
+    # the compiled path with their compiled forms (dcsim.kernel_rules), the learners the Python path
     compiled = numba_available()
     runs = [("always_on (python)", "always_on", None, False)] + (
         [("always_on", "always_on", None, None)] if compiled else [])
@@ -188,6 +188,9 @@ def side_by_side(sizes: list[int], horizon_s: float, policies: list[str], mechan
                                             if policy_class(run[1]).wants_feedback else [run])]
     if compiled:  # load (or compile) the kernel's machine code before anything is timed
         timed_run(4, 600.0, "always_on", mechanism, compiled=True)
+        # and once with a rule's decisions: the kernel's rule code, and the decision log's first large table
+        # (pandas' string dtype imports pyarrow, ~0.2 s once per process), are not per-job costs
+        timed_run(400, 3600.0, "truthful", mechanism, compiled=True)
     header = f"{'GPUs':>7} {'policy':>19} {'jobs':>9} {'events':>9} {'decisions':>9} {'run cpu s':>9} " \
              f"{'run wall s':>10} {'jobs/cpu-s':>10} {'vs python always_on':>19} {'vs compiled':>11}"
     print(header)
