@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dcsim.cluster import Cluster
 from dcsim.compiled import compiled_reason
@@ -133,3 +135,22 @@ def test_runs_the_compiled_rules_cannot_take():
     assert compiled_reason(zero, load_policy("truthful", {})) is None  # never sleeps
     fixed = _world(horizon_s=600, decision_timing={"fixed_step": 60})
     assert compiled_reason(fixed, load_policy("truthful", {})) == "decision_timing is fixed_step"
+
+
+@needs_numba
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(rule=st.sampled_from(sorted(RULES)), gpus=st.integers(1, 12), rate=st.floats(0.002, 0.08),
+       mean_s=st.floats(5.0, 2000.0), solar_w=st.floats(0.0, 15_000.0),
+       mechanism=st.sampled_from(["posted_price", "uniform_price", "vcg", "kelly"]),
+       deferrable=st.floats(0.0, 1.0), slack=st.one_of(st.none(), st.floats(1.05, 4.0)),
+       beta=st.floats(0.0, 1.0), drop_expired=st.booleans(), seed=st.integers(0, 2**16))
+def test_random_worlds_under_every_rule_give_the_same_outputs(rule, gpus, rate, mean_s, solar_w, mechanism,
+                                                              deferrable, slack, beta, drop_expired, seed):
+    name = "reference" if rule.startswith("reference") else rule.removesuffix("_sleeps").removesuffix("_no_throttle")
+    sc = _world(gpus=gpus, horizon_s=3 * 3600, rate=rate, mean_s=mean_s, solar_w=solar_w, mechanism=mechanism,
+                seed=seed, gpus_per_job={"values": [1, 2, 3], "weights": [0.7, 0.2, 0.1]},
+                workload={"deferrable_fraction": deferrable, "deadline_slack": slack, "clock_sensitivity": beta,
+                          "drop_expired": drop_expired})
+    sc = sc.model_copy(update={"policy": sc.policy.model_copy(update={"name": name, "params": RULES[rule]})})
+    _assert_same(_run(sc, True), _run(sc, False))
