@@ -33,6 +33,7 @@ import simpy
 
 from dcsim import kernel_rules as kr
 from dcsim.cluster import ENTERING_SLEEP, SLEEP, WAKING
+from dcsim.decisions import DecisionBlock
 from dcsim.dispatch import RUNNING, STARTING, Dispatcher
 from dcsim.errors import DcsimError
 from dcsim.kernel_rules import KernelRule, kernel_rule_of
@@ -43,6 +44,7 @@ ENV_SWITCH = "DCSIM_COMPILED"
 #: With neither, a run takes the compiled path from this many jobs on: loading numba and the kernel's cached machine
 #: code costs ~0.5 s, which the Python path spends on ~10k jobs (~45 µs a job).
 MIN_JOBS = 10_000
+_LOG_NAMES = np.array(["bid", "admit", "on_idle"], dtype=object)  # dcsim.kernel.LOG_METHODS, without numba
 
 
 def numba_available() -> bool:
@@ -403,11 +405,12 @@ class CompiledDispatcher(Dispatcher):
         K = self._K
         n = int(self.ist[K.DR_N])
         if n:
-            D, names = self._D, K.LOG_METHODS
-            times = D[4][:n].tolist()
-            if times[0] == 0.0 and self.env.now == 0:  # the Python path logs SimPy's clock, an int before it moves
-                times = [self.env.now if t == 0.0 else t for t in times]
-            self.decision_rows.extend(zip(times, [names[m] for m in D[5][:n].tolist()], D[6][:n].tolist()))
+            D = self._D
+            block = DecisionBlock(D[4][:n].copy(), _LOG_NAMES[D[5][:n]], D[6][:n].copy())
+            if block.time_s[0] == 0.0 and self.env.now == 0:  # the Python path logs SimPy's clock, an int before
+                self.decision_rows.extend((self.env.now if t == 0.0 else t, m, k) for t, m, k in block.rows())
+            else:
+                self.decision_rows.append(block)
             self.ist[K.DR_N] = 0
         n = int(self.ist[K.OUT_N])
         if n == 0:

@@ -1,7 +1,7 @@
 """The decision dispatcher: builds batched observations, calls the policy, checks its actions and logs decisions."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -46,21 +46,54 @@ _SMALL_N = 16
 DECISION_COLUMNS = ["time_s", "method", "agents"]
 
 
-def decision_frame(rows: list[tuple]) -> pd.DataFrame:
-    """The decision log as a table: what ``pd.DataFrame(rows, columns=DECISION_COLUMNS)`` gives, built column by
-    column (a run logs a decision per job start; pandas' per-row string inference costs ~1 µs a row, Arrow's own
-    conversion a few ns)."""
-    if len(rows) < 1000:
-        return pd.DataFrame(rows, columns=DECISION_COLUMNS)
-    times, methods, agents = zip(*rows)
+class DecisionBlock(NamedTuple):
+    """Rows of the decision log as arrays (the compiled path's decisions between two Python calls): times (s),
+    method names (object array of str) and agents."""
+
+    time_s: np.ndarray
+    method: np.ndarray
+    agents: np.ndarray
+
+    def rows(self) -> list[tuple]:
+        return list(zip(self.time_s.tolist(), self.method.tolist(), self.agents.tolist()))
+
+
+def decision_frame(rows: list) -> pd.DataFrame:
+    """The decision log (tuples ``(time_s, method, agents)`` and :class:`DecisionBlock` s, in order) as a table:
+    what ``pd.DataFrame`` of all its rows as tuples gives, built column by column (a run logs a decision per job
+    start; pandas' per-row string inference costs ~1 µs a row, Arrow's own conversion a few ns)."""
+    n = sum(len(r.time_s) if type(r) is DecisionBlock else 1 for r in rows)
+    if n < 1000:
+        flat = [t for r in rows for t in (r.rows() if type(r) is DecisionBlock else (r,))]
+        return pd.DataFrame(flat, columns=DECISION_COLUMNS)
+    times, methods, agents, run = [], [], [], []
+
+    def close_run() -> None:
+        if run:
+            t, m, k = zip(*run)
+            times.append(np.array(t))
+            methods.append(np.array(m, dtype=object))
+            agents.append(np.array(k, dtype=np.int64))
+            run.clear()
+
+    for r in rows:
+        if type(r) is DecisionBlock:
+            close_run()
+            times.append(r.time_s)
+            methods.append(r.method)
+            agents.append(r.agents)
+        else:
+            run.append(r)
+    close_run()
     method_dtype = pd.Series(["bid"]).dtype  # the string dtype pandas infers here
+    names = np.concatenate(methods)
     if getattr(method_dtype, "storage", None) == "pyarrow":
         import pyarrow as pa
 
-        method = pd.array(pa.array(methods, type=pa.large_string()), dtype=method_dtype)
+        method = pd.array(pa.array(names, type=pa.large_string()), dtype=method_dtype)
     else:
-        method = pd.array(list(methods), dtype=method_dtype)
-    return pd.DataFrame({"time_s": np.array(times), "method": method, "agents": np.array(agents)},
+        method = pd.array(names.tolist(), dtype=method_dtype)
+    return pd.DataFrame({"time_s": np.concatenate(times), "method": method, "agents": np.concatenate(agents)},
                         columns=DECISION_COLUMNS)
 
 

@@ -154,3 +154,36 @@ def test_random_worlds_under_every_rule_give_the_same_outputs(rule, gpus, rate, 
                           "drop_expired": drop_expired})
     sc = sc.model_copy(update={"policy": sc.policy.model_copy(update={"name": name, "params": RULES[rule]})})
     _assert_same(_run(sc, True), _run(sc, False))
+
+
+@pytest.mark.parametrize("n", [5, 999, 4000])
+def test_the_decision_log_of_tuples_and_blocks_is_the_frame_of_its_rows(n):
+    """decision_frame equals pandas' own frame of the same rows as tuples: int and float times, blocks between
+    tuples, every method name."""
+    import pandas as pd
+
+    from dcsim.decisions import DECISION_COLUMNS, DecisionBlock, decision_frame
+
+    rng = np.random.default_rng(n)
+    names = np.array(["bid", "admit", "on_idle"], dtype=object)
+    rows, flat = [(0, "bid", 24)], [(0, "bid", 24)]
+    while len(flat) < n:
+        if rng.random() < 0.5:
+            row = (float(rng.random() * 1e4), str(rng.choice(names)), int(rng.integers(1, 9)))
+            rows.append(row)
+            flat.append(row)
+        else:
+            k = int(rng.integers(1, 300))
+            block = DecisionBlock(np.sort(rng.random(k) * 1e4), names[rng.integers(0, 3, k)],
+                                  rng.integers(1, 9, k).astype(np.int64))
+            rows.append(block)
+            flat.extend(block.rows())
+    pd.testing.assert_frame_equal(decision_frame(rows), pd.DataFrame(flat, columns=DECISION_COLUMNS),
+                                  check_exact=True)
+
+
+@needs_numba
+def test_the_kernels_method_codes_are_the_logs_names():
+    from dcsim import compiled, kernel
+
+    assert list(compiled._LOG_NAMES) == list(kernel.LOG_METHODS) == ["bid", "admit", "on_idle"]
