@@ -698,7 +698,9 @@ def check_bids(bids: Any, n: int, who: str) -> Bids:
             raise PolicyError(f"{who}: Bids.steps_w must be finite and >= 0 W")
         if np.any(np.isnan(steps_price)) or np.any(steps_price < 0):
             raise PolicyError(f"{who}: Bids.steps_price has NaN or negative values; expected >= 0 (inf allowed)")
-        if np.any(np.diff(steps_price, axis=1) > 0):
+        with np.errstate(invalid="ignore"):  # inf − inf (two price-blind blocks) is NaN, and NaN > 0 is False
+            rising = np.any(np.diff(steps_price, axis=1) > 0)
+        if rising:
             raise PolicyError(f"{who}: Bids.steps_price must be non-increasing along each row (marginal values)")
     if bids.kelly_tokens is not None:
         kelly = np.asarray(bids.kelly_tokens, dtype=float)
