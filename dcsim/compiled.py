@@ -69,27 +69,12 @@ def _numpy_pow_is_pow(gamma: float) -> bool:
             want = [math.pow(b, e) for b, e in zip(base.tolist(), exponent.tolist())]
             same &= (base ** exponent).tolist() == want
             powered = (base ** key).tolist()
-            same &= powered == [_scalar_pow(b, key) for b in base.tolist()]
+            same &= powered == [kr.scalar_pow(b, key) for b in base.tolist()]
         _POW_PROBES[key] = bool(same)
     return _POW_PROBES[key]
 
 
 _POW_PROBES: dict[float, bool] = {}
-
-
-def _scalar_pow(x: float, e: float) -> float:
-    """:func:`dcsim.kernel._scalar_pow` in Python (numpy's fast paths, else ``pow``)."""
-    if e == 2.0:
-        return x * x
-    if e == 1.0:
-        return x
-    if e == 0.5:
-        return math.sqrt(x)
-    if e == -1.0:
-        return 1.0 / x
-    if e == 0.0:
-        return 1.0
-    return math.pow(x, e)
 
 
 def compiled_reason(scenario, policy) -> str | None:

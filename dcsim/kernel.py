@@ -206,21 +206,7 @@ def _renewable_fraction(fst):
     return 1.0 if demand <= 0 else _pmin(1.0, fst[RENEW_W] / demand)
 
 
-@njit(cache=True)
-def _scalar_pow(x, e):
-    """numpy's ``array ** e`` for a float scalar ``e``, element by element: its fast paths (0, 1, 2, 0.5, -1),
-    else the C library's ``pow``."""
-    if e == 2.0:
-        return x * x
-    if e == 1.0:
-        return x
-    if e == 0.5:
-        return math.sqrt(x)
-    if e == -1.0:
-        return 1.0 / x
-    if e == 0.0:
-        return 1.0
-    return x ** e
+_scalar_pow = njit(cache=True)(kr.scalar_pow)
 
 
 @njit(cache=True)
