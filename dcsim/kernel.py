@@ -27,6 +27,10 @@ from dcsim.dispatch import COMPLETED, DEFERRED, DROPPED, FUTURE, QUEUED, RUNNING
 from dcsim.energy import J_PER_KWH, J_PER_MWH
 
 _TOO_LARGE, _QUEUE_FULL, _EXPIRED = int(DropReason.TOO_LARGE), int(DropReason.QUEUE_FULL), int(DropReason.DEADLINE_EXPIRED)
+#: Every kernel function: cached machine code, and no reference counting (``_nrt=False``). The kernel allocates
+#: nothing (its arrays are the Python objects', kept alive by them), so numba's runtime has nothing to count;
+#: with it on, the increfs and decrefs of every array in the argument tuples cost 2.5-4x the kernel's own work.
+_jit = njit(cache=True, _nrt=False)
 _NORMAL = 1  # simpy.events.NORMAL
 _INF = np.inf
 
@@ -78,25 +82,25 @@ DONE, NEED_CHUNK, NEED_SLOTS, NEED_HEAP, NEED_FLUSH, NEED_TIMERS = 0, 1, 2, 3, 4
 #    transition events (2 x GPUs: end time, event id, first ring index, GPU count) and rings (2 x GPUs)
 
 
-@njit(cache=True)
+@_jit
 def _pmin(a, b):
     """Python's ``min(a, b)`` on floats: ``a`` unless ``b < a``."""
     return b if b < a else a
 
 
-@njit(cache=True)
+@_jit
 def _pmax(a, b):
     """Python's ``max(a, b)`` on floats: ``a`` unless ``b > a``."""
     return b if b > a else a
 
 
-@njit(cache=True)
+@_jit
 def ulp(x):
     """``math.ulp(x)`` for finite ``x >= 0``."""
     return np.nextafter(x, _INF) - x
 
 
-@njit(cache=True)
+@_jit
 def delay_to(now, t):
     """:func:`dcsim.dispatch.delay_to`."""
     delay = t - now if t > now else 0.0
@@ -106,7 +110,7 @@ def delay_to(now, t):
 
 
 # ---------------------------------------------------------------------------------------------- heap (Python heapq)
-@njit(cache=True)
+@_jit
 def _hless(H, a, b):
     ht, hg, hv, hs = H
     if ht[a] != ht[b]:
@@ -118,7 +122,7 @@ def _hless(H, a, b):
     return hs[a] < hs[b]
 
 
-@njit(cache=True)
+@_jit
 def _hswap(H, a, b):
     ht, hg, hv, hs = H
     ht[a], ht[b] = ht[b], ht[a]
@@ -127,7 +131,7 @@ def _hswap(H, a, b):
     hs[a], hs[b] = hs[b], hs[a]
 
 
-@njit(cache=True)
+@_jit
 def heap_push(H, ist, t, g, v, j):
     ht, hg, hv, hs = H
     i = ist[HEAP_N]
@@ -142,7 +146,7 @@ def heap_push(H, ist, t, g, v, j):
             break
 
 
-@njit(cache=True)
+@_jit
 def heap_pop(H, ist):
     """Remove the smallest entry (the caller read it at index 0)."""
     n = ist[HEAP_N] - 1
@@ -165,7 +169,7 @@ def heap_pop(H, ist):
 
 
 # ---------------------------------------------------------------------------------------------- cluster and market
-@njit(cache=True)
+@_jit
 def _set_power(G, fst, g, power, billable, now):
     pw, bw, eoff, boff = G[2], G[3], G[4], G[5]
     old = pw[g]
@@ -179,7 +183,7 @@ def _set_power(G, fst, g, power, billable, now):
         bw[g] = billable
 
 
-@njit(cache=True)
+@_jit
 def _reprice(G, g, price, now):
     bw, boff, aprice, owed = G[3], G[5], G[10], G[11]
     if aprice[g] != price:
@@ -191,7 +195,7 @@ def _reprice(G, g, price, now):
 
 
 # ---------------------------------------------------------------------------------------------- rules (kernel_rules)
-@njit(cache=True)
+@_jit
 def _log(D, ist, now, method, agents):
     """:meth:`DecisionDispatcher.log_decision`: a row of the decision log (method: index of LOG_METHODS)."""
     i = ist[DR_N]
@@ -199,17 +203,17 @@ def _log(D, ist, now, method, agents):
     ist[DR_N] = i + 1
 
 
-@njit(cache=True)
+@_jit
 def _renewable_fraction(fst):
     """The market view's ``renewable_fraction`` now."""
     demand = _pmax(0.0, fst[TOTAL_W])
     return 1.0 if demand <= 0 else _pmin(1.0, fst[RENEW_W] / demand)
 
 
-_scalar_pow = njit(cache=True)(kr.scalar_pow)
+_scalar_pow = _jit(kr.scalar_pow)
 
 
-@njit(cache=True)
+@_jit
 def _start_wants(G, S, D, ist, fst, j, now):
     """:meth:`DecisionDispatcher.start_wants` under a compiled rule: the starting job's agents bid (a decision),
     each buys its bid's power at the round's price (``want``)."""
@@ -225,7 +229,7 @@ def _start_wants(G, S, D, ist, fst, j, now):
         want[jg[j, q]] = _agent_want(S, ist, fst, j, k, kind, action, price, now)
 
 
-@njit(cache=True)
+@_jit
 def _agent_want(S, ist, fst, j, k, kind, action, price, now):
     """What one agent of starting job ``j`` buys at the round's ``price`` under the compiled rule's bid."""
     idle, span, full = fst[IDLE_W], fst[SPAN_W], fst[FULL_W]
@@ -269,13 +273,13 @@ def _agent_want(S, ist, fst, j, k, kind, action, price, now):
     return _one_block(request, _INF, price, idle, span)
 
 
-@njit(cache=True)
+@_jit
 def _one_block(request, max_price, price, idle, span):
     """:meth:`MarketRound.few_wants_at_price` of a one-block bid."""
     return _pmin(_pmax(request - idle if max_price >= price else 0.0, 0.0), span)
 
 
-@njit(cache=True)
+@_jit
 def _two_blocks(first_w, second_w, second_price, price, span):
     """:meth:`MarketRound.few_wants_at_price` of a two-block bid whose first block is price-blind."""
     x0 = first_w if _INF >= price else 0.0
@@ -283,12 +287,12 @@ def _two_blocks(first_w, second_w, second_price, price, span):
     return _pmin(_pmax(x0 + x1, 0.0), span)
 
 
-@njit(cache=True)
+@_jit
 def _pmax_int(a, b):
     return b if b > a else a
 
 
-@njit(cache=True)
+@_jit
 def _defers(S, ist, fst, j, now):
     """The compiled rule's admission of arrived deferrable job ``j``: True to hold it."""
     kind = ist[ADMIT_KIND]
@@ -303,7 +307,7 @@ def _defers(S, ist, fst, j, now):
     return scarce and slack - wait_s > (fst[AP0] - 1) * duration
 
 
-@njit(cache=True)
+@_jit
 def _tr_add(G, D, ist, fst, f, g, now):
     """GPU ``g`` joins the transition being begun on FIFO ``f`` (:meth:`Cluster.begin_transition`'s loop)."""
     ring = D[11]
@@ -314,7 +318,7 @@ def _tr_add(G, D, ist, fst, f, g, now):
     _set_power(G, fst, g, fst[PW_ENTER] if f == 0 else fst[PW_WAKE], 0.0, now)
 
 
-@njit(cache=True)
+@_jit
 def _tr_begin(D, ist, fst, f, count, now):
     """The transition of the last ``count`` GPUs added on FIFO ``f`` begins: its end is a timeout (id drawn now)."""
     et, es, e0, en = D[7], D[8], D[9], D[10]
@@ -328,7 +332,7 @@ def _tr_begin(D, ist, fst, f, count, now):
     ist[EV_LEN + f] += 1
 
 
-@njit(cache=True)
+@_jit
 def idle_decision(G, D, ist, fst, lo, now):
     """:meth:`DecisionDispatcher.idle_decisions` for the idle pool's GPUs from ``lo`` up (those a completion
     freed, or all at a round): one decision; under ``IDLE_SLEEP`` they go to sleep (:meth:`Cluster.power_down`)."""
@@ -350,7 +354,7 @@ def idle_decision(G, D, ist, fst, lo, now):
     _tr_begin(D, ist, fst, 0, m, now)
 
 
-@njit(cache=True)
+@_jit
 def _spot_allocation(G, S, D, ist, fst, j, now):
     bw, boff, wal, owed, want = G[3], G[5], G[9], G[11], G[12]
     jg, k = S[18], S[2][j]
@@ -372,7 +376,7 @@ def _spot_allocation(G, S, D, ist, fst, j, now):
     return _pmax(0.0, _pmin(a, headroom / k))
 
 
-@njit(cache=True)
+@_jit
 def set_job_alloc(G, S, H, ist, fst, j, alloc, now):
     """:meth:`Dispatcher.set_job_alloc` with :meth:`Cluster.cap`."""
     al, ck = G[6], G[7]
@@ -407,7 +411,7 @@ def set_job_alloc(G, S, H, ist, fst, j, alloc, now):
 
 
 # ---------------------------------------------------------------------------------------------- jobs
-@njit(cache=True)
+@_jit
 def _end(S, O, ist, j):
     """A job ended (dropped): its results to the out buffer, its slot freed (Dispatcher._end)."""
     gid, stat, why, start, finish, jen, ver, free = S[0], S[7], S[8], S[9], S[10], S[15], S[17], S[19]
@@ -422,7 +426,7 @@ def _end(S, O, ist, j):
     ist[N_FREE] += 1
 
 
-@njit(cache=True)
+@_jit
 def _drop(S, O, ist, j, reason, now):
     S[7][j] = DROPPED
     S[8][j] = reason
@@ -430,7 +434,7 @@ def _drop(S, O, ist, j, reason, now):
     _end(S, O, ist, j)
 
 
-@njit(cache=True)
+@_jit
 def _start_job(G, S, H, D, ist, fst, j, now):
     st, pw, eoff = G[0], G[2], G[4]
     S[7][j] = RUNNING
@@ -449,7 +453,7 @@ def _start_job(G, S, H, D, ist, fst, j, now):
         fst[PEAK_OVER] = over
 
 
-@njit(cache=True)
+@_jit
 def _qpop(S, ist):
     queue = S[20]
     j = queue[ist[Q_HEAD]]
@@ -458,7 +462,7 @@ def _qpop(S, ist):
     return j
 
 
-@njit(cache=True)
+@_jit
 def dispatch(G, S, H, O, D, ist, fst, now):
     """:meth:`Dispatcher.dispatch`: strict FCFS while enough GPUs are free (idle ones first, then sleeping ones,
     which wake: :meth:`Dispatcher._claim_placed`)."""
@@ -513,7 +517,7 @@ def dispatch(G, S, H, O, D, ist, fst, now):
             _tr_begin(D, ist, fst, 1, asleep, now)
 
 
-@njit(cache=True)
+@_jit
 def drop_expired_queued(S, O, ist, now):
     """:meth:`Dispatcher.drop_expired_queued` (the caller checked ``drop_expired``)."""
     deadline, queue = S[3], S[20]
@@ -536,7 +540,7 @@ def drop_expired_queued(S, O, ist, now):
     ist[Q_LEN] = kept
 
 
-@njit(cache=True)
+@_jit
 def arm(H, T, S, ist, now):
     """:meth:`Dispatcher.arm`: a timer (its event id drawn now) at the earliest valid completion, unless an
     earlier one is pending. Timers only ever go in earlier than every pending one, so they form a stack."""
@@ -561,7 +565,7 @@ def arm(H, T, S, ist, now):
     ist[TIMER_N] = n + 1
 
 
-@njit(cache=True)
+@_jit
 def set_allocs(G, S, H, T, ist, fst, jobs, allocs, now):
     """The end of :meth:`Dispatcher.apply_allocations`: set each moved job's allocation in order, then arm."""
     for q in range(jobs.size):
@@ -569,7 +573,7 @@ def set_allocs(G, S, H, T, ist, fst, jobs, allocs, now):
     arm(H, T, S, ist, now)
 
 
-@njit(cache=True)
+@_jit
 def _complete(G, S, O, ist, fst, j, now):
     st, asg, pw, eoff, al, ck, idle, wal = G[0], G[1], G[2], G[4], G[6], G[7], G[8], G[9]
     gid, kk, val, stat, start, jen, mark, ver, jg, free = S[0], S[2], S[4], S[7], S[9], S[15], S[16], S[17], S[18], S[19]
@@ -605,7 +609,7 @@ def _complete(G, S, O, ist, fst, j, now):
     ist[N_FREE] += 1
 
 
-@njit(cache=True)
+@_jit
 def _plant_book(fst, dt, it_w, heat_j):
     """:meth:`CoolingPlant._book`."""
     fst[P_HEAT_J] += heat_j
@@ -623,7 +627,7 @@ def _plant_book(fst, dt, it_w, heat_j):
     return facility_j
 
 
-@njit(cache=True)
+@_jit
 def _plant_interval(fst, dt, it_w):
     """:meth:`CoolingPlant._interval` (fixed setpoints)."""
     if dt <= 0.0:
@@ -640,7 +644,7 @@ def _plant_interval(fst, dt, it_w):
     return _plant_book(fst, dt, it_w, heat_j)
 
 
-@njit(cache=True)
+@_jit
 def _plant_energy_to(P, ist, fst, now, it_w):
     """:meth:`CoolingPlant.energy_to`: the facility energy of ``[last call, now]`` at IT power ``it_w``."""
     k, change = P
@@ -658,7 +662,7 @@ def _plant_energy_to(P, ist, fst, now, it_w):
     return total
 
 
-@njit(cache=True)
+@_jit
 def _advance(P, ist, fst, now):
     """:meth:`EnergyMeter.advance` (or, with cooling, its ``_advance_facility``) with :meth:`EnergyBooks.advance`
     (a battery or none; not the dispatched one)."""
@@ -726,7 +730,7 @@ def _advance(P, ist, fst, now):
         fst[T_BOOKS] = now
 
 
-@njit(cache=True)
+@_jit
 def schedule_arrival(C, ist, fst):
     """The arrivals process moves to the open chunk's next row after an arrival at ``fst[ARR_NOW]``: return
     at the horizon, take it at once when it is due (no event of its own), or wait for it (an event id drawn)."""
@@ -750,7 +754,7 @@ def schedule_arrival(C, ist, fst):
     return DONE
 
 
-@njit(cache=True)
+@_jit
 def _enqueue(S, O, ist, j, now):
     """:meth:`Dispatcher.enqueue` of one job: it queues, or is dropped when the queue is full."""
     if ist[MAX_QUEUE] >= 0 and ist[Q_LEN] >= ist[MAX_QUEUE]:
@@ -762,20 +766,20 @@ def _enqueue(S, O, ist, j, now):
         ist[Q_LEN] += 1
 
 
-@njit(cache=True)
+@_jit
 def enqueue(S, O, ist, jobs, now):
     """:meth:`Dispatcher.enqueue` (a round admitting held jobs)."""
     for q in range(jobs.size):
         _enqueue(S, O, ist, jobs[q], now)
 
 
-@njit(cache=True)
+@_jit
 def drop(S, O, ist, j, reason, now):
     """:meth:`Dispatcher.drop` (a round dropping a held job whose deadline passed)."""
     _drop(S, O, ist, j, reason, now)
 
 
-@njit(cache=True)
+@_jit
 def _arrival(G, S, H, T, C, O, P, D, ist, fst, now):
     _advance(P, ist, fst, now)
     ist[N_EVENTS] += 1
@@ -816,7 +820,7 @@ def _arrival(G, S, H, T, C, O, P, D, ist, fst, now):
     return schedule_arrival(C, ist, fst)
 
 
-@njit(cache=True)
+@_jit
 def _timer(G, S, H, T, O, P, D, ist, fst, now):
     _advance(P, ist, fst, now)
     ist[N_EVENTS] += 1
@@ -839,7 +843,7 @@ def _timer(G, S, H, T, O, P, D, ist, fst, now):
     arm(H, T, S, ist, now)
 
 
-@njit(cache=True)
+@_jit
 def _transition_end(G, S, H, T, O, P, D, ist, fst, f, now):
     """The transition at the head of FIFO ``f`` ends (the engine's ``_on_transition_end``): its GPUs settle
     asleep (those a job claimed meanwhile wake at once) or idle (the jobs waiting only for them start)."""
@@ -884,7 +888,7 @@ def _transition_end(G, S, H, T, O, P, D, ist, fst, f, now):
     arm(H, T, S, ist, now)
 
 
-@njit(cache=True)
+@_jit
 def run_until(G, S, H, T, C, O, P, D, ist, fst, t_stop, prio_stop, eid_stop):
     """Handle every job event that SimPy would handle before the event ``(t_stop, prio_stop, eid_stop)``, in
     SimPy's order ``(time, priority, eid)``. Returns DONE, or what the caller must do first (at an event boundary,
