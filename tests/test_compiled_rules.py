@@ -187,3 +187,17 @@ def test_the_kernels_method_codes_are_the_logs_names():
     from dcsim import compiled, kernel
 
     assert list(compiled._LOG_NAMES) == list(kernel.LOG_METHODS) == ["bid", "admit", "on_idle"]
+
+
+@needs_numba
+def test_tiny_chunks_and_growing_slots_under_a_rule_that_holds_and_sleeps():
+    """4 GPUs and ~1,800 jobs in an hour in chunks of 37 rows, half deferrable, under renewable_follower: the held
+    jobs and pending wakes (per slot) grow with the slots mid-run."""
+    sc = _world(gpus=4, horizon_s=3600, rate=0.5, mean_s=400.0, solar_w=1500.0,
+                workload={"deferrable_fraction": 0.5})
+    sc = sc.model_copy(update={"policy": sc.policy.model_copy(update={"name": "renewable_follower"})})
+    compiled = _run(sc, True, chunk_jobs=37)
+    table = compiled.jobs_table()
+    assert int(table["status"].isin(["queued", "deferred"]).sum()) > 2 * 4 + 1024
+    assert (table["status"] == "deferred").any()
+    _assert_same(compiled, _run(sc, False, chunk_jobs=37))
