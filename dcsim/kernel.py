@@ -30,7 +30,16 @@ _TOO_LARGE, _QUEUE_FULL, _EXPIRED = int(DropReason.TOO_LARGE), int(DropReason.QU
 #: Every kernel function: cached machine code, and no reference counting (``_nrt=False``). The kernel allocates
 #: nothing (its arrays are the Python objects', kept alive by them), so numba's runtime has nothing to count;
 #: with it on, the increfs and decrefs of every array in the argument tuples cost 2.5-4x the kernel's own work.
-_jit = njit(cache=True, _nrt=False)
+def _options() -> dict:
+    try:  # a private option of numba's CPU target (in every numba since 0.4x); without it, the same code, slower
+        from numba.core.cpu import CPUTargetOptions
+
+        return {"_nrt": False} if hasattr(CPUTargetOptions, "_nrt") else {}
+    except ImportError:
+        return {}
+
+
+_jit = njit(cache=True, **_options())
 _NORMAL = 1  # simpy.events.NORMAL
 _INF = np.inf
 
