@@ -623,6 +623,19 @@ def _double_q_update_small(tables: tuple[QTable, QTable], first: Any, table: Any
         allowed_l = next_allowed.tolist()
     else:
         allowed_l = None
+    return _double_q_update_lists(tables, first.tolist(), table_l, state_l, action_l, reward_l, next_l, dt_l,
+                                  terminal_l, consistent, allowed_l)
+
+
+def _double_q_update_lists(tables: tuple[QTable, QTable], first_l: list[bool], table_l: list[int], state_l: list[int],
+                           action_l: list[int], reward_l: list[float], next_l: list[int], dt_l: list[float],
+                           terminal_l: list[bool], consistent: bool, allowed_l: list[list[bool]] | None) -> bool:
+    """:func:`double_q_update` of a few rows given as Python values (ints, floats, bools; ``allowed_l`` one row of
+    ``n_actions`` bools per row or None); False (nothing done) where the numpy path must run."""
+    a, b = tables
+    n = len(state_l)
+    if a.q.shape != b.q.shape or not 0 < n <= _learning.SMALL_BATCH:
+        return False
     n_states, n_actions = a.n_states, a.n_actions
     next_l = [0 if terminal_l[i] else next_l[i] for i in range(n)]
     for i in range(n):
@@ -630,7 +643,6 @@ def _double_q_update_small(tables: tuple[QTable, QTable], first: Any, table: Any
             return False
         if allowed_l is not None and not any(allowed_l[i]):
             return False
-    first_l = first.tolist()
     for own, other, pick in ((a, b, True), (b, a, False)):
         idx = [i for i in range(n) if first_l[i] is pick]
         if not idx:
