@@ -156,21 +156,25 @@ def _pace_power_small(obs: AgentObservation, safety: float) -> np.ndarray:
     return np.array(out, dtype=np.float64)
 
 
-_PACE = int(BidAction.PACE)  # its power (a ``**``) is always taken by numpy
+_PACE = int(BidAction.PACE)
 _TWO_BLOCK = frozenset(int(a) for a in TWO_BLOCK_ACTIONS)
 _N_BID_ACTIONS = len(BidAction)
 
 
 def _bids_small(chosen: list[int], obs: AgentObservation, span: float, floor_w: float, cheap_multiple: float,
-                block_limit_multiple: float) -> Bids:
-    """:func:`bids_from_actions` for a few rows without ``PACE``, as Python numbers: the numpy path's levels,
-    prices and (where a row takes a two-block action) demand curves, operation for operation."""
+                block_limit_multiple: float, pace_safety: float) -> Bids:
+    """:func:`bids_from_actions` for a few rows, as Python numbers: the numpy path's levels, prices and (where a
+    row takes a two-block action) demand curves, operation for operation; ``PACE`` rows request
+    :func:`pace_power_w` of every row, as there."""
     gpu = obs.gpu
     levels = (gpu.full_power_w, gpu.full_power_w, gpu.idle_w + 0.5 * span, floor_w, gpu.idle_w,
               gpu.full_power_w, gpu.full_power_w, gpu.full_power_w)
     p0 = obs.market_values()[_MV_P0]
     cheap = cheap_multiple * p0
     request = [float(levels[a]) for a in chosen]
+    if _PACE in chosen:
+        pace = pace_power_w(obs, pace_safety).tolist()
+        request = [pace[i] if a == _PACE else r for i, (a, r) in enumerate(zip(chosen, request))]
     price = [cheap if a == BidAction.FULL_IF_CHEAP else math.inf for a in chosen]
     n = len(chosen)
     if not any(a in _TWO_BLOCK for a in chosen):
@@ -202,10 +206,10 @@ def bids_from_action_list(actions: list[int], obs: AgentObservation, cheap_multi
                           block_limit_multiple: float = 2.0, pace_safety: float = 1.25) -> Bids:
     """:func:`bids_from_actions` of ``np.array(actions, dtype=np.int64)`` for a few rows' actions given as Python
     ints (the learners' few-row path), without the array when no row takes ``PACE``."""
-    if len(actions) <= SMALL_BATCH and all(0 <= a < _N_BID_ACTIONS and a != _PACE for a in actions):
+    if len(actions) <= SMALL_BATCH and all(0 <= a < _N_BID_ACTIONS for a in actions):
         gpu = obs.gpu
         return _bids_small(actions, obs, gpu.full_power_w - gpu.idle_w, max(gpu.min_cap_w, gpu.idle_w),
-                           cheap_multiple, block_limit_multiple)
+                           cheap_multiple, block_limit_multiple, pace_safety)
     return bids_from_actions(np.array(actions, dtype=np.int64), obs, cheap_multiple, block_limit_multiple, pace_safety)
 
 
@@ -230,8 +234,8 @@ def bids_from_actions(actions: np.ndarray, obs: AgentObservation, cheap_multiple
     floor_w = max(gpu.min_cap_w, gpu.idle_w)
     if actions.ndim == 1 and actions.size <= SMALL_BATCH and actions.dtype.kind in "iu":
         chosen = actions.tolist()
-        if all(0 <= a < len(BidAction) and a != _PACE for a in chosen):
-            return _bids_small(chosen, obs, span, floor_w, cheap_multiple, block_limit_multiple)
+        if all(0 <= a < _N_BID_ACTIONS for a in chosen):
+            return _bids_small(chosen, obs, span, floor_w, cheap_multiple, block_limit_multiple, pace_safety)
     levels = np.array([gpu.full_power_w, gpu.full_power_w, gpu.idle_w + 0.5 * span, floor_w, gpu.idle_w,
                        gpu.full_power_w, gpu.full_power_w, gpu.full_power_w])
     request = levels[actions]
@@ -623,6 +627,30 @@ class ReplayBuffer:
             self.data[f][idx] = getattr(tr, f)
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
+
+    def add_few(self, obs: np.ndarray, action: list[int], reward: list[float], next_obs: np.ndarray,
+                dt_s: list[float], terminal: bool) -> bool:
+        """:meth:`add` of a few transitions given as their float32 rows (``obs``, ``next_obs``) and Python values,
+        slot by slot; False (nothing stored) where :meth:`add` must run (more rows than :data:`SMALL_BATCH` or the
+        capacity)."""
+        n = len(action)
+        capacity = self.capacity
+        if not 0 < n <= min(SMALL_BATCH, capacity):
+            return n == 0 or capacity == 0  # add() stores nothing either
+        d = self.data
+        o, a, r, o2, dt, term = d["obs"], d["action"], d["reward"], d["next_obs"], d["dt_s"], d["terminal"]
+        pos = self.pos
+        for i in range(n):
+            slot = (pos + i) % capacity
+            o[slot] = obs[i]
+            a[slot] = action[i]
+            r[slot] = reward[i]
+            o2[slot] = next_obs[i]
+            dt[slot] = dt_s[i]
+            term[slot] = terminal
+        self.pos = (pos + n) % capacity
+        self.size = min(self.size + n, capacity)
+        return True
 
     def sample(self, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
         """``batch`` transitions drawn uniformly with replacement."""
