@@ -317,7 +317,7 @@ class QLearning(LearningPolicy):
                                        self.consistent, None) is None:
                 return False  # nothing changed: the numpy path decides (and names any error)
         else:
-            allowed = self._mask_rows(self._next_kinds(next_rows))
+            allowed = self._mask_rows(self._next_kinds(next_rows)) if self.layout.rich else None
             rng = self.rng
             first = [rng.random() < 0.5 for _ in range(k)]  # rng.random(n) < 0.5
             pair = (self.table, self.table_b)
