@@ -157,8 +157,8 @@ class DQN(LearningPolicy):
         """:meth:`choose` for a few rows: the acting network's layers called one by one on its weights without
         autograd (the same ``linear``/``relu`` kernels on the same tensors: the same Q-values), the argmax (the
         first maximum) over the allowed actions taken from the Python values; a NaN goes to :meth:`choose`."""
-        layers = self._act_layers
-        if layers is None:
+        layers = getattr(self, "_act_layers", None)
+        if layers is None or not self._plain("choose", DQN):
             return super().choose_rows(rows, x, agents, kind)
         h = torch.from_numpy(x)
         for weight, bias in layers[:-1]:
@@ -201,6 +201,8 @@ class DQN(LearningPolicy):
     def learn_rows(self, agents: list[int], obs: np.ndarray, actions: list[int], rewards: list[float],
                    next_obs: np.ndarray, next_rows: list[list[float]], dt_s: list[float], terminal: bool) -> bool:
         """:meth:`learn` of a few transitions: into the replay row by row (:meth:`ReplayBuffer.add_few`)."""
+        if not self._plain("learn", DQN):
+            return False
         return self.replay.add_few(obs, actions, rewards, next_obs, dt_s, terminal)
 
     def _batch(self, buffer: ReplayBuffer) -> dict[str, np.ndarray]:

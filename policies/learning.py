@@ -196,9 +196,11 @@ class LearningPolicy(Policy, metaclass=ABCMeta):
     # the subclass's :meth:`choose_rows` / :meth:`learn_rows`. ``tests/test_learning_fast_path.py`` checks it against
     # the numpy path (``dcsim.learning.SMALL_BATCH = 0``).
     def _bid_few(self, obs: AgentObservation) -> Bids | None:
-        """:meth:`bid` for a few distinct agents; None (nothing done) where the numpy path must run."""
+        """:meth:`bid` for a few distinct agents; None (nothing done) where the numpy path must run (also where a
+        subclass or the instance replaced a step it would skip: ``_features``, ``_decide``, ``_consume``)."""
         fb = obs.feedback
-        if fb is None:
+        if fb is None or not (self._plain("_features", LearningPolicy) and self._plain("_decide", LearningPolicy)
+                              and self._plain("_consume", LearningPolicy)):
             return None
         n = len(obs)
         ids = obs.as_list("gpu_ids")
@@ -262,6 +264,11 @@ class LearningPolicy(Policy, metaclass=ABCMeta):
         self._consume(Transitions(obs_x, np.array(actions, dtype=np.int64), np.array(rewards, dtype=float),
                                   np.array(next_x, dtype=np.float32), np.array(elapsed_s, dtype=float),
                                   np.full(k, terminal), np.array(agents, dtype=np.int64)))
+
+    def _plain(self, name: str, owner: type) -> bool:
+        """Whether method ``name`` is still ``owner``'s own: neither a subclass nor the instance replaced it (a
+        few-row form of a method runs only then, so a replaced :meth:`choose` or :meth:`learn` is called)."""
+        return name not in self.__dict__ and getattr(type(self), name) is owner.__dict__[name]
 
     def choose_rows(self, rows: list[list[float]], x: np.ndarray, agents: list[int], kind: ActionKind) -> list[int]:
         """:meth:`choose` for a few feature rows of ``kind`` (``rows``: ``x.tolist()``), as Python ints. Subclasses

@@ -295,6 +295,8 @@ class QLearning(LearningPolicy):
         return [_ADMIT if admit >= 0 and r[admit] > 0.5 else (_BID if r[has] > 0.5 else _IDLE) for r in rows]
 
     def choose_rows(self, rows: list[list[float]], x: np.ndarray, agents: list[int], kind: ActionKind) -> list[int]:
+        if not (self._plain("choose", QLearning) and self._plain("states", QLearning)):
+            return super().choose_rows(rows, x, agents, kind)
         states = self._state_rows(rows)
         tables = agents if self.per_agent else [0] * len(states)
         masks = self._mask_rows([int(kind)] * len(states))
@@ -307,6 +309,8 @@ class QLearning(LearningPolicy):
         """:meth:`learn` as Python numbers: the same states, the same coins from the policy's stream and the same
         updates (:meth:`QTable._update_rows`, :func:`~policies.qtable.double_q_update`'s few-row form)."""
         k = len(agents)
+        if not (self._plain("learn", QLearning) and self._plain("states", QLearning)):
+            return False
         if self.table_b is None and self.layout.rich:
             return False  # the masked bootstrap: the numpy path
         s, s2 = self._state_rows(obs.tolist()), self._state_rows(next_rows)

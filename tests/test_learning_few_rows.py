@@ -283,3 +283,33 @@ def test_dqn_trains_identically_with_and_without_the_fast_paths(monkeypatch, par
 def test_qlearning_trains_identically_with_and_without_the_few_row_path(monkeypatch, params):
     fast, slow = both(monkeypatch, lambda: training("qlearning", params))
     assert fast == slow
+
+
+@pytest.mark.parametrize("name", ["qlearning", "dqn"])
+def test_a_replaced_choose_and_learn_are_called_on_the_few_row_path(name):
+    """The few-row path skips ``choose`` and ``learn`` only while they are the class's own: a subclass's or an
+    instance's replacement is called for every decision and transition, as on the numpy path."""
+    if name == "dqn":
+        pytest.importorskip("torch")
+    from pathlib import Path
+    from dcsim.config import load_scenario
+    from dcsim.policy import load_policy
+    from dcsim.runner import run_scenario
+    sc = load_scenario(Path(__file__).resolve().parents[1] / "scenarios" / "learn_solar.yaml", ["horizon_s=2h"])
+    pol = load_policy(name, {"hidden": [8]} if name == "dqn" else {})
+    seen = {"choose": [], "learn": 0}
+    choose, learn = pol.choose, pol.learn
+
+    def choose_recorded(features, agents, allowed=None):
+        out = choose(features, agents, allowed)
+        seen["choose"].append(len(out))
+        return out
+
+    def learn_recorded(tr):
+        seen["learn"] += len(tr)
+        return learn(tr)
+
+    pol.choose, pol.learn = choose_recorded, learn_recorded
+    run_scenario(sc, policy=pol)
+    assert sum(seen["choose"]) == pol.decisions and min(seen["choose"]) <= learning.SMALL_BATCH
+    assert seen["learn"] > 0 and (name == "dqn" or seen["learn"] == pol.updates)
