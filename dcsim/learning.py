@@ -15,7 +15,7 @@ import numpy as np
 
 from dcsim.config import RewardConfig
 from dcsim.errors import PolicyError
-from dcsim.policy import Admission, AgentObservation, Bids, GpuSpecView, IdleAction, JobObservation
+from dcsim.policy import MARKET_FIELDS, Admission, AgentObservation, Bids, GpuSpecView, IdleAction, JobObservation
 
 #: Batches of at most this many rows take the Python-number paths of the learners (features, bins, bids, the
 #: Q-table update): a per-job decision is one row, where numpy's per-call overhead dominates. Each such path does
@@ -156,28 +156,33 @@ def _pace_power_small(obs: AgentObservation, safety: float) -> np.ndarray:
     return np.array(out, dtype=np.float64)
 
 
-_PACE = int(BidAction.PACE)  # its power (a ``**``) is always taken by numpy
+_PACE = int(BidAction.PACE)
 _TWO_BLOCK = frozenset(int(a) for a in TWO_BLOCK_ACTIONS)
+_N_BID_ACTIONS = len(BidAction)
 
 
 def _bids_small(chosen: list[int], obs: AgentObservation, span: float, floor_w: float, cheap_multiple: float,
-                block_limit_multiple: float) -> Bids:
-    """:func:`bids_from_actions` for a few rows without ``PACE``, as Python numbers: the numpy path's levels,
-    prices and (where a row takes a two-block action) demand curves, operation for operation."""
+                block_limit_multiple: float, pace_safety: float) -> Bids:
+    """:func:`bids_from_actions` for a few rows, as Python numbers: the numpy path's levels, prices and (where a
+    row takes a two-block action) demand curves, operation for operation; ``PACE`` rows request
+    :func:`pace_power_w` of every row, as there."""
     gpu = obs.gpu
     levels = (gpu.full_power_w, gpu.full_power_w, gpu.idle_w + 0.5 * span, floor_w, gpu.idle_w,
               gpu.full_power_w, gpu.full_power_w, gpu.full_power_w)
-    p0 = obs.market.base_price_tokens_per_kwh
+    p0 = obs.market_values()[_MV_P0]
     cheap = cheap_multiple * p0
     request = [float(levels[a]) for a in chosen]
+    if _PACE in chosen:
+        pace = pace_power_w(obs, pace_safety).tolist()
+        request = [pace[i] if a == _PACE else r for i, (a, r) in enumerate(zip(chosen, request))]
     price = [cheap if a == BidAction.FULL_IF_CHEAP else math.inf for a in chosen]
     n = len(chosen)
     if not any(a in _TWO_BLOCK for a in chosen):
         return Bids(np.array(request, dtype=float), np.array(price, dtype=float))
     # job_value_per_kwh, row by row
     energy_span = gpu.full_power_w - gpu.idle_w
-    has, remaining, value, gpus = (obs.has_job.tolist(), obs.job_remaining_s.tolist(), obs.job_value_tokens.tolist(),
-                                   obs.job_gpus.tolist())
+    has, remaining, value, gpus = (list(c) for c in zip(*obs.rows("has_job", "job_remaining_s", "job_value_tokens",
+                                                                  "job_gpus")))
     limit = block_limit_multiple * p0
     steps_w, steps_price = [], []
     for i, a in enumerate(chosen):
@@ -195,6 +200,17 @@ def _bids_small(chosen: list[int], obs: AgentObservation, span: float, floor_w: 
             steps_price.append((price[i], 0.0))
     return Bids(np.array(request, dtype=float), np.array(price, dtype=float),
                 np.array(steps_w, dtype=float).reshape(n, 2), np.array(steps_price, dtype=float).reshape(n, 2))
+
+
+def bids_from_action_list(actions: list[int], obs: AgentObservation, cheap_multiple: float = 1.1,
+                          block_limit_multiple: float = 2.0, pace_safety: float = 1.25) -> Bids:
+    """:func:`bids_from_actions` of ``np.array(actions, dtype=np.int64)`` for a few rows' actions given as Python
+    ints (the learners' few-row path), without the array when no row takes ``PACE``."""
+    if len(actions) <= SMALL_BATCH and all(0 <= a < _N_BID_ACTIONS for a in actions):
+        gpu = obs.gpu
+        return _bids_small(actions, obs, gpu.full_power_w - gpu.idle_w, max(gpu.min_cap_w, gpu.idle_w),
+                           cheap_multiple, block_limit_multiple, pace_safety)
+    return bids_from_actions(np.array(actions, dtype=np.int64), obs, cheap_multiple, block_limit_multiple, pace_safety)
 
 
 def bids_from_actions(actions: np.ndarray, obs: AgentObservation, cheap_multiple: float = 1.1,
@@ -218,8 +234,8 @@ def bids_from_actions(actions: np.ndarray, obs: AgentObservation, cheap_multiple
     floor_w = max(gpu.min_cap_w, gpu.idle_w)
     if actions.ndim == 1 and actions.size <= SMALL_BATCH and actions.dtype.kind in "iu":
         chosen = actions.tolist()
-        if all(0 <= a < len(BidAction) and a != _PACE for a in chosen):
-            return _bids_small(chosen, obs, span, floor_w, cheap_multiple, block_limit_multiple)
+        if all(0 <= a < _N_BID_ACTIONS for a in chosen):
+            return _bids_small(chosen, obs, span, floor_w, cheap_multiple, block_limit_multiple, pace_safety)
     levels = np.array([gpu.full_power_w, gpu.full_power_w, gpu.idle_w + 0.5 * span, floor_w, gpu.idle_w,
                        gpu.full_power_w, gpu.full_power_w, gpu.full_power_w])
     request = levels[actions]
@@ -259,16 +275,16 @@ def observation_features(obs: AgentObservation, n_gpus: int, interval_s: float) 
 
 def _observation_features64(obs: AgentObservation, n_gpus: int, interval_s: float) -> np.ndarray:
     """:func:`observation_features` before the cast to float32."""
+    if len(obs) <= SMALL_BATCH:
+        rows = observation_feature_rows(obs, n_gpus, interval_s)
+        if rows is not None:
+            return np.array(rows, dtype=float).reshape(len(obs), len(FEATURES))
     m = obs.market
     gpu = obs.gpu
     span_kw = (gpu.full_power_w - gpu.idle_w) / 1000.0
     p0 = m.base_price_tokens_per_kwh
     # a headline price can be 0 or infinite (an auction cleared by price-blind bids): keep features finite
     price = float(np.clip(m.price_tokens_per_kwh, 1e-6 * p0, 1e6 * p0))
-    if len(obs) <= SMALL_BATCH:
-        small = _observation_features_small(obs, n_gpus, interval_s, span_kw, p0, price)
-        if small is not None:
-            return small
     has = obs.has_job.astype(float)
     deadline = np.isfinite(obs.job_slack_s)
     slack_h = np.where(deadline, np.clip(obs.job_slack_s / 3600.0, -4.0, 8.0) / 4.0, 2.0)
@@ -294,45 +310,64 @@ def _clip(x: float, lo: float, hi: float) -> float:
     return lo if x < lo else (hi if x > hi else x)
 
 
-def _observation_features_small(obs: AgentObservation, n_gpus: int, interval_s: float, span_kw: float, p0: float,
-                                price: float) -> np.ndarray | None:
-    """:func:`observation_features` as Python numbers for a few rows: each float64 operation of the numpy path
-    in its order; the logarithms are numpy's, one call over all rows as there. None where a division by zero
-    (numpy: inf and a warning) would raise in Python: the numpy path runs then."""
-    m = obs.market
-    n = len(obs)
-    has_job = obs.has_job.tolist()
-    remaining_s = obs.job_remaining_s.tolist()
-    slack_s = obs.job_slack_s.tolist()
-    value = obs.job_value_tokens.tolist()
-    gpus = obs.job_gpus.tolist()
-    wallet = obs.wallet_tokens.tolist()
-    beta = obs.job_clock_sensitivity.tolist()
+#: Positions of the market fields the features read in :meth:`AgentObservation.market_values`.
+_MV = {name: k for k, name in enumerate(MARKET_FIELDS)}
+_MV_TIME, _MV_HOUR, _MV_RENEWABLE, _MV_PRICE, _MV_P0, _MV_SOC, _MV_QUEUE, _MV_DEFERRED, _MV_NEXT = (
+    _MV[f] for f in ("time_s", "hour_utc", "renewable_fraction", "price_tokens_per_kwh", "base_price_tokens_per_kwh",
+                     "battery_soc", "queue_length", "deferred_jobs", "next_round_s"))
+#: The per-agent fields the features read, in :data:`dcsim.policy.ROW_FIELDS` order.
+_FEATURE_ROW_FIELDS = ("state", "has_job", "job_remaining_s", "job_slack_s", "job_clock_sensitivity",
+                       "job_value_tokens", "job_gpus", "wallet_tokens")
+
+
+def observation_feature_rows(obs: AgentObservation, n_gpus: int, interval_s: float,
+                             rows: list[tuple] | None = None, market: tuple | None = None) -> list[list] | None:
+    """:func:`observation_features` before the cast to float32, as one list of float64 Python numbers per row, for
+    a few rows: each float64 operation of the numpy path in its order; the logarithms are numpy's, one call over
+    all rows as there. None where a division by zero (numpy: inf and a warning) would raise in Python: the numpy
+    path runs then.
+
+    Args:
+        obs: The observation.
+        n_gpus, interval_s: As :func:`observation_features`.
+        rows: ``obs.rows(*_FEATURE_ROW_FIELDS)`` if the caller has it already.
+        market: ``obs.market_values()`` if the caller has it already.
+    """
+    if rows is None:
+        rows = obs.rows(*_FEATURE_ROW_FIELDS)
+    if market is None:
+        market = obs.market_values()
+    gpu = obs.gpu
+    span_kw = (gpu.full_power_w - gpu.idle_w) / 1000.0
+    p0 = market[_MV_P0]
+    lo, hi = 1e-6 * p0, 1e6 * p0
+    price = market[_MV_PRICE]
+    # float(np.clip(price, lo, hi)): the Python form is numpy's rule for lo <= hi (a p0 >= 0)
+    price = float(_clip(price, lo, hi) if lo <= hi else np.clip(price, lo, hi))
     p_span = price * span_kw
     round_cost = p_span * interval_s / 3600.0
     try:
-        ratio = [max(value[i] / max(gpus[i], 1), 1e-12) / (p_span * max(remaining_s[i], 1.0) / 3600.0)
-                 for i in range(n)]
-        wallet_ratio = [w / round_cost for w in wallet]
+        ratio = [max(r[5] / max(r[6], 1), 1e-12) / (p_span * max(r[2], 1.0) / 3600.0) for r in rows]
+        wallet_ratio = [r[7] / round_cost for r in rows]
     except ZeroDivisionError:
         return None
     log_ratio = np.log(np.array(ratio, dtype=float)).tolist()
     wallet_rounds = (np.log1p(np.array(wallet_ratio, dtype=float)) / 5.0).tolist()
-    gpus_log2 = (np.log2(np.maximum(obs.job_gpus, 1)) / 5.0).tolist()
-    hour = 2.0 * np.pi * m.hour_utc / 24.0
-    left = float(np.clip((m.next_round_s - m.time_s) / interval_s, 0.0, 1.0))
-    shared = [float(np.log(price / p0) / 2.0), float(m.renewable_fraction), float(np.sin(hour)),
-              float(np.cos(hour)), float(m.battery_soc), float(np.log1p(m.queue_length / max(n_gpus, 1)))]
-    rows = []
-    for i in range(n):
-        has = 1.0 if has_job[i] else 0.0
-        deadline = math.isfinite(slack_s[i])
-        slack_h = _clip(slack_s[i] / 3600.0, -4.0, 8.0) / 4.0 if deadline else 2.0
-        remaining_h = _clip(remaining_s[i] / 3600.0, 0.0, 8.0) / 4.0
-        value_over_cost = _clip(log_ratio[i], -3.0, 3.0) if has_job[i] else 0.0
-        rows.append([has, 1.0 if deadline else 0.0, slack_h, remaining_h, value_over_cost / 3.0, wallet_rounds[i],
-                     *shared, beta[i] * has, gpus_log2[i], left])
-    return np.array(rows, dtype=float).reshape(n, len(FEATURES))
+    gpus_log2 = (np.log2(np.array([max(r[6], 1) for r in rows], dtype=np.int64)) / 5.0).tolist()
+    hour = 2.0 * np.pi * market[_MV_HOUR] / 24.0
+    left = float(_clip((market[_MV_NEXT] - market[_MV_TIME]) / interval_s, 0.0, 1.0))
+    shared = [float(np.log(price / p0) / 2.0), float(market[_MV_RENEWABLE]), float(np.sin(hour)),
+              float(np.cos(hour)), float(market[_MV_SOC]), float(np.log1p(market[_MV_QUEUE] / max(n_gpus, 1)))]
+    out = []
+    for i, (_, has_job, remaining_s, slack_s, beta, _, _, _) in enumerate(rows):
+        has = 1.0 if has_job else 0.0
+        deadline = math.isfinite(slack_s)
+        slack_h = _clip(slack_s / 3600.0, -4.0, 8.0) / 4.0 if deadline else 2.0
+        remaining_h = _clip(remaining_s / 3600.0, 0.0, 8.0) / 4.0
+        value_over_cost = _clip(log_ratio[i], -3.0, 3.0) if has_job else 0.0
+        out.append([has, 1.0 if deadline else 0.0, slack_h, remaining_h, value_over_cost / 3.0, wallet_rounds[i],
+                    *shared, beta * has, gpus_log2[i], left])
+    return out
 
 
 # --------------------------------------------------------------------------------------------- action layouts
@@ -519,6 +554,47 @@ class TransitionBuilder:
         self.reward[agents] = 0.0
         self.elapsed_s[agents] = 0.0
 
+    # The few-row forms (a job starting: one agent per GPU of the job) take and give Python lists; ``agents`` must be
+    # distinct (the numpy forms' fancy-index assignments would apply a repeated agent once). Each does the numpy
+    # form's float64 operations in its order, the discount's power by numpy on an array of the same length.
+    def accrue_few(self, agents: list[int], reward: list[float], dt_s: list[float]) -> None:
+        """:meth:`accrue` for a few distinct agents."""
+        is_open = self.open
+        live = [i for i, g in enumerate(agents) if is_open.item(g)]
+        if not live:
+            return
+        total, elapsed, tau_s = self.reward, self.elapsed_s, self.tau_s
+        discount = (self.gamma ** (np.array([elapsed.item(agents[i]) for i in live]) / tau_s)).tolist()
+        for k, i in enumerate(live):
+            g = agents[i]
+            total[g] = total.item(g) + discount[k] * reward[i]
+            elapsed[g] = elapsed.item(g) + dt_s[i]
+
+    def close_few(self, agents: list[int]) -> tuple[list[int], list[int], list[int], list[float], list[float]] | None:
+        """:meth:`close` for a few distinct agents: ``(live, agents, actions, rewards, elapsed_s)`` of the open
+        transitions (``live``: their positions in ``agents``), or None when none was open. Their observations stay in
+        :attr:`obs` until the agents' next :meth:`start_few`."""
+        is_open = self.open
+        live = [i for i, g in enumerate(agents) if is_open.item(g)]
+        if not live:
+            return None
+        closed = [agents[i] for i in live]
+        action, reward, elapsed = self.action, self.reward, self.elapsed_s
+        for g in closed:
+            is_open[g] = False
+        return (live, closed, [action.item(g) for g in closed], [reward.item(g) for g in closed],
+                [elapsed.item(g) for g in closed])
+
+    def start_few(self, agents: list[int], obs: np.ndarray, actions: list[int]) -> None:
+        """:meth:`start` for a few distinct agents (``obs``: their float32 feature rows)."""
+        is_open, store, action, reward, elapsed = self.open, self.obs, self.action, self.reward, self.elapsed_s
+        for i, g in enumerate(agents):
+            is_open[g] = True
+            store[g] = obs[i]
+            action[g] = actions[i]
+            reward[g] = 0.0
+            elapsed[g] = 0.0
+
 
 class ReplayBuffer:
     """A fixed-capacity ring of transitions in numpy arrays (the DQN's replay; also what a run exports)."""
@@ -551,6 +627,30 @@ class ReplayBuffer:
             self.data[f][idx] = getattr(tr, f)
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
+
+    def add_few(self, obs: np.ndarray, action: list[int], reward: list[float], next_obs: np.ndarray,
+                dt_s: list[float], terminal: bool) -> bool:
+        """:meth:`add` of a few transitions given as their float32 rows (``obs``, ``next_obs``) and Python values,
+        slot by slot; False (nothing stored) where :meth:`add` must run (more rows than :data:`SMALL_BATCH` or the
+        capacity)."""
+        n = len(action)
+        capacity = self.capacity
+        if not 0 < n <= min(SMALL_BATCH, capacity):
+            return n == 0 or capacity == 0  # add() stores nothing either
+        d = self.data
+        o, a, r, o2, dt, term = d["obs"], d["action"], d["reward"], d["next_obs"], d["dt_s"], d["terminal"]
+        pos = self.pos
+        for i in range(n):
+            slot = (pos + i) % capacity
+            o[slot] = obs[i]
+            a[slot] = action[i]
+            r[slot] = reward[i]
+            o2[slot] = next_obs[i]
+            dt[slot] = dt_s[i]
+            term[slot] = terminal
+        self.pos = (pos + n) % capacity
+        self.size = min(self.size + n, capacity)
+        return True
 
     def sample(self, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
         """``batch`` transitions drawn uniformly with replacement."""

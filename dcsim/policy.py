@@ -282,6 +282,16 @@ class AgentObservation:
                 return [tuple([r[k] for k in ks]) for r in rows]
         return list(zip(*(self.as_list(n) for n in names)))
 
+    def market_values(self) -> tuple:
+        """The :class:`MarketView`'s field values in field order, without building the view when the engine made
+        this observation from Python values (``tuple(getattr(obs.market, f) for f in fields(MarketView))``)."""
+        d = self.__dict__
+        values = d.get("_market")
+        if values is not None and "market" not in d:
+            return values
+        view = self.market.__dict__
+        return tuple([view[f] for f in _MARKET_FIELDS])
+
     def __getattr__(self, name: str) -> Any:
         # Only reached for a field not yet in the instance: an observation of a few agents keeps the Python values
         # read at its decision instant (one tuple per agent) and builds each array, and the market view, on first
@@ -317,6 +327,8 @@ _AGENT_FIELDS = ("gpu_ids", "state", "has_job", "job_remaining_s", "job_slack_s"
 _MARKET_FIELDS = ("time_s", "hour_utc", "renewable_w", "demand_w", "renewable_fraction", "price_tokens_per_kwh",
                   "base_price_tokens_per_kwh", "grid_carbon_g_per_kwh", "grid_price_usd_per_mwh", "battery_soc",
                   "queue_length", "deferred_jobs", "next_round_s")
+#: The :class:`MarketView`'s fields in order (what :meth:`AgentObservation.market_values` returns the values of).
+MARKET_FIELDS = _MARKET_FIELDS
 
 
 def _market_view(values: tuple) -> MarketView:

@@ -1,9 +1,12 @@
 """The reward meter: each learning agent's reward components between its decisions, read off linear meters."""
 from __future__ import annotations
 
+import array
+
 import numpy as np
 import simpy
 
+from dcsim.buffers import buffer
 from dcsim.cluster import Cluster
 from dcsim.config import Scenario
 from dcsim.dispatch import RUNNING, Dispatcher
@@ -33,37 +36,46 @@ class RewardMeter:
         self.n = n
         self.weights = reward_weights(cfg)
         self.team_fraction = cfg.team_fraction
-        self.value = np.zeros(n)
-        self.misses = np.zeros(n)
-        self.settled = np.zeros(n)
-        self.lat_off = np.zeros(n)  # own latency(t) = lat_off + lat_rate·t
-        self.lat_rate = np.zeros(n)
+        # each per-agent array is a numpy view of an array.array (dcsim.buffers): the few-agent paths index the
+        # array.array (Python numbers, no numpy scalars), whole-array numpy the views
+        self._value, self.value = buffer(n, "d", 0.0)
+        self._misses, self.misses = buffer(n, "d", 0.0)
+        self._settled, self.settled = buffer(n, "d", 0.0)
+        self._lat_off, self.lat_off = buffer(n, "d", 0.0)  # own latency(t) = lat_off + lat_rate·t
+        self._lat_rate, self.lat_rate = buffer(n, "d", 0.0)
         self.shared = np.zeros(3)  # latency_s, deadline misses, drops that no agent owns
-        self.last_s = np.zeros(n)
-        self.first = np.ones(n, dtype=bool)
-        self.snap = np.zeros((n, 5))  # own value, spent, energy_j, latency_s, misses
-        self.snap_shared = np.zeros((n, 3))
-        self.snap_cluster = np.zeros((n, 2))  # cluster consumed_j and carbon_g
+        self._last_s, self.last_s = buffer(n, "d", 0.0)
+        self._first = array.array("b", [1]) * n
+        self.first = np.frombuffer(self._first, dtype=np.bool_)
+        # own value, spent, energy_j, latency_s, misses; agent g's row at [5g, 5g + 5) of the flat buffer
+        self._snap, snap = buffer(5 * n, "d", 0.0)
+        self.snap = snap.reshape(n, 5)
+        self._snap_shared, snap_shared = buffer(3 * n, "d", 0.0)
+        self.snap_shared = snap_shared.reshape(n, 3)
+        self._snap_cluster, snap_cluster = buffer(2 * n, "d", 0.0)  # cluster consumed_j and carbon_g
+        self.snap_cluster = snap_cluster.reshape(n, 2)
         self.snap_team = np.zeros((n, len(REWARD_COMPONENTS)))
-        self.returns = np.zeros(n)  # undiscounted sum of all feedback rewards per agent
+        self._returns, self.returns = buffer(n, "d", 0.0)  # undiscounted sum of all feedback rewards per agent
 
     def start(self, j: int, gpus: list[int], now: float) -> None:
         """Job ``j`` starts running: its wait is shared; from now its GPUs accrue its latency."""
         self.shared[0] += now - self.jobs.arrival_s[j]
         k = len(gpus)
+        lat_off, lat_rate = self._lat_off, self._lat_rate
         for g in gpus:
-            self.lat_off[g] -= now / k
-            self.lat_rate[g] += 1.0 / k
+            lat_off[g] -= now / k
+            lat_rate[g] += 1.0 / k
 
     def complete(self, gpus: list[int], value_share: float, now: float, late: bool) -> None:
         """A job on ``gpus`` completes: each GPU gets its value share, stops accruing latency, and shares a miss."""
         k = len(gpus)
+        value, lat_off, lat_rate, misses = self._value, self._lat_off, self._lat_rate, self._misses
         for g in gpus:
-            self.value[g] += value_share
-            self.lat_off[g] += now / k
-            self.lat_rate[g] -= 1.0 / k
+            value[g] += value_share
+            lat_off[g] += now / k
+            lat_rate[g] -= 1.0 / k
             if late:
-                self.misses[g] += 1.0 / k
+                misses[g] += 1.0 / k
 
     def drop(self, j: int, now: float, expired: bool) -> None:
         """Job ``j`` is dropped: its wait, a miss if it expired, and the drop are shared."""
@@ -142,32 +154,35 @@ class RewardMeter:
         cl, market = self.cluster, self.market
         boff, bw, eoff, pw = cl._boff, cl._bw, cl._eoff, cl._pw
         owed, aprice = market._owed, market._aprice
-        value, settled, lat_off, lat_rate, misses = self.value, self.settled, self.lat_off, self.lat_rate, self.misses
-        snap, snap_shared, snap_cluster = self.snap, self.snap_shared, self.snap_cluster
-        last_s, first = self.last_s, self.first
-        shared = self.shared.tolist()
+        value, settled, lat_off, lat_rate, misses = self._value, self._settled, self._lat_off, self._lat_rate, \
+            self._misses
+        snap, snap_shared, snap_cluster = self._snap, self._snap_shared, self._snap_cluster
+        last_s, first = self._last_s, self._first
+        sh0, sh1, sh2 = self.shared.tolist()
         books = self.meter.books.totals
-        cluster = np.array([books.consumed_j, books.carbon_g])
-        consumed_j, carbon_g = cluster.tolist()
+        consumed_j, carbon_g = float(books.consumed_j), float(books.carbon_g)  # np.array([...]).tolist()
         n_agents = self.n
+        d_sh0, d_sh1, d_sh2 = sh0, sh1, sh2
         own_rows, comps_rows, dt_s, was_first = [], [], [], []
         for g in ids:
             used = boff[g] + bw[g] * now
             liability = owed[g] + (aprice[g] * used if used > 0 else 0.0) / J_PER_KWH
-            own = (value.item(g), settled.item(g) + liability, eoff[g] + pw[g] * now,
-                   lat_off.item(g) + lat_rate.item(g) * now, misses.item(g))
+            own = (value[g], settled[g] + liability, eoff[g] + pw[g] * now, lat_off[g] + lat_rate[g] * now, misses[g])
             own_rows.append(own)
-            s0, s1, s2, s3, s4 = snap[g].tolist()
-            h0, h1, h2 = snap_shared[g].tolist()
-            c0, c1 = snap_cluster[g].tolist()
+            b = 5 * g
+            s0, s1, s2, s3, s4 = snap[b:b + 5]
+            b = 3 * g
+            h0, h1, h2 = snap_shared[b:b + 3]
+            b = 2 * g
+            c0, c1 = snap_cluster[b:b + 2]
             d_own = (own[0] - s0, own[1] - s1, own[2] - s2, own[3] - s3, own[4] - s4)
-            d_shared = ((shared[0] - h0) / n_agents, (shared[1] - h1) / n_agents, (shared[2] - h2) / n_agents)
+            d_shared = ((sh0 - h0) / n_agents, (sh1 - h1) / n_agents, (sh2 - h2) / n_agents)
             d_consumed, d_carbon = consumed_j - c0, carbon_g - c1
             carbon_kg = (d_own[2] * d_carbon / d_consumed if d_consumed > 0 else 0.0) / 1000.0
             comps_rows.append((d_own[0], d_own[1], d_own[2] / J_PER_KWH, carbon_kg, d_own[3] + d_shared[0],
                                d_own[4] + d_shared[1], d_shared[2]))
-            dt_s.append(now - last_s.item(g))
-            was_first.append(first.item(g))
+            dt_s.append(now - last_s[g])
+            was_first.append(first[g])
         n = len(ids)
         comps = np.array(comps_rows, dtype=np.float64).reshape(n, len(REWARD_COMPONENTS))
         reward = comps @ self.weights
@@ -177,12 +192,15 @@ class RewardMeter:
             reward = (1.0 - self.team_fraction) * reward + self.team_fraction * team_reward
             self.snap_team[idx] = team
         fb = Feedback(reward, np.array(dt_s, dtype=np.float64), np.array(was_first, dtype=bool), comps)
-        returns = self.returns
+        returns = self._returns
         for i, (g, r) in enumerate(zip(ids, reward.tolist())):
-            snap[g] = own_rows[i]
-            snap_shared[g] = shared
-            snap_cluster[g] = (consumed_j, carbon_g)
+            b = 5 * g
+            snap[b], snap[b + 1], snap[b + 2], snap[b + 3], snap[b + 4] = own_rows[i]
+            b = 3 * g
+            snap_shared[b], snap_shared[b + 1], snap_shared[b + 2] = d_sh0, d_sh1, d_sh2
+            b = 2 * g
+            snap_cluster[b], snap_cluster[b + 1] = consumed_j, carbon_g
             last_s[g] = now
-            first[g] = False
-            returns[g] = returns.item(g) + r
+            first[g] = 0
+            returns[g] += r
         return fb

@@ -9,6 +9,7 @@ Q-learning run exported (``transitions.npz``) before online training starts.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from dcsim.atomic import replacing
 from dcsim.errors import PolicyError
-from dcsim.learning import ReplayBuffer, Transitions
+from dcsim.learning import ActionKind, ReplayBuffer, Transitions
 from dcsim.policy import AgentObservation, Bids
 from policies.learning import LearningPolicy, read_spec, write_spec
 
@@ -24,6 +25,28 @@ try:
     import torch
 except ImportError:  # pragma: no cover - exercised only without torch
     torch = None
+
+
+if torch is not None:
+    _linear, _relu = torch.nn.functional.linear, torch.nn.functional.relu
+
+
+def _plain_layers(net) -> list[tuple] | None:
+    """The ``(weight, bias)`` of each ``Linear`` of a :class:`~policies.dqn_core.QNetwork` made of ``Linear`` layers
+    with a ``ReLU`` between each two (what ``QNetwork`` builds), detached (they share the network's storage, so
+    they follow its ``load_state_dict``); None for any other layout of layers."""
+    modules = list(net.layers)
+    if not modules or len(modules) % 2 == 0:
+        return None
+    out = []
+    for i, m in enumerate(modules):
+        if i % 2 == 0:
+            if type(m) is not torch.nn.Linear or m.bias is None:
+                return None
+            out.append((m.weight.detach(), m.bias.detach()))
+        elif type(m) is not torch.nn.ReLU or m.inplace:
+            return None
+    return out
 
 
 class DQN(LearningPolicy):
@@ -116,6 +139,7 @@ class DQN(LearningPolicy):
 
     def _sync(self) -> None:
         self.actor.load_state_dict(self.learner.online_state_dict())
+        self._act_layers = _plain_layers(self.actor)
 
     def reset(self, rng, gpu, n_gpus) -> None:
         super().reset(rng, gpu, n_gpus)
@@ -129,15 +153,57 @@ class DQN(LearningPolicy):
             q = q.masked_fill(~torch.from_numpy(np.asarray(allowed, dtype=bool)), -torch.inf)
         return q.argmax(dim=1).numpy().astype(np.int64)
 
+    def choose_rows(self, rows: list[list[float]], x: np.ndarray, agents: list[int], kind: ActionKind) -> list[int]:
+        """:meth:`choose` for a few rows: the acting network's layers called one by one on its weights without
+        autograd (the same ``linear``/``relu`` kernels on the same tensors: the same Q-values), the argmax (the
+        first maximum) over the allowed actions taken from the Python values; a NaN goes to :meth:`choose`."""
+        layers = getattr(self, "_act_layers", None)
+        if layers is None or not self._plain("choose", DQN):
+            return super().choose_rows(rows, x, agents, kind)
+        h = torch.from_numpy(x)
+        for weight, bias in layers[:-1]:
+            h = _relu(_linear(h, weight, bias))
+        weight, bias = layers[-1]
+        q = _linear(h, weight, bias).tolist()
+        mask = self._kind_mask(kind)
+        out = []
+        for row in q:
+            best, best_value = 0, -math.inf
+            for k, v in enumerate(row):
+                if v != v:
+                    return super().choose_rows(rows, x, agents, kind)
+                if mask is not None and not mask[k]:
+                    v = -math.inf
+                if k == 0 or v > best_value:
+                    best, best_value = k, v
+            out.append(best)
+        return out
+
+    def _kind_mask(self, kind: ActionKind) -> list[bool] | None:
+        if not self.layout.rich:
+            return None
+        masks = self.__dict__.get("_kind_masks")
+        if masks is None:
+            masks = self._kind_masks = self.layout._masks.tolist()
+        return masks[int(kind)]
+
     def bid(self, obs: AgentObservation) -> Bids:
         bids = super().bid(obs)
-        if self.learning and obs.market.time_s >= self._next_learn_s:
-            self._next_learn_s = obs.market.time_s + self.learn_every_s
+        time_s = obs.market_values()[0]
+        if self.learning and time_s >= self._next_learn_s:
+            self._next_learn_s = time_s + self.learn_every_s
             self.learning_round()
         return bids
 
     def learn(self, tr: Transitions) -> None:
         self.replay.add(tr)
+
+    def learn_rows(self, agents: list[int], obs: np.ndarray, actions: list[int], rewards: list[float],
+                   next_obs: np.ndarray, next_rows: list[list[float]], dt_s: list[float], terminal: bool) -> bool:
+        """:meth:`learn` of a few transitions: into the replay row by row (:meth:`ReplayBuffer.add_few`)."""
+        if not self._plain("learn", DQN):
+            return False
+        return self.replay.add_few(obs, actions, rewards, next_obs, dt_s, terminal)
 
     def _batch(self, buffer: ReplayBuffer) -> dict[str, np.ndarray]:
         b = buffer.sample(self.rng, self.batch_size)

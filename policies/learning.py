@@ -20,8 +20,11 @@ from typing import Any
 import numpy as np
 
 from dcsim.atomic import write_text_atomic
+from dcsim import learning as _learning
 from dcsim.errors import PolicyError
 from dcsim.learning import (
+    _FEATURE_ROW_FIELDS,
+    _MV_DEFERRED,
     FEATURES,
     ActionKind,
     ActionLayout,
@@ -30,8 +33,10 @@ from dcsim.learning import (
     TransitionBuilder,
     Transitions,
     admission_features,
+    bids_from_action_list,
     bids_from_actions,
     decision_kinds,
+    observation_feature_rows,
     observation_features,
     rich_features,
 )
@@ -41,6 +46,8 @@ from policies.qtable import EpsilonSchedule
 #: Reference market round for feature scaling, s (features must not depend on the scenario's settings).
 REFERENCE_ROUND_S = 300.0
 N_ACTIONS = len(BidAction)
+_ACTIVE = int(GpuState.ACTIVE)
+_FULL = int(BidAction.FULL)
 
 
 class LearningPolicy(Policy, metaclass=ABCMeta):
@@ -163,6 +170,10 @@ class LearningPolicy(Policy, metaclass=ABCMeta):
         return chosen
 
     def bid(self, obs: AgentObservation) -> Bids:
+        if 0 < len(obs) <= _learning.SMALL_BATCH:
+            bids = self._bid_few(obs)
+            if bids is not None:
+                return bids
         feats = self._features(obs)
         ids = obs.gpu_ids
         fb = obs.feedback
@@ -176,6 +187,105 @@ class LearningPolicy(Policy, metaclass=ABCMeta):
             actions[deciding] = chosen  # the bid block starts at 0 in every layout
             self.builder.start(agents, x, chosen)
         return bids_from_actions(actions, obs, self.cheap_multiple, self.block_limit_multiple, self.pace_safety)
+
+    # ---------------------------------------------------------------------------- the few-row path
+    # A job starting asks its few GPUs to bid (one row per GPU): :meth:`bid` takes these Python-number steps then,
+    # the numpy path's operations in its order (features: :func:`~dcsim.learning.observation_feature_rows`; the
+    # transitions: ``TransitionBuilder.*_few``), the same draws from the policy's stream in the same order (one
+    # ``random()`` per row is ``random(n)``, one ``integers(0, k)`` per explored row ``integers(0, k, size)``), and
+    # the subclass's :meth:`choose_rows` / :meth:`learn_rows`. ``tests/test_learning_fast_path.py`` checks it against
+    # the numpy path (``dcsim.learning.SMALL_BATCH = 0``).
+    def _bid_few(self, obs: AgentObservation) -> Bids | None:
+        """:meth:`bid` for a few distinct agents; None (nothing done) where the numpy path must run (also where a
+        subclass or the instance replaced a step it would skip: ``_features``, ``_decide``, ``_consume``)."""
+        fb = obs.feedback
+        if fb is None or not (self._plain("_features", LearningPolicy) and self._plain("_decide", LearningPolicy)
+                              and self._plain("_consume", LearningPolicy)):
+            return None
+        n = len(obs)
+        ids = obs.as_list("gpu_ids")
+        if len(set(ids)) != n:
+            return None
+        rows = obs.rows(*_FEATURE_ROW_FIELDS)
+        market = obs.market_values()
+        base = observation_feature_rows(obs, self.n_gpus, REFERENCE_ROUND_S, rows, market)
+        if base is None:
+            return None
+        if self.layout.rich:  # rich_features: decision_admit 0 and the jobs held back per GPU
+            extra = [0.0, float(np.log1p(market[_MV_DEFERRED] / max(self.n_gpus, 1)))]
+            base = [r + extra for r in base]
+        x = np.array(base, dtype=np.float32).reshape(n, len(self.features))
+        builder = self.builder
+        builder.accrue_few(ids, fb.reward.tolist(), fb.dt_s.tolist())
+        deciding = [i for i, r in enumerate(rows) if r[1] and r[0] == _ACTIVE]
+        actions = [_FULL] * n  # no job: the bid is ignored
+        if deciding:
+            if len(deciding) == n:
+                agents, xd = ids, x
+            else:
+                agents, xd = [ids[i] for i in deciding], x[deciding]
+            xl = xd.tolist()
+            closed = builder.close_few(agents)
+            if closed is not None:
+                live, closed_agents, acts, rewards, elapsed = closed
+                if len(live) == len(agents):
+                    self._consume_few(closed_agents, acts, rewards, xd, xl, elapsed, False)
+                else:
+                    self._consume_few(closed_agents, acts, rewards, xd[live], [xl[i] for i in live], elapsed, False)
+            chosen = self._decide_few(xl, xd, agents, ActionKind.BID)
+            for i, a in zip(deciding, chosen):
+                actions[i] = a  # the bid block starts at 0 in every layout
+            builder.start_few(agents, xd, chosen)
+        return bids_from_action_list(actions, obs, self.cheap_multiple, self.block_limit_multiple, self.pace_safety)
+
+    def _decide_few(self, rows: list[list[float]], x: np.ndarray, agents: list[int], kind: ActionKind) -> list[int]:
+        """:meth:`_decide` for a few rows (``rows``: ``x.tolist()``), as Python ints."""
+        chosen = self.choose_rows(rows, x, agents, kind)
+        if self.learning:
+            eps = float(self.schedule.value(self.decisions))
+            rng = self.rng
+            explore = [rng.random() < eps for _ in agents]  # rng.random(n) < eps
+            if True in explore:
+                lo, size = self.layout.offset[kind], self.layout.size(kind)
+                chosen = [lo + int(rng.integers(0, size)) if e else c for e, c in zip(explore, chosen)]
+        self.decisions += len(agents)
+        return chosen
+
+    def _consume_few(self, agents: list[int], actions: list[int], rewards: list[float], next_x: np.ndarray,
+                     next_rows: list[list[float]], elapsed_s: list[float], terminal: bool) -> None:
+        """:meth:`_consume` of the transitions just closed by ``TransitionBuilder.close_few``."""
+        if self.recorded is None and not self.learning:
+            return
+        obs_x = self.builder.obs[agents]
+        if self.recorded is None and self.learn_rows(agents, obs_x, actions, rewards, next_x, next_rows, elapsed_s,
+                                                     terminal):
+            return
+        k = len(agents)
+        self._consume(Transitions(obs_x, np.array(actions, dtype=np.int64), np.array(rewards, dtype=float),
+                                  np.array(next_x, dtype=np.float32), np.array(elapsed_s, dtype=float),
+                                  np.full(k, terminal), np.array(agents, dtype=np.int64)))
+
+    def _plain(self, name: str, owner: type) -> bool:
+        """Whether method ``name`` is still ``owner``'s own: neither a subclass nor the instance replaced it (a
+        few-row form of a method runs only then, so a replaced :meth:`choose` or :meth:`learn` is called)."""
+        return name not in self.__dict__ and getattr(type(self), name) is owner.__dict__[name]
+
+    def choose_rows(self, rows: list[list[float]], x: np.ndarray, agents: list[int], kind: ActionKind) -> list[int]:
+        """:meth:`choose` for a few feature rows of ``kind`` (``rows``: ``x.tolist()``), as Python ints. Subclasses
+        may answer from the Python values; this default calls :meth:`choose`."""
+        ids = np.array(agents, dtype=np.int64)
+        if self.layout.rich:
+            chosen = self.choose(x, ids, self.layout.mask(np.full(len(agents), int(kind))))
+        else:
+            chosen = self.choose(x, ids)
+        return np.asarray(chosen, dtype=np.int64).tolist()
+
+    def learn_rows(self, agents: list[int], obs: np.ndarray, actions: list[int], rewards: list[float],
+                   next_obs: np.ndarray, next_rows: list[list[float]], dt_s: list[float], terminal: bool) -> bool:
+        """:meth:`learn` of a few transitions given as Python values (``obs``, ``next_obs``: their float32 rows;
+        ``next_rows``: ``next_obs.tolist()``). Returns False, having changed nothing, where the subclass wants the
+        :class:`~dcsim.learning.Transitions` (then :meth:`learn` gets them); this default always does."""
+        return False
 
     def on_idle(self, obs: AgentObservation) -> np.ndarray:
         """What each idle GPU does (layouts ``bid+idle`` and ``all``): its open transition (opened at its last bid

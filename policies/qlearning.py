@@ -8,6 +8,7 @@ that decided at that instant.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from dcsim import learning as _learning
 from dcsim.errors import PolicyError
 from dcsim.learning import FEATURES, ActionKind, Transitions, decision_kinds
 from policies.learning import LearningPolicy, read_spec, write_spec
-from policies.qtable import Discretizer, QTable, double_q_update
+from policies.qtable import Discretizer, QTable, _double_q_update_lists, double_q_update
 
 #: Bin edges over (scaled) feature columns; see :func:`dcsim.learning.observation_features` for the scales.
 #: ``pace_needed`` is derived from two of them (:func:`pace_needed`).
@@ -81,6 +82,48 @@ def _pace_needed_small(features: np.ndarray) -> np.ndarray:
             need = 2.0
         out.append(need if deadline > 0 and has > 0 else 0.0)
     return np.array(out, dtype=float)
+
+
+_BID, _IDLE, _ADMIT = int(ActionKind.BID), int(ActionKind.IDLE), int(ActionKind.ADMIT)
+
+
+def _greedy_double_rows(a: np.ndarray, b: np.ndarray, tables: list[int], states: list[int],
+                        masks: list[list[bool]] | None) -> list[int]:
+    """Per row, ``argmax`` (the first maximum) of ``0.5 * (A + B)`` over the allowed actions (``-inf`` elsewhere) of
+    tables ``a`` and ``b`` (``(n_tables, n_states, n_actions)``) at ``(tables[i], states[i])``, as Python ints."""
+    out = []
+    for i, s in enumerate(states):
+        row_a, row_b = a[tables[i], s].tolist(), b[tables[i], s].tolist()
+        mask = None if masks is None else masks[i]
+        best, best_value = 0, -math.inf
+        for k in range(len(row_a)):
+            v = 0.5 * (row_a[k] + row_b[k]) if mask is None or mask[k] else -math.inf
+            if k == 0 or v > best_value:
+                best, best_value = k, v
+        out.append(best)
+    return out
+
+
+def _greedy_rows(q: np.ndarray, tables: list[int], states: list[int], masks: list[list[bool]] | None) -> list[int]:
+    """:meth:`QTable.greedy` as Python ints: per row, ``np.argmax`` of ``q[tables[i], states[i]]`` with ``-inf`` where
+    not allowed (the first maximum; the first NaN if there is one, as numpy)."""
+    out = []
+    for i, s in enumerate(states):
+        row = q[tables[i], s].tolist()
+        if masks is not None:
+            mask = masks[i]
+            row = [v if mask[k] else -math.inf for k, v in enumerate(row)]
+        best, best_value = 0, row[0]
+        if best_value == best_value:
+            for k in range(1, len(row)):
+                v = row[k]
+                if v != v:
+                    best = k
+                    break
+                if v > best_value:
+                    best, best_value = k, v
+        out.append(best)
+    return out
 
 
 class QLearning(LearningPolicy):
@@ -180,20 +223,118 @@ class QLearning(LearningPolicy):
     def _choose_double_small(self, agents: np.ndarray, states: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
         """:meth:`choose` with two tables as Python numbers for a few rows: ``argmax`` (first maximum) of
         ``0.5 * (A + B)`` over the allowed actions, the numpy path's operations on the rows it reads."""
-        n_actions = self.n_actions
-        a, b = self.table.q, self.table_b.q
         tables = agents.tolist() if self.per_agent else [0] * states.size
         masks = allowed.tolist() if allowed is not None else None
+        return np.array(_greedy_double_rows(self.table.q, self.table_b.q, tables, states.tolist(), masks),
+                        dtype=np.int64)
+
+    # ---------------------------------------------------------------------------- the few-row path
+    def _state_specs(self) -> list[tuple]:
+        """Per discretizer feature, in index order: (how to read it, column(s), edges as Python floats, stride)."""
+        specs = self.__dict__.get("_specs")
+        if specs is None:
+            col = self.features.index
+            specs = []
+            for name, edges, stride in zip(self.discretizer.names, self.discretizer._edge_lists,
+                                           self.discretizer._strides):
+                if name == "pace_needed":
+                    specs.append((1, tuple(col(c) for c in ("has_job", "has_deadline", "slack_h", "remaining_h")),
+                                  edges, stride))
+                elif name == "decision_kind":
+                    admit = col("decision_admit") if "decision_admit" in self.features else -1
+                    specs.append((2, (col("has_job"), admit), edges, stride))
+                else:
+                    specs.append((0, col(name), edges, stride))
+            self._specs = specs
+        return specs
+
+    def _state_rows(self, rows: list[list[float]]) -> list[int]:
+        """:meth:`states` of float32 feature rows given as Python numbers (``features.tolist()``): the derived
+        columns by :func:`pace_needed`'s and :func:`~dcsim.learning.decision_kinds`' operations, the bins by
+        ``bisect_right`` (``np.digitize``). A NaN goes to :meth:`states`, which names it."""
+        specs = self._state_specs()
         out = []
-        for i, s in enumerate(states.tolist()):
-            row_a, row_b = a[tables[i], s].tolist(), b[tables[i], s].tolist()
-            best, best_value = 0, -math.inf
-            for k in range(n_actions):
-                v = 0.5 * (row_a[k] + row_b[k]) if masks is None or masks[i][k] else -math.inf
-                if k == 0 or v > best_value:
-                    best, best_value = k, v
-            out.append(best)
-        return np.array(out, dtype=np.int64)
+        for r in rows:
+            index = 0
+            for how, col, edges, stride in specs:
+                if how == 0:
+                    v = r[col]
+                elif how == 1:
+                    has, deadline, slack, remaining = r[col[0]], r[col[1]], r[col[2]], r[col[3]]
+                    slack_h, remaining_h = 4.0 * slack, 4.0 * remaining
+                    left_h = slack_h + remaining_h
+                    v = remaining_h / left_h if left_h > 0 else 2.0
+                    if slack_h < 0:
+                        v = 2.0
+                    if not (deadline > 0 and has > 0):
+                        v = 0.0
+                else:
+                    v = _BID if r[col[0]] > 0.5 else _IDLE
+                    if col[1] >= 0 and r[col[1]] > 0.5:
+                        v = _ADMIT
+                if v != v:
+                    return self.states(np.array(rows, dtype=np.float32)).tolist()
+                index += bisect_right(edges, v) * stride
+            out.append(index)
+        return out
+
+    def _mask_rows(self, kinds: list[int]) -> list[list[bool]] | None:
+        """The layout's allowed actions per row of kind ``kinds[i]`` as Python bools (None with the ``bid``
+        layout)."""
+        if not self.layout.rich:
+            return None
+        masks = self.__dict__.get("_kind_masks")
+        if masks is None:
+            masks = self._kind_masks = self.layout._masks.tolist()
+        return [masks[k] for k in kinds]
+
+    def _next_kinds(self, rows: list[list[float]]) -> list[int]:
+        """:func:`~dcsim.learning.decision_kinds` of feature rows given as Python numbers."""
+        has = self.features.index("has_job")
+        admit = self.features.index("decision_admit") if "decision_admit" in self.features else -1
+        return [_ADMIT if admit >= 0 and r[admit] > 0.5 else (_BID if r[has] > 0.5 else _IDLE) for r in rows]
+
+    def choose_rows(self, rows: list[list[float]], x: np.ndarray, agents: list[int], kind: ActionKind) -> list[int]:
+        if not (self._plain("choose", QLearning) and self._plain("states", QLearning)):
+            return super().choose_rows(rows, x, agents, kind)
+        states = self._state_rows(rows)
+        tables = agents if self.per_agent else [0] * len(states)
+        masks = self._mask_rows([int(kind)] * len(states))
+        if self.table_b is None:
+            return _greedy_rows(self.table.q, tables, states, masks)
+        return _greedy_double_rows(self.table.q, self.table_b.q, tables, states, masks)
+
+    def learn_rows(self, agents: list[int], obs: np.ndarray, actions: list[int], rewards: list[float],
+                   next_obs: np.ndarray, next_rows: list[list[float]], dt_s: list[float], terminal: bool) -> bool:
+        """:meth:`learn` as Python numbers: the same states, the same coins from the policy's stream and the same
+        updates (:meth:`QTable._update_rows`, :func:`~policies.qtable.double_q_update`'s few-row form)."""
+        k = len(agents)
+        if not (self._plain("learn", QLearning) and self._plain("states", QLearning)):
+            return False
+        if self.table_b is None and self.layout.rich:
+            return False  # the masked bootstrap: the numpy path
+        s, s2 = self._state_rows(obs.tolist()), self._state_rows(next_rows)
+        tables = list(agents) if self.per_agent else [0] * k
+        terminals = [terminal] * k
+        if self.table_b is None:
+            if self.table._update_rows(k, tables, s, list(actions), list(rewards), s2, list(dt_s), terminals,
+                                       self.consistent, None) is None:
+                return False  # nothing changed: the numpy path decides (and names any error)
+        else:
+            allowed = self._mask_rows(self._next_kinds(next_rows)) if self.layout.rich else None
+            rng = self.rng
+            first = [rng.random() < 0.5 for _ in range(k)]  # rng.random(n) < 0.5
+            pair = (self.table, self.table_b)
+            if not _double_q_update_lists(pair, first, tables, s, list(actions), list(rewards), s2, list(dt_s),
+                                          terminals, self.consistent, allowed):
+                t = np.array(agents, dtype=np.int64) if self.per_agent else 0
+                double_q_update(pair, np.array(first, dtype=bool), t, np.array(s, dtype=np.int64),
+                                np.array(actions, dtype=np.int64), np.array(rewards, dtype=float),
+                                np.array(s2, dtype=np.int64), np.array(dt_s, dtype=float), np.full(k, terminal),
+                                consistent=self.consistent,
+                                next_allowed=None if allowed is None else np.array(allowed, dtype=bool))
+        self.updates += k
+        return True
 
     def learn(self, tr: Transitions) -> None:
         tables, s, s2 = self._tables(tr.agent), self.states(tr.obs), self.states(tr.next_obs)

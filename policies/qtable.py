@@ -322,24 +322,29 @@ class QTable:
 
     def _update_rows(self, n: int, table: list, state: list, action: list, reward: list, next_state: list,
                      dt_s: list, terminal: list, consistent: bool, bootstrap: list | None) -> np.ndarray | None:
-        """The rows of :meth:`_update_small` as Python lists (None where the numpy path must run)."""
-        n_states, n_actions = self.n_states, self.n_actions
+        """The rows of :meth:`_update_small` as Python lists (None, nothing changed, where the numpy path must
+        run). ``next_state`` is set to 0 where terminal, as the numpy path does."""
+        n_states, n_actions, n_tables = self.n_states, self.n_actions, self.n_tables
+        isfinite = math.isfinite
+        flat = []
         for i in range(n):
-            if terminal[i] is True or terminal[i] == 1:
+            t, s, a = table[i], state[i], action[i]
+            term = terminal[i]
+            if term is True or term == 1:
                 next_state[i] = 0
-            if not (type(table[i]) is int and type(state[i]) is int and type(action[i]) is int
-                    and type(next_state[i]) is int and 0 <= table[i] < self.n_tables and 0 <= state[i] < n_states
-                    and 0 <= action[i] < n_actions and 0 <= next_state[i] < n_states):
+            s2 = next_state[i]
+            if not (type(t) is int and type(s) is int and type(a) is int and type(s2) is int and 0 <= t < n_tables
+                    and 0 <= s < n_states and 0 <= a < n_actions and 0 <= s2 < n_states):
                 return None
-            if not (math.isfinite(reward[i]) and math.isfinite(dt_s[i]) and dt_s[i] >= 0):
+            dt = dt_s[i]
+            if not (isfinite(reward[i]) and isfinite(dt) and dt >= 0):
                 return None
-            if bootstrap is not None and not terminal[i] and not math.isfinite(bootstrap[i]):
+            if bootstrap is not None and not term and not isfinite(bootstrap[i]):
                 return None
-        flat = [(table[i] * n_states + state[i]) * n_actions + action[i] for i in range(n)]
-        if len(set(flat)) != n:
+            flat.append((t * n_states + s) * n_actions + a)
+        if n > 1 and len(set(flat)) != n:
             return None  # an entry updated twice in one batch: the numpy path composes the rates
         q_flat = self.q.reshape(-1)
-        visits_flat = self.visits.reshape(-1)
         if bootstrap is None:
             best_next = []
             for i in range(n):
@@ -350,27 +355,40 @@ class QTable:
                     return None  # which zero numpy's max returns is its own business
                 best_next.append(best)
         else:
-            best_next = list(bootstrap)
-        discount = np.power(self.gamma, np.array(dt_s, dtype=float) / self.tau_s).tolist()
+            best_next = bootstrap
+        visits_flat = self.visits.reshape(-1)
+        # the numpy path's np.power(gamma, dt_s / tau_s) over the batch (the division is exact either way)
+        tau_s = self.tau_s
+        discount = np.power(self.gamma, np.array([d / tau_s for d in dt_s], dtype=float)).tolist()
+        q_now = [q_flat.item(k) for k in flat]
         td_error = []
         for i in range(n):
             boot = best_next[i]
             if consistent and next_state[i] == state[i]:
-                boot = float(q_flat[flat[i]])
+                boot = q_now[i]
             if terminal[i]:
                 boot = 0.0
-            td_error.append(reward[i] + discount[i] * boot - float(q_flat[flat[i]]))
+            td_error.append(reward[i] + discount[i] * boot - q_now[i])
         # the numpy path takes the rates in the order of the stably sorted entries: so do we
-        order = sorted(range(n), key=flat.__getitem__)
-        visit_number = np.array([int(visits_flat[flat[i]]) + 1 for i in order], dtype=np.int64)
-        rate_sorted = self._rates(visit_number).tolist()
-        rate = [0.0] * n
-        for k, i in enumerate(order):
-            rate[i] = rate_sorted[k]
+        if n == 1:
+            rate = self._rates_of([visits_flat.item(flat[0]) + 1])
+        else:
+            order = sorted(range(n), key=flat.__getitem__)
+            rate_sorted = self._rates_of([visits_flat.item(flat[i]) + 1 for i in order])
+            rate = [0.0] * n
+            for k, i in enumerate(order):
+                rate[i] = rate_sorted[k]
         for i in range(n):
-            q_flat[flat[i]] = float(q_flat[flat[i]]) + rate[i] * td_error[i]
-            visits_flat[flat[i]] += 1
+            k = flat[i]
+            q_flat[k] = q_now[i] + rate[i] * td_error[i]
+            visits_flat[k] += 1
         return np.array(td_error, dtype=float)
+
+    def _rates_of(self, visit_number: list[int]) -> list[float]:
+        """:meth:`_rates` of Python ints, as Python floats (the same numpy power on an array of the same length)."""
+        if self.alpha_schedule == "constant":
+            return [self.alpha] * len(visit_number)
+        return np.power(np.array(visit_number, dtype=float), -self.alpha_decay_exponent).tolist()
 
     def _rates(self, visit_number: np.ndarray) -> np.ndarray:
         if self.alpha_schedule == "constant":
@@ -623,6 +641,19 @@ def _double_q_update_small(tables: tuple[QTable, QTable], first: Any, table: Any
         allowed_l = next_allowed.tolist()
     else:
         allowed_l = None
+    return _double_q_update_lists(tables, first.tolist(), table_l, state_l, action_l, reward_l, next_l, dt_l,
+                                  terminal_l, consistent, allowed_l)
+
+
+def _double_q_update_lists(tables: tuple[QTable, QTable], first_l: list[bool], table_l: list[int], state_l: list[int],
+                           action_l: list[int], reward_l: list[float], next_l: list[int], dt_l: list[float],
+                           terminal_l: list[bool], consistent: bool, allowed_l: list[list[bool]] | None) -> bool:
+    """:func:`double_q_update` of a few rows given as Python values (ints, floats, bools; ``allowed_l`` one row of
+    ``n_actions`` bools per row or None); False (nothing done) where the numpy path must run."""
+    a, b = tables
+    n = len(state_l)
+    if a.q.shape != b.q.shape or not 0 < n <= _learning.SMALL_BATCH:
+        return False
     n_states, n_actions = a.n_states, a.n_actions
     next_l = [0 if terminal_l[i] else next_l[i] for i in range(n)]
     for i in range(n):
@@ -630,7 +661,7 @@ def _double_q_update_small(tables: tuple[QTable, QTable], first: Any, table: Any
             return False
         if allowed_l is not None and not any(allowed_l[i]):
             return False
-    first_l = first.tolist()
+    columns = (table_l, state_l, action_l, reward_l, next_l, dt_l, terminal_l)
     for own, other, pick in ((a, b, True), (b, a, False)):
         idx = [i for i in range(n) if first_l[i] is pick]
         if not idx:
@@ -640,8 +671,9 @@ def _double_q_update_small(tables: tuple[QTable, QTable], first: Any, table: Any
         for i in idx:
             start = (table_l[i] * n_states + next_l[i]) * n_actions
             best = _greedy_small(own_flat, start, n_actions, None if allowed_l is None else allowed_l[i])
-            boot.append(float(other_flat[start + best]))
-        sub = [[col[i] for i in idx] for col in (table_l, state_l, action_l, reward_l, next_l, dt_l, terminal_l)]
+            boot.append(other_flat.item(start + best))
+        # the half's rows (all of them: the lists themselves; _update_rows only zeroes terminal next states)
+        sub = list(columns) if len(idx) == n else [[col[i] for i in idx] for col in columns]
         if own._update_rows(len(idx), *sub, consistent, boot) is None:
             t, s, act, r, s2, dt, term = (np.array(c) for c in sub)
             own.update(t.astype(np.int64), s.astype(np.int64), act.astype(np.int64), r.astype(float),
