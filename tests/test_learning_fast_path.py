@@ -208,7 +208,7 @@ def test_team_reward_feedback_is_identical_with_and_without_the_fast_paths(monke
 def test_bids_from_actions_small_path_equals_numpy(monkeypatch, seed):
     rng = np.random.default_rng(seed)
     obs = random_obs(rng, int(rng.integers(1, 17)))
-    # single-block actions; two-block ones from seed 10 (Python too); PACE from seed 20 (numpy throughout)
+    # single-block actions; two-block ones from seed 10; PACE from seed 20 (its powers numpy's on both paths)
     high = int(learning.BidAction.PAUSE) + 1 if seed < 10 else len(learning.BidAction) - (seed < 20)
     actions = rng.integers(0, high, len(obs))
     fast, slow = both(monkeypatch, lambda: learning.bids_from_actions(actions, obs, 1.1, 2.0, 1.25))
