@@ -32,6 +32,7 @@ import numpy as np
 import simpy
 
 from dcsim import kernel_rules as kr
+from dcsim import npmath
 from dcsim.cluster import ENTERING_SLEEP, SLEEP, WAKING
 from dcsim.decisions import DecisionBlock
 from dcsim.dispatch import RUNNING, STARTING, Dispatcher
@@ -55,28 +56,6 @@ def numba_available() -> bool:
     return True
 
 
-def _numpy_pow_is_pow(gamma: float) -> bool:
-    """Whether numpy's ``**`` on short float64 arrays gives the C library's ``pow`` bits on this machine, for the
-    two powers of :func:`dcsim.learning.pace_power_w` (numpy may take SIMD kernels that differ in the last bit; the
-    kernel computes them with ``pow``). Probed once per process on values of the ranges the rules meet."""
-    key = float(gamma)
-    if key not in _POW_PROBES:
-        rng = np.random.default_rng(20261203)
-        same = True
-        for n in range(1, 17):
-            base = rng.random(n)
-            exponent = 1.0 / np.maximum(rng.random(n) * 3.0, 1e-6)
-            want = [math.pow(b, e) for b, e in zip(base.tolist(), exponent.tolist())]
-            same &= (base ** exponent).tolist() == want
-            powered = (base ** key).tolist()
-            same &= powered == [kr.scalar_pow(b, key) for b in base.tolist()]
-        _POW_PROBES[key] = bool(same)
-    return _POW_PROBES[key]
-
-
-_POW_PROBES: dict[float, bool] = {}
-
-
 def compiled_reason(scenario, policy) -> str | None:
     """Why a run of ``scenario`` under ``policy`` cannot take the compiled path; None when it can."""
     rule, why = kernel_rule_of(policy)
@@ -89,8 +68,8 @@ def compiled_reason(scenario, policy) -> str | None:
     if rule.bid == kr.BID_TWO_BLOCKS and not spec["min_cap_w"] >= spec["idle_w"]:
         return "the policy bids a block up to the minimum cap, which lies below idle power"
     paces = rule.bid == kr.BID_PACE or (rule.bid == kr.BID_ACTIONS and kr.ACTION_PACE in rule.bid_params[1:3])
-    if paces and not _numpy_pow_is_pow(spec["gamma"]):
-        return "numpy's float64 power differs from the C library's on this machine (the pace bid's clock)"
+    if paces and npmath.numpy_loops().reason:  # the pace bid's two powers are numpy's, through its own loop
+        return npmath.numpy_loops().reason
     if policy.wants_feedback:
         return "the policy learns from per-event feedback"
     if scenario.decision_timing != "event":
@@ -181,6 +160,8 @@ class CompiledDispatcher(Dispatcher):
                    np.zeros(2 * n + 64), np.zeros(2 * n + 64, np.int64), np.zeros(2 * n + 64, np.int64),
                    np.zeros((2, n)), np.zeros((2, n), np.int64), np.zeros((2, n), np.int64),
                    np.zeros((2, n), np.int64), np.zeros((2, n), np.int64)]
+        loops = npmath.numpy_loops()  # numpy's power loop (the pace bid); its addresses are zeros when unusable
+        self._D += [loops.addr, loops.io]
         super().__init__(*args, **kwargs)
         self._D = tuple(self._D)
         heap = max(1024, 4 * n + 16)

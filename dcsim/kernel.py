@@ -6,8 +6,9 @@ These functions do, operation for operation and in the same order, what :class:`
 :class:`dcsim.facility.plant.CoolingPlant` (fixed setpoints) do
 in Python for a run whose policy decides nothing at events (see :mod:`dcsim.compiled` for when that is and how the
 SimPy side is kept in step). Floating-point operations are IEEE (no fast-math), Python's ``min``/``max`` are
-spelled out with their tie rules, and ``**`` is the C library's ``pow`` as in CPython, so both paths give the same
-bits. numba is an optional dependency (extra ``fast``); this module is imported only when it is installed.
+spelled out with their tie rules, ``**`` on Python floats is the C library's ``pow`` as in CPython, and where the
+Python path takes numpy's ``**`` on arrays (the pace bid) the kernel calls numpy's own power loop
+(:mod:`dcsim.npmath`), so both paths give the same bits. numba is an optional dependency (extra ``fast``); this module is imported only when it is installed.
 
 State lives in arrays shared with the Python objects: per-GPU and per-slot buffers (the same memory as the
 ``array.array`` buffers), and two small state vectors (``ist``: int64, ``fst``: float64) indexed by the constants
@@ -22,6 +23,7 @@ import numpy as np
 from numba import njit
 
 from dcsim import kernel_rules as kr
+from dcsim import npmath
 from dcsim.cluster import ACTIVE, ENTERING_SLEEP, IDLE, SLEEP, WAKING
 from dcsim.dispatch import COMPLETED, DEFERRED, DROPPED, FUTURE, QUEUED, RUNNING, SAME_INSTANT_ULPS, STARTING, DropReason
 from dcsim.energy import J_PER_KWH, J_PER_MWH
@@ -219,7 +221,24 @@ def _renewable_fraction(fst):
     return 1.0 if demand <= 0 else _pmin(1.0, fst[RENEW_W] / demand)
 
 
-_scalar_pow = _jit(kr.scalar_pow)
+_np_power = _jit(npmath.power)
+
+
+@_jit
+def _gamma_pow(D, x, e):
+    """numpy's ``array ** e`` for a float ``e``, element by element (:func:`dcsim.kernel_rules.scalar_pow`'s fast
+    paths, else numpy's power loop with the exponent broadcast)."""
+    if e == 2.0:
+        return x * x
+    if e == 1.0:
+        return x
+    if e == 0.5:
+        return np.sqrt(x)
+    if e == -1.0:
+        return 1.0 / x
+    if e == 0.0:
+        return 1.0
+    return _np_power(D[12], D[13], x, e, True)
 
 
 @_jit
@@ -235,11 +254,11 @@ def _start_wants(G, S, D, ist, fst, j, now):
     if kind == kr.BID_ACTIONS:  # ReferenceRule.actions: every starting agent takes the price test's action
         action = int(fst[RP0 + 1] if price <= fst[RP0] * fst[P0] else fst[RP0 + 2])
     for q in range(k):
-        want[jg[j, q]] = _agent_want(S, ist, fst, j, k, kind, action, price, now)
+        want[jg[j, q]] = _agent_want(S, D, ist, fst, j, k, kind, action, price, now)
 
 
 @_jit
-def _agent_want(S, ist, fst, j, k, kind, action, price, now):
+def _agent_want(S, D, ist, fst, j, k, kind, action, price, now):
     """What one agent of starting job ``j`` buys at the round's ``price`` under the compiled rule's bid."""
     idle, span, full = fst[IDLE_W], fst[SPAN_W], fst[FULL_W]
     if kind == kr.BID_TWO_BLOCKS:  # Python's few_wants_at_price over PriceThreshold's two blocks
@@ -275,8 +294,9 @@ def _agent_want(S, ist, fst, j, k, kind, action, price, now):
     sl = S[3][j] - now - r
     time_left = (sl + r) / safety
     rate = r / time_left if time_left > 0 else _INF
-    f = _pmin(_pmax(rate, 0.0), 1.0) ** (1.0 / _pmax(S[5][j], 1e-6))
-    fg = _scalar_pow(f, fst[GAMMA])
+    # the two powers are numpy's (its loop through dcsim.npmath): ``clipped ** exponent``, then ``f ** gamma``
+    f = _np_power(D[12], D[13], _pmin(_pmax(rate, 0.0), 1.0), 1.0 / _pmax(S[5][j], 1e-6), False)
+    fg = _gamma_pow(D, f, fst[GAMMA])
     scale = (fst[TDP_W] - idle) * fst[UTIL]
     request = _pmin(_pmax(idle + scale * fg, fst[MIN_CAP_W]), full) if np.isfinite(sl) else full
     return _one_block(request, _INF, price, idle, span)

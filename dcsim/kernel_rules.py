@@ -67,22 +67,6 @@ class KernelRule:
         return bid + admit
 
 
-def scalar_pow(x: float, e: float) -> float:
-    """numpy's ``array ** e`` for a float scalar ``e``, element by element: its fast paths (0, 1, 2, 0.5, -1),
-    else the C library's ``pow`` (the kernel compiles this function for the pace bid's ``f ** gamma``)."""
-    if e == 2.0:
-        return x * x
-    if e == 1.0:
-        return x
-    if e == 0.5:
-        return math.sqrt(x)
-    if e == -1.0:
-        return 1.0 / x
-    if e == 0.0:
-        return 1.0
-    return x ** e
-
-
 def _defined_in(cls: type, name: str) -> type | None:
     for klass in cls.__mro__:
         if name in vars(klass):
