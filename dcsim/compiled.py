@@ -160,8 +160,8 @@ class CompiledDispatcher(Dispatcher):
                    np.zeros(2 * n + 64), np.zeros(2 * n + 64, np.int64), np.zeros(2 * n + 64, np.int64),
                    np.zeros((2, n)), np.zeros((2, n), np.int64), np.zeros((2, n), np.int64),
                    np.zeros((2, n), np.int64), np.zeros((2, n), np.int64)]
-        loops = npmath.numpy_loops()  # numpy's power loop (the pace bid); its addresses are zeros when unusable
-        self._D += [loops.addr, loops.io]
+        self._loops = npmath.numpy_loops().scratch()  # numpy's own loops (the pace bid's powers), checked
+        self._D += [self._loops.addr, self._loops.io]
         super().__init__(*args, **kwargs)
         self._D = tuple(self._D)
         heap = max(1024, 4 * n + 16)

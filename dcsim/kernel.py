@@ -41,6 +41,53 @@ def _options() -> dict:
         return {}
 
 
+#: The modules whose code or constants the kernel's machine code holds: numba checks only a function's own file
+#: before it loads the cached code, so the kernel's cache entries carry a digest of all of them (an edit to any,
+#: e.g. a changed npmath index, must not load code compiled against the old one).
+_DEPENDS = ("kernel", "npmath", "kernel_rules", "cluster", "dispatch", "energy")
+
+
+def _install_cache_stamp() -> None:
+    """Put a locator in front of numba's own for this package's kernel functions: the same cache folders, with
+    the source stamp of all of :data:`_DEPENDS` (skipped on a numba without these classes: plain stamps)."""
+    import hashlib
+    import os
+
+    try:
+        from numba.core import caching
+        bases = [getattr(caching, name) for name in ("UserProvidedCacheLocator", "InTreeCacheLocator",
+                                                     "UserWideCacheLocator")]
+        impl = caching._CacheImpl
+    except (ImportError, AttributeError):
+        return
+    if getattr(impl, "_dcsim_stamp", False):
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    digest = hashlib.sha256()
+    for name in _DEPENDS:
+        with open(os.path.join(here, name + ".py"), "rb") as f:
+            digest.update(f.read())
+    stamp = digest.hexdigest()
+
+    def make(base):
+        class Locator(base):
+            @classmethod
+            def from_function(cls, py_func, py_file):
+                if getattr(py_func, "__module__", "").split(".")[0] != "dcsim":
+                    return None
+                return super().from_function(py_func, py_file)
+
+            def get_source_stamp(self):
+                return ("dcsim", stamp, super().get_source_stamp())
+
+        Locator.__name__ = "Dcsim" + base.__name__
+        return Locator
+
+    impl._locator_classes = [make(b) for b in bases] + list(impl._locator_classes)
+    impl._dcsim_stamp = True
+
+
+_install_cache_stamp()
 _jit = njit(cache=True, **_options())
 _NORMAL = 1  # simpy.events.NORMAL
 _INF = np.inf

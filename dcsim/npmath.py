@@ -26,7 +26,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["NumpyLoops", "loop_address", "numpy_loops", "power"]
+__all__ = ["NumpyLoops", "loop_address", "matmul_rows", "numpy_loops", "power", "power_base", "unary"]
 
 _PTR = ctypes.sizeof(ctypes.c_void_p)
 _HEAD = 2 * _PTR  # PyObject_HEAD: ob_refcnt, ob_type (a release build of CPython)
@@ -66,62 +66,167 @@ def loop_address(ufunc: np.ufunc, types: str) -> tuple[int, int]:
     raise LookupError(f"{ufunc.__name__}: no inner loop for {types!r}")
 
 
-# the int64 block the kernel reads: the power loop, its data, and the addresses of its argument block
-FN, DATA, ARGS, DIMS, STEPS, STEPS_SCALAR = range(6)
-N_ADDR = 6
-# the float64 scratch block: base, exponent, result
+# the int64 block the kernel reads: each loop's function and data, then the addresses of the argument blocks
+POW_FN, POW_DATA, LOG_FN, LOG_DATA, LOG1P_FN, LOG1P_DATA, LOG2_FN, LOG2_DATA, SIN_FN, SIN_DATA, COS_FN, COS_DATA, \
+    MM_FN, MM_DATA = range(14)
+ARGS, DIMS, STEPS, STEPS_SCALAR, STEPS_BASE, ARGS_U, STEPS_U, ARGS_MM, DIMS_MM, STEPS_MM = range(14, 24)
+N_ADDR = 24
+FN, DATA = POW_FN, POW_DATA  # the power loop's (the names the pace bid's code reads)
+#: The unary loops :func:`unary` calls, by the index of their function's address in :attr:`NumpyLoops.addr`.
+UNARY = {"log": LOG_FN, "log1p": LOG1P_FN, "log2": LOG2_FN, "sin": SIN_FN, "cos": COS_FN}
+#: The rows of ``(k, 7) @ (7,)`` a :func:`matmul_rows` call takes at most (the learners' few-row reward).
+MM_ROWS, MM_K = 16, 7
+# the float64 scratch block: base, exponent, result; then the matrix product's rows, its vector and its result
 X, E, OUT = range(3)
+MM_A = 3
+MM_W = MM_A + MM_ROWS * MM_K
+MM_OUT = MM_W + MM_K
+N_IO = MM_OUT + MM_ROWS
+# the int64 scratch: dims and steps of each call form, and its argument blocks (addresses)
+_I_DIMS, _I_STEPS, _I_STEPS_SCALAR, _I_STEPS_BASE, _I_ARGS = 0, 1, 4, 7, 10
+_I_STEPS_U, _I_ARGS_U = 13, 15
+_I_DIMS_MM, _I_STEPS_MM, _I_ARGS_MM = 17, 21, 30
+N_IB = 33
 
 
 class NumpyLoops:
-    """The addresses of numpy's float64 power loop and of a scratch block for one element, checked.
+    """The addresses of numpy's float64 loops (``power``, ``log``, ``log1p``, ``log2``, ``sin``, ``cos`` and
+    ``matmul``) and of scratch blocks for their arguments, each checked against numpy.
 
     Attributes:
-        addr: ``int64`` addresses the kernel reads (indices ``FN``, ``DATA``, ``ARGS``, ``DIMS``, ``STEPS``,
-            ``STEPS_SCALAR``); zeros when not usable.
-        io: ``float64`` scratch: base, exponent, result.
-        reason: None when usable; else why not (the compiled paths that need numpy's power then run in Python).
+        addr: ``int64`` addresses the kernel reads (the indices above); a loop that failed its check has zeros.
+        io: ``float64`` scratch: base, exponent, result; a matrix product's rows, vector and result.
+        ib: ``int64`` scratch: dims and steps of each form of call (a matrix product's row count is written at
+            ``ib[_I_DIMS_MM + 1]``).
+        reason: None when the power loop is usable; else why not (the compiled pace bid then runs in Python).
+        learner_reason: None when every loop is usable (a compiled learner needs them all); else why not.
     """
 
     def __init__(self) -> None:
-        self.io = np.zeros(3)
-        self._args = np.zeros(3, dtype=np.int64)
-        self._dims = np.ones(1, dtype=np.int64)
-        self._steps = np.array([8, 8, 8], dtype=np.int64)
-        self._steps_scalar = np.array([8, 0, 8], dtype=np.int64)
+        self._layout()
+        failed = []
+        for index, ufunc, types in ((POW_FN, np.power, "ddd"), (LOG_FN, np.log, "dd"), (LOG1P_FN, np.log1p, "dd"),
+                                    (LOG2_FN, np.log2, "dd"), (SIN_FN, np.sin, "dd"), (COS_FN, np.cos, "dd"),
+                                    (MM_FN, np.matmul, "ddd")):
+            try:
+                self.addr[index], self.addr[index + 1] = loop_address(ufunc, types)
+            except LookupError as exc:
+                failed.append(f"numpy's float64 {ufunc.__name__} loop cannot be called from the kernel ({exc})")
+                continue
+            if not self._matches_numpy(index):
+                self.addr[index] = self.addr[index + 1] = 0
+                failed.append(f"numpy's float64 {ufunc.__name__} loop, called from outside numpy, does not give "
+                              "numpy's results")
+        self.reason = next((f for f in failed if " power " in f), None)
+        self.learner_reason = failed[0] if failed else None
+
+    def _layout(self) -> None:
+        """Fresh scratch blocks, and the addresses of their parts in :attr:`addr`."""
+        self.io = np.zeros(N_IO)
+        self.ib = np.zeros(N_IB, dtype=np.int64)
         self.addr = np.zeros(N_ADDR, dtype=np.int64)
         self.reason: str | None = None
-        try:
-            fn, data = loop_address(np.power, "ddd")
-        except LookupError as exc:
-            self.reason = f"numpy's float64 power loop cannot be called from the kernel ({exc})"
-            return
-        io = self.io.ctypes.data
-        self._args[:] = (io + 8 * X, io + 8 * E, io + 8 * OUT)
-        self.addr[:] = (fn, data, self._args.ctypes.data, self._dims.ctypes.data, self._steps.ctypes.data,
-                        self._steps_scalar.ctypes.data)
-        if not self._matches_numpy():
-            self.addr[:] = 0
-            self.reason = "numpy's float64 power loop, called one element at a time, does not give numpy's results"
+        self.learner_reason: str | None = None
+        io, ib = self.io.ctypes.data, self.ib.ctypes.data
+        at = lambda i: io + 8 * i  # noqa: E731
+        iat = lambda i: ib + 8 * i  # noqa: E731
+        self.ib[_I_DIMS] = 1
+        self.ib[_I_STEPS:_I_STEPS + 3] = (8, 8, 8)
+        self.ib[_I_STEPS_SCALAR:_I_STEPS_SCALAR + 3] = (8, 0, 8)  # array ** float
+        self.ib[_I_STEPS_BASE:_I_STEPS_BASE + 3] = (0, 8, 8)  # float ** array
+        self.ib[_I_ARGS:_I_ARGS + 3] = (at(X), at(E), at(OUT))
+        self.ib[_I_STEPS_U:_I_STEPS_U + 2] = (8, 8)
+        self.ib[_I_ARGS_U:_I_ARGS_U + 2] = (at(X), at(OUT))
+        # matmul's gufunc loop, (n?,k),(k,m?)->(n?,m?) for a C-ordered (rows, 7) @ (7,): outer 1, n rows, k 7, m 1
+        self.ib[_I_DIMS_MM:_I_DIMS_MM + 4] = (1, 1, MM_K, 1)
+        self.ib[_I_STEPS_MM:_I_STEPS_MM + 9] = (0, 0, 0, 8 * MM_K, 8, 8, 0, 8, 0)
+        self.ib[_I_ARGS_MM:_I_ARGS_MM + 3] = (at(MM_A), at(MM_W), at(MM_OUT))
+        self.addr[ARGS:STEPS_MM + 1] = (iat(_I_ARGS), iat(_I_DIMS), iat(_I_STEPS), iat(_I_STEPS_SCALAR),
+                                        iat(_I_STEPS_BASE), iat(_I_ARGS_U), iat(_I_STEPS_U), iat(_I_ARGS_MM),
+                                        iat(_I_DIMS_MM), iat(_I_STEPS_MM))
+
+    def scratch(self) -> "NumpyLoops":
+        """The same checked loops with scratch blocks of their own (one per compiled run, so that two runs stepped
+        in turn in one process never share argument memory)."""
+        out = object.__new__(NumpyLoops)
+        out._layout()
+        out.addr[:ARGS] = self.addr[:ARGS]
+        out.reason, out.learner_reason = self.reason, self.learner_reason
+        return out
 
     def _call(self, x: float, e: float, scalar: bool) -> float:
         return _power_py(self.addr, self.io, x, e, scalar)
 
-    def _matches_numpy(self) -> bool:
-        """Whether one-element calls give numpy's ``a ** b`` and ``a ** float`` on arrays of lengths 1–40 (every
-        position), over the values the pace bid meets (bases in [0, 1], exponents 1/β and γ) and beyond."""
+    def _matches_numpy(self, index: int) -> bool:
+        """Whether calls from outside numpy give numpy's array results: the powers one element at a time (lengths
+        1–16, 40 and 257, every position; an exponent array, a broadcast exponent, a broadcast base), the unary
+        functions one element at a time, the matrix product on ``(k, 7) @ (7,)`` for k = 1..16."""
         rng = np.random.default_rng(20261204)
-        for n in list(range(1, 41)) + [257]:
+        if index == MM_FN:
+            w = rng.normal(size=MM_K) * 10.0 ** rng.uniform(-3, 3, MM_K)
+            self.io[MM_W:MM_W + MM_K] = w
+            for k in range(1, MM_ROWS + 1):
+                for _ in range(4):
+                    a = rng.normal(size=(k, MM_K)) * 10.0 ** rng.uniform(-6, 6, (k, MM_K))
+                    self.io[MM_A:MM_A + k * MM_K] = a.reshape(-1)
+                    if _matmul_py(self.addr, self.io, self.ib, k) != (a @ w).tolist():
+                        return False
+            return True
+        for n in list(range(1, 17)) + [40, 257]:
             base = np.concatenate([rng.random(n - n // 4), rng.uniform(0.0, 8.0, n // 4)])
+            if index != POW_FN:
+                x = np.exp(rng.uniform(-30.0, 30.0, n)) if index != SIN_FN and index != COS_FN \
+                    else rng.uniform(-50.0, 50.0, n)
+                want = [np.log, np.log1p, np.log2, np.sin, np.cos][(index - LOG_FN) // 2](x).tolist()
+                if [_unary_py(self.addr, self.io, index, v) for v in x.tolist()] != want:
+                    return False
+                continue
             exponent = 1.0 / np.maximum(rng.random(n) * 3.0, 1e-6)
             if n % 5 == 0:
                 base[0], exponent[-1] = 0.0, 1.0
             scalar = float(rng.uniform(0.3, 4.0))
-            for got, want in ((lambda b, e: self._call(b, e, False), (base ** exponent).tolist()),
-                              (lambda b, _: self._call(b, scalar, True), (base ** scalar).tolist())):
-                if [got(b, e) for b, e in zip(base.tolist(), exponent.tolist())] != want:
-                    return False
+            if [self._call(b, e, False) for b, e in zip(base.tolist(), exponent.tolist())] != \
+                    (base ** exponent).tolist():
+                return False
+            if [self._call(b, scalar, True) for b in base.tolist()] != (base ** scalar).tolist():
+                return False
+            visits = rng.integers(1, 10_000, n).astype(float)
+            if [_power_base_py(self.addr, self.io, 0.99, v / 3600.0) for v in visits.tolist()] != \
+                    np.power(0.99, visits / 3600.0).tolist():
+                return False
         return True
+
+
+_LOOP = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+
+
+def _power_py(addr: np.ndarray, io: np.ndarray, x: float, e: float, scalar: bool) -> float:
+    """Reference form of :func:`power` without numba (probes, tests): the same loop through ctypes."""
+    io[X], io[E] = x, e
+    _LOOP(int(addr[POW_FN]))(int(addr[ARGS]), int(addr[DIMS]), int(addr[STEPS_SCALAR if scalar else STEPS]),
+                             int(addr[POW_DATA]))
+    return float(io[OUT])
+
+
+def _power_base_py(addr: np.ndarray, io: np.ndarray, x: float, e: float) -> float:
+    """Reference form of :func:`power_base`."""
+    io[X], io[E] = x, e
+    _LOOP(int(addr[POW_FN]))(int(addr[ARGS]), int(addr[DIMS]), int(addr[STEPS_BASE]), int(addr[POW_DATA]))
+    return float(io[OUT])
+
+
+def _unary_py(addr: np.ndarray, io: np.ndarray, which: int, x: float) -> float:
+    """Reference form of :func:`unary`."""
+    io[X] = x
+    _LOOP(int(addr[which]))(int(addr[ARGS_U]), int(addr[DIMS]), int(addr[STEPS_U]), int(addr[which + 1]))
+    return float(io[OUT])
+
+
+def _matmul_py(addr: np.ndarray, io: np.ndarray, ib: np.ndarray, k: int) -> list[float]:
+    """Reference form of :func:`matmul_rows`."""
+    ib[_I_DIMS_MM + 1] = k
+    _LOOP(int(addr[MM_FN]))(int(addr[ARGS_MM]), int(addr[DIMS_MM]), int(addr[STEPS_MM]), int(addr[MM_DATA]))
+    return io[MM_OUT:MM_OUT + k].tolist()
 
 
 _LOOPS: NumpyLoops | None = None
@@ -133,14 +238,6 @@ def numpy_loops() -> NumpyLoops:
     if _LOOPS is None:
         _LOOPS = NumpyLoops()
     return _LOOPS
-
-
-def _power_py(addr: np.ndarray, io: np.ndarray, x: float, e: float, scalar: bool) -> float:
-    """Reference form of :func:`power` without numba (tests): the same loop through ctypes."""
-    loop = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(int(addr[FN]))
-    io[X], io[E] = x, e
-    loop(int(addr[ARGS]), int(addr[DIMS]), int(addr[STEPS_SCALAR if scalar else STEPS]), int(addr[DATA]))
-    return float(io[OUT])
 
 
 try:  # the kernel's form: an indirect call through the address (a runtime value, so numba can cache the caller)
@@ -171,7 +268,27 @@ try:  # the kernel's form: an indirect call through the address (a runtime value
         at ``addr`` with scratch ``io`` (:class:`NumpyLoops`); compiled into the kernel by :mod:`dcsim.kernel`."""
         io[X] = x
         io[E] = e
-        _call_loop(addr[FN], addr[ARGS], addr[DIMS], addr[STEPS_SCALAR] if scalar else addr[STEPS], addr[DATA])
+        _call_loop(addr[POW_FN], addr[ARGS], addr[DIMS], addr[STEPS_SCALAR] if scalar else addr[STEPS],
+                   addr[POW_DATA])
         return io[OUT]
-except ImportError:  # pragma: no cover - without numba there is no kernel to call it
-    power = _power_py
+
+    def power_base(addr, io, x, e):
+        """numpy's ``np.power(x, array)`` for a float ``x``, at one element ``e`` of the array."""
+        io[X] = x
+        io[E] = e
+        _call_loop(addr[POW_FN], addr[ARGS], addr[DIMS], addr[STEPS_BASE], addr[POW_DATA])
+        return io[OUT]
+
+    def unary(addr, io, which, x):
+        """numpy's float64 ``f(x)`` for the loop whose function address is ``addr[which]`` (:data:`UNARY`)."""
+        io[X] = x
+        _call_loop(addr[which], addr[ARGS_U], addr[DIMS], addr[STEPS_U], addr[which + 1])
+        return io[OUT]
+
+    def matmul_rows(addr, io, ib, k):
+        """numpy's ``A @ w`` for the ``(k, 7)`` rows at ``io[MM_A:]`` and the vector at ``io[MM_W:]``: the results
+        at ``io[MM_OUT:MM_OUT + k]`` (one call over all k rows, as numpy makes it: its per-row results depend on k)."""
+        ib[_I_DIMS_MM + 1] = k
+        _call_loop(addr[MM_FN], addr[ARGS_MM], addr[DIMS_MM], addr[STEPS_MM], addr[MM_DATA])
+except ImportError:  # pragma: no cover - without numba there is no kernel to call them
+    power, power_base, unary, matmul_rows = _power_py, _power_base_py, _unary_py, _matmul_py
