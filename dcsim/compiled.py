@@ -56,9 +56,50 @@ def numba_available() -> bool:
     return True
 
 
+#: The methods of a frozen Q-learner's per-decision path the compiled form stands for: an instance may not replace
+#: any of them (a subclass is refused altogether).
+_LEARNER_PATH = ("bid", "_bid_few", "_features", "_decide", "_decide_few", "_consume", "_consume_few", "choose",
+                 "choose_rows", "states", "_state_rows", "_state_specs", "learn", "learn_rows")
+
+
+def learner_rule(scenario, policy) -> tuple[KernelRule | None, str | None]:
+    """The compiled form of a frozen tabular Q-learner (:class:`~policies.qlearning.QLearning` with
+    ``learn: false``, the ``bid`` action layout): ``(rule, None)``, or ``(None, why not)``."""
+    from policies.qlearning import QLearning
+
+    if policy.learning:
+        return None, ("the policy decides at events and learns from each decision (qlearning with learn: true; a "
+                      "frozen table, learn: false, takes the compiled path)")
+    if type(policy) is not QLearning or any(name in vars(policy) for name in _LEARNER_PATH):
+        return None, "the policy decides at events and is not QLearning's own per-decision path"
+    if policy.layout.rich:
+        return None, f"the learner's action layout is {policy.layout.name!r} (only 'bid' is compiled)"
+    if policy.keep_transitions or policy.recorded is not None:
+        return None, "the learner keeps transitions (keep_transitions > 0)"
+    if scenario.reward.team_fraction != 0:
+        return None, "reward.team_fraction is not 0 (the team's share reads every agent at each decision)"
+    if any(how not in (0, 1) for how, *_ in policy._state_specs()):
+        return None, "the learner's bins read a derived column the kernel does not compute"
+    spec = scenario.cluster.power_spec()
+    if not (scenario.market.base_price_tokens_per_kwh > 0 and (spec["tdp_w"] - spec["idle_w"]) * spec["utilisation"] > 0):
+        return None, "market.base_price_tokens_per_kwh is not > 0 or the GPU's full power is not above idle"
+    if npmath.numpy_loops().learner_reason:
+        return None, npmath.numpy_loops().learner_reason
+    return KernelRule(bid=kr.BID_QTABLE, bid_params=(math.nan, math.nan, math.nan, policy.cheap_multiple,
+                                                      policy.block_limit_multiple, policy.pace_safety)), None
+
+
+def compiled_rule(scenario, policy) -> tuple[KernelRule | None, str | None]:
+    """The compiled form of ``policy``'s per-event decisions in ``scenario``: a rule's (:func:`kernel_rule_of`) or
+    a frozen Q-table's (:func:`learner_rule`); ``(None, why not)`` where there is none."""
+    if type(policy).__name__ == "QLearning" and type(policy).__module__ == "policies.qlearning":
+        return learner_rule(scenario, policy)
+    return kernel_rule_of(policy)
+
+
 def compiled_reason(scenario, policy) -> str | None:
     """Why a run of ``scenario`` under ``policy`` cannot take the compiled path; None when it can."""
-    rule, why = kernel_rule_of(policy)
+    rule, why = compiled_rule(scenario, policy)
     if rule is None:
         return why
     spec = scenario.cluster.power_spec()
@@ -70,7 +111,7 @@ def compiled_reason(scenario, policy) -> str | None:
     paces = rule.bid == kr.BID_PACE or (rule.bid == kr.BID_ACTIONS and kr.ACTION_PACE in rule.bid_params[1:3])
     if paces and npmath.numpy_loops().reason:  # the pace bid's two powers are numpy's, through its own loop
         return npmath.numpy_loops().reason
-    if policy.wants_feedback:
+    if policy.wants_feedback and rule.bid != kr.BID_QTABLE:
         return "the policy learns from per-event feedback"
     if scenario.decision_timing != "event":
         return "decision_timing is fixed_step"
@@ -107,6 +148,13 @@ def use_compiled(scenario, policy, compiled: bool | None, n_jobs: int | None = N
     if not numba_available():
         raise DcsimError("the compiled per-job path needs numba: pip install 'dcsim[fast]'")
     return True
+
+
+def _no_learner() -> tuple:
+    """The kernel's learner tuple ``L`` without a learner: empty arrays of its types."""
+    f1, f3 = np.zeros(0), np.zeros((0, 0, 0))
+    return (f3, f3, np.zeros((0, 6), np.int64), np.zeros((0, 0)), np.zeros(0, np.int64), f1, f1, f1, f1, f1, f1,
+            np.zeros(0, np.bool_), f1, f1, f1, f1, np.zeros(7), np.zeros(3), np.zeros(15))
 
 
 class KernelEnvironment(simpy.Environment):
@@ -160,8 +208,12 @@ class CompiledDispatcher(Dispatcher):
                    np.zeros(2 * n + 64), np.zeros(2 * n + 64, np.int64), np.zeros(2 * n + 64, np.int64),
                    np.zeros((2, n)), np.zeros((2, n), np.int64), np.zeros((2, n), np.int64),
                    np.zeros((2, n), np.int64), np.zeros((2, n), np.int64)]
-        self._loops = npmath.numpy_loops().scratch()  # numpy's own loops (the pace bid's powers), checked
-        self._D += [self._loops.addr, self._loops.io]
+        # numpy's own loops (the pace bid's powers; a learner's features and reward), checked; its matrix product
+        # takes as many rows as a job has GPUs
+        self._loops = npmath.numpy_loops().scratch(n)
+        self._D += [self._loops.addr, self._loops.io, self._loops.ib, _no_learner()]
+        self.learner = None  # a frozen Q-learner (rule BID_QTABLE), attached by the core with attach_learner
+        self._hour0 = 0.0
         super().__init__(*args, **kwargs)
         self._D = tuple(self._D)
         heap = max(1024, 4 * n + 16)
@@ -288,6 +340,47 @@ class CompiledDispatcher(Dispatcher):
         while int(self.ist[K.TIMER_N]) + 2 > self._T[0].size:
             self._grow_timers()
 
+    # ------------------------------------------------------------------------------------ a frozen learner
+    def attach_learner(self, policy, hour0: float) -> None:
+        """The frozen Q-learner the kernel decides for (rule ``BID_QTABLE``), and the clock's hour at t = 0."""
+        self.learner, self._hour0 = policy, float(hour0)
+
+    def _learner_tuple(self) -> tuple:
+        """The kernel's ``L``: the policy's tables and bins, the reward meter's buffers (the same memory)."""
+        p, rm = self.learner, self.rewards
+        specs = p._state_specs()
+        width = max(len(edges) for *_, edges, _ in specs)
+        spec = np.zeros((len(specs), 6), np.int64)
+        edge = np.zeros((len(specs), max(width, 1)))
+        n_edges = np.zeros(len(specs), np.int64)
+        for i, (how, cols, edges, stride) in enumerate(specs):
+            spec[i, 0], spec[i, 5] = how, stride
+            spec[i, 1:5] = cols if how == 1 else (cols, 0, 0, 0)
+            edge[i, :len(edges)] = edges
+            n_edges[i] = len(edges)
+        qa = np.ascontiguousarray(p.table.q)
+        qb = qa if p.table_b is None else np.ascontiguousarray(p.table_b.q)
+        if qa is not p.table.q or (p.table_b is not None and qb is not p.table_b.q):
+            raise RuntimeError("the Q-tables must be C-ordered float64 arrays")
+        lf = np.array([float(rm.n), 0.0 if p.table_b is None else 1.0, 1.0 if p.per_agent else 0.0])
+        return (qa, qb, spec, edge, n_edges, rm.value, rm.misses, rm.settled, rm.lat_off, rm.lat_rate, rm.last_s,
+                rm.first, rm.snap.reshape(-1), rm.snap_shared.reshape(-1), rm.snap_cluster.reshape(-1), rm.returns,
+                np.ascontiguousarray(rm.weights, dtype=np.float64), lf, np.zeros(15))
+
+    def _shared_in(self) -> None:
+        if self.rewards is not None:
+            K = self._K
+            self.fst[K.RM_SH:K.RM_SH + 3] = self.rewards.shared
+            if self.learner is not None:
+                self.ist[K.L_DECISIONS] = self.learner.decisions
+
+    def _shared_out(self) -> None:
+        if self.rewards is not None:
+            K = self._K
+            self.rewards.shared[:] = self.fst[K.RM_SH:K.RM_SH + 3]
+            if self.learner is not None:
+                self.learner.decisions = int(self.ist[K.L_DECISIONS])
+
     # ------------------------------------------------------------------------------------ state in and out
     def start(self) -> None:
         """At the start of the run (everything wired): the kernel's constants and the idle pool."""
@@ -318,6 +411,14 @@ class CompiledDispatcher(Dispatcher):
         self._want_src = mk.want_w
         rule = self.rule
         ist[K.BID_KIND], ist[K.ADMIT_KIND], ist[K.IDLE_KIND] = rule.bid, rule.admit, rule.on_idle
+        if rule.bid == kr.BID_QTABLE:
+            if self.learner is None or self.rewards is None:
+                raise RuntimeError("a compiled Q-table needs its policy (attach_learner) and the reward meter")
+            D = list(self._D)
+            D[15] = self._learner_tuple()
+            self._D = tuple(D)
+            f[K.HOUR0] = self._hour0
+        ist[K.LEARNER] = int(self.rewards is not None)
         f[K.RP0:K.AP0 + 2] = rule.params()
         f[K.P0] = mk.config.base_price_tokens_per_kwh
         f[K.FULL_W], f[K.MIN_CAP_W], f[K.TDP_W], f[K.UTIL] = cl.full_power_w, cl.min_cap_w, cl.tdp_w, cl.util
@@ -348,6 +449,7 @@ class CompiledDispatcher(Dispatcher):
         if mk.want_w is not self._want_src:  # a round's bids replaced what each agent buys at its price
             self._want[:] = mk.want_w
             self._want_src = mk.want_w
+        self._shared_in()
 
     def _unpack(self) -> None:
         K, f, cl, mk, meter = self._K, self.fst, self.cluster, self.market, self.meter
@@ -364,6 +466,7 @@ class CompiledDispatcher(Dispatcher):
             plant._i = int(self.ist[K.P_I])
         mk.peak_overallocation_w = float(f[K.PEAK_OVER])
         mk._credited_since_round, mk.tokens["minted"] = float(f[K.CREDITED]), float(f[K.MINTED])
+        self._shared_out()
 
     def _flush(self) -> None:
         """Write the jobs that ended in the kernel into their chunks of the job table, hand on finished chunks, and
@@ -474,12 +577,16 @@ class CompiledDispatcher(Dispatcher):
     def enqueue(self, jobs: list[int]) -> None:
         if jobs:
             self._flush()
-            self._K.enqueue(self._S, self._O, self.ist, np.asarray(jobs, dtype=np.int64), self.env.now)
+            self._shared_in()
+            self._K.enqueue(self._S, self._O, self.ist, self.fst, np.asarray(jobs, dtype=np.int64), self.env.now)
+            self._shared_out()
             self._flush()
 
     def drop(self, j: int, reason) -> None:
         self._flush()
-        self._K.drop(self._S, self._O, self.ist, j, int(reason), self.env.now)
+        self._shared_in()
+        self._K.drop(self._S, self._O, self.ist, self.fst, j, int(reason), self.env.now)
+        self._shared_out()
         self._flush()
 
     def idle_decisions(self, at_tick: bool = False, freed: list[int] | None = None) -> None:
@@ -498,7 +605,9 @@ class CompiledDispatcher(Dispatcher):
         if not self.drop_expired or self.ist[K.Q_LEN] == 0:
             return
         self._flush()
-        K.drop_expired_queued(self._S, self._O, self.ist, self.env.now)
+        self._shared_in()
+        K.drop_expired_queued(self._S, self._O, self.ist, self.fst, self.env.now)
+        self._shared_out()
         self._flush()
 
     def arm(self) -> None:

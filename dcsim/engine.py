@@ -28,10 +28,10 @@ from dcsim.config import Scenario
 from dcsim.decisions import DecisionDispatcher, decision_frame
 from dcsim.dispatch import SAME_INSTANT_ULPS, Dispatcher, DropReason, JobStatus, delay_to
 from dcsim.arrivals import job_source, streams_jobs
-from dcsim.compiled import CompiledDispatcher, KernelEnvironment, use_compiled
+from dcsim.compiled import CompiledDispatcher, KernelEnvironment, compiled_rule, use_compiled
 from dcsim.facility.dispatch_battery import DISPATCH_COLUMNS
 from dcsim.job_log import JobFile, JobLog, JobTotals
-from dcsim.kernel_rules import IDLE_NONE, kernel_rule_of
+from dcsim.kernel_rules import BID_QTABLE, IDLE_NONE
 from dcsim.market_round import MarketRound
 from dcsim.meter import EnergyMeter
 from dcsim.outages import Outages
@@ -145,7 +145,7 @@ class Simulation:
             self.jobs = CompiledDispatcher(self.job_log, source.chunk_jobs, env, cluster, scenario.workload.drop_expired,
                                            scenario.workload.max_queue, self._trace, initial_slots=initial_slots,
                                            state=kernel_state, chunks=self._chunks, meter=meter,
-                                           rule=kernel_rule_of(policy)[0])
+                                           rule=compiled_rule(scenario, policy)[0])
         else:
             self.jobs = Dispatcher(self.job_log, source.chunk_jobs, env, cluster, scenario.workload.drop_expired,
                                    scenario.workload.max_queue, self._trace, initial_slots=initial_slots)
@@ -159,6 +159,8 @@ class Simulation:
         self.jobs.market = self.decisions.market = self.market
         if self.compiled:  # the kernel logs the rule's decisions at events, and decides idle GPUs at rounds too
             self.jobs.decision_rows = self.decisions.decision_rows
+            if self.jobs.rule.bid == BID_QTABLE:  # a frozen Q-table: the kernel decides for it at job starts
+                self.jobs.attach_learner(policy, hour0)
             if self.jobs.rule.on_idle != IDLE_NONE:
                 self.decisions.idle_decisions = self.jobs.idle_decisions
         self.jobs.rewards = self.decisions.rewards = self.market.rewards = self.rewards

@@ -100,7 +100,9 @@ MAX_QUEUE, DROP_EXPIRED, N_GPUS, ARR_WAIT, P_I = 15, 16, 17, 18, 19
 # and the two transition FIFOs (0: entering sleep, 1: waking), each its events and its ring of GPUs
 N_SLEEP, BID_KIND, ADMIT_KIND, IDLE_KIND, DEF_N, DR_N = 20, 21, 22, 23, 24, 25
 EV_HEAD, EV_LEN, GR_HEAD, GR_LEN = 26, 28, 30, 32  # + FIFO
-N_IST = 34
+# with a frozen Q-table (BID_QTABLE): the policy's decision count; LEARNER = 1 where the reward meter is kept here
+L_DECISIONS, LEARNER = 34, 35
+N_IST = 36
 # fst: float64 state
 TOTAL_W, ALLOC_W, T_BOOKS, RENEW_W, CARBON, GRID_PRICE, IMPORT_CAP = 1, 2, 3, 4, 5, 6, 7  # 0: unused
 CONSUMED, RENEW_USED, RENEW_GEN, CURTAILED, CHARGED, BATT_OUT, BATT_LOSS, GRID_J, UNSERVED, CARBON_G, COST = range(8, 19)
@@ -115,7 +117,12 @@ P0, FULL_W, MIN_CAP_W, TDP_W, UTIL = range(54, 59)
 TR_S, PW_ENTER, PW_SLEEP, PW_WAKE = 59, 61, 62, 63  # TR_S + FIFO: entering sleep, waking
 RP0 = 64  # KernelRule.params(): the bid's six numbers (RP0..RP0+5), then the admission's two (AP0, AP0+1)
 AP0 = RP0 + 6
-N_FST = AP0 + 2
+# with LEARNER: RewardMeter.shared (the wait, misses and drops no agent owns) and the clock's hour at t = 0
+RM_SH = AP0 + 2
+HOUR0 = RM_SH + 3
+N_FST = HOUR0 + 1
+#: The reference round of the learners' features, s (policies.learning.REFERENCE_ROUND_S).
+REFERENCE_ROUND_S = 300.0
 # decision-log method codes (DecisionDispatcher.log_decision's names, in this order)
 LOG_METHODS = ("bid", "admit", "on_idle")
 #: CoolingPlant's float state in ``fst`` order (P_T .. P_HEAT_J)
@@ -137,7 +144,11 @@ DONE, NEED_CHUNK, NEED_SLOTS, NEED_HEAP, NEED_FLUSH, NEED_TIMERS = 0, 1, 2, 3, 4
 # O: out gid, status, reason, start, finish, energy
 # P: the cooling plant's electric-per-heat k and weather step times (empty without facility.cooling)
 # D: pending wakes per slot, wake-after per GPU, sleep pool (stack), held jobs, decision log (time, method, agents),
-#    transition events (2 x GPUs: end time, event id, first ring index, GPU count) and rings (2 x GPUs)
+#    transition events (2 x GPUs: end time, event id, first ring index, GPU count) and rings (2 x GPUs),
+#    numpy's loops (dcsim.npmath: addresses, float scratch, int scratch), and the learner's tuple L
+# L: Q-table A, Q-table B (A again without double Q), bin specs (how, 4 columns, stride), bin edges, edge counts,
+#    the reward meter's per-agent value, misses, settled, lat_off, lat_rate, last_s, first, snap (5n), snap_shared
+#    (3n), snap_cluster (2n), returns, the reward weights (7), lf (n agents, double, per-agent), features (15)
 
 
 @_jit
@@ -269,6 +280,10 @@ def _renewable_fraction(fst):
 
 
 _np_power = _jit(npmath.power)
+_np_unary = _jit(npmath.unary)
+_np_matmul_rows = _jit(npmath.matmul_rows)
+_LOG, _LOG1P, _LOG2, _SIN, _COS = (npmath.UNARY[f] for f in ("log", "log1p", "log2", "sin", "cos"))
+_MM_W, _MM_OUT, _MM_K = npmath.MM_W, npmath.MM_OUT, npmath.MM_K
 
 
 @_jit
@@ -297,6 +312,9 @@ def _start_wants(G, S, D, ist, fst, j, now):
     _log(D, ist, now, 0, k)
     want, jg = G[12], S[18]
     price = fst[PRICE]
+    if kind == kr.BID_QTABLE:
+        _learner_bids(G, S, D, ist, fst, j, now)
+        return
     action = -1
     if kind == kr.BID_ACTIONS:  # ReferenceRule.actions: every starting agent takes the price test's action
         action = int(fst[RP0 + 1] if price <= fst[RP0] * fst[P0] else fst[RP0 + 2])
@@ -347,6 +365,162 @@ def _agent_want(S, D, ist, fst, j, k, kind, action, price, now):
     scale = (fst[TDP_W] - idle) * fst[UTIL]
     request = _pmin(_pmax(idle + scale * fg, fst[MIN_CAP_W]), full) if np.isfinite(sl) else full
     return _one_block(request, _INF, price, idle, span)
+
+
+@_jit
+def _clip(x, lo, hi):
+    """``np.clip`` of one float64 (dcsim.learning._clip: ``lo`` only if ``x < lo``)."""
+    return lo if x < lo else (hi if x > hi else x)
+
+
+@_jit
+def _feedback(G, S, D, ist, fst, j, now):
+    """:meth:`RewardMeter.feedback` of starting job ``j``'s agents (its few-agent form, and the numpy form's same
+    operations for more): each agent's seven components since its last decision, the weighted sum by numpy's own
+    matrix product over all the job's rows (numpy's per-row results depend on the row count), the snapshots moved
+    on, the returns summed. The books are at ``now`` already (every kernel event advances them first)."""
+    L, addr, io, ib = D[15], D[12], D[13], D[14]
+    value, misses, settled, lat_off, lat_rate, last_s, first = L[5], L[6], L[7], L[8], L[9], L[10], L[11]
+    snap, snap_sh, snap_cl, returns, w, n_agents = L[12], L[13], L[14], L[15], L[16], L[17][0]
+    pw, bw, eoff, boff, aprice, owed = G[2], G[3], G[4], G[5], G[10], G[11]
+    sh0, sh1, sh2 = fst[RM_SH], fst[RM_SH + 1], fst[RM_SH + 2]
+    consumed, carbon = fst[CONSUMED], fst[CARBON_G]
+    k, jg = S[2][j], S[18]
+    rows = _MM_OUT + (io.size - _MM_OUT) // (_MM_K + 1)  # npmath.mm_rows_at
+    for c in range(7):
+        io[_MM_W + c] = w[c]
+    for q in range(k):
+        g = jg[j, q]
+        used = boff[g] + bw[g] * now
+        liability = owed[g] + (aprice[g] * used if used > 0 else 0.0) / J_PER_KWH
+        o0, o1, o2, o3, o4 = value[g], settled[g] + liability, eoff[g] + pw[g] * now, lat_off[g] + lat_rate[g] * now, \
+            misses[g]
+        b = 5 * g
+        d0, d1, d2, d3, d4 = o0 - snap[b], o1 - snap[b + 1], o2 - snap[b + 2], o3 - snap[b + 3], o4 - snap[b + 4]
+        c3 = 3 * g
+        e0, e1, e2 = (sh0 - snap_sh[c3]) / n_agents, (sh1 - snap_sh[c3 + 1]) / n_agents, \
+            (sh2 - snap_sh[c3 + 2]) / n_agents
+        c2 = 2 * g
+        d_consumed, d_carbon = consumed - snap_cl[c2], carbon - snap_cl[c2 + 1]
+        carbon_kg = (d2 * d_carbon / d_consumed if d_consumed > 0 else 0.0) / 1000.0
+        r = rows + 7 * q
+        io[r], io[r + 1], io[r + 2], io[r + 3] = d0, d1, d2 / J_PER_KWH, carbon_kg
+        io[r + 4], io[r + 5], io[r + 6] = d3 + e0, d4 + e1, e2
+        snap[b], snap[b + 1], snap[b + 2], snap[b + 3], snap[b + 4] = o0, o1, o2, o3, o4
+        snap_sh[c3], snap_sh[c3 + 1], snap_sh[c3 + 2] = sh0, sh1, sh2
+        snap_cl[c2], snap_cl[c2 + 1] = consumed, carbon
+        last_s[g] = now
+        first[g] = False
+    _np_matmul_rows(addr, io, ib, k)
+    for q in range(k):
+        returns[jg[j, q]] += io[_MM_OUT + q]
+
+
+@_jit
+def _features(G, S, D, ist, fst, j, g, now):
+    """:func:`dcsim.learning.observation_feature_rows` of agent ``g`` of starting job ``j``, cast to float32, into
+    ``L[18]`` (the transcendental functions numpy's own loops, the rest the same float64 operations in order)."""
+    L, addr, io = D[15], D[12], D[13]
+    x, n_gpus = L[18], ist[N_GPUS]
+    idle, full, p0 = fst[IDLE_W], fst[FULL_W], fst[P0]
+    span_kw = (full - idle) / 1000.0
+    lo, hi = 1e-6 * p0, 1e6 * p0
+    price = _clip(fst[PRICE], lo, hi)
+    p_span = price * span_kw
+    round_cost = p_span * REFERENCE_ROUND_S / 3600.0
+    r = S[11][j] - S[12][j] * (now - S[13][j])
+    r = r if r > 0.0 else 0.0
+    slack = S[3][j] - now - r
+    k = S[2][j]
+    share = S[4][j] / _pmax_int(k, 1)
+    ratio = _pmax(share, 1e-12) / (p_span * _pmax(r, 1.0) / 3600.0)
+    hour = 2.0 * np.pi * ((fst[HOUR0] + now / 3600.0) % 24.0) / 24.0
+    soc = fst[SOC] / fst[CAPACITY] if fst[CAPACITY] > 0 else 0.0
+    deadline = np.isfinite(slack)
+    x[0] = 1.0
+    x[1] = 1.0 if deadline else 0.0
+    x[2] = _clip(slack / 3600.0, -4.0, 8.0) / 4.0 if deadline else 2.0
+    x[3] = _clip(r / 3600.0, 0.0, 8.0) / 4.0
+    x[4] = _clip(_np_unary(addr, io, _LOG, ratio), -3.0, 3.0) / 3.0
+    x[5] = _np_unary(addr, io, _LOG1P, G[9][g] / round_cost) / 5.0
+    x[6] = _np_unary(addr, io, _LOG, price / p0) / 2.0
+    x[7] = _renewable_fraction(fst)
+    x[8] = _np_unary(addr, io, _SIN, hour)
+    x[9] = _np_unary(addr, io, _COS, hour)
+    x[10] = soc
+    x[11] = _np_unary(addr, io, _LOG1P, ist[Q_LEN] / _pmax_int(n_gpus, 1))
+    x[12] = S[5][j] * 1.0
+    x[13] = _np_unary(addr, io, _LOG2, float(_pmax_int(k, 1))) / 5.0
+    x[14] = _clip((fst[NEXT_ROUND] - now) / REFERENCE_ROUND_S, 0.0, 1.0)
+    for c in range(15):
+        x[c] = np.float32(x[c])
+
+
+@_jit
+def _state(L):
+    """:meth:`policies.qlearning.QLearning._state_rows` of the features in ``L[18]``: each bin by ``bisect_right``
+    over its edges (``pace_needed`` derived as there)."""
+    x, spec, edges, n_edges = L[18], L[2], L[3], L[4]
+    index = 0
+    for s in range(spec.shape[0]):
+        if spec[s, 0] == 0:
+            v = x[spec[s, 1]]
+        else:  # pace_needed of has_job, has_deadline, slack_h, remaining_h
+            has, deadline, slack, remaining = x[spec[s, 1]], x[spec[s, 2]], x[spec[s, 3]], x[spec[s, 4]]
+            slack_h, remaining_h = 4.0 * slack, 4.0 * remaining
+            left_h = slack_h + remaining_h
+            v = remaining_h / left_h if left_h > 0 else 2.0
+            if slack_h < 0:
+                v = 2.0
+            if not (deadline > 0 and has > 0):
+                v = 0.0
+        b = 0
+        while b < n_edges[s] and edges[s, b] <= v:
+            b += 1
+        index += b * spec[s, 5]
+    return index
+
+
+@_jit
+def _greedy(L, t, s):
+    """The greedy action of state ``s`` in table ``t``: the first maximum of ``0.5 (A + B)`` with two tables
+    (``_greedy_double_rows``), of ``A`` with one (``_greedy_rows``: the first NaN if any)."""
+    qa, qb = L[0], L[1]
+    n = qa.shape[2]
+    if L[17][1] != 0.0:
+        best, best_value = 0, -_INF
+        for a in range(n):
+            v = 0.5 * (qa[t, s, a] + qb[t, s, a])
+            if a == 0 or v > best_value:
+                best, best_value = a, v
+        return best
+    best, best_value = 0, qa[t, s, 0]
+    if best_value == best_value:
+        for a in range(1, n):
+            v = qa[t, s, a]
+            if v != v:
+                return a
+            if v > best_value:
+                best, best_value = a, v
+    return best
+
+
+@_jit
+def _learner_bids(G, S, D, ist, fst, j, now):
+    """:meth:`LearningPolicy.bid` of a frozen Q-table (``learn: false``) for starting job ``j``'s agents: their
+    feedback, features, states and greedy actions, and what each action's bid buys at the round's price."""
+    L = D[15]
+    want, jg = G[12], S[18]
+    k = S[2][j]
+    price = fst[PRICE]
+    _feedback(G, S, D, ist, fst, j, now)
+    per_agent = L[17][2] != 0.0
+    for q in range(k):
+        g = jg[j, q]
+        _features(G, S, D, ist, fst, j, g, now)
+        action = _greedy(L, g if per_agent else 0, _state(L))
+        want[g] = _agent_want(S, D, ist, fst, j, k, kr.BID_ACTIONS, action, price, now)
+    ist[L_DECISIONS] += k
 
 
 @_jit
@@ -503,7 +677,11 @@ def _end(S, O, ist, j):
 
 
 @_jit
-def _drop(S, O, ist, j, reason, now):
+def _drop(S, O, ist, fst, j, reason, now):
+    if ist[LEARNER] != 0:  # RewardMeter.drop: the wait, a miss if it expired, and the drop are shared
+        fst[RM_SH] += now - S[1][j]
+        fst[RM_SH + 1] += 1.0 if reason == _EXPIRED else 0.0
+        fst[RM_SH + 2] += 1.0
     S[7][j] = DROPPED
     S[8][j] = reason
     S[10][j] = now
@@ -515,8 +693,16 @@ def _start_job(G, S, H, D, ist, fst, j, now):
     st, pw, eoff = G[0], G[2], G[4]
     S[7][j] = RUNNING
     S[9][j] = now
-    S[13][j] = now
     jg = S[18]
+    if ist[LEARNER] != 0:  # RewardMeter.start: the wait is shared; from now its GPUs accrue its latency
+        fst[RM_SH] += now - S[1][j]
+        k = S[2][j]
+        lat_off, lat_rate = D[15][8], D[15][9]
+        for q in range(k):
+            g = jg[j, q]
+            lat_off[g] -= now / k
+            lat_rate[g] += 1.0 / k
+    S[13][j] = now
     mark = 0.0
     for q in range(S[2][j]):
         g = jg[j, q]
@@ -551,7 +737,7 @@ def dispatch(G, S, H, O, D, ist, fst, now):
         j = queue[ist[Q_HEAD]]
         if ist[DROP_EXPIRED] != 0 and deadline[j] < now:
             _qpop(S, ist)
-            _drop(S, O, ist, j, _EXPIRED, now)
+            _drop(S, O, ist, fst, j, _EXPIRED, now)
             continue
         k = kk[j]
         if k > free:
@@ -594,7 +780,7 @@ def dispatch(G, S, H, O, D, ist, fst, now):
 
 
 @_jit
-def drop_expired_queued(S, O, ist, now):
+def drop_expired_queued(S, O, ist, fst, now):
     """:meth:`Dispatcher.drop_expired_queued` (the caller checked ``drop_expired``)."""
     deadline, queue = S[3], S[20]
     n, head, size = ist[Q_LEN], ist[Q_HEAD], queue.size
@@ -609,7 +795,7 @@ def drop_expired_queued(S, O, ist, now):
     for q in range(n):
         j = queue[(head + q) % size]
         if deadline[j] < now:
-            _drop(S, O, ist, j, _EXPIRED, now)
+            _drop(S, O, ist, fst, j, _EXPIRED, now)
         else:
             queue[(head + kept) % size] = j
             kept += 1
@@ -650,7 +836,7 @@ def set_allocs(G, S, H, T, ist, fst, jobs, allocs, now):
 
 
 @_jit
-def _complete(G, S, O, ist, fst, j, now):
+def _complete(G, S, O, D, ist, fst, j, now):
     st, asg, pw, eoff, al, ck, idle, wal = G[0], G[1], G[2], G[4], G[6], G[7], G[8], G[9]
     gid, kk, val, stat, start, jen, mark, ver, jg, free = S[0], S[2], S[4], S[7], S[9], S[15], S[16], S[17], S[18], S[19]
     k = kk[j]
@@ -671,6 +857,17 @@ def _complete(G, S, O, ist, fst, j, now):
         ist[N_IDLE] += 1
     ist[RUNNING_N] -= 1
     energy = jen[j] + (energy - mark[j])
+    if ist[LEARNER] != 0:  # RewardMeter.complete: the value shares, the latency stops, a late job's miss shared
+        L = D[15]
+        rv, rl_off, rl_rate, rm = L[5], L[8], L[9], L[6]
+        late = now > S[3][j]
+        for q in range(k):
+            g = jg[j, q]
+            rv[g] += share
+            rl_off[g] += now / k
+            rl_rate[g] -= 1.0 / k
+            if late:
+                rm[g] += 1.0 / k
     for q in range(k):  # MarketRound.credit_job_value (round-level ledger)
         wal[jg[j, q]] += share
     fst[MINTED] += value
@@ -831,10 +1028,10 @@ def schedule_arrival(C, ist, fst):
 
 
 @_jit
-def _enqueue(S, O, ist, j, now):
+def _enqueue(S, O, ist, fst, j, now):
     """:meth:`Dispatcher.enqueue` of one job: it queues, or is dropped when the queue is full."""
     if ist[MAX_QUEUE] >= 0 and ist[Q_LEN] >= ist[MAX_QUEUE]:
-        _drop(S, O, ist, j, _QUEUE_FULL, now)
+        _drop(S, O, ist, fst, j, _QUEUE_FULL, now)
     else:
         S[7][j] = QUEUED
         queue = S[20]
@@ -843,16 +1040,16 @@ def _enqueue(S, O, ist, j, now):
 
 
 @_jit
-def enqueue(S, O, ist, jobs, now):
+def enqueue(S, O, ist, fst, jobs, now):
     """:meth:`Dispatcher.enqueue` (a round admitting held jobs)."""
     for q in range(jobs.size):
-        _enqueue(S, O, ist, jobs[q], now)
+        _enqueue(S, O, ist, fst, jobs[q], now)
 
 
 @_jit
-def drop(S, O, ist, j, reason, now):
+def drop(S, O, ist, fst, j, reason, now):
     """:meth:`Dispatcher.drop` (a round dropping a held job whose deadline passed)."""
-    _drop(S, O, ist, j, reason, now)
+    _drop(S, O, ist, fst, j, reason, now)
 
 
 @_jit
@@ -875,11 +1072,11 @@ def _arrival(G, S, H, T, C, O, P, D, ist, fst, now):
     S[9][j] = np.nan
     S[12][j] = S[15][j] = 0.0
     if S[2][j] > ist[N_GPUS]:
-        _drop(S, O, ist, j, _TOO_LARGE, now)
+        _drop(S, O, ist, fst, j, _TOO_LARGE, now)
     else:
         if ist[ADMIT_KIND] != kr.ADMIT_NONE and C[6][i] != 0:  # DecisionDispatcher.admit_arrival (event timing)
             if ist[DROP_EXPIRED] != 0 and S[3][j] < now:
-                _drop(S, O, ist, j, _EXPIRED, now)
+                _drop(S, O, ist, fst, j, _EXPIRED, now)
             else:
                 _log(D, ist, now, 1, 1)
                 if _defers(S, ist, fst, j, now):
@@ -887,9 +1084,9 @@ def _arrival(G, S, H, T, C, O, P, D, ist, fst, now):
                     D[3][ist[DEF_N]] = j
                     ist[DEF_N] += 1
                 else:
-                    _enqueue(S, O, ist, j, now)
+                    _enqueue(S, O, ist, fst, j, now)
         else:
-            _enqueue(S, O, ist, j, now)
+            _enqueue(S, O, ist, fst, j, now)
         dispatch(G, S, H, O, D, ist, fst, now)
         arm(H, T, S, ist, now)
     fst[ARR_NOW] = now
@@ -911,7 +1108,7 @@ def _timer(G, S, H, T, O, P, D, ist, fst, now):
         heap_pop(H, ist)
         if ver[j] == v and stat[j] == RUNNING:
             freed = True
-            _complete(G, S, O, ist, fst, j, now)
+            _complete(G, S, O, D, ist, fst, j, now)
     if freed:
         dispatch(G, S, H, O, D, ist, fst, now)
         if ist[IDLE_KIND] != kr.IDLE_NONE:  # those still idle (dispatch takes from the top) decide

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 
 # bid of a starting job's agents
-BID_NONE, BID_TRUTHFUL, BID_TWO_BLOCKS, BID_RENEWABLE_SHARE, BID_PACE, BID_ACTIONS = 0, 1, 2, 3, 4, 5
+BID_NONE, BID_TRUTHFUL, BID_TWO_BLOCKS, BID_RENEWABLE_SHARE, BID_PACE, BID_ACTIONS, BID_QTABLE = 0, 1, 2, 3, 4, 5, 6
 # BID_ACTIONS: dcsim.learning.BidAction values
 (ACTION_FULL, ACTION_FULL_IF_CHEAP, ACTION_HALF, ACTION_MIN_CAP, ACTION_PAUSE, ACTION_FLOOR_THEN_VALUE,
  ACTION_FLOOR_THEN_LIMIT, ACTION_PACE) = range(8)
@@ -41,7 +41,10 @@ class KernelRule:
             ``bid_params[0]``: :func:`dcsim.learning.pace_power_w`), ``BID_ACTIONS`` (a
             :class:`~dcsim.learning.BidAction` by a price test, as :class:`~policies.reference.ReferenceRule`:
             ``bid_params`` = (price multiple, cheap action, dear action, cheap multiple, block-limit multiple,
-            pace safety)).
+            pace safety)), ``BID_QTABLE`` (each agent's greedy :class:`~dcsim.learning.BidAction` from a frozen
+            Q-table, :class:`~policies.qlearning.QLearning` with ``learn: false``; ``bid_params[3:6]`` as
+            ``BID_ACTIONS``; the table, its bins and the reward meter's buffers are handed over by
+            :mod:`dcsim.compiled`).
         admit: ``ADMIT_*``: defer while the price is above ``admit_params[0]`` (``ADMIT_PRICE_ABOVE``), while the
             renewable fraction is below it (``ADMIT_RENEWABLE_BELOW``), or while the price is above
             ``admit_params[1]`` × p0 and the slack allows waiting with safety ``admit_params[0]`` (``ADMIT_SLACK``).

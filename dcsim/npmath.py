@@ -74,19 +74,23 @@ N_ADDR = 24
 FN, DATA = POW_FN, POW_DATA  # the power loop's (the names the pace bid's code reads)
 #: The unary loops :func:`unary` calls, by the index of their function's address in :attr:`NumpyLoops.addr`.
 UNARY = {"log": LOG_FN, "log1p": LOG1P_FN, "log2": LOG2_FN, "sin": SIN_FN, "cos": COS_FN}
-#: The rows of ``(k, 7) @ (7,)`` a :func:`matmul_rows` call takes at most (the learners' few-row reward).
-MM_ROWS, MM_K = 16, 7
-# the float64 scratch block: base, exponent, result; then the matrix product's rows, its vector and its result
+#: The matrix product's inner size (the reward's seven components) and the rows its probe checks.
+MM_K, MM_PROBE_ROWS = 7, 16
+# the float64 scratch block: base, exponent, result; the matrix product's vector, its results, then its rows (the
+# number of rows a block holds is (io.size - MM_OUT) // (MM_K + 1): see mm_rows_at)
 X, E, OUT = range(3)
-MM_A = 3
-MM_W = MM_A + MM_ROWS * MM_K
+MM_W = 3
 MM_OUT = MM_W + MM_K
-N_IO = MM_OUT + MM_ROWS
 # the int64 scratch: dims and steps of each call form, and its argument blocks (addresses)
 _I_DIMS, _I_STEPS, _I_STEPS_SCALAR, _I_STEPS_BASE, _I_ARGS = 0, 1, 4, 7, 10
 _I_STEPS_U, _I_ARGS_U = 13, 15
 _I_DIMS_MM, _I_STEPS_MM, _I_ARGS_MM = 17, 21, 30
 N_IB = 33
+
+
+def mm_rows_at(io) -> int:
+    """Where the matrix product's rows start in scratch ``io`` (after its results)."""
+    return MM_OUT + (io.size - MM_OUT) // (MM_K + 1)
 
 
 class NumpyLoops:
@@ -120,9 +124,9 @@ class NumpyLoops:
         self.reason = next((f for f in failed if " power " in f), None)
         self.learner_reason = failed[0] if failed else None
 
-    def _layout(self) -> None:
-        """Fresh scratch blocks, and the addresses of their parts in :attr:`addr`."""
-        self.io = np.zeros(N_IO)
+    def _layout(self, rows: int = MM_PROBE_ROWS) -> None:
+        """Fresh scratch blocks (a matrix product of up to ``rows`` rows), and the addresses of their parts."""
+        self.io = np.zeros(MM_OUT + rows * (MM_K + 1))
         self.ib = np.zeros(N_IB, dtype=np.int64)
         self.addr = np.zeros(N_ADDR, dtype=np.int64)
         self.reason: str | None = None
@@ -140,16 +144,16 @@ class NumpyLoops:
         # matmul's gufunc loop, (n?,k),(k,m?)->(n?,m?) for a C-ordered (rows, 7) @ (7,): outer 1, n rows, k 7, m 1
         self.ib[_I_DIMS_MM:_I_DIMS_MM + 4] = (1, 1, MM_K, 1)
         self.ib[_I_STEPS_MM:_I_STEPS_MM + 9] = (0, 0, 0, 8 * MM_K, 8, 8, 0, 8, 0)
-        self.ib[_I_ARGS_MM:_I_ARGS_MM + 3] = (at(MM_A), at(MM_W), at(MM_OUT))
+        self.ib[_I_ARGS_MM:_I_ARGS_MM + 3] = (at(mm_rows_at(self.io)), at(MM_W), at(MM_OUT))
         self.addr[ARGS:STEPS_MM + 1] = (iat(_I_ARGS), iat(_I_DIMS), iat(_I_STEPS), iat(_I_STEPS_SCALAR),
                                         iat(_I_STEPS_BASE), iat(_I_ARGS_U), iat(_I_STEPS_U), iat(_I_ARGS_MM),
                                         iat(_I_DIMS_MM), iat(_I_STEPS_MM))
 
-    def scratch(self) -> "NumpyLoops":
-        """The same checked loops with scratch blocks of their own (one per compiled run, so that two runs stepped
-        in turn in one process never share argument memory)."""
+    def scratch(self, rows: int = MM_PROBE_ROWS) -> "NumpyLoops":
+        """The same checked loops with scratch blocks of their own, for a matrix product of up to ``rows`` rows (one
+        per compiled run, so that two runs stepped in turn in one process never share argument memory)."""
         out = object.__new__(NumpyLoops)
-        out._layout()
+        out._layout(max(int(rows), 1))
         out.addr[:ARGS] = self.addr[:ARGS]
         out.reason, out.learner_reason = self.reason, self.learner_reason
         return out
@@ -165,10 +169,11 @@ class NumpyLoops:
         if index == MM_FN:
             w = rng.normal(size=MM_K) * 10.0 ** rng.uniform(-3, 3, MM_K)
             self.io[MM_W:MM_W + MM_K] = w
-            for k in range(1, MM_ROWS + 1):
+            at = mm_rows_at(self.io)
+            for k in range(1, MM_PROBE_ROWS + 1):
                 for _ in range(4):
                     a = rng.normal(size=(k, MM_K)) * 10.0 ** rng.uniform(-6, 6, (k, MM_K))
-                    self.io[MM_A:MM_A + k * MM_K] = a.reshape(-1)
+                    self.io[at:at + k * MM_K] = a.reshape(-1)
                     if _matmul_py(self.addr, self.io, self.ib, k) != (a @ w).tolist():
                         return False
             return True
@@ -286,7 +291,7 @@ try:  # the kernel's form: an indirect call through the address (a runtime value
         return io[OUT]
 
     def matmul_rows(addr, io, ib, k):
-        """numpy's ``A @ w`` for the ``(k, 7)`` rows at ``io[MM_A:]`` and the vector at ``io[MM_W:]``: the results
+        """numpy's ``A @ w`` for the ``(k, 7)`` rows at ``io[mm_rows_at(io):]`` and the vector at ``io[MM_W:]``: the results
         at ``io[MM_OUT:MM_OUT + k]`` (one call over all k rows, as numpy makes it: its per-row results depend on k)."""
         ib[_I_DIMS_MM + 1] = k
         _call_loop(addr[MM_FN], addr[ARGS_MM], addr[DIMS_MM], addr[STEPS_MM], addr[MM_DATA])

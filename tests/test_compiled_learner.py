@@ -1,0 +1,162 @@
+"""A frozen Q-table's compiled form (rule BID_QTABLE in dcsim/kernel.py): runs on the compiled path write the Python
+path's outputs, bit for bit, the agents' feedback returns and the policy's decision count included.
+
+At a job start the kernel does what ``LearningPolicy.bid`` does for a frozen ``qlearning`` (``learn: false``): the
+reward meter's feedback of the job's agents (numpy's own matrix product over its rows), their features (numpy's own
+log, log1p, log2, sin and cos loops, dcsim/npmath.py), their bins and greedy actions, and what each action's bid
+buys; the reward meter's per-job bookkeeping (starts, completions, drops) moves into the kernel with it. The tables
+here are random (every action greedy somewhere) or trained on the Python path and then frozen.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dcsim.compiled import compiled_reason
+from dcsim.engine import Simulation
+from dcsim.learning import BidAction
+from dcsim.policy import load_policy
+from dcsim.seeding import Streams
+from dcsim.supply import build_supply
+from dcsim.workload import build_job_source
+from policies.qlearning import QLearning
+from test_compiled import CASES, _assert_same, _world, needs_numba
+
+WORLDS = {
+    # gang jobs with deadlines, a scarce market: prices on both sides of FULL_IF_CHEAP's and the bins' edges
+    "scarce": dict(gpus=16, rate=0.03, mean_s=900.0, solar_w=3000.0, import_cap_w=4000.0,
+                   gpus_per_job={"values": [1, 2, 4], "weights": [0.7, 0.2, 0.1]},
+                   workload={"deadline_slack": 3.0, "clock_sensitivity": 0.7}),
+    # a queue, drops of three kinds (queue full, too large, expired), 32-GPU jobs (more rows than the few-row path)
+    "queues_and_drops": dict(CASES["queues_and_drops"], gpus=40),
+    # small wallets with endowments: budgets bind at starts; a battery in the books
+    "budgets_battery": dict(CASES["budgets_and_burns"], supply={
+        "solar": {"capacity_w": 9600.0, "latitude": 37.36, "longitude": -121.93},
+        "battery": {"capacity_wh": 20_000.0, "max_charge_w": 5000.0, "max_discharge_w": 5000.0,
+                    "initial_soc": 0.5}}),
+    "cooling_vcg": dict(CASES["cooling"], mechanism="vcg"),
+}
+POLICIES = {
+    "double": {}, "single": {"double": False}, "per_agent": {"tables": "per_agent", "double": False},
+    "price_slack_bins": {"bins": "price_slack", "cheap_multiple": 1.3, "block_limit_multiple": 1.5,
+                         "pace_safety": 1.6},
+}
+
+
+def _scenario(world: str, **extra):
+    sc = _world(**dict(WORLDS[world], **extra))
+    return sc.model_copy(update={"policy": sc.policy.model_copy(update={"name": "qlearning"})})
+
+
+def _run(sc, policy, compiled: bool):
+    streams = Streams(sc.seed)
+    result = Simulation(sc, policy, build_job_source(sc, streams), build_supply(sc), streams, compiled=compiled).run()
+    assert result.engine == ("compiled" if compiled else "python")
+    return result
+
+
+def _frozen(sc, params: dict, seed: int = 1, train: bool = False):
+    """A frozen qlearning policy with tables built for ``sc``: random ones (every action greedy somewhere), or
+    trained for two episodes on the Python path."""
+    policy = load_policy("qlearning", dict(params, learn=train))
+    _run(sc, policy, False)  # builds the tables (and, training, fills them)
+    if train:
+        _run(sc, policy, False)
+        policy.learning = False
+    else:
+        rng = np.random.default_rng(seed)
+        for table in (policy.table, policy.table_b):
+            if table is not None:
+                table.q[:] = rng.normal(size=table.q.shape)
+    return policy
+
+
+def _assert_same_learner(sc, policy):
+    a, b = _run(sc, copy.deepcopy(policy), False), _run(sc, copy.deepcopy(policy), True)
+    _assert_same(a, b)
+    assert np.array_equal(a.agent_returns, b.agent_returns)
+    return a, b
+
+
+@needs_numba
+@pytest.mark.parametrize("world", sorted(WORLDS))
+@pytest.mark.parametrize("variant", sorted(POLICIES))
+def test_a_frozen_tables_compiled_form_writes_the_python_paths_outputs(world, variant):
+    sc = _scenario(world)
+    policy = _frozen(sc, POLICIES[variant])
+    assert compiled_reason(sc, policy) is None
+    before = policy.decisions
+    a, _ = _assert_same_learner(sc, policy)
+    assert a.decisions["method"].eq("bid").all() and len(a.decisions) > 20
+    # the policy's own decision count moved as on the Python path (the kernel keeps it, rounds add theirs)
+    p_python, p_compiled = copy.deepcopy(policy), copy.deepcopy(policy)
+    _run(sc, p_python, False)
+    _run(sc, p_compiled, True)
+    assert p_python.decisions == p_compiled.decisions > before
+
+
+@needs_numba
+def test_every_action_and_the_worlds_drops_and_gangs_go_through_the_compiled_form():
+    """Six random tables in the queue world: together they take every BidAction at job starts (counted on the
+    Python path), and each run's outputs are the compiled path's; the world drops jobs and runs gang jobs wider
+    than the few-row path's 16 rows."""
+    sc = _scenario("queues_and_drops")
+    chosen = set()
+    original = QLearning.choose_rows
+
+    def counting(self, rows, x, agents, kind):
+        out = original(self, rows, x, agents, kind)
+        chosen.update(out)
+        return out
+
+    for seed in range(1, 7):
+        policy = _frozen(sc, {}, seed=seed)
+        python = copy.deepcopy(policy)
+        python.choose_rows = counting.__get__(python)  # an instance's own method: the Python path for sure
+        a, b = _run(sc, python, False), _run(sc, copy.deepcopy(policy), True)
+        _assert_same(a, b)
+        assert np.array_equal(a.agent_returns, b.agent_returns)
+    jobs = a.jobs_table()
+    assert {int(act) for act in BidAction} <= chosen
+    assert (jobs["status"] == "dropped").sum() >= 3 and (jobs["gpus"] > 16).any()
+
+
+@needs_numba
+def test_a_table_trained_on_the_python_path_then_frozen_gives_the_same_outputs():
+    sc = _scenario("scarce", horizon_s=4 * 3600)
+    policy = _frozen(sc, {}, train=True)
+    assert policy.table.visits.sum() > 0
+    _assert_same_learner(sc, policy)
+
+
+def test_what_keeps_a_learner_on_the_python_path_is_named():
+    sc = _scenario("scarce", horizon_s=600)
+    assert "learn: true" in compiled_reason(sc, load_policy("qlearning", {}))
+    assert "layout" in compiled_reason(sc, load_policy("qlearning", {"learn": False, "actions": "bid+idle"}))
+    assert "keep_transitions" in compiled_reason(sc, load_policy("qlearning", {"learn": False,
+                                                                                "keep_transitions": 10}))
+    team = sc.model_copy(update={"reward": sc.reward.model_copy(update={"team_fraction": 0.5})})
+    assert "team_fraction" in compiled_reason(team, load_policy("qlearning", {"learn": False}))
+    frozen = load_policy("qlearning", {"learn": False})
+    frozen.choose_rows = lambda *a: [0]  # an instance that replaced a step runs its own code
+    assert "not QLearning's own" in compiled_reason(sc, frozen)
+    assert "decides at events" in compiled_reason(sc, load_policy("dqn", {"learn": False}))
+
+
+@needs_numba
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(gpus=st.integers(1, 12), rate=st.floats(0.002, 0.08), mean_s=st.floats(5.0, 2000.0),
+       solar_w=st.floats(0.0, 15_000.0), mechanism=st.sampled_from(["posted_price", "uniform_price", "vcg", "kelly"]),
+       slack=st.one_of(st.none(), st.floats(1.05, 4.0)), beta=st.floats(0.0, 1.0), drop_expired=st.booleans(),
+       variant=st.sampled_from(sorted(POLICIES)), seed=st.integers(0, 2**16))
+def test_random_worlds_under_a_frozen_table_give_the_same_outputs(gpus, rate, mean_s, solar_w, mechanism, slack, beta,
+                                                                  drop_expired, variant, seed):
+    sc = _world(gpus=gpus, horizon_s=3 * 3600, rate=rate, mean_s=mean_s, solar_w=solar_w, mechanism=mechanism,
+                seed=seed, gpus_per_job={"values": [1, 2, 3], "weights": [0.7, 0.2, 0.1]},
+                workload={"deadline_slack": slack, "clock_sensitivity": beta, "drop_expired": drop_expired})
+    sc = sc.model_copy(update={"policy": sc.policy.model_copy(update={"name": "qlearning"})})
+    _assert_same_learner(sc, _frozen(sc, POLICIES[variant], seed=seed))
