@@ -38,6 +38,7 @@ from dcsim.decisions import DecisionBlock
 from dcsim.dispatch import RUNNING, STARTING, Dispatcher
 from dcsim.errors import DcsimError
 from dcsim.kernel_rules import KernelRule, kernel_rule_of
+from dcsim.learning import ActionKind
 
 #: Set to 0 (or false/off/no) to make every run take the Python path; to 1 (true/on/yes) to make every run that can
 #: take the compiled one, however few its jobs.
@@ -63,13 +64,10 @@ _LEARNER_PATH = ("bid", "_bid_few", "_features", "_decide", "_decide_few", "_con
 
 
 def learner_rule(scenario, policy) -> tuple[KernelRule | None, str | None]:
-    """The compiled form of a frozen tabular Q-learner (:class:`~policies.qlearning.QLearning` with
-    ``learn: false``, the ``bid`` action layout): ``(rule, None)``, or ``(None, why not)``."""
+    """The compiled form of a tabular Q-learner (:class:`~policies.qlearning.QLearning` with the ``bid`` action
+    layout, learning or frozen): ``(rule, None)``, or ``(None, why not)``."""
     from policies.qlearning import QLearning
 
-    if policy.learning:
-        return None, ("the policy decides at events and learns from each decision (qlearning with learn: true; a "
-                      "frozen table, learn: false, takes the compiled path)")
     if type(policy) is not QLearning or any(name in vars(policy) for name in _LEARNER_PATH):
         return None, "the policy decides at events and is not QLearning's own per-decision path"
     if policy.layout.rich:
@@ -80,6 +78,10 @@ def learner_rule(scenario, policy) -> tuple[KernelRule | None, str | None]:
         return None, "reward.team_fraction is not 0 (the team's share reads every agent at each decision)"
     if any(how not in (0, 1) for how, *_ in policy._state_specs()):
         return None, "the learner's bins read a derived column the kernel does not compute"
+    if policy.initial_q == 0 and math.copysign(1.0, policy.initial_q) < 0:
+        return None, "the learner's initial_q is -0.0 (which zero numpy's max returns is its own business)"
+    if policy.alpha_schedule not in ("visits", "constant") or policy.schedule.kind not in ("exponential", "linear"):
+        return None, "the learner's learning-rate or exploration schedule has no compiled form"
     spec = scenario.cluster.power_spec()
     if not (scenario.market.base_price_tokens_per_kwh > 0 and (spec["tdp_w"] - spec["idle_w"]) * spec["utilisation"] > 0):
         return None, "market.base_price_tokens_per_kwh is not > 0 or the GPU's full power is not above idle"
@@ -91,7 +93,7 @@ def learner_rule(scenario, policy) -> tuple[KernelRule | None, str | None]:
 
 def compiled_rule(scenario, policy) -> tuple[KernelRule | None, str | None]:
     """The compiled form of ``policy``'s per-event decisions in ``scenario``: a rule's (:func:`kernel_rule_of`) or
-    a frozen Q-table's (:func:`learner_rule`); ``(None, why not)`` where there is none."""
+    a Q-learner's (:func:`learner_rule`); ``(None, why not)`` where there is none."""
     if type(policy).__name__ == "QLearning" and type(policy).__module__ == "policies.qlearning":
         return learner_rule(scenario, policy)
     return kernel_rule_of(policy)
@@ -152,9 +154,10 @@ def use_compiled(scenario, policy, compiled: bool | None, n_jobs: int | None = N
 
 def _no_learner() -> tuple:
     """The kernel's learner tuple ``L`` without a learner: empty arrays of its types."""
-    f1, f3 = np.zeros(0), np.zeros((0, 0, 0))
-    return (f3, f3, np.zeros((0, 6), np.int64), np.zeros((0, 0)), np.zeros(0, np.int64), f1, f1, f1, f1, f1, f1,
-            np.zeros(0, np.bool_), f1, f1, f1, f1, np.zeros(7), np.zeros(3), np.zeros(15))
+    f1, f2, f3, i1, i2, i3 = np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0, 0)), np.zeros(0, np.int64), \
+        np.zeros((0, 0), np.int64), np.zeros((0, 0, 0), np.int64)
+    return (f3, f3, i2, f2, i1, f1, f1, f1, f1, f1, f1, np.zeros(0, np.bool_), f1, f1, f1, f1, f1, f1, f2, i3, i3,
+            np.zeros(0, np.bool_), np.zeros((0, 0), np.float32), i1, f1, f1, i1, f2, i2)
 
 
 class KernelEnvironment(simpy.Environment):
@@ -346,8 +349,9 @@ class CompiledDispatcher(Dispatcher):
         self.learner, self._hour0 = policy, float(hour0)
 
     def _learner_tuple(self) -> tuple:
-        """The kernel's ``L``: the policy's tables and bins, the reward meter's buffers (the same memory)."""
-        p, rm = self.learner, self.rewards
+        """The kernel's ``L``: the policy's tables, bins, transition builder and stream, the reward meter's buffers
+        (all the same memory: the Python side's rounds read and write them too)."""
+        K, p, rm = self._K, self.learner, self.rewards
         specs = p._state_specs()
         width = max(len(edges) for *_, edges, _ in specs)
         spec = np.zeros((len(specs), 6), np.int64)
@@ -358,21 +362,37 @@ class CompiledDispatcher(Dispatcher):
             spec[i, 1:5] = cols if how == 1 else (cols, 0, 0, 0)
             edge[i, :len(edges)] = edges
             n_edges[i] = len(edges)
-        qa = np.ascontiguousarray(p.table.q)
-        qb = qa if p.table_b is None else np.ascontiguousarray(p.table_b.q)
-        if qa is not p.table.q or (p.table_b is not None and qb is not p.table_b.q):
-            raise RuntimeError("the Q-tables must be C-ordered float64 arrays")
-        lf = np.array([float(rm.n), 0.0 if p.table_b is None else 1.0, 1.0 if p.per_agent else 0.0])
-        return (qa, qb, spec, edge, n_edges, rm.value, rm.misses, rm.settled, rm.lat_off, rm.lat_rate, rm.last_s,
+        a, b = p.table, p.table_b if p.table_b is not None else p.table
+        for t in (a, b):
+            if not (t.q.flags.c_contiguous and t.q.dtype == np.float64 and t.visits.flags.c_contiguous
+                    and t.visits.dtype == np.int64):
+                raise RuntimeError("the Q-tables must be C-ordered float64 arrays with int64 visit counts")
+            if np.signbit(t.q[t.q == 0]).any():
+                raise DcsimError("the Q-table holds -0.0 entries (which zero numpy's max returns is its own "
+                                 "business): run it with DCSIM_COMPILED=0")
+        lf = np.zeros(K.N_LF)
+        lf[K.LF_N], lf[K.LF_DOUBLE], lf[K.LF_PER_AGENT] = rm.n, p.table_b is not None, p.per_agent
+        lf[K.LF_LEARNING], lf[K.LF_GAMMA], lf[K.LF_TAU] = p.learning, p.gamma, p.tau_s
+        lf[K.LF_Q_GAMMA], lf[K.LF_Q_TAU], lf[K.LF_ALPHA] = a.gamma, a.tau_s, a.alpha
+        lf[K.LF_VISITS], lf[K.LF_DECAY] = a.alpha_schedule == "visits", a.alpha_decay_exponent
+        lf[K.LF_CONSISTENT] = p.consistent
+        sch = p.schedule
+        lf[K.LF_EPS_START], lf[K.LF_EPS_END], lf[K.LF_EPS_DECAY] = sch.start, sch.end, sch.decay_decisions
+        lf[K.LF_EPS_EXP], lf[K.LF_N_BID] = sch.kind == "exponential", p.layout.size(ActionKind.BID)
+        bld = p.builder
+        n = rm.n
+        return (a.q, b.q, spec, edge, n_edges, rm.value, rm.misses, rm.settled, rm.lat_off, rm.lat_rate, rm.last_s,
                 rm.first, rm.snap.reshape(-1), rm.snap_shared.reshape(-1), rm.snap_cluster.reshape(-1), rm.returns,
-                np.ascontiguousarray(rm.weights, dtype=np.float64), lf, np.zeros(15))
+                np.ascontiguousarray(rm.weights, dtype=np.float64), lf, np.zeros((n, bld.obs.shape[1])), a.visits,
+                b.visits, bld.open, bld.obs, bld.action, bld.reward, bld.elapsed_s,
+                npmath.bit_generator_addresses(p.rng), np.zeros((2 * n, 8)), np.zeros((2 * n, 8), np.int64))
 
     def _shared_in(self) -> None:
         if self.rewards is not None:
             K = self._K
             self.fst[K.RM_SH:K.RM_SH + 3] = self.rewards.shared
             if self.learner is not None:
-                self.ist[K.L_DECISIONS] = self.learner.decisions
+                self.ist[K.L_DECISIONS], self.ist[K.L_UPDATES] = self.learner.decisions, self.learner.updates
 
     def _shared_out(self) -> None:
         if self.rewards is not None:
@@ -380,6 +400,7 @@ class CompiledDispatcher(Dispatcher):
             self.rewards.shared[:] = self.fst[K.RM_SH:K.RM_SH + 3]
             if self.learner is not None:
                 self.learner.decisions = int(self.ist[K.L_DECISIONS])
+                self.learner.updates = int(self.ist[K.L_UPDATES])
 
     # ------------------------------------------------------------------------------------ state in and out
     def start(self) -> None:

@@ -159,7 +159,7 @@ class Simulation:
         self.jobs.market = self.decisions.market = self.market
         if self.compiled:  # the kernel logs the rule's decisions at events, and decides idle GPUs at rounds too
             self.jobs.decision_rows = self.decisions.decision_rows
-            if self.jobs.rule.bid == BID_QTABLE:  # a frozen Q-table: the kernel decides for it at job starts
+            if self.jobs.rule.bid == BID_QTABLE:  # a Q-learner: the kernel decides (and learns) for it at job starts
                 self.jobs.attach_learner(policy, hour0)
             if self.jobs.rule.on_idle != IDLE_NONE:
                 self.decisions.idle_decisions = self.jobs.idle_decisions

@@ -101,8 +101,8 @@ MAX_QUEUE, DROP_EXPIRED, N_GPUS, ARR_WAIT, P_I = 15, 16, 17, 18, 19
 N_SLEEP, BID_KIND, ADMIT_KIND, IDLE_KIND, DEF_N, DR_N = 20, 21, 22, 23, 24, 25
 EV_HEAD, EV_LEN, GR_HEAD, GR_LEN = 26, 28, 30, 32  # + FIFO
 # with a frozen Q-table (BID_QTABLE): the policy's decision count; LEARNER = 1 where the reward meter is kept here
-L_DECISIONS, LEARNER = 34, 35
-N_IST = 36
+L_DECISIONS, LEARNER, L_UPDATES = 34, 35, 36
+N_IST = 37
 # fst: float64 state
 TOTAL_W, ALLOC_W, T_BOOKS, RENEW_W, CARBON, GRID_PRICE, IMPORT_CAP = 1, 2, 3, 4, 5, 6, 7  # 0: unused
 CONSUMED, RENEW_USED, RENEW_GEN, CURTAILED, CHARGED, BATT_OUT, BATT_LOSS, GRID_J, UNSERVED, CARBON_G, COST = range(8, 19)
@@ -148,7 +148,9 @@ DONE, NEED_CHUNK, NEED_SLOTS, NEED_HEAP, NEED_FLUSH, NEED_TIMERS = 0, 1, 2, 3, 4
 #    numpy's loops (dcsim.npmath: addresses, float scratch, int scratch), and the learner's tuple L
 # L: Q-table A, Q-table B (A again without double Q), bin specs (how, 4 columns, stride), bin edges, edge counts,
 #    the reward meter's per-agent value, misses, settled, lat_off, lat_rate, last_s, first, snap (5n), snap_shared
-#    (3n), snap_cluster (2n), returns, the reward weights (7), lf (n agents, double, per-agent), features (15)
+#    (3n), snap_cluster (2n), returns, the reward weights (7), lf (LF_*), the starting job's features (n x 15),
+#    visits A, visits B, the transition builder's open, obs (n x 15 float32), action, reward, elapsed, the policy
+#    stream's bit generator (npmath.bit_generator_addresses), and row scratch (2n x 8 floats, 2n x 8 ints)
 
 
 @_jit
@@ -284,6 +286,17 @@ _np_unary = _jit(npmath.unary)
 _np_matmul_rows = _jit(npmath.matmul_rows)
 _LOG, _LOG1P, _LOG2, _SIN, _COS = (npmath.UNARY[f] for f in ("log", "log1p", "log2", "sin", "cos"))
 _MM_W, _MM_OUT, _MM_K = npmath.MM_W, npmath.MM_OUT, npmath.MM_K
+_EXP = npmath.UNARY["exp"]
+_np_power_base = _jit(npmath.power_base)
+_rng_random = _jit(npmath.rng_random)
+_rng_integers = _jit(npmath.rng_integers)
+# the learner's float parameters (L[17])
+(LF_N, LF_DOUBLE, LF_PER_AGENT, LF_LEARNING, LF_GAMMA, LF_TAU, LF_Q_GAMMA, LF_Q_TAU, LF_ALPHA, LF_VISITS, LF_DECAY,
+ LF_CONSISTENT, LF_EPS_START, LF_EPS_END, LF_EPS_DECAY, LF_EPS_EXP, LF_N_BID) = range(17)
+N_LF = 17
+# the row scratch's columns: floats (L[27]) and ints (L[28])
+R_REWARD, R_DT, R_BOOT, R_TD, R_RATE, R_W = range(6)
+R_G, R_T, R_S, R_A, R_S2, R_FLAT, R_FIRST, R_Q = range(8)
 
 
 @_jit
@@ -409,19 +422,22 @@ def _feedback(G, S, D, ist, fst, j, now):
         snap[b], snap[b + 1], snap[b + 2], snap[b + 3], snap[b + 4] = o0, o1, o2, o3, o4
         snap_sh[c3], snap_sh[c3 + 1], snap_sh[c3 + 2] = sh0, sh1, sh2
         snap_cl[c2], snap_cl[c2 + 1] = consumed, carbon
+        L[27][q, R_DT] = now - last_s[g]
         last_s[g] = now
         first[g] = False
     _np_matmul_rows(addr, io, ib, k)
     for q in range(k):
+        L[27][q, R_REWARD] = io[_MM_OUT + q]
         returns[jg[j, q]] += io[_MM_OUT + q]
 
 
 @_jit
-def _features(G, S, D, ist, fst, j, g, now):
-    """:func:`dcsim.learning.observation_feature_rows` of agent ``g`` of starting job ``j``, cast to float32, into
-    ``L[18]`` (the transcendental functions numpy's own loops, the rest the same float64 operations in order)."""
+def _features(G, S, D, ist, fst, j, g, q, now):
+    """:func:`dcsim.learning.observation_feature_rows` of agent ``g`` (row ``q``) of starting job ``j``, cast to
+    float32, into ``L[18][q]`` (the transcendental functions numpy's own loops, the rest the same float64
+    operations in order)."""
     L, addr, io = D[15], D[12], D[13]
-    x, n_gpus = L[18], ist[N_GPUS]
+    x, n_gpus = L[18][q], ist[N_GPUS]
     idle, full, p0 = fst[IDLE_W], fst[FULL_W], fst[P0]
     span_kw = (full - idle) / 1000.0
     lo, hi = 1e-6 * p0, 1e6 * p0
@@ -457,16 +473,18 @@ def _features(G, S, D, ist, fst, j, g, now):
 
 
 @_jit
-def _state(L):
-    """:meth:`policies.qlearning.QLearning._state_rows` of the features in ``L[18]``: each bin by ``bisect_right``
-    over its edges (``pace_needed`` derived as there)."""
-    x, spec, edges, n_edges = L[18], L[2], L[3], L[4]
+def _state(L, X, r):
+    """:meth:`policies.qlearning.QLearning._state_rows` of feature row ``X[r]`` (float32 values): each bin by
+    ``bisect_right`` over its edges (``pace_needed`` derived as there)."""
+    spec, edges, n_edges = L[2], L[3], L[4]
+    x = X[r]
     index = 0
     for s in range(spec.shape[0]):
         if spec[s, 0] == 0:
-            v = x[spec[s, 1]]
+            v = np.float64(x[spec[s, 1]])
         else:  # pace_needed of has_job, has_deadline, slack_h, remaining_h
-            has, deadline, slack, remaining = x[spec[s, 1]], x[spec[s, 2]], x[spec[s, 3]], x[spec[s, 4]]
+            has, deadline = np.float64(x[spec[s, 1]]), np.float64(x[spec[s, 2]])
+            slack, remaining = np.float64(x[spec[s, 3]]), np.float64(x[spec[s, 4]])
             slack_h, remaining_h = 4.0 * slack, 4.0 * remaining
             left_h = slack_h + remaining_h
             v = remaining_h / left_h if left_h > 0 else 2.0
@@ -487,7 +505,7 @@ def _greedy(L, t, s):
     (``_greedy_double_rows``), of ``A`` with one (``_greedy_rows``: the first NaN if any)."""
     qa, qb = L[0], L[1]
     n = qa.shape[2]
-    if L[17][1] != 0.0:
+    if L[17][LF_DOUBLE] != 0.0:
         best, best_value = 0, -_INF
         for a in range(n):
             v = 0.5 * (qa[t, s, a] + qb[t, s, a])
@@ -506,20 +524,168 @@ def _greedy(L, t, s):
 
 
 @_jit
+def _first_max(Q, t, s):
+    """``_greedy_small``: the first maximum of ``Q[t, s]``."""
+    best, best_value = -1, 0.0
+    for a in range(Q.shape[2]):
+        v = Q[t, s, a]
+        if best < 0 or v > best_value:
+            best, best_value = a, v
+    return best
+
+
+@_jit
+def _q_update(D, Q, V, lo, m, with_boot):
+    """:meth:`QTable.update` of scratch rows ``lo .. lo + m`` (none terminal), in its batch semantics: every target
+    against the table before the batch, rows repeating an entry composed with their ranks' rates (numpy's
+    stably sorted groups, the weights ``rate_j * prod_{later} (1 - rate)`` multiplied from the group's end), then
+    added in batch order. ``with_boot``: the rows carry their bootstrap (double Q); else ``max`` over the next
+    state's row. The discount and the visits rate are numpy's powers."""
+    L = D[15]
+    addr, io, lf, fs, ix = D[12], D[13], L[17], L[27], L[28]
+    n_s, n_a = Q.shape[1], Q.shape[2]
+    gamma, tau, consistent = lf[LF_Q_GAMMA], lf[LF_Q_TAU], lf[LF_CONSISTENT] != 0.0
+    for i in range(lo, lo + m):
+        t, s, a, s2 = ix[i, R_T], ix[i, R_S], ix[i, R_A], ix[i, R_S2]
+        discount = _np_power_base(addr, io, gamma, fs[i, R_DT] / tau)
+        if with_boot:
+            boot = fs[i, R_BOOT]
+        else:
+            boot = Q[t, s2, 0]
+            for b in range(1, n_a):
+                if Q[t, s2, b] > boot:
+                    boot = Q[t, s2, b]
+        if consistent and s2 == s:
+            boot = Q[t, s, a]
+        ix[i, R_FLAT] = (t * n_s + s) * n_a + a
+        fs[i, R_TD] = fs[i, R_REWARD] + discount * boot - Q[t, s, a]
+    for i in range(lo, lo + m):
+        rank = 1
+        for h in range(lo, i):
+            if ix[h, R_FLAT] == ix[i, R_FLAT]:
+                rank += 1
+        if lf[LF_VISITS] != 0.0:
+            visit = V[ix[i, R_T], ix[i, R_S], ix[i, R_A]] + rank
+            fs[i, R_RATE] = _np_power(addr, io, float(visit), -lf[LF_DECAY], True)
+        else:
+            fs[i, R_RATE] = lf[LF_ALPHA]
+    for i in range(lo, lo + m):
+        later, started = 1.0, False
+        for h in range(lo + m - 1, i, -1):
+            if ix[h, R_FLAT] == ix[i, R_FLAT]:
+                later = 1.0 - fs[h, R_RATE] if not started else later * (1.0 - fs[h, R_RATE])
+                started = True
+        fs[i, R_W] = fs[i, R_RATE] * later if started else fs[i, R_RATE]
+    for i in range(lo, lo + m):
+        t, s, a = ix[i, R_T], ix[i, R_S], ix[i, R_A]
+        Q[t, s, a] += fs[i, R_W] * fs[i, R_TD]
+        V[t, s, a] += 1
+
+
+@_jit
+def _learn(D, ist, m):
+    """``QLearning.learn_rows`` of the ``m`` transitions in scratch rows 0 .. m (states, actions, rewards, holding
+    times): one table's update, or double Q-learning's halves (a fair coin per row from the policy's stream; A's rows
+    first toward B's value of A's greedy next action, then B's against the updated A), each half's rows copied after
+    the transitions' own."""
+    L = D[15]
+    fs, ix, n = L[27], L[28], L[17][LF_N]
+    if L[17][LF_DOUBLE] == 0.0:
+        _q_update(D, L[0], L[19], 0, m, False)
+    else:
+        bg = L[26]
+        for i in range(m):
+            ix[i, R_FIRST] = 1 if _rng_random(bg) < 0.5 else 0
+        base = int(n)
+        for half in range(2):
+            own, other, visits = (L[0], L[1], L[19]) if half == 0 else (L[1], L[0], L[20])
+            h = 0
+            for i in range(m):
+                if ix[i, R_FIRST] == 1 - half:
+                    r = base + h
+                    for c in range(8):
+                        fs[r, c] = fs[i, c]
+                        ix[r, c] = ix[i, c]
+                    t, s2 = ix[i, R_T], ix[i, R_S2]
+                    fs[r, R_BOOT] = other[t, s2, _first_max(own, t, s2)]
+                    h += 1
+            if h:
+                _q_update(D, own, visits, base, h, True)
+    ist[L_UPDATES] += m
+
+
+@_jit
+def _epsilon(D, decisions):
+    """``EpsilonSchedule.value`` of the decisions so far (numpy's exp)."""
+    lf = D[15][17]
+    d = float(decisions)
+    start, end, decay = lf[LF_EPS_START], lf[LF_EPS_END], lf[LF_EPS_DECAY]
+    if lf[LF_EPS_EXP] != 0.0:
+        return end + (start - end) * _np_unary(D[12], D[13], _EXP, -d / decay)
+    return start + (end - start) * _pmin(d / decay, 1.0)
+
+
+@_jit
 def _learner_bids(G, S, D, ist, fst, j, now):
-    """:meth:`LearningPolicy.bid` of a frozen Q-table (``learn: false``) for starting job ``j``'s agents: their
-    feedback, features, states and greedy actions, and what each action's bid buys at the round's price."""
+    """:meth:`LearningPolicy.bid` of a Q-table for starting job ``j``'s agents (``_bid_few``, and the numpy form's
+    same steps for more than 16): the reward meter's feedback, the features; learning, the open transitions accrue
+    the feedback, close, and update the table(s); the greedy actions, ε-greedy exploration from the policy's stream
+    while learning, the new transitions opened; what each action's bid buys at the round's price."""
     L = D[15]
     want, jg = G[12], S[18]
     k = S[2][j]
     price = fst[PRICE]
+    lf, X, fs, ix = L[17], L[18], L[27], L[28]
+    per_agent = lf[LF_PER_AGENT] != 0.0
+    learning = lf[LF_LEARNING] != 0.0
     _feedback(G, S, D, ist, fst, j, now)
-    per_agent = L[17][2] != 0.0
     for q in range(k):
-        g = jg[j, q]
-        _features(G, S, D, ist, fst, j, g, now)
-        action = _greedy(L, g if per_agent else 0, _state(L))
-        want[g] = _agent_want(S, D, ist, fst, j, k, kr.BID_ACTIONS, action, price, now)
+        _features(G, S, D, ist, fst, j, jg[j, q], q, now)
+    if learning:
+        b_open, b_obs, b_action, b_reward, b_elapsed = L[21], L[22], L[23], L[24], L[25]
+        addr, io = D[12], D[13]
+        gamma, tau = lf[LF_GAMMA], lf[LF_TAU]
+        for q in range(k):  # TransitionBuilder.accrue_few
+            g = jg[j, q]
+            if b_open[g]:
+                discount = _np_power_base(addr, io, gamma, b_elapsed[g] / tau)
+                b_reward[g] = b_reward[g] + discount * fs[q, R_REWARD]
+                b_elapsed[g] = b_elapsed[g] + fs[q, R_DT]
+        m = 0
+        for q in range(k):  # close_few, then learn_rows of the closed ones (their rows first in the scratch)
+            g = jg[j, q]
+            if b_open[g]:
+                b_open[g] = False
+                t = g if per_agent else 0
+                ix[m, R_G], ix[m, R_T], ix[m, R_Q] = g, t, q
+                ix[m, R_S], ix[m, R_A], ix[m, R_S2] = _state(L, b_obs, g), b_action[g], _state(L, X, q)
+                fs[m, R_REWARD], fs[m, R_DT] = b_reward[g], b_elapsed[g]
+                m += 1
+        if m:
+            _learn(D, ist, m)
+        eps = _epsilon(D, ist[L_DECISIONS])
+        for q in range(k):
+            ix[q, R_A] = _greedy(L, jg[j, q] if per_agent else 0, _state(L, X, q))
+        bg = L[26]
+        for q in range(k):
+            ix[q, R_FIRST] = 1 if _rng_random(bg) < eps else 0
+        n_bid = int(lf[LF_N_BID])
+        for q in range(k):
+            if ix[q, R_FIRST] == 1:
+                ix[q, R_A] = _rng_integers(bg, n_bid)
+        for q in range(k):  # start_few
+            g = jg[j, q]
+            b_open[g] = True
+            for c in range(15):
+                b_obs[g, c] = X[q, c]
+            b_action[g] = ix[q, R_A]
+            b_reward[g] = 0.0
+            b_elapsed[g] = 0.0
+    else:
+        for q in range(k):
+            ix[q, R_A] = _greedy(L, jg[j, q] if per_agent else 0, _state(L, X, q))
+    for q in range(k):
+        want[jg[j, q]] = _agent_want(S, D, ist, fst, j, k, kr.BID_ACTIONS, ix[q, R_A], price, now)
     ist[L_DECISIONS] += k
 
 

@@ -68,12 +68,12 @@ def loop_address(ufunc: np.ufunc, types: str) -> tuple[int, int]:
 
 # the int64 block the kernel reads: each loop's function and data, then the addresses of the argument blocks
 POW_FN, POW_DATA, LOG_FN, LOG_DATA, LOG1P_FN, LOG1P_DATA, LOG2_FN, LOG2_DATA, SIN_FN, SIN_DATA, COS_FN, COS_DATA, \
-    MM_FN, MM_DATA = range(14)
-ARGS, DIMS, STEPS, STEPS_SCALAR, STEPS_BASE, ARGS_U, STEPS_U, ARGS_MM, DIMS_MM, STEPS_MM = range(14, 24)
-N_ADDR = 24
+    MM_FN, MM_DATA, EXP_FN, EXP_DATA = range(16)
+ARGS, DIMS, STEPS, STEPS_SCALAR, STEPS_BASE, ARGS_U, STEPS_U, ARGS_MM, DIMS_MM, STEPS_MM = range(16, 26)
+N_ADDR = 26
 FN, DATA = POW_FN, POW_DATA  # the power loop's (the names the pace bid's code reads)
 #: The unary loops :func:`unary` calls, by the index of their function's address in :attr:`NumpyLoops.addr`.
-UNARY = {"log": LOG_FN, "log1p": LOG1P_FN, "log2": LOG2_FN, "sin": SIN_FN, "cos": COS_FN}
+UNARY = {"log": LOG_FN, "log1p": LOG1P_FN, "log2": LOG2_FN, "sin": SIN_FN, "cos": COS_FN, "exp": EXP_FN}
 #: The matrix product's inner size (the reward's seven components) and the rows its probe checks.
 MM_K, MM_PROBE_ROWS = 7, 16
 # the float64 scratch block: base, exponent, result; the matrix product's vector, its results, then its rows (the
@@ -111,7 +111,7 @@ class NumpyLoops:
         failed = []
         for index, ufunc, types in ((POW_FN, np.power, "ddd"), (LOG_FN, np.log, "dd"), (LOG1P_FN, np.log1p, "dd"),
                                     (LOG2_FN, np.log2, "dd"), (SIN_FN, np.sin, "dd"), (COS_FN, np.cos, "dd"),
-                                    (MM_FN, np.matmul, "ddd")):
+                                    (MM_FN, np.matmul, "ddd"), (EXP_FN, np.exp, "dd")):
             try:
                 self.addr[index], self.addr[index + 1] = loop_address(ufunc, types)
             except LookupError as exc:
@@ -180,9 +180,11 @@ class NumpyLoops:
         for n in list(range(1, 17)) + [40, 257]:
             base = np.concatenate([rng.random(n - n // 4), rng.uniform(0.0, 8.0, n // 4)])
             if index != POW_FN:
-                x = np.exp(rng.uniform(-30.0, 30.0, n)) if index != SIN_FN and index != COS_FN \
+                x = np.exp(rng.uniform(-30.0, 30.0, n)) if index in (LOG_FN, LOG1P_FN, LOG2_FN) \
                     else rng.uniform(-50.0, 50.0, n)
-                want = [np.log, np.log1p, np.log2, np.sin, np.cos][(index - LOG_FN) // 2](x).tolist()
+                ufunc = {LOG_FN: np.log, LOG1P_FN: np.log1p, LOG2_FN: np.log2, SIN_FN: np.sin, COS_FN: np.cos,
+                         EXP_FN: np.exp}[index]
+                want = ufunc(x).tolist()
                 if [_unary_py(self.addr, self.io, index, v) for v in x.tolist()] != want:
                     return False
                 continue
@@ -203,6 +205,39 @@ class NumpyLoops:
 
 
 _LOOP = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+
+# a numpy bit generator through its ctypes interface: its state, next_double and next_uint32, as int64 addresses
+BG_STATE, BG_DOUBLE, BG_UINT32 = range(3)
+
+
+def bit_generator_addresses(rng: np.random.Generator) -> np.ndarray:
+    """``int64`` addresses of ``rng``'s bit generator state and of its ``next_double`` and ``next_uint32``: the
+    kernel draws from the same stream, in the same state, as ``rng.random()`` and ``rng.integers(0, k)`` do."""
+    c = rng.bit_generator.ctypes
+    return np.array([c.state_address, ctypes.cast(c.next_double, ctypes.c_void_p).value,
+                     ctypes.cast(c.next_uint32, ctypes.c_void_p).value], dtype=np.int64)
+
+
+def _random_py(bg: np.ndarray) -> float:
+    """Reference form of :func:`rng_random`."""
+    return ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_void_p)(int(bg[BG_DOUBLE]))(int(bg[BG_STATE]))
+
+
+def _integers_py(bg: np.ndarray, high: int) -> int:
+    """Reference form of :func:`rng_integers`."""
+    draw = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p)(int(bg[BG_UINT32]))
+    rng = high - 1
+    if rng == 0:
+        return 0
+    excl = rng + 1
+    m = draw(int(bg[BG_STATE])) * excl
+    leftover = m & 0xFFFFFFFF
+    if leftover < excl:
+        threshold = (0xFFFFFFFF - rng) % excl
+        while leftover < threshold:
+            m = draw(int(bg[BG_STATE])) * excl
+            leftover = m & 0xFFFFFFFF
+    return m >> 32
 
 
 def _power_py(addr: np.ndarray, io: np.ndarray, x: float, e: float, scalar: bool) -> float:
@@ -268,6 +303,47 @@ try:  # the kernel's form: an indirect call through the address (a runtime value
 
         return sig, codegen
 
+    @intrinsic
+    def _call_double(typingctx, fn, state):  # pragma: no cover - compiled
+        """``double fn(void *state)`` at address ``fn`` (a bit generator's ``next_double``)."""
+        def codegen(context, builder, signature, values):
+            i8p = ir.IntType(8).as_pointer()
+            fnty = ir.FunctionType(ir.DoubleType(), [i8p])
+            return builder.call(builder.inttoptr(values[0], fnty.as_pointer()), [builder.inttoptr(values[1], i8p)])
+
+        return _nt.float64(_nt.int64, _nt.int64), codegen
+
+    @intrinsic
+    def _call_uint32(typingctx, fn, state):  # pragma: no cover - compiled
+        """``uint32_t fn(void *state)`` at address ``fn`` (a bit generator's ``next_uint32``), widened to int64."""
+        def codegen(context, builder, signature, values):
+            i8p = ir.IntType(8).as_pointer()
+            fnty = ir.FunctionType(ir.IntType(32), [i8p])
+            out = builder.call(builder.inttoptr(values[0], fnty.as_pointer()), [builder.inttoptr(values[1], i8p)])
+            return builder.zext(out, ir.IntType(64))
+
+        return _nt.int64(_nt.int64, _nt.int64), codegen
+
+    def rng_random(bg):
+        """``Generator.random()`` of the generator whose addresses ``bg`` holds (:func:`bit_generator_addresses`)."""
+        return _call_double(bg[BG_DOUBLE], bg[BG_STATE])
+
+    def rng_integers(bg, high):
+        """``Generator.integers(0, high)`` (int64, ``high`` <= 2**32): numpy's bounded draw for a range that fits
+        32 bits, Lemire's multiply with rejection on ``next_uint32`` (``buffered_bounded_lemire_uint32``)."""
+        rng = high - 1
+        if rng == 0:
+            return 0
+        excl = rng + 1
+        m = _call_uint32(bg[BG_UINT32], bg[BG_STATE]) * excl
+        leftover = m & 0xFFFFFFFF
+        if leftover < excl:
+            threshold = (0xFFFFFFFF - rng) % excl
+            while leftover < threshold:
+                m = _call_uint32(bg[BG_UINT32], bg[BG_STATE]) * excl
+                leftover = m & 0xFFFFFFFF
+        return m >> 32
+
     def power(addr, io, x, e, scalar):
         """numpy's float64 ``x ** e`` (``scalar``: the exponent broadcast, as ``array ** float``), through the loop
         at ``addr`` with scratch ``io`` (:class:`NumpyLoops`); compiled into the kernel by :mod:`dcsim.kernel`."""
@@ -297,3 +373,4 @@ try:  # the kernel's form: an indirect call through the address (a runtime value
         _call_loop(addr[MM_FN], addr[ARGS_MM], addr[DIMS_MM], addr[STEPS_MM], addr[MM_DATA])
 except ImportError:  # pragma: no cover - without numba there is no kernel to call them
     power, power_base, unary, matmul_rows = _power_py, _power_base_py, _unary_py, _matmul_py
+    rng_random, rng_integers = _random_py, _integers_py

@@ -1,11 +1,14 @@
-"""A frozen Q-table's compiled form (rule BID_QTABLE in dcsim/kernel.py): runs on the compiled path write the Python
-path's outputs, bit for bit, the agents' feedback returns and the policy's decision count included.
+"""A Q-table's compiled form (rule BID_QTABLE in dcsim/kernel.py): runs on the compiled path write the Python path's
+outputs, bit for bit, and leave the policy in the same state: tables, visit counts, decision and update counts,
+the policy stream's generator state.
 
-At a job start the kernel does what ``LearningPolicy.bid`` does for a frozen ``qlearning`` (``learn: false``): the
+At a job start the kernel does what ``LearningPolicy.bid`` does for ``qlearning`` with the ``bid`` layout: the
 reward meter's feedback of the job's agents (numpy's own matrix product over its rows), their features (numpy's own
-log, log1p, log2, sin and cos loops, dcsim/npmath.py), their bins and greedy actions, and what each action's bid
-buys; the reward meter's per-job bookkeeping (starts, completions, drops) moves into the kernel with it. The tables
-here are random (every action greedy somewhere) or trained on the Python path and then frozen.
+log, log1p, log2, sin and cos loops, dcsim/npmath.py), and, learning, the open transitions' accrual and close, the
+(double) Q update (numpy's powers for the discount and the visits rate; rows repeating an entry composed as
+``QTable.update`` does), ε from the schedule (numpy's exp), exploration drawn from the policy's own bit generator,
+the new transitions; then the greedy or explored action per agent and what its bid buys. The reward meter's per-job
+bookkeeping (starts, completions, drops) moves into the kernel with it. Rounds stay in Python on the same memory.
 """
 from __future__ import annotations
 
@@ -135,7 +138,8 @@ def test_a_table_trained_on_the_python_path_then_frozen_gives_the_same_outputs()
 
 def test_what_keeps_a_learner_on_the_python_path_is_named():
     sc = _scenario("scarce", horizon_s=600)
-    assert "learn: true" in compiled_reason(sc, load_policy("qlearning", {}))
+    assert compiled_reason(sc, load_policy("qlearning", {})) is None
+    assert "-0.0" in compiled_reason(sc, load_policy("qlearning", {"initial_q": -0.0}))
     assert "layout" in compiled_reason(sc, load_policy("qlearning", {"learn": False, "actions": "bid+idle"}))
     assert "keep_transitions" in compiled_reason(sc, load_policy("qlearning", {"learn": False,
                                                                                 "keep_transitions": 10}))
@@ -147,8 +151,78 @@ def test_what_keeps_a_learner_on_the_python_path_is_named():
     assert "decides at events" in compiled_reason(sc, load_policy("dqn", {"learn": False}))
 
 
+def _assert_same_training(sc, params: dict, episodes: int = 2):
+    """Train two copies of a policy on each path, episode by episode: every output and the learnt state equal."""
+    a_pol = load_policy("qlearning", params)
+    b_pol = copy.deepcopy(a_pol)
+    for _ in range(episodes):
+        a, b = _run(sc, a_pol, False), _run(sc, b_pol, True)
+        _assert_same(a, b)
+        assert np.array_equal(a.agent_returns, b.agent_returns)
+        for ta, tb in ((a_pol.table, b_pol.table), (a_pol.table_b, b_pol.table_b)):
+            if ta is not None:
+                assert np.array_equal(ta.q, tb.q) and np.array_equal(ta.visits, tb.visits)
+        assert (a_pol.decisions, a_pol.updates) == (b_pol.decisions, b_pol.updates)
+        assert a_pol.rng.bit_generator.state == b_pol.rng.bit_generator.state
+    assert a_pol.updates > 0
+    return a_pol
+
+
+TRAINING = {
+    "double": {}, "single": {"double": False},
+    "per_agent_consistent": {"tables": "per_agent", "double": False, "consistent": True},
+    "double_consistent_constant_linear": {"consistent": True, "alpha_schedule": "constant", "alpha": 0.3,
+                                          "epsilon_kind": "linear", "epsilon_decay_decisions": 500.0},
+    "price_slack_bins": {"bins": "price_slack", "epsilon_end": 0.2, "gamma": 0.9, "tau_s": 600.0},
+}
+
+
 @needs_numba
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.parametrize("world", sorted(WORLDS))
+@pytest.mark.parametrize("variant", sorted(TRAINING))
+def test_training_on_the_compiled_path_learns_what_the_python_path_learns(world, variant):
+    _assert_same_training(_scenario(world), TRAINING[variant])
+
+
+@needs_numba
+def test_the_queue_world_composes_repeated_entries_in_one_update(monkeypatch):
+    """Gang jobs whose agents close the same (state, action) at one start: QTable.update's numpy batch (the
+    composition of repeated entries) runs on the Python path there, and the compiled path learns the same."""
+    from policies.qtable import QTable
+
+    repeated = []
+    update = QTable.update
+
+    def counting(self, table, state, action, *args, **kwargs):
+        flat = (np.asarray(table) * self.n_states + np.asarray(state)) * self.n_actions + np.asarray(action)
+        if np.size(flat) > 1 and np.unique(flat).size < np.size(flat):
+            repeated.append(np.size(flat))
+        return update(self, table, state, action, *args, **kwargs)
+
+    monkeypatch.setattr(QTable, "update", counting)
+    sc = _scenario("queues_and_drops")
+    for params in ({}, {"double": False}):
+        _assert_same_training(sc, params, episodes=1)
+    assert len(repeated) >= 10
+
+
+@needs_numba
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(gpus=st.integers(1, 12), rate=st.floats(0.002, 0.08), mean_s=st.floats(5.0, 2000.0),
+       solar_w=st.floats(0.0, 15_000.0), mechanism=st.sampled_from(["posted_price", "uniform_price", "vcg", "kelly"]),
+       slack=st.one_of(st.none(), st.floats(1.05, 4.0)), beta=st.floats(0.0, 1.0), drop_expired=st.booleans(),
+       variant=st.sampled_from(sorted(TRAINING)), seed=st.integers(0, 2**16))
+def test_random_worlds_train_the_same_on_both_paths(gpus, rate, mean_s, solar_w, mechanism, slack, beta, drop_expired,
+                                                     variant, seed):
+    sc = _world(gpus=gpus, horizon_s=3 * 3600, rate=rate, mean_s=mean_s, solar_w=solar_w, mechanism=mechanism,
+                seed=seed, gpus_per_job={"values": [1, 2, 3], "weights": [0.7, 0.2, 0.1]},
+                workload={"deadline_slack": slack, "clock_sensitivity": beta, "drop_expired": drop_expired})
+    sc = sc.model_copy(update={"policy": sc.policy.model_copy(update={"name": "qlearning"})})
+    _assert_same_training(sc, TRAINING[variant])
+
+
+@needs_numba
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(gpus=st.integers(1, 12), rate=st.floats(0.002, 0.08), mean_s=st.floats(5.0, 2000.0),
        solar_w=st.floats(0.0, 15_000.0), mechanism=st.sampled_from(["posted_price", "uniform_price", "vcg", "kelly"]),
        slack=st.one_of(st.none(), st.floats(1.05, 4.0)), beta=st.floats(0.0, 1.0), drop_expired=st.booleans(),
