@@ -39,6 +39,7 @@ from dcsim.dispatch import RUNNING, STARTING, Dispatcher
 from dcsim.errors import DcsimError
 from dcsim.kernel_rules import KernelRule, kernel_rule_of
 from dcsim.learning import ActionKind
+from dcsim.policy import Bids
 
 #: Set to 0 (or false/off/no) to make every run take the Python path; to 1 (true/on/yes) to make every run that can
 #: take the compiled one, however few its jobs.
@@ -157,7 +158,7 @@ def _no_learner() -> tuple:
     f1, f2, f3, i1, i2, i3 = np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0, 0)), np.zeros(0, np.int64), \
         np.zeros((0, 0), np.int64), np.zeros((0, 0, 0), np.int64)
     return (f3, f3, i2, f2, i1, f1, f1, f1, f1, f1, f1, np.zeros(0, np.bool_), f1, f1, f1, f1, f1, f1, f2, i3, i3,
-            np.zeros(0, np.bool_), np.zeros((0, 0), np.float32), i1, f1, f1, i1, f2, i2)
+            np.zeros(0, np.bool_), np.zeros((0, 0), np.float32), i1, f1, f1, i1, f2, i2, i1, i1, i1, f1, f1)
 
 
 class KernelEnvironment(simpy.Environment):
@@ -215,8 +216,9 @@ class CompiledDispatcher(Dispatcher):
         # takes as many rows as a job has GPUs
         self._loops = npmath.numpy_loops().scratch(n)
         self._D += [self._loops.addr, self._loops.io, self._loops.ib, _no_learner()]
-        self.learner = None  # a frozen Q-learner (rule BID_QTABLE), attached by the core with attach_learner
+        self.learner = None  # a Q-learner (rule BID_QTABLE), attached by the core with attach_learner
         self._hour0 = 0.0
+        self._round_out = None
         super().__init__(*args, **kwargs)
         self._D = tuple(self._D)
         heap = max(1024, 4 * n + 16)
@@ -345,7 +347,7 @@ class CompiledDispatcher(Dispatcher):
 
     # ------------------------------------------------------------------------------------ a frozen learner
     def attach_learner(self, policy, hour0: float) -> None:
-        """The frozen Q-learner the kernel decides for (rule ``BID_QTABLE``), and the clock's hour at t = 0."""
+        """The Q-learner the kernel decides for (rule ``BID_QTABLE``), and the clock's hour at t = 0."""
         self.learner, self._hour0 = policy, float(hour0)
 
     def _learner_tuple(self) -> tuple:
@@ -385,7 +387,24 @@ class CompiledDispatcher(Dispatcher):
                 rm.first, rm.snap.reshape(-1), rm.snap_shared.reshape(-1), rm.snap_cluster.reshape(-1), rm.returns,
                 np.ascontiguousarray(rm.weights, dtype=np.float64), lf, np.zeros((n, bld.obs.shape[1])), a.visits,
                 b.visits, bld.open, bld.obs, bld.action, bld.reward, bld.elapsed_s,
-                npmath.bit_generator_addresses(p.rng), np.zeros((2 * n, 8)), np.zeros((2 * n, 8), np.int64))
+                npmath.bit_generator_addresses(p.rng), np.zeros((2 * n, 8)), np.zeros((2 * n, 8), np.int64),
+                np.zeros(2 * n, np.int64), np.zeros(2 * n, np.int64), np.arange(n, dtype=np.int64), np.zeros(7),
+                np.full(64, np.nan))
+
+    def learner_round_bids(self) -> Bids:
+        """Every agent's bids at a market round, decided by the kernel for the Q-learner (what
+        ``LearningPolicy.bid`` returns for all agents, with the same updates of its state)."""
+        n = self.cluster.n_gpus
+        out = self._round_out
+        if out is None or out[0].size != n:
+            out = self._round_out = (np.zeros(n), np.zeros(n), np.zeros((n, 2)), np.zeros((n, 2)))
+        self._flush()
+        self._pack()
+        two = self._K.learner_round(self._G, self._S, self._D, self.ist, self.fst, self.env.now, *out)
+        self._flush()
+        self._unpack()
+        request, price, steps_w, steps_price = (a.copy() for a in out)
+        return Bids(request, price, steps_w, steps_price) if two else Bids(request, price)
 
     def _shared_in(self) -> None:
         if self.rewards is not None:

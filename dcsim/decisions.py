@@ -1,7 +1,7 @@
 """The decision dispatcher: builds batched observations, calls the policy, checks its actions and logs decisions."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -129,6 +129,8 @@ class DecisionDispatcher:
         self._trace = trace
         self.calls = {name: policy.overrides(name) for name in _METHODS}
         self.tick_bids: Bids | None = None  # fixed-step timing: the last tick's bids, cleared at the next round
+        # the compiled path's Q-learner: a round's bids of every agent come from the kernel (wired by the core)
+        self.compiled_round_bids: Callable[[], Bids] | None = None
         self.decision_rows: list[tuple] = []
         self.setpoint_rows: list[tuple] = []  # (time_s, supply_air_c, chilled_water_c) of each cooling decision
         self._who = {m: f"policy {policy.name!r} {m}" for m in _METHODS}
@@ -241,7 +243,13 @@ class DecisionDispatcher:
         tick's bids (fixed-step timing); None when the policy does not bid."""
         if not self.calls["bid"]:
             return None
-        return self.ask_bids(np.arange(self.cluster.n_gpus)) if self.tick_s is None else self.tick_bids
+        if self.tick_s is not None:
+            return self.tick_bids
+        if self.compiled_round_bids is not None:  # the compiled path's Q-learner: the kernel decides for all
+            n = self.cluster.n_gpus
+            self.log_decision("bid", n)
+            return check_bids(self.compiled_round_bids(), n, self._who["bid"])
+        return self.ask_bids(np.arange(self.cluster.n_gpus))
 
     def tick_bid(self) -> None:
         """Fixed-step timing: every agent bids at the tick; the bids stand for jobs starting before the round."""

@@ -161,6 +161,7 @@ class Simulation:
             self.jobs.decision_rows = self.decisions.decision_rows
             if self.jobs.rule.bid == BID_QTABLE:  # a Q-learner: the kernel decides (and learns) for it at job starts
                 self.jobs.attach_learner(policy, hour0)
+                self.decisions.compiled_round_bids = self.jobs.learner_round_bids
             if self.jobs.rule.on_idle != IDLE_NONE:
                 self.decisions.idle_decisions = self.jobs.idle_decisions
         self.jobs.rewards = self.decisions.rewards = self.market.rewards = self.rewards

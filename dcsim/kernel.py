@@ -150,7 +150,8 @@ DONE, NEED_CHUNK, NEED_SLOTS, NEED_HEAP, NEED_FLUSH, NEED_TIMERS = 0, 1, 2, 3, 4
 #    the reward meter's per-agent value, misses, settled, lat_off, lat_rate, last_s, first, snap (5n), snap_shared
 #    (3n), snap_cluster (2n), returns, the reward weights (7), lf (LF_*), the starting job's features (n x 15),
 #    visits A, visits B, the transition builder's open, obs (n x 15 float32), action, reward, elapsed, the policy
-#    stream's bit generator (npmath.bit_generator_addresses), and row scratch (2n x 8 floats, 2n x 8 ints)
+#    stream's bit generator (npmath.bit_generator_addresses), row scratch (2n x 8 floats, 2n x 8 ints), sort
+#    scratch (2 x 2n ints), the agents 0 .. n - 1, the shared feature columns (7), log2 of job sizes (64, NaN unset)
 
 
 @_jit
@@ -358,26 +359,22 @@ def _agent_want(S, D, ist, fst, j, k, kind, action, price, now):
             request = full
         limit = fst[RP0 + 3] * fst[P0] if action == kr.ACTION_FULL_IF_CHEAP else _INF
         return _one_block(request, limit, price, idle, span)
-    r = S[11][j] - S[12][j] * (now - S[13][j])  # the observation's remaining work
-    r = r if r > 0.0 else 0.0
     if kind == kr.BID_TRUTHFUL or action == kr.ACTION_FLOOR_THEN_VALUE:  # the job's value per kWh
-        e = r * (full - idle) / 3.6e6
-        value = S[4][j] / _pmax_int(k, 1) / e if e > 0 else 0.0
+        value = _value_per_kwh(S, fst, j, now)
         if kind == kr.BID_TRUTHFUL:
             return _one_block(full, value, price, idle, span)
         floor = _pmax(fst[MIN_CAP_W], idle)
         return _two_blocks(floor - idle, full - floor, value, price, span)
     # BID_PACE, or ACTION_PACE: dcsim.learning.pace_power_w with safety RP0 (RP0 + 5 for the actions)
     safety = fst[RP0] if kind == kr.BID_PACE else fst[RP0 + 5]
-    sl = S[3][j] - now - r
-    time_left = (sl + r) / safety
-    rate = r / time_left if time_left > 0 else _INF
-    # the two powers are numpy's (its loop through dcsim.npmath): ``clipped ** exponent``, then ``f ** gamma``
-    f = _np_power(D[12], D[13], _pmin(_pmax(rate, 0.0), 1.0), 1.0 / _pmax(S[5][j], 1e-6), False)
-    fg = _gamma_pow(D, f, fst[GAMMA])
-    scale = (fst[TDP_W] - idle) * fst[UTIL]
-    request = _pmin(_pmax(idle + scale * fg, fst[MIN_CAP_W]), full) if np.isfinite(sl) else full
-    return _one_block(request, _INF, price, idle, span)
+    return _one_block(_pace_request(S, D, fst, j, now, safety), _INF, price, idle, span)
+
+
+@_jit
+def _remaining(S, j, now):
+    """Full-clock seconds of work job ``j`` has left now (``Dispatcher.remaining_now``; the observation's)."""
+    r = S[11][j] - S[12][j] * (now - S[13][j])
+    return r if r > 0.0 else 0.0
 
 
 @_jit
@@ -387,23 +384,23 @@ def _clip(x, lo, hi):
 
 
 @_jit
-def _feedback(G, S, D, ist, fst, j, now):
-    """:meth:`RewardMeter.feedback` of starting job ``j``'s agents (its few-agent form, and the numpy form's same
-    operations for more): each agent's seven components since its last decision, the weighted sum by numpy's own
-    matrix product over all the job's rows (numpy's per-row results depend on the row count), the snapshots moved
-    on, the returns summed. The books are at ``now`` already (every kernel event advances them first)."""
+def _feedback_rows(G, D, fst, agents, k, now):
+    """:meth:`RewardMeter.feedback` of agents ``agents[:k]`` (a starting job's, or all at a round; its few-agent
+    form and the numpy form's same operations): each agent's seven components since its last decision, the
+    weighted sum by numpy's own matrix product over all the rows at once (numpy's per-row results depend on the row
+    count), the snapshots moved on, the returns summed; row q's reward and interval into the row scratch. The books
+    are at ``now`` already (every kernel event advances them first; rounds pack Python's)."""
     L, addr, io, ib = D[15], D[12], D[13], D[14]
     value, misses, settled, lat_off, lat_rate, last_s, first = L[5], L[6], L[7], L[8], L[9], L[10], L[11]
     snap, snap_sh, snap_cl, returns, w, n_agents = L[12], L[13], L[14], L[15], L[16], L[17][0]
     pw, bw, eoff, boff, aprice, owed = G[2], G[3], G[4], G[5], G[10], G[11]
     sh0, sh1, sh2 = fst[RM_SH], fst[RM_SH + 1], fst[RM_SH + 2]
     consumed, carbon = fst[CONSUMED], fst[CARBON_G]
-    k, jg = S[2][j], S[18]
     rows = _MM_OUT + (io.size - _MM_OUT) // (_MM_K + 1)  # npmath.mm_rows_at
     for c in range(7):
         io[_MM_W + c] = w[c]
     for q in range(k):
-        g = jg[j, q]
+        g = agents[q]
         used = boff[g] + bw[g] * now
         liability = owed[g] + (aprice[g] * used if used > 0 else 0.0) / J_PER_KWH
         o0, o1, o2, o3, o4 = value[g], settled[g] + liability, eoff[g] + pw[g] * now, lat_off[g] + lat_rate[g] * now, \
@@ -428,48 +425,74 @@ def _feedback(G, S, D, ist, fst, j, now):
     _np_matmul_rows(addr, io, ib, k)
     for q in range(k):
         L[27][q, R_REWARD] = io[_MM_OUT + q]
-        returns[jg[j, q]] += io[_MM_OUT + q]
+        returns[agents[q]] += io[_MM_OUT + q]
 
 
 @_jit
-def _features(G, S, D, ist, fst, j, g, q, now):
-    """:func:`dcsim.learning.observation_feature_rows` of agent ``g`` (row ``q``) of starting job ``j``, cast to
-    float32, into ``L[18][q]`` (the transcendental functions numpy's own loops, the rest the same float64
-    operations in order)."""
+def _shared_features(D, ist, fst, now):
+    """The feature columns every agent shares at this instant (price, renewable fraction, hour, battery, queue,
+    time to the round), float32-cast, into ``L[32]`` (computed once per decision call, as the Python paths do)."""
     L, addr, io = D[15], D[12], D[13]
-    x, n_gpus = L[18][q], ist[N_GPUS]
+    sh = L[32]
+    p0 = fst[P0]
+    price = _clip(fst[PRICE], 1e-6 * p0, 1e6 * p0)
+    hour = 2.0 * np.pi * ((fst[HOUR0] + now / 3600.0) % 24.0) / 24.0
+    sh[0] = np.float32(_np_unary(addr, io, _LOG, price / p0) / 2.0)
+    sh[1] = np.float32(_renewable_fraction(fst))
+    sh[2] = np.float32(_np_unary(addr, io, _SIN, hour))
+    sh[3] = np.float32(_np_unary(addr, io, _COS, hour))
+    sh[4] = np.float32(fst[SOC] / fst[CAPACITY] if fst[CAPACITY] > 0 else 0.0)
+    sh[5] = np.float32(_np_unary(addr, io, _LOG1P, ist[Q_LEN] / _pmax_int(ist[N_GPUS], 1)))
+    sh[6] = np.float32(_clip((fst[NEXT_ROUND] - now) / REFERENCE_ROUND_S, 0.0, 1.0))
+
+
+@_jit
+def _gpus_log2(D, k):
+    """``np.log2(max(k, 1)) / 5``, float32-cast, remembered per job size (the same loop on the same number)."""
+    L = D[15]
+    memo = L[33]
+    if k < memo.size and memo[k] == memo[k]:
+        return memo[k]
+    v = np.float32(_np_unary(D[12], D[13], _LOG2, float(_pmax_int(k, 1))) / 5.0)
+    if k < memo.size:
+        memo[k] = v
+    return v
+
+
+@_jit
+def _features(G, S, D, ist, fst, g, q, now):
+    """:func:`dcsim.learning.observation_feature_rows` (and ``_observation_features64``'s same values) of agent
+    ``g`` into row ``q`` of ``L[18]``, cast to float32: the transcendental functions numpy's own loops, the rest the
+    same float64 operations in order; an agent without a job has the numpy form's row (no deadline, no work). The
+    shared columns come from :func:`_shared_features` (called first)."""
+    L, addr, io = D[15], D[12], D[13]
+    x, sh = L[18][q], L[32]
     idle, full, p0 = fst[IDLE_W], fst[FULL_W], fst[P0]
     span_kw = (full - idle) / 1000.0
-    lo, hi = 1e-6 * p0, 1e6 * p0
-    price = _clip(fst[PRICE], lo, hi)
+    price = _clip(fst[PRICE], 1e-6 * p0, 1e6 * p0)
     p_span = price * span_kw
     round_cost = p_span * REFERENCE_ROUND_S / 3600.0
-    r = S[11][j] - S[12][j] * (now - S[13][j])
-    r = r if r > 0.0 else 0.0
-    slack = S[3][j] - now - r
-    k = S[2][j]
-    share = S[4][j] / _pmax_int(k, 1)
-    ratio = _pmax(share, 1e-12) / (p_span * _pmax(r, 1.0) / 3600.0)
-    hour = 2.0 * np.pi * ((fst[HOUR0] + now / 3600.0) % 24.0) / 24.0
-    soc = fst[SOC] / fst[CAPACITY] if fst[CAPACITY] > 0 else 0.0
+    j = G[1][g]
+    has = j >= 0
+    r, slack, k, beta, ratio = 0.0, _INF, 0, 1.0, 1.0
+    if has:
+        r = _remaining(S, j, now)
+        slack = S[3][j] - now - r
+        k, beta = S[2][j], S[5][j]
+        share = S[4][j] / _pmax_int(k, 1)
+        ratio = _pmax(share, 1e-12) / (p_span * _pmax(r, 1.0) / 3600.0)
     deadline = np.isfinite(slack)
-    x[0] = 1.0
+    x[0] = 1.0 if has else 0.0
     x[1] = 1.0 if deadline else 0.0
-    x[2] = _clip(slack / 3600.0, -4.0, 8.0) / 4.0 if deadline else 2.0
-    x[3] = _clip(r / 3600.0, 0.0, 8.0) / 4.0
-    x[4] = _clip(_np_unary(addr, io, _LOG, ratio), -3.0, 3.0) / 3.0
-    x[5] = _np_unary(addr, io, _LOG1P, G[9][g] / round_cost) / 5.0
-    x[6] = _np_unary(addr, io, _LOG, price / p0) / 2.0
-    x[7] = _renewable_fraction(fst)
-    x[8] = _np_unary(addr, io, _SIN, hour)
-    x[9] = _np_unary(addr, io, _COS, hour)
-    x[10] = soc
-    x[11] = _np_unary(addr, io, _LOG1P, ist[Q_LEN] / _pmax_int(n_gpus, 1))
-    x[12] = S[5][j] * 1.0
-    x[13] = _np_unary(addr, io, _LOG2, float(_pmax_int(k, 1))) / 5.0
-    x[14] = _clip((fst[NEXT_ROUND] - now) / REFERENCE_ROUND_S, 0.0, 1.0)
-    for c in range(15):
-        x[c] = np.float32(x[c])
+    x[2] = np.float32(_clip(slack / 3600.0, -4.0, 8.0) / 4.0 if deadline else 2.0)
+    x[3] = np.float32(_clip(r / 3600.0, 0.0, 8.0) / 4.0)
+    x[4] = np.float32(_clip(_np_unary(addr, io, _LOG, ratio), -3.0, 3.0) / 3.0 if has else 0.0)
+    x[5] = np.float32(_np_unary(addr, io, _LOG1P, G[9][g] / round_cost) / 5.0)
+    for c in range(6):
+        x[6 + c] = sh[c]
+    x[12] = np.float32(beta * x[0])
+    x[13] = _gpus_log2(D, k)
+    x[14] = sh[6]
 
 
 @_jit
@@ -535,14 +558,49 @@ def _first_max(Q, t, s):
 
 
 @_jit
+def _sort_rows(ix, lo, m, order, tmp):
+    """``np.argsort(flat, kind="stable")`` of scratch rows ``lo .. lo + m`` by their entry (``R_FLAT``): a bottom-up
+    merge sort into ``order[:m]`` (row numbers), ``tmp`` its scratch."""
+    for i in range(m):
+        order[i] = lo + i
+    src, dst = order, tmp
+    width = 1
+    while width < m:
+        for start in range(0, m, 2 * width):
+            mid, end = min(start + width, m), min(start + 2 * width, m)
+            a, b, o = start, mid, start
+            while a < mid and b < end:
+                if ix[src[b], R_FLAT] < ix[src[a], R_FLAT]:
+                    dst[o] = src[b]
+                    b += 1
+                else:
+                    dst[o] = src[a]
+                    a += 1
+                o += 1
+            while a < mid:
+                dst[o] = src[a]
+                a += 1
+                o += 1
+            while b < end:
+                dst[o] = src[b]
+                b += 1
+                o += 1
+        src, dst = dst, src
+        width *= 2
+    if src is not order:
+        for i in range(m):
+            order[i] = src[i]
+
+
+@_jit
 def _q_update(D, Q, V, lo, m, with_boot):
-    """:meth:`QTable.update` of scratch rows ``lo .. lo + m`` (none terminal), in its batch semantics: every target
-    against the table before the batch, rows repeating an entry composed with their ranks' rates (numpy's
-    stably sorted groups, the weights ``rate_j * prod_{later} (1 - rate)`` multiplied from the group's end), then
-    added in batch order. ``with_boot``: the rows carry their bootstrap (double Q); else ``max`` over the next
-    state's row. The discount and the visits rate are numpy's powers."""
+    """:meth:`QTable.update` of scratch rows ``lo .. lo + m`` (none terminal), its numpy batch step by step: every
+    target against the table before the batch; the rows stably sorted by entry, each group's ranks and rates, its
+    weights ``rate_j * prod_{later} (1 - rate)`` multiplied from the group's end (``np.cumprod``); then the weighted
+    TD errors added in batch order (``np.add.at``). ``with_boot``: the rows carry their bootstrap (double Q); else
+    ``max`` over the next state's row. The discount and the visits rate are numpy's powers."""
     L = D[15]
-    addr, io, lf, fs, ix = D[12], D[13], L[17], L[27], L[28]
+    addr, io, lf, fs, ix, order, tmp = D[12], D[13], L[17], L[27], L[28], L[29], L[30]
     n_s, n_a = Q.shape[1], Q.shape[2]
     gamma, tau, consistent = lf[LF_Q_GAMMA], lf[LF_Q_TAU], lf[LF_CONSISTENT] != 0.0
     for i in range(lo, lo + m):
@@ -559,23 +617,29 @@ def _q_update(D, Q, V, lo, m, with_boot):
             boot = Q[t, s, a]
         ix[i, R_FLAT] = (t * n_s + s) * n_a + a
         fs[i, R_TD] = fs[i, R_REWARD] + discount * boot - Q[t, s, a]
-    for i in range(lo, lo + m):
-        rank = 1
-        for h in range(lo, i):
-            if ix[h, R_FLAT] == ix[i, R_FLAT]:
-                rank += 1
-        if lf[LF_VISITS] != 0.0:
-            visit = V[ix[i, R_T], ix[i, R_S], ix[i, R_A]] + rank
-            fs[i, R_RATE] = _np_power(addr, io, float(visit), -lf[LF_DECAY], True)
-        else:
-            fs[i, R_RATE] = lf[LF_ALPHA]
-    for i in range(lo, lo + m):
-        later, started = 1.0, False
-        for h in range(lo + m - 1, i, -1):
-            if ix[h, R_FLAT] == ix[i, R_FLAT]:
-                later = 1.0 - fs[h, R_RATE] if not started else later * (1.0 - fs[h, R_RATE])
-                started = True
-        fs[i, R_W] = fs[i, R_RATE] * later if started else fs[i, R_RATE]
+    _sort_rows(ix, lo, m, order, tmp)
+    p = 0
+    while p < m:
+        e = p
+        while e + 1 < m and ix[order[e + 1], R_FLAT] == ix[order[p], R_FLAT]:
+            e += 1
+        for r in range(p, e + 1):
+            i = order[r]
+            if lf[LF_VISITS] != 0.0:
+                visit = V[ix[i, R_T], ix[i, R_S], ix[i, R_A]] + (r - p + 1)
+                fs[i, R_RATE] = _np_power(addr, io, float(visit), -lf[LF_DECAY], True)
+            else:
+                fs[i, R_RATE] = lf[LF_ALPHA]
+        later = 1.0
+        for r in range(e, p - 1, -1):
+            i = order[r]
+            if r == e:
+                fs[i, R_W] = fs[i, R_RATE]
+                later = 1.0 - fs[i, R_RATE]
+            else:
+                fs[i, R_W] = fs[i, R_RATE] * later
+                later = later * (1.0 - fs[i, R_RATE])
+        p = e + 1
     for i in range(lo, lo + m):
         t, s, a = ix[i, R_T], ix[i, R_S], ix[i, R_A]
         Q[t, s, a] += fs[i, R_W] * fs[i, R_TD]
@@ -626,67 +690,191 @@ def _epsilon(D, decisions):
 
 
 @_jit
+def _accrue(D, agents, k):
+    """``TransitionBuilder.accrue`` of agents ``agents[:k]`` with row q's feedback: each open transition adds the
+    reward discounted to its start (numpy's power) and the interval."""
+    L, addr, io = D[15], D[12], D[13]
+    lf, fs, b_open, b_reward, b_elapsed = L[17], L[27], L[21], L[24], L[25]
+    gamma, tau = lf[LF_GAMMA], lf[LF_TAU]
+    for q in range(k):
+        g = agents[q]
+        if b_open[g]:
+            discount = _np_power_base(addr, io, gamma, b_elapsed[g] / tau)
+            b_reward[g] = b_reward[g] + discount * fs[q, R_REWARD]
+            b_elapsed[g] = b_elapsed[g] + fs[q, R_DT]
+
+
+@_jit
+def _explore(D, ist, m):
+    """``LearningPolicy._decide``'s exploration for the ``m`` deciders in the row scratch: ε from the decisions so
+    far, one ``random()`` per decider, then ``integers(0, n_bid)`` for each that explores, in order."""
+    L = D[15]
+    ix, bg = L[28], L[26]
+    eps = _epsilon(D, ist[L_DECISIONS])
+    for q in range(m):
+        ix[q, R_FIRST] = 1 if _rng_random(bg) < eps else 0
+    n_bid = int(L[17][LF_N_BID])
+    for q in range(m):
+        if ix[q, R_FIRST] == 1:
+            ix[q, R_A] = _rng_integers(bg, n_bid)
+
+
+@_jit
+def _start(D, m):
+    """``TransitionBuilder.start`` of the ``m`` deciders in the row scratch (their features' row ``R_Q``)."""
+    L = D[15]
+    ix, X, b_open, b_obs, b_action, b_reward, b_elapsed = L[28], L[18], L[21], L[22], L[23], L[24], L[25]
+    for q in range(m):
+        g, row = ix[q, R_G], ix[q, R_Q]
+        b_open[g] = True
+        for c in range(X.shape[1]):
+            b_obs[g, c] = X[row, c]
+        b_action[g] = ix[q, R_A]
+        b_reward[g] = 0.0
+        b_elapsed[g] = 0.0
+
+
+@_jit
+def _close_learn(G, D, ist, agents, k, deciding_only):
+    """``TransitionBuilder.close`` of the open transitions of agents ``agents[:k]`` (``deciding_only``: those with
+    a running job on an active GPU), their states against the features' rows, and the update on them."""
+    L = D[15]
+    lf, X, fs, ix, b_open, b_obs, b_action = L[17], L[18], L[27], L[28], L[21], L[22], L[23]
+    st, asg = G[0], G[1]
+    per_agent = lf[LF_PER_AGENT] != 0.0
+    m = 0
+    for q in range(k):
+        g = agents[q]
+        if b_open[g] and not (deciding_only and not (asg[g] >= 0 and st[g] == ACTIVE)):
+            b_open[g] = False
+            ix[m, R_G], ix[m, R_T], ix[m, R_Q] = g, g if per_agent else 0, q
+            ix[m, R_S], ix[m, R_A], ix[m, R_S2] = _state(L, b_obs, g), b_action[g], _state(L, X, q)
+            fs[m, R_REWARD], fs[m, R_DT] = L[24][g], L[25][g]
+            m += 1
+    if m:
+        _learn(D, ist, m)
+
+
+@_jit
+def _decide(G, D, ist, agents, k, deciding_only):
+    """The greedy actions of agents ``agents[:k]`` (``deciding_only``: those with a running job on an active
+    GPU) into the row scratch, explored and their transitions opened while learning; returns how many decided."""
+    L = D[15]
+    lf, X, ix = L[17], L[18], L[28]
+    st, asg = G[0], G[1]
+    per_agent = lf[LF_PER_AGENT] != 0.0
+    m = 0
+    for q in range(k):
+        g = agents[q]
+        if deciding_only and not (asg[g] >= 0 and st[g] == ACTIVE):
+            continue
+        ix[m, R_G], ix[m, R_Q] = g, q
+        ix[m, R_A] = _greedy(L, g if per_agent else 0, _state(L, X, q))
+        m += 1
+    if lf[LF_LEARNING] != 0.0 and m:
+        _explore(D, ist, m)
+        _start(D, m)
+    ist[L_DECISIONS] += m
+    return m
+
+
+@_jit
 def _learner_bids(G, S, D, ist, fst, j, now):
     """:meth:`LearningPolicy.bid` of a Q-table for starting job ``j``'s agents (``_bid_few``, and the numpy form's
     same steps for more than 16): the reward meter's feedback, the features; learning, the open transitions accrue
     the feedback, close, and update the table(s); the greedy actions, ε-greedy exploration from the policy's stream
     while learning, the new transitions opened; what each action's bid buys at the round's price."""
     L = D[15]
-    want, jg = G[12], S[18]
+    want, agents = G[12], S[18][j]
     k = S[2][j]
-    price = fst[PRICE]
-    lf, X, fs, ix = L[17], L[18], L[27], L[28]
-    per_agent = lf[LF_PER_AGENT] != 0.0
-    learning = lf[LF_LEARNING] != 0.0
-    _feedback(G, S, D, ist, fst, j, now)
+    _feedback_rows(G, D, fst, agents, k, now)
+    _shared_features(D, ist, fst, now)
     for q in range(k):
-        _features(G, S, D, ist, fst, j, jg[j, q], q, now)
-    if learning:
-        b_open, b_obs, b_action, b_reward, b_elapsed = L[21], L[22], L[23], L[24], L[25]
-        addr, io = D[12], D[13]
-        gamma, tau = lf[LF_GAMMA], lf[LF_TAU]
-        for q in range(k):  # TransitionBuilder.accrue_few
-            g = jg[j, q]
-            if b_open[g]:
-                discount = _np_power_base(addr, io, gamma, b_elapsed[g] / tau)
-                b_reward[g] = b_reward[g] + discount * fs[q, R_REWARD]
-                b_elapsed[g] = b_elapsed[g] + fs[q, R_DT]
-        m = 0
-        for q in range(k):  # close_few, then learn_rows of the closed ones (their rows first in the scratch)
-            g = jg[j, q]
-            if b_open[g]:
-                b_open[g] = False
-                t = g if per_agent else 0
-                ix[m, R_G], ix[m, R_T], ix[m, R_Q] = g, t, q
-                ix[m, R_S], ix[m, R_A], ix[m, R_S2] = _state(L, b_obs, g), b_action[g], _state(L, X, q)
-                fs[m, R_REWARD], fs[m, R_DT] = b_reward[g], b_elapsed[g]
-                m += 1
-        if m:
-            _learn(D, ist, m)
-        eps = _epsilon(D, ist[L_DECISIONS])
-        for q in range(k):
-            ix[q, R_A] = _greedy(L, jg[j, q] if per_agent else 0, _state(L, X, q))
-        bg = L[26]
-        for q in range(k):
-            ix[q, R_FIRST] = 1 if _rng_random(bg) < eps else 0
-        n_bid = int(lf[LF_N_BID])
-        for q in range(k):
-            if ix[q, R_FIRST] == 1:
-                ix[q, R_A] = _rng_integers(bg, n_bid)
-        for q in range(k):  # start_few
-            g = jg[j, q]
-            b_open[g] = True
-            for c in range(15):
-                b_obs[g, c] = X[q, c]
-            b_action[g] = ix[q, R_A]
-            b_reward[g] = 0.0
-            b_elapsed[g] = 0.0
-    else:
-        for q in range(k):
-            ix[q, R_A] = _greedy(L, jg[j, q] if per_agent else 0, _state(L, X, q))
+        _features(G, S, D, ist, fst, agents[q], q, now)
+    if L[17][LF_LEARNING] != 0.0:
+        _accrue(D, agents, k)
+        _close_learn(G, D, ist, agents, k, False)
+    _decide(G, D, ist, agents, k, False)
+    ix, price = L[28], fst[PRICE]
     for q in range(k):
-        want[jg[j, q]] = _agent_want(S, D, ist, fst, j, k, kr.BID_ACTIONS, ix[q, R_A], price, now)
-    ist[L_DECISIONS] += k
+        want[ix[q, R_G]] = _agent_want(S, D, ist, fst, j, k, kr.BID_ACTIONS, ix[q, R_A], price, now)
+
+
+@_jit
+def _pace_request(S, D, fst, j, now, safety):
+    """:func:`dcsim.learning.pace_power_w` of job ``j``'s agents: the power that finishes by the deadline with
+    ``safety`` (numpy's two powers), full power without a deadline."""
+    idle, full = fst[IDLE_W], fst[FULL_W]
+    r = _remaining(S, j, now)
+    sl = S[3][j] - now - r
+    time_left = (sl + r) / safety
+    rate = r / time_left if time_left > 0 else _INF
+    # the two powers are numpy's (its loop through dcsim.npmath): ``clipped ** exponent``, then ``f ** gamma``
+    f = _np_power(D[12], D[13], _pmin(_pmax(rate, 0.0), 1.0), 1.0 / _pmax(S[5][j], 1e-6), False)
+    fg = _gamma_pow(D, f, fst[GAMMA])
+    scale = (fst[TDP_W] - idle) * fst[UTIL]
+    return _pmin(_pmax(idle + scale * fg, fst[MIN_CAP_W]), full) if np.isfinite(sl) else full
+
+
+@_jit
+def _value_per_kwh(S, fst, j, now):
+    """:func:`dcsim.learning.job_value_per_kwh` of job ``j``'s agents."""
+    e = _remaining(S, j, now) * (fst[FULL_W] - fst[IDLE_W]) / 3.6e6
+    return S[4][j] / _pmax_int(S[2][j], 1) / e if e > 0 else 0.0
+
+
+@_jit
+def learner_round(G, S, D, ist, fst, now, request, max_price, steps_w, steps_price):
+    """:meth:`LearningPolicy.bid` at a market round for every agent (the numpy form; a cluster of at most 16 GPUs
+    takes the few-row form in Python, the same numbers): every agent's feedback and features, the open
+    transitions' accrual; those with a running job on an active GPU decide (learning: their transitions close and
+    update the table(s), ε-greedy actions, new transitions), the others bid FULL. Writes the bids of
+    :func:`dcsim.learning.bids_from_actions` (the two-step curves only used if any bid is two blocks) and returns
+    whether any is."""
+    L = D[15]
+    n = ist[N_GPUS]
+    agents, ix, asg = L[31], L[28], G[1]
+    _feedback_rows(G, D, fst, agents, n, now)
+    _shared_features(D, ist, fst, now)
+    for g in range(n):
+        _features(G, S, D, ist, fst, g, g, now)
+    if L[17][LF_LEARNING] != 0.0:
+        _accrue(D, agents, n)
+        _close_learn(G, D, ist, agents, n, True)
+    m = _decide(G, D, ist, agents, n, True)
+    idle, full = fst[IDLE_W], fst[FULL_W]
+    span = full - idle
+    floor = _pmax(fst[MIN_CAP_W], idle)
+    cheap, limit = fst[RP0 + 3] * fst[P0], fst[RP0 + 4] * fst[P0]
+    for g in range(n):
+        request[g], max_price[g] = full, _INF
+    two = False
+    for q in range(m):
+        g, action = ix[q, R_G], ix[q, R_A]
+        if action == kr.ACTION_HALF:
+            request[g] = idle + 0.5 * span
+        elif action == kr.ACTION_MIN_CAP:
+            request[g] = floor
+        elif action == kr.ACTION_PAUSE:
+            request[g] = idle
+        elif action == kr.ACTION_PACE:
+            request[g] = _pace_request(S, D, fst, asg[g], now, fst[RP0 + 5])
+        if action == kr.ACTION_FULL_IF_CHEAP:
+            max_price[g] = cheap
+        if action == kr.ACTION_FLOOR_THEN_VALUE or action == kr.ACTION_FLOOR_THEN_LIMIT:
+            two = True
+    if two:
+        for g in range(n):
+            steps_w[g, 0], steps_w[g, 1] = request[g] - idle, 0.0
+            steps_price[g, 0], steps_price[g, 1] = max_price[g], 0.0
+        for q in range(m):
+            g, action = ix[q, R_G], ix[q, R_A]
+            if action == kr.ACTION_FLOOR_THEN_VALUE or action == kr.ACTION_FLOOR_THEN_LIMIT:
+                steps_w[g, 0], steps_w[g, 1] = floor - idle, full - floor
+                steps_price[g, 0] = _INF
+                steps_price[g, 1] = _value_per_kwh(S, fst, asg[g], now) if action == kr.ACTION_FLOOR_THEN_VALUE \
+                    else limit
+    return two
 
 
 @_jit
