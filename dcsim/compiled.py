@@ -383,6 +383,7 @@ class CompiledDispatcher(Dispatcher):
         lf[K.LF_EPS_EXP], lf[K.LF_N_BID] = sch.kind == "exponential", p.layout.size(ActionKind.BID)
         bld = p.builder
         n = rm.n
+        self._rng_kept = p.rng  # the kernel holds its bit generator's addresses: keep the generator alive
         return (a.q, b.q, spec, edge, n_edges, rm.value, rm.misses, rm.settled, rm.lat_off, rm.lat_rate, rm.last_s,
                 rm.first, rm.snap.reshape(-1), rm.snap_shared.reshape(-1), rm.snap_cluster.reshape(-1), rm.returns,
                 np.ascontiguousarray(rm.weights, dtype=np.float64), lf, np.zeros((n, bld.obs.shape[1])), a.visits,
