@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit
 
 from dcsim import kernel_rules as kr
+from dcsim import learning
 from dcsim import npmath
 from dcsim.cluster import ACTIVE, ENTERING_SLEEP, IDLE, SLEEP, WAKING
 from dcsim.dispatch import COMPLETED, DEFERRED, DROPPED, FUTURE, QUEUED, RUNNING, SAME_INSTANT_ULPS, STARTING, DropReason
@@ -44,7 +45,7 @@ def _options() -> dict:
 #: The modules whose code or constants the kernel's machine code holds: numba checks only a function's own file
 #: before it loads the cached code, so the kernel's cache entries carry a digest of all of them (an edit to any,
 #: e.g. a changed npmath index, must not load code compiled against the old one).
-_DEPENDS = ("kernel", "npmath", "kernel_rules", "cluster", "dispatch", "energy")
+_DEPENDS = ("kernel", "npmath", "kernel_rules", "learning", "cluster", "dispatch", "energy")
 
 
 def _install_cache_stamp() -> None:
@@ -283,6 +284,7 @@ def _renewable_fraction(fst):
 
 
 _np_power = _jit(npmath.power)
+_pace_needed_value = _jit(learning.pace_needed_value)
 _np_unary = _jit(npmath.unary)
 _np_matmul_rows = _jit(npmath.matmul_rows)
 _LOG, _LOG1P, _LOG2, _SIN, _COS = (npmath.UNARY[f] for f in ("log", "log1p", "log2", "sin", "cos"))
@@ -506,15 +508,8 @@ def _state(L, X, r):
         if spec[s, 0] == 0:
             v = np.float64(x[spec[s, 1]])
         else:  # pace_needed of has_job, has_deadline, slack_h, remaining_h
-            has, deadline = np.float64(x[spec[s, 1]]), np.float64(x[spec[s, 2]])
-            slack, remaining = np.float64(x[spec[s, 3]]), np.float64(x[spec[s, 4]])
-            slack_h, remaining_h = 4.0 * slack, 4.0 * remaining
-            left_h = slack_h + remaining_h
-            v = remaining_h / left_h if left_h > 0 else 2.0
-            if slack_h < 0:
-                v = 2.0
-            if not (deadline > 0 and has > 0):
-                v = 0.0
+            v = _pace_needed_value(np.float64(x[spec[s, 1]]), np.float64(x[spec[s, 2]]), np.float64(x[spec[s, 3]]),
+                                   np.float64(x[spec[s, 4]]))
         b = 0
         while b < n_edges[s] and edges[s, b] <= v:
             b += 1

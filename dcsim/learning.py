@@ -370,6 +370,19 @@ def observation_feature_rows(obs: AgentObservation, n_gpus: int, interval_s: flo
     return out
 
 
+def pace_needed_value(has: float, deadline: float, slack: float, remaining: float) -> float:
+    """One row's ``pace_needed`` (:func:`policies.qlearning.pace_needed`) from its ``has_job``, ``has_deadline``,
+    ``slack_h`` and ``remaining_h`` feature values: remaining ÷ (slack + remaining) of the unscaled hours, 2 where
+    the deadline has passed or cannot be met at full clock, 0 without a deadline or a job. The few-row paths and the
+    compiled kernel (which compiles this very function) use it."""
+    slack_h, remaining_h = 4.0 * slack, 4.0 * remaining
+    left_h = slack_h + remaining_h
+    need = remaining_h / left_h if left_h > 0 else 2.0
+    if slack_h < 0:
+        need = 2.0
+    return need if deadline > 0 and has > 0 else 0.0
+
+
 # --------------------------------------------------------------------------------------------- action layouts
 class ActionKind(IntEnum):
     """Which decision a learning agent makes: a running job's bid, an idle GPU's power choice, a deferrable job's

@@ -16,7 +16,7 @@ import numpy as np
 
 from dcsim import learning as _learning
 from dcsim.errors import PolicyError
-from dcsim.learning import FEATURES, ActionKind, Transitions, decision_kinds
+from dcsim.learning import FEATURES, ActionKind, Transitions, decision_kinds, pace_needed_value
 from policies.learning import LearningPolicy, read_spec, write_spec
 from policies.qtable import Discretizer, QTable, _double_q_update_lists, double_q_update
 
@@ -72,16 +72,8 @@ _PACE_COLUMNS = {name: FEATURES.index(name) for name in ("has_job", "has_deadlin
 def _pace_needed_small(features: np.ndarray) -> np.ndarray:
     """:func:`pace_needed` as Python numbers for a few rows: the same float64 operations in the same order."""
     col = _PACE_COLUMNS
-    out = []
-    for has, deadline, slack, remaining in features[:, [col["has_job"], col["has_deadline"], col["slack_h"],
-                                                        col["remaining_h"]]].tolist():
-        slack_h, remaining_h = 4.0 * slack, 4.0 * remaining
-        left_h = slack_h + remaining_h
-        need = remaining_h / left_h if left_h > 0 else 2.0
-        if slack_h < 0:
-            need = 2.0
-        out.append(need if deadline > 0 and has > 0 else 0.0)
-    return np.array(out, dtype=float)
+    rows = features[:, [col["has_job"], col["has_deadline"], col["slack_h"], col["remaining_h"]]].tolist()
+    return np.array([pace_needed_value(*row) for row in rows], dtype=float)
 
 
 _BID, _IDLE, _ADMIT = int(ActionKind.BID), int(ActionKind.IDLE), int(ActionKind.ADMIT)
@@ -260,14 +252,7 @@ class QLearning(LearningPolicy):
                 if how == 0:
                     v = r[col]
                 elif how == 1:
-                    has, deadline, slack, remaining = r[col[0]], r[col[1]], r[col[2]], r[col[3]]
-                    slack_h, remaining_h = 4.0 * slack, 4.0 * remaining
-                    left_h = slack_h + remaining_h
-                    v = remaining_h / left_h if left_h > 0 else 2.0
-                    if slack_h < 0:
-                        v = 2.0
-                    if not (deadline > 0 and has > 0):
-                        v = 0.0
+                    v = pace_needed_value(r[col[0]], r[col[1]], r[col[2]], r[col[3]])
                 else:
                     v = _BID if r[col[0]] > 0.5 else _IDLE
                     if col[1] >= 0 and r[col[1]] > 0.5:

@@ -206,31 +206,31 @@ def test_the_queue_world_composes_repeated_entries_in_one_update(monkeypatch):
     assert len(repeated) >= 10
 
 
-@needs_numba
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(gpus=st.integers(1, 12), rate=st.floats(0.002, 0.08), mean_s=st.floats(5.0, 2000.0),
-       solar_w=st.floats(0.0, 15_000.0), mechanism=st.sampled_from(["posted_price", "uniform_price", "vcg", "kelly"]),
-       slack=st.one_of(st.none(), st.floats(1.05, 4.0)), beta=st.floats(0.0, 1.0), drop_expired=st.booleans(),
-       variant=st.sampled_from(sorted(TRAINING)), seed=st.integers(0, 2**16))
-def test_random_worlds_train_the_same_on_both_paths(gpus, rate, mean_s, solar_w, mechanism, slack, beta, drop_expired,
-                                                     variant, seed):
+#: A random world: a few GPUs, arrivals, durations, sun, a mechanism, deadlines, clock sensitivity, drops.
+RANDOM_WORLD = dict(gpus=st.integers(1, 12), rate=st.floats(0.002, 0.08), mean_s=st.floats(5.0, 2000.0),
+                    solar_w=st.floats(0.0, 15_000.0),
+                    mechanism=st.sampled_from(["posted_price", "uniform_price", "vcg", "kelly"]),
+                    slack=st.one_of(st.none(), st.floats(1.05, 4.0)), beta=st.floats(0.0, 1.0),
+                    drop_expired=st.booleans(), seed=st.integers(0, 2**16))
+
+
+def _random_scenario(gpus, rate, mean_s, solar_w, mechanism, slack, beta, drop_expired, seed):
     sc = _world(gpus=gpus, horizon_s=3 * 3600, rate=rate, mean_s=mean_s, solar_w=solar_w, mechanism=mechanism,
                 seed=seed, gpus_per_job={"values": [1, 2, 3], "weights": [0.7, 0.2, 0.1]},
                 workload={"deadline_slack": slack, "clock_sensitivity": beta, "drop_expired": drop_expired})
-    sc = sc.model_copy(update={"policy": sc.policy.model_copy(update={"name": "qlearning"})})
-    _assert_same_training(sc, TRAINING[variant])
+    return sc.model_copy(update={"policy": sc.policy.model_copy(update={"name": "qlearning"})})
 
 
 @needs_numba
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(gpus=st.integers(1, 12), rate=st.floats(0.002, 0.08), mean_s=st.floats(5.0, 2000.0),
-       solar_w=st.floats(0.0, 15_000.0), mechanism=st.sampled_from(["posted_price", "uniform_price", "vcg", "kelly"]),
-       slack=st.one_of(st.none(), st.floats(1.05, 4.0)), beta=st.floats(0.0, 1.0), drop_expired=st.booleans(),
-       variant=st.sampled_from(sorted(POLICIES)), seed=st.integers(0, 2**16))
-def test_random_worlds_under_a_frozen_table_give_the_same_outputs(gpus, rate, mean_s, solar_w, mechanism, slack, beta,
-                                                                  drop_expired, variant, seed):
-    sc = _world(gpus=gpus, horizon_s=3 * 3600, rate=rate, mean_s=mean_s, solar_w=solar_w, mechanism=mechanism,
-                seed=seed, gpus_per_job={"values": [1, 2, 3], "weights": [0.7, 0.2, 0.1]},
-                workload={"deadline_slack": slack, "clock_sensitivity": beta, "drop_expired": drop_expired})
-    sc = sc.model_copy(update={"policy": sc.policy.model_copy(update={"name": "qlearning"})})
-    _assert_same_learner(sc, _frozen(sc, POLICIES[variant], seed=seed))
+@given(variant=st.sampled_from(sorted(TRAINING)), **RANDOM_WORLD)
+def test_random_worlds_train_the_same_on_both_paths(variant, **world):
+    _assert_same_training(_random_scenario(**world), TRAINING[variant])
+
+
+@needs_numba
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(variant=st.sampled_from(sorted(POLICIES)), **RANDOM_WORLD)
+def test_random_worlds_under_a_frozen_table_give_the_same_outputs(variant, **world):
+    sc = _random_scenario(**world)
+    _assert_same_learner(sc, _frozen(sc, POLICIES[variant], seed=world["seed"]))
