@@ -23,6 +23,7 @@ both paths write identical outputs.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections import deque
@@ -153,6 +154,29 @@ def use_compiled(scenario, policy, compiled: bool | None, n_jobs: int | None = N
     return True
 
 
+_log = logging.getLogger(__name__)
+_COLD_NOTED = False
+
+
+def note_first_compile(K) -> None:
+    """Say so (a warning on the ``dcsim.compiled`` logger: stderr unless logging is configured) when this process
+    is about to compile the kernel because numba's disk cache holds none for this dcsim: about a minute, once per
+    installation, silent otherwise. Best effort: a numba whose cache does not read as expected says nothing."""
+    global _COLD_NOTED
+    if _COLD_NOTED or K.run_until.signatures:
+        return
+    _COLD_NOTED = True
+    try:
+        cache = K.run_until._cache._cache_file
+        cold = not cache._load_index()
+        where = os.path.dirname(cache._index_path)
+    except Exception:  # noqa: BLE001 - numba internals: no note rather than a failed run
+        return
+    if cold:
+        _log.warning("dcsim: compiling the per-job kernel with numba (about a minute, once per installation; "
+                     "cached in %s)", where)
+
+
 def _no_learner() -> tuple:
     """The kernel's learner tuple ``L`` without a learner: empty arrays of its types."""
     f1, f2, f3, i1, i2, i3 = np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0, 0)), np.zeros(0, np.int64), \
@@ -195,6 +219,7 @@ class CompiledDispatcher(Dispatcher):
     def __init__(self, *args, state: np.ndarray, chunks, meter, rule: KernelRule | None = None, **kwargs):
         from dcsim import kernel as K
 
+        note_first_compile(K)
         self._K = K
         self.ist = state
         self.fst = np.zeros(K.N_FST)

@@ -290,3 +290,26 @@ def test_the_kernels_queue_and_placements_are_the_python_dispatchers():
     assert c.jobs.job_gpus == p.jobs.job_gpus
     assert c.jobs.queue_length() == len(p.jobs.queue) and c.jobs.running_count() == len(p.jobs.job_gpus)
     assert list(c.cluster.free_idle) == list(p.cluster.free_idle)
+
+
+def test_a_cold_kernel_cache_is_announced_once_and_a_warm_one_not(monkeypatch, caplog):
+    """The first compiled run of an installation compiles the kernel (about a minute): it says so once, with the
+    cache's folder; with numba's index present, or once said in this process, nothing."""
+    import logging
+    from types import SimpleNamespace
+
+    from dcsim import compiled
+
+    def fake(index: dict):
+        cache_file = SimpleNamespace(_load_index=lambda: index, _index_path="/some/where/__pycache__/k.nbi")
+        return SimpleNamespace(run_until=SimpleNamespace(signatures=[], _cache=SimpleNamespace(_cache_file=cache_file)))
+
+    caplog.set_level(logging.WARNING, logger="dcsim.compiled")
+    monkeypatch.setattr(compiled, "_COLD_NOTED", False)
+    compiled.note_first_compile(fake({"key": "file"}))
+    assert not caplog.records
+    monkeypatch.setattr(compiled, "_COLD_NOTED", False)
+    compiled.note_first_compile(fake({}))
+    compiled.note_first_compile(fake({}))
+    assert len(caplog.records) == 1 and "/some/where/__pycache__" in caplog.records[0].getMessage()
+    assert "once per installation" in caplog.records[0].getMessage()
