@@ -140,13 +140,13 @@ def use_compiled(scenario, policy, compiled: bool | None, n_jobs: int | None = N
     True = it must (a clear error otherwise); False = never. ``n_jobs``: the run's jobs (None: unknown, many)."""
     if compiled is False:
         return False
-    reason = compiled_reason(scenario, policy)
     if compiled is None:
         switch = os.environ.get(ENV_SWITCH, "").strip().lower()
-        if switch in ("0", "false", "off", "no"):
-            return False
         big = n_jobs is None or n_jobs >= MIN_JOBS or switch in ("1", "true", "on", "yes")
-        return reason is None and big and numba_available()
+        if switch in ("0", "false", "off", "no") or not big or not numba_available():
+            return False  # (numba is imported, and numpy's loops probed, only for a run that would use them)
+        return compiled_reason(scenario, policy) is None
+    reason = compiled_reason(scenario, policy)
     if reason is not None:
         raise DcsimError(f"this run cannot take the compiled per-job path: {reason}")
     if not numba_available():
