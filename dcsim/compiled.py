@@ -74,8 +74,6 @@ def learner_rule(scenario, policy) -> tuple[KernelRule | None, str | None]:
         return None, "the policy decides at events and is not QLearning's own per-decision path"
     if policy.layout.rich:
         return None, f"the learner's action layout is {policy.layout.name!r} (only 'bid' is compiled)"
-    if policy.keep_transitions or policy.recorded is not None:
-        return None, "the learner keeps transitions (keep_transitions > 0)"
     if scenario.reward.team_fraction != 0:
         return None, "reward.team_fraction is not 0 (the team's share reads every agent at each decision)"
     if any(how not in (0, 1) for how, *_ in policy._state_specs()):
@@ -182,7 +180,8 @@ def _no_learner() -> tuple:
     f1, f2, f3, i1, i2, i3 = np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0, 0)), np.zeros(0, np.int64), \
         np.zeros((0, 0), np.int64), np.zeros((0, 0, 0), np.int64)
     return (f3, f3, i2, f2, i1, f1, f1, f1, f1, f1, f1, np.zeros(0, np.bool_), f1, f1, f1, f1, f1, f1, f2, i3, i3,
-            np.zeros(0, np.bool_), np.zeros((0, 0), np.float32), i1, f1, f1, i1, f2, i2, i1, i1, i1, f1, f1)
+            np.zeros(0, np.bool_), np.zeros((0, 0), np.float32), i1, f1, f1, i1, f2, i2, i1, i1, i1, f1, f1,
+            np.zeros((0, 0), np.float32), i1, f1, np.zeros((0, 0), np.float32), f1, np.zeros(0, np.bool_))
 
 
 class KernelEnvironment(simpy.Environment):
@@ -415,7 +414,17 @@ class CompiledDispatcher(Dispatcher):
                 b.visits, bld.open, bld.obs, bld.action, bld.reward, bld.elapsed_s,
                 npmath.bit_generator_addresses(p.rng), np.zeros((2 * n, 8)), np.zeros((2 * n, 8), np.int64),
                 np.zeros(2 * n, np.int64), np.zeros(2 * n, np.int64), np.arange(n, dtype=np.int64), np.zeros(7),
-                np.full(64, np.nan))
+                np.full(64, np.nan), *self._recorded_ring(p, bld.obs.shape[1]))
+
+    @staticmethod
+    def _recorded_ring(p, n_features: int) -> tuple:
+        """The arrays of the policy's kept transitions (``ReplayBuffer.data``), or empty ones."""
+        rec = p.recorded
+        if rec is None:
+            return (np.zeros((0, n_features), np.float32), np.zeros(0, np.int64), np.zeros(0),
+                    np.zeros((0, n_features), np.float32), np.zeros(0), np.zeros(0, np.bool_))
+        d = rec.data
+        return d["obs"], d["action"], d["reward"], d["next_obs"], d["dt_s"], d["terminal"]
 
     def learner_round_bids(self) -> Bids:
         """Every agent's bids at a market round, decided by the kernel for the Q-learner (what
@@ -437,15 +446,20 @@ class CompiledDispatcher(Dispatcher):
             K = self._K
             self.fst[K.RM_SH:K.RM_SH + 3] = self.rewards.shared
             if self.learner is not None:
-                self.ist[K.L_DECISIONS], self.ist[K.L_UPDATES] = self.learner.decisions, self.learner.updates
+                p = self.learner
+                self.ist[K.L_DECISIONS], self.ist[K.L_UPDATES] = p.decisions, p.updates
+                if p.recorded is not None:
+                    self.ist[K.REC_POS], self.ist[K.REC_SIZE] = p.recorded.pos, p.recorded.size
 
     def _shared_out(self) -> None:
         if self.rewards is not None:
             K = self._K
             self.rewards.shared[:] = self.fst[K.RM_SH:K.RM_SH + 3]
             if self.learner is not None:
-                self.learner.decisions = int(self.ist[K.L_DECISIONS])
-                self.learner.updates = int(self.ist[K.L_UPDATES])
+                p = self.learner
+                p.decisions, p.updates = int(self.ist[K.L_DECISIONS]), int(self.ist[K.L_UPDATES])
+                if p.recorded is not None:
+                    p.recorded.pos, p.recorded.size = int(self.ist[K.REC_POS]), int(self.ist[K.REC_SIZE])
 
     # ------------------------------------------------------------------------------------ state in and out
     def start(self) -> None:
@@ -484,6 +498,8 @@ class CompiledDispatcher(Dispatcher):
             D[15] = self._learner_tuple()
             self._D = tuple(D)
             f[K.HOUR0] = self._hour0
+            rec = self.learner.recorded
+            ist[K.REC_ON] = int(rec is not None and rec.capacity > 0)
         ist[K.LEARNER] = int(self.rewards is not None)
         f[K.RP0:K.AP0 + 2] = rule.params()
         f[K.P0] = mk.config.base_price_tokens_per_kwh

@@ -103,7 +103,9 @@ N_SLEEP, BID_KIND, ADMIT_KIND, IDLE_KIND, DEF_N, DR_N = 20, 21, 22, 23, 24, 25
 EV_HEAD, EV_LEN, GR_HEAD, GR_LEN = 26, 28, 30, 32  # + FIFO
 # with a frozen Q-table (BID_QTABLE): the policy's decision count; LEARNER = 1 where the reward meter is kept here
 L_DECISIONS, LEARNER, L_UPDATES = 34, 35, 36
-N_IST = 37
+# with keep_transitions: the policy's ReplayBuffer ``recorded`` (its write position and size; REC_ON = 1 when kept)
+REC_POS, REC_SIZE, REC_ON = 37, 38, 39
+N_IST = 40
 # fst: float64 state
 TOTAL_W, ALLOC_W, T_BOOKS, RENEW_W, CARBON, GRID_PRICE, IMPORT_CAP = 1, 2, 3, 4, 5, 6, 7  # 0: unused
 CONSUMED, RENEW_USED, RENEW_GEN, CURTAILED, CHARGED, BATT_OUT, BATT_LOSS, GRID_J, UNSERVED, CARBON_G, COST = range(8, 19)
@@ -152,7 +154,8 @@ DONE, NEED_CHUNK, NEED_SLOTS, NEED_HEAP, NEED_FLUSH, NEED_TIMERS = 0, 1, 2, 3, 4
 #    (3n), snap_cluster (2n), returns, the reward weights (7), lf (LF_*), the starting job's features (n x 15),
 #    visits A, visits B, the transition builder's open, obs (n x 15 float32), action, reward, elapsed, the policy
 #    stream's bit generator (npmath.bit_generator_addresses), row scratch (2n x 8 floats, 2n x 8 ints), sort
-#    scratch (2 x 2n ints), the agents 0 .. n - 1, the shared feature columns (7), log2 of job sizes (64, NaN unset)
+#    scratch (2 x 2n ints), the agents 0 .. n - 1, the shared feature columns (7), log2 of job sizes (64, NaN unset),
+#    and the recorded transitions' ring (ReplayBuffer.data: obs, action, reward, next_obs, dt_s, terminal)
 
 
 @_jit
@@ -746,8 +749,37 @@ def _close_learn(G, D, ist, agents, k, deciding_only):
             ix[m, R_S], ix[m, R_A], ix[m, R_S2] = _state(L, b_obs, g), b_action[g], _state(L, X, q)
             fs[m, R_REWARD], fs[m, R_DT] = L[24][g], L[25][g]
             m += 1
+    if m and ist[REC_ON] != 0:
+        _record(D, ist, m)
     if m:
         _learn(D, ist, m)
+
+
+@_jit
+def _record(D, ist, m):
+    """``ReplayBuffer.add`` of the ``m`` transitions just closed (scratch rows 0 .. m): into the ring at its write
+    position, the newest ``capacity`` of them if there are more."""
+    L = D[15]
+    ix, fs, X, b_obs = L[28], L[27], L[18], L[22]
+    r_obs, r_action, r_reward, r_next, r_dt, r_term = L[34], L[35], L[36], L[37], L[38], L[39]
+    cap = r_action.size
+    if cap == 0:
+        return
+    first = m - cap if m > cap else 0
+    pos = ist[REC_POS]
+    for i in range(first, m):
+        slot = (pos + i - first) % cap
+        g, q = ix[i, R_G], ix[i, R_Q]
+        for c in range(X.shape[1]):
+            r_obs[slot, c] = b_obs[g, c]
+            r_next[slot, c] = X[q, c]
+        r_action[slot] = ix[i, R_A]
+        r_reward[slot] = fs[i, R_REWARD]
+        r_dt[slot] = fs[i, R_DT]
+        r_term[slot] = False
+    n = m - first
+    ist[REC_POS] = (pos + n) % cap
+    ist[REC_SIZE] = min(ist[REC_SIZE] + n, cap)
 
 
 @_jit

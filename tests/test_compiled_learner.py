@@ -141,8 +141,6 @@ def test_what_keeps_a_learner_on_the_python_path_is_named():
     assert compiled_reason(sc, load_policy("qlearning", {})) is None
     assert "-0.0" in compiled_reason(sc, load_policy("qlearning", {"initial_q": -0.0}))
     assert "layout" in compiled_reason(sc, load_policy("qlearning", {"learn": False, "actions": "bid+idle"}))
-    assert "keep_transitions" in compiled_reason(sc, load_policy("qlearning", {"learn": False,
-                                                                                "keep_transitions": 10}))
     team = sc.model_copy(update={"reward": sc.reward.model_copy(update={"team_fraction": 0.5})})
     assert "team_fraction" in compiled_reason(team, load_policy("qlearning", {"learn": False}))
     frozen = load_policy("qlearning", {"learn": False})
@@ -164,6 +162,11 @@ def _assert_same_training(sc, params: dict, episodes: int = 2):
                 assert np.array_equal(ta.q, tb.q) and np.array_equal(ta.visits, tb.visits)
         assert (a_pol.decisions, a_pol.updates) == (b_pol.decisions, b_pol.updates)
         assert a_pol.rng.bit_generator.state == b_pol.rng.bit_generator.state
+        if a_pol.recorded is not None:  # the kept transitions (what `dcsim train` exports): the same ring
+            ra, rb = a_pol.recorded, b_pol.recorded
+            assert (ra.pos, ra.size) == (rb.pos, rb.size) and ra.size > 0
+            for field in ra.FIELDS:
+                assert np.array_equal(ra.data[field], rb.data[field])
     assert a_pol.updates > 0
     return a_pol
 
@@ -174,6 +177,8 @@ TRAINING = {
     "double_consistent_constant_linear": {"consistent": True, "alpha_schedule": "constant", "alpha": 0.3,
                                           "epsilon_kind": "linear", "epsilon_decay_decisions": 500.0},
     "price_slack_bins": {"bins": "price_slack", "epsilon_end": 0.2, "gamma": 0.9, "tau_s": 600.0},
+    # what `dcsim train` runs: the transitions kept for export (a ring small enough to wrap within an episode)
+    "kept_transitions": {"keep_transitions": 700},
 }
 
 
