@@ -4,9 +4,11 @@ A policy that decides nothing at events (``always_on``, or any policy overriding
 ``on_idle``) leaves the engine a fixed per-job path: an arrival queues and starts a job, a completion frees its
 GPUs and starts the next. So does a built-in rule, whose decisions at events are a fixed formula the kernel can
 make itself (its :class:`dcsim.kernel_rules.KernelRule`: bids at job starts, admissions, idle GPUs put to sleep,
-and the wake-ups that follow). :mod:`dcsim.kernel` does that path in numba-compiled code, bit for bit as the Python
-path (:class:`dcsim.dispatch.Dispatcher` and friends) does it, while everything else (supply changes, market
-rounds and the policy's calls there, the time series) stays in SimPy processes as before.
+and the wake-ups that follow). So does tabular Q-learning (:func:`learner_rule`): the kernel decides and learns for
+it at job starts and market rounds, with numpy's own loops (:mod:`dcsim.npmath`) wherever the Python path calls
+numpy. :mod:`dcsim.kernel` does that path in numba-compiled code, bit for bit as the Python path
+(:class:`dcsim.dispatch.Dispatcher` and friends) does it, while everything else (supply changes, market rounds and
+the policy's other calls there, the time series) stays in SimPy processes as before.
 
 Ordering is SimPy's, exactly: SimPy handles events by ``(time, priority, event id)``, ids counting every
 scheduling. :class:`KernelEnvironment` takes its ids from a counter shared with the kernel, which draws one
@@ -14,12 +16,14 @@ wherever the Python path would schedule a timeout (the next arrival, a completio
 event it lets the kernel handle every job event that orders before it. Same-instant ties between jobs and rounds
 therefore come out as on the Python path, and so do the event counts.
 
-Which runs (:func:`compiled_reason`): a policy with a compiled form (or none needed), event-timed decisions, no learning feedback, no event trace, the round-level
-ledger, GPUs starting idle, and none of the facility parts (power-delivery tree, failures, dispatched battery,
-cooling setpoint control); a supply battery and the cooling plant with fixed setpoints are fine. By default only runs of at least :data:`MIN_JOBS` jobs take it. numba is an
-optional dependency (``pip install 'dcsim[fast]'``); without it, or with ``DCSIM_COMPILED=0`` in the environment,
-every run takes the Python path. ``tests/test_compiled.py`` checks that
-both paths write identical outputs.
+Which runs (:func:`compiled_reason`): a policy with a compiled form (or none needed), event-timed decisions, no
+learning feedback other than the compiled Q-learner's, no event trace, the round-level ledger, GPUs starting idle,
+and none of the facility parts (power-delivery tree, failures, dispatched battery, cooling setpoint control); a
+supply battery and the cooling plant with fixed setpoints are fine. By default only runs of at least
+:data:`MIN_JOBS` jobs take it. numba is an optional dependency (``pip install 'dcsim[fast]'``); without it, or with
+``DCSIM_COMPILED=0`` in the environment, every run takes the Python path. ``tests/test_compiled.py``,
+``tests/test_compiled_rules.py`` and ``tests/test_compiled_learner.py`` check that both paths write identical
+outputs.
 """
 from __future__ import annotations
 
