@@ -4,11 +4,18 @@ These functions do, operation for operation and in the same order, what :class:`
 :class:`dcsim.cluster.Cluster` (``set_power``, ``cap``), :class:`dcsim.market_round.MarketRound`
 (``spot_allocation``, ``_reprice``, ``credit_job_value``), :class:`dcsim.energy.EnergyBooks` and
 :class:`dcsim.facility.plant.CoolingPlant` (fixed setpoints) do
-in Python for a run whose policy decides nothing at events (see :mod:`dcsim.compiled` for when that is and how the
-SimPy side is kept in step). Floating-point operations are IEEE (no fast-math), Python's ``min``/``max`` are
-spelled out with their tie rules, ``**`` on Python floats is the C library's ``pow`` as in CPython, and where the
-Python path takes numpy's ``**`` on arrays (the pace bid) the kernel calls numpy's own power loop
-(:mod:`dcsim.npmath`), so both paths give the same bits. numba is an optional dependency (extra ``fast``); this module is imported only when it is installed.
+in Python for a run whose policy decides nothing at events, or whose decisions at events have a compiled form (the
+built-in rules, :mod:`dcsim.kernel_rules`; tabular Q-learning, ``BID_QTABLE`` below: what
+:class:`policies.learning.LearningPolicy`, :class:`policies.qlearning.QLearning`, :class:`dcsim.reward_meter.RewardMeter`
+and :class:`dcsim.learning.TransitionBuilder` do at a job start and a round). See :mod:`dcsim.compiled` for when that
+is and how the SimPy side is kept in step.
+
+Floating-point operations are IEEE (no fast-math), Python's ``min``/``max`` are spelled out with their tie rules,
+``**`` on Python floats is the C library's ``pow`` as in CPython, and wherever the Python path calls numpy on arrays
+(the pace bid's powers; the learner's logarithms, sines, exponential, powers and reward matrix product) the kernel
+calls numpy's own loop (:mod:`dcsim.npmath`), and draws from the policy's generator through its own bit generator,
+so both paths give the same bits. numba is an optional dependency (extra ``fast``); this module is imported only
+when it is installed.
 
 State lives in arrays shared with the Python objects: per-GPU and per-slot buffers (the same memory as the
 ``array.array`` buffers), and two small state vectors (``ist``: int64, ``fst``: float64) indexed by the constants
