@@ -78,8 +78,6 @@ def learner_rule(scenario, policy) -> tuple[KernelRule | None, str | None]:
         return None, "the policy decides at events and is not QLearning's own per-decision path"
     if policy.layout.rich:
         return None, f"the learner's action layout is {policy.layout.name!r} (only 'bid' is compiled)"
-    if scenario.reward.team_fraction != 0:
-        return None, "reward.team_fraction is not 0 (the team's share reads every agent at each decision)"
     if any(how not in (0, 1) for how, *_ in policy._state_specs()):
         return None, "the learner's bins read a derived column the kernel does not compute"
     if policy.initial_q == 0 and math.copysign(1.0, policy.initial_q) < 0:
@@ -185,7 +183,7 @@ def _no_learner() -> tuple:
         np.zeros((0, 0), np.int64), np.zeros((0, 0, 0), np.int64)
     return (f3, f3, i2, f2, i1, f1, f1, f1, f1, f1, f1, np.zeros(0, np.bool_), f1, f1, f1, f1, f1, f1, f2, i3, i3,
             np.zeros(0, np.bool_), np.zeros((0, 0), np.float32), i1, f1, f1, i1, f2, i2, i1, i1, i1, f1, f1,
-            np.zeros((0, 0), np.float32), i1, f1, np.zeros((0, 0), np.float32), f1, np.zeros(0, np.bool_))
+            np.zeros((0, 0), np.float32), i1, f1, np.zeros((0, 0), np.float32), f1, np.zeros(0, np.bool_), f1)
 
 
 class KernelEnvironment(simpy.Environment):
@@ -409,6 +407,7 @@ class CompiledDispatcher(Dispatcher):
         sch = p.schedule
         lf[K.LF_EPS_START], lf[K.LF_EPS_END], lf[K.LF_EPS_DECAY] = sch.start, sch.end, sch.decay_decisions
         lf[K.LF_EPS_EXP], lf[K.LF_N_BID] = sch.kind == "exponential", p.layout.size(ActionKind.BID)
+        lf[K.LF_TEAM] = rm.team_fraction
         bld = p.builder
         n = rm.n
         self._rng_kept = p.rng  # the kernel holds its bit generator's addresses: keep the generator alive
@@ -418,7 +417,7 @@ class CompiledDispatcher(Dispatcher):
                 b.visits, bld.open, bld.obs, bld.action, bld.reward, bld.elapsed_s,
                 npmath.bit_generator_addresses(p.rng), np.zeros((2 * n, 8)), np.zeros((2 * n, 8), np.int64),
                 np.zeros(2 * n, np.int64), np.zeros(2 * n, np.int64), np.arange(n, dtype=np.int64), np.zeros(7),
-                np.full(64, np.nan), *self._recorded_ring(p, bld.obs.shape[1]))
+                np.full(64, np.nan), *self._recorded_ring(p, bld.obs.shape[1]), rm.snap_team.reshape(-1))
 
     @staticmethod
     def _recorded_ring(p, n_features: int) -> tuple:

@@ -162,7 +162,8 @@ DONE, NEED_CHUNK, NEED_SLOTS, NEED_HEAP, NEED_FLUSH, NEED_TIMERS = 0, 1, 2, 3, 4
 #    visits A, visits B, the transition builder's open, obs (n x 15 float32), action, reward, elapsed, the policy
 #    stream's bit generator (npmath.bit_generator_addresses), row scratch (2n x 8 floats, 2n x 8 ints), sort
 #    scratch (2 x 2n ints), the agents 0 .. n - 1, the shared feature columns (7), log2 of job sizes (64, NaN unset),
-#    and the recorded transitions' ring (ReplayBuffer.data: obs, action, reward, next_obs, dt_s, terminal)
+#    the recorded transitions' ring (ReplayBuffer.data: obs, action, reward, next_obs, dt_s, terminal), and the
+#    reward meter's team snapshots (7n)
 
 
 @_jit
@@ -305,8 +306,8 @@ _rng_random = _jit(npmath.rng_random)
 _rng_integers = _jit(npmath.rng_integers)
 # the learner's float parameters (L[17])
 (LF_N, LF_DOUBLE, LF_PER_AGENT, LF_LEARNING, LF_GAMMA, LF_TAU, LF_Q_GAMMA, LF_Q_TAU, LF_ALPHA, LF_VISITS, LF_DECAY,
- LF_CONSISTENT, LF_EPS_START, LF_EPS_END, LF_EPS_DECAY, LF_EPS_EXP, LF_N_BID) = range(17)
-N_LF = 17
+ LF_CONSISTENT, LF_EPS_START, LF_EPS_END, LF_EPS_DECAY, LF_EPS_EXP, LF_N_BID, LF_TEAM) = range(18)
+N_LF = 18
 # the row scratch's columns: floats (L[27]) and ints (L[28])
 R_REWARD, R_DT, R_BOOT, R_TD, R_RATE, R_W = range(6)
 R_G, R_T, R_S, R_A, R_S2, R_FLAT, R_FIRST, R_Q = range(8)
@@ -437,7 +438,36 @@ def _feedback_rows(G, D, fst, agents, k, now):
     _np_matmul_rows(addr, io, ib, k)
     for q in range(k):
         L[27][q, R_REWARD] = io[_MM_OUT + q]
-        returns[agents[q]] += io[_MM_OUT + q]
+    tf = L[17][LF_TEAM]
+    if tf > 0.0:  # the team's share: the cluster's accruals since each agent's last decision, over the agents
+        n = int(L[17][LF_N])
+        t0 = t1 = t2 = t3 = t4 = 0.0
+        for g in range(n):  # RewardMeter._team_now: _own over every agent, summed row by row (numpy's axis-0 sum)
+            used = boff[g] + bw[g] * now
+            liability = owed[g] + (aprice[g] * used if used > 0 else 0.0) / J_PER_KWH
+            o0, o1, o2, o3, o4 = value[g], settled[g] + liability, eoff[g] + pw[g] * now, \
+                lat_off[g] + lat_rate[g] * now, misses[g]
+            if g == 0:  # the first row as it is (not 0.0 + it: a -0.0 stays -0.0, as in numpy's reduction)
+                t0, t1, t2, t3, t4 = o0, o1, o2, o3, o4
+            else:
+                t0, t1, t2, t3, t4 = t0 + o0, t1 + o1, t2 + o2, t3 + o3, t4 + o4
+        team0, team1, team2, team3 = t0, t1, consumed / J_PER_KWH, carbon / 1000.0
+        team4, team5, team6 = t3 + sh0, t4 + sh1, sh2
+        st = L[40]
+        for q in range(k):
+            b7, r = 7 * agents[q], rows + 7 * q
+            io[r], io[r + 1], io[r + 2], io[r + 3] = team0 - st[b7], team1 - st[b7 + 1], team2 - st[b7 + 2], \
+                team3 - st[b7 + 3]
+            io[r + 4], io[r + 5], io[r + 6] = team4 - st[b7 + 4], team5 - st[b7 + 5], team6 - st[b7 + 6]
+        _np_matmul_rows(addr, io, ib, k)
+        for q in range(k):
+            team_reward = io[_MM_OUT + q] / n_agents
+            L[27][q, R_REWARD] = (1.0 - tf) * L[27][q, R_REWARD] + tf * team_reward
+            b7 = 7 * agents[q]
+            st[b7], st[b7 + 1], st[b7 + 2], st[b7 + 3] = team0, team1, team2, team3
+            st[b7 + 4], st[b7 + 5], st[b7 + 6] = team4, team5, team6
+    for q in range(k):
+        returns[agents[q]] += L[27][q, R_REWARD]
 
 
 @_jit

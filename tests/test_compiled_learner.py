@@ -141,8 +141,6 @@ def test_what_keeps_a_learner_on_the_python_path_is_named():
     assert compiled_reason(sc, load_policy("qlearning", {})) is None
     assert "-0.0" in compiled_reason(sc, load_policy("qlearning", {"initial_q": -0.0}))
     assert "layout" in compiled_reason(sc, load_policy("qlearning", {"learn": False, "actions": "bid+idle"}))
-    team = sc.model_copy(update={"reward": sc.reward.model_copy(update={"team_fraction": 0.5})})
-    assert "team_fraction" in compiled_reason(team, load_policy("qlearning", {"learn": False}))
     frozen = load_policy("qlearning", {"learn": False})
     frozen.choose_rows = lambda *a: [0]  # an instance that replaced a step runs its own code
     assert "not QLearning's own" in compiled_reason(sc, frozen)
@@ -187,6 +185,18 @@ TRAINING = {
 @pytest.mark.parametrize("variant", sorted(TRAINING))
 def test_training_on_the_compiled_path_learns_what_the_python_path_learns(world, variant):
     _assert_same_training(_scenario(world), TRAINING[variant])
+
+
+@needs_numba
+@pytest.mark.parametrize("world", ["scarce", "queues_and_drops"])
+def test_a_team_reward_trains_the_same_on_both_paths(world):
+    """reward.team_fraction > 0 (learn_grid, learn_shift): each agent's reward mixes in the cluster's accruals since
+    its last decision (RewardMeter._team_now, every agent's meters summed row by row), on both paths alike."""
+    sc = _scenario(world)
+    sc = sc.model_copy(update={"reward": sc.reward.model_copy(update={"team_fraction": 0.4})})
+    assert compiled_reason(sc, load_policy("qlearning", {})) is None
+    for params in ({}, {"double": False, "keep_transitions": 300}):
+        _assert_same_training(sc, params)
 
 
 @needs_numba
