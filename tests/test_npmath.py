@@ -92,3 +92,15 @@ def test_unusable_loops_say_why_and_hold_no_addresses(monkeypatch):
     assert loops.reason is not None and "power" in loops.reason and "PyUFuncObject" in loops.reason
     assert loops.learner_reason is not None
     assert not loops.addr[:npmath.ARGS].any()  # no loop's address: the kernel never calls one
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 33, 1000, 12_345])
+def test_numpys_axis0_sum_of_a_c_ordered_block_is_the_row_by_row_sum(n):
+    """What the compiled team reward relies on (RewardMeter._team_now: ``_own(all).sum(axis=0)``): numpy reduces a
+    C-ordered (n, 5) block over its rows one row after another, starting from the first row."""
+    rng = np.random.default_rng(n)
+    block = np.ascontiguousarray(rng.normal(size=(n, 5)) * 10.0 ** rng.uniform(-4, 4, (n, 5)))
+    total = block[0].copy()
+    for row in block[1:]:
+        total = total + row
+    assert block.sum(axis=0).tolist() == total.tolist()
