@@ -63,8 +63,8 @@ def numba_available() -> bool:
     return True
 
 
-#: The methods of a frozen Q-learner's per-decision path the compiled form stands for: an instance may not replace
-#: any of them (a subclass is refused altogether).
+#: The methods of a Q-learner's per-decision path the compiled form stands for: an instance may not replace any of
+#: them (a subclass is refused altogether).
 _LEARNER_PATH = ("bid", "_bid_few", "_features", "_decide", "_decide_few", "_consume", "_consume_few", "choose",
                  "choose_rows", "states", "_state_rows", "_state_specs", "learn", "learn_rows")
 
@@ -96,9 +96,9 @@ def learner_rule(scenario, policy) -> tuple[KernelRule | None, str | None]:
 def compiled_rule(scenario, policy) -> tuple[KernelRule | None, str | None]:
     """The compiled form of ``policy``'s per-event decisions in ``scenario``: a rule's (:func:`kernel_rule_of`) or
     a Q-learner's (:func:`learner_rule`); ``(None, why not)`` where there is none."""
-    if type(policy).__name__ == "QLearning" and type(policy).__module__ == "policies.qlearning":
-        return learner_rule(scenario, policy)
-    return kernel_rule_of(policy)
+    from policies.qlearning import QLearning
+
+    return learner_rule(scenario, policy) if isinstance(policy, QLearning) else kernel_rule_of(policy)
 
 
 def compiled_reason(scenario, policy) -> str | None:
@@ -371,7 +371,7 @@ class CompiledDispatcher(Dispatcher):
         while int(self.ist[K.TIMER_N]) + 2 > self._T[0].size:
             self._grow_timers()
 
-    # ------------------------------------------------------------------------------------ a frozen learner
+    # ------------------------------------------------------------------------------------ a Q-learner
     def attach_learner(self, policy, hour0: float) -> None:
         """The Q-learner the kernel decides for (rule ``BID_QTABLE``), and the clock's hour at t = 0."""
         self.learner, self._hour0 = policy, float(hour0)

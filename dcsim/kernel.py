@@ -108,7 +108,7 @@ MAX_QUEUE, DROP_EXPIRED, N_GPUS, ARR_WAIT, P_I = 15, 16, 17, 18, 19
 # and the two transition FIFOs (0: entering sleep, 1: waking), each its events and its ring of GPUs
 N_SLEEP, BID_KIND, ADMIT_KIND, IDLE_KIND, DEF_N, DR_N = 20, 21, 22, 23, 24, 25
 EV_HEAD, EV_LEN, GR_HEAD, GR_LEN = 26, 28, 30, 32  # + FIFO
-# with a frozen Q-table (BID_QTABLE): the policy's decision count; LEARNER = 1 where the reward meter is kept here
+# with a Q-learner (BID_QTABLE): its decision and update counts; LEARNER = 1 where the reward meter is kept here
 L_DECISIONS, LEARNER, L_UPDATES = 34, 35, 36
 # with keep_transitions: the policy's ReplayBuffer ``recorded`` (its write position and size; REC_ON = 1 when kept)
 REC_POS, REC_SIZE, REC_ON = 37, 38, 39
@@ -299,7 +299,8 @@ _pace_needed_value = _jit(learning.pace_needed_value)
 _np_unary = _jit(npmath.unary)
 _np_matmul_rows = _jit(npmath.matmul_rows)
 _LOG, _LOG1P, _LOG2, _SIN, _COS = (npmath.UNARY[f] for f in ("log", "log1p", "log2", "sin", "cos"))
-_MM_W, _MM_OUT, _MM_K = npmath.MM_W, npmath.MM_OUT, npmath.MM_K
+_MM_W, _MM_OUT = npmath.MM_W, npmath.MM_OUT
+_mm_rows_at = _jit(npmath.mm_rows_at)
 _EXP = npmath.UNARY["exp"]
 _np_power_base = _jit(npmath.power_base)
 _rng_random = _jit(npmath.rng_random)
@@ -315,8 +316,8 @@ R_G, R_T, R_S, R_A, R_S2, R_FLAT, R_FIRST, R_Q = range(8)
 
 @_jit
 def _gamma_pow(D, x, e):
-    """numpy's ``array ** e`` for a float ``e``, element by element (:func:`dcsim.kernel_rules.scalar_pow`'s fast
-    paths, else numpy's power loop with the exponent broadcast)."""
+    """numpy's ``array ** e`` for a float ``e``, element by element: ``ndarray.__pow__``'s fast paths (2, 1, 0.5,
+    -1, 0), else numpy's power loop with the exponent broadcast."""
     if e == 2.0:
         return x * x
     if e == 1.0:
@@ -357,30 +358,45 @@ def _agent_want(S, D, ist, fst, j, k, kind, action, price, now):
         return _two_blocks(fst[MIN_CAP_W] - idle, full - fst[MIN_CAP_W], fst[RP0], price, span)
     if kind == kr.BID_RENEWABLE_SHARE:
         return _one_block(idle + _pmax(fst[RP0], _renewable_fraction(fst)) * (full - idle), _INF, price, idle, span)
-    if kind == kr.BID_ACTIONS and action != kr.ACTION_PACE and action != kr.ACTION_FLOOR_THEN_VALUE:
-        # dcsim.learning.bids_from_actions' levels and prices (its few-row form)
-        floor = _pmax(fst[MIN_CAP_W], idle)
-        if action == kr.ACTION_FLOOR_THEN_LIMIT:
-            return _two_blocks(floor - idle, full - floor, fst[RP0 + 4] * fst[P0], price, span)
-        if action == kr.ACTION_HALF:
-            request = idle + 0.5 * (full - idle)
-        elif action == kr.ACTION_MIN_CAP:
-            request = floor
-        elif action == kr.ACTION_PAUSE:
-            request = idle
-        else:
-            request = full
-        limit = fst[RP0 + 3] * fst[P0] if action == kr.ACTION_FULL_IF_CHEAP else _INF
-        return _one_block(request, limit, price, idle, span)
-    if kind == kr.BID_TRUTHFUL or action == kr.ACTION_FLOOR_THEN_VALUE:  # the job's value per kWh
-        value = _value_per_kwh(S, fst, j, now)
-        if kind == kr.BID_TRUTHFUL:
-            return _one_block(full, value, price, idle, span)
-        floor = _pmax(fst[MIN_CAP_W], idle)
-        return _two_blocks(floor - idle, full - floor, value, price, span)
-    # BID_PACE, or ACTION_PACE: dcsim.learning.pace_power_w with safety RP0 (RP0 + 5 for the actions)
-    safety = fst[RP0] if kind == kr.BID_PACE else fst[RP0 + 5]
-    return _one_block(_pace_request(S, D, fst, j, now, safety), _INF, price, idle, span)
+    if kind == kr.BID_ACTIONS:
+        request, max_price, rest = _action_bid(S, D, fst, j, action, now)
+        if _two_block(action):
+            floor = _pmax(fst[MIN_CAP_W], idle)
+            return _two_blocks(floor - idle, full - floor, rest, price, span)
+        return _one_block(request, max_price, price, idle, span)
+    if kind == kr.BID_TRUTHFUL:  # the job's value per kWh
+        return _one_block(full, _value_per_kwh(S, fst, j, now), price, idle, span)
+    # BID_PACE: dcsim.learning.pace_power_w with safety RP0
+    return _one_block(_pace_request(S, D, fst, j, now, fst[RP0]), _INF, price, idle, span)
+
+
+@_jit
+def _two_block(action):
+    """Whether a :class:`~dcsim.learning.BidAction` bids two blocks (the minimum cap at any price, the rest priced)."""
+    return action == kr.ACTION_FLOOR_THEN_VALUE or action == kr.ACTION_FLOOR_THEN_LIMIT
+
+
+@_jit
+def _action_bid(S, D, fst, j, action, now):
+    """:func:`dcsim.learning.bids_from_actions` of one agent of job ``j`` taking ``action``: its request (W), its
+    price limit, and a two-block bid's price for the block above the minimum cap (``cheap_multiple``,
+    ``block_limit_multiple`` and ``pace_safety`` at ``RP0 + 3 .. RP0 + 5``)."""
+    idle, full = fst[IDLE_W], fst[FULL_W]
+    if action == kr.ACTION_FLOOR_THEN_VALUE:
+        return full, _INF, _value_per_kwh(S, fst, j, now)
+    if action == kr.ACTION_FLOOR_THEN_LIMIT:
+        return full, _INF, fst[RP0 + 4] * fst[P0]
+    if action == kr.ACTION_HALF:
+        request = idle + 0.5 * (full - idle)
+    elif action == kr.ACTION_MIN_CAP:
+        request = _pmax(fst[MIN_CAP_W], idle)
+    elif action == kr.ACTION_PAUSE:
+        request = idle
+    elif action == kr.ACTION_PACE:
+        request = _pace_request(S, D, fst, j, now, fst[RP0 + 5])
+    else:
+        request = full
+    return request, fst[RP0 + 3] * fst[P0] if action == kr.ACTION_FULL_IF_CHEAP else _INF, 0.0
 
 
 @_jit
@@ -397,6 +413,15 @@ def _clip(x, lo, hi):
 
 
 @_jit
+def _own(G, L, g, now):
+    """``RewardMeter._own`` of agent ``g``: value credited, tokens spent (paid and owed), energy (J), latency (s)
+    and deadline misses up to ``now``."""
+    used = G[5][g] + G[3][g] * now
+    liability = G[11][g] + (G[10][g] * used if used > 0 else 0.0) / J_PER_KWH
+    return L[5][g], L[7][g] + liability, G[4][g] + G[2][g] * now, L[8][g] + L[9][g] * now, L[6][g]
+
+
+@_jit
 def _feedback_rows(G, D, fst, agents, k, now):
     """:meth:`RewardMeter.feedback` of agents ``agents[:k]`` (a starting job's, or all at a round; its few-agent
     form and the numpy form's same operations): each agent's seven components since its last decision, the
@@ -404,20 +429,16 @@ def _feedback_rows(G, D, fst, agents, k, now):
     count), the snapshots moved on, the returns summed; row q's reward and interval into the row scratch. The books
     are at ``now`` already (every kernel event advances them first; rounds pack Python's)."""
     L, addr, io, ib = D[15], D[12], D[13], D[14]
-    value, misses, settled, lat_off, lat_rate, last_s, first = L[5], L[6], L[7], L[8], L[9], L[10], L[11]
+    last_s, first = L[10], L[11]
     snap, snap_sh, snap_cl, returns, w, n_agents = L[12], L[13], L[14], L[15], L[16], L[17][0]
-    pw, bw, eoff, boff, aprice, owed = G[2], G[3], G[4], G[5], G[10], G[11]
     sh0, sh1, sh2 = fst[RM_SH], fst[RM_SH + 1], fst[RM_SH + 2]
     consumed, carbon = fst[CONSUMED], fst[CARBON_G]
-    rows = _MM_OUT + (io.size - _MM_OUT) // (_MM_K + 1)  # npmath.mm_rows_at
+    rows = _mm_rows_at(io)
     for c in range(7):
         io[_MM_W + c] = w[c]
     for q in range(k):
         g = agents[q]
-        used = boff[g] + bw[g] * now
-        liability = owed[g] + (aprice[g] * used if used > 0 else 0.0) / J_PER_KWH
-        o0, o1, o2, o3, o4 = value[g], settled[g] + liability, eoff[g] + pw[g] * now, lat_off[g] + lat_rate[g] * now, \
-            misses[g]
+        o0, o1, o2, o3, o4 = _own(G, L, g, now)
         b = 5 * g
         d0, d1, d2, d3, d4 = o0 - snap[b], o1 - snap[b + 1], o2 - snap[b + 2], o3 - snap[b + 3], o4 - snap[b + 4]
         c3 = 3 * g
@@ -443,10 +464,7 @@ def _feedback_rows(G, D, fst, agents, k, now):
         n = int(L[17][LF_N])
         t0 = t1 = t2 = t3 = t4 = 0.0
         for g in range(n):  # RewardMeter._team_now: _own over every agent, summed row by row (numpy's axis-0 sum)
-            used = boff[g] + bw[g] * now
-            liability = owed[g] + (aprice[g] * used if used > 0 else 0.0) / J_PER_KWH
-            o0, o1, o2, o3, o4 = value[g], settled[g] + liability, eoff[g] + pw[g] * now, \
-                lat_off[g] + lat_rate[g] * now, misses[g]
+            o0, o1, o2, o3, o4 = _own(G, L, g, now)
             if g == 0:  # the first row as it is (not 0.0 + it: a -0.0 stays -0.0, as in numpy's reduction)
                 t0, t1, t2, t3, t4 = o0, o1, o2, o3, o4
             else:
@@ -897,7 +915,7 @@ def learner_round(G, S, D, ist, fst, now, request, max_price, steps_w, steps_pri
     whether any is."""
     L = D[15]
     n = ist[N_GPUS]
-    agents, ix, asg = L[31], L[28], G[1]
+    agents, ix, fs, asg = L[31], L[28], L[27], G[1]
     _feedback_rows(G, D, fst, agents, n, now)
     _shared_features(D, ist, fst, now)
     for g in range(n):
@@ -907,37 +925,23 @@ def learner_round(G, S, D, ist, fst, now, request, max_price, steps_w, steps_pri
         _close_learn(G, D, ist, agents, n, True)
     m = _decide(G, D, ist, agents, n, True)
     idle, full = fst[IDLE_W], fst[FULL_W]
-    span = full - idle
     floor = _pmax(fst[MIN_CAP_W], idle)
-    cheap, limit = fst[RP0 + 3] * fst[P0], fst[RP0 + 4] * fst[P0]
     for g in range(n):
         request[g], max_price[g] = full, _INF
     two = False
     for q in range(m):
         g, action = ix[q, R_G], ix[q, R_A]
-        if action == kr.ACTION_HALF:
-            request[g] = idle + 0.5 * span
-        elif action == kr.ACTION_MIN_CAP:
-            request[g] = floor
-        elif action == kr.ACTION_PAUSE:
-            request[g] = idle
-        elif action == kr.ACTION_PACE:
-            request[g] = _pace_request(S, D, fst, asg[g], now, fst[RP0 + 5])
-        if action == kr.ACTION_FULL_IF_CHEAP:
-            max_price[g] = cheap
-        if action == kr.ACTION_FLOOR_THEN_VALUE or action == kr.ACTION_FLOOR_THEN_LIMIT:
-            two = True
+        request[g], max_price[g], fs[q, R_BOOT] = _action_bid(S, D, fst, asg[g], action, now)  # R_BOOT: rest's price
+        two = two or _two_block(action)
     if two:
         for g in range(n):
             steps_w[g, 0], steps_w[g, 1] = request[g] - idle, 0.0
             steps_price[g, 0], steps_price[g, 1] = max_price[g], 0.0
         for q in range(m):
-            g, action = ix[q, R_G], ix[q, R_A]
-            if action == kr.ACTION_FLOOR_THEN_VALUE or action == kr.ACTION_FLOOR_THEN_LIMIT:
+            if _two_block(ix[q, R_A]):
+                g = ix[q, R_G]
                 steps_w[g, 0], steps_w[g, 1] = floor - idle, full - floor
-                steps_price[g, 0] = _INF
-                steps_price[g, 1] = _value_per_kwh(S, fst, asg[g], now) if action == kr.ACTION_FLOOR_THEN_VALUE \
-                    else limit
+                steps_price[g, 0], steps_price[g, 1] = _INF, fs[q, R_BOOT]
     return two
 
 

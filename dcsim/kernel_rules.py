@@ -41,9 +41,9 @@ class KernelRule:
             ``bid_params[0]``: :func:`dcsim.learning.pace_power_w`), ``BID_ACTIONS`` (a
             :class:`~dcsim.learning.BidAction` by a price test, as :class:`~policies.reference.ReferenceRule`:
             ``bid_params`` = (price multiple, cheap action, dear action, cheap multiple, block-limit multiple,
-            pace safety)), ``BID_QTABLE`` (each agent's greedy :class:`~dcsim.learning.BidAction` from a frozen
-            Q-table, :class:`~policies.qlearning.QLearning` with ``learn: false``; ``bid_params[3:6]`` as
-            ``BID_ACTIONS``; the table, its bins and the reward meter's buffers are handed over by
+            pace safety)), ``BID_QTABLE`` (each agent's ε-greedy :class:`~dcsim.learning.BidAction` from a
+            Q-table, learning or frozen, :class:`~policies.qlearning.QLearning`; ``bid_params[3:6]`` as
+            ``BID_ACTIONS``; the tables, bins, transition buffers and the reward meter's buffers are handed over by
             :mod:`dcsim.compiled`).
         admit: ``ADMIT_*``: defer while the price is above ``admit_params[0]`` (``ADMIT_PRICE_ABOVE``), while the
             renewable fraction is below it (``ADMIT_RENEWABLE_BELOW``), or while the price is above

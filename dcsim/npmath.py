@@ -8,12 +8,16 @@ numbers, one element at a time, through its address:
 
 - :func:`loop_address` reads a ufunc's loop for a type signature from the ufunc object (numpy's C struct
   ``PyUFuncObject``: its ``functions``, ``data`` and ``types`` tables);
-- :class:`NumpyLoops` keeps the addresses and a scratch block the kernel writes arguments into, and checks on
-  probe values that a call gives exactly what numpy gives on arrays (of lengths 1–40, every position; an exponent
-  as an array and as a broadcast scalar); without that it is not used (:attr:`NumpyLoops.reason` says why);
-- :func:`power` is the kernel's ``np.power`` of two float64 numbers (``scalar=True``: the exponent broadcast, as
-  ``array ** float`` does once numpy's fast paths for 2, 1, 0.5, −1 and 0 are past; the kernel's
-  ``_gamma_pow`` takes those first).
+- :class:`NumpyLoops` keeps the addresses of ``power``, ``log``, ``log1p``, ``log2``, ``sin``, ``cos``, ``exp`` and
+  ``matmul`` and scratch blocks the kernel writes arguments into, and checks on probe values that a call gives
+  exactly what numpy gives on arrays (every position of arrays of lengths 1–16, 40 and 257; the matrix product over
+  1–16 rows at once); a loop that fails is not used (:attr:`NumpyLoops.reason`, ``learner_reason`` say why);
+- :func:`power`, :func:`power_base`, :func:`unary` and :func:`matmul_rows` are the kernel's calls of them
+  (``power(..., scalar=True)``: the exponent broadcast, as ``array ** float`` does once numpy's fast paths for 2, 1,
+  0.5, −1 and 0 are past; the kernel's ``_gamma_pow`` takes those first);
+- :func:`rng_random` and :func:`rng_integers` draw from a numpy generator through its bit generator's own
+  ``next_double``/``next_uint32`` (:func:`bit_generator_addresses`), as ``Generator.random()`` and
+  ``Generator.integers(0, k)`` do.
 
 Reading the struct needs no compiler and no numpy headers; the layout it reads (``PyObject_HEAD``, four ``int``
 fields, then the ``functions``, ``data``, ``ntypes`` and ``name``/``types`` pointers) has been numpy's public C API
@@ -26,7 +30,8 @@ import sys
 
 import numpy as np
 
-__all__ = ["NumpyLoops", "loop_address", "matmul_rows", "numpy_loops", "power", "power_base", "unary"]
+__all__ = ["NumpyLoops", "bit_generator_addresses", "loop_address", "matmul_rows", "numpy_loops", "power",
+           "power_base", "rng_integers", "rng_random", "unary"]
 
 _PTR = ctypes.sizeof(ctypes.c_void_p)
 _HEAD = 2 * _PTR  # PyObject_HEAD: ob_refcnt, ob_type (a release build of CPython)
@@ -71,7 +76,6 @@ POW_FN, POW_DATA, LOG_FN, LOG_DATA, LOG1P_FN, LOG1P_DATA, LOG2_FN, LOG2_DATA, SI
     MM_FN, MM_DATA, EXP_FN, EXP_DATA = range(16)
 ARGS, DIMS, STEPS, STEPS_SCALAR, STEPS_BASE, ARGS_U, STEPS_U, ARGS_MM, DIMS_MM, STEPS_MM = range(16, 26)
 N_ADDR = 26
-FN, DATA = POW_FN, POW_DATA  # the power loop's (the names the pace bid's code reads)
 #: The unary loops :func:`unary` calls, by the index of their function's address in :attr:`NumpyLoops.addr`.
 UNARY = {"log": LOG_FN, "log1p": LOG1P_FN, "log2": LOG2_FN, "sin": SIN_FN, "cos": COS_FN, "exp": EXP_FN}
 #: The matrix product's inner size (the reward's seven components) and the rows its probe checks.
@@ -114,14 +118,13 @@ class NumpyLoops:
                                     (MM_FN, np.matmul, "ddd"), (EXP_FN, np.exp, "dd")):
             try:
                 self.addr[index], self.addr[index + 1] = loop_address(ufunc, types)
+                if not self._matches_numpy(index):
+                    self.addr[index] = self.addr[index + 1] = 0
+                    raise LookupError("called from outside numpy, it does not give numpy's results")
             except LookupError as exc:
                 failed.append(f"numpy's float64 {ufunc.__name__} loop cannot be called from the kernel ({exc})")
-                continue
-            if not self._matches_numpy(index):
-                self.addr[index] = self.addr[index + 1] = 0
-                failed.append(f"numpy's float64 {ufunc.__name__} loop, called from outside numpy, does not give "
-                              "numpy's results")
-        self.reason = next((f for f in failed if " power " in f), None)
+                if index == POW_FN:
+                    self.reason = failed[-1]
         self.learner_reason = failed[0] if failed else None
 
     def _layout(self, rows: int = MM_PROBE_ROWS) -> None:
@@ -158,9 +161,6 @@ class NumpyLoops:
         out.reason, out.learner_reason = self.reason, self.learner_reason
         return out
 
-    def _call(self, x: float, e: float, scalar: bool) -> float:
-        return _power_py(self.addr, self.io, x, e, scalar)
-
     def _matches_numpy(self, index: int) -> bool:
         """Whether calls from outside numpy give numpy's array results: the powers one element at a time (lengths
         1–16, 40 and 257, every position; an exponent array, a broadcast exponent, a broadcast base), the unary
@@ -178,7 +178,6 @@ class NumpyLoops:
                         return False
             return True
         for n in list(range(1, 17)) + [40, 257]:
-            base = np.concatenate([rng.random(n - n // 4), rng.uniform(0.0, 8.0, n // 4)])
             if index != POW_FN:
                 x = np.exp(rng.uniform(-30.0, 30.0, n)) if index in (LOG_FN, LOG1P_FN, LOG2_FN) \
                     else rng.uniform(-50.0, 50.0, n)
@@ -188,14 +187,15 @@ class NumpyLoops:
                 if [_unary_py(self.addr, self.io, index, v) for v in x.tolist()] != want:
                     return False
                 continue
+            base = np.concatenate([rng.random(n - n // 4), rng.uniform(0.0, 8.0, n // 4)])
             exponent = 1.0 / np.maximum(rng.random(n) * 3.0, 1e-6)
             if n % 5 == 0:
                 base[0], exponent[-1] = 0.0, 1.0
             scalar = float(rng.uniform(0.3, 4.0))
-            if [self._call(b, e, False) for b, e in zip(base.tolist(), exponent.tolist())] != \
+            if [_power_py(self.addr, self.io, b, e, False) for b, e in zip(base.tolist(), exponent.tolist())] != \
                     (base ** exponent).tolist():
                 return False
-            if [self._call(b, scalar, True) for b in base.tolist()] != (base ** scalar).tolist():
+            if [_power_py(self.addr, self.io, b, scalar, True) for b in base.tolist()] != (base ** scalar).tolist():
                 return False
             visits = rng.integers(1, 10_000, n).astype(float)
             if [_power_base_py(self.addr, self.io, 0.99, v / 3600.0) for v in visits.tolist()] != \
@@ -216,28 +216,6 @@ def bit_generator_addresses(rng: np.random.Generator) -> np.ndarray:
     c = rng.bit_generator.ctypes
     return np.array([c.state_address, ctypes.cast(c.next_double, ctypes.c_void_p).value,
                      ctypes.cast(c.next_uint32, ctypes.c_void_p).value], dtype=np.int64)
-
-
-def _random_py(bg: np.ndarray) -> float:
-    """Reference form of :func:`rng_random`."""
-    return ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_void_p)(int(bg[BG_DOUBLE]))(int(bg[BG_STATE]))
-
-
-def _integers_py(bg: np.ndarray, high: int) -> int:
-    """Reference form of :func:`rng_integers`."""
-    draw = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p)(int(bg[BG_UINT32]))
-    rng = high - 1
-    if rng == 0:
-        return 0
-    excl = rng + 1
-    m = draw(int(bg[BG_STATE])) * excl
-    leftover = m & 0xFFFFFFFF
-    if leftover < excl:
-        threshold = (0xFFFFFFFF - rng) % excl
-        while leftover < threshold:
-            m = draw(int(bg[BG_STATE])) * excl
-            leftover = m & 0xFFFFFFFF
-    return m >> 32
 
 
 def _power_py(addr: np.ndarray, io: np.ndarray, x: float, e: float, scalar: bool) -> float:
@@ -373,4 +351,3 @@ try:  # the kernel's form: an indirect call through the address (a runtime value
         _call_loop(addr[MM_FN], addr[ARGS_MM], addr[DIMS_MM], addr[STEPS_MM], addr[MM_DATA])
 except ImportError:  # pragma: no cover - without numba there is no kernel to call them
     power, power_base, unary, matmul_rows = _power_py, _power_base_py, _unary_py, _matmul_py
-    rng_random, rng_integers = _random_py, _integers_py
