@@ -167,7 +167,7 @@ def side_by_side(sizes: list[int], horizon_s: float, policies: list[str], mechan
 
     # always_on first, on the Python per-job path and (numba installed) on the compiled one; the built-in rules take
     # the compiled path with their compiled forms (dcsim.kernel_rules), qlearning its Q-table form (dcsim.kernel's
-    # BID_QTABLE), dqn the Python path (its network is torch's)
+    # BID_QTABLE), dqn its network form (BID_DQN)
     compiled = numba_available()
     runs = [("always_on (python)", "always_on", None, False)] + (
         [("always_on", "always_on", None, None)] if compiled else [])

@@ -27,9 +27,12 @@ outputs.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
+import sys
+import weakref
 from collections import deque
 from heapq import heappush
 
@@ -63,10 +66,29 @@ def numba_available() -> bool:
     return True
 
 
-#: The methods of a Q-learner's per-decision path the compiled form stands for: an instance may not replace any of
+#: The methods of a learner's per-decision path the compiled form stands for: an instance may not replace any of
 #: them (a subclass is refused altogether).
 _LEARNER_PATH = ("bid", "_bid_few", "_features", "_decide", "_decide_few", "_consume", "_consume_few", "choose",
-                 "choose_rows", "states", "_state_rows", "_state_specs", "learn", "learn_rows")
+                 "choose_rows", "states", "_state_rows", "_state_specs", "learn", "learn_rows", "learning_round",
+                 "_sync")
+
+
+def _learner_common(scenario, policy, cls) -> str | None:
+    """Why the learner ``policy`` has no compiled form as a ``cls`` (not ``cls``'s own per-decision path, a rich
+    action layout, a market the kernel's features cannot scale by, numpy's loops); None when it has."""
+    if type(policy) is not cls or any(name in vars(policy) for name in _LEARNER_PATH):
+        return f"the policy decides at events and is not {cls.__name__}'s own per-decision path"
+    if policy.layout.rich:
+        return f"the learner's action layout is {policy.layout.name!r} (only 'bid' is compiled)"
+    spec = scenario.cluster.power_spec()
+    if not (scenario.market.base_price_tokens_per_kwh > 0 and (spec["tdp_w"] - spec["idle_w"]) * spec["utilisation"] > 0):
+        return "market.base_price_tokens_per_kwh is not > 0 or the GPU's full power is not above idle"
+    return npmath.numpy_loops().learner_reason
+
+
+def _learner_bid(policy, bid: int) -> KernelRule:
+    return KernelRule(bid=bid, bid_params=(math.nan, math.nan, math.nan, policy.cheap_multiple,
+                                           policy.block_limit_multiple, policy.pace_safety))
 
 
 def learner_rule(scenario, policy) -> tuple[KernelRule | None, str | None]:
@@ -74,31 +96,44 @@ def learner_rule(scenario, policy) -> tuple[KernelRule | None, str | None]:
     layout, learning or frozen): ``(rule, None)``, or ``(None, why not)``."""
     from policies.qlearning import QLearning
 
-    if type(policy) is not QLearning or any(name in vars(policy) for name in _LEARNER_PATH):
-        return None, "the policy decides at events and is not QLearning's own per-decision path"
-    if policy.layout.rich:
-        return None, f"the learner's action layout is {policy.layout.name!r} (only 'bid' is compiled)"
+    why = _learner_common(scenario, policy, QLearning)
+    if why is not None:
+        return None, why
     if any(how not in (0, 1) for how, *_ in policy._state_specs()):
         return None, "the learner's bins read a derived column the kernel does not compute"
     if policy.initial_q == 0 and math.copysign(1.0, policy.initial_q) < 0:
         return None, "the learner's initial_q is -0.0 (which zero numpy's max returns is its own business)"
     if policy.alpha_schedule not in ("visits", "constant") or policy.schedule.kind not in ("exponential", "linear"):
         return None, "the learner's learning-rate or exploration schedule has no compiled form"
-    spec = scenario.cluster.power_spec()
-    if not (scenario.market.base_price_tokens_per_kwh > 0 and (spec["tdp_w"] - spec["idle_w"]) * spec["utilisation"] > 0):
-        return None, "market.base_price_tokens_per_kwh is not > 0 or the GPU's full power is not above idle"
-    if npmath.numpy_loops().learner_reason:
-        return None, npmath.numpy_loops().learner_reason
-    return KernelRule(bid=kr.BID_QTABLE, bid_params=(math.nan, math.nan, math.nan, policy.cheap_multiple,
-                                                      policy.block_limit_multiple, policy.pace_safety)), None
+    return _learner_bid(policy, kr.BID_QTABLE), None
+
+
+def dqn_rule(scenario, policy) -> tuple[KernelRule | None, str | None]:
+    """The compiled form of a :class:`~policies.dqn.DQN` with the ``bid`` action layout, learning or frozen, with
+    any learner (its gradient steps stay in Python): ``(rule, None)``, or ``(None, why not)``."""
+    from policies.dqn import DQN
+
+    why = _learner_common(scenario, policy, DQN)
+    if why is not None:
+        return None, why
+    if policy.schedule.kind not in ("exponential", "linear"):
+        return None, "the learner's exploration schedule has no compiled form"
+    if npmath.numpy_loops().float32_reason:
+        return None, npmath.numpy_loops().float32_reason
+    return _learner_bid(policy, kr.BID_DQN), None
 
 
 def compiled_rule(scenario, policy) -> tuple[KernelRule | None, str | None]:
-    """The compiled form of ``policy``'s per-event decisions in ``scenario``: a rule's (:func:`kernel_rule_of`) or
-    a Q-learner's (:func:`learner_rule`); ``(None, why not)`` where there is none."""
+    """The compiled form of ``policy``'s per-event decisions in ``scenario``: a rule's (:func:`kernel_rule_of`), a
+    Q-learner's (:func:`learner_rule`) or a DQN's (:func:`dqn_rule`); ``(None, why not)`` where there is none."""
     from policies.qlearning import QLearning
 
-    return learner_rule(scenario, policy) if isinstance(policy, QLearning) else kernel_rule_of(policy)
+    if isinstance(policy, QLearning):
+        return learner_rule(scenario, policy)
+    dqn = sys.modules.get("policies.dqn")  # (a DQN's module is loaded already: no torch import for other policies)
+    if dqn is not None and isinstance(policy, dqn.DQN):
+        return dqn_rule(scenario, policy)
+    return kernel_rule_of(policy)
 
 
 def compiled_reason(scenario, policy) -> str | None:
@@ -115,7 +150,7 @@ def compiled_reason(scenario, policy) -> str | None:
     paces = rule.bid == kr.BID_PACE or (rule.bid == kr.BID_ACTIONS and kr.ACTION_PACE in rule.bid_params[1:3])
     if paces and npmath.numpy_loops().reason:  # the pace bid's two powers are numpy's, through its own loop
         return npmath.numpy_loops().reason
-    if policy.wants_feedback and rule.bid != kr.BID_QTABLE:
+    if policy.wants_feedback and rule.bid not in kr.LEARNER_BIDS:
         return "the policy learns from per-event feedback"
     if scenario.decision_timing != "event":
         return "decision_timing is fixed_step"
@@ -155,6 +190,7 @@ def use_compiled(scenario, policy, compiled: bool | None, n_jobs: int | None = N
 
 
 _log = logging.getLogger(__name__)
+_HOOK_KEYS = itertools.count(1)
 _COLD_NOTED = False
 
 
@@ -183,7 +219,24 @@ def _no_learner() -> tuple:
         np.zeros((0, 0), np.int64), np.zeros((0, 0, 0), np.int64)
     return (f3, f3, i2, f2, i1, f1, f1, f1, f1, f1, f1, np.zeros(0, np.bool_), f1, f1, f1, f1, f1, f1, f2, i3, i3,
             np.zeros(0, np.bool_), np.zeros((0, 0), np.float32), i1, f1, f1, i1, f2, i2, i1, i1, i1, f1, f1,
-            np.zeros((0, 0), np.float32), i1, f1, np.zeros((0, 0), np.float32), f1, np.zeros(0, np.bool_), f1)
+            np.zeros((0, 0), np.float32), i1, f1, np.zeros((0, 0), np.float32), f1, np.zeros(0, np.bool_), f1,
+            *_no_dqn())
+
+
+def _no_dqn() -> tuple:
+    """The DQN's part of ``L`` without a DQN (a Q-learner's, or no learner): empty arrays of its types."""
+    g1, g2 = np.zeros(0, np.float32), np.zeros((0, 0), np.float32)
+    return (g1, np.zeros((0, 0), np.int64), g1, *_ring_arrays(None, 0))
+
+
+def _ring_arrays(buffer, n_features: int) -> tuple:
+    """The arrays of a :class:`~dcsim.learning.ReplayBuffer` (``data``: obs, action, reward, next_obs, dt_s,
+    terminal), or empty ones for None."""
+    if buffer is None:
+        return (np.zeros((0, n_features), np.float32), np.zeros(0, np.int64), np.zeros(0),
+                np.zeros((0, n_features), np.float32), np.zeros(0), np.zeros(0, np.bool_))
+    d = buffer.data
+    return d["obs"], d["action"], d["reward"], d["next_obs"], d["dt_s"], d["terminal"]
 
 
 class KernelEnvironment(simpy.Environment):
@@ -242,7 +295,8 @@ class CompiledDispatcher(Dispatcher):
         # takes as many rows as a job has GPUs
         self._loops = npmath.numpy_loops().scratch(n)
         self._D += [self._loops.addr, self._loops.io, self._loops.ib, _no_learner()]
-        self.learner = None  # a Q-learner (rule BID_QTABLE), attached by the core with attach_learner
+        self.learner = None  # a learner (rule BID_QTABLE or BID_DQN), attached by the core with attach_learner
+        self._hook_key: int | None = None  # a DQN's learning-round hook in dcsim.kernel.HOOKS
         self._hour0 = 0.0
         self._round_out = None
         super().__init__(*args, **kwargs)
@@ -373,13 +427,58 @@ class CompiledDispatcher(Dispatcher):
 
     # ------------------------------------------------------------------------------------ a Q-learner
     def attach_learner(self, policy, hour0: float) -> None:
-        """The Q-learner the kernel decides for (rule ``BID_QTABLE``), and the clock's hour at t = 0."""
+        """The learner the kernel decides for (rule ``BID_QTABLE`` or ``BID_DQN``), and the clock's hour at t = 0."""
         self.learner, self._hour0 = policy, float(hour0)
 
     def _learner_tuple(self) -> tuple:
-        """The kernel's ``L``: the policy's tables, bins, transition builder and stream, the reward meter's buffers
-        (all the same memory: the Python side's rounds read and write them too)."""
+        """The kernel's ``L``: the policy's tables (a Q-learner) or acting network and replay (a DQN), bins,
+        transition builder and stream, the reward meter's buffers (all the same memory: the Python side's rounds
+        read and write them too)."""
         K, p, rm = self._K, self.learner, self.rewards
+        dqn = self.rule.bid == kr.BID_DQN
+        n = rm.n
+        lf = np.zeros(K.N_LF)
+        if dqn:
+            f3, i2, f2, i1, i3 = np.zeros((0, 0, 0)), np.zeros((0, 6), np.int64), np.zeros((0, 1)), \
+                np.zeros(0, np.int64), np.zeros((0, 0, 0), np.int64)
+            q_part = (f3, f3, i2, f2, i1)
+            visits = (i3, i3)
+            acting = p.acting
+            if acting is None:
+                raise RuntimeError("a compiled DQN needs its acting network as numpy weights (DQN.acting)")
+            rows = n
+            width = int(acting.layout[:, 1].max())
+            self._acting_flat = acting.flat
+            dqn_part = (acting.flat, acting.layout, np.zeros(rows * (len(p.features) + 2 * width), np.float32),
+                        *_ring_arrays(p.replay, len(p.features)))
+            lf[K.LF_DQN], lf[K.LF_LEARN_EVERY] = 1.0, p.learn_every_s
+        else:
+            q_part, visits = self._q_tables(p)
+            dqn_part = _no_dqn()
+            a = p.table
+            lf[K.LF_DOUBLE], lf[K.LF_PER_AGENT] = p.table_b is not None, p.per_agent
+            lf[K.LF_Q_GAMMA], lf[K.LF_Q_TAU], lf[K.LF_ALPHA] = a.gamma, a.tau_s, a.alpha
+            lf[K.LF_VISITS], lf[K.LF_DECAY] = a.alpha_schedule == "visits", a.alpha_decay_exponent
+            lf[K.LF_CONSISTENT] = p.consistent
+        lf[K.LF_N], lf[K.LF_LEARNING], lf[K.LF_GAMMA], lf[K.LF_TAU] = n, p.learning, p.gamma, p.tau_s
+        sch = p.schedule
+        lf[K.LF_EPS_START], lf[K.LF_EPS_END], lf[K.LF_EPS_DECAY] = sch.start, sch.end, sch.decay_decisions
+        lf[K.LF_EPS_EXP], lf[K.LF_N_BID] = sch.kind == "exponential", p.layout.size(ActionKind.BID)
+        lf[K.LF_TEAM] = rm.team_fraction
+        bld = p.builder
+        self._rng_kept = p.rng  # the kernel holds its bit generator's addresses: keep the generator alive
+        return (*q_part, rm.value, rm.misses, rm.settled, rm.lat_off, rm.lat_rate, rm.last_s,
+                rm.first, rm.snap.reshape(-1), rm.snap_shared.reshape(-1), rm.snap_cluster.reshape(-1), rm.returns,
+                np.ascontiguousarray(rm.weights, dtype=np.float64), lf, np.zeros((n, bld.obs.shape[1])), *visits,
+                bld.open, bld.obs, bld.action, bld.reward, bld.elapsed_s,
+                npmath.bit_generator_addresses(p.rng), np.zeros((2 * n, 8)), np.zeros((2 * n, 8), np.int64),
+                np.zeros(2 * n, np.int64), np.zeros(2 * n, np.int64), np.arange(n, dtype=np.int64), np.zeros(7),
+                np.full(64, np.nan), *_ring_arrays(p.recorded, bld.obs.shape[1]), rm.snap_team.reshape(-1),
+                *dqn_part)
+
+    @staticmethod
+    def _q_tables(p) -> tuple[tuple, tuple]:
+        """A Q-learner's part of ``L``: its tables A and B (A again without double Q) and bins; its visit counts."""
         specs = p._state_specs()
         width = max(len(edges) for *_, edges, _ in specs)
         spec = np.zeros((len(specs), 6), np.int64)
@@ -398,36 +497,18 @@ class CompiledDispatcher(Dispatcher):
             if np.signbit(t.q[t.q == 0]).any():
                 raise DcsimError("the Q-table holds -0.0 entries (which zero numpy's max returns is its own "
                                  "business): run it with DCSIM_COMPILED=0")
-        lf = np.zeros(K.N_LF)
-        lf[K.LF_N], lf[K.LF_DOUBLE], lf[K.LF_PER_AGENT] = rm.n, p.table_b is not None, p.per_agent
-        lf[K.LF_LEARNING], lf[K.LF_GAMMA], lf[K.LF_TAU] = p.learning, p.gamma, p.tau_s
-        lf[K.LF_Q_GAMMA], lf[K.LF_Q_TAU], lf[K.LF_ALPHA] = a.gamma, a.tau_s, a.alpha
-        lf[K.LF_VISITS], lf[K.LF_DECAY] = a.alpha_schedule == "visits", a.alpha_decay_exponent
-        lf[K.LF_CONSISTENT] = p.consistent
-        sch = p.schedule
-        lf[K.LF_EPS_START], lf[K.LF_EPS_END], lf[K.LF_EPS_DECAY] = sch.start, sch.end, sch.decay_decisions
-        lf[K.LF_EPS_EXP], lf[K.LF_N_BID] = sch.kind == "exponential", p.layout.size(ActionKind.BID)
-        lf[K.LF_TEAM] = rm.team_fraction
-        bld = p.builder
-        n = rm.n
-        self._rng_kept = p.rng  # the kernel holds its bit generator's addresses: keep the generator alive
-        return (a.q, b.q, spec, edge, n_edges, rm.value, rm.misses, rm.settled, rm.lat_off, rm.lat_rate, rm.last_s,
-                rm.first, rm.snap.reshape(-1), rm.snap_shared.reshape(-1), rm.snap_cluster.reshape(-1), rm.returns,
-                np.ascontiguousarray(rm.weights, dtype=np.float64), lf, np.zeros((n, bld.obs.shape[1])), a.visits,
-                b.visits, bld.open, bld.obs, bld.action, bld.reward, bld.elapsed_s,
-                npmath.bit_generator_addresses(p.rng), np.zeros((2 * n, 8)), np.zeros((2 * n, 8), np.int64),
-                np.zeros(2 * n, np.int64), np.zeros(2 * n, np.int64), np.arange(n, dtype=np.int64), np.zeros(7),
-                np.full(64, np.nan), *self._recorded_ring(p, bld.obs.shape[1]), rm.snap_team.reshape(-1))
+        return (a.q, b.q, spec, edge, n_edges), (a.visits, b.visits)
 
-    @staticmethod
-    def _recorded_ring(p, n_features: int) -> tuple:
-        """The arrays of the policy's kept transitions (``ReplayBuffer.data``), or empty ones."""
-        rec = p.recorded
-        if rec is None:
-            return (np.zeros((0, n_features), np.float32), np.zeros(0, np.int64), np.zeros(0),
-                    np.zeros((0, n_features), np.float32), np.zeros(0), np.zeros(0, np.bool_))
-        d = rec.data
-        return d["obs"], d["action"], d["reward"], d["next_obs"], d["dt_s"], d["terminal"]
+    def _learning_round(self) -> None:
+        """A compiled DQN's learning round, called by the kernel (its hook) at the decision that is due one: the
+        replay's position and size in, ``DQN.learning_round`` (which samples the replay from the policy's stream,
+        the kernel's too, and refreshes the acting weights in place), the update count out."""
+        K, p = self._K, self.learner
+        p.replay.pos, p.replay.size = int(self.ist[K.RP_POS]), int(self.ist[K.RP_SIZE])
+        p.learning_round()
+        if p.acting is None or p.acting.flat is not self._acting_flat:
+            raise RuntimeError("the DQN's acting weights moved during the run (the kernel reads the old ones)")
+        self.ist[K.L_UPDATES] = p.updates
 
     def learner_round_bids(self) -> Bids:
         """Every agent's bids at a market round, decided by the kernel for the Q-learner (what
@@ -453,6 +534,9 @@ class CompiledDispatcher(Dispatcher):
                 self.ist[K.L_DECISIONS], self.ist[K.L_UPDATES] = p.decisions, p.updates
                 if p.recorded is not None:
                     self.ist[K.REC_POS], self.ist[K.REC_SIZE] = p.recorded.pos, p.recorded.size
+                if self.rule.bid == kr.BID_DQN:
+                    self.ist[K.RP_POS], self.ist[K.RP_SIZE] = p.replay.pos, p.replay.size
+                    self._D[15][17][K.LF_NEXT_LEARN] = p._next_learn_s
 
     def _shared_out(self) -> None:
         if self.rewards is not None:
@@ -463,6 +547,9 @@ class CompiledDispatcher(Dispatcher):
                 p.decisions, p.updates = int(self.ist[K.L_DECISIONS]), int(self.ist[K.L_UPDATES])
                 if p.recorded is not None:
                     p.recorded.pos, p.recorded.size = int(self.ist[K.REC_POS]), int(self.ist[K.REC_SIZE])
+                if self.rule.bid == kr.BID_DQN:
+                    p.replay.pos, p.replay.size = int(self.ist[K.RP_POS]), int(self.ist[K.RP_SIZE])
+                    p._next_learn_s = float(self._D[15][17][K.LF_NEXT_LEARN])
 
     # ------------------------------------------------------------------------------------ state in and out
     def start(self) -> None:
@@ -494,15 +581,21 @@ class CompiledDispatcher(Dispatcher):
         self._want_src = mk.want_w
         rule = self.rule
         ist[K.BID_KIND], ist[K.ADMIT_KIND], ist[K.IDLE_KIND] = rule.bid, rule.admit, rule.on_idle
-        if rule.bid == kr.BID_QTABLE:
+        if rule.bid in kr.LEARNER_BIDS:
             if self.learner is None or self.rewards is None:
-                raise RuntimeError("a compiled Q-table needs its policy (attach_learner) and the reward meter")
+                raise RuntimeError("a compiled learner needs its policy (attach_learner) and the reward meter")
             D = list(self._D)
             D[15] = self._learner_tuple()
             self._D = tuple(D)
             f[K.HOUR0] = self._hour0
             rec = self.learner.recorded
             ist[K.REC_ON] = int(rec is not None and rec.capacity > 0)
+            if rule.bid == kr.BID_DQN:  # its learning rounds run in Python, called by the kernel through a hook
+                key = next(_HOOK_KEYS)
+                ist[K.HOOK] = key
+                method = weakref.WeakMethod(self._learning_round)
+                K.HOOKS[key] = lambda: method()()
+                self._hook_key = key
         ist[K.LEARNER] = int(self.rewards is not None)
         f[K.RP0:K.AP0 + 2] = rule.params()
         f[K.P0] = mk.config.base_price_tokens_per_kwh
@@ -713,6 +806,9 @@ class CompiledDispatcher(Dispatcher):
     def close(self) -> None:
         """At the horizon: the kernel's ended jobs written, then every pending job's results (as the Python path),
         and the idle pool handed back to the cluster."""
+        if self._hook_key is not None:
+            self._K.HOOKS.pop(self._hook_key, None)
+            self._hook_key = None
         self._flush()
         super().close()
         cl = self.cluster

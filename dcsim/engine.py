@@ -31,7 +31,7 @@ from dcsim.arrivals import job_source, streams_jobs
 from dcsim.compiled import CompiledDispatcher, KernelEnvironment, compiled_rule, use_compiled
 from dcsim.facility.dispatch_battery import DISPATCH_COLUMNS
 from dcsim.job_log import JobFile, JobLog, JobTotals
-from dcsim.kernel_rules import BID_QTABLE, IDLE_NONE
+from dcsim.kernel_rules import IDLE_NONE, LEARNER_BIDS
 from dcsim.market_round import MarketRound
 from dcsim.meter import EnergyMeter
 from dcsim.outages import Outages
@@ -159,7 +159,7 @@ class Simulation:
         self.jobs.market = self.decisions.market = self.market
         if self.compiled:  # the kernel logs the rule's decisions at events, and decides idle GPUs at rounds too
             self.jobs.decision_rows = self.decisions.decision_rows
-            if self.jobs.rule.bid == BID_QTABLE:  # a Q-learner: the kernel decides (and learns) for it at job starts
+            if self.jobs.rule.bid in LEARNER_BIDS:  # a learner: the kernel decides (and learns) for it at job starts
                 self.jobs.attach_learner(policy, hour0)
                 self.decisions.compiled_round_bids = self.jobs.learner_round_bids
             if self.jobs.rule.on_idle != IDLE_NONE:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, objmode
 
 from dcsim import kernel_rules as kr
 from dcsim import learning
@@ -112,7 +112,9 @@ EV_HEAD, EV_LEN, GR_HEAD, GR_LEN = 26, 28, 30, 32  # + FIFO
 L_DECISIONS, LEARNER, L_UPDATES = 34, 35, 36
 # with keep_transitions: the policy's ReplayBuffer ``recorded`` (its write position and size; REC_ON = 1 when kept)
 REC_POS, REC_SIZE, REC_ON = 37, 38, 39
-N_IST = 40
+# with a DQN (BID_DQN): its replay ring's write position and size, and the key of its learning round's hook
+RP_POS, RP_SIZE, HOOK = 40, 41, 42
+N_IST = 43
 # fst: float64 state
 TOTAL_W, ALLOC_W, T_BOOKS, RENEW_W, CARBON, GRID_PRICE, IMPORT_CAP = 1, 2, 3, 4, 5, 6, 7  # 0: unused
 CONSUMED, RENEW_USED, RENEW_GEN, CURTAILED, CHARGED, BATT_OUT, BATT_LOSS, GRID_J, UNSERVED, CARBON_G, COST = range(8, 19)
@@ -298,6 +300,7 @@ _np_power = _jit(npmath.power)
 _pace_needed_value = _jit(learning.pace_needed_value)
 _np_unary = _jit(npmath.unary)
 _np_matmul_rows = _jit(npmath.matmul_rows)
+_np_matmul_f32 = _jit(npmath.matmul_f32)
 _LOG, _LOG1P, _LOG2, _SIN, _COS = (npmath.UNARY[f] for f in ("log", "log1p", "log2", "sin", "cos"))
 _MM_W, _MM_OUT = npmath.MM_W, npmath.MM_OUT
 _mm_rows_at = _jit(npmath.mm_rows_at)
@@ -308,7 +311,9 @@ _rng_integers = _jit(npmath.rng_integers)
 # the learner's float parameters (L[17])
 (LF_N, LF_DOUBLE, LF_PER_AGENT, LF_LEARNING, LF_GAMMA, LF_TAU, LF_Q_GAMMA, LF_Q_TAU, LF_ALPHA, LF_VISITS, LF_DECAY,
  LF_CONSISTENT, LF_EPS_START, LF_EPS_END, LF_EPS_DECAY, LF_EPS_EXP, LF_N_BID, LF_TEAM) = range(18)
-N_LF = 18
+# a DQN's: 1.0 for a DQN, its learn_every_s and the time of its next learning round (DQN._next_learn_s)
+LF_DQN, LF_LEARN_EVERY, LF_NEXT_LEARN = range(18, 21)
+N_LF = 21
 # the row scratch's columns: floats (L[27]) and ints (L[28])
 R_REWARD, R_DT, R_BOOT, R_TD, R_RATE, R_W = range(6)
 R_G, R_T, R_S, R_A, R_S2, R_FLAT, R_FIRST, R_Q = range(8)
@@ -340,7 +345,7 @@ def _start_wants(G, S, D, ist, fst, j, now):
     _log(D, ist, now, 0, k)
     want, jg = G[12], S[18]
     price = fst[PRICE]
-    if kind == kr.BID_QTABLE:
+    if kind == kr.BID_QTABLE or kind == kr.BID_DQN:
         _learner_bids(G, S, D, ist, fst, j, now)
         return
     action = -1
@@ -794,34 +799,43 @@ def _close_learn(G, D, ist, agents, k, deciding_only):
     L = D[15]
     lf, X, fs, ix, b_open, b_obs, b_action = L[17], L[18], L[27], L[28], L[21], L[22], L[23]
     st, asg = G[0], G[1]
-    per_agent = lf[LF_PER_AGENT] != 0.0
+    per_agent, dqn = lf[LF_PER_AGENT] != 0.0, lf[LF_DQN] != 0.0
     m = 0
     for q in range(k):
         g = agents[q]
         if b_open[g] and not (deciding_only and not (asg[g] >= 0 and st[g] == ACTIVE)):
             b_open[g] = False
-            ix[m, R_G], ix[m, R_T], ix[m, R_Q] = g, g if per_agent else 0, q
-            ix[m, R_S], ix[m, R_A], ix[m, R_S2] = _state(L, b_obs, g), b_action[g], _state(L, X, q)
+            ix[m, R_G], ix[m, R_Q], ix[m, R_A] = g, q, b_action[g]
+            if not dqn:
+                ix[m, R_T], ix[m, R_S], ix[m, R_S2] = g if per_agent else 0, _state(L, b_obs, g), _state(L, X, q)
             fs[m, R_REWARD], fs[m, R_DT] = L[24][g], L[25][g]
             m += 1
     if m and ist[REC_ON] != 0:
         _record(D, ist, m)
-    if m:
+    if m and dqn:  # DQN.learn_rows: into the replay ring (learning rounds sample it)
+        _ring_add(ix, fs, X, b_obs, L[44], L[45], L[46], L[47], L[48], L[49], ist, RP_POS, m)
+    elif m:
         _learn(D, ist, m)
 
 
 @_jit
 def _record(D, ist, m):
-    """``ReplayBuffer.add`` of the ``m`` transitions just closed (scratch rows 0 .. m): into the ring at its write
-    position, the newest ``capacity`` of them if there are more."""
+    """``ReplayBuffer.add`` of the ``m`` transitions just closed into the kept transitions (``recorded``)."""
     L = D[15]
-    ix, fs, X, b_obs = L[28], L[27], L[18], L[22]
-    r_obs, r_action, r_reward, r_next, r_dt, r_term = L[34], L[35], L[36], L[37], L[38], L[39]
+    _ring_add(L[28], L[27], L[18], L[22], L[34], L[35], L[36], L[37], L[38], L[39], ist, REC_POS, m)
+
+
+@_jit
+def _ring_add(ix, fs, X, b_obs, r_obs, r_action, r_reward, r_next, r_dt, r_term, ist, at, m):
+    """``ReplayBuffer.add`` of the ``m`` transitions just closed (scratch rows 0 .. m: agent, features' row, action,
+    reward, holding time; their start in the builder's ``b_obs``) into the ring ``r_*`` whose write position and
+    size are ``ist[at]`` and ``ist[at + 1]``: at its write position, the newest ``capacity`` of them if there are
+    more."""
     cap = r_action.size
     if cap == 0:
         return
     first = m - cap if m > cap else 0
-    pos = ist[REC_POS]
+    pos = ist[at]
     for i in range(first, m):
         slot = (pos + i - first) % cap
         g, q = ix[i, R_G], ix[i, R_Q]
@@ -833,8 +847,74 @@ def _record(D, ist, m):
         r_dt[slot] = fs[i, R_DT]
         r_term[slot] = False
     n = m - first
-    ist[REC_POS] = (pos + n) % cap
-    ist[REC_SIZE] = min(ist[REC_SIZE] + n, cap)
+    ist[at] = (pos + n) % cap
+    ist[at + 1] = min(ist[at + 1] + n, cap)
+
+
+@_jit
+def _mlp_actions(D, m):
+    """``DQN.choose`` of the ``m`` deciders in the row scratch (``ActingWeights.q_values``, then numpy's argmax):
+    their feature rows gathered in order as one C-ordered float32 block, each layer numpy's float32 matrix product
+    over the m rows at once (numpy's per-row results may depend on the row count), its bias added and, between
+    layers, ``h[h < 0] = 0``; each row's action the first maximum of its Q-values (the first NaN if any)."""
+    L, addr, ib = D[15], D[12], D[14]
+    X, ix, W, lay, act = L[18], L[28], L[41], L[42], L[43]
+    f, rows = X.shape[1], X.shape[0]
+    for q in range(m):
+        r = ix[q, R_Q]
+        for c in range(f):
+            act[q * f + c] = np.float32(X[r, c])
+    width = 0
+    for layer in range(lay.shape[0]):
+        width = max(width, lay[layer, 1])
+    wb, ab = W.ctypes.data, act.ctypes.data
+    src, dst, other = 0, rows * f, rows * f + rows * width  # the input block, then two blocks of hidden values
+    last = lay.shape[0] - 1
+    for layer in range(last + 1):
+        n_in, n_out, w_at, b_at = lay[layer, 0], lay[layer, 1], lay[layer, 2], lay[layer, 3]
+        _np_matmul_f32(addr, ib, ab + 4 * src, wb + 4 * w_at, ab + 4 * dst, m, n_in, n_out)
+        for i in range(dst, dst + m * n_out, n_out):
+            for c in range(n_out):
+                v = act[i + c] + W[b_at + c]
+                if layer < last and v < 0:
+                    v = np.float32(0.0)
+                act[i + c] = v
+        src, dst = dst, (other if src == 0 else src)
+    n_a = lay[last, 1]
+    for q in range(m):
+        at = src + q * n_a
+        best, best_value = 0, act[at]
+        if best_value == best_value:
+            for a in range(1, n_a):
+                v = act[at + a]
+                if v != v:
+                    best = a
+                    break
+                if v > best_value:
+                    best, best_value = a, v
+        ix[q, R_A] = best
+
+
+#: The Python side of a compiled DQN's learning rounds, by key (``ist[HOOK]``; set by dcsim.compiled).
+HOOKS: dict = {}
+
+
+def _run_hook(key):
+    HOOKS[key]()
+
+
+@_jit
+def _learning_due(D, ist, now):
+    """``DQN.bid``'s learning round, after the bids: while learning, at the first decision at or after the time of
+    the next round (every ``learn_every_s`` of simulated time), the policy's ``learning_round`` (gradient steps on
+    samples of the replay, drawn from the policy's stream, and the acting weights refreshed in place) runs in
+    Python, through the hook ``ist[HOOK]``."""
+    lf = D[15][17]
+    if lf[LF_DQN] != 0.0 and lf[LF_LEARNING] != 0.0 and now >= lf[LF_NEXT_LEARN]:
+        lf[LF_NEXT_LEARN] = now + lf[LF_LEARN_EVERY]
+        key = ist[HOOK]
+        with objmode():
+            _run_hook(key)
 
 
 @_jit
@@ -851,8 +931,11 @@ def _decide(G, D, ist, agents, k, deciding_only):
         if deciding_only and not (asg[g] >= 0 and st[g] == ACTIVE):
             continue
         ix[m, R_G], ix[m, R_Q] = g, q
-        ix[m, R_A] = _greedy(L, g if per_agent else 0, _state(L, X, q))
+        if lf[LF_DQN] == 0.0:
+            ix[m, R_A] = _greedy(L, g if per_agent else 0, _state(L, X, q))
         m += 1
+    if lf[LF_DQN] != 0.0 and m:
+        _mlp_actions(D, m)
     if lf[LF_LEARNING] != 0.0 and m:
         _explore(D, ist, m)
         _start(D, m)
@@ -880,6 +963,7 @@ def _learner_bids(G, S, D, ist, fst, j, now):
     ix, price = L[28], fst[PRICE]
     for q in range(k):
         want[ix[q, R_G]] = _agent_want(S, D, ist, fst, j, k, kr.BID_ACTIONS, ix[q, R_A], price, now)
+    _learning_due(D, ist, now)
 
 
 @_jit
@@ -942,6 +1026,7 @@ def learner_round(G, S, D, ist, fst, now, request, max_price, steps_w, steps_pri
                 g = ix[q, R_G]
                 steps_w[g, 0], steps_w[g, 1] = floor - idle, full - floor
                 steps_price[g, 0], steps_price[g, 1] = _INF, fs[q, R_BOOT]
+    _learning_due(D, ist, now)
     return two
 
 

@@ -17,7 +17,9 @@ import math
 from dataclasses import dataclass
 
 # bid of a starting job's agents
-BID_NONE, BID_TRUTHFUL, BID_TWO_BLOCKS, BID_RENEWABLE_SHARE, BID_PACE, BID_ACTIONS, BID_QTABLE = 0, 1, 2, 3, 4, 5, 6
+BID_NONE, BID_TRUTHFUL, BID_TWO_BLOCKS, BID_RENEWABLE_SHARE, BID_PACE, BID_ACTIONS, BID_QTABLE, BID_DQN = range(8)
+#: The bids of a learner the kernel decides (and learns) for: its state is handed over by dcsim.compiled.
+LEARNER_BIDS = (BID_QTABLE, BID_DQN)
 # BID_ACTIONS: dcsim.learning.BidAction values
 (ACTION_FULL, ACTION_FULL_IF_CHEAP, ACTION_HALF, ACTION_MIN_CAP, ACTION_PAUSE, ACTION_FLOOR_THEN_VALUE,
  ACTION_FLOOR_THEN_LIMIT, ACTION_PACE) = range(8)
@@ -44,7 +46,8 @@ class KernelRule:
             pace safety)), ``BID_QTABLE`` (each agent's ε-greedy :class:`~dcsim.learning.BidAction` from a
             Q-table, learning or frozen, :class:`~policies.qlearning.QLearning`; ``bid_params[3:6]`` as
             ``BID_ACTIONS``; the tables, bins, transition buffers and the reward meter's buffers are handed over by
-            :mod:`dcsim.compiled`).
+            :mod:`dcsim.compiled`), ``BID_DQN`` (the same with a :class:`~policies.dqn.DQN`'s acting network, its
+            replay ring and its learning rounds).
         admit: ``ADMIT_*``: defer while the price is above ``admit_params[0]`` (``ADMIT_PRICE_ABOVE``), while the
             renewable fraction is below it (``ADMIT_RENEWABLE_BELOW``), or while the price is above
             ``admit_params[1]`` × p0 and the slack allows waiting with safety ``admit_params[0]`` (``ADMIT_SLACK``).

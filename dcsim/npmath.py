@@ -12,7 +12,8 @@ numbers, one element at a time, through its address:
   ``matmul`` and scratch blocks the kernel writes arguments into, and checks on probe values that a call gives
   exactly what numpy gives on arrays (every position of arrays of lengths 1–16, 40 and 257; the matrix product over
   1–16 rows at once); a loop that fails is not used (:attr:`NumpyLoops.reason`, ``learner_reason`` say why);
-- :func:`power`, :func:`power_base`, :func:`unary` and :func:`matmul_rows` are the kernel's calls of them
+- :func:`power`, :func:`power_base`, :func:`unary`, :func:`matmul_rows` and :func:`matmul_f32` (float32, a DQN's
+  acting network) are the kernel's calls of them
   (``power(..., scalar=True)``: the exponent broadcast, as ``array ** float`` does once numpy's fast paths for 2, 1,
   0.5, −1 and 0 are past; the kernel's ``_gamma_pow`` takes those first);
 - :func:`rng_random` and :func:`rng_integers` draw from a numpy generator through its bit generator's own
@@ -30,7 +31,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["NumpyLoops", "bit_generator_addresses", "loop_address", "matmul_rows", "numpy_loops", "power",
+__all__ = ["NumpyLoops", "bit_generator_addresses", "loop_address", "matmul_f32", "matmul_rows", "numpy_loops", "power",
            "power_base", "rng_integers", "rng_random", "unary"]
 
 _PTR = ctypes.sizeof(ctypes.c_void_p)
@@ -75,7 +76,9 @@ def loop_address(ufunc: np.ufunc, types: str) -> tuple[int, int]:
 POW_FN, POW_DATA, LOG_FN, LOG_DATA, LOG1P_FN, LOG1P_DATA, LOG2_FN, LOG2_DATA, SIN_FN, SIN_DATA, COS_FN, COS_DATA, \
     MM_FN, MM_DATA, EXP_FN, EXP_DATA = range(16)
 ARGS, DIMS, STEPS, STEPS_SCALAR, STEPS_BASE, ARGS_U, STEPS_U, ARGS_MM, DIMS_MM, STEPS_MM = range(16, 26)
-N_ADDR = 26
+# the float32 matrix product (a DQN's acting network): its loop, then its argument, dims and steps blocks
+FMM_FN, FMM_DATA, ARGS_FMM, DIMS_FMM, STEPS_FMM = range(26, 31)
+N_ADDR = 31
 #: The unary loops :func:`unary` calls, by the index of their function's address in :attr:`NumpyLoops.addr`.
 UNARY = {"log": LOG_FN, "log1p": LOG1P_FN, "log2": LOG2_FN, "sin": SIN_FN, "cos": COS_FN, "exp": EXP_FN}
 #: The matrix product's inner size (the reward's seven components) and the rows its probe checks.
@@ -89,7 +92,11 @@ MM_OUT = MM_W + MM_K
 _I_DIMS, _I_STEPS, _I_STEPS_SCALAR, _I_STEPS_BASE, _I_ARGS = 0, 1, 4, 7, 10
 _I_STEPS_U, _I_ARGS_U = 13, 15
 _I_DIMS_MM, _I_STEPS_MM, _I_ARGS_MM = 17, 21, 30
-N_IB = 33
+_I_DIMS_FMM, _I_STEPS_FMM, _I_ARGS_FMM = 33, 37, 46
+N_IB = 49
+#: The float32 matrix products the probe checks: (inputs, outputs) of a layer, for 1–16, 40 and 257 rows.
+FMM_PROBE_SHAPES = ((15, 64), (64, 64), (64, 8), (16, 32), (32, 8), (15, 1), (1, 8), (7, 130))
+FMM_PROBE_ROWS = tuple(range(1, 17)) + (40, 257)
 
 
 def mm_rows_at(io) -> int:
@@ -107,7 +114,9 @@ class NumpyLoops:
         ib: ``int64`` scratch: dims and steps of each form of call (a matrix product's row count is written at
             ``ib[_I_DIMS_MM + 1]``).
         reason: None when the power loop is usable; else why not (the compiled pace bid then runs in Python).
-        learner_reason: None when every loop is usable (a compiled learner needs them all); else why not.
+        learner_reason: None when every float64 loop is usable (a compiled learner needs them all); else why not.
+        float32_reason: None when the float32 matrix product is usable (a compiled DQN acts through it); else why
+            not.
     """
 
     def __init__(self) -> None:
@@ -126,6 +135,13 @@ class NumpyLoops:
                 if index == POW_FN:
                     self.reason = failed[-1]
         self.learner_reason = failed[0] if failed else None
+        try:
+            self.addr[FMM_FN], self.addr[FMM_DATA] = loop_address(np.matmul, "fff")
+            if not self._float32_matches_numpy():
+                self.addr[FMM_FN] = self.addr[FMM_DATA] = 0
+                raise LookupError("called from outside numpy, it does not give numpy's results")
+        except LookupError as exc:
+            self.float32_reason = f"numpy's float32 matmul loop cannot be called from the kernel ({exc})"
 
     def _layout(self, rows: int = MM_PROBE_ROWS) -> None:
         """Fresh scratch blocks (a matrix product of up to ``rows`` rows), and the addresses of their parts."""
@@ -134,6 +150,7 @@ class NumpyLoops:
         self.addr = np.zeros(N_ADDR, dtype=np.int64)
         self.reason: str | None = None
         self.learner_reason: str | None = None
+        self.float32_reason: str | None = None
         io, ib = self.io.ctypes.data, self.ib.ctypes.data
         at = lambda i: io + 8 * i  # noqa: E731
         iat = lambda i: ib + 8 * i  # noqa: E731
@@ -151,6 +168,8 @@ class NumpyLoops:
         self.addr[ARGS:STEPS_MM + 1] = (iat(_I_ARGS), iat(_I_DIMS), iat(_I_STEPS), iat(_I_STEPS_SCALAR),
                                         iat(_I_STEPS_BASE), iat(_I_ARGS_U), iat(_I_STEPS_U), iat(_I_ARGS_MM),
                                         iat(_I_DIMS_MM), iat(_I_STEPS_MM))
+        self.addr[ARGS_FMM:STEPS_FMM + 1] = (iat(_I_ARGS_FMM), iat(_I_DIMS_FMM), iat(_I_STEPS_FMM))
+        _f32_blocks(self.ib, 0, 0, 0, 1, 1, 1)  # the parts matmul_f32 does not write
 
     def scratch(self, rows: int = MM_PROBE_ROWS) -> "NumpyLoops":
         """The same checked loops with scratch blocks of their own, for a matrix product of up to ``rows`` rows (one
@@ -158,8 +177,23 @@ class NumpyLoops:
         out = object.__new__(NumpyLoops)
         out._layout(max(int(rows), 1))
         out.addr[:ARGS] = self.addr[:ARGS]
-        out.reason, out.learner_reason = self.reason, self.learner_reason
+        out.addr[FMM_FN:FMM_DATA + 1] = self.addr[FMM_FN:FMM_DATA + 1]
+        out.reason, out.learner_reason, out.float32_reason = self.reason, self.learner_reason, self.float32_reason
         return out
+
+    def _float32_matches_numpy(self) -> bool:
+        """Whether calls of the float32 matrix product from outside numpy give numpy's ``x @ w`` for C-ordered
+        float32 blocks, bit for bit, over the shapes of :data:`FMM_PROBE_SHAPES` and rows :data:`FMM_PROBE_ROWS`."""
+        rng = np.random.default_rng(20261205)
+        for n_in, n_out in FMM_PROBE_SHAPES:
+            w = (rng.normal(size=(n_in, n_out)) * 10.0 ** rng.uniform(-2, 2, (n_in, n_out))).astype(np.float32)
+            for m in FMM_PROBE_ROWS:
+                x = (rng.normal(size=(m, n_in)) * 10.0 ** rng.uniform(-3, 3, (m, n_in))).astype(np.float32)
+                out = np.full((m, n_out), np.nan, np.float32)
+                _matmul_f32_py(self.addr, self.ib, x, w, out)
+                if out.tobytes() != (x @ w).tobytes():
+                    return False
+        return True
 
     def _matches_numpy(self, index: int) -> bool:
         """Whether calls from outside numpy give numpy's array results: the powers one element at a time (lengths
@@ -245,6 +279,21 @@ def _matmul_py(addr: np.ndarray, io: np.ndarray, ib: np.ndarray, k: int) -> list
     ib[_I_DIMS_MM + 1] = k
     _LOOP(int(addr[MM_FN]))(int(addr[ARGS_MM]), int(addr[DIMS_MM]), int(addr[STEPS_MM]), int(addr[MM_DATA]))
     return io[MM_OUT:MM_OUT + k].tolist()
+
+
+def _matmul_f32_py(addr: np.ndarray, ib: np.ndarray, x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
+    """Reference form of :func:`matmul_f32` on C-ordered float32 arrays: ``out[...] = x @ w``."""
+    _f32_blocks(ib, x.ctypes.data, w.ctypes.data, out.ctypes.data, x.shape[0], x.shape[1], w.shape[1])
+    _LOOP(int(addr[FMM_FN]))(int(addr[ARGS_FMM]), int(addr[DIMS_FMM]), int(addr[STEPS_FMM]), int(addr[FMM_DATA]))
+
+
+def _f32_blocks(ib, a, b, out, m, n, p):
+    """The argument, dims and steps blocks of numpy's matmul gufunc loop, ``(m?,n),(n,p?)->(m?,p?)``, for C-ordered
+    float32 blocks ``(m, n) @ (n, p)`` at addresses ``a``, ``b`` and ``out``: one outer step, then each operand's
+    strides in bytes (what numpy passes for C-ordered arrays). :func:`matmul_f32` writes the parts that vary."""
+    ib[_I_ARGS_FMM:_I_ARGS_FMM + 3] = (a, b, out)
+    ib[_I_DIMS_FMM:_I_DIMS_FMM + 4] = (1, m, n, p)
+    ib[_I_STEPS_FMM:_I_STEPS_FMM + 9] = (0, 0, 0, 4 * n, 4, 4 * p, 4, 4 * p, 4)
 
 
 _LOOPS: NumpyLoops | None = None
@@ -349,5 +398,17 @@ try:  # the kernel's form: an indirect call through the address (a runtime value
         at ``io[MM_OUT:MM_OUT + k]`` (one call over all k rows, as numpy makes it: its per-row results depend on k)."""
         ib[_I_DIMS_MM + 1] = k
         _call_loop(addr[MM_FN], addr[ARGS_MM], addr[DIMS_MM], addr[STEPS_MM], addr[MM_DATA])
+
+    def matmul_f32(addr, ib, a, b, out, m, n, p):
+        """numpy's float32 ``(m, n) @ (n, p)`` of the C-ordered blocks at addresses ``a`` and ``b``, into ``out``
+        (one call over all m rows, as numpy makes it; the blocks of :func:`_f32_blocks`)."""
+        ib[_I_ARGS_FMM], ib[_I_ARGS_FMM + 1], ib[_I_ARGS_FMM + 2] = a, b, out
+        ib[_I_DIMS_FMM + 1], ib[_I_DIMS_FMM + 2], ib[_I_DIMS_FMM + 3] = m, n, p
+        s = _I_STEPS_FMM
+        ib[s + 3], ib[s + 5], ib[s + 7] = 4 * n, 4 * p, 4 * p
+        _call_loop(addr[FMM_FN], addr[ARGS_FMM], addr[DIMS_FMM], addr[STEPS_FMM], addr[FMM_DATA])
 except ImportError:  # pragma: no cover - without numba there is no kernel to call them
     power, power_base, unary, matmul_rows = _power_py, _power_base_py, _unary_py, _matmul_py
+
+    def matmul_f32(addr, ib, a, b, out, m, n, p):
+        raise RuntimeError("matmul_f32 is the kernel's form (needs numba)")

@@ -1,7 +1,8 @@
 """DQN bidders: a torch MLP over the agents' features, replay, Polyak target, Huber loss, semi-Markov discount.
 
-Acting runs a plain-torch copy of the online network on the batched features of every agent deciding at
-that instant. Learning happens in rounds (every ``learn_every_s`` of simulated time, by default each
+Acting runs a copy of the online network on the batched features of every agent deciding at that instant,
+by numpy (:class:`ActingWeights`: float32 matrix products; so the compiled kernel, which calls numpy's own loop, acts
+on the same numbers). Learning happens in rounds (every ``learn_every_s`` of simulated time, by default each
 5-minute market round): ``updates_per_round`` gradient steps on batches drawn from the replay buffer, after
 which the acting copy is refreshed. The learner is plain torch (CPU or CUDA) or Cerebras
 (``cerebras.pytorch``; see ``docs/cerebras.md``). ``init_from`` pre-trains offline on transitions a
@@ -9,7 +10,6 @@ Q-learning run exported (``transitions.npz``) before online training starts.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,9 @@ except ImportError:  # pragma: no cover - exercised only without torch
     torch = None
 
 
-if torch is not None:
-    _linear, _relu = torch.nn.functional.linear, torch.nn.functional.relu
-
-
 def _plain_layers(net) -> list[tuple] | None:
     """The ``(weight, bias)`` of each ``Linear`` of a :class:`~policies.dqn_core.QNetwork` made of ``Linear`` layers
-    with a ``ReLU`` between each two (what ``QNetwork`` builds), detached (they share the network's storage, so
-    they follow its ``load_state_dict``); None for any other layout of layers."""
+    with a ``ReLU`` between each two (what ``QNetwork`` builds), detached; None for any other layout of layers."""
     modules = list(net.layers)
     if not modules or len(modules) % 2 == 0:
         return None
@@ -47,6 +42,52 @@ def _plain_layers(net) -> list[tuple] | None:
         elif type(m) is not torch.nn.ReLU or m.inplace:
             return None
     return out
+
+
+class ActingWeights:
+    """The acting network's weights as numpy float32 arrays in one flat block (so the compiled kernel reads the same
+    memory): layer ``l``'s transposed weight ``(inputs, outputs)`` and its bias, refreshed in place by :meth:`load`.
+
+    :meth:`q_values` is the network's forward pass by numpy: ``h @ W + b`` per layer (numpy's float32 matrix
+    product), ``h[h < 0] = 0`` between layers. ``layout`` holds, per layer, its inputs, outputs and the offsets of
+    its weight and bias in ``flat``.
+    """
+
+    def __init__(self, sizes: list[tuple[int, int]]):
+        self.layout = np.zeros((len(sizes), 4), np.int64)
+        at = 0
+        for i, (n_in, n_out) in enumerate(sizes):
+            self.layout[i] = (n_in, n_out, at, at + n_in * n_out)
+            at += n_in * n_out + n_out
+        self.flat = np.zeros(at, np.float32)
+        self.layers = [(self.flat[w:b].reshape(n_in, n_out), self.flat[b:b + n_out])
+                       for n_in, n_out, w, b in self.layout.tolist()]
+
+    @classmethod
+    def of(cls, layers: list[tuple]) -> "ActingWeights":
+        out = cls([(int(w.shape[1]), int(w.shape[0])) for w, _ in layers])
+        out.load(layers)
+        return out
+
+    def fits(self, layers: list[tuple]) -> bool:
+        return [(int(w.shape[1]), int(w.shape[0])) for w, _ in layers] == [tuple(r[:2]) for r in self.layout.tolist()]
+
+    def load(self, layers: list[tuple]) -> None:
+        """Copy torch ``(weight, bias)`` pairs (``weight``: ``(outputs, inputs)``) into the flat block."""
+        for (w, b), (wt, bt) in zip(layers, self.layers):
+            np.copyto(wt, w.cpu().numpy().T)
+            np.copyto(bt, b.cpu().numpy())
+
+    def q_values(self, x: np.ndarray) -> np.ndarray:
+        """Q-values ``(rows, actions)`` (float32) of the C-ordered float32 feature rows ``x``."""
+        h = x
+        last = len(self.layers) - 1
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w
+            h += b
+            if i < last:
+                h[h < 0] = 0
+        return h
 
 
 class DQN(LearningPolicy):
@@ -70,6 +111,11 @@ class DQN(LearningPolicy):
         torch_threads: Threads torch uses in this process (``torch.set_num_threads``), or None to leave torch's
             default. Default 1: on a 2-core machine that also runs the simulation a second thread made learner
             steps ~10x slower (740 vs 69 Adam steps/s measured, benchmarks/bench_learning.py).
+        blas_threads: Threads numpy's BLAS uses in this process (``threadpoolctl.threadpool_limits``), or None to
+            leave numpy's default (a thread per core). Default 1: the acting network's float32 matrix products then
+            give the same numbers on every machine (OpenBLAS's results for wide layers depend on its thread count),
+            and a 10k-GPU round's products cost no idle-thread spinning (0.77 vs 0.37 CPU s a simulated hour
+            measured, benchmarks/bench_engine.py).
         double: Double DQN targets (the online network picks the next action, the target network values it).
             None (the default): on with the torch learner, off with the Cerebras learners (not implemented there).
         **kwargs: See :class:`~policies.learning.LearningPolicy`.
@@ -82,7 +128,8 @@ class DQN(LearningPolicy):
                  learn_every_s: float = 300.0, updates_per_round: int = 4, polyak_tau: float = 0.01,
                  huber_delta: float = 1.0, grad_clip: float | None = 10.0, learner: str = "torch",
                  device: str = "auto", learner_options: dict[str, Any] | None = None, init_from: str | None = None,
-                 init_steps: int = 2000, torch_threads: int | None = 1, double: bool | None = None, **kwargs: Any):
+                 init_steps: int = 2000, torch_threads: int | None = 1, double: bool | None = None,
+                 blas_threads: int | None = 1, **kwargs: Any):
         if torch is None:
             raise PolicyError("policy 'dqn' needs torch: install it with `pip install torch==2.13.0` "
                               "(or `pip install -e '.[dqn]'` after that)")
@@ -97,7 +144,11 @@ class DQN(LearningPolicy):
         self.init_from, self.init_steps = init_from, int(init_steps)
         self.losses: list[float] = []
         self.learner = None
+        self.acting: ActingWeights | None = None
         self.torch_threads = torch_threads
+        if blas_threads is not None and not (isinstance(blas_threads, int) and blas_threads >= 1):
+            raise PolicyError(f"policy 'dqn': blas_threads={blas_threads!r}; allowed: an integer >= 1, or null")
+        self.blas_threads = blas_threads
         if double and learner != "torch":
             raise PolicyError(f"policy 'dqn': double=True is implemented for learner 'torch' only, not {learner!r}; "
                               "set policy.params.double=false")
@@ -114,6 +165,10 @@ class DQN(LearningPolicy):
         # sampling), so a resumed training makes the same draws as an uninterrupted one
         if self.torch_threads is not None:
             torch.set_num_threads(int(self.torch_threads))
+        if self.blas_threads is not None:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(int(self.blas_threads), user_api="blas")
         seed = int(self.rng.spawn(1)[0].integers(0, 2**31 - 1))
         try:
             self.learner = make_learner(self.learner_kind, n_features=len(self.features), n_actions=self.n_actions,
@@ -138,8 +193,16 @@ class DQN(LearningPolicy):
         self._sync()
 
     def _sync(self) -> None:
+        """Refresh the acting network from the learner's online network (its numpy weights in place)."""
         self.actor.load_state_dict(self.learner.online_state_dict())
-        self._act_layers = _plain_layers(self.actor)
+        layers = _plain_layers(self.actor)
+        acting = self.acting
+        if layers is None:
+            self.acting = None
+        elif acting is not None and acting.fits(layers):
+            acting.load(layers)
+        else:
+            self.acting = ActingWeights.of(layers)
 
     def reset(self, rng, gpu, n_gpus) -> None:
         super().reset(rng, gpu, n_gpus)
@@ -147,37 +210,29 @@ class DQN(LearningPolicy):
 
     # ---------------------------------------------------------------------------- acting and learning
     def choose(self, features: np.ndarray, agents: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
-        with torch.no_grad():
-            q = self.actor(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
+        x = np.ascontiguousarray(features, dtype=np.float32)
+        acting = self.acting
+        if acting is not None:
+            q = acting.q_values(x)
+            if allowed is not None:
+                q[~np.asarray(allowed, dtype=bool)] = -np.inf
+            return q.argmax(axis=1).astype(np.int64)
+        with torch.no_grad():  # a network of other layers than Linear and ReLU: torch's forward pass
+            q = self.actor(torch.from_numpy(x))
         if allowed is not None:
             q = q.masked_fill(~torch.from_numpy(np.asarray(allowed, dtype=bool)), -torch.inf)
         return q.argmax(dim=1).numpy().astype(np.int64)
 
     def choose_rows(self, rows: list[list[float]], x: np.ndarray, agents: list[int], kind: ActionKind) -> list[int]:
-        """:meth:`choose` for a few rows: the acting network's layers called one by one on its weights without
-        autograd (the same ``linear``/``relu`` kernels on the same tensors: the same Q-values), the argmax (the
-        first maximum) over the allowed actions taken from the Python values; a NaN goes to :meth:`choose`."""
-        layers = getattr(self, "_act_layers", None)
-        if layers is None or not self._plain("choose", DQN):
+        """:meth:`choose` for a few rows (the same numpy forward pass and argmax: the first maximum, a NaN first)."""
+        acting = self.acting
+        if acting is None or not self._plain("choose", DQN):
             return super().choose_rows(rows, x, agents, kind)
-        h = torch.from_numpy(x)
-        for weight, bias in layers[:-1]:
-            h = _relu(_linear(h, weight, bias))
-        weight, bias = layers[-1]
-        q = _linear(h, weight, bias).tolist()
+        q = acting.q_values(x)
         mask = self._kind_mask(kind)
-        out = []
-        for row in q:
-            best, best_value = 0, -math.inf
-            for k, v in enumerate(row):
-                if v != v:
-                    return super().choose_rows(rows, x, agents, kind)
-                if mask is not None and not mask[k]:
-                    v = -math.inf
-                if k == 0 or v > best_value:
-                    best, best_value = k, v
-            out.append(best)
-        return out
+        if mask is not None:
+            q[:, ~np.asarray(mask, dtype=bool)] = -np.inf
+        return q.argmax(axis=1).tolist()
 
     def _kind_mask(self, kind: ActionKind) -> list[bool] | None:
         if not self.layout.rich:

@@ -127,11 +127,12 @@ def test_greedy_choices_respect_the_mask(name):
     else:
         import torch
 
-        with torch.no_grad():
-            last = pol.actor.net[-1] if hasattr(pol.actor, "net") else list(pol.actor.modules())[-1]
+        with torch.no_grad():  # the learner's online network; the acting copy follows it at a sync
+            last = [m for m in pol.learner.model.online.modules() if isinstance(m, torch.nn.Linear)][-1]
             last.weight.zero_()
             last.bias.zero_()
             last.bias[0] = 100.0
+        pol._sync()
     x = np.zeros((3, len(pol.features)), dtype=np.float32)
     x[0, FEATURES.index("has_job")] = 1.0  # bid kind
     x[2, pol.features.index("decision_admit")] = 1.0  # admission kind (row 1: idle)

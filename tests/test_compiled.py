@@ -11,6 +11,7 @@ same instants.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -225,19 +226,21 @@ def test_which_runs_take_the_compiled_path(monkeypatch):
     assert compiled_reason(sc, load_policy("always_on", {})) is None
     assert compiled_reason(sc, load_policy("truthful", {})) is None  # a built-in rule: its compiled form
     assert compiled_reason(sc, load_policy("qlearning", {})) is None  # a Q-table: its compiled form
-    assert "decides at events" in compiled_reason(sc, load_policy("dqn", {}))
+    if importlib.util.find_spec("torch") is not None:
+        assert compiled_reason(sc, load_policy("dqn", {})) is None  # a DQN: its compiled form (BID_DQN)
     topology = _world(horizon_s=600, facility={"topology": {"gpus_per_node": 8, "nodes_per_rack": 3}})
     assert compiled_reason(topology, load_policy("always_on", {})) == "facility.topology is configured"
     assert compiled_reason(_world(**dict(CASES["cooling"], horizon_s=600)), load_policy("always_on", {})) is None
     assert compiled_reason(_world(**dict(CASES["battery"], horizon_s=600)), load_policy("always_on", {})) is None
-    with pytest.raises(DcsimError, match="decides at events"):
-        use_compiled(sc, load_policy("dqn", {}), True)
+    rich = load_policy("qlearning", {"actions": "bid+idle"})  # a learner's layout without a compiled form
+    with pytest.raises(DcsimError, match="action layout is 'bid[+]idle'"):
+        use_compiled(sc, rich, True)
     assert use_compiled(sc, load_policy("always_on", {}), None, 10_000)
     assert not use_compiled(sc, load_policy("always_on", {}), None, 9_999)  # too few jobs to repay loading numba
-    assert not use_compiled(sc, load_policy("dqn", {}), None, 10**6)
+    assert not use_compiled(sc, rich, None, 10**6)
     monkeypatch.setenv("DCSIM_COMPILED", "1")
     assert use_compiled(sc, load_policy("always_on", {}), None, 10)
-    assert not use_compiled(sc, load_policy("dqn", {}), None, 10)
+    assert not use_compiled(sc, rich, None, 10)
     monkeypatch.setenv("DCSIM_COMPILED", "0")
     assert not use_compiled(sc, load_policy("always_on", {}), None, 10**6)
 

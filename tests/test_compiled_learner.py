@@ -144,7 +144,6 @@ def test_what_keeps_a_learner_on_the_python_path_is_named():
     frozen = load_policy("qlearning", {"learn": False})
     frozen.choose_rows = lambda *a: [0]  # an instance that replaced a step runs its own code
     assert "not QLearning's own" in compiled_reason(sc, frozen)
-    assert "decides at events" in compiled_reason(sc, load_policy("dqn", {"learn": False}))
 
 
 def _assert_same_training(sc, params: dict, episodes: int = 2):

@@ -91,7 +91,37 @@ def test_unusable_loops_say_why_and_hold_no_addresses(monkeypatch):
     loops = npmath.NumpyLoops()
     assert loops.reason is not None and "power" in loops.reason and "PyUFuncObject" in loops.reason
     assert loops.learner_reason is not None
+    assert loops.float32_reason is not None and "float32 matmul" in loops.float32_reason
     assert not loops.addr[:npmath.ARGS].any()  # no loop's address: the kernel never calls one
+    assert not loops.addr[npmath.FMM_FN:npmath.FMM_DATA + 1].any()
+
+
+@pytest.mark.skipif(LOOPS.float32_reason is not None, reason=f"{LOOPS.float32_reason}")
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 300), st.integers(1, 80), st.integers(1, 80), st.integers(0, 2**16))
+def test_the_compiled_float32_matrix_product_is_numpys(m, n, p, seed):
+    """A DQN's acting layer in the kernel (npmath.matmul_f32, njit'ed, on blocks inside larger scratch arrays, as
+    the kernel keeps them) gives numpy's ``x @ w`` bit for bit, for any rows and layer sizes."""
+    numba = pytest.importorskip("numba")
+    mm = numba.njit(npmath.matmul_f32)
+
+    @numba.njit
+    def call(addr, ib, scratch, weights, m, n, p, at_x, at_w, at_out):
+        sb, wb = scratch.ctypes.data, weights.ctypes.data
+        mm(addr, ib, sb + 4 * at_x, wb + 4 * at_w, sb + 4 * at_out, m, n, p)
+
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(m, n)) * 10.0 ** rng.uniform(-3, 3, (m, n))).astype(np.float32)
+    w = rng.normal(size=(n, p)).astype(np.float32)
+    at_x, at_w = int(rng.integers(0, 50)), int(rng.integers(0, 50))
+    scratch = np.full(at_x + m * n + 7 + m * p, np.nan, np.float32)
+    weights = np.full(at_w + n * p + 3, np.nan, np.float32)
+    scratch[at_x:at_x + m * n] = x.reshape(-1)
+    weights[at_w:at_w + n * p] = w.reshape(-1)
+    loops = LOOPS.scratch()
+    at_out = at_x + m * n + 7
+    call(loops.addr, loops.ib, scratch, weights, m, n, p, at_x, at_w, at_out)
+    assert scratch[at_out:at_out + m * p].tobytes() == (x @ w).reshape(-1).tobytes()
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 33, 1000, 12_345])

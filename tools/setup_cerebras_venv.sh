@@ -28,7 +28,7 @@ venv_works() {
     [ -x "$VENV/bin/python" ] || return 1
     "$VENV/bin/python" - "$TORCH_PIN" "$NUMPY_PIN" "$PWD" <<'PY' >/dev/null 2>&1
 import pathlib, sys
-import cerebras.pytorch, dcsim, hypothesis, numpy, pytest, torch  # noqa: F401
+import cerebras.pytorch, dcsim, hypothesis, numpy, pytest, threadpoolctl, torch  # noqa: F401
 torch_pin, numpy_pin, repo = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3]).resolve()
 assert torch.__version__.split("+")[0] == torch_pin, torch.__version__
 assert numpy.__version__ == numpy_pin, numpy.__version__
