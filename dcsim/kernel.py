@@ -856,7 +856,7 @@ def _mlp_actions(D, m):
     """``DQN.choose`` of the ``m`` deciders in the row scratch (``ActingWeights.q_values``, then numpy's argmax):
     their feature rows gathered in order as one C-ordered float32 block, each layer numpy's float32 matrix product
     over the m rows at once (numpy's per-row results may depend on the row count), its bias added and, between
-    layers, ``h[h < 0] = 0``; each row's action the first maximum of its Q-values (the first NaN if any)."""
+    layers, ``h *= h > 0``; each row's action the first maximum of its Q-values (the first NaN if any)."""
     L, addr, ib = D[15], D[12], D[14]
     X, ix, W, lay, act = L[18], L[28], L[41], L[42], L[43]
     f, rows = X.shape[1], X.shape[0]
@@ -876,8 +876,8 @@ def _mlp_actions(D, m):
         for i in range(dst, dst + m * n_out, n_out):
             for c in range(n_out):
                 v = act[i + c] + W[b_at + c]
-                if layer < last and v < 0:
-                    v = np.float32(0.0)
+                if layer < last:  # h *= h > 0
+                    v = v * np.float32(1.0 if v > 0 else 0.0)
                 act[i + c] = v
         src, dst = dst, (other if src == 0 else src)
     n_a = lay[last, 1]

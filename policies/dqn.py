@@ -49,7 +49,7 @@ class ActingWeights:
     memory): layer ``l``'s transposed weight ``(inputs, outputs)`` and its bias, refreshed in place by :meth:`load`.
 
     :meth:`q_values` is the network's forward pass by numpy: ``h @ W + b`` per layer (numpy's float32 matrix
-    product), ``h[h < 0] = 0`` between layers. ``layout`` holds, per layer, its inputs, outputs and the offsets of
+    product), ``h *= h > 0`` between layers. ``layout`` holds, per layer, its inputs, outputs and the offsets of
     its weight and bias in ``flat``.
     """
 
@@ -86,7 +86,7 @@ class ActingWeights:
             h = h @ w
             h += b
             if i < last:
-                h[h < 0] = 0
+                h *= h > 0  # ReLU as a product (a NaN stays NaN): one exact float32 operation per value
         return h
 
 
