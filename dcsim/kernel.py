@@ -795,7 +795,8 @@ def _start(D, m):
 @_jit
 def _close_learn(G, D, ist, agents, k, deciding_only):
     """``TransitionBuilder.close`` of the open transitions of agents ``agents[:k]`` (``deciding_only``: those with
-    a running job on an active GPU), their states against the features' rows, and the update on them."""
+    a running job on an active GPU), their states against the features' rows; recorded if the policy keeps
+    transitions, and, learning, the update on them (a DQN: into its replay)."""
     L = D[15]
     lf, X, fs, ix, b_open, b_obs, b_action = L[17], L[18], L[27], L[28], L[21], L[22], L[23]
     st, asg = G[0], G[1]
@@ -812,10 +813,11 @@ def _close_learn(G, D, ist, agents, k, deciding_only):
             m += 1
     if m and ist[REC_ON] != 0:
         _record(D, ist, m)
-    if m and dqn:  # DQN.learn_rows: into the replay ring (learning rounds sample it)
-        _ring_add(ix, fs, X, b_obs, L[44], L[45], L[46], L[47], L[48], L[49], ist, RP_POS, m)
-    elif m:
-        _learn(D, ist, m)
+    if m and lf[LF_LEARNING] != 0.0:
+        if dqn:  # DQN.learn_rows: into the replay ring (learning rounds sample it)
+            _ring_add(ix, fs, X, b_obs, L[44], L[45], L[46], L[47], L[48], L[49], ist, RP_POS, m)
+        else:
+            _learn(D, ist, m)
 
 
 @_jit
@@ -936,8 +938,9 @@ def _decide(G, D, ist, agents, k, deciding_only):
         m += 1
     if lf[LF_DQN] != 0.0 and m:
         _mlp_actions(D, m)
-    if lf[LF_LEARNING] != 0.0 and m:
+    if m and lf[LF_LEARNING] != 0.0:
         _explore(D, ist, m)
+    if m and (lf[LF_LEARNING] != 0.0 or ist[REC_ON] != 0):  # transitions open while learning or recording
         _start(D, m)
     ist[L_DECISIONS] += m
     return m
@@ -945,10 +948,12 @@ def _decide(G, D, ist, agents, k, deciding_only):
 
 @_jit
 def _learner_bids(G, S, D, ist, fst, j, now):
-    """:meth:`LearningPolicy.bid` of a Q-table for starting job ``j``'s agents (``_bid_few``, and the numpy form's
-    same steps for more than 16): the reward meter's feedback, the features; learning, the open transitions accrue
-    the feedback, close, and update the table(s); the greedy actions, ε-greedy exploration from the policy's stream
-    while learning, the new transitions opened; what each action's bid buys at the round's price."""
+    """:meth:`LearningPolicy.bid` of a learner for starting job ``j``'s agents (``_bid_few``, and the numpy form's
+    same steps for more than 16): the reward meter's feedback, the features; learning or keeping transitions, the
+    open transitions accrue the feedback and close (recorded; learning, the table(s) updated or the replay added
+    to); the greedy actions, ε-greedy exploration from the policy's stream while learning, the new transitions
+    opened; what each action's bid buys at the round's price; a DQN's learning round when one is due. (A frozen
+    policy that keeps no transitions skips the transitions: nothing reads them.)"""
     L = D[15]
     want, agents = G[12], S[18][j]
     k = S[2][j]
@@ -956,7 +961,7 @@ def _learner_bids(G, S, D, ist, fst, j, now):
     _shared_features(D, ist, fst, now)
     for q in range(k):
         _features(G, S, D, ist, fst, agents[q], q, now)
-    if L[17][LF_LEARNING] != 0.0:
+    if L[17][LF_LEARNING] != 0.0 or ist[REC_ON] != 0:
         _accrue(D, agents, k)
         _close_learn(G, D, ist, agents, k, False)
     _decide(G, D, ist, agents, k, False)
@@ -1004,7 +1009,7 @@ def learner_round(G, S, D, ist, fst, now, request, max_price, steps_w, steps_pri
     _shared_features(D, ist, fst, now)
     for g in range(n):
         _features(G, S, D, ist, fst, g, g, now)
-    if L[17][LF_LEARNING] != 0.0:
+    if L[17][LF_LEARNING] != 0.0 or ist[REC_ON] != 0:
         _accrue(D, agents, n)
         _close_learn(G, D, ist, agents, n, True)
     m = _decide(G, D, ist, agents, n, True)

@@ -181,3 +181,19 @@ def test_an_error_in_a_learning_round_called_by_the_kernel_reaches_the_caller():
     policy.learner.steps = failing
     with pytest.raises(PolicyError, match="learner went away"):
         _run(sc, policy, True)
+
+
+@needs_numba
+def test_a_frozen_dqn_that_keeps_transitions_records_what_the_python_path_records():
+    sc = _dqn_scenario("scarce")
+    policy = load_policy("dqn", dict(BASE, learn=False, keep_transitions=250))
+    _run(sc, policy, False)  # builds the network
+    _random_network(policy, 7)
+    policy.recorded = None  # (building the network recorded some already) a fresh ring at the next reset
+    a_pol, b_pol = copy.deepcopy(policy), copy.deepcopy(policy)
+    _assert_same(_run(sc, a_pol, False), _run(sc, b_pol, True))
+    ra, rb = a_pol.recorded, b_pol.recorded
+    assert (ra.pos, ra.size) == (rb.pos, rb.size) and ra.size == 250
+    for field in ra.FIELDS:
+        assert np.array_equal(ra.data[field], rb.data[field])
+    assert len(a_pol.replay) == len(b_pol.replay) == 0 and a_pol.updates == b_pol.updates == 0

@@ -248,3 +248,19 @@ def test_random_worlds_train_the_same_on_both_paths(variant, **world):
 def test_random_worlds_under_a_frozen_table_give_the_same_outputs(variant, **world):
     sc = _random_scenario(**world)
     _assert_same_learner(sc, _frozen(sc, POLICIES[variant], seed=world["seed"]))
+
+
+@needs_numba
+def test_a_frozen_table_that_keeps_transitions_records_what_the_python_path_records():
+    """A frozen policy still opens and closes its transitions on the Python path; with ``keep_transitions`` they are
+    recorded, so the kernel opens, closes and records them too (and, frozen, learns nothing from them)."""
+    sc = _scenario("queues_and_drops")
+    policy = _frozen(sc, {"keep_transitions": 300})
+    policy.recorded = None  # (building the tables recorded some already) a fresh ring at the next reset
+    a_pol, b_pol = copy.deepcopy(policy), copy.deepcopy(policy)
+    _assert_same(_run(sc, a_pol, False), _run(sc, b_pol, True))
+    ra, rb = a_pol.recorded, b_pol.recorded
+    assert (ra.pos, ra.size) == (rb.pos, rb.size) and ra.size == 300
+    for field in ra.FIELDS:
+        assert np.array_equal(ra.data[field], rb.data[field])
+    assert np.array_equal(a_pol.table.q, b_pol.table.q) and a_pol.updates == b_pol.updates == 0
