@@ -4,9 +4,9 @@ A policy that decides nothing at events (``always_on``, or any policy overriding
 ``on_idle``) leaves the engine a fixed per-job path: an arrival queues and starts a job, a completion frees its
 GPUs and starts the next. So does a built-in rule, whose decisions at events are a fixed formula the kernel can
 make itself (its :class:`dcsim.kernel_rules.KernelRule`: bids at job starts, admissions, idle GPUs put to sleep,
-and the wake-ups that follow). So does tabular Q-learning (:func:`learner_rule`): the kernel decides and learns for
-it at job starts and market rounds, with numpy's own loops (:mod:`dcsim.npmath`) wherever the Python path calls
-numpy. :mod:`dcsim.kernel` does that path in numba-compiled code, bit for bit as the Python path
+and the wake-ups that follow). So do tabular Q-learning (:func:`learner_rule`) and the DQN (:func:`dqn_rule`): the
+kernel decides and learns for them at job starts and market rounds, with numpy's own loops (:mod:`dcsim.npmath`)
+wherever the Python path calls numpy (the DQN's gradient steps run in Python, called by the kernel). :mod:`dcsim.kernel` does that path in numba-compiled code, bit for bit as the Python path
 (:class:`dcsim.dispatch.Dispatcher` and friends) does it, while everything else (supply changes, market rounds and
 the policy's other calls there, the time series) stays in SimPy processes as before.
 
@@ -17,7 +17,7 @@ event it lets the kernel handle every job event that orders before it. Same-inst
 therefore come out as on the Python path, and so do the event counts.
 
 Which runs (:func:`compiled_reason`): a policy with a compiled form (or none needed), event-timed decisions, no
-learning feedback other than the compiled Q-learner's, no event trace, the round-level ledger, GPUs starting idle,
+learning feedback other than the compiled learners', no event trace, the round-level ledger, GPUs starting idle,
 and none of the facility parts (power-delivery tree, failures, dispatched battery, cooling setpoint control); a
 supply battery and the cooling plant with fixed setpoints are fine. By default only runs of at least
 :data:`MIN_JOBS` jobs take it. numba is an optional dependency (``pip install 'dcsim[fast]'``); without it, or with
@@ -225,7 +225,7 @@ def _no_learner() -> tuple:
 
 def _no_dqn() -> tuple:
     """The DQN's part of ``L`` without a DQN (a Q-learner's, or no learner): empty arrays of its types."""
-    g1, g2 = np.zeros(0, np.float32), np.zeros((0, 0), np.float32)
+    g1 = np.zeros(0, np.float32)
     return (g1, np.zeros((0, 0), np.int64), g1, *_ring_arrays(None, 0))
 
 
@@ -439,17 +439,15 @@ class CompiledDispatcher(Dispatcher):
         n = rm.n
         lf = np.zeros(K.N_LF)
         if dqn:
-            f3, i2, f2, i1, i3 = np.zeros((0, 0, 0)), np.zeros((0, 6), np.int64), np.zeros((0, 1)), \
-                np.zeros(0, np.int64), np.zeros((0, 0, 0), np.int64)
-            q_part = (f3, f3, i2, f2, i1)
-            visits = (i3, i3)
+            empty = _no_learner()
+            q_part, visits = empty[:5], empty[19:21]  # no tables, bins or visit counts
             acting = p.acting
             if acting is None:
                 raise RuntimeError("a compiled DQN needs its acting network as numpy weights (DQN.acting)")
-            rows = n
             width = int(acting.layout[:, 1].max())
             self._acting_flat = acting.flat
-            dqn_part = (acting.flat, acting.layout, np.zeros(rows * (len(p.features) + 2 * width), np.float32),
+            # the scratch of the network's passes: the deciding rows' features, then two blocks of hidden values
+            dqn_part = (acting.flat, acting.layout, np.zeros(n * (len(p.features) + 2 * width), np.float32),
                         *_ring_arrays(p.replay, len(p.features)))
             lf[K.LF_DQN], lf[K.LF_LEARN_EVERY] = 1.0, p.learn_every_s
         else:

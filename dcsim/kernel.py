@@ -7,12 +7,14 @@ These functions do, operation for operation and in the same order, what :class:`
 in Python for a run whose policy decides nothing at events, or whose decisions at events have a compiled form (the
 built-in rules, :mod:`dcsim.kernel_rules`; tabular Q-learning, ``BID_QTABLE`` below: what
 :class:`policies.learning.LearningPolicy`, :class:`policies.qlearning.QLearning`, :class:`dcsim.reward_meter.RewardMeter`
-and :class:`dcsim.learning.TransitionBuilder` do at a job start and a round). See :mod:`dcsim.compiled` for when that
+and :class:`dcsim.learning.TransitionBuilder` do at a job start and a round; the DQN, ``BID_DQN``: the same with
+:class:`policies.dqn.DQN`'s acting network and replay, its learning rounds called back in Python). See :mod:`dcsim.compiled` for when that
 is and how the SimPy side is kept in step.
 
 Floating-point operations are IEEE (no fast-math), Python's ``min``/``max`` are spelled out with their tie rules,
 ``**`` on Python floats is the C library's ``pow`` as in CPython, and wherever the Python path calls numpy on arrays
-(the pace bid's powers; the learner's logarithms, sines, exponential, powers and reward matrix product) the kernel
+(the pace bid's powers; the learner's logarithms, sines, exponential, powers and reward matrix product; the DQN's
+float32 matrix products) the kernel
 calls numpy's own loop (:mod:`dcsim.npmath`), and draws from the policy's generator through its own bit generator,
 so both paths give the same bits. numba is an optional dependency (extra ``fast``); this module is imported only
 when it is installed.
@@ -164,8 +166,10 @@ DONE, NEED_CHUNK, NEED_SLOTS, NEED_HEAP, NEED_FLUSH, NEED_TIMERS = 0, 1, 2, 3, 4
 #    visits A, visits B, the transition builder's open, obs (n x 15 float32), action, reward, elapsed, the policy
 #    stream's bit generator (npmath.bit_generator_addresses), row scratch (2n x 8 floats, 2n x 8 ints), sort
 #    scratch (2 x 2n ints), the agents 0 .. n - 1, the shared feature columns (7), log2 of job sizes (64, NaN unset),
-#    the recorded transitions' ring (ReplayBuffer.data: obs, action, reward, next_obs, dt_s, terminal), and the
-#    reward meter's team snapshots (7n)
+#    the recorded transitions' ring (ReplayBuffer.data: obs, action, reward, next_obs, dt_s, terminal), the
+#    reward meter's team snapshots (7n); a DQN's acting weights (ActingWeights.flat, float32) and their layout
+#    (per layer: inputs, outputs, weight and bias offsets), the scratch of its passes (float32), its replay ring
+#    (as the recorded one). A Q-learner has empty DQN parts and a DQN empty tables, bins and visits.
 
 
 @_jit
